@@ -1,0 +1,127 @@
+//! Tell a user what your server is doing, live.
+//!
+//! Tool code deep inside a request (often synchronous, on a blocking thread) calls
+//! [`add_status_message`]`("Searching the web...")` without knowing who the user is. The crate
+//! knows the current client session implicitly, from a task-local set where the request came
+//! in, and hands `(session_id, message)` to one consumer stream, which routes it to that
+//! user's WebSocket or Server-Sent Events connection.
+//!
+//! # How it works
+//!
+//! - [`messenger::CURRENT_WEBSOCKET_SESSION_ID`] is a tokio task-local holding the session id.
+//!   Set it with [`with_session_id`] where a client's work starts.
+//! - [`setup_status_messenger_async`] creates one global unbounded channel.
+//!   [`add_status_message`] reads the session and sends; it never blocks, awaits or panics, and
+//!   works from any thread.
+//! - [`stream_status_updates`] is the receiving end as a `Stream` for one broadcaster task.
+//!   Dropping the stream gives the receiver back, so a restarted broadcaster loses nothing.
+//! - [`Messenger`] is the same machinery as an instance, for tests and embedders; the global
+//!   functions are a thin default over one of them.
+//!
+//! # Quick start
+//!
+//! A broadcaster task consumes the stream; a request handler sets the session and runs
+//! synchronous tool code through the session-carrying [`spawn_blocking`]:
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use status_messenger::{add_status_message, stream_status_updates, with_session_id};
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! status_messenger::setup_status_messenger_async();
+//!
+//! // The broadcaster: one task that routes every update to its session's clients.
+//! let (to_client, mut client) = tokio::sync::mpsc::unbounded_channel();
+//! let broadcaster = tokio::spawn(async move {
+//!     let mut updates = stream_status_updates();
+//!     while let Some((session, text)) = updates.next().await {
+//!         // A real server looks the session up and writes to its socket.
+//!         if session.as_deref() == Some("user-1") && to_client.send(text).is_err() {
+//!             break;
+//!         }
+//!     }
+//! });
+//!
+//! // A request handler: the tool never sees the session id.
+//! fn search_tool() -> usize {
+//!     add_status_message("Searching the web...");
+//!     add_status_message("Reading 3 pages...");
+//!     3
+//! }
+//! let pages = with_session_id("user-1", async {
+//!     status_messenger::spawn_blocking(search_tool).await.unwrap()
+//! })
+//! .await;
+//!
+//! assert_eq!(pages, 3);
+//! assert_eq!(client.recv().await.as_deref(), Some("Searching the web..."));
+//! assert_eq!(client.recv().await.as_deref(), Some("Reading 3 pages..."));
+//! # broadcaster.abort();
+//! # }
+//! ```
+//!
+//! # Carrying the session across threads
+//!
+//! Tokio task-locals belong to one future. They are not inherited by `tokio::spawn`,
+//! `tokio::task::spawn_blocking` or `std::thread::spawn`, so this sends with **no** session:
+//!
+//! ```
+//! # use status_messenger::{current_session_id, with_session_id};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let seen = with_session_id("s1", async {
+//!     tokio::task::spawn_blocking(current_session_id).await.unwrap()
+//! })
+//! .await;
+//! assert_eq!(seen, None); // lost at the thread boundary
+//! # }
+//! ```
+//!
+//! Use the crate's [`spawn_blocking`] and [`spawn`], which capture the caller's session and set
+//! it again where the work runs, or capture a [`SessionContext`] yourself for any other thread
+//! or pool (`std::thread`, rayon, actix's `web::block`) and [`SessionContext::run`] the work in
+//! it. Futures get the same from [`SessionFutureExt`]:
+//!
+//! ```
+//! # use status_messenger::{current_session_id, with_session_id, SessionContext};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let seen = with_session_id("s1", async {
+//!     let ctx = SessionContext::current();
+//!     std::thread::spawn(move || ctx.run(current_session_id)).join().unwrap()
+//! })
+//! .await;
+//! assert_eq!(seen.as_deref(), Some("s1"));
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature | what it adds |
+//! | --- | --- |
+//! | (none) | the messenger and the session helpers |
+//!
+//! # Supported Rust versions
+//!
+//! The minimum supported Rust version is 1.80.
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![warn(missing_debug_implementations)]
+
+pub mod messenger;
+mod session;
+
+pub use messenger::{
+    add_status_message, dropped_before_setup, global_messenger, setup_status_messenger_async,
+    stream_status_updates, try_stream_status_updates, Messenger, StatusStream, StatusUpdate,
+    StreamError,
+};
+pub use session::{
+    current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
+    SessionContext, SessionFutureExt, SpawnError, WithSession,
+};

@@ -1,0 +1,604 @@
+//! The messenger: one channel from status producers to one consumer.
+//!
+//! # Invariants
+//!
+//! - A [`Messenger`] owns both ends of its channel for as long as it lives: the receiver is
+//!   either parked in `Shared::receiver` or held by exactly one live [`StatusStream`], which
+//!   parks it again when dropped. The receiver is therefore never dropped while a sender exists,
+//!   so a send on the channel cannot fail and nothing is lost between consumers.
+//! - The `receiver` mutex is only ever held for a `take` or a `replace`, never across an await
+//!   or a user callback, so it can be taken from any thread, with or without a runtime.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+
+tokio::task_local! {
+    /// The session id of the client whose work the current task is doing.
+    ///
+    /// This is the task-local that [`add_status_message`] reads, the counterpart of the Python
+    /// original's `current_websocket_session_id_var`. Set it with
+    /// [`with_session_id`](crate::with_session_id) (or `CURRENT_WEBSOCKET_SESSION_ID.scope`),
+    /// and carry it into other threads and tasks with [`SessionContext`](crate::SessionContext),
+    /// [`spawn_blocking`](crate::spawn_blocking) or [`spawn`](crate::spawn): tokio does not
+    /// carry task-locals across those boundaries by itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::messenger::CURRENT_WEBSOCKET_SESSION_ID;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let seen = CURRENT_WEBSOCKET_SESSION_ID
+    ///     .scope(Some("session-1".to_owned()), async {
+    ///         CURRENT_WEBSOCKET_SESSION_ID.with(|id| id.clone())
+    ///     })
+    ///     .await;
+    /// assert_eq!(seen.as_deref(), Some("session-1"));
+    /// // Outside any scope the task-local is not set at all.
+    /// assert!(CURRENT_WEBSOCKET_SESSION_ID.try_with(|_| ()).is_err());
+    /// # }
+    /// ```
+    pub static CURRENT_WEBSOCKET_SESSION_ID: Option<String>;
+}
+
+/// One status message as it travels through the channel: the session it belongs to (`None`
+/// when it was added outside any session) and its text.
+pub type StatusUpdate = (Option<String>, String);
+
+/// The name under which messages without a session are logged, as in the Python original.
+const UNKNOWN_SESSION: &str = "UnknownSession";
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (we only ever
+/// `take` or `replace` an `Option` under it), so poisoning is not an error here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// State shared between a [`Messenger`], its clones and the stream holding its receiver.
+#[derive(Debug)]
+struct Shared {
+    sender: mpsc::UnboundedSender<StatusUpdate>,
+    /// `Some` while no stream holds the receiver.
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<StatusUpdate>>>,
+    /// Messages handed out by streams so far, across every stream this messenger has had.
+    received: AtomicU64,
+    /// Streams refused because another one held the receiver.
+    refused_streams: AtomicU64,
+}
+
+/// A channel from status producers (any thread, any task) to one consumer stream.
+///
+/// The global functions ([`add_status_message`], [`stream_status_updates`], ...) are a thin
+/// default over one `Messenger` kept in a process-wide `OnceLock`. Make your own instance where
+/// you want isolation instead, for example one per test. Clones share the same channel.
+///
+/// # Memory
+///
+/// The channel is unbounded on purpose: [`add_status_message`](Messenger::add_status_message)
+/// is called from synchronous tool code that must never block or fail, so the only bound is the
+/// consumer keeping up. The consumer should do nothing slow per message: hand each one to a
+/// bounded per-session structure such as the `hub` module's `Hub`, which bounds memory and
+/// signals loss. [`StatusStream::pending`] tells how many messages wait in the channel.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{Messenger, SessionContext};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let messenger = Messenger::new();
+/// let mut updates = messenger.stream();
+///
+/// let producer = messenger.clone();
+/// std::thread::spawn(move || {
+///     SessionContext::new("s1").run(|| producer.add_status_message("working"));
+/// })
+/// .join()
+/// .unwrap();
+///
+/// assert_eq!(
+///     updates.next().await,
+///     Some((Some("s1".to_owned()), "working".to_owned()))
+/// );
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Messenger {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Messenger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Messenger")
+            .field("received", &self.received())
+            .field("stream_live", &self.stream_live())
+            .finish()
+    }
+}
+
+impl Default for Messenger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Messenger {
+    /// Creates a messenger with a new channel. Needs no runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let messenger = status_messenger::Messenger::new();
+    /// assert_eq!(messenger.stream().pending(), 0);
+    /// ```
+    pub fn new() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            shared: Arc::new(Shared {
+                sender,
+                receiver: Mutex::new(Some(receiver)),
+                received: AtomicU64::new(0),
+                refused_streams: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Sends `message` for the current session, read from
+    /// [`CURRENT_WEBSOCKET_SESSION_ID`] (`None` where it is not set).
+    ///
+    /// Never blocks, never awaits, never panics; works from any thread, with or without a
+    /// runtime. The message is recorded with `tracing` at debug level.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::Messenger;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let messenger = Messenger::new();
+    /// messenger.add_status_message("no session here");
+    /// let mut updates = messenger.stream();
+    /// assert_eq!(updates.next().await, Some((None, "no session here".to_owned())));
+    /// # }
+    /// ```
+    pub fn add_status_message(&self, message: impl Into<String>) {
+        self.send(crate::current_session_id(), message);
+    }
+
+    /// Sends `message` for an explicitly named session, for code that knows it.
+    ///
+    /// Behaves like [`add_status_message`](Messenger::add_status_message) otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::Messenger;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let messenger = Messenger::new();
+    /// messenger.send(Some("s9".to_owned()), "explicit");
+    /// let mut updates = messenger.stream();
+    /// assert_eq!(updates.next().await, Some((Some("s9".to_owned()), "explicit".to_owned())));
+    /// # }
+    /// ```
+    pub fn send(&self, session_id: Option<String>, message: impl Into<String>) {
+        let message = message.into();
+        tracing::debug!(
+            target: "status_messenger",
+            session = session_id.as_deref().unwrap_or(UNKNOWN_SESSION),
+            message = %message,
+            "status message"
+        );
+        // The receiver lives as long as `self.shared` (see the module invariants), so this
+        // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
+        if self.shared.sender.send((session_id, message)).is_err() {
+            tracing::error!(target: "status_messenger", "status channel closed; message dropped");
+        }
+    }
+
+    /// Takes the receiver as a stream, or says why it cannot.
+    ///
+    /// Only one stream at a time holds the receiver. When it is dropped the receiver goes back
+    /// to the messenger, so the next stream (even on another runtime) resumes exactly where the
+    /// last one stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::AlreadyConsumed`] while another stream is live; that stream is unaffected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{Messenger, StreamError};
+    ///
+    /// let messenger = Messenger::new();
+    /// let first = messenger.try_stream().unwrap();
+    /// assert_eq!(messenger.try_stream().unwrap_err(), StreamError::AlreadyConsumed);
+    /// drop(first);
+    /// assert!(messenger.try_stream().is_ok());
+    /// ```
+    pub fn try_stream(&self) -> Result<StatusStream, StreamError> {
+        let receiver = lock(&self.shared.receiver).take();
+        match receiver {
+            Some(receiver) => Ok(StatusStream {
+                receiver: Some(receiver),
+                home: Some(Arc::clone(&self.shared)),
+            }),
+            None => {
+                self.shared.refused_streams.fetch_add(1, Ordering::Relaxed);
+                Err(StreamError::AlreadyConsumed)
+            }
+        }
+    }
+
+    /// Takes the receiver as a stream; while another stream is live, returns one that ends at
+    /// once (and logs a warning) without taking anything from the live one.
+    ///
+    /// Use [`try_stream`](Messenger::try_stream) to learn why no stream could be had.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::Messenger;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let messenger = Messenger::new();
+    /// let live = messenger.stream();
+    /// messenger.send(None, "kept for the live stream");
+    /// let mut second = messenger.stream();
+    /// assert_eq!(second.next().await, None);
+    /// assert_eq!(live.pending(), 1);
+    /// # }
+    /// ```
+    pub fn stream(&self) -> StatusStream {
+        self.try_stream().unwrap_or_else(|error| {
+            tracing::warn!(
+                target: "status_messenger",
+                %error,
+                "a status stream is already live; this one ends at once"
+            );
+            StatusStream::ended()
+        })
+    }
+
+    /// Messages handed to consumers so far, over every stream this messenger has had.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let messenger = status_messenger::Messenger::new();
+    /// messenger.send(None, "a");
+    /// messenger.stream().next().await;
+    /// assert_eq!(messenger.received(), 1);
+    /// # }
+    /// ```
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
+    }
+
+    /// Whether a stream currently holds the receiver.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let messenger = status_messenger::Messenger::new();
+    /// let stream = messenger.stream();
+    /// assert!(messenger.stream_live());
+    /// drop(stream);
+    /// assert!(!messenger.stream_live());
+    /// ```
+    pub fn stream_live(&self) -> bool {
+        lock(&self.shared.receiver).is_none()
+    }
+
+    /// Streams refused so far because another stream held the receiver.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let messenger = status_messenger::Messenger::new();
+    /// let _live = messenger.stream();
+    /// let _ended = messenger.stream();
+    /// assert_eq!(messenger.refused_streams(), 1);
+    /// ```
+    pub fn refused_streams(&self) -> u64 {
+        self.shared.refused_streams.load(Ordering::Relaxed)
+    }
+}
+
+/// Why no stream of status updates could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The global messenger was not set up with [`setup_status_messenger_async`].
+    NotSetUp,
+    /// Another stream holds the receiver; only one consumer at a time.
+    AlreadyConsumed,
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StreamError::NotSetUp => "the status messenger is not set up",
+            StreamError::AlreadyConsumed => "another status stream is already consuming messages",
+        })
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// The stream of `(session_id, message)` updates, in the order they were sent.
+///
+/// It is `Send`, `Unpin` and `'static`, so it can be moved into a broadcaster task. It never
+/// ends while it holds the receiver (the messenger keeps a sender), and when dropped it gives
+/// the receiver back, losing nothing. A stream created while another was live, or before the
+/// global messenger was set up, ends at once.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::Messenger;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let messenger = Messenger::new();
+/// messenger.send(None, "1");
+/// messenger.send(None, "2");
+/// let first: Vec<_> = messenger.stream().take(1).collect().await;
+/// // The dropped stream gave the receiver back: "2" is still there.
+/// let second: Vec<_> = messenger.stream().take(1).collect().await;
+/// assert_eq!(first[0].1, "1");
+/// assert_eq!(second[0].1, "2");
+/// # }
+/// ```
+#[must_use = "streams do nothing unless polled"]
+pub struct StatusStream {
+    receiver: Option<mpsc::UnboundedReceiver<StatusUpdate>>,
+    home: Option<Arc<Shared>>,
+}
+
+impl fmt::Debug for StatusStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatusStream")
+            .field("live", &self.receiver.is_some())
+            .finish()
+    }
+}
+
+impl StatusStream {
+    fn ended() -> Self {
+        Self {
+            receiver: None,
+            home: None,
+        }
+    }
+
+    /// Whether this stream holds the receiver (`false` for a stream that ends at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let messenger = status_messenger::Messenger::new();
+    /// let live = messenger.stream();
+    /// let ended = messenger.stream();
+    /// assert!(live.is_live());
+    /// assert!(!ended.is_live());
+    /// ```
+    pub fn is_live(&self) -> bool {
+        self.receiver.is_some()
+    }
+
+    /// Messages waiting in the channel for this stream (0 for a stream that ends at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let messenger = status_messenger::Messenger::new();
+    /// let stream = messenger.stream();
+    /// messenger.send(None, "a");
+    /// messenger.send(None, "b");
+    /// assert_eq!(stream.pending(), 2);
+    /// ```
+    pub fn pending(&self) -> usize {
+        self.receiver.as_ref().map_or(0, |receiver| receiver.len())
+    }
+}
+
+impl Stream for StatusStream {
+    type Item = StatusUpdate;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(receiver) = this.receiver.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = receiver.poll_recv(cx);
+        if let (Poll::Ready(Some(_)), Some(home)) = (&polled, &this.home) {
+            home.received.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.receiver {
+            Some(receiver) => (receiver.len(), None),
+            None => (0, Some(0)),
+        }
+    }
+}
+
+impl Drop for StatusStream {
+    fn drop(&mut self) {
+        if let (Some(receiver), Some(home)) = (self.receiver.take(), self.home.take()) {
+            *lock(&home.receiver) = Some(receiver);
+        }
+    }
+}
+
+static GLOBAL: OnceLock<Messenger> = OnceLock::new();
+static DROPPED_BEFORE_SETUP: AtomicU64 = AtomicU64::new(0);
+static WARNED_BEFORE_SETUP: AtomicBool = AtomicBool::new(false);
+
+/// Creates the global messenger, once.
+///
+/// Idempotent and safe to call concurrently from many threads: every call returns the same
+/// messenger. Needs no runtime handle; unlike the Python original, nothing binds the channel
+/// to one event loop, so it keeps working across runtimes.
+///
+/// # Examples
+///
+/// ```
+/// let a = status_messenger::setup_status_messenger_async();
+/// let b = status_messenger::setup_status_messenger_async();
+/// assert!(std::ptr::eq(a, b));
+/// ```
+pub fn setup_status_messenger_async() -> &'static Messenger {
+    GLOBAL.get_or_init(Messenger::new)
+}
+
+/// The global messenger, if [`setup_status_messenger_async`] has run.
+///
+/// # Examples
+///
+/// ```
+/// let messenger = status_messenger::setup_status_messenger_async();
+/// assert!(std::ptr::eq(status_messenger::global_messenger().unwrap(), messenger));
+/// ```
+pub fn global_messenger() -> Option<&'static Messenger> {
+    GLOBAL.get()
+}
+
+/// Sends `message` for the current session through the global messenger.
+///
+/// The session id comes from [`CURRENT_WEBSOCKET_SESSION_ID`] (`None` where it is not set).
+/// Never panics, never blocks, never awaits; works from async tasks, `spawn_blocking`
+/// threads, plain threads, threads with no runtime at all, and after the runtime that consumed
+/// the stream has shut down (the message waits for the next stream).
+///
+/// Before [`setup_status_messenger_async`] the message is dropped: the first such drop logs a
+/// `tracing` warning and every one is counted in [`dropped_before_setup`].
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{add_status_message, with_session_id};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// status_messenger::setup_status_messenger_async();
+/// with_session_id("user-42", async { add_status_message("Searching the web...") }).await;
+///
+/// let mut updates = status_messenger::stream_status_updates();
+/// assert_eq!(
+///     updates.next().await,
+///     Some((Some("user-42".to_owned()), "Searching the web...".to_owned()))
+/// );
+/// # }
+/// ```
+pub fn add_status_message(message: impl Into<String>) {
+    match GLOBAL.get() {
+        Some(messenger) => messenger.add_status_message(message),
+        None => {
+            DROPPED_BEFORE_SETUP.fetch_add(1, Ordering::Relaxed);
+            if !WARNED_BEFORE_SETUP.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "status_messenger",
+                    "add_status_message called before setup_status_messenger_async; \
+                     messages are dropped and counted until setup (warned once)"
+                );
+            }
+        }
+    }
+}
+
+/// Messages dropped because they were added before [`setup_status_messenger_async`].
+///
+/// # Examples
+///
+/// ```
+/// // In a process where setup has not run, messages are counted, not silently lost.
+/// let before = status_messenger::dropped_before_setup();
+/// if status_messenger::global_messenger().is_none() {
+///     status_messenger::add_status_message("too early");
+///     assert_eq!(status_messenger::dropped_before_setup(), before + 1);
+/// }
+/// ```
+pub fn dropped_before_setup() -> u64 {
+    DROPPED_BEFORE_SETUP.load(Ordering::Relaxed)
+}
+
+/// The stream of `(session_id, message)` updates from the global messenger.
+///
+/// One consumer at a time: while one stream is live, another call returns a stream that ends
+/// at once (logged) and takes nothing from the first. Dropping the live stream gives the
+/// receiver back, so a restarted broadcaster, even on a new runtime, resumes with nothing lost.
+/// Before setup the stream ends at once. [`try_stream_status_updates`] says why.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// status_messenger::setup_status_messenger_async();
+/// status_messenger::add_status_message("hello");
+/// let mut updates = status_messenger::stream_status_updates();
+/// assert_eq!(updates.next().await, Some((None, "hello".to_owned())));
+/// # }
+/// ```
+pub fn stream_status_updates() -> StatusStream {
+    match GLOBAL.get() {
+        Some(messenger) => messenger.stream(),
+        None => {
+            tracing::warn!(
+                target: "status_messenger",
+                "stream_status_updates called before setup_status_messenger_async; \
+                 the stream ends at once"
+            );
+            StatusStream::ended()
+        }
+    }
+}
+
+/// Like [`stream_status_updates`], but says why no stream could be had.
+///
+/// # Errors
+///
+/// [`StreamError::NotSetUp`] before [`setup_status_messenger_async`];
+/// [`StreamError::AlreadyConsumed`] while another stream is live.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{try_stream_status_updates, StreamError};
+///
+/// status_messenger::setup_status_messenger_async();
+/// let live = try_stream_status_updates().unwrap();
+/// assert_eq!(try_stream_status_updates().unwrap_err(), StreamError::AlreadyConsumed);
+/// drop(live);
+/// ```
+pub fn try_stream_status_updates() -> Result<StatusStream, StreamError> {
+    GLOBAL.get().ok_or(StreamError::NotSetUp)?.try_stream()
+}

@@ -1,0 +1,366 @@
+//! Carrying the current session across tasks and threads.
+//!
+//! Tokio's task-locals belong to the future that set them: `tokio::spawn`,
+//! `tokio::task::spawn_blocking` and `std::thread::spawn` all start without them, so a plain
+//! `spawn_blocking(|| add_status_message(..))` sends with no session. These helpers capture the
+//! session where the work is handed off and set it again where the work runs.
+
+use std::fmt;
+use std::future::Future;
+
+use tokio::runtime::Handle;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::task::JoinHandle;
+
+use crate::messenger::CURRENT_WEBSOCKET_SESSION_ID;
+
+/// A future running with a session set; returned by [`with_session_id`],
+/// [`SessionContext::wrap`] and the [`SessionFutureExt`] methods.
+pub type WithSession<F> = TaskLocalFuture<Option<String>, F>;
+
+/// The session id of the current task or thread, if one is set.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{current_session_id, with_session_id};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(current_session_id(), None);
+/// let inside = with_session_id("s1", async { current_session_id() }).await;
+/// assert_eq!(inside.as_deref(), Some("s1"));
+/// # }
+/// ```
+pub fn current_session_id() -> Option<String> {
+    CURRENT_WEBSOCKET_SESSION_ID
+        .try_with(Clone::clone)
+        .ok()
+        .flatten()
+}
+
+/// Runs `fut` with the session `id` set, so [`add_status_message`](crate::add_status_message)
+/// calls inside it are routed to that session.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{current_session_id, with_session_id};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let id = with_session_id("abc", async { current_session_id() }).await;
+/// assert_eq!(id.as_deref(), Some("abc"));
+/// # }
+/// ```
+pub fn with_session_id<F: Future>(id: impl Into<String>, fut: F) -> WithSession<F> {
+    CURRENT_WEBSOCKET_SESSION_ID.scope(Some(id.into()), fut)
+}
+
+/// A captured session: `Clone + Send + Sync`, to be set again on another thread or task.
+///
+/// Capture it with [`SessionContext::current`] where the session is set, move it wherever the
+/// work runs (a `std::thread`, a rayon pool, actix's `web::block`), then [`run`] synchronous
+/// code or [`wrap`] a future in it.
+///
+/// [`run`]: SessionContext::run
+/// [`wrap`]: SessionContext::wrap
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{current_session_id, with_session_id, SessionContext};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let ctx = with_session_id("s7", async { SessionContext::current() }).await;
+/// let seen = std::thread::spawn(move || ctx.run(current_session_id))
+///     .join()
+///     .unwrap();
+/// assert_eq!(seen.as_deref(), Some("s7"));
+/// # }
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct SessionContext {
+    session_id: Option<String>,
+}
+
+impl fmt::Debug for SessionContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionContext")
+            .field("session_id", &self.session_id)
+            .finish()
+    }
+}
+
+impl SessionContext {
+    /// Captures the session of the current task or thread (none where none is set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::SessionContext;
+    ///
+    /// assert_eq!(SessionContext::current().session_id(), None);
+    /// let inner = SessionContext::new("x").run(SessionContext::current);
+    /// assert_eq!(inner.session_id(), Some("x"));
+    /// ```
+    pub fn current() -> Self {
+        Self {
+            session_id: current_session_id(),
+        }
+    }
+
+    /// A context for the session `id`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ctx = status_messenger::SessionContext::new("s1");
+    /// assert_eq!(ctx.session_id(), Some("s1"));
+    /// ```
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            session_id: Some(id.into()),
+        }
+    }
+
+    /// A context with no session: messages added in it carry `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{current_session_id, SessionContext};
+    ///
+    /// let seen = SessionContext::new("outer").run(|| SessionContext::none().run(current_session_id));
+    /// assert_eq!(seen, None);
+    /// ```
+    pub fn none() -> Self {
+        Self { session_id: None }
+    }
+
+    /// The captured session id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(status_messenger::SessionContext::new("a").session_id(), Some("a"));
+    /// ```
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// Runs synchronous `f` on the current thread with this session set, on any thread, with
+    /// or without a runtime. The previous value comes back when `f` returns or unwinds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{current_session_id, SessionContext};
+    ///
+    /// let seen = SessionContext::new("s1").run(current_session_id);
+    /// assert_eq!(seen.as_deref(), Some("s1"));
+    /// assert_eq!(current_session_id(), None);
+    /// ```
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        CURRENT_WEBSOCKET_SESSION_ID.sync_scope(self.session_id.clone(), f)
+    }
+
+    /// Wraps `fut` so that it runs with this session set, wherever it is polled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{current_session_id, SessionContext};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let ctx = SessionContext::new("s2");
+    /// let seen = tokio::spawn(ctx.wrap(async { current_session_id() })).await.unwrap();
+    /// assert_eq!(seen.as_deref(), Some("s2"));
+    /// # }
+    /// ```
+    pub fn wrap<F: Future>(&self, fut: F) -> WithSession<F> {
+        CURRENT_WEBSOCKET_SESSION_ID.scope(self.session_id.clone(), fut)
+    }
+}
+
+/// Why a task could not be spawned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The call was made outside a tokio runtime.
+    NoRuntime,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SpawnError::NoRuntime => "no tokio runtime is running on this thread",
+        })
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// Equivalent to [`tokio::task::spawn_blocking`], but the closure runs with the caller's
+/// session set, so `add_status_message` inside it reaches the caller's session.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, as tokio's does; [`try_spawn_blocking`] returns an error instead.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{current_session_id, with_session_id};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let seen = with_session_id("s3", async {
+///     status_messenger::spawn_blocking(current_session_id).await.unwrap()
+/// })
+/// .await;
+/// assert_eq!(seen.as_deref(), Some("s3"));
+/// # }
+/// ```
+pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let ctx = SessionContext::current();
+    tokio::task::spawn_blocking(move || ctx.run(f))
+}
+
+/// Like [`spawn_blocking`], but returns an error instead of panicking outside a runtime.
+///
+/// # Errors
+///
+/// [`SpawnError::NoRuntime`] when no tokio runtime is running on this thread.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{try_spawn_blocking, SpawnError};
+///
+/// // No runtime on this thread:
+/// assert_eq!(try_spawn_blocking(|| 1).unwrap_err(), SpawnError::NoRuntime);
+/// ```
+pub fn try_spawn_blocking<F, R>(f: F) -> Result<JoinHandle<R>, SpawnError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let handle = Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
+    let ctx = SessionContext::current();
+    Ok(handle.spawn_blocking(move || ctx.run(f)))
+}
+
+/// Equivalent to [`tokio::spawn`], but the task runs with the caller's session set.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, as tokio's does; [`try_spawn`] returns an error instead.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{current_session_id, with_session_id};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let seen = with_session_id("s4", async {
+///     status_messenger::spawn(async { current_session_id() }).await.unwrap()
+/// })
+/// .await;
+/// assert_eq!(seen.as_deref(), Some("s4"));
+/// # }
+/// ```
+pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(SessionContext::current().wrap(fut))
+}
+
+/// Like [`spawn`], but returns an error instead of panicking outside a runtime.
+///
+/// # Errors
+///
+/// [`SpawnError::NoRuntime`] when no tokio runtime is running on this thread.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{try_spawn, SpawnError};
+///
+/// assert_eq!(try_spawn(async { 1 }).unwrap_err(), SpawnError::NoRuntime);
+/// ```
+pub fn try_spawn<F>(fut: F) -> Result<JoinHandle<F::Output>, SpawnError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handle = Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
+    Ok(handle.spawn(SessionContext::current().wrap(fut)))
+}
+
+/// Session methods on every future, in the style of `tracing::Instrument`.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{current_session_id, SessionFutureExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let seen = async {
+///     // Carry the session into a spawned task.
+///     tokio::spawn(async { current_session_id() }.in_current_session())
+///         .await
+///         .unwrap()
+/// }
+/// .with_session("s5")
+/// .await;
+/// assert_eq!(seen.as_deref(), Some("s5"));
+/// # }
+/// ```
+pub trait SessionFutureExt: Future + Sized {
+    /// Runs this future with the session `id` set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{current_session_id, SessionFutureExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let id = async { current_session_id() }.with_session("a").await;
+    /// assert_eq!(id.as_deref(), Some("a"));
+    /// # }
+    /// ```
+    fn with_session(self, id: impl Into<String>) -> WithSession<Self> {
+        with_session_id(id, self)
+    }
+
+    /// Runs this future with the session of the caller, captured now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{current_session_id, SessionContext, SessionFutureExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fut = SessionContext::new("b").run(|| async { current_session_id() }.in_current_session());
+    /// assert_eq!(fut.await.as_deref(), Some("b"));
+    /// # }
+    /// ```
+    fn in_current_session(self) -> WithSession<Self> {
+        SessionContext::current().wrap(self)
+    }
+}
+
+impl<F: Future> SessionFutureExt for F {}
