@@ -451,6 +451,9 @@ fn measure(
     std::thread::sleep(settle);
     let peak_rss_mib = under_test.peak_rss_mib();
     let clean_exit = under_test.stop();
+    if !clean_exit {
+        eprintln!("e2e: {server} did not exit cleanly within 10 s of SIGTERM");
+    }
     let mut row = json!({
         "server": server,
         "scenario": scenario,

@@ -470,6 +470,8 @@ impl SseParser {
             self.data.clear();
             let mut has_data = false;
             for line in block.lines() {
+                // The block's last line keeps the `\r` of a CRLF separator.
+                let line = line.strip_suffix('\r').unwrap_or(line);
                 let (field, value) = line.split_once(':').unwrap_or((line, ""));
                 let value = value.strip_prefix(' ').unwrap_or(value);
                 match field {
@@ -924,5 +926,122 @@ fn main() -> ExitCode {
             eprintln!("loadgen: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checker(steps: u64) -> (Checker, mpsc::UnboundedReceiver<()>) {
+        let (done, done_rx) = mpsc::unbounded_channel();
+        (Checker::new("s1".into(), steps, true, done), done_rx)
+    }
+
+    fn status(session: &str, seq: u64, steps: u64, t_ns: u64) -> String {
+        format!(r#"{{"session":"{session}","seq":{seq},"text":"step {seq}/{steps} t_ns={t_ns}"}}"#)
+    }
+
+    #[test]
+    fn parses_step_texts() {
+        assert_eq!(parse_step("step 3/10 t_ns=42"), Some((3, 10, 42)));
+        assert_eq!(parse_step("step 3/10"), None);
+        assert_eq!(parse_step("stage 3/10 t_ns=42"), None);
+        assert_eq!(parse_step("step x/10 t_ns=42"), None);
+    }
+
+    #[test]
+    fn complete_ordered_sessions_pass_and_signal_done() {
+        let (mut checker, mut done) = checker(3);
+        for seq in 1..=3 {
+            checker.frame(&status("s1", seq, 3, 1_000), 1_500 + seq, None, None);
+        }
+        assert_eq!(done.try_recv(), Ok(()));
+        let report = checker.finish();
+        assert_eq!(report.violation_count, 0, "{:?}", report.violations);
+        assert_eq!(report.received, 3);
+        assert_eq!(report.latencies_ns, vec![501, 502, 503]);
+        assert_eq!(report.last_receipt_ns, 1_503);
+    }
+
+    #[test]
+    fn duplicates_gaps_and_missing_statuses_are_violations() {
+        let (mut checker, _done) = checker(4);
+        checker.frame(&status("s1", 1, 4, 0), 1, None, None);
+        checker.frame(&status("s1", 1, 4, 0), 1, None, None);
+        checker.frame(&status("s1", 3, 4, 0), 1, None, None);
+        checker.frame(r#"{"type":"gap","from":2,"to":3}"#, 1, None, None);
+        let report = checker.finish();
+        assert_eq!(report.received, 1);
+        // The duplicate, the skipped seq 2, the gap item, and the shortfall at the end.
+        assert_eq!(report.violation_count, 4, "{:?}", report.violations);
+        assert!(report.violations[0].contains("duplicate"));
+        assert!(report.violations[1].contains("missing seq 2..2"));
+        assert!(report.violations[2].contains("gap"));
+        assert!(report.violations[3].contains("received 1 of 4"));
+    }
+
+    #[test]
+    fn extra_foreign_and_malformed_frames_are_violations() {
+        let (mut checker, _done) = checker(1);
+        checker.frame(&status("s1", 1, 1, 0), 1, None, None);
+        checker.frame(&status("s1", 2, 1, 0), 1, None, None);
+        checker.frame(&status("s2", 3, 1, 0), 1, None, None);
+        checker.frame("not json", 1, None, None);
+        checker.frame(r#"{"session":"s1","seq":3,"text":"hello"}"#, 1, None, None);
+        let report = checker.finish();
+        assert_eq!(report.violation_count, 5, "{:?}", report.violations);
+        assert!(report.violations[0].contains("seq 2 beyond the 1 steps"));
+        assert!(report.violations[1].contains("another session"));
+        assert!(report.violations[2].contains("unparsable"));
+        assert!(report.violations[3].contains("seq 3: unexpected text"));
+        assert!(report.violations[4].contains("seq 3 beyond the 1 steps"));
+    }
+
+    #[test]
+    fn sse_ids_and_gap_events_are_checked() {
+        let (mut checker, _done) = checker(2);
+        checker.frame(&status("s1", 1, 2, 0), 1, Some("1"), None);
+        checker.frame(&status("s1", 2, 2, 0), 1, Some("7"), None);
+        checker.frame(r#"{"from":3,"to":4}"#, 1, None, Some("gap"));
+        let report = checker.finish();
+        assert_eq!(report.received, 2);
+        assert_eq!(report.violation_count, 2, "{:?}", report.violations);
+        assert!(report.violations[0].contains("SSE id \"7\""));
+        assert!(report.violations[1].contains("gap"));
+    }
+
+    #[test]
+    fn sse_parser_handles_split_chunks_crlf_and_comments() {
+        let mut parser = SseParser::default();
+        let mut seen = Vec::new();
+        let stream = ": keep-alive\n\nid: 1\ndata: {\"a\":1}\n\nevent: gap\ndata: x\ndata: y\r\n\r\nid: 3\ndata:z\n\n";
+        // Byte by byte, the worst split there is.
+        for byte in stream.as_bytes() {
+            parser.feed(std::slice::from_ref(byte), |event| {
+                seen.push((
+                    event.id.map(String::from),
+                    event.event.map(String::from),
+                    event.data.to_string(),
+                ));
+            });
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Some("1".into()), None, "{\"a\":1}".into()),
+                (None, Some("gap".into()), "x\ny".into()),
+                (Some("3".into()), None, "z".into()),
+            ]
+        );
+        assert!(parser.buffer.is_empty());
+    }
+
+    #[test]
+    fn medians_and_thousands() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
     }
 }
