@@ -273,7 +273,12 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.trim().strip_prefix("listening on ") {
+                // Anywhere in the line, in case a log prefix comes first.
+                let url = line
+                    .split_once("listening on ")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .filter(|url| url.starts_with("http://"));
+                if let Some(url) = url {
                     if let Some(tx) = tx.take() {
                         tx.send(url.trim_end_matches('/').to_string()).ok();
                     }
@@ -289,11 +294,17 @@ impl Server {
                 server.url = url;
                 Ok(server)
             }
-            Err(_) => Err(format!(
-                "{} printed no `listening on http://...` line within 20 s (log: {})",
-                exe.display(),
-                log.display()
-            )),
+            Err(e) => {
+                let why = match e {
+                    mpsc::RecvTimeoutError::Timeout => "within 20 s",
+                    mpsc::RecvTimeoutError::Disconnected => "before closing its stdout",
+                };
+                Err(format!(
+                    "{} printed no `listening on http://...` line {why} (log: {})",
+                    exe.display(),
+                    log.display()
+                ))
+            }
         }
     }
 
