@@ -27,11 +27,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use futures_util::{SinkExt, Stream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -109,8 +109,28 @@ struct SessionQuery {
     session: String,
 }
 
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+    json(status, serde_json::json!({ "error": message }))
+}
+
+/// 128 random bits as 32 hex digits.
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        // Ids here only need to be unique within the process; the time will do.
+        eprintln!("floor: no system randomness ({e}), using the clock");
+        bytes = unix_nanos().to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unknown_session() -> Response {
@@ -129,14 +149,14 @@ fn frame_json(session: &str, seq: u64, text: &str) -> String {
 }
 
 async fn create_session(State(state): State<AppState>) -> Response {
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = random_id();
     let session = Arc::new(Session::new(id.clone()));
     state
         .sessions
         .write()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(id.clone(), session);
-    (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response()
+    json(StatusCode::CREATED, serde_json::json!({ "id": id }))
 }
 
 /// The simulated synchronous tool, as in the contract: `steps` statuses, `delay_ms` apart.
@@ -172,12 +192,10 @@ async fn start_task(
     drop(tokio::task::spawn_blocking(move || {
         tool(&session, request.steps, request.delay_ms)
     }));
-    let task = uuid::Uuid::new_v4().simple().to_string();
-    (
+    json(
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "task": task })),
+        serde_json::json!({ "task": random_id() }),
     )
-        .into_response()
 }
 
 async fn ws(
