@@ -156,6 +156,7 @@ struct Frame<'a> {
 
 /// What one session's reader saw.
 struct SessionReport {
+    /// Status frames taken in order (each `seq` once).
     received: u64,
     last_receipt_ns: u64,
     latencies_ns: Vec<u64>,
@@ -167,6 +168,8 @@ struct SessionReport {
 struct Checker {
     session: String,
     steps: u64,
+    /// The highest `seq` accounted for: received, or named by a gap item.
+    last_seq: u64,
     keep_latencies: bool,
     report: SessionReport,
     done: Option<mpsc::UnboundedSender<()>>,
@@ -183,6 +186,7 @@ impl Checker {
         Checker {
             session,
             steps,
+            last_seq: 0,
             keep_latencies,
             report: SessionReport {
                 received: 0,
@@ -220,14 +224,20 @@ impl Checker {
         match kind {
             None | Some("status") | Some("message") => {}
             Some("gap") => {
-                return self.violation(format!("gap item from {:?} to {:?}", frame.from, frame.to))
+                self.violation(format!("gap item from {:?} to {:?}", frame.from, frame.to));
+                // The gap names the loss; move past it so the next status is not reported again.
+                if let (Some(from), Some(to)) = (frame.from, frame.to) {
+                    if from <= self.last_seq + 1 && to > self.last_seq {
+                        self.advance(to);
+                    }
+                }
+                return;
             }
             Some(other) => return self.violation(format!("unknown item type {other:?}")),
         }
         if frame.session.as_deref() != Some(self.session.as_str()) {
             return self.violation(format!("frame of another session: {data:?}"));
         }
-        let expected = self.report.received + 1;
         let Some(seq) = frame.seq else {
             return self.violation(format!("status without seq: {data:?}"));
         };
@@ -236,14 +246,18 @@ impl Checker {
                 self.violation(format!("SSE id {id:?} differs from seq {seq}"));
             }
         }
-        if seq != expected {
-            return self.violation(if seq < expected {
-                format!("duplicate or out-of-order seq {seq}, expected {expected}")
-            } else {
-                format!("missing seq {expected}..{}, got {seq}", seq - 1)
-            });
+        let expected = self.last_seq + 1;
+        if seq < expected {
+            return self.violation(format!(
+                "duplicate or out-of-order seq {seq} after {}",
+                self.last_seq
+            ));
         }
-        self.report.received = seq;
+        if seq > expected {
+            // Reported once, then followed from the new position.
+            self.violation(format!("missing seq {expected}..={}", seq - 1));
+        }
+        self.report.received += 1;
         let text = frame.text.as_deref().unwrap_or("");
         match parse_step(text) {
             Some((i, n, t_ns)) if i == seq && n == self.steps => {
@@ -256,13 +270,20 @@ impl Checker {
             _ => self.violation(format!("seq {seq}: unexpected text {text:?}")),
         }
         self.report.last_receipt_ns = receipt_ns;
-        if seq == self.steps {
+        if seq > self.steps {
+            self.violation(format!("seq {seq} beyond the {} steps", self.steps));
+        }
+        self.advance(seq);
+    }
+
+    /// Moves the last seen `seq` forward; reaching the last step ends the wait for this session.
+    fn advance(&mut self, seq: u64) {
+        self.last_seq = seq;
+        if seq >= self.steps {
             if let Some(done) = self.done.take() {
                 // The run may already have given up on this session; then nobody listens.
                 done.send(()).ok();
             }
-        } else if seq > self.steps {
-            self.violation(format!("seq {seq} beyond the {} steps", self.steps));
         }
     }
 
@@ -965,20 +986,33 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_gaps_and_missing_statuses_are_violations() {
+    fn duplicates_and_missing_statuses_are_violations() {
         let (mut checker, _done) = checker(4);
         checker.frame(&status("s1", 1, 4, 0), 1, None, None);
         checker.frame(&status("s1", 1, 4, 0), 1, None, None);
         checker.frame(&status("s1", 3, 4, 0), 1, None, None);
-        checker.frame(r#"{"type":"gap","from":2,"to":3}"#, 1, None, None);
+        checker.frame(&status("s1", 4, 4, 0), 1, None, None);
         let report = checker.finish();
-        assert_eq!(report.received, 1);
-        // The duplicate, the skipped seq 2, the gap item, and the shortfall at the end.
-        assert_eq!(report.violation_count, 4, "{:?}", report.violations);
+        assert_eq!(report.received, 3);
+        // The duplicate, the skipped seq 2 (once, not again for seq 4), the shortfall.
+        assert_eq!(report.violation_count, 3, "{:?}", report.violations);
         assert!(report.violations[0].contains("duplicate"));
-        assert!(report.violations[1].contains("missing seq 2..2"));
-        assert!(report.violations[2].contains("gap"));
-        assert!(report.violations[3].contains("received 1 of 4"));
+        assert!(report.violations[1].contains("missing seq 2..=2"));
+        assert!(report.violations[2].contains("received 3 of 4"));
+    }
+
+    #[test]
+    fn a_gap_item_is_one_violation_and_the_stream_goes_on() {
+        let (mut checker, mut done) = checker(5);
+        checker.frame(&status("s1", 1, 5, 0), 1, None, None);
+        checker.frame(r#"{"type":"gap","from":2,"to":4}"#, 1, None, None);
+        checker.frame(&status("s1", 5, 5, 0), 1, None, None);
+        assert_eq!(done.try_recv(), Ok(()));
+        let report = checker.finish();
+        assert_eq!(report.received, 2);
+        assert_eq!(report.violation_count, 2, "{:?}", report.violations);
+        assert!(report.violations[0].contains("gap item from Some(2) to Some(4)"));
+        assert!(report.violations[1].contains("received 2 of 5"));
     }
 
     #[test]
