@@ -84,8 +84,10 @@ struct Options {
     total: u64,
     runs: u32,
     paced: (u64, u64, u64),
-    idle: Option<(u64, u64)>,
+    idle: (u64, u64),
     idle_subscribed: bool,
+    /// Which of `throughput`, `paced`, `memory` to run.
+    scenarios: Vec<String>,
     sse: bool,
     redis: Option<String>,
     redis_split: bool,
@@ -94,8 +96,8 @@ struct Options {
 }
 
 const USAGE: &str = "usage: cargo bench --bench e2e -- [--servers floor,axum,actix] \
-[--sessions 1,10,100,1000] [--total 100000] [--runs 5] [--paced 10,200,10] \
-[--idle-sessions 10000] [--idle-steps 100] [--no-idle] [--idle-subscribed] [--sse] \
+[--scenarios throughput,paced,memory] [--sessions 1,10,100,1000] [--total 100000] [--runs 5] \
+[--paced 10,200,10] [--idle-sessions 10000] [--idle-steps 100] [--idle-subscribed] [--sse] \
 [--redis URL [--redis-split]] [--loadgen-threads 1] [--out DIR]";
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -114,15 +116,16 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         total: 100_000,
         runs: 5,
         paced: (10, 200, 10),
-        idle: Some((10_000, 100)),
+        idle: (10_000, 100),
         idle_subscribed: false,
+        scenarios: vec!["throughput".into(), "paced".into(), "memory".into()],
         sse: false,
         redis: None,
         redis_split: false,
         loadgen_threads: 1,
         out: None,
     };
-    let mut args = args.peekable();
+    let mut args = args;
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
@@ -148,15 +151,20 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                 [s, n, d] => options.paced = (s, n, d),
                 _ => return Err("--paced takes S,N,D".into()),
             },
-            "--idle-sessions" => {
-                let n = list(&value()?, "--idle-sessions")?[0];
-                options.idle = options.idle.map(|(_, steps)| (n, steps));
+            "--scenarios" => {
+                options.scenarios = value()?.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = options
+                    .scenarios
+                    .iter()
+                    .find(|s| !["throughput", "paced", "memory"].contains(&s.as_str()))
+                {
+                    return Err(format!(
+                        "unknown scenario {bad:?} (known: throughput, paced, memory)"
+                    ));
+                }
             }
-            "--idle-steps" => {
-                let n = list(&value()?, "--idle-steps")?[0];
-                options.idle = options.idle.map(|(sessions, _)| (sessions, n));
-            }
-            "--no-idle" => options.idle = None,
+            "--idle-sessions" => options.idle.0 = list(&value()?, "--idle-sessions")?[0],
+            "--idle-steps" => options.idle.1 = list(&value()?, "--idle-steps")?[0],
             "--idle-subscribed" => options.idle_subscribed = true,
             "--sse" => options.sse = true,
             "--redis" => options.redis = Some(value()?),
@@ -441,8 +449,11 @@ fn loadgen(ctx: &Context<'_>, under_test: &UnderTest, args: &[String]) -> Result
     }
 }
 
-fn strings(values: &[&dyn ToString]) -> Vec<String> {
-    values.iter().map(|v| v.to_string()).collect()
+fn flags(pairs: &[(&str, u64)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect()
 }
 
 /// One measured row of the results.
@@ -496,73 +507,64 @@ fn run(options: &Options) -> Result<bool, String> {
     let started = Instant::now();
     // The machine may be shared: the load around the run goes with the figures.
     let load_before = load_average();
-    let runs = options.runs.to_string();
+    let runs = u64::from(options.runs);
+    let wanted = |scenario: &str| options.scenarios.iter().any(|s| s == scenario);
     let mut rows = Vec::new();
 
-    // Servers interleaved per session count, so a burst of other load on the machine does not
-    // fall on one server only.
-    for &sessions in &options.sessions {
-        let steps = steps_for(options.total, sessions);
+    if wanted("throughput") {
+        // Servers interleaved per session count, so a burst of other load on the machine does
+        // not fall on one server only.
+        for &sessions in &options.sessions {
+            let steps = steps_for(options.total, sessions);
+            for server in &options.servers {
+                eprintln!("e2e: {server}: throughput, {sessions} sessions x {steps} steps");
+                let args = flags(&[
+                    ("--sessions", sessions),
+                    ("--steps", steps),
+                    ("--runs", runs),
+                ]);
+                let label = format!("throughput-{sessions}");
+                rows.push(measure(
+                    &ctx,
+                    server,
+                    "throughput",
+                    &label,
+                    &args,
+                    Duration::ZERO,
+                ));
+            }
+        }
+    }
+    let (s, n, d) = options.paced;
+    if wanted("paced") {
         for server in &options.servers {
-            eprintln!("e2e: {server}: throughput, {sessions} sessions x {steps} steps");
-            let args = strings(&[
-                &"--sessions",
-                &sessions,
-                &"--steps",
-                &steps,
-                &"--runs",
-                &runs,
+            eprintln!("e2e: {server}: paced, {s} sessions x {n} steps, {d} ms apart");
+            let args = flags(&[
+                ("--sessions", s),
+                ("--steps", n),
+                ("--delay-ms", d),
+                ("--runs", runs),
             ]);
-            let label = format!("throughput-{sessions}");
             rows.push(measure(
                 &ctx,
                 server,
-                "throughput",
-                &label,
+                "paced",
+                "paced",
                 &args,
                 Duration::ZERO,
             ));
         }
     }
-    let (s, n, d) = options.paced;
-    for server in &options.servers {
-        eprintln!("e2e: {server}: paced, {s} sessions x {n} steps, {d} ms apart");
-        let args = strings(&[
-            &"--sessions",
-            &s,
-            &"--steps",
-            &n,
-            &"--delay-ms",
-            &d,
-            &"--runs",
-            &runs,
-        ]);
-        rows.push(measure(
-            &ctx,
-            server,
-            "paced",
-            "paced",
-            &args,
-            Duration::ZERO,
-        ));
-    }
-    if let Some((sessions, steps)) = options.idle {
+    if wanted("memory") {
+        let (sessions, steps) = options.idle;
         for server in &options.servers {
-            let args = if options.idle_subscribed {
+            let mut args = flags(&[("--sessions", sessions), ("--steps", steps), ("--runs", 1)]);
+            if options.idle_subscribed {
                 eprintln!("e2e: {server}: memory, {sessions} subscribed sessions x {steps} steps");
-                strings(&[&"--sessions", &sessions, &"--steps", &steps, &"--runs", &1])
             } else {
                 eprintln!("e2e: {server}: memory, {sessions} idle sessions x {steps} steps");
-                strings(&[
-                    &"--idle",
-                    &"--sessions",
-                    &sessions,
-                    &"--steps",
-                    &steps,
-                    &"--runs",
-                    &1,
-                ])
-            };
+                args.push("--idle".into());
+            }
             // A moment for the last tasks to finish before the peak is read.
             let settle = Duration::from_secs(1);
             rows.push(measure(&ctx, server, "memory", "memory", &args, settle));
@@ -580,9 +582,12 @@ fn run(options: &Options) -> Result<bool, String> {
             "total_per_run": options.total,
             "runs": options.runs,
             "paced": { "sessions": s, "steps": n, "delay_ms": d },
-            "idle": options.idle.map(|(sessions, steps)| json!({
-                "sessions": sessions, "steps": steps, "subscribed": options.idle_subscribed,
-            })),
+            "scenarios": options.scenarios,
+            "memory": {
+                "sessions": options.idle.0,
+                "steps": options.idle.1,
+                "subscribed": options.idle_subscribed,
+            },
             "transport": if options.sse { "sse" } else { "ws" },
             "redis": options.redis,
             "redis_split": options.redis_split,
