@@ -700,8 +700,16 @@ fn print_table(options: &Options, rows: &[Value]) {
     println!("{table}");
 }
 
+/// One throughput result on the chart.
+struct Point {
+    sessions: f64,
+    rate: f64,
+    /// Free of violations.
+    ok: bool,
+}
+
 fn draw_chart(options: &Options, rows: &[Value], path: &Path) -> Result<(), String> {
-    let series: Vec<(&str, Vec<(f64, f64)>)> = options
+    let series: Vec<(&str, Vec<Point>)> = options
         .servers
         .iter()
         .map(|server| {
@@ -709,10 +717,11 @@ fn draw_chart(options: &Options, rows: &[Value], path: &Path) -> Result<(), Stri
                 .iter()
                 .filter(|r| r["server"] == *server && r["scenario"] == "throughput")
                 .filter_map(|r| {
-                    Some((
-                        number(r, "/loadgen/sessions")?,
-                        number(r, "/loadgen/median/statuses_per_s")?,
-                    ))
+                    Some(Point {
+                        sessions: number(r, "/loadgen/sessions")?,
+                        rate: number(r, "/loadgen/median/statuses_per_s")?,
+                        ok: r.pointer("/loadgen/ok") == Some(&Value::Bool(true)),
+                    })
                 })
                 .collect();
             (*server, points)
@@ -720,7 +729,7 @@ fn draw_chart(options: &Options, rows: &[Value], path: &Path) -> Result<(), Stri
         .collect();
     let max_rate = series
         .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.1))
+        .flat_map(|(_, points)| points.iter().map(|p| p.rate))
         .fold(1.0, f64::max);
     let max_sessions = options.sessions.iter().copied().max().unwrap_or(1) as f64;
     let chart_error = |e: &dyn std::fmt::Display| format!("chart {}: {e}", path.display());
@@ -740,7 +749,7 @@ fn draw_chart(options: &Options, rows: &[Value], path: &Path) -> Result<(), Stri
             (0.8f64..max_sessions * 1.25)
                 .log_scale()
                 .with_key_points(options.sessions.iter().map(|&s| s as f64).collect()),
-            0f64..max_rate * 1.15,
+            0f64..max_rate * 1.3,
         )
         .map_err(|e| chart_error(&e))?;
     chart
@@ -749,7 +758,13 @@ fn draw_chart(options: &Options, rows: &[Value], path: &Path) -> Result<(), Stri
         .x_desc("sessions (log scale)")
         .y_desc("statuses/s, median")
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+        .y_label_formatter(&|y| {
+            if *y == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{:.0}k", y / 1000.0)
+            }
+        })
         .draw()
         .map_err(|e| chart_error(&e))?;
     let colours = |server: &str| match server {
@@ -759,20 +774,36 @@ fn draw_chart(options: &Options, rows: &[Value], path: &Path) -> Result<(), Stri
     };
     for (server, points) in &series {
         let colour = colours(server);
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (p.sessions, p.rate)).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .draw_series(LineSeries::new(line, colour.stroke_width(2)))
             .map_err(|e| chart_error(&e))?
             .label(*server)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
+        // A hollow marker: that run lost statuses or broke the order, so its rate is suspect.
         chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|&(x, y)| Circle::new((x, y), 4, colour.filled())),
-            )
+            .draw_series(points.iter().map(|p| {
+                let style = if p.ok {
+                    colour.filled()
+                } else {
+                    colour.stroke_width(2)
+                };
+                Circle::new((p.sessions, p.rate), 4, style)
+            }))
             .map_err(|e| chart_error(&e))?;
+    }
+    if series
+        .iter()
+        .any(|(_, points)| points.iter().any(|p| !p.ok))
+    {
+        root.draw(&Text::new(
+            "hollow marker: the run saw gaps or other violations",
+            (110, 452),
+            ("sans-serif", 13),
+        ))
+        .map_err(|e| chart_error(&e))?;
     }
     chart
         .configure_series_labels()
