@@ -10,7 +10,8 @@
 //! and reports delivered statuses per second (from the first task start to the last status
 //! received) and the latency from `T` to receipt (p50, p99, p99.9; client and server on one
 //! machine share the clock). With `--runs R` it repeats and also prints the median of the runs.
-//! Any violation is printed and makes the exit code 1.
+//! Any violation is printed and makes the exit code 1; a failed setup (a refused request, a
+//! socket that does not connect) makes it 2.
 //!
 //! Options:
 //!
@@ -726,7 +727,7 @@ async fn run_idle(args: &Arc<Args>, client: &reqwest::Client) -> Result<RunResul
     let reports = collect(readers).await?;
     let mut result = RunResult {
         statuses: 0,
-        seconds: (started_ns - start_ns) as f64 / 1e9,
+        seconds: started_ns.saturating_sub(start_ns) as f64 / 1e9,
         per_second: 0.0,
         latency: None,
         violations: Vec::new(),
