@@ -6,14 +6,19 @@
 //! It builds the release binaries it needs (`examples/loadgen.rs`, the demo servers
 //! `examples/axum_demo.rs` and `examples/actix_demo.rs`, the floor `benches/e2e/floor.rs`), then
 //! for every server starts a fresh process on port 0 per scenario (reading its
-//! `listening on http://...` line) and reads the process's peak RSS (`VmHWM`) before stopping it:
+//! `listening on http://...` line) and reads the process's peak RSS (`VmHWM`) before stopping it
+//! with SIGTERM. `--scenarios` picks among these (default: all three):
 //!
 //! - throughput: for each session count S, `N = --total / S` steps with no delay, WebSockets
 //!   (`--sse`: event streams), median statuses/s over `--runs`;
 //! - paced latency: `--paced S,N,D` (default 10 sessions of 200 steps 10 ms apart), p50/p99/p99.9;
 //! - memory: `--idle-sessions` (10,000) sessions each given `--idle-steps` (100) statuses with no
 //!   subscriber, a sample read back, then the peak RSS (`--idle-subscribed` instead keeps a
-//!   socket open on every session while the statuses arrive, and closes them after).
+//!   socket open on every session while the statuses arrive, and closes them after; the peak
+//!   then includes the open sockets).
+//!
+//! A server missing from the source tree is an error naming it. Each run's load average goes
+//! into the results, since the machine may be shared; server logs go to `target/e2e/logs/`.
 //!
 //! `--redis URL` starts the demo servers with `--redis URL`; with `--redis-split` each demo runs
 //! as two processes sharing that Redis, the load generator creating sessions and starting tasks
