@@ -1,7 +1,5 @@
 //! Compile-time checks: the public futures and streams can move between threads.
 
-use std::future::Future;
-
 use status_messenger::{Messenger, SessionContext, StatusStream, WithSession};
 
 fn require_send<T: Send>(_: &T) {}
@@ -9,9 +7,7 @@ fn require_sync<T: Sync>(_: &T) {}
 fn require_unpin<T: Unpin>(_: &T) {}
 fn require_static<T: 'static>(_: &T) {}
 
-fn send_future() -> impl Future<Output = ()> + Send {
-    async {}
-}
+async fn send_future() {}
 
 #[test]
 fn public_types_are_send_sync_and_unpin_where_promised() {
