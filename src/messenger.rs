@@ -50,6 +50,21 @@ tokio::task_local! {
 
 /// One status message as it travels through the channel: the session it belongs to (`None`
 /// when it was added outside any session) and its text.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{Messenger, StatusUpdate};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let messenger = Messenger::new();
+/// messenger.send(Some("s1".to_owned()), "hello");
+/// let update: StatusUpdate = messenger.stream().next().await.unwrap();
+/// assert_eq!(update, (Some("s1".to_owned()), "hello".to_owned()));
+/// # }
+/// ```
 pub type StatusUpdate = (Option<String>, String);
 
 /// The name under which messages without a session are logged, as in the Python original.
@@ -326,6 +341,17 @@ impl Messenger {
 }
 
 /// Why no stream of status updates could be had.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{try_stream_status_updates, StreamError};
+///
+/// // Before setup there is nothing to stream from.
+/// let error = try_stream_status_updates().unwrap_err();
+/// assert_eq!(error, StreamError::NotSetUp);
+/// assert_eq!(error.to_string(), "the status messenger is not set up");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StreamError {
@@ -434,7 +460,11 @@ impl Stream for StatusStream {
         };
         let polled = receiver.poll_recv(cx);
         if let (Poll::Ready(Some(_)), Some(home)) = (&polled, &this.home) {
-            home.received.fetch_add(1, Ordering::Relaxed);
+            // Only the one stream holding the receiver writes this counter (the receiver's
+            // mutex orders one holder after the next), so a plain load and store suffices and
+            // keeps a locked read-modify-write off the per-message path.
+            let received = home.received.load(Ordering::Relaxed);
+            home.received.store(received + 1, Ordering::Relaxed);
         }
         polled
     }
