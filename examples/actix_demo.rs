@@ -234,9 +234,7 @@ async fn start_task(
 /// Runs the tool on actix's blocking pool, carrying the current session there.
 async fn run_task(spec: TaskSpec) {
     let session = SessionContext::current();
-    let tool = web::block(move || {
-        session.run(|| common::simulated_tool(spec.steps, spec.delay))
-    });
+    let tool = web::block(move || session.run(|| common::simulated_tool(spec.steps, spec.delay)));
     if let Err(e) = tool.await {
         tracing::error!(error = %e, "the simulated tool failed");
     }

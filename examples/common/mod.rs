@@ -318,7 +318,7 @@ pub(crate) fn event_json(event: &Event) -> (String, u64, bool) {
 pub(crate) fn sse_message(event: &Event) -> String {
     let (json, id, is_gap) = event_json(event);
     let mut out = String::with_capacity(json.len() + 40);
-    let _ = write!(out, "id: {id}\n");
+    let _ = writeln!(out, "id: {id}");
     if is_gap {
         out.push_str("event: gap\n");
     }
@@ -496,10 +496,8 @@ pub(crate) fn sse_stream(
     subscription: Subscription,
     guard: StreamGuard,
 ) -> impl Stream<Item = String> + Send + 'static {
-    let keep_alive = tokio::time::interval_at(
-        tokio::time::Instant::now() + SSE_KEEP_ALIVE,
-        SSE_KEEP_ALIVE,
-    );
+    let keep_alive =
+        tokio::time::interval_at(tokio::time::Instant::now() + SSE_KEEP_ALIVE, SSE_KEEP_ALIVE);
     let first = futures_util::stream::once(async { "retry: 1000\n\n".to_owned() });
     let events = futures_util::stream::unfold(
         (subscription, keep_alive, guard),
