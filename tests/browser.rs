@@ -452,5 +452,7 @@ async fn statuses_no_longer_in_history_show_as_a_gap() {
     assert!(gap[2].as_str().unwrap_or("").contains("1–5"));
     let seqs: Vec<u64> = rows(&page).await.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [6, 7, 8]);
+    let png = page.screenshot().await.expect("a screenshot");
+    std::fs::write(screenshot_path("demo-gap.png"), png).expect("screenshot saved");
     page.close().await.expect("close");
 }
