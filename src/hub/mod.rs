@@ -1470,7 +1470,10 @@ impl Inner {
             if self.idle_expired(session, now) {
                 expired = map.remove(id);
             } else {
-                session.last_activity_ms.fetch_max(now, Ordering::Relaxed);
+                if create {
+                    // Opening, publishing and subscribing keep a session alive; looking does not.
+                    session.last_activity_ms.fetch_max(now, Ordering::Relaxed);
+                }
                 if subscribe {
                     session.subscribers.fetch_add(1, Ordering::AcqRel);
                 }
