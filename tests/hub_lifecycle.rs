@@ -339,7 +339,8 @@ async fn shutdown_delivers_what_was_accepted_then_ends_streams() {
 
 #[test]
 fn config_errors_name_the_field() {
-    let cases: [(fn(&mut HubConfig), &str); 6] = [
+    type Edit = fn(&mut HubConfig);
+    let cases: [(Edit, &str); 6] = [
         (|c| c.history_capacity = 0, "history_capacity"),
         (|c| c.history_ttl = Duration::ZERO, "history_ttl"),
         (|c| c.subscriber_buffer = 0, "subscriber_buffer"),
