@@ -105,6 +105,20 @@ async fn history_expires_after_the_last_status_by_default() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_status_after_a_quiet_spell_does_not_revive_old_history() {
+    let hub = Hub::new(config(|c| c.history_ttl = Duration::from_secs(60))).unwrap();
+    let _keep_alive = hub.subscribe("s", None);
+    hub.publish(Some("s"), "before");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    // No sweep has run in between; the publish itself expires the quiet history first.
+    assert_eq!(hub.publish(Some("s"), "after"), Some(2));
+    assert_eq!(hub.stats().retained, 1);
+    let mut late = hub.subscribe("s", None);
+    assert_eq!(gap_of(late.next().await), (1, 1));
+    assert_eq!(text_of(late.next().await), "after");
+}
+
+#[tokio::test(start_paused = true)]
 async fn each_status_expiry_drops_statuses_by_age() {
     let hub = Hub::new(config(|c| {
         c.history_ttl = Duration::from_secs(60);

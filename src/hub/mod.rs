@@ -927,13 +927,10 @@ impl Hub {
                 }
                 None => {}
             }
+            // Expire first: a status arriving after a quiet spell must not revive old history.
+            let mut removed = inner.trim(&mut state.log, now);
             let seq = state.log.append(Arc::clone(&text), now);
-            let removed = state.log.trim(
-                inner.config.history_capacity,
-                inner.config.history_expiry,
-                inner.ttl_ms,
-                now,
-            );
+            removed += inner.trim(&mut state.log, now);
             let wake = state.take_wakers();
             drop(state);
             counters.accepted.add(1);
@@ -1265,16 +1262,12 @@ impl Hub {
             inner.counters.dropped_closed.add(1);
             return None;
         }
+        let mut removed = inner.trim(&mut state.log, now);
         let before = state.log.len() as u64;
         let inserted = state
             .log
             .insert(seq, Arc::from(text), now, inner.config.history_capacity);
-        let removed = state.log.trim(
-            inner.config.history_capacity,
-            inner.config.history_expiry,
-            inner.ttl_ms,
-            now,
-        );
+        removed += inner.trim(&mut state.log, now);
         let after = state.log.len() as u64;
         let wake = state.take_wakers();
         drop(state);
@@ -1564,9 +1557,18 @@ impl Inner {
         }
     }
 
+    fn trim(&self, log: &mut log::SessionLog, now: u64) -> u64 {
+        let config = &self.config;
+        log.trim(
+            config.history_capacity,
+            config.history_expiry,
+            self.ttl_ms,
+            now,
+        )
+    }
+
     /// Evicts idle sessions and trims expired history everywhere; returns how many were evicted.
     fn sweep(&self, now: u64) -> usize {
-        let config = &self.config;
         let mut evicted = Vec::new();
         for shard in self.shards.iter() {
             let mut map = lock_shard(shard);
@@ -1575,12 +1577,7 @@ impl Inner {
                     evicted.push(Arc::clone(session));
                     return false;
                 }
-                let removed = session.lock().log.trim(
-                    config.history_capacity,
-                    config.history_expiry,
-                    self.ttl_ms,
-                    now,
-                );
+                let removed = self.trim(&mut session.lock().log, now);
                 self.counters.retained.sub(removed);
                 true
             });
