@@ -93,6 +93,21 @@
 //! application's exporter sees them. The metrics are registered when the hub is created:
 //! install the recorder first.
 
+// # Invariants
+//
+// - Sequence numbers are per session and per life of a session: a closed or evicted session's
+//   id starts again from 1. Within a life they only grow, and every number up to the session's
+//   head is, for each subscriber, either delivered once or covered by exactly one gap
+//   (`log` module).
+// - Locks: shard map, then session state; neither is held across an await or while waking a
+//   task (`session` module).
+// - The seam for statuses numbered outside this process (a shared backend assigns the numbers
+//   and feeds them in) is `Hub::insert_numbered` and `Hub::local_head`, crate-private. Such a
+//   status goes into the local log at its given number; a jump past `head + 1` is a hole that
+//   subscribers report as a gap unless it is filled (inserted) before they read past it, and
+//   older history is filled the same way. Local `publish` and the seam must not both number
+//   one session.
+
 mod counters;
 mod log;
 mod session;
@@ -738,7 +753,8 @@ fn lock_shard(shard: &Shard) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> 
 ///
 /// Cheap to clone (clones share one hub), `Send + Sync`, needs no runtime to create or to
 /// [`publish`](Hub::publish) into. See the [module docs](self) for how it works and how to
-/// choose its bounds.
+/// choose its bounds. When its last clone is dropped it shuts down as by
+/// [`shutdown`](Hub::shutdown): subscriptions get what was accepted, then end.
 ///
 /// # Examples
 ///
@@ -763,6 +779,19 @@ fn lock_shard(shard: &Shard) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> 
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
+    _handles: Arc<Handles>,
+}
+
+/// Shared by every clone of one [`Hub`] (subscriptions hold only `Inner`): when the last clone
+/// goes, nobody can publish any more, so the hub shuts down and its streams end.
+struct Handles {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.inner.close_all();
+    }
 }
 
 impl fmt::Debug for Hub {
@@ -799,23 +828,27 @@ impl Hub {
         // Sweeping a quarter of the TTL apart evicts within 1.25 TTL, and a minute apart at
         // most keeps a long TTL from holding dead sessions much longer than it says.
         let sweep_every_ms = (ttl_ms / 4).clamp(1, 60_000);
+        let inner = Arc::new(Inner {
+            config,
+            ttl_ms,
+            sweep_every_ms,
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            clock: Clock {
+                epoch: tokio::time::Instant::now(),
+            },
+            counters: Counters::new(),
+            shut_down: AtomicBool::new(false),
+            stop: Notify::new(),
+            consumers: AtomicUsize::new(0),
+            consumer_left: Notify::new(),
+            next_sweep_ms: AtomicU64::new(sweep_every_ms),
+            warned: Warned::default(),
+        });
         Ok(Hub {
-            inner: Arc::new(Inner {
-                config,
-                ttl_ms,
-                sweep_every_ms,
-                shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-                clock: Clock {
-                    epoch: tokio::time::Instant::now(),
-                },
-                counters: Counters::new(),
-                shut_down: AtomicBool::new(false),
-                stop: Notify::new(),
-                consumers: AtomicUsize::new(0),
-                consumer_left: Notify::new(),
-                next_sweep_ms: AtomicU64::new(sweep_every_ms),
-                warned: Warned::default(),
+            _handles: Arc::new(Handles {
+                inner: Arc::clone(&inner),
             }),
+            inner,
         })
     }
 
@@ -973,6 +1006,7 @@ impl Hub {
         let mut stop = pin!(inner.stop.notified());
         stop.as_mut().enable();
         let mut updates = pin!(updates);
+        let mut taken: u64 = 0;
         loop {
             let next = poll_fn(|cx| {
                 if inner.shut_down.load(Ordering::Acquire) || stop.as_mut().poll(cx).is_ready() {
@@ -984,6 +1018,11 @@ impl Hub {
             match next {
                 Some(Some((session, text))) => {
                     self.publish(session.as_deref(), text);
+                    taken += 1;
+                    // A stream that is always ready must not starve the subscribers' tasks.
+                    if taken % 256 == 0 {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 // The stream ended, or the hub shut down.
                 Some(None) | None => return,
@@ -1376,17 +1415,7 @@ impl Hub {
     /// ```
     pub async fn shutdown(&self) {
         let inner = &*self.inner;
-        if !inner.shut_down.swap(true, Ordering::AcqRel) {
-            inner.stop.notify_waiters();
-            for shard in inner.shards.iter() {
-                let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
-                inner.counters.sessions.sub(sessions.len() as u64);
-                for session in sessions {
-                    inner.end_session(&session, End::Closed);
-                }
-            }
-            tracing::debug!(target: "status_messenger::hub", "hub shut down");
-        }
+        inner.close_all();
         loop {
             let left = inner.consumer_left.notified();
             let mut left = pin!(left);
@@ -1430,6 +1459,22 @@ impl Refusal {
 }
 
 impl Inner {
+    /// Stops accepting and closes every session (what `shutdown` does without waiting).
+    fn close_all(&self) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stop.notify_waiters();
+        for shard in self.shards.iter() {
+            let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
+            self.counters.sessions.sub(sessions.len() as u64);
+            for session in sessions {
+                self.end_session(&session, End::Closed);
+            }
+        }
+        tracing::debug!(target: "status_messenger::hub", "hub shut down");
+    }
+
     fn shard(&self, id: &str) -> &Shard {
         // FNV-1a: cheap, and it only spreads lock contention; each map hashes with SipHash.
         let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
