@@ -174,18 +174,22 @@ impl SessionLog {
         out: &mut VecDeque<Event>,
     ) -> Read {
         let mut read = Read::default();
-        let mut gap = |out: &mut VecDeque<Event>, from: u64, to: u64| {
-            read.gaps += 1;
-            read.lagged += to - from + 1;
-            out.push_back(Event::Gap(Gap {
-                session: Arc::clone(session),
-                from,
-                to,
-            }));
+        // Adjacent missing ranges (too far behind, then out of history) make one gap.
+        let mut gap_from = None;
+        let mut flush_gap = |out: &mut VecDeque<Event>, gap_from: &mut Option<u64>, to: u64| {
+            if let Some(from) = gap_from.take() {
+                read.gaps += 1;
+                read.lagged += to - from + 1;
+                out.push_back(Event::Gap(Gap {
+                    session: Arc::clone(session),
+                    from,
+                    to,
+                }));
+            }
         };
         let floor = self.head.saturating_sub(max_behind);
         if floor > cursor {
-            gap(out, cursor + 1, floor);
+            gap_from = Some(cursor + 1);
             cursor = floor;
         }
         let mut at = self.entries.partition_point(|e| e.seq <= cursor);
@@ -195,8 +199,10 @@ impl SessionLog {
                 break;
             };
             if entry.seq > cursor + 1 {
-                gap(out, cursor + 1, entry.seq - 1);
+                gap_from.get_or_insert(cursor + 1);
+                cursor = entry.seq - 1;
             }
+            flush_gap(out, &mut gap_from, cursor);
             out.push_back(Event::Status(Status {
                 session: Arc::clone(session),
                 seq: entry.seq,
@@ -208,9 +214,10 @@ impl SessionLog {
         }
         if at >= self.entries.len() && cursor < self.head {
             // Everything up to `head` left history before this reader got to it.
-            gap(out, cursor + 1, self.head);
+            gap_from.get_or_insert(cursor + 1);
             cursor = self.head;
         }
+        flush_gap(out, &mut gap_from, cursor);
         read.cursor = cursor;
         read.statuses = statuses as u64;
         read
@@ -276,6 +283,22 @@ mod tests {
             shape(&events),
             vec![('g', 1, 7), ('s', 8, 8), ('s', 9, 9), ('s', 10, 10)]
         );
+    }
+
+    #[test]
+    fn adjacent_missing_ranges_make_one_gap() {
+        let mut log = SessionLog::default();
+        for _ in 0..10 {
+            log.append(text("x"), 0);
+        }
+        log.trim(2, HistoryExpiry::EachStatus, 1000, 0);
+        // Behind by more than 5 (floor 5), and 6..=8 left history too.
+        let (events, read) = read_all(&log, 1, 5);
+        assert_eq!(
+            shape(&events),
+            vec![('g', 2, 8), ('s', 9, 9), ('s', 10, 10)]
+        );
+        assert_eq!((read.gaps, read.lagged), (1, 7));
     }
 
     #[test]

@@ -148,9 +148,9 @@ impl Subscription {
     ///     hub.publish(Some("s1"), format!("status {i}"));
     /// }
     /// // A subscription that is not polled holds nothing of its own.
-    /// assert_eq!(sub.buffered(), 0);
+    /// assert_eq!(sub.queued(), 0);
     /// ```
-    pub fn buffered(&self) -> usize {
+    pub fn queued(&self) -> usize {
         self.live.as_ref().map_or(0, |live| live.buf.len())
     }
 
@@ -188,8 +188,20 @@ impl Live {
 
     fn pop(&mut self) -> Option<Event> {
         let event = self.buf.pop_front()?;
-        if matches!(event, Event::Status(_)) {
-            self.unflushed += 1;
+        match &event {
+            Event::Status(_) => self.unflushed += 1,
+            Event::Gap(gap) => {
+                let counters = &self.hub.counters;
+                counters.gaps.add(1);
+                counters.lagged.add(gap.len());
+                tracing::debug!(
+                    target: "status_messenger::hub",
+                    session = %gap.session,
+                    from = gap.from,
+                    to = gap.to,
+                    "subscriber missed statuses; gap reported"
+                );
+            }
         }
         if self.buf.is_empty() {
             self.flush();
@@ -229,17 +241,6 @@ impl Stream for Subscription {
             return Poll::Pending;
         }
         drop(state);
-        live.hub.counters.gaps.add(read.gaps);
-        live.hub.counters.lagged.add(read.lagged);
-        if read.gaps > 0 {
-            tracing::debug!(
-                target: "status_messenger::hub",
-                session = %live.session.id,
-                gaps = read.gaps,
-                lagged = read.lagged,
-                "subscriber missed statuses; gap reported"
-            );
-        }
         Poll::Ready(live.pop())
     }
 
