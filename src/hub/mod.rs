@@ -1704,9 +1704,11 @@ mod tests {
 
     #[test]
     fn retained_follows_external_inserts_through_trimming() {
-        let mut config = HubConfig::default();
-        config.history_capacity = 2;
-        let hub = Hub::new(config).unwrap();
+        let hub = Hub::new(HubConfig {
+            history_capacity: 2,
+            ..HubConfig::default()
+        })
+        .unwrap();
         for seq in [5, 6, 7] {
             hub.insert_numbered("s", seq, seq.to_string());
         }
