@@ -591,9 +591,14 @@ impl Gap {
     /// let gap = status_messenger::Gap { session: Arc::from("s"), from: 2, to: 2 };
     /// assert_eq!(gap.len(), 1);
     /// ```
-    #[allow(clippy::len_without_is_empty)] // a gap is never empty
+    #[allow(clippy::len_without_is_empty)] // a gap the hub hands out is never empty
     pub fn len(&self) -> u64 {
-        self.to - self.from + 1
+        // Fields are public: a hand-made `to < from` must not overflow.
+        if self.to < self.from {
+            0
+        } else {
+            (self.to - self.from).saturating_add(1)
+        }
     }
 }
 
@@ -621,7 +626,9 @@ pub struct HubStats {
     pub subscribers: u64,
     /// Statuses accepted (numbered and put in history).
     pub accepted: u64,
-    /// Statuses handed to subscribers (each subscriber counts).
+    /// Statuses handed to subscribers (each subscriber counts). Added per batch a subscriber
+    /// has copied out of history, so it may trail by a few while one is half-way through a
+    /// batch.
     pub delivered: u64,
     /// Statuses with no session, dropped by [`NoSessionPolicy::Drop`].
     pub dropped_no_session: u64,
