@@ -671,7 +671,15 @@ impl HubStats {
 }
 
 fn valid_session_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_SESSION_ID_BYTES && !id.chars().any(char::is_control)
+    if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES {
+        return false;
+    }
+    if id.is_ascii() {
+        // The usual hex or UUID id: a byte check is enough and cheaper than decoding chars.
+        !id.bytes().any(|byte| byte.is_ascii_control())
+    } else {
+        !id.chars().any(char::is_control)
+    }
 }
 
 /// Cuts `text` to at most `max` bytes at a char boundary, marked; whether it was cut.
