@@ -214,7 +214,7 @@ async fn invalid_session_ids_are_refused_everywhere() {
     let stats = hub.stats();
     assert_eq!(
         (stats.dropped_invalid, stats.sessions, stats.subscribers),
-        (4, 0, 0)
+        (5, 0, 0)
     );
 }
 
