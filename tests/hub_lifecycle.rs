@@ -193,7 +193,7 @@ async fn statuses_without_a_session_can_be_routed_to_one() {
 async fn invalid_session_ids_are_refused_everywhere() {
     let hub = Hub::new(HubConfig::default()).unwrap();
     let too_long = "a".repeat(MAX_SESSION_ID_BYTES + 1);
-    for id in ["", "line\nbreak", "nul\0", too_long.as_str()] {
+    for id in ["", "line\nbreak", "nul\0", "c1 \u{85}", too_long.as_str()] {
         assert_eq!(hub.publish(Some(id), "x"), None);
         assert!(matches!(
             hub.open_session(id).await,
@@ -214,7 +214,7 @@ async fn invalid_session_ids_are_refused_everywhere() {
     let stats = hub.stats();
     assert_eq!(
         (stats.dropped_invalid, stats.sessions, stats.subscribers),
-        (4, 0, 0)
+        (5, 0, 0)
     );
 }
 

@@ -91,3 +91,57 @@ async fn eight_producer_threads_keep_order_and_numbering_per_session() {
     hub.shutdown().await;
     consumer.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_and_readers_lose_no_wakeup() {
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 5_000;
+    const TOTAL: usize = PUBLISHERS * EACH;
+    let mut config = HubConfig::default();
+    config.history_capacity = TOTAL;
+    config.subscriber_buffer = TOTAL;
+    let hub = Hub::new(config).unwrap();
+
+    let readers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(collect(hub.subscribe("s", None), TOTAL)))
+        .collect();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let hub = hub.clone();
+            thread::spawn(move || {
+                (0..EACH)
+                    .map(|i| {
+                        let text = format!("{p}:{i}");
+                        (hub.publish(Some("s"), text.clone()).unwrap(), text)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    // A reader that resumes while statuses flow (whether 1,000 was already given or not).
+    tokio::task::yield_now().await;
+    let resume_after: u64 = 1_000;
+    let midway = tokio::spawn(collect(
+        hub.subscribe("s", Some(resume_after)),
+        TOTAL - resume_after as usize,
+    ));
+
+    let mut by_seq: HashMap<u64, String> = HashMap::new();
+    for publisher in publishers {
+        for (seq, text) in publisher.join().unwrap() {
+            assert!(by_seq.insert(seq, text).is_none(), "seq {seq} given twice");
+        }
+    }
+    assert_eq!(by_seq.len(), TOTAL);
+    for reader in readers {
+        let got = reader.await.unwrap();
+        for (i, (seq, text)) in got.iter().enumerate() {
+            assert_eq!(*seq, i as u64 + 1);
+            assert_eq!(&by_seq[seq], text);
+        }
+    }
+    let got = midway.await.unwrap();
+    assert_eq!(got.first().map(|(seq, _)| *seq), Some(resume_after + 1));
+    assert_eq!(got.last().map(|(seq, _)| *seq), Some(TOTAL as u64));
+    assert_eq!(hub.stats().gaps, 0);
+}

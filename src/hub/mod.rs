@@ -591,9 +591,14 @@ impl Gap {
     /// let gap = status_messenger::Gap { session: Arc::from("s"), from: 2, to: 2 };
     /// assert_eq!(gap.len(), 1);
     /// ```
-    #[allow(clippy::len_without_is_empty)] // a gap is never empty
+    #[allow(clippy::len_without_is_empty)] // a gap the hub hands out is never empty
     pub fn len(&self) -> u64 {
-        self.to - self.from + 1
+        // Fields are public: a hand-made `to < from` must not overflow.
+        if self.to < self.from {
+            0
+        } else {
+            (self.to - self.from).saturating_add(1)
+        }
     }
 }
 
@@ -621,7 +626,9 @@ pub struct HubStats {
     pub subscribers: u64,
     /// Statuses accepted (numbered and put in history).
     pub accepted: u64,
-    /// Statuses handed to subscribers (each subscriber counts).
+    /// Statuses handed to subscribers (each subscriber counts). Added per batch a subscriber
+    /// has copied out of history, so it may trail by a few while one is half-way through a
+    /// batch.
     pub delivered: u64,
     /// Statuses with no session, dropped by [`NoSessionPolicy::Drop`].
     pub dropped_no_session: u64,
@@ -664,7 +671,15 @@ impl HubStats {
 }
 
 fn valid_session_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_SESSION_ID_BYTES && !id.chars().any(char::is_control)
+    if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES {
+        return false;
+    }
+    if id.is_ascii() {
+        // The usual hex or UUID id: a byte check is enough and cheaper than decoding chars.
+        !id.bytes().any(|byte| byte.is_ascii_control())
+    } else {
+        !id.chars().any(char::is_control)
+    }
 }
 
 /// Cuts `text` to at most `max` bytes at a char boundary, marked; whether it was cut.
@@ -1285,35 +1300,48 @@ impl Hub {
             inner.counters.truncated.add(1);
         }
         let now = inner.clock.now_ms();
-        let found = match inner.session(session, now, true, false) {
-            Ok(found) => found,
-            Err(refusal) => {
-                inner.count_refusal(&refusal);
-                return None;
+        let text: Arc<str> = Arc::from(text);
+        for _ in 0..3 {
+            let found = match inner.session(session, now, true, false) {
+                Ok(found) => found,
+                Err(refusal) => {
+                    inner.count_refusal(&refusal);
+                    return None;
+                }
+            };
+            let mut state = found.lock();
+            match state.end {
+                Some(End::Evicted) => continue,
+                Some(End::Closed) => {
+                    drop(state);
+                    inner.counters.dropped_closed.add(1);
+                    return None;
+                }
+                None => {}
             }
-        };
-        let mut state = found.lock();
-        if state.end.is_some() {
+            let before = state.log.len() as u64;
+            inner.trim(&mut state.log, now);
+            let inserted =
+                state
+                    .log
+                    .insert(seq, Arc::clone(&text), now, inner.config.history_capacity);
+            inner.trim(&mut state.log, now);
+            let after = state.log.len() as u64;
+            let wake = state.take_wakers();
             drop(state);
-            inner.counters.dropped_closed.add(1);
-            return None;
+            if matches!(inserted, log::Inserted::Appended | log::Inserted::Filled) {
+                inner.counters.accepted.add(1);
+            }
+            if after >= before {
+                inner.counters.retained.add(after - before);
+            } else {
+                inner.counters.retained.sub(before - after);
+            }
+            wake.wake();
+            return Some(inserted);
         }
-        let mut removed = inner.trim(&mut state.log, now);
-        let before = state.log.len() as u64;
-        let inserted = state
-            .log
-            .insert(seq, Arc::from(text), now, inner.config.history_capacity);
-        removed += inner.trim(&mut state.log, now);
-        let after = state.log.len() as u64;
-        let wake = state.take_wakers();
-        drop(state);
-        if matches!(inserted, log::Inserted::Appended | log::Inserted::Filled) {
-            inner.counters.accepted.add(1);
-        }
-        inner.counters.retained.add(after + removed - before);
-        inner.counters.retained.sub(removed);
-        wake.wake();
-        Some(inserted)
+        inner.counters.dropped_closed.add(1);
+        None
     }
 
     /// The highest sequence number the local history of `session` has held, if it is held.
@@ -1632,5 +1660,79 @@ impl Inner {
             self.evict(session);
         }
         evicted.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::log::Inserted;
+    use super::*;
+
+    fn next(sub: &mut Subscription) -> Option<(char, u64, u64)> {
+        match sub.next().now_or_never()?? {
+            Event::Status(s) => Some(('s', s.seq, s.seq)),
+            Event::Gap(g) => Some(('g', g.from, g.to)),
+        }
+    }
+
+    #[test]
+    fn externally_numbered_statuses_fill_holes_or_become_gaps() {
+        let hub = Hub::new(HubConfig::default()).unwrap();
+        let mut early = hub.subscribe("s", None);
+        assert_eq!(
+            hub.insert_numbered("s", 1, "1".into()),
+            Some(Inserted::Appended)
+        );
+        assert_eq!(
+            hub.insert_numbered("s", 4, "4".into()),
+            Some(Inserted::Appended)
+        );
+        assert_eq!(hub.local_head("s"), Some(4));
+        // A subscriber reading now is told 2..=3 are missing.
+        assert_eq!(next(&mut early), Some(('s', 1, 1)));
+        assert_eq!(next(&mut early), Some(('g', 2, 3)));
+        assert_eq!(next(&mut early), Some(('s', 4, 4)));
+        // Filled before a later subscriber reads, the hole is no gap for it.
+        assert_eq!(
+            hub.insert_numbered("s", 3, "3".into()),
+            Some(Inserted::Filled)
+        );
+        assert_eq!(
+            hub.insert_numbered("s", 2, "2".into()),
+            Some(Inserted::Filled)
+        );
+        assert_eq!(
+            hub.insert_numbered("s", 2, "2".into()),
+            Some(Inserted::Duplicate)
+        );
+        let mut late = hub.subscribe("s", None);
+        for seq in 1..=4 {
+            assert_eq!(next(&mut late), Some(('s', seq, seq)));
+        }
+        assert_eq!(next(&mut late), None);
+        let stats = hub.stats();
+        assert_eq!((stats.accepted, stats.retained), (4, 4));
+        assert_eq!(hub.local_head("other"), None);
+    }
+
+    #[test]
+    fn retained_follows_external_inserts_through_trimming() {
+        let hub = Hub::new(HubConfig {
+            history_capacity: 2,
+            ..HubConfig::default()
+        })
+        .unwrap();
+        for seq in [5, 6, 7] {
+            hub.insert_numbered("s", seq, seq.to_string());
+        }
+        assert_eq!(
+            hub.insert_numbered("s", 1, "1".into()),
+            Some(Inserted::TooOld)
+        );
+        assert_eq!(hub.stats().retained, 2);
+        assert!(hub.close_session("s"));
+        assert_eq!(hub.stats().retained, 0);
     }
 }
