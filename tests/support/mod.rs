@@ -372,7 +372,7 @@ pub(crate) fn assert_steps(frames: &[Value], session: &str, first: u64, total: u
         assert_eq!(frame["session"], session, "frame {frame}");
         assert_eq!(frame["seq"], seq, "frame {frame}");
         assert!(
-            frame.get("type").map_or(true, |t| t == "status"),
+            frame.get("type").is_none_or(|t| t == "status"),
             "frame {frame}"
         );
         let text = frame["text"].as_str().expect("text");
