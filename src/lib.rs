@@ -100,7 +100,8 @@
 //!
 //! | feature | what it adds |
 //! | --- | --- |
-//! | (none) | the messenger and the session helpers |
+//! | (none) | the messenger, the session helpers and the [`Hub`] |
+//! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]) |
 //!
 //! # Supported Rust versions
 //!
@@ -113,9 +114,14 @@
 )]
 #![warn(missing_debug_implementations)]
 
+pub mod hub;
 pub mod messenger;
 mod session;
 
+pub use hub::{
+    ConfigError, Event, Gap, Hub, HubConfig, HubError, HubStats, NoSessionPolicy, Status,
+    Subscription,
+};
 pub use messenger::{
     add_status_message, dropped_before_setup, global_messenger, setup_status_messenger_async,
     stream_status_updates, try_stream_status_updates, Messenger, StatusStream, StatusUpdate,

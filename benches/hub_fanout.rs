@@ -1,0 +1,2 @@
+//! Fan-out benchmark of the hub against tokio broadcast.
+fn main() {}
