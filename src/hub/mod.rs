@@ -95,6 +95,9 @@
 
 mod counters;
 mod log;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod session;
 mod subscription;
 
@@ -113,6 +116,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use self::counters::Counters;
+#[cfg(feature = "redis")]
+pub use self::redis::{BackendError, RedisConfig};
 use self::session::{End, Session};
 pub use self::subscription::Subscription;
 
@@ -184,6 +189,15 @@ pub mod metric_names {
     /// Counter: idle sessions evicted
     /// ([`HubStats::evicted_sessions`](super::HubStats::evicted_sessions)).
     pub const EVICTED: &str = "status_messenger_hub_evicted_sessions_total";
+    /// Gauge: statuses waiting for Redis
+    /// ([`HubStats::backend_buffered`](super::HubStats::backend_buffered)).
+    pub const BACKEND_BUFFERED: &str = "status_messenger_hub_backend_buffered";
+    /// Counter: failed Redis connections and commands
+    /// ([`HubStats::backend_errors`](super::HubStats::backend_errors)).
+    pub const BACKEND_ERRORS: &str = "status_messenger_hub_backend_errors_total";
+    /// Counter: reconnections to Redis
+    /// ([`HubStats::backend_reconnects`](super::HubStats::backend_reconnects)).
+    pub const BACKEND_RECONNECTS: &str = "status_messenger_hub_backend_reconnects_total";
 }
 
 /// What the hub does with a status added outside any session.
@@ -419,6 +433,12 @@ pub enum HubError {
     InvalidSessionId,
     /// [`HubConfig::max_sessions`] sessions are held already.
     TooManySessions,
+    /// A config given to [`Hub::with_redis`] is out of range.
+    #[cfg(feature = "redis")]
+    Config(ConfigError),
+    /// Redis could not do it (unreachable, timed out or refused).
+    #[cfg(feature = "redis")]
+    Backend(BackendError),
 }
 
 impl fmt::Display for HubError {
@@ -427,11 +447,25 @@ impl fmt::Display for HubError {
             HubError::ShutDown => "the hub is shut down",
             HubError::InvalidSessionId => "invalid session id",
             HubError::TooManySessions => "too many sessions",
+            #[cfg(feature = "redis")]
+            HubError::Config(error) => return error.fmt(f),
+            #[cfg(feature = "redis")]
+            HubError::Backend(error) => return error.fmt(f),
         })
     }
 }
 
-impl std::error::Error for HubError {}
+impl std::error::Error for HubError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            #[cfg(feature = "redis")]
+            HubError::Config(error) => Some(error),
+            #[cfg(feature = "redis")]
+            HubError::Backend(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// One item of a [`Subscription`].
 ///
@@ -628,6 +662,15 @@ pub struct HubStats {
     pub evicted_sessions: u64,
     /// Statuses held in history now, over all sessions.
     pub retained: u64,
+    /// Statuses dropped because the Redis buffer was full, or never confirmed by a Redis that
+    /// lost its data (always 0 without the Redis backend).
+    pub dropped_backend: u64,
+    /// Statuses accepted and not yet confirmed by Redis, now.
+    pub backend_buffered: u64,
+    /// Failed Redis connections, connection losses and failed commands.
+    pub backend_errors: u64,
+    /// Reconnections to Redis after a loss.
+    pub backend_reconnects: u64,
 }
 
 impl HubStats {
@@ -646,6 +689,7 @@ impl HubStats {
             + self.dropped_closed
             + self.dropped_invalid
             + self.dropped_session_limit
+            + self.dropped_backend
     }
 }
 
@@ -719,6 +763,9 @@ pub(crate) struct Inner {
     consumer_left: Notify,
     next_sweep_ms: AtomicU64,
     warned: Warned,
+    /// Set once by [`Hub::with_redis`]; sessions then live in Redis.
+    #[cfg(feature = "redis")]
+    backend: std::sync::OnceLock<self::redis::Backend>,
 }
 
 impl fmt::Debug for Inner {
@@ -818,6 +865,8 @@ impl Hub {
                 consumer_left: Notify::new(),
                 next_sweep_ms: AtomicU64::new(sweep_every_ms),
                 warned: Warned::default(),
+                #[cfg(feature = "redis")]
+                backend: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -902,6 +951,10 @@ impl Hub {
         let text: Arc<str> = Arc::from(text);
         let now = inner.clock.now_ms();
         inner.maybe_sweep(now);
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            return backend.publish(inner, id, text);
+        }
         // An eviction can only win against this publish when the TTL is shorter than the time
         // between looking the session up and locking it; then the next attempt opens it anew.
         for _ in 0..3 {
@@ -1081,6 +1134,13 @@ impl Hub {
             return Err(HubError::InvalidSessionId);
         }
         let inner = &*self.inner;
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            if inner.shut_down.load(Ordering::Acquire) {
+                return Err(HubError::ShutDown);
+            }
+            return backend.open_session(id).await;
+        }
         let now = inner.clock.now_ms();
         inner.maybe_sweep(now);
         match inner.session(id, now, true, false) {
@@ -1115,6 +1175,13 @@ impl Hub {
             return Err(HubError::InvalidSessionId);
         }
         let inner = &*self.inner;
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            if inner.shut_down.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            return backend.session_exists(id).await;
+        }
         let now = inner.clock.now_ms();
         inner.maybe_sweep(now);
         match inner.session(id, now, false, false) {
@@ -1192,6 +1259,10 @@ impl Hub {
             .session(session, now, true, true)
             .map_err(Refusal::into_error)?;
         inner.counters.subscribers.add(1);
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            backend.interest(&found.id);
+        }
         Ok(Subscription::join(
             Arc::clone(inner),
             found,
@@ -1222,6 +1293,17 @@ impl Hub {
     /// ```
     pub fn close_session(&self, id: &str) -> bool {
         let inner = &*self.inner;
+        // With Redis the session may live in other processes only: the close is sent there.
+        #[cfg(feature = "redis")]
+        let sent = match inner.backend.get() {
+            Some(backend) if valid_session_id(id) && !inner.shut_down.load(Ordering::Acquire) => {
+                backend.close(id);
+                true
+            }
+            _ => false,
+        };
+        #[cfg(not(feature = "redis"))]
+        let sent = false;
         let removed = lock_shard(inner.shard(id)).remove(id);
         match removed {
             Some(session) => {
@@ -1229,7 +1311,7 @@ impl Hub {
                 inner.end_session(&session, End::Closed);
                 true
             }
-            None => false,
+            None => sent,
         }
     }
 
@@ -1388,6 +1470,10 @@ impl Hub {
         let inner = &*self.inner;
         if !inner.shut_down.swap(true, Ordering::AcqRel) {
             inner.stop.notify_waiters();
+            #[cfg(feature = "redis")]
+            if let Some(backend) = inner.backend.get() {
+                backend.shutdown(inner).await;
+            }
             for shard in inner.shards.iter() {
                 let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
                 inner.counters.sessions.sub(sessions.len() as u64);

@@ -97,7 +97,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use self::outbox::{Outbox, Pushed};
-use self::wire::{Keys, Scripts};
+use self::wire::Keys;
 use super::{lock_shard, ConfigError, Hub, HubConfig, HubError, Inner};
 
 /// How to reach Redis and how to ride out its absence; for [`Hub::with_redis`].
@@ -283,7 +283,9 @@ struct Shared {
     interest_ready: Notify,
     /// The reader's command connection, for `open_session` and `session_exists`; `None` while
     /// Redis is away.
-    conn: Mutex<Option<(MultiplexedConnection, Scripts)>>,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// `conn` was set.
+    conn_ready: Notify,
     stop: watch::Sender<bool>,
     /// The reader applied something.
     progress: Notify,
@@ -301,8 +303,12 @@ impl Shared {
         *self.stop.borrow()
     }
 
-    fn lock_conn(&self) -> MutexGuard<'_, Option<(MultiplexedConnection, Scripts)>> {
-        lock(&self.conn)
+    fn set_conn(&self, conn: Option<MultiplexedConnection>) {
+        let ready = conn.is_some();
+        *lock(&self.conn) = conn;
+        if ready {
+            self.conn_ready.notify_waiters();
+        }
     }
 
     fn take_interest(&self) -> HashSet<Arc<str>> {
@@ -313,16 +319,25 @@ impl Shared {
         *lock(&self.final_heads) = Some(heads);
     }
 
-    /// A command connection, or an error at once while Redis is away.
-    fn connection(&self) -> Result<MultiplexedConnection, HubError> {
-        match &*self.lock_conn() {
-            Some((conn, _)) => Ok(conn.clone()),
-            None => Err(HubError::Backend(BackendError {
-                source: redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "not connected (reconnecting)",
-                )),
-            })),
+    /// A command connection; while Redis is away, waits up to the timeout for the reader to
+    /// reconnect.
+    async fn connection(&self) -> Result<MultiplexedConnection, HubError> {
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        loop {
+            let ready = self.conn_ready.notified();
+            let mut ready = std::pin::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(conn) = &*lock(&self.conn) {
+                return Ok(conn.clone());
+            }
+            if tokio::time::timeout_at(deadline, ready).await.is_err() {
+                return Err(HubError::Backend(BackendError {
+                    source: redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        "not connected (reconnecting)",
+                    )),
+                }));
+            }
         }
     }
 }
@@ -394,7 +409,7 @@ impl Backend {
     }
 
     pub(crate) async fn open_session(&self, id: &str) -> Result<(), HubError> {
-        let mut conn = self.shared.connection()?;
+        let mut conn = self.shared.connection().await?;
         let settings = &self.shared.settings;
         redis::cmd("SET")
             .arg(settings.keys.registry(id))
@@ -407,7 +422,7 @@ impl Backend {
     }
 
     pub(crate) async fn session_exists(&self, id: &str) -> Result<bool, HubError> {
-        let mut conn = self.shared.connection()?;
+        let mut conn = self.shared.connection().await?;
         let exists: bool = redis::cmd("EXISTS")
             .arg(self.shared.settings.keys.registry(id))
             .query_async(&mut conn)
@@ -424,7 +439,10 @@ impl Backend {
         // The writer ends once the buffer is empty, or gives up after a failed reconnect.
         let writer = lock(&self.writer).take();
         if let Some(mut writer) = writer {
-            if tokio::time::timeout_at(deadline, &mut writer).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut writer)
+                .await
+                .is_err()
+            {
                 writer.abort();
                 let lost = shared.outbox.discard() as u64;
                 inner.counters.backend_buffered.sub(lost);
@@ -456,7 +474,7 @@ impl Backend {
             // Aborted, or ended by the stop signal: nothing to report either way.
             let _ = reader.await;
         }
-        *shared.lock_conn() = None;
+        shared.set_conn(None);
     }
 }
 
@@ -509,7 +527,6 @@ impl Hub {
             redis::cmd("PING").query_async::<()>(&mut probe),
         )
         .await?;
-        drop(probe);
         let ttl_ms = u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX);
         let settings = Settings {
             keys: Keys::new(&redis.key_prefix),
@@ -529,7 +546,8 @@ impl Hub {
             link: LinkState::default(),
             interest: Mutex::new(HashSet::new()),
             interest_ready: Notify::new(),
-            conn: Mutex::new(None),
+            conn: Mutex::new(Some(probe)),
+            conn_ready: Notify::new(),
             stop: watch::Sender::new(false),
             progress: Notify::new(),
             final_heads: Mutex::new(None),

@@ -48,7 +48,9 @@ impl Item {
 pub(super) enum Pushed {
     Queued,
     /// Dropped; `first` is true for the first drop since the buffer last made progress.
-    Full { first: bool },
+    Full {
+        first: bool,
+    },
     /// The hub is shutting down.
     Closed,
 }
@@ -213,13 +215,25 @@ mod tests {
         let outbox = Outbox::new(2);
         assert_eq!(outbox.push("a", Arc::from("1")), Pushed::Queued);
         assert_eq!(outbox.push("b", Arc::from("1")), Pushed::Queued);
-        assert_eq!(outbox.push("a", Arc::from("2")), Pushed::Full { first: true });
-        assert_eq!(outbox.push("a", Arc::from("3")), Pushed::Full { first: false });
-        assert_eq!(outbox.push("b", Arc::from("2")), Pushed::Full { first: false });
+        assert_eq!(
+            outbox.push("a", Arc::from("2")),
+            Pushed::Full { first: true }
+        );
+        assert_eq!(
+            outbox.push("a", Arc::from("3")),
+            Pushed::Full { first: false }
+        );
+        assert_eq!(
+            outbox.push("b", Arc::from("2")),
+            Pushed::Full { first: false }
+        );
         let mut out = Vec::new();
         assert_eq!(outbox.try_take(1, &mut out), Some(1));
         // Taken is not confirmed: still no room.
-        assert_eq!(outbox.push("a", Arc::from("x")), Pushed::Full { first: false });
+        assert_eq!(
+            outbox.push("a", Arc::from("x")),
+            Pushed::Full { first: false }
+        );
         outbox.release(1);
         // Room for one: it carries the three numbers dropped before it.
         assert_eq!(outbox.push("a", Arc::from("4")), Pushed::Queued);

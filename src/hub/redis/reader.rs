@@ -97,7 +97,7 @@ impl Reader {
                     match self.serve(link, lost, &mut stop).await {
                         Ended::Stopped => return,
                         Ended::Broken(error) => {
-                            *self.shared.lock_conn() = None;
+                            self.shared.set_conn(None);
                             self.attached.clear();
                             // Tell the writer before anyone can see the error counted.
                             self.shared.link.bump();
@@ -163,7 +163,7 @@ impl Reader {
         lost: bool,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Ended {
-        *self.shared.lock_conn() = Some((link.conn.clone(), link.scripts.clone()));
+        self.shared.set_conn(Some(link.conn.clone()));
         self.attached.clear();
         // Everything that changes from here on is seen by the next `update_interest`.
         self.shared.take_interest();
@@ -199,7 +199,11 @@ impl Reader {
 
     /// Redis restarted without its data: put each watched session's counter back to at least
     /// what this process has seen, so new statuses are not numbered below it.
-    async fn raise_floors(&mut self, link: &mut Link, watched: &[(Arc<str>, u64)]) -> RedisResult<()> {
+    async fn raise_floors(
+        &mut self,
+        link: &mut Link,
+        watched: &[(Arc<str>, u64)],
+    ) -> RedisResult<()> {
         let settings = &self.shared.settings;
         let keys = &settings.keys;
         for chunk in watched.chunks(CHUNK) {
@@ -230,7 +234,8 @@ impl Reader {
 
     /// Subscribes to `sessions`, then reads each stream after what the local history holds.
     async fn attach(&mut self, link: &mut Link, sessions: Vec<(Arc<str>, u64)>) -> RedisResult<()> {
-        let settings = &self.shared.settings;
+        let shared = Arc::clone(&self.shared);
+        let settings = &shared.settings;
         let keys = &settings.keys;
         for chunk in sessions.chunks(CHUNK) {
             let channels: Vec<String> = chunk.iter().map(|(s, _)| keys.channel(s)).collect();
@@ -339,7 +344,13 @@ impl Reader {
     }
 
     /// Reads numbers `from..=to` back from the stream; what it no longer holds is lost.
-    async fn fill(&mut self, link: &mut Link, session: &Arc<str>, from: u64, to: u64) -> RedisResult<()> {
+    async fn fill(
+        &mut self,
+        link: &mut Link,
+        session: &Arc<str>,
+        from: u64,
+        to: u64,
+    ) -> RedisResult<()> {
         let keys = &self.shared.settings.keys;
         let read: Value = link
             .scripts
@@ -376,7 +387,10 @@ impl Reader {
         let mut attach = Vec::new();
         let mut detach = Vec::new();
         for session in dirty {
-            match (hub.watched_head(&session), self.attached.contains_key(&session)) {
+            match (
+                hub.watched_head(&session),
+                self.attached.contains_key(&session),
+            ) {
                 (Some(head), false) => attach.push((session, head)),
                 (None, true) => detach.push(session),
                 _ => {}
@@ -389,7 +403,11 @@ impl Reader {
             for session in &detach {
                 self.attached.remove(session);
             }
-            wire::within(self.shared.settings.timeout, link.sink.unsubscribe(channels)).await?;
+            wire::within(
+                self.shared.settings.timeout,
+                link.sink.unsubscribe(channels),
+            )
+            .await?;
         }
         if !attach.is_empty() {
             self.attach(link, attach).await?;

@@ -137,7 +137,8 @@ pub(super) fn parse_read(value: Value) -> Option<(u64, Vec<(u64, String)>)> {
             return None;
         };
         let mut entry = entry.into_iter();
-        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (entry.next(), entry.next())
+        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) =
+            (entry.next(), entry.next())
         else {
             return None;
         };
@@ -219,7 +220,10 @@ pub(super) fn is_noscript(error: &redis::RedisError) -> bool {
 }
 
 /// Opens a multiplexed command connection; every command on it times out after `timeout`.
-pub(super) async fn connect(client: &Client, timeout: Duration) -> RedisResult<MultiplexedConnection> {
+pub(super) async fn connect(
+    client: &Client,
+    timeout: Duration,
+) -> RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
@@ -295,7 +299,11 @@ pub(super) struct Backoff {
 
 impl Backoff {
     pub(super) fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min }
+        Self {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// The delay before the next attempt.
@@ -327,10 +335,7 @@ mod tests {
             ])
         );
         // Texts may hold anything, newlines included.
-        assert_eq!(
-            parse(b"1 3\na\nb"),
-            Some(vec![Record::Status(1, b"a\nb")])
-        );
+        assert_eq!(parse(b"1 3\na\nb"), Some(vec![Record::Status(1, b"a\nb")]));
         assert_eq!(parse(b"1 9\nshort"), None);
         assert_eq!(parse(b"nonsense"), None);
     }

@@ -148,7 +148,10 @@ impl Writer {
             match self.serve(&mut conn, &mut scripts, generation).await {
                 Broken::Done => {
                     self.shared.set_final_heads(
-                        self.known.iter().map(|(s, (seq, _))| (Arc::clone(s), *seq)).collect(),
+                        self.known
+                            .iter()
+                            .map(|(s, (seq, _))| (Arc::clone(s), *seq))
+                            .collect(),
                     );
                     return;
                 }
@@ -208,7 +211,12 @@ impl Writer {
                 return Broken::Peer;
             }
             if self.pending.is_none() {
-                if self.shared.outbox.try_take(self.shared.settings.batch, &mut items).is_some() {
+                if self
+                    .shared
+                    .outbox
+                    .try_take(self.shared.settings.batch, &mut items)
+                    .is_some()
+                {
                     let batch = self.build(std::mem::take(&mut items));
                     self.pending = Some(batch);
                 } else if self.shared.outbox.is_shut() {
