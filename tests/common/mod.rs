@@ -171,23 +171,33 @@ pub async fn next_within(sub: &mut Subscription, within: Duration) -> Option<Eve
 /// Reads items until they account for every number up to `last` (statuses and gaps), or
 /// panics after `within`.
 pub async fn read_through(sub: &mut Subscription, last: u64, within: Duration) -> Vec<Event> {
-    let deadline = tokio::time::Instant::now() + within;
     let mut events = Vec::new();
-    let mut seen = 0;
+    read_more(sub, &mut events, last, within).await;
+    events
+}
+
+/// Like [`read_through`], adding to what was read before.
+pub async fn read_more(
+    sub: &mut Subscription,
+    events: &mut Vec<Event>,
+    last: u64,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = events.last().map_or(0, Event::last_seq);
     while seen < last {
         let event = tokio::time::timeout_at(deadline, sub.next())
             .await
             .unwrap_or_else(|_| {
                 panic!(
                     "only up to {seen} of {last} within {within:?}: {:?}",
-                    shape(&events)
+                    shape(events)
                 )
             })
             .expect("stream ended early");
         seen = event.last_seq();
         events.push(event);
     }
-    events
 }
 
 /// `(kind, from, to)` per item: `('s', seq, seq)` or `('g', from, to)`.
