@@ -122,7 +122,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
-    let hub = Hub::new(common::hub_config())?;
+    let hub = config.hub().await?;
     let consumer = hub.spawn_global_consumer();
     let listener = std::net::TcpListener::bind((config.bind.as_str(), config.port))?;
     println!("listening on http://{}", listener.local_addr()?);
@@ -234,9 +234,7 @@ async fn start_task(
 /// Runs the tool on actix's blocking pool, carrying the current session there.
 async fn run_task(spec: TaskSpec) {
     let session = SessionContext::current();
-    let tool = web::block(move || {
-        session.run(|| common::simulated_tool(spec.steps, spec.delay))
-    });
+    let tool = web::block(move || session.run(|| common::simulated_tool(spec.steps, spec.delay)));
     if let Err(e) = tool.await {
         tracing::error!(error = %e, "the simulated tool failed");
     }

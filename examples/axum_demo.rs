@@ -134,7 +134,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
-    let hub = Hub::new(common::hub_config())?;
+    let hub = config.hub().await?;
     let consumer = hub.spawn_global_consumer();
     let listener = TcpListener::bind((config.bind.as_str(), config.port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
@@ -149,12 +149,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 fn json(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn unknown_session() -> Response {
@@ -344,8 +339,7 @@ async fn events(
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     let subscription = state.hub.subscribe(session.unwrap_or_default(), after);
-    let body = common::sse_stream(subscription, state.streams.enter())
-        .map(Ok::<_, Infallible>);
+    let body = common::sse_stream(subscription, state.streams.enter()).map(Ok::<_, Infallible>);
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -359,7 +353,10 @@ async fn events(
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         common::metrics_text(&state.hub.stats()),
     )
         .into_response()

@@ -61,7 +61,9 @@ fn binaries() -> Option<(PathBuf, PathBuf)> {
     if std::env::var_os("CI").is_some() {
         panic!("CI is set and the browser is missing: {missing:?} (install chromium and chromium-driver)");
     }
-    eprintln!("skipping the browser test: {missing:?} not found (install chromium and chromium-driver)");
+    eprintln!(
+        "skipping the browser test: {missing:?} not found (install chromium and chromium-driver)"
+    );
     None
 }
 
@@ -91,8 +93,14 @@ impl Driver {
             chromium,
         };
         let deadline = Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Some(driver)
@@ -167,11 +175,14 @@ async fn open_page(client: &Client, url: &str) -> String {
 }
 
 async fn session_of(client: &Client) -> String {
-    js(client, "return new URLSearchParams(location.hash.slice(1)).get('session');")
-        .await
-        .as_str()
-        .expect("the session is in the URL")
-        .to_owned()
+    js(
+        client,
+        "return new URLSearchParams(location.hash.slice(1)).get('session');",
+    )
+    .await
+    .as_str()
+    .expect("the session is in the URL")
+    .to_owned()
 }
 
 async fn rows(client: &Client) -> Vec<Row> {
@@ -194,10 +205,13 @@ async fn rows(client: &Client) -> Vec<Row> {
 }
 
 async fn count(client: &Client, selector: &str) -> u64 {
-    js(client, &format!("return document.querySelectorAll('{selector}').length;"))
-        .await
-        .as_u64()
-        .expect("a count")
+    js(
+        client,
+        &format!("return document.querySelectorAll('{selector}').length;"),
+    )
+    .await
+    .as_u64()
+    .expect("a count")
 }
 
 async fn wait_for_rows(client: &Client, n: usize) {
@@ -232,11 +246,19 @@ async fn click(client: &Client, id: &str) {
 /// order, all of `session`, and no gap.
 fn assert_task(rows: &[Row], session: &str, total: u64) {
     let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "every status exactly once, in order");
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "every status exactly once, in order"
+    );
     for row in rows {
         assert_eq!(row.session, session, "only this page's session");
         let prefix = format!("step {}/{total} t_ns=", row.seq);
-        assert!(row.text.starts_with(&prefix), "`{}` starts with `{prefix}`", row.text);
+        assert!(
+            row.text.starts_with(&prefix),
+            "`{}` starts with `{prefix}`",
+            row.text
+        );
     }
 }
 
@@ -252,9 +274,14 @@ fn screenshot_path(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_see_only_their_own_statuses_in_order() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Some(driver) = Driver::start().await else { return };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let server = start(shared_hub());
-    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
     let a = driver.browser(dir_a.path()).await;
     let b = driver.browser(dir_b.path()).await;
     let session_a = open_page(&a, &server.base).await;
@@ -273,7 +300,11 @@ async fn two_pages_see_only_their_own_statuses_in_order() {
     assert_task(&rows(&a).await, &session_a, 40);
     assert_task(&rows(&b).await, &session_b, 23);
     assert_eq!(count(&a, "#log li.gap").await, 0);
-    let label = js(&a, "return document.getElementById('progress-label').textContent;").await;
+    let label = js(
+        &a,
+        "return document.getElementById('progress-label').textContent;",
+    )
+    .await;
     assert_eq!(label, "Done · 40 steps");
     let png = a.screenshot().await.expect("a screenshot");
     std::fs::write(screenshot_path("demo-done.png"), png).expect("screenshot saved");
@@ -284,7 +315,9 @@ async fn two_pages_see_only_their_own_statuses_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_mid_task_shows_every_status_once() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Some(driver) = Driver::start().await else { return };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let server = start(shared_hub());
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;
@@ -298,7 +331,11 @@ async fn reloading_mid_task_shows_every_status_once() {
         "document.getElementById('conn').dataset.state === 'live'",
     )
     .await;
-    assert_eq!(session_of(&page).await, session, "the session survives a reload");
+    assert_eq!(
+        session_of(&page).await,
+        session,
+        "the session survives a reload"
+    );
     let shown = rows(&page).await.len();
     assert!(shown < 40, "the reload happened mid-task ({shown} shown)");
     wait_for_rows(&page, 40).await;
@@ -310,7 +347,9 @@ async fn reloading_mid_task_shows_every_status_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drops_and_transport_switches_resume_without_gap_or_duplicate() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Some(driver) = Driver::start().await else { return };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let server = start(shared_hub());
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;
@@ -325,7 +364,11 @@ async fn drops_and_transport_switches_resume_without_gap_or_duplicate() {
     wait_for_rows(&page, 20).await;
     click(&page, "transport-sse").await;
     wait_until(&page, "SSE", live).await;
-    assert!(js(&page, "return location.hash;").await.as_str().unwrap_or("").contains("via=sse"));
+    assert!(js(&page, "return location.hash;")
+        .await
+        .as_str()
+        .unwrap_or("")
+        .contains("via=sse"));
     // SSE drop, then back to the WebSocket.
     wait_for_rows(&page, 32).await;
     click(&page, "drop").await;
@@ -342,7 +385,9 @@ async fn drops_and_transport_switches_resume_without_gap_or_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_text_is_shown_as_text_never_as_html() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Some(driver) = Driver::start().await else { return };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     // A hub of the test's own, so the test can publish any text to the page's session.
     let hub = support::private_hub(1000);
     let server = start(hub.clone());
@@ -359,17 +404,26 @@ async fn status_text_is_shown_as_text_never_as_html() {
     wait_for_rows(&page, 2).await;
     let shown: Vec<String> = rows(&page).await.into_iter().map(|r| r.text).collect();
     assert_eq!(shown, hostile, "the text appears literally");
-    assert_eq!(count(&page, "#log img, #log script, #log b").await, 0, "no markup was created");
+    assert_eq!(
+        count(&page, "#log img, #log script, #log b").await,
+        0,
+        "no markup was created"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await; // time for an onerror to fire
     assert!(page.get_alert_text().await.is_err(), "no alert opened");
-    assert_eq!(js(&page, "return window.__pwned === undefined;").await, Value::Bool(true));
+    assert_eq!(
+        js(&page, "return window.__pwned === undefined;").await,
+        Value::Bool(true)
+    );
     page.close().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_no_longer_in_history_show_as_a_gap() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Some(driver) = Driver::start().await else { return };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let hub = support::private_hub(3);
     let server = start(hub.clone());
     let session = support::create_session(&server).await;
@@ -379,7 +433,10 @@ async fn statuses_no_longer_in_history_show_as_a_gap() {
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;
     let opened = open_page(&page, &format!("{}/#session={session}", server.base)).await;
-    assert_eq!(opened, session, "the page joins the session named in its URL");
+    assert_eq!(
+        opened, session,
+        "the page joins the session named in its URL"
+    );
     wait_for_rows(&page, 3).await;
     let gap = js(
         &page,
@@ -387,7 +444,11 @@ async fn statuses_no_longer_in_history_show_as_a_gap() {
          return g && [Number(g.dataset.from), Number(g.dataset.to), g.textContent];",
     )
     .await;
-    assert_eq!((gap[0].as_u64(), gap[1].as_u64()), (Some(1), Some(5)), "{gap}");
+    assert_eq!(
+        (gap[0].as_u64(), gap[1].as_u64()),
+        (Some(1), Some(5)),
+        "{gap}"
+    );
     assert!(gap[2].as_str().unwrap_or("").contains("1–5"));
     let seqs: Vec<u64> = rows(&page).await.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [6, 7, 8]);

@@ -41,7 +41,9 @@ impl Server {
         F: FnOnce(std::net::TcpListener, Shutdown) -> std::io::Result<()> + Send + 'static,
     {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().expect("local address");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -61,6 +63,17 @@ impl Server {
             addr,
             stop: Some(stop_tx),
             done: Some(done_rx),
+        }
+    }
+
+    /// A server running elsewhere (another process) at `addr`; it cannot be stopped through
+    /// this handle.
+    pub(crate) fn external(addr: SocketAddr) -> Server {
+        Server {
+            base: format!("http://{addr}"),
+            addr,
+            stop: None,
+            done: None,
         }
     }
 
@@ -141,7 +154,11 @@ pub(crate) async fn create_session(server: &Server) -> String {
     body["id"].as_str().expect("an id").to_owned()
 }
 
-pub(crate) async fn post_task_raw(server: &Server, id: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+pub(crate) async fn post_task_raw(
+    server: &Server,
+    id: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
     http()
         .post(server.url(&format!("/api/sessions/{id}/tasks")))
         .header("content-type", "application/json")
@@ -171,7 +188,10 @@ pub(crate) async fn expect_error(res: reqwest::Response, status: StatusCode) -> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    assert!(content_type.starts_with("application/json"), "JSON error, got {content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "JSON error, got {content_type}"
+    );
     let body: Value = res.json().await.expect("JSON error body");
     let error = body["error"].as_str().expect("an error field");
     assert!(!error.is_empty());
@@ -185,16 +205,24 @@ pub(crate) async fn ws_connect(server: &Server, id: &str, after: Option<u64>) ->
     if let Some(after) = after {
         query.push_str(&format!("&after={after}"));
     }
-    let (ws, response) = with_timeout("ws connect", tokio_tungstenite::connect_async(server.ws_url(&query)))
-        .await
-        .expect("WebSocket upgrade");
+    let (ws, response) = with_timeout(
+        "ws connect",
+        tokio_tungstenite::connect_async(server.ws_url(&query)),
+    )
+    .await
+    .expect("WebSocket upgrade");
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     ws
 }
 
 /// The refusal of a WebSocket handshake: its status and JSON body.
 pub(crate) async fn ws_refused(server: &Server, query: &str) -> (StatusCode, Value) {
-    match with_timeout("ws connect", tokio_tungstenite::connect_async(server.ws_url(query))).await {
+    match with_timeout(
+        "ws connect",
+        tokio_tungstenite::connect_async(server.ws_url(query)),
+    )
+    .await
+    {
         Ok(_) => panic!("the upgrade for `{query}` was accepted"),
         Err(tungstenite::Error::Http(response)) => {
             let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
@@ -210,7 +238,9 @@ pub(crate) async fn ws_refused(server: &Server, query: &str) -> (StatusCode, Val
 pub(crate) async fn ws_next(ws: &mut Ws) -> Option<Value> {
     loop {
         match with_timeout("a WebSocket frame", ws.next()).await? {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("JSON frame")),
+            Ok(Message::Text(text)) => {
+                return Some(serde_json::from_str(&text).expect("JSON frame"))
+            }
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => {}
         }
@@ -227,7 +257,9 @@ pub(crate) async fn ws_quiet(ws: &mut Ws, quiet: Duration) {
 pub(crate) async fn ws_take(ws: &mut Ws, n: usize) -> Vec<Value> {
     let mut frames = Vec::with_capacity(n);
     while frames.len() < n {
-        let frame = ws_next(ws).await.unwrap_or_else(|| panic!("stream ended after {} frames", frames.len()));
+        let frame = ws_next(ws)
+            .await
+            .unwrap_or_else(|| panic!("stream ended after {} frames", frames.len()));
         frames.push(frame);
     }
     frames
@@ -253,21 +285,36 @@ pub(crate) struct Sse {
     buffer: String,
 }
 
-pub(crate) async fn sse_request(server: &Server, query: &str, last_event_id: Option<&str>) -> reqwest::Response {
+pub(crate) async fn sse_request(
+    server: &Server,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
     let mut request = reqwest::Client::new().get(server.url(&format!("/events?{query}")));
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id);
     }
-    with_timeout("SSE response", request.send()).await.expect("GET /events")
+    with_timeout("SSE response", request.send())
+        .await
+        .expect("GET /events")
 }
 
 pub(crate) async fn sse_connect(server: &Server, query: &str, last_event_id: Option<&str>) -> Sse {
     let res = sse_request(server, query, last_event_id).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let content_type = res.headers()["content-type"].to_str().unwrap_or("").to_owned();
-    assert!(content_type.starts_with("text/event-stream"), "got {content_type}");
+    let content_type = res.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "got {content_type}"
+    );
     Sse {
-        body: Box::pin(res.bytes_stream().map(|chunk| chunk.map(|bytes| bytes.to_vec()))),
+        body: Box::pin(
+            res.bytes_stream()
+                .map(|chunk| chunk.map(|bytes| bytes.to_vec())),
+        ),
         buffer: String::new(),
     }
 }
@@ -299,7 +346,9 @@ impl Sse {
                 continue;
             }
             match with_timeout("an SSE chunk", self.body.next()).await {
-                Some(Ok(chunk)) => self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8")),
+                Some(Ok(chunk)) => self
+                    .buffer
+                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8")),
                 Some(Err(_)) | None => return None,
             }
         }
@@ -308,7 +357,10 @@ impl Sse {
     pub(crate) async fn take(&mut self, n: usize) -> Vec<SseEvent> {
         let mut events = Vec::with_capacity(n);
         while events.len() < n {
-            let event = self.next().await.unwrap_or_else(|| panic!("stream ended after {} events", events.len()));
+            let event = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("stream ended after {} events", events.len()));
             events.push(event);
         }
         events
@@ -316,7 +368,10 @@ impl Sse {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos()
 }
 
 /// Asserts that `frames` are statuses `first..` of `session`'s task of `total` steps, in
@@ -327,7 +382,10 @@ pub(crate) fn assert_steps(frames: &[Value], session: &str, first: u64, total: u
         let seq = first + i as u64;
         assert_eq!(frame["session"], session, "frame {frame}");
         assert_eq!(frame["seq"], seq, "frame {frame}");
-        assert!(frame.get("type").map_or(true, |t| t == "status"), "frame {frame}");
+        assert!(
+            frame.get("type").map_or(true, |t| t == "status"),
+            "frame {frame}"
+        );
         let text = frame["text"].as_str().expect("text");
         let prefix = format!("step {seq}/{total} t_ns=");
         let t_ns: u128 = text
@@ -350,23 +408,40 @@ fn sse_frames(events: &[SseEvent]) -> Vec<Value> {
         .map(|event| {
             assert_eq!(event.event, None, "a status event has no event name");
             let json = event.json();
-            assert_eq!(event.id.as_deref(), Some(json["seq"].to_string().as_str()), "id is the seq");
+            assert_eq!(
+                event.id.as_deref(),
+                Some(json["seq"].to_string().as_str()),
+                "id is the seq"
+            );
             json
         })
         .collect()
 }
 
 async fn metrics(server: &Server) -> String {
-    let res = http().get(server.url("/metrics")).send().await.expect("GET /metrics");
+    let res = http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
     assert_eq!(res.status(), StatusCode::OK);
-    let content_type = res.headers()["content-type"].to_str().unwrap_or("").to_owned();
+    let content_type = res.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .to_owned();
     assert!(content_type.starts_with("text/plain"), "got {content_type}");
     res.text().await.expect("text")
 }
 
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
 }
 
@@ -376,27 +451,54 @@ pub(crate) async fn page_health_and_unknown_paths(start: StartFn, hub: Hub) {
     let server = start(hub);
     let res = http().get(server.url("/")).send().await.expect("GET /");
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(res.headers()["content-type"].to_str().unwrap_or("").starts_with("text/html"));
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/html"));
     let page = res.text().await.expect("page");
     assert!(page.contains("<script") && page.contains("</html>"));
     // Self-contained: nothing loaded from elsewhere, so it works offline.
-    assert!(!page.contains("http://") && !page.contains("https://"), "the page links out");
-    assert!(!page.contains("innerHTML"), "status text must be set as text");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page links out"
+    );
+    assert!(
+        !page.contains("innerHTML"),
+        "status text must be set as text"
+    );
 
-    let res = http().get(server.url("/healthz")).send().await.expect("GET /healthz");
+    let res = http()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("GET /healthz");
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.text().await.expect("body"), "ok");
 
-    let res = http().get(server.url("/no/such/path")).send().await.expect("GET unknown");
+    let res = http()
+        .get(server.url("/no/such/path"))
+        .send()
+        .await
+        .expect("GET unknown");
     expect_error(res, StatusCode::NOT_FOUND).await;
 }
 
 pub(crate) async fn sessions_are_random_128_bit_ids(start: StartFn, hub: Hub) {
     let server = start(hub);
-    let res = http().post(server.url("/api/sessions")).send().await.expect("POST");
+    let res = http()
+        .post(server.url("/api/sessions"))
+        .send()
+        .await
+        .expect("POST");
     assert_eq!(res.status(), StatusCode::CREATED);
-    assert!(res.headers()["content-type"].to_str().unwrap_or("").starts_with("application/json"));
-    let a = res.json::<Value>().await.expect("JSON")["id"].as_str().expect("id").to_owned();
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("application/json"));
+    let a = res.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let b = create_session(&server).await;
     for id in [&a, &b] {
         assert_eq!(id.len(), 32, "128 bits as hex: {id}");
@@ -419,10 +521,18 @@ pub(crate) async fn task_statuses_arrive_over_ws(start: StartFn, hub: Hub) {
     let frames = ws_take(&mut ws, 3).await;
     let times = assert_steps_of_second_task(&frames, &id, 26, 3);
     // The tool sleeps `delay_ms` between its calls.
-    assert!(times[2] - times[0] >= 2 * 120_000_000, "delay honoured: {times:?}");
+    assert!(
+        times[2] - times[0] >= 2 * 120_000_000,
+        "delay honoured: {times:?}"
+    );
 }
 
-fn assert_steps_of_second_task(frames: &[Value], session: &str, first_seq: u64, total: u64) -> Vec<u128> {
+fn assert_steps_of_second_task(
+    frames: &[Value],
+    session: &str,
+    first_seq: u64,
+    total: u64,
+) -> Vec<u128> {
     frames
         .iter()
         .enumerate()
@@ -431,7 +541,10 @@ fn assert_steps_of_second_task(frames: &[Value], session: &str, first_seq: u64, 
             assert_eq!(frame["seq"], first_seq + i as u64);
             let text = frame["text"].as_str().expect("text");
             let prefix = format!("step {}/{total} t_ns=", i + 1);
-            text.strip_prefix(&prefix).expect("step text").parse().expect("t_ns")
+            text.strip_prefix(&prefix)
+                .expect("step text")
+                .parse()
+                .expect("t_ns")
         })
         .collect()
 }
@@ -458,10 +571,15 @@ pub(crate) async fn metrics_publish_hub_counters(start: StartFn, hub: Hub) {
     assert!(metric(&text, "status_messenger_messages_delivered_total") >= 5);
     metric(&text, "status_messenger_messages_lagged_total");
     metric(&text, "status_messenger_gaps_total");
-    metric(&text, "status_messenger_messages_dropped_total{reason=\"no_session\"}");
+    metric(
+        &text,
+        "status_messenger_messages_dropped_total{reason=\"no_session\"}",
+    );
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (_, value) = line.rsplit_once(' ').expect("name value");
-        value.parse::<f64>().unwrap_or_else(|_| panic!("bad sample line `{line}`"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad sample line `{line}`"));
     }
 }
 
@@ -485,15 +603,30 @@ pub(crate) async fn unknown_and_malformed_sessions_are_404_everywhere(start: Sta
     ];
     for id in malformed {
         let body = r#"{"steps": 1, "delay_ms": 0}"#;
-        let error = expect_error(post_task_raw(&server, id, body).await, StatusCode::NOT_FOUND).await;
-        assert!(error.contains("session") || error.contains("not found"), "{error}");
+        let error = expect_error(
+            post_task_raw(&server, id, body).await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert!(
+            error.contains("session") || error.contains("not found"),
+            "{error}"
+        );
         let res = sse_request(&server, &format!("session={id}"), None).await;
         expect_error(res, StatusCode::NOT_FOUND).await;
         let (status, body) = ws_refused(&server, &format!("session={id}")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "ws {id}");
         assert!(body["error"].is_string());
         // A plain GET (no upgrade headers) gets the same answer.
-        let res = http().get(server.ws_url(&format!("session={id}")).replace("ws://", "http://")).send().await.expect("GET /ws");
+        let res = http()
+            .get(
+                server
+                    .ws_url(&format!("session={id}"))
+                    .replace("ws://", "http://"),
+            )
+            .send()
+            .await
+            .expect("GET /ws");
         expect_error(res, StatusCode::NOT_FOUND).await;
     }
     // No session at all.
@@ -520,7 +653,10 @@ pub(crate) async fn bad_task_bodies_are_400_and_change_nothing(start: StartFn, h
         (br#"{"steps": 0, "delay_ms": 0}"#, "steps"),
         (br#"{"steps": -1, "delay_ms": 0}"#, "steps"),
         (br#"{"steps": 100001, "delay_ms": 0}"#, "steps"),
-        (br#"{"steps": 18446744073709551616, "delay_ms": 0}"#, "steps"),
+        (
+            br#"{"steps": 18446744073709551616, "delay_ms": 0}"#,
+            "steps",
+        ),
         (br#"{"steps": 5}"#, "delay_ms"),
         (br#"{"steps": 5, "delay_ms": "10"}"#, "delay_ms"),
         (br#"{"steps": 5, "delay_ms": -5}"#, "delay_ms"),
@@ -550,18 +686,31 @@ pub(crate) async fn oversized_bodies_are_413(start: StartFn, hub: Hub) {
     // Exactly 64 KiB of valid JSON is accepted.
     let mut exact = br#"{"steps": 1, "delay_ms": 0}"#.to_vec();
     exact.resize(64 * 1024, b' ');
-    assert_eq!(post_task_raw(&server, &id, exact.clone()).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        post_task_raw(&server, &id, exact.clone()).await.status(),
+        StatusCode::ACCEPTED
+    );
     // One byte more is not, with a length given...
     let mut over = exact.clone();
     over.push(b' ');
     let res = post_task_raw(&server, &id, over).await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // ...or streamed in chunks without one.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..80).map(|_| Ok(vec![b' '; 1024])).collect();
-    let res = post_task_raw(&server, &id, reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..80).map(|_| Ok(vec![b' '; 1024])).collect();
+    let res = post_task_raw(
+        &server,
+        &id,
+        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // The server is still fine.
-    let res = http().get(server.url("/healthz")).send().await.expect("GET /healthz");
+    let res = http()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("GET /healthz");
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -572,7 +721,12 @@ pub(crate) async fn bad_resume_points_are_400(start: StartFn, hub: Hub) {
         let (status, body) = ws_refused(&server, &format!("session={id}&after={after}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "after={after}");
         assert!(body["error"].as_str().unwrap_or("").contains("after"));
-        let res = sse_request(&server, &format!("session={id}&last_event_id={after}"), None).await;
+        let res = sse_request(
+            &server,
+            &format!("session={id}&last_event_id={after}"),
+            None,
+        )
+        .await;
         expect_error(res, StatusCode::BAD_REQUEST).await;
         let res = sse_request(&server, &format!("session={id}"), Some(after)).await;
         expect_error(res, StatusCode::BAD_REQUEST).await;
@@ -665,13 +819,20 @@ pub(crate) async fn ws_flood_does_not_disturb_other_sessions(start: StartFn, hub
     let frames = ws_take(&mut ws, 200).await;
     assert_steps(&frames, &calm, 1, 200);
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(with_timeout("the flood", flooding).await.expect("flood task"), "the flood was accepted");
+    assert!(
+        with_timeout("the flood", flooding)
+            .await
+            .expect("flood task"),
+        "the flood was accepted"
+    );
     // The flooding client still gets its own statuses, and nothing of the other session.
     start_task(&server, &noisy, 3, 0).await;
     let mut own = Vec::new();
     while own.len() < 3 {
         match with_timeout("noisy frames", flood_rx.next()).await {
-            Some(Ok(Message::Text(text))) => own.push(serde_json::from_str::<Value>(&text).expect("JSON")),
+            Some(Ok(Message::Text(text))) => {
+                own.push(serde_json::from_str::<Value>(&text).expect("JSON"))
+            }
             Some(Ok(_)) => {}
             other => panic!("the flooding client lost its stream: {other:?}"),
         }
@@ -684,7 +845,9 @@ pub(crate) async fn ws_pings_are_answered_and_oversized_frames_refused(start: St
     let server = start(hub);
     let id = create_session(&server).await;
     let mut ws = ws_connect(&server, &id, None).await;
-    ws.send(Message::Ping(b"are you there".to_vec().into())).await.expect("ping");
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .expect("ping");
     loop {
         match with_timeout("a pong", ws.next()).await {
             Some(Ok(Message::Pong(payload))) => {
@@ -718,7 +881,10 @@ pub(crate) async fn missing_statuses_arrive_as_gap_items(start: StartFn) {
     let mut ws = ws_connect(&server, &id, None).await;
     let gap = ws_next(&mut ws).await.expect("a gap frame");
     assert_eq!(gap["type"], "gap");
-    assert_eq!((gap["from"].as_u64(), gap["to"].as_u64()), (Some(1), Some(7)));
+    assert_eq!(
+        (gap["from"].as_u64(), gap["to"].as_u64()),
+        (Some(1), Some(7))
+    );
     for seq in 8..=12u64 {
         let frame = ws_next(&mut ws).await.expect("a status");
         assert_eq!(frame["seq"], seq);
@@ -729,7 +895,10 @@ pub(crate) async fn missing_statuses_arrive_as_gap_items(start: StartFn) {
     assert_eq!(gap.event.as_deref(), Some("gap"));
     let json = gap.json();
     assert_eq!(json["type"], "gap");
-    assert_eq!((json["from"].as_u64(), json["to"].as_u64()), (Some(3), Some(7)));
+    assert_eq!(
+        (json["from"].as_u64(), json["to"].as_u64()),
+        (Some(3), Some(7))
+    );
     let statuses = sse.take(5).await;
     assert_eq!(statuses[0].json()["seq"], 8);
     assert_eq!(statuses[4].id.as_deref(), Some("12"));
@@ -742,8 +911,14 @@ pub(crate) async fn shutdown_closes_open_streams(start: StartFn) {
     let mut ws = ws_connect(&server, &id, None).await;
     let mut sse = sse_connect(&server, &format!("session={id}"), None).await;
     hub.publish(Some(&id), "before shutdown");
-    assert_eq!(ws_next(&mut ws).await.expect("status")["text"], "before shutdown");
-    assert_eq!(sse.next().await.expect("status").json()["text"], "before shutdown");
+    assert_eq!(
+        ws_next(&mut ws).await.expect("status")["text"],
+        "before shutdown"
+    );
+    assert_eq!(
+        sse.next().await.expect("status").json()["text"],
+        "before shutdown"
+    );
     let stopping = tokio::spawn(server.stop());
     // The WebSocket gets a close frame, the SSE body ends, and the server returns cleanly.
     let closed = loop {
@@ -755,7 +930,10 @@ pub(crate) async fn shutdown_closes_open_streams(start: StartFn) {
     };
     assert!(closed.is_some(), "the close frame says why");
     assert!(sse.next().await.is_none(), "the SSE stream ended");
-    stopping.await.expect("stop task").expect("serve returned Ok");
+    stopping
+        .await
+        .expect("stop task")
+        .expect("serve returned Ok");
 }
 
 /// Every case, as `#[tokio::test]`s for the server that `$start` starts.
