@@ -105,6 +105,20 @@ async fn history_expires_after_the_last_status_by_default() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_status_after_a_quiet_spell_does_not_revive_old_history() {
+    let hub = Hub::new(config(|c| c.history_ttl = Duration::from_secs(60))).unwrap();
+    let _keep_alive = hub.subscribe("s", None);
+    hub.publish(Some("s"), "before");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    // No sweep has run in between; the publish itself expires the quiet history first.
+    assert_eq!(hub.publish(Some("s"), "after"), Some(2));
+    assert_eq!(hub.stats().retained, 1);
+    let mut late = hub.subscribe("s", None);
+    assert_eq!(gap_of(late.next().await), (1, 1));
+    assert_eq!(text_of(late.next().await), "after");
+}
+
+#[tokio::test(start_paused = true)]
 async fn each_status_expiry_drops_statuses_by_age() {
     let hub = Hub::new(config(|c| {
         c.history_ttl = Duration::from_secs(60);
@@ -335,6 +349,40 @@ async fn shutdown_delivers_what_was_accepted_then_ends_streams() {
     );
     // A second call returns at once.
     hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_the_last_hub_handle_ends_streams() {
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    let clone = hub.clone();
+    let mut sub = hub.subscribe("s", None);
+    hub.publish(Some("s"), "accepted");
+    drop(hub);
+    // A clone still publishes.
+    assert_eq!(clone.publish(Some("s"), "still open"), Some(2));
+    drop(clone);
+    assert_eq!(text_of(sub.next().await), "accepted");
+    assert_eq!(text_of(sub.next().await), "still open");
+    assert_eq!(sub.next().await, None);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn consume_lets_subscribers_keep_up_with_an_always_ready_stream() {
+    let hub = Hub::new(config(|c| c.subscriber_buffer = 300)).unwrap();
+    let mut sub = hub.subscribe("s", None);
+    let reader = tokio::spawn(async move {
+        for seq in 1..=10_000 {
+            match sub.next().await {
+                Some(Event::Status(status)) => assert_eq!(status.seq, seq),
+                other => panic!("expected status {seq}, got {other:?}"),
+            }
+        }
+    });
+    let updates =
+        futures_util::stream::iter((0..10_000).map(|i| (Some("s".to_owned()), i.to_string())));
+    hub.consume(updates).await;
+    reader.await.unwrap();
+    assert_eq!(hub.stats().gaps, 0);
 }
 
 #[test]

@@ -93,6 +93,21 @@
 //! application's exporter sees them. The metrics are registered when the hub is created:
 //! install the recorder first.
 
+// # Invariants
+//
+// - Sequence numbers are per session and per life of a session: a closed or evicted session's
+//   id starts again from 1. Within a life they only grow, and every number up to the session's
+//   head is, for each subscriber, either delivered once or covered by exactly one gap
+//   (`log` module).
+// - Locks: shard map, then session state; neither is held across an await or while waking a
+//   task (`session` module).
+// - The seam for statuses numbered outside this process (a shared backend assigns the numbers
+//   and feeds them in) is `Hub::insert_numbered` and `Hub::local_head`, crate-private. Such a
+//   status goes into the local log at its given number; a jump past `head + 1` is a hole that
+//   subscribers report as a gap unless it is filled (inserted) before they read past it, and
+//   older history is filled the same way. Local `publish` and the seam must not both number
+//   one session.
+
 mod counters;
 mod log;
 #[cfg(feature = "redis")]
@@ -104,7 +119,6 @@ mod subscription;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{poll_fn, Future};
-use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -753,7 +767,6 @@ pub(crate) struct Inner {
     ttl_ms: u64,
     sweep_every_ms: u64,
     shards: Box<[Shard]>,
-    hasher: RandomState,
     clock: Clock,
     counters: Counters,
     shut_down: AtomicBool,
@@ -787,7 +800,8 @@ fn lock_shard(shard: &Shard) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> 
 ///
 /// Cheap to clone (clones share one hub), `Send + Sync`, needs no runtime to create or to
 /// [`publish`](Hub::publish) into. See the [module docs](self) for how it works and how to
-/// choose its bounds.
+/// choose its bounds. When its last clone is dropped it shuts down as by
+/// [`shutdown`](Hub::shutdown): subscriptions get what was accepted, then end.
 ///
 /// # Examples
 ///
@@ -812,6 +826,19 @@ fn lock_shard(shard: &Shard) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> 
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
+    _handles: Arc<Handles>,
+}
+
+/// Shared by every clone of one [`Hub`] (subscriptions hold only `Inner`): when the last clone
+/// goes, nobody can publish any more, so the hub shuts down and its streams end.
+struct Handles {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.inner.close_all();
+    }
 }
 
 impl fmt::Debug for Hub {
@@ -848,26 +875,29 @@ impl Hub {
         // Sweeping a quarter of the TTL apart evicts within 1.25 TTL, and a minute apart at
         // most keeps a long TTL from holding dead sessions much longer than it says.
         let sweep_every_ms = (ttl_ms / 4).clamp(1, 60_000);
+        let inner = Arc::new(Inner {
+            config,
+            ttl_ms,
+            sweep_every_ms,
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            clock: Clock {
+                epoch: tokio::time::Instant::now(),
+            },
+            counters: Counters::new(),
+            shut_down: AtomicBool::new(false),
+            stop: Notify::new(),
+            consumers: AtomicUsize::new(0),
+            consumer_left: Notify::new(),
+            next_sweep_ms: AtomicU64::new(sweep_every_ms),
+            warned: Warned::default(),
+            #[cfg(feature = "redis")]
+            backend: std::sync::OnceLock::new(),
+        });
         Ok(Hub {
-            inner: Arc::new(Inner {
-                config,
-                ttl_ms,
-                sweep_every_ms,
-                shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-                hasher: RandomState::new(),
-                clock: Clock {
-                    epoch: tokio::time::Instant::now(),
-                },
-                counters: Counters::new(),
-                shut_down: AtomicBool::new(false),
-                stop: Notify::new(),
-                consumers: AtomicUsize::new(0),
-                consumer_left: Notify::new(),
-                next_sweep_ms: AtomicU64::new(sweep_every_ms),
-                warned: Warned::default(),
-                #[cfg(feature = "redis")]
-                backend: std::sync::OnceLock::new(),
+            _handles: Arc::new(Handles {
+                inner: Arc::clone(&inner),
             }),
+            inner,
         })
     }
 
@@ -980,13 +1010,10 @@ impl Hub {
                 }
                 None => {}
             }
+            // Expire first: a status arriving after a quiet spell must not revive old history.
+            let mut removed = inner.trim(&mut state.log, now);
             let seq = state.log.append(Arc::clone(&text), now);
-            let removed = state.log.trim(
-                inner.config.history_capacity,
-                inner.config.history_expiry,
-                inner.ttl_ms,
-                now,
-            );
+            removed += inner.trim(&mut state.log, now);
             let wake = state.take_wakers();
             drop(state);
             counters.accepted.add(1);
@@ -1032,6 +1059,7 @@ impl Hub {
         let mut stop = pin!(inner.stop.notified());
         stop.as_mut().enable();
         let mut updates = pin!(updates);
+        let mut taken: u64 = 0;
         loop {
             let next = poll_fn(|cx| {
                 if inner.shut_down.load(Ordering::Acquire) || stop.as_mut().poll(cx).is_ready() {
@@ -1043,6 +1071,11 @@ impl Hub {
             match next {
                 Some(Some((session, text))) => {
                     self.publish(session.as_deref(), text);
+                    taken += 1;
+                    // A stream that is always ready must not starve the subscribers' tasks.
+                    if taken % 256 == 0 {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 // The stream ended, or the hub shut down.
                 Some(None) | None => return,
@@ -1347,16 +1380,12 @@ impl Hub {
             inner.counters.dropped_closed.add(1);
             return None;
         }
+        let mut removed = inner.trim(&mut state.log, now);
         let before = state.log.len() as u64;
         let inserted = state
             .log
             .insert(seq, Arc::from(text), now, inner.config.history_capacity);
-        let removed = state.log.trim(
-            inner.config.history_capacity,
-            inner.config.history_expiry,
-            inner.ttl_ms,
-            now,
-        );
+        removed += inner.trim(&mut state.log, now);
         let after = state.log.len() as u64;
         let wake = state.take_wakers();
         drop(state);
@@ -1468,20 +1497,13 @@ impl Hub {
     /// ```
     pub async fn shutdown(&self) {
         let inner = &*self.inner;
-        if !inner.shut_down.swap(true, Ordering::AcqRel) {
-            inner.stop.notify_waiters();
+        if inner.stop_accepting() {
+            // Statuses already accepted for Redis go out before the streams end.
             #[cfg(feature = "redis")]
             if let Some(backend) = inner.backend.get() {
                 backend.shutdown(inner).await;
             }
-            for shard in inner.shards.iter() {
-                let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
-                inner.counters.sessions.sub(sessions.len() as u64);
-                for session in sessions {
-                    inner.end_session(&session, End::Closed);
-                }
-            }
-            tracing::debug!(target: "status_messenger::hub", "hub shut down");
+            inner.close_sessions();
         }
         loop {
             let left = inner.consumer_left.notified();
@@ -1526,9 +1548,43 @@ impl Refusal {
 }
 
 impl Inner {
+    /// Stops accepting and closes every session (what `shutdown` does without waiting).
+    fn close_all(&self) {
+        if self.stop_accepting() {
+            #[cfg(feature = "redis")]
+            if let Some(backend) = self.backend.get() {
+                backend.stop();
+            }
+            self.close_sessions();
+        }
+    }
+
+    /// Refuses statuses from now on and stops the consumers; `false` if it was done before.
+    fn stop_accepting(&self) -> bool {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.stop.notify_waiters();
+        true
+    }
+
+    fn close_sessions(&self) {
+        for shard in self.shards.iter() {
+            let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
+            self.counters.sessions.sub(sessions.len() as u64);
+            for session in sessions {
+                self.end_session(&session, End::Closed);
+            }
+        }
+        tracing::debug!(target: "status_messenger::hub", "hub shut down");
+    }
+
     fn shard(&self, id: &str) -> &Shard {
-        let index = self.hasher.hash_one(id) as usize % self.shards.len();
-        &self.shards[index]
+        // FNV-1a: cheap, and it only spreads lock contention; each map hashes with SipHash.
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.shards[(hash % self.shards.len() as u64) as usize]
     }
 
     fn idle_expired(&self, session: &Session, now: u64) -> bool {
@@ -1650,9 +1706,18 @@ impl Inner {
         }
     }
 
+    fn trim(&self, log: &mut log::SessionLog, now: u64) -> u64 {
+        let config = &self.config;
+        log.trim(
+            config.history_capacity,
+            config.history_expiry,
+            self.ttl_ms,
+            now,
+        )
+    }
+
     /// Evicts idle sessions and trims expired history everywhere; returns how many were evicted.
     fn sweep(&self, now: u64) -> usize {
-        let config = &self.config;
         let mut evicted = Vec::new();
         for shard in self.shards.iter() {
             let mut map = lock_shard(shard);
@@ -1661,12 +1726,7 @@ impl Inner {
                     evicted.push(Arc::clone(session));
                     return false;
                 }
-                let removed = session.lock().log.trim(
-                    config.history_capacity,
-                    config.history_expiry,
-                    self.ttl_ms,
-                    now,
-                );
+                let removed = self.trim(&mut session.lock().log, now);
                 self.counters.retained.sub(removed);
                 true
             });

@@ -403,6 +403,13 @@ impl Backend {
         self.shared.interest_ready.notify_one();
     }
 
+    /// Stops both tasks without waiting: the writer still sends what is buffered if Redis is
+    /// there, the reader stops at once.
+    pub(crate) fn stop(&self) {
+        self.shared.outbox.shut();
+        self.shared.stop.send_replace(true);
+    }
+
     /// Ends `session` in Redis (behind the statuses already buffered for it).
     pub(crate) fn close(&self, session: &str) {
         self.shared.outbox.close(session);
@@ -605,14 +612,14 @@ impl Inner {
         if state.end.is_some() {
             return;
         }
+        // Quiet history expires before the new statuses join it, as in `publish`.
+        let mut removed = self.trim(&mut state.log, now);
         let before = state.log.len() as u64;
         for (seq, text) in statuses {
             state.log.insert(seq, text, now, capacity);
         }
         state.log.skip_to(head);
-        let removed = state
-            .log
-            .trim(capacity, self.config.history_expiry, self.ttl_ms, now);
+        removed += self.trim(&mut state.log, now);
         let after = state.log.len() as u64;
         let wake = state.take_wakers();
         drop(state);
