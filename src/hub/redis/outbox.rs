@@ -47,7 +47,7 @@ impl Item {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Pushed {
     Queued,
-    /// Dropped; `first` is true for the first drop since the buffer last made progress.
+    /// Dropped; `first` is true for the first drop since Redis last confirmed a status.
     Full {
         first: bool,
     },
@@ -164,7 +164,6 @@ impl Outbox {
                     .map(|(session, count)| Item::Skip { session, count }),
             );
         }
-        state.overflowing = false;
         Some(statuses)
     }
 
@@ -179,6 +178,9 @@ impl Outbox {
     pub(super) fn release(&self, statuses: usize) {
         let mut state = self.lock();
         state.unconfirmed = state.unconfirmed.saturating_sub(statuses);
+        if statuses > 0 {
+            state.overflowing = false;
+        }
     }
 
     /// Empties the outbox for good; returns the statuses it held (queued or unconfirmed).
