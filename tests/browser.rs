@@ -322,7 +322,7 @@ async fn reloading_mid_task_shows_every_status_once() {
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;
     let session = open_page(&page, &server.base).await;
-    start_task(&page, 40, 50).await;
+    start_task(&page, 80, 40).await;
     wait_for_rows(&page, 10).await;
     page.refresh().await.expect("reload");
     wait_until(
@@ -337,10 +337,10 @@ async fn reloading_mid_task_shows_every_status_once() {
         "the session survives a reload"
     );
     let shown = rows(&page).await.len();
-    assert!(shown < 40, "the reload happened mid-task ({shown} shown)");
-    wait_for_rows(&page, 40).await;
+    assert!(shown < 80, "the reload happened mid-task ({shown} shown)");
+    wait_for_rows(&page, 80).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_task(&rows(&page).await, &session, 40);
+    assert_task(&rows(&page).await, &session, 80);
     page.close().await.expect("close");
 }
 
@@ -354,7 +354,7 @@ async fn drops_and_transport_switches_resume_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;
     let session = open_page(&page, &server.base).await;
-    start_task(&page, 60, 40).await;
+    start_task(&page, 80, 40).await;
     let live = "document.getElementById('conn').dataset.state === 'live'";
     // WebSocket drop: reconnects with after=.
     wait_for_rows(&page, 8).await;
@@ -375,9 +375,9 @@ async fn drops_and_transport_switches_resume_without_gap_or_duplicate() {
     wait_until(&page, "a reconnect", live).await;
     wait_for_rows(&page, 44).await;
     click(&page, "transport-ws").await;
-    wait_for_rows(&page, 60).await;
+    wait_for_rows(&page, 80).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_task(&rows(&page).await, &session, 60);
+    assert_task(&rows(&page).await, &session, 80);
     assert_eq!(count(&page, "#log li.gap").await, 0);
     page.close().await.expect("close");
 }
@@ -452,5 +452,7 @@ async fn statuses_no_longer_in_history_show_as_a_gap() {
     assert!(gap[2].as_str().unwrap_or("").contains("1–5"));
     let seqs: Vec<u64> = rows(&page).await.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [6, 7, 8]);
+    let png = page.screenshot().await.expect("a screenshot");
+    std::fs::write(screenshot_path("demo-gap.png"), png).expect("screenshot saved");
     page.close().await.expect("close");
 }

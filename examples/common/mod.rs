@@ -130,6 +130,8 @@ pub(crate) fn hub_config() -> HubConfig {
     let mut config = HubConfig::default();
     config.history_capacity = config.history_capacity.max(1000);
     config.history_ttl = config.history_ttl.max(Duration::from_secs(600));
+    // The buffer also bounds a fresh subscriber's replay: a late page gets all the history.
+    config.subscriber_buffer = config.subscriber_buffer.max(config.history_capacity);
     config
 }
 
@@ -137,6 +139,7 @@ pub(crate) fn hub_config() -> HubConfig {
 pub(crate) fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(tracing::Level::INFO)
         .try_init();
 }
@@ -339,7 +342,7 @@ pub(crate) fn event_json(event: &Event) -> (String, u64, bool) {
 pub(crate) fn sse_message(event: &Event) -> String {
     let (json, id, is_gap) = event_json(event);
     let mut out = String::with_capacity(json.len() + 40);
-    let _ = write!(out, "id: {id}\n");
+    let _ = writeln!(out, "id: {id}");
     if is_gap {
         out.push_str("event: gap\n");
     }
