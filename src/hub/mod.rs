@@ -683,7 +683,8 @@ pub struct HubStats {
     pub backend_buffered: u64,
     /// Failed Redis connections, connection losses and failed commands.
     pub backend_errors: u64,
-    /// Reconnections to Redis after a loss.
+    /// Reconnections to Redis after a loss (the writer's and the reader's connections count
+    /// apiece).
     pub backend_reconnects: u64,
 }
 

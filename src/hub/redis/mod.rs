@@ -299,8 +299,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The hub is shutting down: the buffer takes no more statuses.
     fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        *self.stop.borrow() || self.outbox.is_closed()
     }
 
     fn set_conn(&self, conn: Option<MultiplexedConnection>) {
@@ -418,20 +419,17 @@ impl Backend {
     pub(crate) async fn open_session(&self, id: &str) -> Result<(), HubError> {
         let mut conn = self.shared.connection().await?;
         let settings = &self.shared.settings;
-        redis::cmd("SET")
-            .arg(settings.keys.registry(id))
-            .arg(1)
-            .arg("PX")
-            .arg(settings.ttl_ms)
-            .query_async::<()>(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        wire::touch(&mut pipe, &settings.keys, id, settings.ttl_ms);
+        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 
     pub(crate) async fn session_exists(&self, id: &str) -> Result<bool, HubError> {
         let mut conn = self.shared.connection().await?;
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(self.shared.settings.keys.registry(id))
+        let exists: bool = redis::cmd("HEXISTS")
+            .arg(self.shared.settings.keys.meta(id))
+            .arg("seq")
             .query_async(&mut conn)
             .await?;
         Ok(exists)

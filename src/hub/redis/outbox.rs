@@ -71,6 +71,7 @@ struct State {
 pub(super) struct Outbox {
     state: Mutex<State>,
     ready: Notify,
+    shut: Notify,
     capacity: usize,
 }
 
@@ -79,6 +80,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
+            shut: Notify::new(),
             capacity,
         }
     }
@@ -135,6 +137,24 @@ impl Outbox {
         self.ready.notified().await;
     }
 
+    /// Resolves once [`shut`](Outbox::shut) was called.
+    pub(super) async fn wait_shut(&self) {
+        loop {
+            let shut = self.shut.notified();
+            let mut shut = std::pin::pin!(shut);
+            shut.as_mut().enable();
+            if self.lock().closed {
+                return;
+            }
+            shut.await;
+        }
+    }
+
+    /// Whether [`shut`](Outbox::shut) was called.
+    pub(super) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Whether [`shut`](Outbox::shut) was called and nothing is left to take.
     pub(super) fn is_shut(&self) -> bool {
         let state = self.lock();
@@ -171,6 +191,7 @@ impl Outbox {
     pub(super) fn shut(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
+        self.shut.notify_waiters();
     }
 
     /// Frees the places of `statuses` taken statuses that Redis confirmed (or that were counted

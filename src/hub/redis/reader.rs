@@ -26,7 +26,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{Msg, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 
-use super::wire::{self, Backoff, Record, Scripts};
+use super::wire::{self, Append, Backoff, Record, Scripts};
 use super::Shared;
 use crate::hub::Inner;
 
@@ -209,21 +209,21 @@ impl Reader {
         for chunk in watched.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for (session, head) in chunk.iter().filter(|(_, head)| *head > 0) {
-                pipe.cmd("EVALSHA")
-                    .arg(&link.scripts.append)
-                    .arg(4)
-                    .arg(keys.seq(session))
-                    .arg(keys.log(session))
-                    .arg(keys.registry(session))
-                    .arg(keys.tokens(session))
-                    .arg(keys.channel(session))
-                    .arg(settings.history_capacity)
-                    .arg(settings.ttl_ms)
-                    .arg("")
-                    .arg(0)
-                    .arg(*head)
-                    .arg(0)
-                    .ignore();
+                let call = Append {
+                    session,
+                    writer: "",
+                    token: 0,
+                    floor: *head,
+                    items: &[],
+                    trailing: 0,
+                };
+                pipe.add_command(link.scripts.append_cmd(
+                    keys,
+                    settings.history_capacity,
+                    settings.ttl_ms,
+                    &call,
+                ))
+                .ignore();
             }
             if !pipe.is_empty() {
                 pipe.query_async::<()>(&mut link.conn).await?;
@@ -244,12 +244,7 @@ impl Reader {
             for (session, head) in chunk {
                 pipe.add_command(link.scripts.read_cmd(keys, session, head + 1, None));
                 // A subscriber opens the session, as a status would.
-                pipe.cmd("SET")
-                    .arg(keys.registry(session))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(settings.ttl_ms)
-                    .ignore();
+                wire::touch(&mut pipe, keys, session, settings.ttl_ms);
             }
             let reads: Vec<Value> = pipe.query_async(&mut link.conn).await?;
             for ((session, head), read) in chunk.iter().zip(reads) {
@@ -433,20 +428,7 @@ impl Reader {
         for chunk in sessions.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for session in chunk {
-                pipe.cmd("PEXPIRE")
-                    .arg(keys.seq(session))
-                    .arg(settings.ttl_ms)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(keys.log(session))
-                    .arg(settings.ttl_ms)
-                    .ignore()
-                    .cmd("SET")
-                    .arg(keys.registry(session))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(settings.ttl_ms)
-                    .ignore();
+                wire::touch(&mut pipe, keys, session, settings.ttl_ms);
             }
             pipe.query_async::<()>(&mut link.conn).await?;
         }

@@ -2,6 +2,7 @@
 //! connecting with timeouts and backoff.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -32,24 +33,15 @@ impl Keys {
         format!("{}:{{{}}}:{}", self.prefix, session, kind)
     }
 
-    /// The session's sequence counter (a string holding an integer).
-    pub(super) fn seq(&self, session: &str) -> String {
-        self.key(session, "seq")
+    /// The session: a hash whose field `seq` (the last number given) exists while the session
+    /// does, and whose fields `w:<writer>` hold the last token each writer applied.
+    pub(super) fn meta(&self, session: &str) -> String {
+        self.key(session, "meta")
     }
 
     /// The session's history: a stream whose ids are `{seq}-0`.
     pub(super) fn log(&self, session: &str) -> String {
         self.key(session, "log")
-    }
-
-    /// Present while the session exists.
-    pub(super) fn registry(&self, session: &str) -> String {
-        self.key(session, "reg")
-    }
-
-    /// The last batch token each writer applied to this session (a hash).
-    pub(super) fn tokens(&self, session: &str) -> String {
-        self.key(session, "tok")
     }
 
     /// The session's pub/sub channel.
@@ -71,42 +63,61 @@ impl Keys {
     }
 }
 
-/// One record of a message published on a session's channel.
+/// One record of a message published on a session's channel, with its number resolved.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Record<'a> {
-    /// `SEQ LEN\nTEXT`: a status.
+    /// A status.
     Status(u64, &'a [u8]),
-    /// `SEQ -\n`: numbers up to `SEQ` are taken; those not seen are lost.
+    /// Numbers up to this one are taken; those not seen are lost.
     Head(u64),
-    /// `x\n`: the session was closed.
+    /// The session was closed.
     Closed,
 }
 
-/// Splits a published message into its records; `None` when it is malformed.
-pub(super) fn parse(mut payload: &[u8]) -> Option<Vec<Record<'_>>> {
+/// Appends the record of a status to `body`: `+<skipped> <len>\n<text>`, numbered `skipped + 1`
+/// after the one before it (the first after the message's base).
+pub(super) fn push_status(body: &mut Vec<u8>, skipped: u64, text: &str) {
+    body.extend_from_slice(format!("+{skipped} {}\n", text.len()).as_bytes());
+    body.extend_from_slice(text.as_bytes());
+}
+
+/// Appends `+<skipped> -\n`: `skipped` numbers after the last record are taken without a status.
+pub(super) fn push_head(body: &mut Vec<u8>, skipped: u64) {
+    body.extend_from_slice(format!("+{skipped} -\n").as_bytes());
+}
+
+/// Splits a published message (`<base>\n` and records, or `x\n`) into records with their
+/// numbers; `None` when it is malformed.
+pub(super) fn parse(payload: &[u8]) -> Option<Vec<Record<'_>>> {
+    if payload == b"x\n" {
+        return Some(vec![Record::Closed]);
+    }
+    let (line, mut payload) = split_line(payload)?;
+    let mut seq: u64 = line.parse().ok()?;
     let mut records = Vec::new();
     while !payload.is_empty() {
-        let line_end = payload.iter().position(|&b| b == b'\n')?;
-        let line = std::str::from_utf8(&payload[..line_end]).ok()?;
-        let rest = &payload[line_end + 1..];
-        if line == "x" {
-            records.push(Record::Closed);
-            payload = rest;
-            continue;
-        }
-        let (seq, len) = line.split_once(' ')?;
-        let seq: u64 = seq.parse().ok()?;
+        let (line, rest) = split_line(payload)?;
+        let (skipped, len) = line.strip_prefix('+')?.split_once(' ')?;
+        seq = seq.checked_add(skipped.parse().ok()?)?;
         if len == "-" {
             records.push(Record::Head(seq));
             payload = rest;
             continue;
         }
+        seq = seq.checked_add(1)?;
         let len: usize = len.parse().ok()?;
-        let text = rest.get(..len)?;
-        records.push(Record::Status(seq, text));
+        records.push(Record::Status(seq, rest.get(..len)?));
         payload = &rest[len..];
     }
     Some(records)
+}
+
+fn split_line(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let end = payload.iter().position(|&b| b == b'\n')?;
+    Some((
+        std::str::from_utf8(&payload[..end]).ok()?,
+        &payload[end + 1..],
+    ))
 }
 
 /// Decodes a stream entry id `{seq}-0`.
@@ -202,7 +213,7 @@ impl Scripts {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.read)
             .arg(2)
-            .arg(keys.seq(session))
+            .arg(keys.meta(session))
             .arg(keys.log(session))
             .arg(from);
         match to {
@@ -211,6 +222,94 @@ impl Scripts {
         };
         cmd
     }
+}
+
+/// One call of the append script.
+pub(super) struct Append<'a> {
+    pub(super) session: &'a str,
+    /// `w:<writer id>`, or empty with `token` 0 for a call that needs no token.
+    pub(super) writer: &'a str,
+    pub(super) token: u64,
+    /// The counter is raised to at least this first.
+    pub(super) floor: u64,
+    /// `(numbers skipped before it, text)` per status.
+    pub(super) items: &'a [(u64, Arc<str>)],
+    /// Numbers skipped after the last status.
+    pub(super) trailing: u64,
+}
+
+impl Scripts {
+    /// `EVALSHA` of the append script.
+    pub(super) fn append_cmd(
+        &self,
+        keys: &Keys,
+        capacity: usize,
+        ttl_ms: u64,
+        call: &Append<'_>,
+    ) -> Cmd {
+        let mut body = Vec::new();
+        for (skip, text) in call.items {
+            push_status(&mut body, *skip, text);
+        }
+        if call.trailing > 0 || call.items.is_empty() {
+            push_head(&mut body, call.trailing);
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.append)
+            .arg(2)
+            .arg(keys.meta(call.session))
+            .arg(keys.log(call.session))
+            .arg(keys.channel(call.session))
+            .arg(capacity)
+            .arg(ttl_ms)
+            .arg(call.writer)
+            .arg(call.token)
+            .arg(call.floor)
+            .arg(call.trailing)
+            .arg(body);
+        for (skip, text) in call.items {
+            cmd.arg(*skip).arg(text.as_bytes());
+        }
+        cmd
+    }
+
+    /// `EVALSHA` of the close script.
+    pub(super) fn close_cmd(
+        &self,
+        keys: &Keys,
+        ttl_ms: u64,
+        session: &str,
+        writer: &str,
+        token: u64,
+    ) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.close)
+            .arg(2)
+            .arg(keys.meta(session))
+            .arg(keys.log(session))
+            .arg(keys.channel(session))
+            .arg(ttl_ms)
+            .arg(writer)
+            .arg(token);
+        cmd
+    }
+}
+
+/// Adds to `pipe` what opens `session` if it is not open, and renews its time to live.
+pub(super) fn touch(pipe: &mut redis::Pipeline, keys: &Keys, session: &str, ttl_ms: u64) {
+    pipe.cmd("HSETNX")
+        .arg(keys.meta(session))
+        .arg("seq")
+        .arg(0)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(keys.meta(session))
+        .arg(ttl_ms)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(keys.log(session))
+        .arg(ttl_ms)
+        .ignore();
 }
 
 /// Whether an error says the server has no such script (it restarted or was flushed): the
@@ -323,20 +422,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_the_script_format() {
-        let payload = b"7 5\nhello8 0\n9 -\nx\n";
+    fn records_are_numbered_from_the_base() {
+        let mut body = Vec::new();
+        push_status(&mut body, 0, "hello");
+        push_status(&mut body, 2, "");
+        // Texts may hold anything, newlines included.
+        push_status(&mut body, 0, "a\nb");
+        push_head(&mut body, 3);
+        let mut payload = b"6\n".to_vec();
+        payload.extend_from_slice(&body);
         assert_eq!(
-            parse(payload),
+            parse(&payload),
             Some(vec![
                 Record::Status(7, b"hello"),
-                Record::Status(8, b""),
-                Record::Head(9),
-                Record::Closed,
+                Record::Status(10, b""),
+                Record::Status(11, b"a\nb"),
+                Record::Head(14),
             ])
         );
-        // Texts may hold anything, newlines included.
-        assert_eq!(parse(b"1 3\na\nb"), Some(vec![Record::Status(1, b"a\nb")]));
-        assert_eq!(parse(b"1 9\nshort"), None);
+        assert_eq!(parse(b"x\n"), Some(vec![Record::Closed]));
+        assert_eq!(parse(b"1\n+0 9\nshort"), None);
         assert_eq!(parse(b"nonsense"), None);
     }
 
@@ -346,7 +451,7 @@ mod tests {
         let channel = keys.channel("a}b{c");
         assert_eq!(keys.session_of(&channel), Some("a}b{c"));
         assert_eq!(keys.session_of("other:{x}:ch"), None);
-        assert_eq!(keys.seq("s"), "app:{s}:seq");
+        assert_eq!(keys.meta("s"), "app:{s}:meta");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use redis::{Cmd, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 
 use super::outbox::Item;
-use super::wire::{self, Backoff, Scripts};
+use super::wire::{self, Append, Backoff, Scripts};
 use super::Shared;
 use crate::hub::Inner;
 
@@ -86,7 +86,7 @@ impl Writer {
         Self {
             shared,
             hub,
-            id: wire::random_id(),
+            id: format!("w:{}", wire::random_id()),
             next_token: 1,
             known: HashMap::new(),
             epoch: None,
@@ -122,12 +122,10 @@ impl Writer {
                         return;
                     }
                     let delay = backoff.next_delay();
-                    let mut stop = self.shared.stop.subscribe();
-                    if !*stop.borrow_and_update() {
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            _ = stop.changed() => {}
-                        }
+                    // Shutting down, it tries once more at once, then gives up.
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shared.outbox.wait_shut() => {}
                     }
                     continue;
                 }
@@ -301,47 +299,29 @@ impl Writer {
 
     fn command(&self, call: &Call, scripts: &Scripts) -> Cmd {
         let settings = &self.shared.settings;
-        let keys = &settings.keys;
-        let mut cmd = redis::cmd("EVALSHA");
         match call {
             Call::Append {
                 session,
                 items,
                 trailing,
                 token,
-            } => {
-                let floor = self.known.get(session).map_or(0, |k| k.0);
-                cmd.arg(&scripts.append)
-                    .arg(4)
-                    .arg(keys.seq(session))
-                    .arg(keys.log(session))
-                    .arg(keys.registry(session))
-                    .arg(keys.tokens(session))
-                    .arg(keys.channel(session))
-                    .arg(settings.history_capacity)
-                    .arg(settings.ttl_ms)
-                    .arg(&self.id)
-                    .arg(*token)
-                    .arg(floor)
-                    .arg(*trailing);
-                for (skip, text) in items {
-                    cmd.arg(*skip).arg(text.as_bytes());
-                }
-            }
+            } => scripts.append_cmd(
+                &settings.keys,
+                settings.history_capacity,
+                settings.ttl_ms,
+                &Append {
+                    session,
+                    writer: &self.id,
+                    token: *token,
+                    floor: self.known.get(session).map_or(0, |k| k.0),
+                    items,
+                    trailing: *trailing,
+                },
+            ),
             Call::Close { session, token } => {
-                cmd.arg(&scripts.close)
-                    .arg(4)
-                    .arg(keys.seq(session))
-                    .arg(keys.log(session))
-                    .arg(keys.registry(session))
-                    .arg(keys.tokens(session))
-                    .arg(keys.channel(session))
-                    .arg(settings.ttl_ms)
-                    .arg(&self.id)
-                    .arg(*token);
+                scripts.close_cmd(&settings.keys, settings.ttl_ms, session, &self.id, *token)
             }
         }
-        cmd
     }
 
     /// Sends the calls of `batch` not yet confirmed. `Err` when the pipeline failed as a whole:
