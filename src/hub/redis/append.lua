@@ -1,13 +1,15 @@
--- Appends statuses to one session in one atomic step, so that every process shares one numbering.
+-- Appends a batch of statuses to one session in one atomic step, so that every process shares
+-- one numbering.
 --
 -- KEYS: 1 session (hash: `seq`, the last number given, present while the session exists, and
---       `w:<writer>`, the last token each writer applied), 2 history stream (ids `<seq>-0`)
+--       `w:<writer>`, the last token each writer applied), 2 history stream
 -- ARGV: 1 channel, 2 history capacity, 3 time to live (ms), 4 writer field, 5 token ('0': none),
---       6 floor (the counter is raised to at least this), 7 numbers skipped after the last
---       status, 8 the records to publish (built by the writer), then pairs (numbers skipped
---       before this status, text).
--- Publishes `<base>\n` followed by the records, `<base>` being the counter before the first
--- status (see wire.rs). Returns {1, last number given}, or {0, counter} when this writer's
+--       6 floor (the counter is raised to at least this first), 7 numbers the batch takes,
+--       8 numbers skipped before its first status ('-': it has none), 9 its records (built by the
+--       writer, see wire.rs)
+-- The message `<base>\n<records>`, `<base>` being the counter before the batch, is published
+-- and, when the batch has a status, added to the stream under the id `<first seq>-0` with the
+-- field `l`, its last number. Returns {1, counter after}, or {0, counter} when this writer's
 -- token shows the call was applied before.
 local meta = redis.call('HMGET', KEYS[1], 'seq', ARGV[4])
 if ARGV[5] ~= '0' and meta[2] and tonumber(meta[2]) >= tonumber(ARGV[5]) then
@@ -22,7 +24,7 @@ else
   cur = 0
   local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
   if last then
-    cur = tonumber(string.match(last[1], '^(%d+)'))
+    cur = tonumber(last[2][4])
   end
 end
 local before = cur
@@ -31,16 +33,22 @@ if floor > cur then
   cur = floor
 end
 local base = cur
-for i = 9, #ARGV, 2 do
-  cur = cur + tonumber(ARGV[i]) + 1
-  redis.call('XADD', KEYS[2], cur .. '-0', 't', ARGV[i + 1])
-end
 cur = cur + tonumber(ARGV[7])
 if cur == before and meta[1] then
   return {1, cur}
 end
-if #ARGV > 8 then
-  redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[2])
+local message = base .. '\n' .. ARGV[9]
+if ARGV[8] ~= '-' then
+  local first = base + tonumber(ARGV[8]) + 1
+  redis.call('XADD', KEYS[2], first .. '-0', 'm', message, 'l', cur)
+  -- Keep every batch holding one of the last `capacity` numbers.
+  local oldest = cur - tonumber(ARGV[2]) + 1
+  if oldest > 1 then
+    local keep = redis.call('XREVRANGE', KEYS[2], oldest .. '-0', '-', 'COUNT', 1)[1]
+    if keep then
+      redis.call('XTRIM', KEYS[2], 'MINID', keep[1])
+    end
+  end
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 if ARGV[5] ~= '0' then
@@ -49,5 +57,5 @@ else
   redis.call('HSET', KEYS[1], 'seq', cur)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[1], base .. '\n' .. ARGV[8])
+redis.call('PUBLISH', ARGV[1], message)
 return {1, cur}

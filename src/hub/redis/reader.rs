@@ -249,7 +249,7 @@ impl Reader {
             let reads: Vec<Value> = pipe.query_async(&mut link.conn).await?;
             for ((session, head), read) in chunk.iter().zip(reads) {
                 self.attached.insert(Arc::clone(session), *head);
-                let Some((counter, entries)) = wire::parse_read(read) else {
+                let Some((counter, entries)) = wire::parse_read(read, head + 1, u64::MAX) else {
                     self.unexpected("read");
                     continue;
                 };
@@ -352,7 +352,7 @@ impl Reader {
             .read_cmd(keys, session, from, Some(to))
             .query_async(&mut link.conn)
             .await?;
-        match wire::parse_read(read) {
+        match wire::parse_read(read, from, to) {
             Some((_, entries)) => self.apply(session, entries, to),
             None => {
                 self.unexpected("read");

@@ -120,14 +120,9 @@ fn split_line(payload: &[u8]) -> Option<(&str, &[u8])> {
     ))
 }
 
-/// Decodes a stream entry id `{seq}-0`.
-pub(super) fn seq_of_id(id: &[u8]) -> Option<u64> {
-    let id = std::str::from_utf8(id).ok()?;
-    id.split_once('-')?.0.parse().ok()
-}
-
-/// The result of the read script: the session's counter and its history entries in order.
-pub(super) fn parse_read(value: Value) -> Option<(u64, Vec<(u64, String)>)> {
+/// The result of the read script: the session's counter, and the statuses numbered
+/// `from..=to` that its history holds, in order.
+pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<(u64, String)>)> {
     let Value::Array(mut parts) = value else {
         return None;
     };
@@ -142,25 +137,25 @@ pub(super) fn parse_read(value: Value) -> Option<(u64, Vec<(u64, String)>)> {
     let Value::Array(entries) = entries else {
         return None;
     };
-    let mut out = Vec::with_capacity(entries.len());
+    let mut out = Vec::new();
     for entry in entries {
         let Value::Array(entry) = entry else {
             return None;
         };
-        let mut entry = entry.into_iter();
-        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) =
-            (entry.next(), entry.next())
-        else {
+        let Some(Value::Array(fields)) = entry.into_iter().nth(1) else {
             return None;
         };
-        let seq = seq_of_id(&id)?;
-        // The only field is `t`, the text.
-        let text = match fields.into_iter().nth(1)? {
-            Value::BulkString(bytes) => String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            _ => return None,
+        // Fields `m` (the message) and `l`.
+        let Some(Value::BulkString(message)) = fields.into_iter().nth(1) else {
+            return None;
         };
-        out.push((seq, text));
+        for record in parse(&message)? {
+            if let Record::Status(seq, text) = record {
+                if (from..=to).contains(&seq) {
+                    out.push((seq, String::from_utf8_lossy(text).into_owned()));
+                }
+            }
+        }
     }
     Some((head, out))
 }
@@ -248,12 +243,15 @@ impl Scripts {
         call: &Append<'_>,
     ) -> Cmd {
         let mut body = Vec::new();
+        let mut numbers = call.trailing;
         for (skip, text) in call.items {
             push_status(&mut body, *skip, text);
+            numbers += skip + 1;
         }
         if call.trailing > 0 || call.items.is_empty() {
             push_head(&mut body, call.trailing);
         }
+        let first_skip = call.items.first().map(|(skip, _)| skip.to_string());
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.append)
             .arg(2)
@@ -265,11 +263,9 @@ impl Scripts {
             .arg(call.writer)
             .arg(call.token)
             .arg(call.floor)
-            .arg(call.trailing)
+            .arg(numbers)
+            .arg(first_skip.as_deref().unwrap_or("-"))
             .arg(body);
-        for (skip, text) in call.items {
-            cmd.arg(*skip).arg(text.as_bytes());
-        }
         cmd
     }
 
