@@ -8,19 +8,23 @@
 //!
 //! # How it works
 //!
-//! For each session Redis holds (keys `{prefix}:{<session>}:*`, one hash tag per session):
-//! a counter (`seq`), the history as a stream whose entry ids are `<seq>-0` and that is trimmed
-//! to [`HubConfig::history_capacity`] entries (`log`), a registry marker (`reg`), the last
-//! batch token of each writer (`tok`), and a pub/sub channel (`ch`). Every key's time to live
-//! is [`HubConfig::history_ttl`], renewed by each status and, while a process has subscribers
-//! of the session, by that process.
+//! For each session Redis holds (keys `{prefix}:{<session>}:*`, one hash tag per session): a
+//! hash (`meta`) whose field `seq` is the last number given (present while the session
+//! exists) and whose fields `w:<writer>` hold each writer's last batch token; the history as a
+//! stream (`log`) with one entry per batch of statuses, under the id `<first seq>-0`, trimmed to
+//! the batches holding the last [`HubConfig::history_capacity`] numbers (so it keeps at least
+//! that many statuses, and at most one batch more); and a pub/sub channel (`ch`). Each key's
+//! time to live is [`HubConfig::history_ttl`], renewed by each status and, while a process has
+//! subscribers of the session, by that process.
 //!
 //! - **Writing.** [`Hub::publish`] puts the status in a bounded buffer and returns at once. One
 //!   writer task per hub takes what is buffered and sends it as one pipeline of Lua script calls
 //!   (`EVALSHA`, one call per session per batch) over one multiplexed connection. The script
-//!   increments the session's counter, adds each status to the stream under its number, trims
-//!   it, renews the time to live and publishes the numbered statuses on the session's channel,
-//!   all atomically: that is what gives every process one numbering and one order per session.
+//!   advances the session's counter by the batch, adds the batch to the stream, trims it,
+//!   renews the time to live and publishes the batch on the session's channel, all atomically:
+//!   that is what gives every process one numbering and one order per session. A batch costs
+//!   Redis the same few commands whatever its size, so the busier the writer, the cheaper each
+//!   status.
 //! - **Reading.** A process subscribes to a session's channel only while it has local
 //!   subscribers of that session (one pub/sub connection, channels added and removed as
 //!   subscribers come and go), so its traffic grows with the sessions it serves, not with all of
@@ -29,9 +33,10 @@
 //!   that local history exactly as with the in-memory hub. A jump in the numbers received is
 //!   read back from the stream before anything after it is applied; what the stream no longer
 //!   holds reaches subscribers as a [`Gap`](crate::Gap).
-//! - **Sessions.** [`Hub::open_session`] and [`Hub::session_exists`] use the registry marker,
-//!   so a session created through one process is known to all. [`Hub::close_session`] deletes
-//!   the session's keys and tells every process serving it to end its subscribers' streams.
+//! - **Sessions.** [`Hub::open_session`] and [`Hub::session_exists`] use the `seq` field of
+//!   the session's hash, so a session created through one process is known to all.
+//!   [`Hub::close_session`] deletes the session's history and counter and tells every process
+//!   serving it to end its subscribers' streams.
 //!
 //! # Faults
 //!
@@ -75,7 +80,7 @@
 //!
 //! # Choosing the bounds
 //!
-//! [`RedisConfig::buffer_capacity`] (default 10,000) bounds the statuses held while Redis is
+//! [`RedisConfig::buffer_capacity`] (default 100,000) bounds the statuses held while Redis is
 //! away: take the statuses per second of the whole process times the longest outage to ride
 //! out, within memory (each costs about its text plus 64 bytes). The backoff bounds decide how
 //! soon a returning Redis is noticed ([`RedisConfig::reconnect_max`], default 5 s) and how hard
@@ -110,7 +115,7 @@ use super::{lock_shard, ConfigError, Hub, HubConfig, HubError, Inner};
 ///
 /// let mut config = RedisConfig::new("redis://127.0.0.1:6379/");
 /// assert_eq!(config.key_prefix, "status-messenger");
-/// assert_eq!(config.buffer_capacity, 10_000);
+/// assert_eq!(config.buffer_capacity, 100_000);
 /// config.reconnect_max = Duration::from_secs(2);
 /// assert!(config.validate().is_ok());
 /// ```
@@ -123,7 +128,7 @@ pub struct RedisConfig {
     /// empty; default `status-messenger`).
     pub key_prefix: String,
     /// Statuses held while Redis is slow or away, counting those in flight; beyond it they are
-    /// dropped and counted (at least 1; default 10,000).
+    /// dropped and counted (at least 1; default 100,000).
     pub buffer_capacity: usize,
     /// First delay before reconnecting; it doubles with each failed attempt (at least 1 ms;
     /// default 100 ms).
@@ -149,7 +154,7 @@ impl RedisConfig {
         Self {
             url: url.into(),
             key_prefix: "status-messenger".to_owned(),
-            buffer_capacity: 10_000,
+            buffer_capacity: 100_000,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
