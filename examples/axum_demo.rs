@@ -134,7 +134,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
-    let hub = Hub::new(common::hub_config())?;
+    let hub = config.hub().await?;
     let consumer = hub.spawn_global_consumer();
     let listener = TcpListener::bind((config.bind.as_str(), config.port)).await?;
     println!("listening on http://{}", listener.local_addr()?);

@@ -102,6 +102,7 @@
 //! | --- | --- |
 //! | (none) | the messenger, the session helpers and the [`Hub`] |
 //! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]) |
+//! | `redis` | [`Hub::with_redis`]: sessions shared by several processes through Redis (`hub::redis`) |
 //!
 //! # Supported Rust versions
 //!
@@ -119,6 +120,8 @@ pub mod hub;
 pub mod messenger;
 mod session;
 
+#[cfg(feature = "redis")]
+pub use hub::{BackendError, RedisConfig};
 pub use hub::{
     ConfigError, Event, Gap, Hub, HubConfig, HubError, HubStats, NoSessionPolicy, Status,
     Subscription,

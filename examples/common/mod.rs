@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::{FutureExt, Stream, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
-use status_messenger::{add_status_message, Event, HubConfig, HubStats, Subscription};
+use status_messenger::{add_status_message, Event, Hub, HubConfig, HubStats, Subscription};
 use tokio::sync::Notify;
 
 /// The page, one self-contained file: no build step, no CDN, works offline.
@@ -87,15 +87,36 @@ impl Config {
         })
     }
 
-    /// Refuses a Redis URL while this build has no Redis backend, rather than ignoring it and
+    /// Refuses a Redis URL when this build has no Redis backend, rather than ignoring it and
     /// silently serving sessions that other processes cannot see.
     pub(crate) fn check_backend(&self) -> Result<(), String> {
         match &self.redis {
-            None => Ok(()),
-            Some(url) => Err(format!(
-                "a Redis URL was given ({url}), but this build has no Redis backend yet; \
-                 run without --redis / REDIS_URL to keep sessions in memory"
+            Some(url) if cfg!(not(feature = "redis")) => Err(format!(
+                "a Redis URL was given ({url}), but this build has no Redis backend; build \
+                 with `--features redis`, or run without --redis / REDIS_URL to keep sessions \
+                 in memory"
             )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The hub: in memory, or on Redis (shared with every server using the same Redis) when a
+    /// URL was given.
+    pub(crate) async fn hub(&self) -> Result<Hub, Box<dyn std::error::Error>> {
+        match &self.redis {
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                let hub = Hub::with_redis(
+                    hub_config(),
+                    status_messenger::RedisConfig::new(url.as_str()),
+                )
+                .await?;
+                tracing::info!("sessions live in redis, shared with other servers");
+                Ok(hub)
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => Err(self.check_backend().err().unwrap_or_default().into()),
+            None => Ok(Hub::new(hub_config())?),
         }
     }
 }
@@ -379,6 +400,7 @@ pub(crate) fn metrics_text(stats: &HubStats) -> String {
             ("{reason=\"closed\"}", stats.dropped_closed),
             ("{reason=\"invalid_session\"}", stats.dropped_invalid),
             ("{reason=\"session_limit\"}", stats.dropped_session_limit),
+            ("{reason=\"backend\"}", stats.dropped_backend),
         ],
     );
     metric(
@@ -410,6 +432,24 @@ pub(crate) fn metrics_text(stats: &HubStats) -> String {
         "gauge",
         "Statuses held in history now.",
         &[("", stats.retained)],
+    );
+    metric(
+        "backend_buffered",
+        "gauge",
+        "Statuses waiting for Redis now (Redis backend).",
+        &[("", stats.backend_buffered)],
+    );
+    metric(
+        "backend_errors_total",
+        "counter",
+        "Failed Redis connections and commands (Redis backend).",
+        &[("", stats.backend_errors)],
+    );
+    metric(
+        "backend_reconnects_total",
+        "counter",
+        "Reconnections to Redis (Redis backend).",
+        &[("", stats.backend_reconnects)],
     );
     out
 }

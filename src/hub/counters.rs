@@ -91,6 +91,10 @@ pub(crate) struct Counters {
     pub(crate) gaps: Counter,
     pub(crate) lagged: Counter,
     pub(crate) evicted_sessions: Counter,
+    pub(crate) dropped_backend: Counter,
+    pub(crate) backend_buffered: Gauge,
+    pub(crate) backend_errors: Counter,
+    pub(crate) backend_reconnects: Counter,
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -120,6 +124,10 @@ impl Counters {
             gaps: c(),
             lagged: c(),
             evicted_sessions: c(),
+            dropped_backend: c(),
+            backend_buffered: g(),
+            backend_errors: c(),
+            backend_reconnects: c(),
         }
     }
 }
@@ -162,6 +170,14 @@ impl Counters {
             gaps: c(n::GAPS, Unit::Count, "gap items handed to subscribers"),
             lagged: c(n::LAGGED, Unit::Count, "statuses covered by gap items"),
             evicted_sessions: c(n::EVICTED, Unit::Count, "idle sessions evicted"),
+            dropped_backend: dropped("backend"),
+            backend_buffered: g(n::BACKEND_BUFFERED, "statuses waiting for redis now"),
+            backend_errors: c(
+                n::BACKEND_ERRORS,
+                Unit::Count,
+                "failed redis connections and commands",
+            ),
+            backend_reconnects: c(n::BACKEND_RECONNECTS, Unit::Count, "reconnections to redis"),
         }
     }
 }
@@ -182,6 +198,10 @@ impl Counters {
             lagged: self.lagged.get(),
             evicted_sessions: self.evicted_sessions.get(),
             retained: self.retained.get(),
+            dropped_backend: self.dropped_backend.get(),
+            backend_buffered: self.backend_buffered.get(),
+            backend_errors: self.backend_errors.get(),
+            backend_reconnects: self.backend_reconnects.get(),
         }
     }
 }

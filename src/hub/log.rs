@@ -122,6 +122,13 @@ impl SessionLog {
         Inserted::Filled
     }
 
+    /// Records that numbers up to `seq` were given elsewhere: those not held are lost, and
+    /// readers report them as a gap.
+    #[cfg(feature = "redis")]
+    pub(crate) fn skip_to(&mut self, seq: u64) {
+        self.head = self.head.max(seq);
+    }
+
     /// Removes what the bounds no longer allow; returns how many entries left.
     pub(crate) fn trim(
         &mut self,

@@ -110,6 +110,9 @@
 
 mod counters;
 mod log;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod session;
 mod subscription;
 
@@ -127,6 +130,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use self::counters::Counters;
+#[cfg(feature = "redis")]
+pub use self::redis::{BackendError, RedisConfig};
 use self::session::{End, Session};
 pub use self::subscription::Subscription;
 
@@ -198,6 +203,15 @@ pub mod metric_names {
     /// Counter: idle sessions evicted
     /// ([`HubStats::evicted_sessions`](super::HubStats::evicted_sessions)).
     pub const EVICTED: &str = "status_messenger_hub_evicted_sessions_total";
+    /// Gauge: statuses waiting for Redis
+    /// ([`HubStats::backend_buffered`](super::HubStats::backend_buffered)).
+    pub const BACKEND_BUFFERED: &str = "status_messenger_hub_backend_buffered";
+    /// Counter: failed Redis connections and commands
+    /// ([`HubStats::backend_errors`](super::HubStats::backend_errors)).
+    pub const BACKEND_ERRORS: &str = "status_messenger_hub_backend_errors_total";
+    /// Counter: reconnections to Redis
+    /// ([`HubStats::backend_reconnects`](super::HubStats::backend_reconnects)).
+    pub const BACKEND_RECONNECTS: &str = "status_messenger_hub_backend_reconnects_total";
 }
 
 /// What the hub does with a status added outside any session.
@@ -433,6 +447,12 @@ pub enum HubError {
     InvalidSessionId,
     /// [`HubConfig::max_sessions`] sessions are held already.
     TooManySessions,
+    /// A config given to [`Hub::with_redis`] is out of range.
+    #[cfg(feature = "redis")]
+    Config(ConfigError),
+    /// Redis could not do it (unreachable, timed out or refused).
+    #[cfg(feature = "redis")]
+    Backend(BackendError),
 }
 
 impl fmt::Display for HubError {
@@ -441,11 +461,25 @@ impl fmt::Display for HubError {
             HubError::ShutDown => "the hub is shut down",
             HubError::InvalidSessionId => "invalid session id",
             HubError::TooManySessions => "too many sessions",
+            #[cfg(feature = "redis")]
+            HubError::Config(error) => return error.fmt(f),
+            #[cfg(feature = "redis")]
+            HubError::Backend(error) => return error.fmt(f),
         })
     }
 }
 
-impl std::error::Error for HubError {}
+impl std::error::Error for HubError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            #[cfg(feature = "redis")]
+            HubError::Config(error) => Some(error),
+            #[cfg(feature = "redis")]
+            HubError::Backend(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// One item of a [`Subscription`].
 ///
@@ -649,6 +683,16 @@ pub struct HubStats {
     pub evicted_sessions: u64,
     /// Statuses held in history now, over all sessions.
     pub retained: u64,
+    /// Statuses dropped because the Redis buffer was full, or never confirmed by a Redis that
+    /// lost its data (always 0 without the Redis backend).
+    pub dropped_backend: u64,
+    /// Statuses accepted and not yet confirmed by Redis, now.
+    pub backend_buffered: u64,
+    /// Failed Redis connections, connection losses and failed commands.
+    pub backend_errors: u64,
+    /// Reconnections to Redis after a loss (the writer's and the reader's connections count
+    /// apiece).
+    pub backend_reconnects: u64,
 }
 
 impl HubStats {
@@ -667,6 +711,7 @@ impl HubStats {
             + self.dropped_closed
             + self.dropped_invalid
             + self.dropped_session_limit
+            + self.dropped_backend
     }
 }
 
@@ -747,6 +792,9 @@ pub(crate) struct Inner {
     consumer_left: Notify,
     next_sweep_ms: AtomicU64,
     warned: Warned,
+    /// Set once by [`Hub::with_redis`]; sessions then live in Redis.
+    #[cfg(feature = "redis")]
+    backend: std::sync::OnceLock<self::redis::Backend>,
 }
 
 impl fmt::Debug for Inner {
@@ -858,6 +906,8 @@ impl Hub {
             consumer_left: Notify::new(),
             next_sweep_ms: AtomicU64::new(sweep_every_ms),
             warned: Warned::default(),
+            #[cfg(feature = "redis")]
+            backend: std::sync::OnceLock::new(),
         });
         Ok(Hub {
             _handles: Arc::new(Handles {
@@ -947,6 +997,10 @@ impl Hub {
         let text: Arc<str> = Arc::from(text);
         let now = inner.clock.now_ms();
         inner.maybe_sweep(now);
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            return backend.publish(inner, id, text);
+        }
         // An eviction can only win against this publish when the TTL is shorter than the time
         // between looking the session up and locking it; then the next attempt opens it anew.
         for _ in 0..3 {
@@ -1129,6 +1183,13 @@ impl Hub {
             return Err(HubError::InvalidSessionId);
         }
         let inner = &*self.inner;
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            if inner.shut_down.load(Ordering::Acquire) {
+                return Err(HubError::ShutDown);
+            }
+            return backend.open_session(id).await;
+        }
         let now = inner.clock.now_ms();
         inner.maybe_sweep(now);
         match inner.session(id, now, true, false) {
@@ -1163,6 +1224,13 @@ impl Hub {
             return Err(HubError::InvalidSessionId);
         }
         let inner = &*self.inner;
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            if inner.shut_down.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            return backend.session_exists(id).await;
+        }
         let now = inner.clock.now_ms();
         inner.maybe_sweep(now);
         match inner.session(id, now, false, false) {
@@ -1240,6 +1308,10 @@ impl Hub {
             .session(session, now, true, true)
             .map_err(Refusal::into_error)?;
         inner.counters.subscribers.add(1);
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            backend.interest(&found.id);
+        }
         Ok(Subscription::join(
             Arc::clone(inner),
             found,
@@ -1270,6 +1342,17 @@ impl Hub {
     /// ```
     pub fn close_session(&self, id: &str) -> bool {
         let inner = &*self.inner;
+        // With Redis the session may live in other processes only: the close is sent there.
+        #[cfg(feature = "redis")]
+        let sent = match inner.backend.get() {
+            Some(backend) if valid_session_id(id) && !inner.shut_down.load(Ordering::Acquire) => {
+                backend.close(id);
+                true
+            }
+            _ => false,
+        };
+        #[cfg(not(feature = "redis"))]
+        let sent = false;
         let removed = lock_shard(inner.shard(id)).remove(id);
         match removed {
             Some(session) => {
@@ -1277,7 +1360,7 @@ impl Hub {
                 inner.end_session(&session, End::Closed);
                 true
             }
-            None => false,
+            None => sent,
         }
     }
 
@@ -1443,7 +1526,14 @@ impl Hub {
     /// ```
     pub async fn shutdown(&self) {
         let inner = &*self.inner;
-        inner.close_all();
+        if inner.stop_accepting() {
+            // Statuses already accepted for Redis go out before the streams end.
+            #[cfg(feature = "redis")]
+            if let Some(backend) = inner.backend.get() {
+                backend.shutdown(inner).await;
+            }
+            inner.close_sessions();
+        }
         loop {
             let left = inner.consumer_left.notified();
             let mut left = pin!(left);
@@ -1489,10 +1579,25 @@ impl Refusal {
 impl Inner {
     /// Stops accepting and closes every session (what `shutdown` does without waiting).
     fn close_all(&self) {
+        if self.stop_accepting() {
+            #[cfg(feature = "redis")]
+            if let Some(backend) = self.backend.get() {
+                backend.stop();
+            }
+            self.close_sessions();
+        }
+    }
+
+    /// Refuses statuses from now on and stops the consumers; `false` if it was done before.
+    fn stop_accepting(&self) -> bool {
         if self.shut_down.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         self.stop.notify_waiters();
+        true
+    }
+
+    fn close_sessions(&self) {
         for shard in self.shards.iter() {
             let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
             self.counters.sessions.sub(sessions.len() as u64);

@@ -175,7 +175,14 @@ impl Subscription {
         live.session
             .last_activity_ms
             .store(live.hub.clock.now_ms(), Ordering::Relaxed);
-        live.session.subscribers.fetch_sub(1, Ordering::Release);
+        let before = live.session.subscribers.fetch_sub(1, Ordering::Release);
+        #[cfg(feature = "redis")]
+        if before == 1 {
+            if let Some(backend) = live.hub.backend.get() {
+                backend.interest(&live.session.id);
+            }
+        }
+        debug_assert!(before > 0, "subscriber count went below zero");
         counters.subscribers.sub(1);
     }
 }

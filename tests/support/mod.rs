@@ -66,6 +66,17 @@ impl Server {
         }
     }
 
+    /// A server running elsewhere (another process) at `addr`; it cannot be stopped through
+    /// this handle.
+    pub(crate) fn external(addr: SocketAddr) -> Server {
+        Server {
+            base: format!("http://{addr}"),
+            addr,
+            stop: None,
+            done: None,
+        }
+    }
+
     /// Asks the server to shut down gracefully and waits until `serve` has returned.
     pub(crate) async fn stop(mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {

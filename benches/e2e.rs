@@ -1,0 +1,818 @@
+//! The end-to-end benchmark: each server under test, the load generator against it, a table,
+//! `target/e2e/results.json` and a chart `target/e2e/throughput.svg`.
+//!
+//! Run with: cargo bench --bench e2e -- [--servers floor,axum,actix] [--sessions 1,10,100,1000]
+//!
+//! It builds the release binaries it needs (`examples/loadgen.rs`, the demo servers
+//! `examples/axum_demo.rs` and `examples/actix_demo.rs`, the floor `benches/e2e/floor.rs`), then
+//! for every server starts a fresh process on port 0 per scenario (reading its
+//! `listening on http://...` line) and reads the process's peak RSS (`VmHWM`) before stopping it:
+//!
+//! - throughput: for each session count S, `N = --total / S` steps with no delay, WebSockets
+//!   (`--sse`: event streams), median statuses/s over `--runs`;
+//! - paced latency: `--paced S,N,D` (default 10 sessions of 200 steps 10 ms apart), p50/p99/p99.9;
+//! - memory: `--idle-sessions` (10,000) sessions each given `--idle-steps` (100) statuses with no
+//!   subscriber, a sample read back, then the peak RSS (`--idle-subscribed` instead keeps a
+//!   socket open on every session while the statuses arrive, and closes them after).
+//!
+//! `--redis URL` starts the demo servers with `--redis URL`; with `--redis-split` each demo runs
+//! as two processes sharing that Redis, the load generator creating sessions and starting tasks
+//! on the first (`--task-url`) while its sockets read from the second. The floor has no Redis
+//! mode and always runs as one process in memory.
+//!
+//! Under `cargo test --benches` (no `--bench` argument) it only says how to run it.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use plotters::prelude::*;
+use serde_json::{json, Value};
+
+/// The servers the driver knows: name, how cargo names its target, and whether it has a Redis mode.
+const SERVERS: [(&str, Target, bool); 3] = [
+    (
+        "floor",
+        Target::Bench("e2e_floor", "benches/e2e/floor.rs"),
+        false,
+    ),
+    (
+        "axum",
+        Target::Example("axum_demo", "examples/axum_demo.rs"),
+        true,
+    ),
+    (
+        "actix",
+        Target::Example("actix_demo", "examples/actix_demo.rs"),
+        true,
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Target {
+    Bench(&'static str, &'static str),
+    Example(&'static str, &'static str),
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Bench(name, _) | Target::Example(name, _) => name,
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Target::Bench(_, source) | Target::Example(_, source) => source,
+        }
+    }
+
+    fn cargo_args(self) -> [&'static str; 2] {
+        match self {
+            Target::Bench(name, _) => ["--bench", name],
+            Target::Example(name, _) => ["--example", name],
+        }
+    }
+}
+
+struct Options {
+    servers: Vec<&'static str>,
+    sessions: Vec<u64>,
+    total: u64,
+    runs: u32,
+    paced: (u64, u64, u64),
+    idle: Option<(u64, u64)>,
+    idle_subscribed: bool,
+    sse: bool,
+    redis: Option<String>,
+    redis_split: bool,
+    loadgen_threads: u32,
+    out: Option<PathBuf>,
+}
+
+const USAGE: &str = "usage: cargo bench --bench e2e -- [--servers floor,axum,actix] \
+[--sessions 1,10,100,1000] [--total 100000] [--runs 5] [--paced 10,200,10] \
+[--idle-sessions 10000] [--idle-steps 100] [--no-idle] [--idle-subscribed] [--sse] \
+[--redis URL [--redis-split]] [--loadgen-threads 1] [--out DIR]";
+
+fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
+    fn list(raw: &str, name: &str) -> Result<Vec<u64>, String> {
+        raw.split(',')
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|e| format!("{name}: bad number {v:?}: {e}"))
+            })
+            .collect()
+    }
+    let mut options = Options {
+        servers: SERVERS.iter().map(|s| s.0).collect(),
+        sessions: vec![1, 10, 100, 1000],
+        total: 100_000,
+        runs: 5,
+        paced: (10, 200, 10),
+        idle: Some((10_000, 100)),
+        idle_subscribed: false,
+        sse: false,
+        redis: None,
+        redis_split: false,
+        loadgen_threads: 1,
+        out: None,
+    };
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--servers" => {
+                let raw = value()?;
+                options.servers = raw
+                    .split(',')
+                    .map(|name| {
+                        SERVERS
+                            .iter()
+                            .find(|s| s.0 == name.trim())
+                            .map(|s| s.0)
+                            .ok_or_else(|| {
+                                format!("unknown server {name:?} (known: floor, axum, actix)")
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--sessions" => options.sessions = list(&value()?, "--sessions")?,
+            "--total" => options.total = list(&value()?, "--total")?[0],
+            "--runs" => options.runs = list(&value()?, "--runs")?[0] as u32,
+            "--paced" => match list(&value()?, "--paced")?[..] {
+                [s, n, d] => options.paced = (s, n, d),
+                _ => return Err("--paced takes S,N,D".into()),
+            },
+            "--idle-sessions" => {
+                let n = list(&value()?, "--idle-sessions")?[0];
+                options.idle = options.idle.map(|(_, steps)| (n, steps));
+            }
+            "--idle-steps" => {
+                let n = list(&value()?, "--idle-steps")?[0];
+                options.idle = options.idle.map(|(sessions, _)| (sessions, n));
+            }
+            "--no-idle" => options.idle = None,
+            "--idle-subscribed" => options.idle_subscribed = true,
+            "--sse" => options.sse = true,
+            "--redis" => options.redis = Some(value()?),
+            "--redis-split" => options.redis_split = true,
+            "--loadgen-threads" => {
+                options.loadgen_threads = list(&value()?, "--loadgen-threads")?[0] as u32;
+            }
+            "--out" => options.out = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if options.servers.is_empty() || options.sessions.contains(&0) || options.runs == 0 {
+        return Err("need at least one server, one run, and session counts above 0".into());
+    }
+    if options.redis_split && options.redis.is_none() {
+        return Err("--redis-split needs --redis URL".into());
+    }
+    Ok(options)
+}
+
+/// Where cargo put this binary's target directory (`<target>/<profile>/deps/e2e-*`).
+fn target_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| format!("unexpected location {}", exe.display()))
+}
+
+/// Builds the load generator and the selected servers in release mode; their paths by target name.
+fn build(options: &Options, target: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .current_dir(manifest_dir)
+        .env("CARGO_TARGET_DIR", target)
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+            "--example",
+            "loadgen",
+        ]);
+    if options.redis.is_some() {
+        command.args(["--features", "redis"]);
+    }
+    for name in &options.servers {
+        let (_, server, _) = server_entry(name);
+        if !manifest_dir.join(server.source()).exists() {
+            return Err(format!(
+                "server {name:?} is selected but {} does not exist; choose others with \
+                 --servers (floor, axum, actix)",
+                server.source()
+            ));
+        }
+        command.args(server.cargo_args());
+    }
+    eprintln!("e2e: building release binaries");
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo build failed ({})", output.status));
+    }
+    let mut binaries = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if let (Some(name), Some(exe)) = (
+            message.pointer("/target/name").and_then(Value::as_str),
+            message.get("executable").and_then(Value::as_str),
+        ) {
+            binaries.insert(name.to_string(), PathBuf::from(exe));
+        }
+    }
+    let mut wanted = vec!["loadgen"];
+    wanted.extend(options.servers.iter().map(|n| server_entry(n).1.name()));
+    for name in wanted {
+        if !binaries.contains_key(name) {
+            return Err(format!("cargo built no binary for {name}"));
+        }
+    }
+    Ok(binaries)
+}
+
+fn server_entry(name: &str) -> (&'static str, Target, bool) {
+    SERVERS
+        .into_iter()
+        .find(|s| s.0 == name)
+        .unwrap_or(SERVERS[0])
+}
+
+/// A server under test, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(exe: &Path, extra: &[String], log: &Path) -> Result<Server, String> {
+        let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = Command::new(exe)
+            .args(["--port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        // Reads the address, then keeps draining stdout so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // Anywhere in the line, in case a log prefix comes first.
+                let url = line
+                    .split_once("listening on ")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .filter(|url| url.starts_with("http://"));
+                if let Some(url) = url {
+                    if let Some(tx) = tx.take() {
+                        tx.send(url.trim_end_matches('/').to_string()).ok();
+                    }
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            url: String::new(),
+        };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(url) => {
+                server.url = url;
+                Ok(server)
+            }
+            Err(e) => {
+                let why = match e {
+                    mpsc::RecvTimeoutError::Timeout => "within 20 s",
+                    mpsc::RecvTimeoutError::Disconnected => "before closing its stdout",
+                };
+                Err(format!(
+                    "{} printed no `listening on http://...` line {why} (log: {})",
+                    exe.display(),
+                    log.display()
+                ))
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `VmHWM` (peak resident set) and `VmRSS` in KiB.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    /// SIGTERM and up to 10 s to exit; whether it exited by itself, successfully.
+    fn stop(&mut self) -> bool {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        if term.is_ok_and(|s| s.success()) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match self.child.try_wait() {
+                    Ok(Some(status)) => return status.success(),
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+}
+
+/// One server under test: one process, or two sharing Redis (sessions and tasks on `task`).
+struct UnderTest {
+    sockets: Server,
+    tasks: Option<Server>,
+}
+
+impl UnderTest {
+    fn start(ctx: &Context<'_>, name: &str, label: &str) -> Result<UnderTest, String> {
+        let (_, target, redis_mode) = server_entry(name);
+        let exe = &ctx.binaries[target.name()];
+        let mut extra = Vec::new();
+        if let (Some(url), true) = (&ctx.options.redis, redis_mode) {
+            extra = vec!["--redis".to_string(), url.clone()];
+        }
+        let log = |suffix: &str| ctx.logs.join(format!("{name}-{label}{suffix}.log"));
+        let sockets = Server::start(exe, &extra, &log(""))?;
+        let tasks = if ctx.options.redis_split && redis_mode {
+            Some(Server::start(exe, &extra, &log("-tasks"))?)
+        } else {
+            None
+        };
+        Ok(UnderTest { sockets, tasks })
+    }
+
+    fn loadgen_urls(&self) -> Vec<String> {
+        let mut args = vec!["--url".to_string(), self.sockets.url.clone()];
+        if let Some(tasks) = &self.tasks {
+            args.extend(["--task-url".to_string(), tasks.url.clone()]);
+        }
+        args
+    }
+
+    /// Peak RSS in MiB: of the one process, or the larger of the two.
+    fn peak_rss_mib(&self) -> f64 {
+        let mut peak = self.sockets.memory_kib().0;
+        if let Some(tasks) = &self.tasks {
+            peak = peak.max(tasks.memory_kib().0);
+        }
+        peak as f64 / 1024.0
+    }
+
+    fn stop(mut self) -> bool {
+        let mut clean = self.sockets.stop();
+        if let Some(tasks) = self.tasks.as_mut() {
+            clean &= tasks.stop();
+        }
+        clean
+    }
+}
+
+struct Context<'a> {
+    options: &'a Options,
+    binaries: &'a BTreeMap<String, PathBuf>,
+    logs: PathBuf,
+}
+
+/// Runs the load generator; its JSON line, or why there is none.
+fn loadgen(ctx: &Context<'_>, under_test: &UnderTest, args: &[String]) -> Result<Value, String> {
+    let mut command = Command::new(&ctx.binaries["loadgen"]);
+    command.args(under_test.loadgen_urls()).args(args).args([
+        "--json",
+        "--threads",
+        &ctx.options.loadgen_threads.to_string(),
+    ]);
+    if ctx.options.sse {
+        command.arg("--sse");
+    }
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run loadgen: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        Some(result) => Ok(result),
+        None => Err(format!(
+            "loadgen failed ({}) without a result",
+            output.status
+        )),
+    }
+}
+
+fn strings(values: &[&dyn ToString]) -> Vec<String> {
+    values.iter().map(|v| v.to_string()).collect()
+}
+
+/// One measured row of the results.
+fn measure(
+    ctx: &Context<'_>,
+    server: &str,
+    scenario: &str,
+    label: &str,
+    loadgen_args: &[String],
+    settle: Duration,
+) -> Value {
+    let under_test = match UnderTest::start(ctx, server, label) {
+        Ok(under_test) => under_test,
+        Err(e) => return json!({ "server": server, "scenario": scenario, "error": e }),
+    };
+    let result = loadgen(ctx, &under_test, loadgen_args);
+    std::thread::sleep(settle);
+    let peak_rss_mib = under_test.peak_rss_mib();
+    let clean_exit = under_test.stop();
+    if !clean_exit {
+        eprintln!("e2e: {server} did not exit cleanly within 10 s of SIGTERM");
+    }
+    let mut row = json!({
+        "server": server,
+        "scenario": scenario,
+        "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
+        "clean_exit": clean_exit,
+    });
+    match result {
+        Ok(result) => row["loadgen"] = result,
+        Err(e) => row["error"] = Value::String(e),
+    }
+    row
+}
+
+fn steps_for(total: u64, sessions: u64) -> u64 {
+    (total / sessions).clamp(1, 100_000)
+}
+
+fn run(options: &Options) -> Result<bool, String> {
+    let target = target_dir()?;
+    let out = options.out.clone().unwrap_or_else(|| target.join("e2e"));
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let binaries = build(options, &target)?;
+    let ctx = Context {
+        options,
+        binaries: &binaries,
+        logs,
+    };
+    let started = Instant::now();
+    // The machine may be shared: the load around the run goes with the figures.
+    let load_before = load_average();
+    let runs = options.runs.to_string();
+    let mut rows = Vec::new();
+
+    // Servers interleaved per session count, so a burst of other load on the machine does not
+    // fall on one server only.
+    for &sessions in &options.sessions {
+        let steps = steps_for(options.total, sessions);
+        for server in &options.servers {
+            eprintln!("e2e: {server}: throughput, {sessions} sessions x {steps} steps");
+            let args = strings(&[
+                &"--sessions",
+                &sessions,
+                &"--steps",
+                &steps,
+                &"--runs",
+                &runs,
+            ]);
+            let label = format!("throughput-{sessions}");
+            rows.push(measure(
+                &ctx,
+                server,
+                "throughput",
+                &label,
+                &args,
+                Duration::ZERO,
+            ));
+        }
+    }
+    let (s, n, d) = options.paced;
+    for server in &options.servers {
+        eprintln!("e2e: {server}: paced, {s} sessions x {n} steps, {d} ms apart");
+        let args = strings(&[
+            &"--sessions",
+            &s,
+            &"--steps",
+            &n,
+            &"--delay-ms",
+            &d,
+            &"--runs",
+            &runs,
+        ]);
+        rows.push(measure(
+            &ctx,
+            server,
+            "paced",
+            "paced",
+            &args,
+            Duration::ZERO,
+        ));
+    }
+    if let Some((sessions, steps)) = options.idle {
+        for server in &options.servers {
+            let args = if options.idle_subscribed {
+                eprintln!("e2e: {server}: memory, {sessions} subscribed sessions x {steps} steps");
+                strings(&[&"--sessions", &sessions, &"--steps", &steps, &"--runs", &1])
+            } else {
+                eprintln!("e2e: {server}: memory, {sessions} idle sessions x {steps} steps");
+                strings(&[
+                    &"--idle",
+                    &"--sessions",
+                    &sessions,
+                    &"--steps",
+                    &steps,
+                    &"--runs",
+                    &1,
+                ])
+            };
+            // A moment for the last tasks to finish before the peak is read.
+            let settle = Duration::from_secs(1);
+            rows.push(measure(&ctx, server, "memory", "memory", &args, settle));
+        }
+    }
+
+    let ok = rows
+        .iter()
+        .all(|r| r.get("error").is_none() && r.pointer("/loadgen/ok") == Some(&Value::Bool(true)));
+    print_table(options, &rows);
+    let results = json!({
+        "parameters": {
+            "servers": options.servers,
+            "sessions": options.sessions,
+            "total_per_run": options.total,
+            "runs": options.runs,
+            "paced": { "sessions": s, "steps": n, "delay_ms": d },
+            "idle": options.idle.map(|(sessions, steps)| json!({
+                "sessions": sessions, "steps": steps, "subscribed": options.idle_subscribed,
+            })),
+            "transport": if options.sse { "sse" } else { "ws" },
+            "redis": options.redis,
+            "redis_split": options.redis_split,
+            "loadgen_threads": options.loadgen_threads,
+        },
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        },
+        "seconds": started.elapsed().as_secs_f64().round(),
+        "ok": ok,
+        "results": rows,
+    });
+    let results_path = out.join("results.json");
+    let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(&results_path, text).map_err(|e| format!("{}: {e}", results_path.display()))?;
+    let chart = out.join("throughput.svg");
+    draw_chart(options, &rows, &chart)?;
+    eprintln!(
+        "e2e: load average before {} and after {}",
+        load_before.as_deref().unwrap_or("?"),
+        load_average().as_deref().unwrap_or("?")
+    );
+    eprintln!(
+        "e2e: wrote {} and {} in {:.0} s",
+        results_path.display(),
+        chart.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ok)
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+fn number(row: &Value, pointer: &str) -> Option<f64> {
+    row.pointer(pointer).and_then(Value::as_f64)
+}
+
+fn cell(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn print_table(options: &Options, rows: &[Value]) {
+    let floor_rate = |sessions: u64| {
+        rows.iter()
+            .find(|r| {
+                r["server"] == "floor"
+                    && r["scenario"] == "throughput"
+                    && r.pointer("/loadgen/sessions").and_then(Value::as_u64) == Some(sessions)
+            })
+            .and_then(|r| number(r, "/loadgen/median/statuses_per_s"))
+    };
+    let mut table = String::new();
+    table.push_str(&format!(
+        "\n{:<7} {:<10} {:>6} {:>7} {:>4} {:>12} {:>8} {:>8} {:>8} {:>9} {:>9} {:>5}\n",
+        "server",
+        "scenario",
+        "S",
+        "N",
+        "D",
+        "statuses/s",
+        "/floor",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "peak MiB",
+        "ok"
+    ));
+    for row in rows {
+        let server = row["server"].as_str().unwrap_or("?");
+        let scenario = row["scenario"].as_str().unwrap_or("?");
+        if let Some(error) = row.get("error").and_then(Value::as_str) {
+            table.push_str(&format!("{server:<7} {scenario:<10} error: {error}\n"));
+            continue;
+        }
+        let sessions = row.pointer("/loadgen/sessions").and_then(Value::as_u64);
+        let rate = number(row, "/loadgen/median/statuses_per_s");
+        let ratio = match (scenario, sessions.and_then(floor_rate), rate) {
+            ("throughput", Some(floor), Some(rate)) if floor > 0.0 => {
+                format!("{:.2}", rate / floor)
+            }
+            _ => "-".into(),
+        };
+        let ok = row.pointer("/loadgen/ok") == Some(&Value::Bool(true));
+        let memory = scenario == "memory" && !options.idle_subscribed;
+        table.push_str(&format!(
+            "{server:<7} {scenario:<10} {:>6} {:>7} {:>4} {:>12} {:>8} {:>8} {:>8} {:>9} {:>9} {:>5}\n",
+            sessions.map_or("-".into(), |s| s.to_string()),
+            row.pointer("/loadgen/steps").and_then(Value::as_u64).unwrap_or(0),
+            row.pointer("/loadgen/delay_ms").and_then(Value::as_u64).unwrap_or(0),
+            if memory { "-".into() } else { cell(rate, 0) },
+            ratio,
+            cell(number(row, "/loadgen/median/latency/p50_ms"), 3),
+            cell(number(row, "/loadgen/median/latency/p99_ms"), 3),
+            cell(number(row, "/loadgen/median/latency/p999_ms"), 3),
+            cell(number(row, "/peak_rss_mib"), 1),
+            if ok { "yes" } else { "NO" },
+        ));
+    }
+    println!("{table}");
+}
+
+fn draw_chart(options: &Options, rows: &[Value], path: &Path) -> Result<(), String> {
+    let series: Vec<(&str, Vec<(f64, f64)>)> = options
+        .servers
+        .iter()
+        .map(|server| {
+            let points = rows
+                .iter()
+                .filter(|r| r["server"] == *server && r["scenario"] == "throughput")
+                .filter_map(|r| {
+                    Some((
+                        number(r, "/loadgen/sessions")?,
+                        number(r, "/loadgen/median/statuses_per_s")?,
+                    ))
+                })
+                .collect();
+            (*server, points)
+        })
+        .collect();
+    let max_rate = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|p| p.1))
+        .fold(1.0, f64::max);
+    let max_sessions = options.sessions.iter().copied().max().unwrap_or(1) as f64;
+    let chart_error = |e: &dyn std::fmt::Display| format!("chart {}: {e}", path.display());
+
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| chart_error(&e))?;
+    let transport = if options.sse { "SSE" } else { "WebSocket" };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Delivered statuses per second ({transport}, no delay)"),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            (0.8f64..max_sessions * 1.25)
+                .log_scale()
+                .with_key_points(options.sessions.iter().map(|&s| s as f64).collect()),
+            0f64..max_rate * 1.15,
+        )
+        .map_err(|e| chart_error(&e))?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_desc("sessions (log scale)")
+        .y_desc("statuses/s, median")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+        .draw()
+        .map_err(|e| chart_error(&e))?;
+    let colours = |server: &str| match server {
+        "floor" => RGBColor(110, 110, 110),
+        "axum" => RGBColor(31, 119, 180),
+        _ => RGBColor(214, 39, 40),
+    };
+    for (server, points) in &series {
+        let colour = colours(server);
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .map_err(|e| chart_error(&e))?
+            .label(*server)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, colour.filled())),
+            )
+            .map_err(|e| chart_error(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| chart_error(&e))?;
+    root.present().map_err(|e| chart_error(&e))
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("e2e: a benchmark of running servers; run it with `cargo bench --bench e2e`");
+        return ExitCode::SUCCESS;
+    }
+    args.retain(|a| a != "--bench");
+    // `cargo bench -- NAME` hands its filter to every bench; like criterion, run only if it
+    // matches.
+    if args.first().is_some_and(|a| !a.starts_with('-')) {
+        let filter = args.remove(0);
+        if !"e2e".contains(filter.as_str()) {
+            return ExitCode::SUCCESS;
+        }
+    }
+    let options = match parse_options(args.into_iter()) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("e2e: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("e2e: some scenario failed or saw violations (see above)");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("e2e: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The floor of the end-to-end benchmark: the transport alone, without `status-messenger`.
+//!
+//! Run with: cargo bench --bench e2e_floor -- --port 3000
+//!
+//! This is benchmark code, not part of the product. It speaks just enough of the demo servers'
+//! HTTP contract for `examples/loadgen.rs` (`POST /api/sessions`, `POST /api/sessions/{id}/tasks`,
+//! `GET /ws?session=`, `GET /events?session=`) and writes the same frames over the same axum
+//! transport, but with the shortest path it can: the simulated tool on `spawn_blocking` pushes
+//! each status into its session's own tokio mpsc queue, and the session's socket task drains that
+//! queue straight into the socket. No task-local session, no shared channel, no broadcaster, no
+//! history, no gap handling. Comparing a demo server with this floor shows what the crate adds
+//! over the transport.
+//!
+//! Differences from the contract, on purpose: a session has one reader at a time (a second
+//! socket waits until the first closes) and statuses leave the queue once they are sent, so
+//! there is no resume (`after=`, `Last-Event-ID` are ignored). Until a socket drains it, the
+//! queue holds every status (unbounded: the floor measures the transport, not a buffer policy).
+//!
+//! Without `--port` (or `PORT`) it prints how to run it and exits, so that `cargo bench` and
+//! `cargo test --all-targets` do not hang on a server; `cargo bench --bench e2e` starts it itself.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, Stream};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::OwnedMutexGuard;
+
+/// How many queued statuses a socket task takes at once before flushing the socket.
+const BATCH: usize = 256;
+
+/// One status in a session's queue: its sequence number and text.
+type Status = (u64, String);
+
+struct Session {
+    id: String,
+    /// Sequence counter and sender under one lock, so that the queue order is the `seq` order
+    /// even when two tasks of one session run at once.
+    producer: Mutex<Producer>,
+    /// The draining side, held by the one socket that currently reads the session.
+    queue: Arc<tokio::sync::Mutex<UnboundedReceiver<Status>>>,
+}
+
+struct Producer {
+    seq: u64,
+    tx: UnboundedSender<Status>,
+}
+
+impl Session {
+    fn new(id: String) -> Self {
+        let (tx, rx) = unbounded_channel();
+        Session {
+            id,
+            producer: Mutex::new(Producer { seq: 0, tx }),
+            queue: Arc::new(tokio::sync::Mutex::new(rx)),
+        }
+    }
+
+    fn push(&self, text: String) {
+        let mut producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        producer.seq += 1;
+        let seq = producer.seq;
+        // The receiver lives in `self.queue` as long as the session, so this cannot fail; if it
+        // ever did, say so rather than lose the status quietly.
+        if producer.tx.send((seq, text)).is_err() {
+            eprintln!("floor: session {} lost status {seq}: queue closed", self.id);
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct AppState {
+    sessions: Arc<RwLock<HashMap<String, Arc<Session>>>>,
+}
+
+impl AppState {
+    fn session(&self, id: &str) -> Option<Arc<Session>> {
+        let sessions = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
+        sessions.get(id).cloned()
+    }
+}
+
+#[derive(Serialize)]
+struct Frame<'a> {
+    session: &'a str,
+    seq: u64,
+    text: &'a str,
+}
+
+#[derive(Deserialize)]
+struct TaskRequest {
+    steps: u64,
+    delay_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct SessionQuery {
+    session: String,
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn unknown_session() -> Response {
+    error(StatusCode::NOT_FOUND, "unknown session")
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn frame_json(session: &str, seq: u64, text: &str) -> String {
+    let frame = Frame { session, seq, text };
+    serde_json::to_string(&frame).unwrap_or_else(|_| String::from("{}"))
+}
+
+async fn create_session(State(state): State<AppState>) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let session = Arc::new(Session::new(id.clone()));
+    state
+        .sessions
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id.clone(), session);
+    (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response()
+}
+
+/// The simulated synchronous tool, as in the contract: `steps` statuses, `delay_ms` apart.
+fn tool(session: &Session, steps: u64, delay_ms: u64) {
+    for i in 1..=steps {
+        let t_ns = unix_nanos();
+        session.push(format!("step {i}/{steps} t_ns={t_ns}"));
+        if delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(delay_ms));
+        }
+    }
+}
+
+async fn start_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(session) = state.session(&id) else {
+        return unknown_session();
+    };
+    let request: TaskRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid task: {e}")),
+    };
+    if !(1..=100_000).contains(&request.steps) {
+        return error(StatusCode::BAD_REQUEST, "steps must be in 1..=100000");
+    }
+    if request.delay_ms > 60_000 {
+        return error(StatusCode::BAD_REQUEST, "delay_ms must be in 0..=60000");
+    }
+    // The join handle is not awaited: the task runs on after the 202, like the demo's.
+    drop(tokio::task::spawn_blocking(move || {
+        tool(&session, request.steps, request.delay_ms)
+    }));
+    let task = uuid::Uuid::new_v4().simple().to_string();
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "task": task })),
+    )
+        .into_response()
+}
+
+async fn ws(
+    State(state): State<AppState>,
+    Query(query): Query<SessionQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(session) = state.session(&query.session) else {
+        return unknown_session();
+    };
+    upgrade.on_upgrade(move |socket| drain_to_ws(socket, session))
+}
+
+async fn drain_to_ws(mut socket: WebSocket, session: Arc<Session>) {
+    let mut queue = session.queue.clone().lock_owned().await;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            n = queue.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                for (seq, text) in batch.drain(..) {
+                    let frame = frame_json(&session.id, seq, &text);
+                    if socket.feed(Message::Text(frame.into())).await.is_err() {
+                        return;
+                    }
+                }
+                if socket.flush().await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                // Client frames are ignored; axum answers pings by itself.
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<SessionQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, Response> {
+    let Some(session) = state.session(&query.session) else {
+        return Err(unknown_session());
+    };
+    let queue = session.queue.clone().lock_owned().await;
+    Ok(Sse::new(sse_stream(session, queue)))
+}
+
+fn sse_stream(
+    session: Arc<Session>,
+    queue: OwnedMutexGuard<UnboundedReceiver<Status>>,
+) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
+    futures_util::stream::unfold((session, queue), |(session, mut queue)| async move {
+        let (seq, text) = queue.recv().await?;
+        let event = Event::default()
+            .id(seq.to_string())
+            .data(frame_json(&session.id, seq, &text));
+        Some((Ok(event), (session, queue)))
+    })
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/sessions", post(create_session))
+        .route("/api/sessions/{id}/tasks", post(start_task))
+        .route("/ws", get(ws))
+        .route("/events", get(events))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(AppState::default())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => drop(ctrl_c.await),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(ctrl_c.await);
+}
+
+/// `--port` / `PORT` and `--bind` / `BIND`; `None` when no port was asked for.
+fn parse_args() -> Result<Option<SocketAddr>, String> {
+    let mut port = std::env::var("PORT").ok();
+    let mut bind = std::env::var("BIND").unwrap_or_else(|_| String::from("127.0.0.1"));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if port.is_none() && !args.iter().any(|a| a == "--port") {
+        // Started by `cargo bench` (with `--bench` and maybe a filter) or `cargo test`.
+        return Ok(None);
+    }
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => port = Some(args.next().ok_or("--port needs a value")?),
+            "--bind" => bind = args.next().ok_or("--bind needs a value")?,
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let Some(port) = port else {
+        return Ok(None);
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|e| format!("bad port {port:?}: {e}"))?;
+    let ip = bind
+        .parse()
+        .map_err(|e| format!("bad bind {bind:?}: {e}"))?;
+    Ok(Some(SocketAddr::new(ip, port)))
+}
+
+#[tokio::main]
+async fn main() {
+    let addr = match parse_args() {
+        Ok(Some(addr)) => addr,
+        Ok(None) => {
+            println!(
+                "e2e_floor is the floor server of the end-to-end benchmark; `cargo bench --bench e2e` \
+                 starts it. To run it alone: cargo bench --bench e2e_floor -- --port 3000"
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("e2e_floor: {e}");
+            std::process::exit(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("e2e_floor: cannot bind {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    match listener.local_addr() {
+        Ok(bound) => println!("listening on http://{bound}"),
+        Err(e) => eprintln!("e2e_floor: bound address unknown: {e}"),
+    }
+    if let Err(e) = axum::serve(listener, app())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+    {
+        eprintln!("e2e_floor: server error: {e}");
+        std::process::exit(1);
+    }
+}
