@@ -30,7 +30,7 @@ pub(crate) struct Entry {
 
 /// What [`SessionLog::insert`] did with an externally numbered status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // the seam for externally numbered statuses; exercised by unit tests
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the Redis backend
 pub(crate) enum Inserted {
     /// It was the newest: appended, `head` moved to it.
     Appended,
@@ -62,10 +62,12 @@ pub(crate) struct SessionLog {
 }
 
 impl SessionLog {
+    #[cfg_attr(not(any(test, feature = "redis")), allow(dead_code))] // used by the Redis backend
     pub(crate) fn head(&self) -> u64 {
         self.head
     }
 
+    #[cfg_attr(not(any(test, feature = "redis")), allow(dead_code))] // used by the Redis backend
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -88,7 +90,7 @@ impl SessionLog {
     }
 
     /// Inserts a status numbered elsewhere (see the module invariants); `seq` must be at least 1.
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the Redis backend
     pub(crate) fn insert(
         &mut self,
         seq: u64,

@@ -101,12 +101,11 @@
 //   (`log` module).
 // - Locks: shard map, then session state; neither is held across an await or while waking a
 //   task (`session` module).
-// - The seam for statuses numbered outside this process (a shared backend assigns the numbers
-//   and feeds them in) is `Hub::insert_numbered` and `Hub::local_head`, crate-private. Such a
-//   status goes into the local log at its given number; a jump past `head + 1` is a hole that
-//   subscribers report as a gap unless it is filled (inserted) before they read past it, and
-//   older history is filled the same way. Local `publish` and the seam must not both number
-//   one session.
+// - Statuses numbered outside this process (the Redis backend assigns the numbers) go into
+//   the local log at their given numbers through `SessionLog::insert` and `skip_to` (the
+//   `redis` module's `apply_remote`); a jump past `head + 1` is a hole that subscribers report
+//   as a gap unless it is filled before they read past it. Local `publish` and the backend
+//   never both number one hub's sessions.
 
 mod counters;
 mod log;
@@ -1364,79 +1363,6 @@ impl Hub {
         }
     }
 
-    /// Puts a status numbered elsewhere (by a shared backend) into the local history of
-    /// `session`, opening it if needed, and wakes its subscribers. See the `log` module's
-    /// invariants for holes and fills. `None` when the session could not be had (counted).
-    #[allow(dead_code)] // the seam a shared backend plugs into
-    pub(crate) fn insert_numbered(
-        &self,
-        session: &str,
-        seq: u64,
-        mut text: String,
-    ) -> Option<log::Inserted> {
-        let inner = &*self.inner;
-        if !valid_session_id(session) {
-            inner.counters.dropped_invalid.add(1);
-            return None;
-        }
-        if truncate(&mut text, inner.config.max_status_bytes) {
-            inner.counters.truncated.add(1);
-        }
-        let now = inner.clock.now_ms();
-        let text: Arc<str> = Arc::from(text);
-        for _ in 0..3 {
-            let found = match inner.session(session, now, true, false) {
-                Ok(found) => found,
-                Err(refusal) => {
-                    inner.count_refusal(&refusal);
-                    return None;
-                }
-            };
-            let mut state = found.lock();
-            match state.end {
-                Some(End::Evicted) => continue,
-                Some(End::Closed) => {
-                    drop(state);
-                    inner.counters.dropped_closed.add(1);
-                    return None;
-                }
-                None => {}
-            }
-            let before = state.log.len() as u64;
-            inner.trim(&mut state.log, now);
-            let inserted =
-                state
-                    .log
-                    .insert(seq, Arc::clone(&text), now, inner.config.history_capacity);
-            inner.trim(&mut state.log, now);
-            let after = state.log.len() as u64;
-            let wake = state.take_wakers();
-            drop(state);
-            if matches!(inserted, log::Inserted::Appended | log::Inserted::Filled) {
-                inner.counters.accepted.add(1);
-            }
-            if after >= before {
-                inner.counters.retained.add(after - before);
-            } else {
-                inner.counters.retained.sub(before - after);
-            }
-            wake.wake();
-            return Some(inserted);
-        }
-        inner.counters.dropped_closed.add(1);
-        None
-    }
-
-    /// The highest sequence number the local history of `session` has held, if it is held.
-    #[allow(dead_code)] // the seam a shared backend plugs into
-    pub(crate) fn local_head(&self, session: &str) -> Option<u64> {
-        let found = lock_shard(self.inner.shard(session))
-            .get(session)
-            .cloned()?;
-        let head = found.lock().log.head();
-        Some(head)
-    }
-
     /// Evicts every session that has had no subscriber and no status for
     /// [`HubConfig::history_ttl`], and drops expired history; returns how many sessions were
     /// evicted. The hub also does this by itself as it is used; call it to free memory at a
@@ -1765,79 +1691,5 @@ impl Inner {
             self.evict(session);
         }
         evicted.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use futures_util::{FutureExt, StreamExt};
-
-    use super::log::Inserted;
-    use super::*;
-
-    fn next(sub: &mut Subscription) -> Option<(char, u64, u64)> {
-        match sub.next().now_or_never()?? {
-            Event::Status(s) => Some(('s', s.seq, s.seq)),
-            Event::Gap(g) => Some(('g', g.from, g.to)),
-        }
-    }
-
-    #[test]
-    fn externally_numbered_statuses_fill_holes_or_become_gaps() {
-        let hub = Hub::new(HubConfig::default()).unwrap();
-        let mut early = hub.subscribe("s", None);
-        assert_eq!(
-            hub.insert_numbered("s", 1, "1".into()),
-            Some(Inserted::Appended)
-        );
-        assert_eq!(
-            hub.insert_numbered("s", 4, "4".into()),
-            Some(Inserted::Appended)
-        );
-        assert_eq!(hub.local_head("s"), Some(4));
-        // A subscriber reading now is told 2..=3 are missing.
-        assert_eq!(next(&mut early), Some(('s', 1, 1)));
-        assert_eq!(next(&mut early), Some(('g', 2, 3)));
-        assert_eq!(next(&mut early), Some(('s', 4, 4)));
-        // Filled before a later subscriber reads, the hole is no gap for it.
-        assert_eq!(
-            hub.insert_numbered("s", 3, "3".into()),
-            Some(Inserted::Filled)
-        );
-        assert_eq!(
-            hub.insert_numbered("s", 2, "2".into()),
-            Some(Inserted::Filled)
-        );
-        assert_eq!(
-            hub.insert_numbered("s", 2, "2".into()),
-            Some(Inserted::Duplicate)
-        );
-        let mut late = hub.subscribe("s", None);
-        for seq in 1..=4 {
-            assert_eq!(next(&mut late), Some(('s', seq, seq)));
-        }
-        assert_eq!(next(&mut late), None);
-        let stats = hub.stats();
-        assert_eq!((stats.accepted, stats.retained), (4, 4));
-        assert_eq!(hub.local_head("other"), None);
-    }
-
-    #[test]
-    fn retained_follows_external_inserts_through_trimming() {
-        let hub = Hub::new(HubConfig {
-            history_capacity: 2,
-            ..HubConfig::default()
-        })
-        .unwrap();
-        for seq in [5, 6, 7] {
-            hub.insert_numbered("s", seq, seq.to_string());
-        }
-        assert_eq!(
-            hub.insert_numbered("s", 1, "1".into()),
-            Some(Inserted::TooOld)
-        );
-        assert_eq!(hub.stats().retained, 2);
-        assert!(hub.close_session("s"));
-        assert_eq!(hub.stats().retained, 0);
     }
 }
