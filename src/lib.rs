@@ -135,3 +135,8 @@ pub use session::{
     current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
     SessionContext, SessionFutureExt, SpawnError, WithSession,
 };
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
