@@ -214,6 +214,9 @@ fn build(options: &Options, target: &Path) -> Result<BTreeMap<String, PathBuf>, 
             "--example",
             "loadgen",
         ]);
+    if options.redis.is_some() {
+        command.args(["--features", "redis"]);
+    }
     for name in &options.servers {
         let (_, server, _) = server_entry(name);
         if !manifest_dir.join(server.source()).exists() {

@@ -1,2 +1,141 @@
-//! Throughput benchmark (placeholder).
-fn main() {}
+//! `add_status_message` -> `stream_status_updates` throughput against the raw tokio unbounded
+//! mpsc floor: the same `(Option<String>, String)` tuple, the same producer threads, one
+//! consumer, measured in the same group.
+//!
+//! The `many_producers` group repeats the comparison with 64 producer threads on a machine with
+//! far fewer cores: the situation of an agent server running one blocking tool per request.
+//!
+//! Run with: cargo bench --bench throughput
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures_util::StreamExt;
+use status_messenger::{
+    add_status_message, setup_status_messenger_async, stream_status_updates, SessionContext,
+};
+
+const TEXT: &str = "Searching the web...";
+
+/// Runs `produce` on `threads` threads (each sending `messages / threads` messages) while
+/// `consume` takes them all on a current-thread runtime; returns the elapsed time.
+fn run_once<P, C>(
+    runtime: &tokio::runtime::Runtime,
+    threads: u64,
+    messages: u64,
+    produce: P,
+    consume: C,
+) -> Duration
+where
+    P: Fn(u64, u64) + Send + Sync + Clone + 'static,
+    C: std::future::Future<Output = u64>,
+{
+    let per_thread = messages / threads;
+    let start = Instant::now();
+    let producers: Vec<_> = (0..threads)
+        .map(|thread| {
+            let produce = produce.clone();
+            std::thread::spawn(move || produce(thread, per_thread))
+        })
+        .collect();
+    let received = runtime.block_on(consume);
+    let elapsed = start.elapsed();
+    for producer in producers {
+        producer.join().expect("producer thread");
+    }
+    assert_eq!(received, per_thread * threads);
+    elapsed
+}
+
+/// Benchmarks the raw channel and the messenger with `threads` producers, side by side.
+fn compare(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    threads: u64,
+    messages: u64,
+) {
+    let expected = messages / threads * threads;
+    group.throughput(Throughput::Elements(expected));
+    group.bench_with_input(
+        BenchmarkId::new("raw_unbounded_mpsc", threads),
+        &threads,
+        |b, &threads| {
+            b.iter_custom(|iterations| {
+                (0..iterations)
+                    .map(|_| {
+                        let (tx, mut rx) =
+                            tokio::sync::mpsc::unbounded_channel::<(Option<String>, String)>();
+                        let produce = move |thread: u64, count: u64| {
+                            let session = format!("session-{thread}");
+                            for _ in 0..count {
+                                let _sent = tx.send((Some(session.clone()), TEXT.to_owned()));
+                            }
+                        };
+                        run_once(runtime, threads, messages, produce, async move {
+                            let mut received = 0;
+                            while received < expected {
+                                if rx.recv().await.is_none() {
+                                    break;
+                                }
+                                received += 1;
+                            }
+                            received
+                        })
+                    })
+                    .sum()
+            });
+        },
+    );
+    group.bench_with_input(
+        BenchmarkId::new("status_messenger", threads),
+        &threads,
+        |b, &threads| {
+            b.iter_custom(|iterations| {
+                (0..iterations)
+                    .map(|_| {
+                        let produce = |thread: u64, count: u64| {
+                            SessionContext::new(format!("session-{thread}")).run(|| {
+                                for _ in 0..count {
+                                    add_status_message(TEXT);
+                                }
+                            });
+                        };
+                        run_once(runtime, threads, messages, produce, async move {
+                            let mut updates = stream_status_updates();
+                            let mut received = 0;
+                            while received < expected {
+                                if updates.next().await.is_none() {
+                                    break;
+                                }
+                                received += 1;
+                            }
+                            received
+                        })
+                    })
+                    .sum()
+            });
+        },
+    );
+}
+
+fn add_to_stream(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    setup_status_messenger_async();
+
+    let mut group = c.benchmark_group("add_to_stream");
+    group.sample_size(20);
+    for threads in [1, 2, 4] {
+        compare(&mut group, &runtime, threads, 200_000);
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("many_producers");
+    group.sample_size(10);
+    compare(&mut group, &runtime, 64, 64_000);
+    group.finish();
+}
+
+criterion_group!(benches, add_to_stream);
+criterion_main!(benches);

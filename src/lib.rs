@@ -100,11 +100,14 @@
 //!
 //! | feature | what it adds |
 //! | --- | --- |
-//! | (none) | the messenger and the session helpers |
+//! | (none) | the messenger, the session helpers and the [`Hub`] |
+//! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]) |
+//! | `redis` | [`Hub::with_redis`]: sessions shared by several processes through Redis (`hub::redis`) |
 //!
 //! # Supported Rust versions
 //!
-//! The minimum supported Rust version is 1.80.
+//! The minimum supported Rust version is 1.85, the oldest that the current releases of the
+//! dependencies build with (tokio asks for 1.85). Clippy checks the crate against it.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
@@ -113,9 +116,16 @@
 )]
 #![warn(missing_debug_implementations)]
 
+pub mod hub;
 pub mod messenger;
 mod session;
 
+#[cfg(feature = "redis")]
+pub use hub::{BackendError, RedisConfig};
+pub use hub::{
+    ConfigError, Event, Gap, Hub, HubConfig, HubError, HubStats, NoSessionPolicy, Status,
+    Subscription,
+};
 pub use messenger::{
     add_status_message, dropped_before_setup, global_messenger, setup_status_messenger_async,
     stream_status_updates, try_stream_status_updates, Messenger, StatusStream, StatusUpdate,
@@ -125,3 +135,8 @@ pub use session::{
     current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
     SessionContext, SessionFutureExt, SpawnError, WithSession,
 };
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -16,6 +16,18 @@ use crate::messenger::CURRENT_WEBSOCKET_SESSION_ID;
 
 /// A future running with a session set; returned by [`with_session_id`],
 /// [`SessionContext::wrap`] and the [`SessionFutureExt`] methods.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{current_session_id, with_session_id, WithSession};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let fut: WithSession<_> = with_session_id("s1", async { current_session_id() });
+/// assert_eq!(fut.await.as_deref(), Some("s1"));
+/// # }
+/// ```
 pub type WithSession<F> = TaskLocalFuture<Option<String>, F>;
 
 /// The session id of the current task or thread, if one is set.
@@ -186,6 +198,16 @@ impl SessionContext {
 }
 
 /// Why a task could not be spawned.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{try_spawn, SpawnError};
+///
+/// let error = try_spawn(async {}).unwrap_err();
+/// assert_eq!(error, SpawnError::NoRuntime);
+/// assert_eq!(error.to_string(), "no tokio runtime is running on this thread");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SpawnError {

@@ -1,0 +1,292 @@
+//! The bounded buffer between `publish` and the writer task.
+//!
+//! # Invariants
+//!
+//! - At most `capacity` statuses wait at once, counting those taken by the writer until Redis
+//!   confirms them ([`Outbox::release`]). A status that finds the buffer full is dropped
+//!   and counted against its session in `dropped`; the next status of that session that is
+//!   queued carries that count (`skip`), and counts left when the queue runs empty become
+//!   [`Item::Skip`] items. So the numbers Redis assigns leave exactly one hole per run of
+//!   dropped statuses, in the place they would have had, and subscribers get a gap covering
+//!   exactly them.
+//! - Items of one session leave in the order they came, and a [`Item::Close`] stays behind the
+//!   statuses queued before it.
+//! - The lock is held only to move items, never across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+/// One thing for the writer to send.
+#[derive(Debug)]
+pub(super) enum Item {
+    /// A status, after `skip` numbers for statuses dropped before it.
+    Status {
+        session: Arc<str>,
+        text: Arc<str>,
+        skip: u64,
+    },
+    /// `count` numbers for statuses dropped with none of their session queued after them.
+    Skip { session: Arc<str>, count: u64 },
+    /// End the session.
+    Close { session: Arc<str> },
+}
+
+impl Item {
+    pub(super) fn session(&self) -> &Arc<str> {
+        match self {
+            Item::Status { session, .. } | Item::Skip { session, .. } | Item::Close { session } => {
+                session
+            }
+        }
+    }
+}
+
+/// What became of a pushed status.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Pushed {
+    Queued,
+    /// Dropped; `first` is true for the first drop since Redis last confirmed a status.
+    Full {
+        first: bool,
+    },
+    /// The hub is shutting down.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Item>,
+    /// `Item::Status` entries in `queue`.
+    queued: usize,
+    /// Statuses taken and not yet released.
+    unconfirmed: usize,
+    dropped: HashMap<Arc<str>, u64>,
+    overflowing: bool,
+    closed: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    shut: Notify,
+    capacity: usize,
+}
+
+impl Outbox {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            shut: Notify::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section only moves items; poisoning cannot leave a half-change.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn push(&self, session: &str, text: Arc<str>) -> Pushed {
+        let mut state = self.lock();
+        if state.closed {
+            return Pushed::Closed;
+        }
+        if state.queued + state.unconfirmed >= self.capacity {
+            *state.dropped.entry(Arc::from(session)).or_insert(0) += 1;
+            let first = !state.overflowing;
+            state.overflowing = true;
+            return Pushed::Full { first };
+        }
+        let (session, skip) = match state.dropped.remove_entry(session) {
+            Some((session, skip)) => (session, skip),
+            None => (Arc::from(session), 0),
+        };
+        state.queue.push_back(Item::Status {
+            session,
+            text,
+            skip,
+        });
+        state.queued += 1;
+        drop(state);
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
+    /// Queues the end of `session` behind its statuses; whatever of it was dropped needs no gap
+    /// any more.
+    pub(super) fn close(&self, session: &str) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        let session = match state.dropped.remove_entry(session) {
+            Some((session, _)) => session,
+            None => Arc::from(session),
+        };
+        state.queue.push_back(Item::Close { session });
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Resolves when something was queued since the last call (or never waited for).
+    pub(super) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Resolves once [`shut`](Outbox::shut) was called.
+    pub(super) async fn wait_shut(&self) {
+        loop {
+            let shut = self.shut.notified();
+            let mut shut = std::pin::pin!(shut);
+            shut.as_mut().enable();
+            if self.lock().closed {
+                return;
+            }
+            shut.await;
+        }
+    }
+
+    /// Whether [`shut`](Outbox::shut) was called.
+    pub(super) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Whether [`shut`](Outbox::shut) was called and nothing is left to take.
+    pub(super) fn is_shut(&self) -> bool {
+        let state = self.lock();
+        state.closed && state.queue.is_empty() && state.dropped.is_empty()
+    }
+
+    /// Moves up to `max` items into `out`; returns the statuses among them, or `None` when there
+    /// is nothing to take. They keep their place in the bound until released.
+    pub(super) fn try_take(&self, max: usize, out: &mut Vec<Item>) -> Option<usize> {
+        let mut state = self.lock();
+        if state.queue.is_empty() && state.dropped.is_empty() {
+            return None;
+        }
+        let n = state.queue.len().min(max);
+        let mut statuses = 0;
+        for item in state.queue.drain(..n) {
+            statuses += usize::from(matches!(item, Item::Status { .. }));
+            out.push(item);
+        }
+        state.queued -= statuses;
+        state.unconfirmed += statuses;
+        if state.queue.is_empty() {
+            out.extend(
+                state
+                    .dropped
+                    .drain()
+                    .map(|(session, count)| Item::Skip { session, count }),
+            );
+        }
+        Some(statuses)
+    }
+
+    /// Stops taking statuses; the writer still drains what is queued.
+    pub(super) fn shut(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+        self.shut.notify_waiters();
+    }
+
+    /// Frees the places of `statuses` taken statuses that Redis confirmed (or that were counted
+    /// as dropped).
+    pub(super) fn release(&self, statuses: usize) {
+        let mut state = self.lock();
+        state.unconfirmed = state.unconfirmed.saturating_sub(statuses);
+        if statuses > 0 {
+            state.overflowing = false;
+        }
+    }
+
+    /// Empties the outbox for good; returns the statuses it held (queued or unconfirmed).
+    pub(super) fn discard(&self) -> usize {
+        let mut state = self.lock();
+        state.closed = true;
+        state.queue.clear();
+        state.dropped.clear();
+        std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                Item::Status {
+                    session,
+                    text,
+                    skip,
+                } => format!("{session}:{text}+{skip}"),
+                Item::Skip { session, count } => format!("{session}:skip{count}"),
+                Item::Close { session } => format!("{session}:close"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn drops_beyond_capacity_become_skips_in_place() {
+        let outbox = Outbox::new(2);
+        assert_eq!(outbox.push("a", Arc::from("1")), Pushed::Queued);
+        assert_eq!(outbox.push("b", Arc::from("1")), Pushed::Queued);
+        assert_eq!(
+            outbox.push("a", Arc::from("2")),
+            Pushed::Full { first: true }
+        );
+        assert_eq!(
+            outbox.push("a", Arc::from("3")),
+            Pushed::Full { first: false }
+        );
+        assert_eq!(
+            outbox.push("b", Arc::from("2")),
+            Pushed::Full { first: false }
+        );
+        let mut out = Vec::new();
+        assert_eq!(outbox.try_take(1, &mut out), Some(1));
+        // Taken is not confirmed: still no room.
+        assert_eq!(
+            outbox.push("a", Arc::from("x")),
+            Pushed::Full { first: false }
+        );
+        outbox.release(1);
+        // Room for one: it carries the three numbers dropped before it.
+        assert_eq!(outbox.push("a", Arc::from("4")), Pushed::Queued);
+        assert_eq!(outbox.try_take(10, &mut out), Some(2));
+        let mut shapes = shape(&out);
+        shapes[3..].sort();
+        assert_eq!(shapes, vec!["a:1+0", "b:1+0", "a:4+3", "b:skip1"]);
+    }
+
+    #[test]
+    fn close_follows_queued_statuses_and_forgets_drops() {
+        let outbox = Outbox::new(1);
+        outbox.push("a", Arc::from("1"));
+        outbox.push("a", Arc::from("2"));
+        outbox.close("a");
+        let mut out = Vec::new();
+        assert_eq!(outbox.try_take(10, &mut out), Some(1));
+        assert_eq!(shape(&out), vec!["a:1+0", "a:close"]);
+        assert_eq!(outbox.try_take(10, &mut out), None);
+    }
+
+    #[test]
+    fn shut_refuses_and_discard_counts() {
+        let outbox = Outbox::new(4);
+        outbox.push("a", Arc::from("1"));
+        outbox.push("a", Arc::from("2"));
+        outbox.shut();
+        assert!(!outbox.is_shut());
+        assert_eq!(outbox.push("a", Arc::from("3")), Pushed::Closed);
+        assert_eq!(outbox.discard(), 2);
+        assert!(outbox.is_shut());
+    }
+}

@@ -1,0 +1,149 @@
+//! One session inside the hub: its log, its end state and the wakers of its waiting readers.
+//!
+//! # Invariants
+//!
+//! - Lock order is shard map, then session state. Nothing takes a shard lock while holding a
+//!   session's state lock, and no lock is held across an `.await` or while waking a task.
+//! - `subscribers` and `last_activity_ms` decide eviction. A subscriber is counted under the
+//!   shard lock before the session is handed to it, and a publisher refreshes
+//!   `last_activity_ms` under the shard lock before it appends, so a sweep (which holds that
+//!   lock) never evicts a session that is about to be used. A subscription that leaves refreshes
+//!   `last_activity_ms` before it decrements `subscribers`.
+//! - Once `end` is set it never changes: an ended session is out of every shard map and takes
+//!   no new status. Readers of a `Closed` session still get what it holds, then end; its log is
+//!   freed when the last of them leaves (or at once when it has none).
+//! - A waker slot belongs to one subscription from its creation until it leaves; a `Some` in a
+//!   slot means that subscription waits for the next status. Publishing takes every waiting
+//!   waker under the state lock and wakes them after releasing it, so a reader that found
+//!   nothing and parked under the same lock cannot miss the status.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+
+use super::log::SessionLog;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// By `close_session` or `shutdown`: readers drain, then end.
+    Closed,
+    /// Idle for its time to live with no subscriber: nobody reads it any more.
+    Evicted,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: Arc<str>,
+    state: Mutex<State>,
+    pub(crate) subscribers: AtomicUsize,
+    pub(crate) last_activity_ms: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) log: SessionLog,
+    pub(crate) end: Option<End>,
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+    waiting: usize,
+}
+
+/// Wakers taken under the lock, woken after it is released.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    Nobody,
+    One(Waker),
+    Many(Vec<Waker>),
+}
+
+impl Wake {
+    pub(crate) fn wake(self) {
+        match self {
+            Wake::Nobody => {}
+            Wake::One(waker) => waker.wake(),
+            Wake::Many(wakers) => wakers.into_iter().for_each(Waker::wake),
+        }
+    }
+}
+
+impl Session {
+    pub(crate) fn new(id: Arc<str>, now_ms: u64) -> Self {
+        Self {
+            id,
+            state: Mutex::new(State::default()),
+            subscribers: AtomicUsize::new(0),
+            last_activity_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    /// The state lock. Every critical section only moves data (no user code, no await), so a
+    /// panic while holding it cannot leave the data half-changed; poisoning is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// Gives a new subscription its waker slot.
+    pub(crate) fn join(&mut self) -> usize {
+        match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Frees a leaving subscription's slot.
+    pub(crate) fn leave(&mut self, slot: usize) {
+        if let Some(waker) = self.slots.get_mut(slot) {
+            if waker.take().is_some() {
+                self.waiting -= 1;
+            }
+            self.free.push(slot);
+        }
+        if self.free.len() == self.slots.len() {
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        }
+    }
+
+    pub(crate) fn members(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Records that the subscription in `slot` waits for the next status.
+    pub(crate) fn park(&mut self, slot: usize, waker: &Waker) {
+        if let Some(parked) = self.slots.get_mut(slot) {
+            match parked {
+                Some(old) if old.will_wake(waker) => {}
+                Some(old) => old.clone_from(waker),
+                None => {
+                    *parked = Some(waker.clone());
+                    self.waiting += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes the wakers of every waiting subscription.
+    pub(crate) fn take_wakers(&mut self) -> Wake {
+        match self.waiting {
+            0 => Wake::Nobody,
+            1 => {
+                self.waiting = 0;
+                match self.slots.iter_mut().find_map(Option::take) {
+                    Some(waker) => Wake::One(waker),
+                    None => Wake::Nobody,
+                }
+            }
+            n => {
+                self.waiting = 0;
+                let mut wakers = Vec::with_capacity(n);
+                wakers.extend(self.slots.iter_mut().filter_map(Option::take));
+                Wake::Many(wakers)
+            }
+        }
+    }
+}

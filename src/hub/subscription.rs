@@ -1,0 +1,266 @@
+//! The stream a subscriber reads: a cursor into its session's log.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+
+use super::session::Session;
+use super::{Event, Inner};
+
+/// Statuses copied out of the log per lock; bounds the per-subscriber copy.
+const BATCH: usize = 32;
+
+/// A subscriber's stream of one session's [`Event`]s, from [`Hub::subscribe`](super::Hub::subscribe).
+///
+/// `Stream<Item = Event> + Send + Unpin + 'static`. It reads its session's shared history by
+/// cursor instead of owning a queue, so one that is never polled holds no status of its own and
+/// never slows the hub, the other subscribers or other sessions. When it falls more than
+/// [`subscriber_buffer`](super::HubConfig::subscriber_buffer) statuses behind, or what it has not
+/// read left history, it gets one [`Event::Gap`] naming what it missed and goes on. It ends
+/// (`None`) after the session is closed or the hub shut down and it has read what was accepted
+/// before; a subscription refused by [`Hub::subscribe`](super::Hub::subscribe) ends at once.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{Event, Hub, HubConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new(HubConfig::default()).unwrap();
+/// let mut sub = hub.subscribe("s1", None);
+/// hub.publish(Some("s1"), "hello");
+/// match sub.next().await {
+///     Some(Event::Status(status)) => assert_eq!((status.seq, &*status.text), (1, "hello")),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// assert_eq!(sub.last_seq(), 1);
+/// # }
+/// ```
+#[must_use = "streams do nothing unless polled"]
+pub struct Subscription {
+    live: Option<Live>,
+    session: Option<Arc<str>>,
+    cursor: u64,
+}
+
+struct Live {
+    hub: Arc<Inner>,
+    session: Arc<Session>,
+    slot: usize,
+    buf: VecDeque<Event>,
+    /// Statuses handed out since the last flush into the shared counter.
+    unflushed: u64,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("session", &self.session)
+            .field("last_seq", &self.cursor)
+            .field("live", &self.live.is_some())
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// Joins `session`, whose subscriber count the caller already raised; reads after `after`.
+    pub(crate) fn join(hub: Arc<Inner>, session: Arc<Session>, after: u64) -> Self {
+        let slot = session.lock().join();
+        Self {
+            session: Some(Arc::clone(&session.id)),
+            cursor: after,
+            live: Some(Live {
+                hub,
+                session,
+                slot,
+                buf: VecDeque::new(),
+                unflushed: 0,
+            }),
+        }
+    }
+
+    /// A subscription that ends at once.
+    pub(crate) fn ended(session: Option<Arc<str>>, after: u64) -> Self {
+        Self {
+            live: None,
+            session,
+            cursor: after,
+        }
+    }
+
+    /// The session this subscription reads (`None` only when it was refused for an invalid id).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// assert_eq!(hub.subscribe("s1", None).session(), Some("s1"));
+    /// ```
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// The last sequence number this subscription has handed out or reported in a gap (the
+    /// `after` it started from until then). Resume from it with
+    /// [`Hub::subscribe`](super::Hub::subscribe)`(session, Some(last_seq))`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// assert_eq!(hub.subscribe("s1", Some(7)).last_seq(), 7);
+    /// ```
+    pub fn last_seq(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Whether the stream may still yield items (`false` once it ended or when it was refused).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let sub = hub.subscribe("s1", None);
+    /// assert!(sub.is_live());
+    /// hub.close_session("s1");
+    /// assert!(sub.is_live()); // still live until it has read what the session held
+    /// assert!(!hub.subscribe("", None).is_live()); // an invalid id is refused
+    /// ```
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Items copied out of history and not yet handed out; never more than a small batch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let sub = hub.subscribe("s1", None);
+    /// for i in 0..10_000 {
+    ///     hub.publish(Some("s1"), format!("status {i}"));
+    /// }
+    /// // A subscription that is not polled holds nothing of its own.
+    /// assert_eq!(sub.queued(), 0);
+    /// ```
+    pub fn queued(&self) -> usize {
+        self.live.as_ref().map_or(0, |live| live.buf.len())
+    }
+
+    /// Leaves the session: counts what was handed out, frees the waker slot, and frees a
+    /// closed session's log when this was its last reader.
+    fn finish(&mut self) {
+        let Some(mut live) = self.live.take() else {
+            return;
+        };
+        live.flush();
+        let freed = {
+            let mut state = live.session.lock();
+            state.leave(live.slot);
+            if state.end.is_some() && state.members() == 0 {
+                state.log.clear()
+            } else {
+                0
+            }
+        };
+        let counters = &live.hub.counters;
+        counters.retained.sub(freed);
+        live.session
+            .last_activity_ms
+            .store(live.hub.clock.now_ms(), Ordering::Relaxed);
+        let before = live.session.subscribers.fetch_sub(1, Ordering::Release);
+        #[cfg(feature = "redis")]
+        if before == 1 {
+            if let Some(backend) = live.hub.backend.get() {
+                backend.interest(&live.session.id);
+            }
+        }
+        debug_assert!(before > 0, "subscriber count went below zero");
+        counters.subscribers.sub(1);
+    }
+}
+
+impl Live {
+    fn flush(&mut self) {
+        self.hub.counters.delivered.add(self.unflushed);
+        self.unflushed = 0;
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        let event = self.buf.pop_front()?;
+        match &event {
+            Event::Status(_) => self.unflushed += 1,
+            Event::Gap(gap) => {
+                let counters = &self.hub.counters;
+                counters.gaps.add(1);
+                counters.lagged.add(gap.len());
+                tracing::debug!(
+                    target: "status_messenger::hub",
+                    session = %gap.session,
+                    from = gap.from,
+                    to = gap.to,
+                    "subscriber missed statuses; gap reported"
+                );
+            }
+        }
+        if self.buf.is_empty() {
+            self.flush();
+        }
+        Some(event)
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = &mut *self;
+        let Some(live) = this.live.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(event) = live.pop() {
+            return Poll::Ready(Some(event));
+        }
+        let config = &live.hub.config;
+        let mut state = live.session.lock();
+        let read = state.log.read(
+            this.cursor,
+            config.subscriber_buffer as u64,
+            BATCH,
+            &live.session.id,
+            &mut live.buf,
+        );
+        this.cursor = read.cursor;
+        if live.buf.is_empty() {
+            if state.end.is_some() {
+                drop(state);
+                this.finish();
+                return Poll::Ready(None);
+            }
+            state.park(live.slot, cx.waker());
+            return Poll::Pending;
+        }
+        drop(state);
+        Poll::Ready(live.pop())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.live {
+            Some(live) => (live.buf.len(), None),
+            None => (0, Some(0)),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
