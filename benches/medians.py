@@ -20,8 +20,9 @@ def main() -> int:
         print(f"no results under {root}: run the benchmark first")
         return 1
     rows = {}
-    for estimates in root.glob("*/*/new/estimates.json"):
-        function, parameter = estimates.parts[-4], estimates.parts[-3]
+    found = [(e, e.parts[-4], e.parts[-3]) for e in root.glob("*/*/new/estimates.json")]
+    found += [(e, e.parts[-3], "-") for e in root.glob("*/new/estimates.json")]
+    for estimates, function, parameter in found:
         bench = json.loads((estimates.parent / "benchmark.json").read_text())
         elements = (bench.get("throughput") or {}).get("Elements")
         median_ns = json.loads(estimates.read_text())["median"]["point_estimate"]
