@@ -42,3 +42,25 @@ async fn clones_share_one_channel() {
     );
     assert_eq!(clone.received(), 1);
 }
+
+#[tokio::test]
+async fn what_a_dropped_stream_drained_comes_first_in_the_next() {
+    let messenger = Messenger::new();
+    for i in 1..=3 {
+        messenger.send(None, i.to_string());
+    }
+    let mut first = messenger.stream();
+    // Taking one message drains all three into the stream's buffer.
+    assert_eq!(first.next().await, Some((None, "1".into())));
+    assert_eq!(first.pending(), 2);
+    for i in 4..=5 {
+        messenger.send(None, i.to_string());
+    }
+    drop(first);
+
+    let second = messenger.stream();
+    assert_eq!(second.pending(), 4);
+    let rest: Vec<String> = second.take(4).map(|(_, text)| text).collect().await;
+    assert_eq!(rest, ["2", "3", "4", "5"]);
+    assert_eq!(messenger.received(), 5);
+}
