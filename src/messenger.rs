@@ -1,23 +1,42 @@
 //! The messenger: one channel from status producers to one consumer.
 //!
-//! # Invariants
+//! This module holds the port of the Python original: the task-local
+//! [`CURRENT_WEBSOCKET_SESSION_ID`], the global functions over one process-wide [`Messenger`],
+//! and the [`StatusStream`] a broadcaster consumes.
 //!
-//! - A [`Messenger`] owns both ends of its channel for as long as it lives (`Shared` keeps a
-//!   sender and a receiver), so a send on the channel cannot fail and a message waits in the
-//!   channel until a consumer takes it.
-//! - At most one [`StatusStream`] consumes at a time: `Shared::stream_taken` is set by the one
-//!   stream that holds receiver clones and cleared when it is dropped, after its pending
-//!   receive has been unregistered and what it had drained but not yielded has been parked in
-//!   `Shared::leftover`. Receivers are only woken, never handed a message, so a dropped stream
-//!   takes nothing with it: the next one yields the leftover first (it is older than anything
-//!   still in the channel), then the channel, in order.
-//! - A stream drains the channel in bulk (one lock for everything queued) into its own buffer
-//!   and yields from there; that halves the lock traffic producers contend with.
-//! - The channel is `flume`'s unbounded one rather than tokio's: tokio's unbounded list channel
-//!   lets a producer that was preempted between reserving a slot and writing it hold back the
-//!   shared tail pointer, and every other producer then walks the block list from there. With
-//!   many more blocking threads than cores (100 tool threads on 2 cores) tokio's channel fell to
-//!   about 60,000 messages/s where flume's kept about 3,000,000.
+//! ```
+//! use futures_util::StreamExt;
+//! use status_messenger::messenger::{self, CURRENT_WEBSOCKET_SESSION_ID};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! messenger::setup_status_messenger_async();
+//! CURRENT_WEBSOCKET_SESSION_ID
+//!     .scope(Some("s1".to_owned()), async { messenger::add_status_message("hi") })
+//!     .await;
+//! let update = messenger::stream_status_updates().next().await;
+//! assert_eq!(update, Some((Some("s1".to_owned()), "hi".to_owned())));
+//! # }
+//! ```
+
+// # Invariants
+//
+// - A [`Messenger`] owns both ends of its channel for as long as it lives (`Shared` keeps a
+//   sender and a receiver), so a send on the channel cannot fail and a message waits in the
+//   channel until a consumer takes it.
+// - At most one [`StatusStream`] consumes at a time: `Shared::stream_taken` is set by the one
+//   stream that holds receiver clones and cleared when it is dropped, after its pending
+//   receive has been unregistered and what it had drained but not yielded has been parked in
+//   `Shared::leftover`. Receivers are only woken, never handed a message, so a dropped stream
+//   takes nothing with it: the next one yields the leftover first (it is older than anything
+//   still in the channel), then the channel, in order.
+// - A stream drains the channel in bulk (one lock for everything queued) into its own buffer
+//   and yields from there; that halves the lock traffic producers contend with.
+// - The channel is `flume`'s unbounded one rather than tokio's: tokio's unbounded list channel
+//   lets a producer that was preempted between reserving a slot and writing it hold back the
+//   shared tail pointer, and every other producer then walks the block list from there. With
+//   many more blocking threads than cores (100 tool threads on 2 cores) tokio's channel fell to
+//   about 60,000 messages/s where flume's kept about 3,000,000.
 
 use std::collections::VecDeque;
 use std::fmt;

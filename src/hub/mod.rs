@@ -176,9 +176,20 @@ pub const MAX_SESSION_ID_BYTES: usize = 256;
 /// # Examples
 ///
 /// ```
-/// use status_messenger::hub::metric_names;
+/// use status_messenger::hub::metric_names::*;
 ///
-/// assert_eq!(metric_names::DELIVERED, "status_messenger_hub_delivered_total");
+/// assert_eq!(DELIVERED, "status_messenger_hub_delivered_total");
+/// // Every name is distinct, prefixed, and counters end in `_total`.
+/// let counters = [ACCEPTED, DELIVERED, DROPPED, TRUNCATED, GAPS, LAGGED, EVICTED, BACKEND_ERRORS,
+///     BACKEND_RECONNECTS];
+/// let gauges = [SESSIONS, SUBSCRIBERS, RETAINED, BACKEND_BUFFERED];
+/// assert!(counters.iter().all(|name| name.ends_with("_total")));
+/// assert!(gauges.iter().all(|name| !name.ends_with("_total")));
+/// let mut all: Vec<&str> = counters.iter().chain(&gauges).copied().collect();
+/// assert!(all.iter().all(|name| name.starts_with("status_messenger_hub_")));
+/// all.sort();
+/// all.dedup();
+/// assert_eq!(all.len(), counters.len() + gauges.len());
 /// ```
 pub mod metric_names {
     /// Gauge: sessions held now ([`HubStats::sessions`](super::HubStats::sessions)).
