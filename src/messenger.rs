@@ -9,6 +9,10 @@
 //!   stream that holds a receiver clone and cleared when it is dropped, after its pending
 //!   receive has been unregistered. Receivers are only woken, never handed a message, so a
 //!   dropped stream takes nothing with it and the next one starts at the oldest message.
+//! - While a consumer is set for direct delivery (`Hub::attach`), every send runs under the
+//!   read side of `Shared::direct` and hands the message to it; the switch drains the channel
+//!   under the write side, so nothing sent before it is overtaken or left behind. The direct
+//!   consumer holds the stream meanwhile, so the one-consumer rule above still holds.
 //! - The channel is `flume`'s unbounded one rather than tokio's: tokio's unbounded list channel
 //!   lets a producer that was preempted between reserving a slot and writing it hold back the
 //!   shared tail pointer, and every other producer then walks the block list from there. With
@@ -124,6 +128,9 @@ impl fmt::Debug for Direct {
 /// consumer keeping up. The consumer should do nothing slow per message: hand each one to a
 /// bounded per-session structure such as the `hub` module's `Hub`, which bounds memory and
 /// signals loss. [`StatusStream::pending`] tells how many messages wait in the channel.
+/// [`Hub::attach`](crate::Hub::attach) removes the channel from the path altogether: each
+/// message is published into the hub on the sender's thread, so none wait however many
+/// producers run at once.
 ///
 /// # Examples
 ///
@@ -413,7 +420,8 @@ impl Messenger {
         })
     }
 
-    /// Messages handed to consumers so far, over every stream this messenger has had.
+    /// Messages handed to consumers so far, over every stream this messenger has had and
+    /// every direct delivery ([`Hub::attach`](crate::Hub::attach)).
     ///
     /// # Examples
     ///
