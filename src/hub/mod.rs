@@ -8,6 +8,10 @@
 //! have a status (it left history, or the subscriber fell too far behind) it gets one
 //! [`Gap`] naming exactly the missing numbers, and goes on.
 //!
+//! Instead of consuming the messenger's stream in a task, a hub can be
+//! [`attach`](Hub::attach)ed to the messenger: each status is then published on the thread that
+//! adds it, so none wait in the channel when many producers outpace one consumer.
+//!
 //! ```
 //! use futures_util::StreamExt;
 //! use status_messenger::{Event, Hub, HubConfig, Messenger, SessionContext};
