@@ -9,8 +9,10 @@
 //! `listening on http://...` line) and reads the process's peak RSS (`VmHWM`) before stopping it
 //! with SIGTERM. `--scenarios` picks among these (default: all three):
 //!
-//! - throughput: for each session count S, `N = --total / S` steps with no delay, WebSockets
-//!   (`--sse`: event streams), median statuses/s over `--runs`;
+//! - throughput: for each session count S, `--steps` N (default 1,000) steps with no delay,
+//!   WebSockets (`--sse`: event streams), median statuses/s over `--runs`. N above 1,000 (the
+//!   demos' history and subscriber buffer) is refused: a client that falls that far behind gets
+//!   a gap item, as the contract says, and the run could no longer check clean delivery;
 //! - paced latency: `--paced S,N,D` (default 10 sessions of 200 steps 10 ms apart), p50/p99/p99.9;
 //! - memory: `--idle-sessions` (10,000) sessions each given `--idle-steps` (100) statuses with no
 //!   subscriber, a sample read back, then the peak RSS (`--idle-subscribed` instead keeps a
@@ -86,7 +88,8 @@ impl Target {
 struct Options {
     servers: Vec<&'static str>,
     sessions: Vec<u64>,
-    total: u64,
+    /// Steps per session in the throughput scenarios.
+    steps: u64,
     runs: u32,
     paced: (u64, u64, u64),
     idle: (u64, u64),
@@ -101,7 +104,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: cargo bench --bench e2e -- [--servers floor,axum,actix] \
-[--scenarios throughput,paced,memory] [--sessions 1,10,100,1000] [--total 100000] [--runs 5] \
+[--scenarios throughput,paced,memory] [--sessions 1,10,100,1000] [--steps 1000] [--runs 5] \
 [--paced 10,200,10] [--idle-sessions 10000] [--idle-steps 100] [--idle-subscribed] [--sse] \
 [--redis URL [--redis-split]] [--loadgen-threads 1] [--out DIR]";
 
@@ -118,7 +121,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
     let mut options = Options {
         servers: SERVERS.iter().map(|s| s.0).collect(),
         sessions: vec![1, 10, 100, 1000],
-        total: 100_000,
+        steps: MAX_THROUGHPUT_STEPS,
         runs: 5,
         paced: (10, 200, 10),
         idle: (10_000, 100),
@@ -150,7 +153,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                     .collect::<Result<_, _>>()?;
             }
             "--sessions" => options.sessions = list(&value()?, "--sessions")?,
-            "--total" => options.total = list(&value()?, "--total")?[0],
+            "--steps" => options.steps = list(&value()?, "--steps")?[0],
             "--runs" => options.runs = list(&value()?, "--runs")?[0] as u32,
             "--paced" => match list(&value()?, "--paced")?[..] {
                 [s, n, d] => options.paced = (s, n, d),
@@ -184,6 +187,12 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
     }
     if options.servers.is_empty() || options.sessions.contains(&0) || options.runs == 0 {
         return Err("need at least one server, one run, and session counts above 0".into());
+    }
+    if !(1..=MAX_THROUGHPUT_STEPS).contains(&options.steps) {
+        return Err(format!(
+            "--steps must be between 1 and {MAX_THROUGHPUT_STEPS}: more than the demos' history \
+             would turn lagging clients' statuses into gap items"
+        ));
     }
     if options.redis_split && options.redis.is_none() {
         return Err("--redis-split needs --redis URL".into());
@@ -497,9 +506,10 @@ fn measure(
     row
 }
 
-fn steps_for(total: u64, sessions: u64) -> u64 {
-    (total / sessions).clamp(1, 100_000)
-}
+/// The most steps per session a throughput run asks for: the demos keep 1,000 statuses of
+/// history and buffer as many per subscriber, so every status of such a run can be delivered
+/// without a gap however late a socket reads.
+const MAX_THROUGHPUT_STEPS: u64 = 1000;
 
 fn run(options: &Options) -> Result<bool, String> {
     let target = target_dir()?;
@@ -523,7 +533,7 @@ fn run(options: &Options) -> Result<bool, String> {
         // Servers interleaved per session count, so a burst of other load on the machine does
         // not fall on one server only.
         for &sessions in &options.sessions {
-            let steps = steps_for(options.total, sessions);
+            let steps = options.steps;
             for server in &options.servers {
                 eprintln!("e2e: {server}: throughput, {sessions} sessions x {steps} steps");
                 let args = flags(&[
@@ -587,7 +597,7 @@ fn run(options: &Options) -> Result<bool, String> {
         "parameters": {
             "servers": options.servers,
             "sessions": options.sessions,
-            "total_per_run": options.total,
+            "steps_per_session": options.steps,
             "runs": options.runs,
             "paced": { "sessions": s, "steps": n, "delay_ms": d },
             "scenarios": options.scenarios,

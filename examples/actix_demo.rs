@@ -123,11 +123,12 @@ fn main() -> ExitCode {
 
 async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
     let hub = config.hub().await?;
-    let consumer = hub.spawn_global_consumer();
+    // Statuses go from the tool's thread straight into the hub: nothing piles up in a channel
+    // while many tools run at once, and no consumer task has to be scheduled in between.
+    hub.attach_global()?;
     let listener = std::net::TcpListener::bind((config.bind.as_str(), config.port))?;
     println!("listening on http://{}", listener.local_addr()?);
     serve(listener, hub, common::shutdown_signal()).await?;
-    consumer.abort();
     tracing::info!("stopped");
     Ok(())
 }

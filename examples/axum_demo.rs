@@ -7,8 +7,9 @@
 //! - a request handler sets the session with [`with_session_id`] and runs the synchronous tool
 //!   through [`status_messenger::spawn_blocking`], which carries the session to the blocking
 //!   thread; the tool only calls `add_status_message`;
-//! - the hub consumes the global messenger's stream, numbers each session's statuses, keeps
-//!   their history and hands them to that session's subscribers;
+//! - the hub is attached to the global messenger: each status goes from the tool's thread
+//!   straight into the hub, which numbers it, keeps the session's history and wakes that
+//!   session's subscribers;
 //! - `/ws` and `/events` subscribe to one session and forward what the hub gives them.
 
 use std::convert::Infallible;
@@ -135,11 +136,12 @@ fn main() -> ExitCode {
 
 async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
     let hub = config.hub().await?;
-    let consumer = hub.spawn_global_consumer();
+    // Statuses go from the tool's thread straight into the hub: nothing piles up in a channel
+    // while many tools run at once, and no consumer task has to be scheduled in between.
+    hub.attach_global()?;
     let listener = TcpListener::bind((config.bind.as_str(), config.port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     serve(listener, hub, common::shutdown_signal()).await?;
-    consumer.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -264,9 +266,15 @@ async fn ws(
     upgrade
         .max_message_size(common::MAX_WS_MESSAGE_BYTES)
         .max_frame_size(common::MAX_WS_MESSAGE_BYTES)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| ws_session(socket, subscription, guard))
 }
 
+/// Bytes a WebSocket reader makes room for per read. Clients send nothing but the odd ping or
+/// close, and the reader clears this room on every poll, so the 128 KiB default cost a
+/// 128 KiB memset per socket each time a batch of frames was written; larger messages still
+/// arrive, over several reads.
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Most frames written before one flush, when many are ready at once.
 const WS_BATCH: usize = 256;
 

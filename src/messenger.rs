@@ -32,6 +32,10 @@
 //   still in the channel), then the channel, in order.
 // - A stream drains the channel in bulk (one lock for everything queued) into its own buffer
 //   and yields from there; that halves the lock traffic producers contend with.
+// - While a consumer is set for direct delivery (`Hub::attach`), every send runs under the
+//   read side of `Shared::direct` and hands the message to it; the switch drains the leftover
+//   and the channel under the write side, so nothing sent before it is overtaken or left
+//   behind. The direct consumer holds the stream meanwhile, so the one-consumer rule holds.
 // - The channel is `flume`'s unbounded one rather than tokio's: tokio's unbounded list channel
 //   lets a producer that was preempted between reserving a slot and writing it hold back the
 //   shared tail pointer, and every other producer then walks the block list from there. With
@@ -42,7 +46,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
 use flume::r#async::RecvStream;
@@ -115,6 +119,27 @@ struct Shared {
     received: AtomicU64,
     /// Streams refused because another one was consuming.
     refused_streams: AtomicU64,
+    /// Set while messages go straight to a consumer instead of through the channel.
+    direct: RwLock<Option<Direct>>,
+}
+
+/// Takes one message on the sender's thread, or gives it back when its target is gone.
+pub(crate) type Deliver = Box<dyn Fn(Option<&str>, String) -> Result<(), String> + Send + Sync>;
+
+/// A consumer that takes messages on the sender's own thread, so nothing waits in the channel.
+///
+/// It keeps the messenger's stream, so no other consumer can start meanwhile; `deliver` gives a
+/// message back when its target is gone, and the message then goes into the channel.
+struct Direct {
+    deliver: Deliver,
+    /// Held, never read: it marks the channel as consumed until direct delivery ends.
+    _stream: StatusStream,
+}
+
+impl fmt::Debug for Direct {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Direct").finish_non_exhaustive()
+    }
 }
 
 /// A channel from status producers (any thread, any task) to one consumer stream.
@@ -130,6 +155,9 @@ struct Shared {
 /// consumer keeping up. The consumer should do nothing slow per message: hand each one to a
 /// bounded per-session structure such as the `hub` module's `Hub`, which bounds memory and
 /// signals loss. [`StatusStream::pending`] tells how many messages wait in the channel.
+/// [`Hub::attach`](crate::Hub::attach) removes the channel from the path altogether: each
+/// message is published into the hub on the sender's thread, so none wait however many
+/// producers run at once.
 ///
 /// # Examples
 ///
@@ -194,6 +222,7 @@ impl Messenger {
                 leftover: Mutex::new(VecDeque::new()),
                 received: AtomicU64::new(0),
                 refused_streams: AtomicU64::new(0),
+                direct: RwLock::new(None),
             }),
         }
     }
@@ -219,7 +248,120 @@ impl Messenger {
     /// # }
     /// ```
     pub fn add_status_message(&self, message: impl Into<String>) {
-        self.send(crate::current_session_id(), message);
+        let mut message = Some(message.into());
+        // A direct consumer reads the id where it lies, without a copy per message.
+        let _ = CURRENT_WEBSOCKET_SESSION_ID.try_with(|id| {
+            if let Some(message) = message.take() {
+                self.dispatch(id.as_deref(), || id.clone(), message);
+            }
+        });
+        if let Some(message) = message {
+            self.dispatch(None, || None, message);
+        }
+    }
+
+    /// Hands `message` to the direct consumer if one is set, else puts it in the channel.
+    fn dispatch(
+        &self,
+        session: Option<&str>,
+        owned_session: impl FnOnce() -> Option<String>,
+        message: String,
+    ) {
+        tracing::debug!(
+            target: "status_messenger",
+            session = session.unwrap_or(UNKNOWN_SESSION),
+            message = %message,
+            "status message"
+        );
+        // Both routes run under the read lock: `set_direct` drains the channel under the write
+        // lock, so no message can land in the channel behind the drain or overtake one in it.
+        let direct = self
+            .shared
+            .direct
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let message = match direct.as_ref() {
+            Some(direct) => match (direct.deliver)(session, message) {
+                Ok(()) => {
+                    self.shared.received.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(message) => message,
+            },
+            None => message,
+        };
+        // The receiver lives as long as `self.shared` (see the module invariants), so this
+        // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
+        if self.shared.sender.send((owned_session(), message)).is_err() {
+            tracing::error!(target: "status_messenger", "status channel closed; message dropped");
+        }
+    }
+
+    /// Routes every message straight to `deliver` from now on, after handing it what waits in
+    /// the channel, in order. Fails while a stream consumes the channel.
+    pub(crate) fn set_direct(&self, deliver: Deliver) -> Result<(), StreamError> {
+        let mut direct = self
+            .shared
+            .direct
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut stream = self.try_stream()?;
+        // Senders wait for the write lock, so this hands over everything sent before the
+        // switch: first what an earlier stream drained but did not yield, then the channel.
+        let buffered = stream
+            .live
+            .as_mut()
+            .map(|live| std::mem::take(&mut live.buffer))
+            .unwrap_or_default();
+        let mut waiting = buffered
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.shared.receiver.try_recv().ok()));
+        while let Some((session, message)) = waiting.next() {
+            if let Err(message) = deliver(session.as_deref(), message) {
+                // The target went away while taking over: the rest stays, in order, for the
+                // next consumer (dropping the stream parks its buffer as the leftover).
+                let rest: VecDeque<StatusUpdate> =
+                    std::iter::once((session, message)).chain(waiting).collect();
+                if let Some(live) = stream.live.as_mut() {
+                    live.buffer = rest;
+                }
+                return Ok(());
+            }
+            self.shared.received.fetch_add(1, Ordering::Relaxed);
+        }
+        *direct = Some(Direct {
+            deliver,
+            _stream: stream,
+        });
+        Ok(())
+    }
+
+    /// Ends direct delivery: messages go into the channel again and a stream may take them.
+    pub(crate) fn clear_direct(&self) {
+        let old = self
+            .shared
+            .direct
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // Dropping the stream outside the lock gives the receiver back.
+        drop(old);
+    }
+
+    /// Whether messages go straight to a consumer (see `Hub::attach`) instead of the channel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let messenger = status_messenger::Messenger::new();
+    /// assert!(!messenger.is_direct());
+    /// ```
+    pub fn is_direct(&self) -> bool {
+        self.shared
+            .direct
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// Sends `message` for an explicitly named session, for code that knows it.
@@ -241,18 +383,8 @@ impl Messenger {
     /// # }
     /// ```
     pub fn send(&self, session_id: Option<String>, message: impl Into<String>) {
-        let message = message.into();
-        tracing::debug!(
-            target: "status_messenger",
-            session = session_id.as_deref().unwrap_or(UNKNOWN_SESSION),
-            message = %message,
-            "status message"
-        );
-        // The receiver lives as long as `self.shared` (see the module invariants), so this
-        // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
-        if self.shared.sender.send((session_id, message)).is_err() {
-            tracing::error!(target: "status_messenger", "status channel closed; message dropped");
-        }
+        let session = session_id.as_deref();
+        self.dispatch(session, || session_id.clone(), message.into());
     }
 
     /// Takes the receiver as a stream, or says why it cannot.
@@ -336,7 +468,8 @@ impl Messenger {
         })
     }
 
-    /// Messages handed to consumers so far, over every stream this messenger has had.
+    /// Messages handed to consumers so far, over every stream this messenger has had and
+    /// every direct delivery ([`Hub::attach`](crate::Hub::attach)).
     ///
     /// # Examples
     ///

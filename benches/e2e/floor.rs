@@ -206,7 +206,10 @@ async fn ws(
     let Some(session) = state.session(&query.session) else {
         return unknown_session();
     };
-    upgrade.on_upgrade(move |socket| drain_to_ws(socket, session))
+    // The same read room as the demo servers give their sockets, so the comparison is fair.
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| drain_to_ws(socket, session))
 }
 
 async fn drain_to_ws(mut socket: WebSocket, session: Arc<Session>) {

@@ -8,6 +8,10 @@
 //! have a status (it left history, or the subscriber fell too far behind) it gets one
 //! [`Gap`] naming exactly the missing numbers, and goes on.
 //!
+//! Instead of consuming the messenger's stream in a task, a hub can be
+//! [`attach`](Hub::attach)ed to the messenger: each status is then published on the thread that
+//! adds it, so none wait in the channel when many producers outpace one consumer.
+//!
 //! ```
 //! use futures_util::StreamExt;
 //! use status_messenger::{Event, Hub, HubConfig, Messenger, SessionContext};
@@ -802,6 +806,8 @@ pub(crate) struct Inner {
     consumer_left: Notify,
     next_sweep_ms: AtomicU64,
     warned: Warned,
+    /// The messenger that hands its messages straight to this hub ([`Hub::attach`]).
+    attached: Mutex<Option<crate::Messenger>>,
     /// Set once by [`Hub::with_redis`]; sessions then live in Redis.
     #[cfg(feature = "redis")]
     backend: std::sync::OnceLock<self::redis::Backend>,
@@ -916,6 +922,7 @@ impl Hub {
             consumer_left: Notify::new(),
             next_sweep_ms: AtomicU64::new(sweep_every_ms),
             warned: Warned::default(),
+            attached: Mutex::new(None),
             #[cfg(feature = "redis")]
             backend: std::sync::OnceLock::new(),
         });
@@ -959,97 +966,7 @@ impl Hub {
     /// assert_eq!(hub.stats().accepted, 3);
     /// ```
     pub fn publish(&self, session: Option<&str>, text: impl Into<String>) -> Option<u64> {
-        let inner = &*self.inner;
-        let counters = &inner.counters;
-        if inner.shut_down.load(Ordering::Acquire) {
-            counters.dropped_closed.add(1);
-            tracing::debug!(target: "status_messenger::hub", "hub shut down; status dropped");
-            return None;
-        }
-        let id = match (session, &inner.config.no_session) {
-            (Some(id), _) => id,
-            (None, NoSessionPolicy::Deliver(id)) => id.as_str(),
-            (None, NoSessionPolicy::Drop) => {
-                counters.dropped_no_session.add(1);
-                if first_time(&inner.warned.no_session) {
-                    tracing::warn!(
-                        target: "status_messenger::hub",
-                        "status with no session dropped (no_session policy Drop; \
-                         every one is counted in HubStats::dropped_no_session, warned once)"
-                    );
-                }
-                return None;
-            }
-        };
-        if !valid_session_id(id) {
-            counters.dropped_invalid.add(1);
-            if first_time(&inner.warned.invalid) {
-                tracing::warn!(
-                    target: "status_messenger::hub",
-                    "status for an invalid session id dropped (counted in \
-                     HubStats::dropped_invalid, warned once)"
-                );
-            }
-            return None;
-        }
-        let mut text = text.into();
-        if truncate(&mut text, inner.config.max_status_bytes) {
-            counters.truncated.add(1);
-            if first_time(&inner.warned.truncated) {
-                tracing::warn!(
-                    target: "status_messenger::hub",
-                    max_status_bytes = inner.config.max_status_bytes,
-                    "status longer than max_status_bytes truncated (counted in \
-                     HubStats::truncated, warned once)"
-                );
-            }
-        }
-        let text: Arc<str> = Arc::from(text);
-        let now = inner.clock.now_ms();
-        inner.maybe_sweep(now);
-        #[cfg(feature = "redis")]
-        if let Some(backend) = inner.backend.get() {
-            return backend.publish(inner, id, text);
-        }
-        // An eviction can only win against this publish when the TTL is shorter than the time
-        // between looking the session up and locking it; then the next attempt opens it anew.
-        for _ in 0..3 {
-            let session = match inner.session(id, now, true, false) {
-                Ok(session) => session,
-                Err(refusal) => {
-                    inner.count_refusal(&refusal);
-                    return None;
-                }
-            };
-            let mut state = session.lock();
-            match state.end {
-                Some(End::Evicted) => continue,
-                Some(End::Closed) => {
-                    drop(state);
-                    counters.dropped_closed.add(1);
-                    tracing::debug!(
-                        target: "status_messenger::hub",
-                        session = %session.id,
-                        "session closed; status dropped"
-                    );
-                    return None;
-                }
-                None => {}
-            }
-            // Expire first: a status arriving after a quiet spell must not revive old history.
-            let mut removed = inner.trim(&mut state.log, now);
-            let seq = state.log.append(Arc::clone(&text), now);
-            removed += inner.trim(&mut state.log, now);
-            let wake = state.take_wakers();
-            drop(state);
-            counters.accepted.add(1);
-            counters.retained.add(1);
-            counters.retained.sub(removed);
-            wake.wake();
-            return Some(seq);
-        }
-        counters.dropped_closed.add(1);
-        None
+        self.inner.publish(session, text.into())
     }
 
     /// Drives a stream of updates into the hub until it ends or the hub shuts down.
@@ -1166,6 +1083,99 @@ impl Hub {
         let updates = crate::setup_status_messenger_async().stream();
         let hub = self.clone();
         Ok(runtime.spawn(async move { hub.consume(updates).await }))
+    }
+
+    /// Makes `messenger` hand every message straight to this hub, on the sender's own thread,
+    /// instead of through its channel and a consuming task.
+    ///
+    /// What already waits in the channel is published first, in order. From then on
+    /// [`add_status_message`](crate::Messenger::add_status_message) publishes as
+    /// [`publish`](Hub::publish) does: no message waits in an unbounded channel, and no task has
+    /// to be woken and scheduled before a subscriber is, which saves memory and latency when
+    /// producers outpace a single consumer. The sender pays the publish (a few short locks,
+    /// never an await). The hub holds the messenger's stream meanwhile, so no other consumer can
+    /// take it; when the hub shuts down (or its last clone is dropped) messages go to the
+    /// channel again and wait for the next consumer, as with [`consume`](Hub::consume).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::AlreadyConsumed`](crate::StreamError::AlreadyConsumed) while a stream
+    /// consumes the messenger (or another hub is attached to it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{Hub, Messenger, SessionContext};
+    ///
+    /// let messenger = Messenger::new();
+    /// messenger.send(Some("s1".to_owned()), "queued before");
+    /// let hub = Hub::new(Default::default()).unwrap();
+    /// hub.attach(&messenger).unwrap();
+    /// assert!(messenger.is_direct());
+    /// SessionContext::new("s1").run(|| messenger.add_status_message("straight in"));
+    /// let stats = hub.stats();
+    /// assert_eq!((stats.accepted, stats.sessions), (2, 1));
+    /// assert!(hub.attach(&messenger).is_err());
+    /// ```
+    pub fn attach(&self, messenger: &crate::Messenger) -> Result<(), crate::StreamError> {
+        let inner = Arc::clone(&self.inner);
+        messenger.set_direct(Box::new(move |session, text| {
+            if inner.shut_down.load(Ordering::Acquire) {
+                // Being detached: the channel keeps it for the next consumer.
+                return Err(text);
+            }
+            inner.publish(session, text);
+            Ok(())
+        }))?;
+        let previous = self
+            .inner
+            .attached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(messenger.clone());
+        if let Some(previous) = previous {
+            previous.clear_direct();
+        }
+        // A shutdown that ran before the line above found nothing to detach.
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            let attached = self
+                .inner
+                .attached
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(messenger) = attached {
+                messenger.clear_direct();
+            }
+        }
+        Ok(())
+    }
+
+    /// [`attach`](Hub::attach)es the global messenger, after
+    /// [`setup_status_messenger_async`](crate::setup_status_messenger_async): the alternative
+    /// to [`spawn_global_consumer`](Hub::spawn_global_consumer) that needs no task.
+    ///
+    /// # Errors
+    ///
+    /// As [`attach`](Hub::attach).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{add_status_message, with_session_id, Hub};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new(Default::default()).unwrap();
+    /// hub.attach_global().unwrap();
+    /// with_session_id("s1", async { add_status_message("hello") }).await;
+    /// assert_eq!(hub.stats().accepted, 1);
+    /// hub.shutdown().await;
+    /// assert!(!status_messenger::global_messenger().unwrap().is_direct());
+    /// # }
+    /// ```
+    pub fn attach_global(&self) -> Result<(), crate::StreamError> {
+        self.attach(crate::setup_status_messenger_async())
     }
 
     /// Registers a session id (server-issued). Sessions are also created implicitly by their
@@ -1514,6 +1524,100 @@ impl Refusal {
 }
 
 impl Inner {
+    fn publish(&self, session: Option<&str>, text: String) -> Option<u64> {
+        let inner = self;
+        let counters = &inner.counters;
+        if inner.shut_down.load(Ordering::Acquire) {
+            counters.dropped_closed.add(1);
+            tracing::debug!(target: "status_messenger::hub", "hub shut down; status dropped");
+            return None;
+        }
+        let id = match (session, &inner.config.no_session) {
+            (Some(id), _) => id,
+            (None, NoSessionPolicy::Deliver(id)) => id.as_str(),
+            (None, NoSessionPolicy::Drop) => {
+                counters.dropped_no_session.add(1);
+                if first_time(&inner.warned.no_session) {
+                    tracing::warn!(
+                        target: "status_messenger::hub",
+                        "status with no session dropped (no_session policy Drop; \
+                         every one is counted in HubStats::dropped_no_session, warned once)"
+                    );
+                }
+                return None;
+            }
+        };
+        if !valid_session_id(id) {
+            counters.dropped_invalid.add(1);
+            if first_time(&inner.warned.invalid) {
+                tracing::warn!(
+                    target: "status_messenger::hub",
+                    "status for an invalid session id dropped (counted in \
+                     HubStats::dropped_invalid, warned once)"
+                );
+            }
+            return None;
+        }
+        let mut text = text;
+        if truncate(&mut text, inner.config.max_status_bytes) {
+            counters.truncated.add(1);
+            if first_time(&inner.warned.truncated) {
+                tracing::warn!(
+                    target: "status_messenger::hub",
+                    max_status_bytes = inner.config.max_status_bytes,
+                    "status longer than max_status_bytes truncated (counted in \
+                     HubStats::truncated, warned once)"
+                );
+            }
+        }
+        let text: Arc<str> = Arc::from(text);
+        let now = inner.clock.now_ms();
+        inner.maybe_sweep(now);
+        #[cfg(feature = "redis")]
+        if let Some(backend) = inner.backend.get() {
+            return backend.publish(inner, id, text);
+        }
+        // An eviction can only win against this publish when the TTL is shorter than the time
+        // between looking the session up and locking it; then the next attempt opens it anew.
+        for _ in 0..3 {
+            let session = match inner.session(id, now, true, false) {
+                Ok(session) => session,
+                Err(refusal) => {
+                    inner.count_refusal(&refusal);
+                    return None;
+                }
+            };
+            let mut state = session.lock();
+            match state.end {
+                Some(End::Evicted) => continue,
+                Some(End::Closed) => {
+                    drop(state);
+                    counters.dropped_closed.add(1);
+                    tracing::debug!(
+                        target: "status_messenger::hub",
+                        session = %session.id,
+                        "session closed; status dropped"
+                    );
+                    return None;
+                }
+                None => {}
+            }
+            // Expire first: a status arriving after a quiet spell must not revive old history.
+            let mut removed = inner.trim(&mut state.log, now);
+            let seq = state.log.append(Arc::clone(&text), now);
+            removed += inner.trim(&mut state.log, now);
+            let wake = state.take_wakers();
+            drop(state);
+            counters.accepted.add(1);
+            counters.retained.add(1);
+            counters.retained.sub(removed);
+            wake.wake();
+            return Some(seq);
+        }
+        counters.dropped_closed.add(1);
+        None
+    }
+
     /// Stops accepting and closes every session (what `shutdown` does without waiting).
     fn close_all(&self) {
         if self.stop_accepting() {
@@ -1531,6 +1635,15 @@ impl Inner {
             return false;
         }
         self.stop.notify_waiters();
+        // Messages sent from now on wait in the channel for the next consumer.
+        let attached = self
+            .attached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(messenger) = attached {
+            messenger.clear_direct();
+        }
         true
     }
 

@@ -104,17 +104,9 @@ pub(crate) fn shared_hub(config: fn() -> HubConfig) -> Hub {
     static HUB: OnceLock<Hub> = OnceLock::new();
     HUB.get_or_init(|| {
         let hub = Hub::new(config()).expect("valid hub config");
-        let consumer = hub.clone();
-        // The consumer outlives every test's runtime, so it gets a runtime of its own.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("consumer runtime");
-            runtime.block_on(async move {
-                let _ = consumer.spawn_global_consumer().await;
-            });
-        });
+        // Attached, it needs no task, so it outlives every test's runtime.
+        hub.attach_global()
+            .expect("nothing else consumes the global messenger");
         hub
     })
     .clone()
