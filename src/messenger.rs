@@ -249,8 +249,10 @@ impl Messenger {
     /// ```
     pub fn add_status_message(&self, message: impl Into<String>) {
         let mut message = Some(message.into());
-        // A direct consumer reads the id where it lies, without a copy per message.
-        let _ = CURRENT_WEBSOCKET_SESSION_ID.try_with(|id| {
+        // A direct consumer reads the id where it lies, without a copy per message. Where the
+        // task-local is not set, `try_with` fails, `message` is still `Some`, and it goes out
+        // below with no session: nothing is lost by ignoring that error.
+        let _not_set = CURRENT_WEBSOCKET_SESSION_ID.try_with(|id| {
             if let Some(message) = message.take() {
                 self.dispatch(id.as_deref(), || id.clone(), message);
             }
