@@ -570,9 +570,15 @@ impl Hub {
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(Some(reader)),
         };
-        if hub.inner.backend.set(backend).is_err() {
-            // A hub made just above has no backend yet.
-            unreachable!("fresh hub already had a backend");
+        if let Err(backend) = hub.inner.backend.set(backend) {
+            // A hub made just above has no backend yet, so this cannot happen; should it ever,
+            // stop the tasks rather than run a backend nobody holds, and say so.
+            for task in [&backend.writer, &backend.reader] {
+                if let Some(task) = lock(task).take() {
+                    task.abort();
+                }
+            }
+            tracing::error!(target: "status_messenger::redis", "the hub already had a backend");
         }
         Ok(hub)
     }
