@@ -139,20 +139,9 @@ fn error(status: StatusCode, message: &str) -> HttpResponse {
         .body(common::error_json(message))
 }
 
-fn unknown_session() -> HttpResponse {
-    error(StatusCode::NOT_FOUND, "unknown session")
-}
-
-/// `Ok(())` when `id` names a session this server issued and still holds.
-async fn check_session(hub: &Hub, id: Option<&str>) -> Result<(), HttpResponse> {
-    let Some(id) = id.filter(|id| common::is_well_formed_id(id)) else {
-        return Err(unknown_session());
-    };
-    match hub.session_exists(id).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(unknown_session()),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
-    }
+fn refused(refusal: common::Refusal) -> HttpResponse {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, &refusal.message)
 }
 
 async fn index() -> HttpResponse {
@@ -169,15 +158,11 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn create_session(state: web::Data<AppState>) -> HttpResponse {
-    let id = match common::new_id() {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    match state.hub.open_session(&id).await {
-        Ok(()) => HttpResponse::Created()
+    match common::create_session(&state.hub).await {
+        Ok(id) => HttpResponse::Created()
             .content_type(ContentType::json())
             .body(serde_json::json!({ "id": id }).to_string()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(refusal) => refused(refusal),
     }
 }
 
@@ -210,8 +195,8 @@ async fn start_task(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let session = req.match_info().get("id").map(str::to_owned);
-    if let Err(response) = check_session(&state.hub, session.as_deref()).await {
-        return response;
+    if let Err(refusal) = common::check_session(&state.hub, session.as_deref()).await {
+        return refused(refusal);
     }
     let body = match read_body(&req, payload).await {
         Ok(body) => body,
@@ -244,13 +229,12 @@ async fn run_task(spec: TaskSpec) {
 async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let query = common::Query::parse(Some(req.query_string()));
     let session = query.get("session");
-    if let Err(response) = check_session(&state.hub, session).await {
-        return response;
+    if let Err(refusal) = common::check_session(&state.hub, session).await {
+        return refused(refusal);
     }
-    let after = match query.get("after").map(|a| common::parse_seq("after", a)) {
-        None => None,
-        Some(Ok(after)) => Some(after),
-        Some(Err(message)) => return error(StatusCode::BAD_REQUEST, &message),
+    let after = match common::ws_resume_point(&query) {
+        Ok(after) => after,
+        Err(refusal) => return refused(refusal),
     };
     let Ok((response, ws_session, incoming)) = actix_ws::handle(&req, body) else {
         return error(
@@ -309,8 +293,8 @@ async fn forward(
 async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let query = common::Query::parse(Some(req.query_string()));
     let session = query.get("session");
-    if let Err(response) = check_session(&state.hub, session).await {
-        return response;
+    if let Err(refusal) = common::check_session(&state.hub, session).await {
+        return refused(refusal);
     }
     let header_id = req
         .headers()

@@ -154,20 +154,9 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn unknown_session() -> Response {
-    error(StatusCode::NOT_FOUND, "unknown session")
-}
-
-/// `Ok(())` when `id` names a session this server issued and still holds.
-async fn check_session(hub: &Hub, id: Option<&str>) -> Result<(), Response> {
-    let Some(id) = id.filter(|id| common::is_well_formed_id(id)) else {
-        return Err(unknown_session());
-    };
-    match hub.session_exists(id).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(unknown_session()),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
-    }
+fn refused(refusal: common::Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, &refusal.message)
 }
 
 async fn index() -> Response {
@@ -186,16 +175,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn create_session(State(state): State<AppState>) -> Response {
-    let id = match common::new_id() {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    match state.hub.open_session(&id).await {
-        Ok(()) => json(
+    match common::create_session(&state.hub).await {
+        Ok(id) => json(
             StatusCode::CREATED,
             serde_json::json!({ "id": id }).to_string(),
         ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(refusal) => refused(refusal),
     }
 }
 
@@ -205,8 +190,8 @@ async fn start_task(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let id = id.ok().map(|Path(id)| id);
-    if let Err(response) = check_session(&state.hub, id.as_deref()).await {
-        return response;
+    if let Err(refusal) = common::check_session(&state.hub, id.as_deref()).await {
+        return refused(refusal);
     }
     let body = match body {
         Ok(body) => body,
@@ -247,13 +232,12 @@ async fn ws(
 ) -> Response {
     let query = common::Query::parse(query.as_deref());
     let session = query.get("session");
-    if let Err(response) = check_session(&state.hub, session).await {
-        return response;
+    if let Err(refusal) = common::check_session(&state.hub, session).await {
+        return refused(refusal);
     }
-    let after = match query.get("after").map(|a| common::parse_seq("after", a)) {
-        None => None,
-        Some(Ok(after)) => Some(after),
-        Some(Err(message)) => return error(StatusCode::BAD_REQUEST, &message),
+    let after = match common::ws_resume_point(&query) {
+        Ok(after) => after,
+        Err(refusal) => return refused(refusal),
     };
     let Ok(upgrade) = upgrade else {
         return error(
@@ -336,8 +320,8 @@ async fn events(
 ) -> Response {
     let query = common::Query::parse(query.as_deref());
     let session = query.get("session");
-    if let Err(response) = check_session(&state.hub, session).await {
-        return response;
+    if let Err(refusal) = common::check_session(&state.hub, session).await {
+        return refused(refusal);
     }
     let header_id = headers
         .get("last-event-id")

@@ -160,6 +160,52 @@ pub(crate) fn is_well_formed_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// A request refused: the HTTP status and the message of its JSON error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    fn new(status: u16, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// `Ok(id)` when `id` names a session this server issued and still holds: 404 for a malformed
+/// or unknown id, 503 when the hub cannot tell (its backend is away).
+pub(crate) async fn check_session<'a>(hub: &Hub, id: Option<&'a str>) -> Result<&'a str, Refusal> {
+    let unknown = || Refusal::new(404, "unknown session");
+    let id = id.filter(|id| is_well_formed_id(id)).ok_or_else(unknown)?;
+    match hub.session_exists(id).await {
+        Ok(true) => Ok(id),
+        Ok(false) => Err(unknown()),
+        Err(e) => Err(Refusal::new(503, e.to_string())),
+    }
+}
+
+/// Issues a new session id and opens it in the hub.
+pub(crate) async fn create_session(hub: &Hub) -> Result<String, Refusal> {
+    let id = new_id().map_err(|e| Refusal::new(500, e.to_string()))?;
+    hub.open_session(&id)
+        .await
+        .map_err(|e| Refusal::new(503, e.to_string()))?;
+    Ok(id)
+}
+
+/// The WebSocket's resume point, from its `after` parameter.
+pub(crate) fn ws_resume_point(query: &Query) -> Result<Option<u64>, Refusal> {
+    query
+        .get("after")
+        .map(|after| parse_seq("after", after))
+        .transpose()
+        .map_err(|message| Refusal::new(400, message))
+}
+
 /// A validated `POST /api/sessions/{id}/tasks` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskSpec {
