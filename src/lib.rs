@@ -119,6 +119,7 @@
 pub mod hub;
 pub mod messenger;
 mod session;
+mod sync;
 
 #[cfg(feature = "redis")]
 pub use hub::{BackendError, RedisConfig};
