@@ -122,9 +122,9 @@ mod session;
 mod sync;
 
 #[cfg(feature = "redis")]
-pub use hub::{BackendError, RedisConfig};
+pub use hub::redis::RedisConfig;
 pub use hub::{
-    ConfigError, Event, Gap, Hub, HubConfig, HubError, HubStats, NoSessionPolicy, Status,
+    ConfigError, Event, Gap, Hub, HubConfig, HubStats, NoSessionPolicy, SessionId, Status,
     Subscription,
 };
 pub use messenger::{

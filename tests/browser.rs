@@ -399,7 +399,7 @@ async fn status_text_is_shown_as_text_never_as_html() {
         "<script>window.__pwned = true</script><b>bold?</b> & &amp; \"quotes\"",
     ];
     for text in hostile {
-        assert!(hub.publish(Some(&session), text).is_some());
+        assert!(hub.publish(Some(&session), text).is_ok());
     }
     wait_for_rows(&page, 2).await;
     let shown: Vec<String> = rows(&page).await.into_iter().map(|r| r.text).collect();
@@ -428,7 +428,7 @@ async fn statuses_no_longer_in_history_show_as_a_gap() {
     let server = start(hub.clone());
     let session = support::create_session(&server).await;
     for i in 1..=8 {
-        hub.publish(Some(&session), format!("status {i}"));
+        hub.publish(Some(&session), format!("status {i}")).unwrap();
     }
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;

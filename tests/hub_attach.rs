@@ -11,8 +11,9 @@ fn texts(hub: &Hub, session: &str) -> Vec<String> {
     let mut out = Vec::new();
     while let Some(Some(event)) = sub.next().now_or_never() {
         match event {
-            Event::Status(status) => out.push(status.text.to_string()),
+            Event::Status(status) => out.push(status.text().to_string()),
             Event::Gap(gap) => panic!("unexpected gap {gap:?}"),
+            other => panic!("unexpected event {other:?}"),
         }
     }
     out

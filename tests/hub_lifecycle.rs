@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use status_messenger::hub::{HistoryExpiry, MAX_SESSION_ID_BYTES, TRUNCATION_MARKER};
-use status_messenger::{Event, Hub, HubConfig, HubError, Messenger, NoSessionPolicy};
+use status_messenger::hub::{LookupError, OpenError, PublishError, SubscribeError};
+use status_messenger::{Event, Hub, HubConfig, Messenger, NoSessionPolicy};
 
 fn config(edit: impl FnOnce(&mut HubConfig)) -> HubConfig {
     let mut config = HubConfig::default();
@@ -15,14 +16,14 @@ fn config(edit: impl FnOnce(&mut HubConfig)) -> HubConfig {
 
 fn text_of(event: Option<Event>) -> String {
     match event {
-        Some(Event::Status(status)) => status.text.to_string(),
+        Some(Event::Status(status)) => status.text().to_string(),
         other => panic!("expected a status, got {other:?}"),
     }
 }
 
 fn gap_of(event: Option<Event>) -> (u64, u64) {
     match event {
-        Some(Event::Gap(gap)) => (gap.from, gap.to),
+        Some(Event::Gap(gap)) => (gap.from(), gap.to()),
         other => panic!("expected a gap, got {other:?}"),
     }
 }
@@ -30,7 +31,7 @@ fn gap_of(event: Option<Event>) -> (u64, u64) {
 #[tokio::test(start_paused = true)]
 async fn idle_sessions_are_evicted_after_the_ttl() {
     let hub = Hub::new(config(|c| c.history_ttl = Duration::from_secs(60))).unwrap();
-    hub.publish(Some("idle"), "hello");
+    hub.publish(Some("idle"), "hello").unwrap();
     hub.open_session("opened").await.unwrap();
     let watcher = hub.subscribe("watched", None);
 
@@ -60,19 +61,22 @@ async fn idle_sessions_are_evicted_after_the_ttl() {
     assert_eq!(hub.stats().sessions, 0);
 
     // An evicted session starts again from 1.
-    assert_eq!(hub.publish(Some("idle"), "again"), Some(1));
+    assert_eq!(
+        hub.publish(Some("idle"), "again").map(|p| p.seq()),
+        Ok(Some(1))
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn sweeping_happens_as_the_hub_is_used() {
     let hub = Hub::new(config(|c| c.history_ttl = Duration::from_secs(40))).unwrap();
     for i in 0..100 {
-        hub.publish(Some(&format!("s{i}")), "x");
+        hub.publish(Some(&format!("s{i}")), "x").unwrap();
     }
     assert_eq!(hub.stats().sessions, 100);
     tokio::time::advance(Duration::from_secs(50)).await;
     // Any later use sweeps (at most every ttl/4): here a status for another session.
-    hub.publish(Some("busy"), "y");
+    hub.publish(Some("busy"), "y").unwrap();
     let stats = hub.stats();
     assert_eq!(
         (stats.sessions, stats.evicted_sessions, stats.retained),
@@ -84,9 +88,9 @@ async fn sweeping_happens_as_the_hub_is_used() {
 async fn history_expires_after_the_last_status_by_default() {
     let hub = Hub::new(config(|c| c.history_ttl = Duration::from_secs(60))).unwrap();
     let _keep_alive = hub.subscribe("s", None);
-    hub.publish(Some("s"), "1");
+    hub.publish(Some("s"), "1").unwrap();
     tokio::time::advance(Duration::from_secs(50)).await;
-    hub.publish(Some("s"), "2");
+    hub.publish(Some("s"), "2").unwrap();
     tokio::time::advance(Duration::from_secs(50)).await;
     // 100 s after status 1 but 50 s after the last status: the whole history is still there.
     let mut late = hub.subscribe("s", None);
@@ -100,7 +104,7 @@ async fn history_expires_after_the_last_status_by_default() {
     assert_eq!(gap_of(later.next().await), (1, 2));
     assert!(later.next().now_or_never().is_none());
     // Numbering goes on after the history expired.
-    assert_eq!(hub.publish(Some("s"), "3"), Some(3));
+    assert_eq!(hub.publish(Some("s"), "3").map(|p| p.seq()), Ok(Some(3)));
     assert_eq!(text_of(later.next().await), "3");
 }
 
@@ -108,10 +112,13 @@ async fn history_expires_after_the_last_status_by_default() {
 async fn a_status_after_a_quiet_spell_does_not_revive_old_history() {
     let hub = Hub::new(config(|c| c.history_ttl = Duration::from_secs(60))).unwrap();
     let _keep_alive = hub.subscribe("s", None);
-    hub.publish(Some("s"), "before");
+    hub.publish(Some("s"), "before").unwrap();
     tokio::time::advance(Duration::from_secs(60)).await;
     // No sweep has run in between; the publish itself expires the quiet history first.
-    assert_eq!(hub.publish(Some("s"), "after"), Some(2));
+    assert_eq!(
+        hub.publish(Some("s"), "after").map(|p| p.seq()),
+        Ok(Some(2))
+    );
     assert_eq!(hub.stats().retained, 1);
     let mut late = hub.subscribe("s", None);
     assert_eq!(gap_of(late.next().await), (1, 1));
@@ -126,9 +133,9 @@ async fn each_status_expiry_drops_statuses_by_age() {
     }))
     .unwrap();
     let _keep_alive = hub.subscribe("s", None);
-    hub.publish(Some("s"), "old");
+    hub.publish(Some("s"), "old").unwrap();
     tokio::time::advance(Duration::from_secs(30)).await;
-    hub.publish(Some("s"), "new");
+    hub.publish(Some("s"), "new").unwrap();
     tokio::time::advance(Duration::from_secs(31)).await;
     hub.evict_idle();
     let mut late = hub.subscribe("s", None);
@@ -142,8 +149,8 @@ async fn oversized_statuses_are_truncated_at_a_char_boundary() {
     let hub = Hub::new(config(|c| c.max_status_bytes = 32)).unwrap();
     let long = "é".repeat(40); // 80 bytes, two per char
     let exact = "x".repeat(32);
-    hub.publish(Some("s"), long.clone());
-    hub.publish(Some("s"), exact.clone());
+    hub.publish(Some("s"), long.clone()).unwrap();
+    hub.publish(Some("s"), exact.clone()).unwrap();
     let mut sub = hub.subscribe("s", None);
 
     let cut = text_of(sub.next().await);
@@ -163,8 +170,8 @@ async fn oversized_statuses_are_truncated_at_a_char_boundary() {
 async fn statuses_without_a_session_are_dropped_and_counted_by_default() {
     let hub = Hub::new(HubConfig::default()).unwrap();
     let mut sub = hub.subscribe("s", None);
-    assert_eq!(hub.publish(None, "lost"), None);
-    assert_eq!(hub.publish(None, "lost too"), None);
+    assert_eq!(hub.publish(None, "lost"), Err(PublishError::NoSession));
+    assert_eq!(hub.publish(None, "lost too"), Err(PublishError::NoSession));
     let stats = hub.stats();
     assert_eq!(
         (stats.dropped_no_session, stats.accepted, stats.sessions),
@@ -184,7 +191,10 @@ async fn statuses_without_a_session_can_be_routed_to_one() {
     messenger.add_status_message("added outside any session");
     let (session, text) = messenger.stream().next().await.unwrap();
     assert_eq!(session, None);
-    assert_eq!(hub.publish(session.as_deref(), text), Some(1));
+    assert_eq!(
+        hub.publish(session.as_deref(), text).map(|p| p.seq()),
+        Ok(Some(1))
+    );
     assert_eq!(text_of(lobby.next().await), "added outside any session");
     assert_eq!(hub.stats().dropped_no_session, 0);
 }
@@ -194,18 +204,21 @@ async fn invalid_session_ids_are_refused_everywhere() {
     let hub = Hub::new(HubConfig::default()).unwrap();
     let too_long = "a".repeat(MAX_SESSION_ID_BYTES + 1);
     for id in ["", "line\nbreak", "nul\0", "c1 \u{85}", too_long.as_str()] {
-        assert_eq!(hub.publish(Some(id), "x"), None);
+        assert_eq!(
+            hub.publish(Some(id), "x"),
+            Err(PublishError::InvalidSessionId)
+        );
         assert!(matches!(
             hub.open_session(id).await,
-            Err(HubError::InvalidSessionId)
+            Err(OpenError::InvalidSessionId(_))
         ));
         assert!(matches!(
             hub.session_exists(id).await,
-            Err(HubError::InvalidSessionId)
+            Err(LookupError::InvalidSessionId(_))
         ));
         assert!(matches!(
             hub.try_subscribe(id, None),
-            Err(HubError::InvalidSessionId)
+            Err(SubscribeError::InvalidSessionId(_))
         ));
         let mut refused = hub.subscribe(id, None);
         assert!(!refused.is_live());
@@ -221,21 +234,27 @@ async fn invalid_session_ids_are_refused_everywhere() {
 #[tokio::test]
 async fn the_session_limit_refuses_new_sessions_only() {
     let hub = Hub::new(config(|c| c.max_sessions = 2)).unwrap();
-    assert_eq!(hub.publish(Some("a"), "x"), Some(1));
+    assert_eq!(hub.publish(Some("a"), "x").map(|p| p.seq()), Ok(Some(1)));
     hub.open_session("b").await.unwrap();
-    assert_eq!(hub.publish(Some("c"), "x"), None);
+    assert_eq!(
+        hub.publish(Some("c"), "x"),
+        Err(PublishError::TooManySessions)
+    );
     assert!(matches!(
         hub.open_session("c").await,
-        Err(HubError::TooManySessions)
+        Err(OpenError::TooManySessions)
     ));
     assert!(matches!(
         hub.try_subscribe("c", None),
-        Err(HubError::TooManySessions)
+        Err(SubscribeError::TooManySessions)
     ));
     // Existing sessions go on.
-    assert_eq!(hub.publish(Some("a"), "y"), Some(2));
-    assert!(hub.close_session("b"));
-    assert_eq!(hub.publish(Some("c"), "now there is room"), Some(1));
+    assert_eq!(hub.publish(Some("a"), "y").map(|p| p.seq()), Ok(Some(2)));
+    assert!(hub.close_session("b").await.unwrap());
+    assert_eq!(
+        hub.publish(Some("c"), "now there is room").map(|p| p.seq()),
+        Ok(Some(1))
+    );
     assert_eq!(hub.stats().dropped_session_limit, 1);
 }
 
@@ -247,7 +266,7 @@ async fn history_is_bounded_by_count() {
     }))
     .unwrap();
     for i in 1..=100 {
-        hub.publish(Some("s"), i.to_string());
+        hub.publish(Some("s"), i.to_string()).unwrap();
     }
     assert_eq!(hub.stats().retained, 10);
     let mut resumed = hub.subscribe("s", Some(50));
@@ -263,10 +282,10 @@ async fn close_session_delivers_what_it_held_then_ends_streams() {
     let hub = Hub::new(HubConfig::default()).unwrap();
     let mut a = hub.subscribe("s", None);
     let mut b = hub.subscribe("s", None);
-    hub.publish(Some("s"), "1");
-    hub.publish(Some("s"), "2");
+    hub.publish(Some("s"), "1").unwrap();
+    hub.publish(Some("s"), "2").unwrap();
     assert_eq!(text_of(a.next().await), "1");
-    assert!(hub.close_session("s"));
+    assert!(hub.close_session("s").await.unwrap());
     assert!(!hub.session_exists("s").await.unwrap());
     assert_eq!(hub.stats().sessions, 0);
 
@@ -282,9 +301,12 @@ async fn close_session_delivers_what_it_held_then_ends_streams() {
 
     // The id can be used again, as a new session.
     let mut fresh = hub.subscribe("s", None);
-    assert_eq!(hub.publish(Some("s"), "new life"), Some(1));
+    assert_eq!(
+        hub.publish(Some("s"), "new life").map(|p| p.seq()),
+        Ok(Some(1))
+    );
     assert_eq!(text_of(fresh.next().await), "new life");
-    assert!(!hub.close_session("never-existed"));
+    assert!(!hub.close_session("never-existed").await.unwrap());
 }
 
 #[tokio::test]
@@ -294,7 +316,7 @@ async fn closing_a_session_wakes_waiting_subscribers() {
     let waiting = tokio::spawn(async move { sub.next().await });
     tokio::task::yield_now().await;
     assert!(!waiting.is_finished());
-    hub.close_session("s");
+    hub.close_session("s").await.unwrap();
     assert_eq!(waiting.await.unwrap(), None);
 }
 
@@ -325,7 +347,7 @@ async fn shutdown_delivers_what_was_accepted_then_ends_streams() {
     assert!(hub.is_shut_down());
 
     // Not accepted after shutdown, and counted.
-    assert_eq!(hub.publish(Some("s"), "late"), None);
+    assert_eq!(hub.publish(Some("s"), "late"), Err(PublishError::ShutDown));
     assert_eq!(hub.stats().dropped_closed, 1);
     // What the messenger still holds stays there for a later consumer.
     messenger.send(Some("s".into()), "kept in the channel");
@@ -338,7 +360,7 @@ async fn shutdown_delivers_what_was_accepted_then_ends_streams() {
     assert_eq!(parked.await.unwrap(), None);
     assert!(matches!(
         hub.open_session("u").await,
-        Err(HubError::ShutDown)
+        Err(OpenError::ShutDown)
     ));
     assert!(!hub.subscribe("s", None).is_live());
     assert!(!hub.session_exists("s").await.unwrap());
@@ -356,10 +378,13 @@ async fn dropping_the_last_hub_handle_ends_streams() {
     let hub = Hub::new(HubConfig::default()).unwrap();
     let clone = hub.clone();
     let mut sub = hub.subscribe("s", None);
-    hub.publish(Some("s"), "accepted");
+    hub.publish(Some("s"), "accepted").unwrap();
     drop(hub);
     // A clone still publishes.
-    assert_eq!(clone.publish(Some("s"), "still open"), Some(2));
+    assert_eq!(
+        clone.publish(Some("s"), "still open").map(|p| p.seq()),
+        Ok(Some(2))
+    );
     drop(clone);
     assert_eq!(text_of(sub.next().await), "accepted");
     assert_eq!(text_of(sub.next().await), "still open");
@@ -373,7 +398,7 @@ async fn consume_lets_subscribers_keep_up_with_an_always_ready_stream() {
     let reader = tokio::spawn(async move {
         for seq in 1..=10_000 {
             match sub.next().await {
-                Some(Event::Status(status)) => assert_eq!(status.seq, seq),
+                Some(Event::Status(status)) => assert_eq!(status.seq(), seq),
                 other => panic!("expected status {seq}, got {other:?}"),
             }
         }

@@ -35,7 +35,7 @@ fn a_retained_status_costs_about_100_bytes() {
 
     let region = Region::new(GLOBAL);
     for id in &ids {
-        hub.publish(Some(id), "");
+        hub.publish(Some(id), "").unwrap();
     }
     let per_session = net_bytes(&region) as f64 / SESSIONS as f64;
 
@@ -45,7 +45,7 @@ fn a_retained_status_costs_about_100_bytes() {
             // 40 bytes, like "step 12/100 t_ns=1700000000000000000xyz".
             let text = format!("step {i:>3}/100 t_ns={:0>22}", i);
             assert_eq!(text.len(), 40);
-            hub.publish(Some(id), text);
+            hub.publish(Some(id), text).unwrap();
         }
     }
     let statuses = (SESSIONS * (PER_SESSION - 1)) as f64;

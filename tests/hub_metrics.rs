@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use status_messenger::hub::metric_names as names;
+use status_messenger::hub::PublishError;
 use status_messenger::{Hub, HubConfig};
 
 /// Keeps every counter and gauge as an atomic, by name and labels.
@@ -76,22 +77,34 @@ async fn metrics_mirror_the_stats() {
 
     let mut sub = hub.subscribe("a", None);
     for i in 0..5 {
-        hub.publish(Some("a"), format!("status {i}"));
+        hub.publish(Some("a"), format!("status {i}")).unwrap();
     }
-    hub.publish(Some("a"), "y".repeat(100));
-    hub.publish(None, "no session");
-    hub.publish(Some(""), "invalid");
-    hub.publish(Some("b"), "b");
-    hub.publish(Some("c"), "c");
-    hub.publish(Some("d"), "over the session limit");
+    hub.publish(Some("a"), "y".repeat(100)).unwrap();
+    assert_eq!(
+        hub.publish(None, "no session"),
+        Err(PublishError::NoSession)
+    );
+    assert_eq!(
+        hub.publish(Some(""), "invalid"),
+        Err(PublishError::InvalidSessionId)
+    );
+    hub.publish(Some("b"), "b").unwrap();
+    hub.publish(Some("c"), "c").unwrap();
+    assert_eq!(
+        hub.publish(Some("d"), "over the session limit"),
+        Err(PublishError::TooManySessions)
+    );
     for _ in 0..4 {
         sub.next().await;
     }
-    hub.close_session("c");
+    hub.close_session("c").await.unwrap();
     tokio::time::advance(Duration::from_secs(11)).await;
     hub.evict_idle();
     hub.shutdown().await;
-    hub.publish(Some("a"), "after shutdown");
+    assert_eq!(
+        hub.publish(Some("a"), "after shutdown"),
+        Err(PublishError::ShutDown)
+    );
 
     let stats = hub.stats();
     assert_eq!(recorder.counter(names::ACCEPTED), stats.accepted);

@@ -16,7 +16,7 @@ async fn collect(mut sub: Subscription, n: usize) -> Vec<(u64, String)> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         match sub.next().await {
-            Some(Event::Status(status)) => out.push((status.seq, status.text.to_string())),
+            Some(Event::Status(status)) => out.push((status.seq(), status.text().to_string())),
             other => panic!("expected a status, got {other:?}"),
         }
     }
@@ -112,7 +112,10 @@ async fn concurrent_publishers_and_readers_lose_no_wakeup() {
                 (0..EACH)
                     .map(|i| {
                         let text = format!("{p}:{i}");
-                        (hub.publish(Some("s"), text.clone()).unwrap(), text)
+                        (
+                            hub.publish(Some("s"), text.clone()).unwrap().seq().unwrap(),
+                            text,
+                        )
                     })
                     .collect::<Vec<_>>()
             })

@@ -176,36 +176,45 @@ fn poll(model: &Model, sub: &mut Sub, max: usize, seen: &mut Seen) -> Result<(),
                 return Ok(());
             }
             Some(Some(Event::Status(status))) => {
-                prop_assert_eq!(&*status.session, format!("s{}", sub.session));
-                prop_assert_eq!(status.seq, sub.cursor + 1, "duplicate or silent loss");
+                prop_assert_eq!(status.session().as_str(), format!("s{}", sub.session));
+                prop_assert_eq!(status.seq(), sub.cursor + 1, "duplicate or silent loss");
                 prop_assert!(
-                    status.seq + model.buffer > sub.read_head,
+                    status.seq() + model.buffer > sub.read_head,
                     "{} is more than the subscriber buffer behind {}",
-                    status.seq,
+                    status.seq(),
                     sub.read_head
                 );
-                let (text, _) = &model.lives[sub.life].statuses[status.seq as usize - 1];
-                prop_assert_eq!(&*status.text, text.as_str());
-                sub.cursor = status.seq;
+                let (text, _) = &model.lives[sub.life].statuses[status.seq() as usize - 1];
+                prop_assert_eq!(status.text(), text.as_str());
+                sub.cursor = status.seq();
                 seen.statuses += 1;
             }
             Some(Some(Event::Gap(gap))) => {
-                prop_assert_eq!(gap.from, sub.cursor + 1, "gap does not start where it left");
-                prop_assert!(gap.from <= gap.to && gap.to <= head, "bad gap {:?}", gap);
+                prop_assert_eq!(
+                    gap.from(),
+                    sub.cursor + 1,
+                    "gap does not start where it left"
+                );
+                prop_assert!(
+                    gap.from() <= gap.to() && gap.to() <= head,
+                    "bad gap {:?}",
+                    gap
+                );
                 // Each missing status was out of history, or beyond the subscriber buffer.
                 let retained = model.retained(sub.life);
                 let floor = head.saturating_sub(model.buffer);
-                for seq in gap.from..=gap.to {
+                for seq in gap.from()..=gap.to() {
                     prop_assert!(
                         seq <= floor || !retained.contains(&seq),
                         "gap {:?} covers {seq}, which it could have had",
                         gap
                     );
                 }
-                sub.cursor = gap.to;
+                sub.cursor = gap.to();
                 seen.gaps += 1;
                 seen.lagged += gap.len();
             }
+            Some(Some(other)) => prop_assert!(false, "unexpected event {:?}", other),
         }
     }
     Ok(())
@@ -268,7 +277,10 @@ fn run(
                     model.texts += 1;
                     let text = format!("text {}", model.texts);
                     model.lives[life].statuses.push((text.clone(), model.now));
-                    let seq = hub.publish(Some(&format!("s{session}")), text);
+                    let seq = hub
+                        .publish(Some(&format!("s{session}")), text)
+                        .ok()
+                        .and_then(|p| p.seq());
                     prop_assert_eq!(seq, Some(model.head(life)));
                     accepted += 1;
                 }
@@ -293,7 +305,7 @@ fn run(
                     subs.push(sub);
                 }
                 Op::Close(session) => {
-                    let existed = hub.close_session(&format!("s{session}"));
+                    let existed = hub.close_session(&format!("s{session}")).await.unwrap();
                     match model.current[session] {
                         // Whether a sweep got to an idle session first is the hub's business.
                         Some(life) if model.idle_expired(life) => {}

@@ -2,7 +2,10 @@
 
 use std::future::Future;
 
-use status_messenger::{Event, Hub, HubConfig, HubError, HubStats, Subscription};
+use status_messenger::hub::{
+    BackendError, CloseError, LookupError, OpenError, PublishError, Published, SubscribeError,
+};
+use status_messenger::{Event, Hub, HubConfig, HubStats, SessionId, Subscription};
 
 fn send<T: Send>(_: &T) {}
 fn sync<T: Sync>(_: &T) {}
@@ -19,10 +22,18 @@ fn hub_types_are_send_sync() {
     static_(&hub);
     let stats: HubStats = hub.stats();
     send(&stats);
-    let error = HubError::ShutDown;
-    send(&error);
-    sync(&error);
-    let _: &dyn std::error::Error = &error;
+    let id = SessionId::new("s").unwrap();
+    send(&id);
+    sync(&id);
+    let published: Published = hub.publish(Some("s"), "x").unwrap();
+    send(&published);
+    fn error<E: std::error::Error + Send + Sync + 'static>() {}
+    error::<PublishError>();
+    error::<OpenError>();
+    error::<LookupError>();
+    error::<SubscribeError>();
+    error::<CloseError>();
+    error::<BackendError>();
 }
 
 #[test]
@@ -44,5 +55,6 @@ fn hub_futures_are_send() {
     send_future(&hub.consume(futures_util::stream::empty()));
     send_future(&hub.open_session("s"));
     send_future(&hub.session_exists("s"));
+    send_future(&hub.close_session("s"));
     send_future(&hub.shutdown());
 }

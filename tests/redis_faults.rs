@@ -47,7 +47,7 @@ async fn the_buffer_bound_holds_while_redis_is_down_and_the_gap_covers_exactly_t
     let b = hub(&server, &prefix, 50).await;
     let mut on_b = b.subscribe("s", None);
     for i in 1..=10 {
-        a.publish(Some("s"), format!("msg {i}"));
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
     }
     let mut events = read_through(&mut on_b, 10, WAIT).await;
 
@@ -55,7 +55,7 @@ async fn the_buffer_bound_holds_while_redis_is_down_and_the_gap_covers_exactly_t
     until(&a, "a to notice", |s| s.backend_errors > 0).await;
     // Redis is down: 50 fit in the buffer, the other 30 are dropped and counted.
     let accepted = (11..=90)
-        .filter(|i| a.publish(Some("s"), format!("msg {i}")).is_some())
+        .filter(|i| a.publish(Some("s"), format!("msg {i}")).is_ok())
         .count();
     assert_eq!(accepted, 50);
     let stats = a.stats();
@@ -63,7 +63,7 @@ async fn the_buffer_bound_holds_while_redis_is_down_and_the_gap_covers_exactly_t
 
     server.restart();
     until(&a, "the buffer to drain", |s| s.backend_buffered == 0).await;
-    a.publish(Some("s"), "msg 91");
+    a.publish(Some("s"), "msg 91").unwrap();
     read_more(&mut on_b, &mut events, 91, WAIT).await;
     // Statuses 11..=60 were buffered and arrive; 61..=90 were dropped: one gap, exactly them.
     assert_eq!(check_exact(&events, 91), (61..=90).collect::<Vec<_>>());
@@ -88,7 +88,7 @@ async fn redis_killed_and_restarted_mid_stream() {
         let a = a.clone();
         async move {
             for i in 1..=TOTAL {
-                assert!(a.publish(Some("s"), format!("msg {i}")).is_some());
+                assert!(a.publish(Some("s"), format!("msg {i}")).is_ok());
                 tokio::time::sleep(Duration::from_micros(500)).await;
             }
         }
@@ -144,7 +144,7 @@ async fn killed_connections_lose_nothing_and_duplicate_nothing() {
         let a = a.clone();
         async move {
             for i in 1..=TOTAL {
-                a.publish(Some("s"), format!("msg {i}"));
+                a.publish(Some("s"), format!("msg {i}")).unwrap();
                 if i % 4 == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }

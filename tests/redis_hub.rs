@@ -37,7 +37,10 @@ async fn statuses_published_through_one_hub_reach_subscribers_of_the_other_in_or
     let mut on_a = a.subscribe("s1", None);
     // Whatever is published before the readers have subscribed comes from history.
     for i in 1..=200 {
-        assert_eq!(a.publish(Some("s1"), format!("msg {i}")), Some(0));
+        assert_eq!(
+            a.publish(Some("s1"), format!("msg {i}")),
+            Ok(status_messenger::hub::Published::Queued)
+        );
     }
     for sub in [&mut on_b, &mut on_a] {
         let events = read_through(sub, 200, WAIT).await;
@@ -61,7 +64,7 @@ async fn two_publishers_share_one_numbering() {
     let publish = |hub: Hub, name: &'static str| {
         tokio::spawn(async move {
             for i in 0..300 {
-                hub.publish(Some("shared"), format!("{name} {i}"));
+                hub.publish(Some("shared"), format!("{name} {i}")).unwrap();
                 if i % 50 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -77,9 +80,9 @@ async fn two_publishers_share_one_numbering() {
         let Event::Status(status) = event else {
             panic!("unexpected gap: {:?}", shape(&events));
         };
-        assert_eq!(status.seq, i as u64 + 1);
+        assert_eq!(status.seq(), i as u64 + 1);
         // Each publisher's statuses keep their own order within the one numbering.
-        let (name, n) = status.text.split_once(' ').unwrap();
+        let (name, n) = status.text().split_once(' ').unwrap();
         let who = usize::from(name == "b");
         assert_eq!(n.parse::<u64>().unwrap(), next[who]);
         next[who] += 1;
@@ -95,7 +98,7 @@ async fn a_subscriber_resumes_on_the_other_hub() {
     let (a, b) = pair(&server, "resume").await;
     let mut first = a.subscribe("s", None);
     for i in 1..=10 {
-        a.publish(Some("s"), format!("msg {i}"));
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
     }
     let seen = read_through(&mut first, 5, WAIT).await;
     assert_eq!(seen.last().unwrap().last_seq(), 5);
@@ -103,7 +106,7 @@ async fn a_subscriber_resumes_on_the_other_hub() {
     // The page reloads and lands on the other process.
     let mut resumed = b.subscribe("s", Some(5));
     for i in 11..=15 {
-        a.publish(Some("s"), format!("msg {i}"));
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
     }
     let events = read_through(&mut resumed, 15, WAIT).await;
     assert_eq!(
@@ -126,7 +129,7 @@ async fn history_is_bounded_in_redis_and_a_late_subscriber_gets_a_gap() {
     let b = hub(&server, &prefix, config).await;
     let mut early = a.subscribe("s", None);
     for i in 1..=25 {
-        a.publish(Some("s"), format!("msg {i}"));
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
     }
     read_through(&mut early, 25, WAIT).await;
     let mut late = b.subscribe("s", None);
@@ -135,7 +138,7 @@ async fn history_is_bounded_in_redis_and_a_late_subscriber_gets_a_gap() {
     assert_eq!(check_exact(&events, 25), (1..=15).collect::<Vec<_>>());
     // Redis keeps the batches holding the last 10 numbers, not every status.
     for i in 26..=2000 {
-        a.publish(Some("s"), format!("msg {i}"));
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
     }
     read_through(&mut early, 2000, WAIT).await;
     let history = server.command(&format!("XRANGE {prefix}:{{s}}:log - +"));
@@ -155,7 +158,7 @@ async fn sessions_opened_or_closed_through_one_hub_are_known_to_the_other() {
 
     // A first status opens a session as well.
     let mut on_b = b.subscribe("busy", None);
-    a.publish(Some("busy"), "msg 1");
+    a.publish(Some("busy"), "msg 1").unwrap();
     assert_eq!(
         next_within(&mut on_b, WAIT).await.and_then(|e| e.seq()),
         Some(1)
@@ -163,9 +166,25 @@ async fn sessions_opened_or_closed_through_one_hub_are_known_to_the_other() {
     assert!(a.session_exists("busy").await.unwrap());
 
     // Closing it through `a` ends the stream on `b` and removes it everywhere.
-    assert!(a.close_session("busy"));
+    assert!(a.close_session("busy").await.unwrap());
     assert_eq!(next_within(&mut on_b, WAIT).await, None);
     assert!(!b.session_exists("busy").await.unwrap());
+
+    // Closing says whether there was anything to close, on any process: not any more, and
+    // never for an id nobody used.
+    assert!(!b.close_session("busy").await.unwrap());
+    assert!(!a.close_session("never-used").await.unwrap());
+    // A session that only ever had a status published through `a` (none of its subscribers
+    // anywhere) is known to Redis, so closing it through `b` finds it.
+    a.publish(Some("quiet"), "msg 1").unwrap();
+    tokio::time::timeout(WAIT, async {
+        while !b.session_exists("quiet").await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the status reached Redis");
+    assert!(b.close_session("quiet").await.unwrap());
 }
 
 #[tokio::test]
@@ -188,8 +207,8 @@ async fn a_process_subscribes_only_to_the_sessions_it_serves() {
     };
     let mut served = b.subscribe("served", None);
     for i in 1..=20 {
-        a.publish(Some("served"), format!("msg {i}"));
-        a.publish(Some("other"), format!("msg {i}"));
+        a.publish(Some("served"), format!("msg {i}")).unwrap();
+        a.publish(Some("other"), format!("msg {i}")).unwrap();
     }
     read_through(&mut served, 20, WAIT).await;
     assert_eq!(channels(), vec![format!("{prefix}:{{served}}:ch")]);
@@ -205,7 +224,7 @@ async fn a_process_subscribes_only_to_the_sessions_it_serves() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // And listens again, catching up from history, when a subscriber comes back.
-    a.publish(Some("served"), "msg 21");
+    a.publish(Some("served"), "msg 21").unwrap();
     let mut back = b.subscribe("served", Some(20));
     let events = read_through(&mut back, 21, WAIT).await;
     assert_eq!(shape(&events), vec![('s', 21, 21)]);
@@ -220,14 +239,17 @@ async fn shutdown_delivers_what_was_accepted() {
     let mut on_a = a.subscribe("s", None);
     let mut on_b = b.subscribe("s", None);
     // Let both readers subscribe before the burst.
-    a.publish(Some("s"), "msg 1");
+    a.publish(Some("s"), "msg 1").unwrap();
     read_through(&mut on_a, 1, WAIT).await;
     read_through(&mut on_b, 1, WAIT).await;
     for i in 2..=100 {
-        a.publish(Some("s"), format!("msg {i}"));
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
     }
     a.shutdown().await;
-    assert_eq!(a.publish(Some("s"), "too late"), None);
+    assert_eq!(
+        a.publish(Some("s"), "too late"),
+        Err(status_messenger::hub::PublishError::ShutDown)
+    );
     let mut rest = Vec::new();
     while let Some(event) = next_within(&mut on_a, WAIT).await {
         rest.push(event);

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{Event, Gap, HistoryExpiry, Status};
+use super::{Event, Gap, HistoryExpiry, SessionId, Status};
 
 /// One retained status: 32 bytes here plus the shared text allocation.
 #[derive(Debug)]
@@ -30,7 +30,6 @@ pub(crate) struct Entry {
 
 /// What [`SessionLog::insert`] did with an externally numbered status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the Redis backend
 pub(crate) enum Inserted {
     /// It was the newest: appended, `head` moved to it.
     Appended,
@@ -62,12 +61,10 @@ pub(crate) struct SessionLog {
 }
 
 impl SessionLog {
-    #[cfg_attr(not(any(test, feature = "redis")), allow(dead_code))] // used by the Redis backend
     pub(crate) fn head(&self) -> u64 {
         self.head
     }
 
-    #[cfg_attr(not(any(test, feature = "redis")), allow(dead_code))] // used by the Redis backend
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -90,7 +87,6 @@ impl SessionLog {
     }
 
     /// Inserts a status numbered elsewhere (see the module invariants); `seq` must be at least 1.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the Redis backend
     pub(crate) fn insert(
         &mut self,
         seq: u64,
@@ -126,7 +122,6 @@ impl SessionLog {
 
     /// Records that numbers up to `seq` were given elsewhere: those not held are lost, and
     /// readers report them as a gap.
-    #[cfg(feature = "redis")]
     pub(crate) fn skip_to(&mut self, seq: u64) {
         self.head = self.head.max(seq);
     }
@@ -193,7 +188,7 @@ impl SessionLog {
         mut cursor: u64,
         max_behind: u64,
         max_statuses: usize,
-        session: &Arc<str>,
+        session: &SessionId,
         out: &mut VecDeque<Event>,
     ) -> Read {
         let mut read = Read::default();
@@ -203,11 +198,7 @@ impl SessionLog {
             if let Some(from) = gap_from.take() {
                 read.gaps += 1;
                 read.lagged += to - from + 1;
-                out.push_back(Event::Gap(Gap {
-                    session: Arc::clone(session),
-                    from,
-                    to,
-                }));
+                out.push_back(Event::Gap(Gap::new(session.clone(), from, to)));
             }
         };
         let floor = self.head.saturating_sub(max_behind);
@@ -226,11 +217,11 @@ impl SessionLog {
                 cursor = entry.seq - 1;
             }
             flush_gap(out, &mut gap_from, cursor);
-            out.push_back(Event::Status(Status {
-                session: Arc::clone(session),
-                seq: entry.seq,
-                text: Arc::clone(&entry.text),
-            }));
+            out.push_back(Event::Status(Status::new(
+                session.clone(),
+                entry.seq,
+                Arc::clone(&entry.text),
+            )));
             cursor = entry.seq;
             statuses += 1;
             at += 1;
@@ -255,9 +246,13 @@ mod tests {
         Arc::from(s)
     }
 
+    fn id() -> SessionId {
+        SessionId::from_checked("s")
+    }
+
     fn read_all(log: &SessionLog, cursor: u64, behind: u64) -> (Vec<Event>, Read) {
         let mut out = VecDeque::new();
-        let read = log.read(cursor, behind, usize::MAX, &text("s"), &mut out);
+        let read = log.read(cursor, behind, usize::MAX, &id(), &mut out);
         (out.into_iter().collect(), read)
     }
 
@@ -265,8 +260,8 @@ mod tests {
         events
             .iter()
             .map(|e| match e {
-                Event::Status(s) => ('s', s.seq, s.seq),
-                Event::Gap(g) => ('g', g.from, g.to),
+                Event::Status(s) => ('s', s.seq(), s.seq()),
+                Event::Gap(g) => ('g', g.from(), g.to()),
             })
             .collect()
     }
@@ -344,7 +339,7 @@ mod tests {
             log.append(text("x"), 0);
         }
         let mut out = VecDeque::new();
-        let read = log.read(0, 100, 2, &text("s"), &mut out);
+        let read = log.read(0, 100, 2, &id(), &mut out);
         assert_eq!(read.cursor, 2);
         assert_eq!(read.gaps, 0);
         assert_eq!(out.len(), 2);

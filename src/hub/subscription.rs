@@ -9,8 +9,9 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
-use super::session::Session;
-use super::{Event, Inner};
+use super::core::Core;
+use super::state::Session;
+use super::{Event, SessionId};
 
 /// Statuses copied out of the log per lock; bounds the per-subscriber copy.
 const BATCH: usize = 32;
@@ -35,9 +36,9 @@ const BATCH: usize = 32;
 /// # async fn main() {
 /// let hub = Hub::new(HubConfig::default()).unwrap();
 /// let mut sub = hub.subscribe("s1", None);
-/// hub.publish(Some("s1"), "hello");
+/// hub.publish(Some("s1"), "hello").unwrap();
 /// match sub.next().await {
-///     Some(Event::Status(status)) => assert_eq!((status.seq, &*status.text), (1, "hello")),
+///     Some(Event::Status(status)) => assert_eq!((status.seq(), status.text()), (1, "hello")),
 ///     other => panic!("unexpected {other:?}"),
 /// }
 /// assert_eq!(sub.last_seq(), 1);
@@ -46,12 +47,12 @@ const BATCH: usize = 32;
 #[must_use = "streams do nothing unless polled"]
 pub struct Subscription {
     live: Option<Live>,
-    session: Option<Arc<str>>,
+    session: Option<SessionId>,
     cursor: u64,
 }
 
 struct Live {
-    hub: Arc<Inner>,
+    hub: Arc<Core>,
     session: Arc<Session>,
     slot: usize,
     buf: VecDeque<Event>,
@@ -71,10 +72,10 @@ impl fmt::Debug for Subscription {
 
 impl Subscription {
     /// Joins `session`, whose subscriber count the caller already raised; reads after `after`.
-    pub(crate) fn join(hub: Arc<Inner>, session: Arc<Session>, after: u64) -> Self {
+    pub(crate) fn join(hub: Arc<Core>, session: Arc<Session>, after: u64) -> Self {
         let slot = session.lock().join();
         Self {
-            session: Some(Arc::clone(&session.id)),
+            session: Some(session.id.clone()),
             cursor: after,
             live: Some(Live {
                 hub,
@@ -87,7 +88,7 @@ impl Subscription {
     }
 
     /// A subscription that ends at once.
-    pub(crate) fn ended(session: Option<Arc<str>>, after: u64) -> Self {
+    pub(crate) fn ended(session: Option<SessionId>, after: u64) -> Self {
         Self {
             live: None,
             session,
@@ -101,10 +102,10 @@ impl Subscription {
     ///
     /// ```
     /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
-    /// assert_eq!(hub.subscribe("s1", None).session(), Some("s1"));
+    /// assert_eq!(hub.subscribe("s1", None).session().map(|id| id.as_str()), Some("s1"));
     /// ```
-    pub fn session(&self) -> Option<&str> {
-        self.session.as_deref()
+    pub fn session(&self) -> Option<&SessionId> {
+        self.session.as_ref()
     }
 
     /// The last sequence number this subscription has handed out or reported in a gap (the
@@ -129,7 +130,8 @@ impl Subscription {
     /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
     /// let sub = hub.subscribe("s1", None);
     /// assert!(sub.is_live());
-    /// hub.close_session("s1");
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// runtime.block_on(hub.close_session("s1")).unwrap();
     /// assert!(sub.is_live()); // still live until it has read what the session held
     /// assert!(!hub.subscribe("", None).is_live()); // an invalid id is refused
     /// ```
@@ -145,7 +147,7 @@ impl Subscription {
     /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
     /// let sub = hub.subscribe("s1", None);
     /// for i in 0..10_000 {
-    ///     hub.publish(Some("s1"), format!("status {i}"));
+    ///     hub.publish(Some("s1"), format!("status {i}")).unwrap();
     /// }
     /// // A subscription that is not polled holds nothing of its own.
     /// assert_eq!(sub.queued(), 0);
@@ -176,11 +178,8 @@ impl Subscription {
             .last_activity_ms
             .store(live.hub.clock.now_ms(), Ordering::Relaxed);
         let before = live.session.subscribers.fetch_sub(1, Ordering::Release);
-        #[cfg(feature = "redis")]
         if before == 1 {
-            if let Some(backend) = live.hub.backend.get() {
-                backend.interest(&live.session.id);
-            }
+            live.hub.backend.interest(&live.session.id);
         }
         debug_assert!(before > 0, "subscriber count went below zero");
         counters.subscribers.sub(1);
@@ -203,9 +202,9 @@ impl Live {
                 counters.lagged.add(gap.len());
                 tracing::debug!(
                     target: "status_messenger::hub",
-                    session = %gap.session,
-                    from = gap.from,
-                    to = gap.to,
+                    session = %gap.session(),
+                    from = gap.from(),
+                    to = gap.to(),
                     "subscriber missed statuses; gap reported"
                 );
             }

@@ -205,8 +205,9 @@ pub fn shape(events: &[Event]) -> Vec<(char, u64, u64)> {
     events
         .iter()
         .map(|event| match event {
-            Event::Status(s) => ('s', s.seq, s.seq),
-            Event::Gap(g) => ('g', g.from, g.to),
+            Event::Status(s) => ('s', s.seq(), s.seq()),
+            Event::Gap(g) => ('g', g.from(), g.to()),
+            other => panic!("unexpected event {other:?}"),
         })
         .collect()
 }
@@ -220,24 +221,30 @@ pub fn check_exact(events: &[Event], last: u64) -> Vec<u64> {
         match event {
             Event::Status(s) => {
                 assert_eq!(
-                    s.seq,
+                    s.seq(),
                     next,
                     "out of order or duplicated: {:?}",
                     shape(events)
                 );
                 assert_eq!(
-                    &*s.text,
-                    format!("msg {}", s.seq),
+                    s.text(),
+                    format!("msg {}", s.seq()),
                     "text under the wrong number"
                 );
                 next += 1;
             }
             Event::Gap(g) => {
-                assert_eq!(g.from, next, "gap not where expected: {:?}", shape(events));
-                assert!(g.to >= g.from);
-                missing.extend(g.from..=g.to);
-                next = g.to + 1;
+                assert_eq!(
+                    g.from(),
+                    next,
+                    "gap not where expected: {:?}",
+                    shape(events)
+                );
+                assert!(g.to() >= g.from());
+                missing.extend(g.from()..=g.to());
+                next = g.to() + 1;
             }
+            other => panic!("unexpected event {other:?}"),
         }
     }
     assert_eq!(

@@ -868,7 +868,11 @@ pub(crate) async fn missing_statuses_arrive_as_gap_items(start: StartFn) {
     let server = start(hub.clone());
     let id = create_session(&server).await;
     for i in 1..=12 {
-        assert_eq!(hub.publish(Some(&id), format!("status {i}")), Some(i));
+        assert_eq!(
+            hub.publish(Some(&id), format!("status {i}"))
+                .map(|p| p.seq()),
+            Ok(Some(i))
+        );
     }
     let mut ws = ws_connect(&server, &id, None).await;
     let gap = ws_next(&mut ws).await.expect("a gap frame");
@@ -902,7 +906,7 @@ pub(crate) async fn shutdown_closes_open_streams(start: StartFn) {
     let id = create_session(&server).await;
     let mut ws = ws_connect(&server, &id, None).await;
     let mut sse = sse_connect(&server, &format!("session={id}"), None).await;
-    hub.publish(Some(&id), "before shutdown");
+    hub.publish(Some(&id), "before shutdown").unwrap();
     assert_eq!(
         ws_next(&mut ws).await.expect("status")["text"],
         "before shutdown"

@@ -67,8 +67,8 @@
 //!
 //! Where this differs from the in-memory hub:
 //!
-//! - [`Hub::publish`] returns `Some(0)` for an accepted status: Redis numbers it after the call
-//!   returns. `None` still means it was not accepted.
+//! - [`Hub::publish`] returns [`Published::Queued`] for an
+//!   accepted status: Redis numbers it after the call returns.
 //! - Subscribers get statuses after a round trip through Redis, also in the process that
 //!   published them.
 //! - History expires as a whole `history_ttl` after the session's last status (and
@@ -94,16 +94,21 @@ mod writer;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use self::outbox::{Outbox, Pushed};
 use self::wire::Keys;
-use super::{lock_shard, ConfigError, Hub, HubConfig, HubError, Inner};
+use super::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing};
+use super::{
+    BackendError, CloseError, ConfigError, Hub, HubConfig, LookupError, OpenError, PublishError,
+    Published, SessionId,
+};
+use crate::sync::lock;
 
 /// How to reach Redis and how to ride out its absence; for [`Hub::with_redis`].
 ///
@@ -204,47 +209,6 @@ impl RedisConfig {
     }
 }
 
-/// Redis could not do what was asked (unreachable, timed out, or refused).
-///
-/// # Examples
-///
-/// ```
-/// use status_messenger::{Hub, HubConfig, HubError, RedisConfig};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// // Nothing listens on port 1.
-/// let mut redis = RedisConfig::new("redis://127.0.0.1:1/");
-/// redis.timeout = std::time::Duration::from_millis(200);
-/// let Err(HubError::Backend(error)) = Hub::with_redis(HubConfig::default(), redis).await else {
-///     panic!("connected to nothing?");
-/// };
-/// assert!(error.to_string().starts_with("redis: "));
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct BackendError {
-    source: redis::RedisError,
-}
-
-impl fmt::Display for BackendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "redis: {}", self.source)
-    }
-}
-
-impl std::error::Error for BackendError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-impl From<redis::RedisError> for HubError {
-    fn from(source: redis::RedisError) -> Self {
-        HubError::Backend(BackendError { source })
-    }
-}
-
 /// Validated settings the tasks share.
 #[derive(Debug)]
 struct Settings {
@@ -298,11 +262,6 @@ struct Shared {
     final_heads: Mutex<Option<HashMap<Arc<str>, u64>>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here only swaps or moves data; poisoning cannot leave a half-change.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
     /// The hub is shutting down: the buffer takes no more statuses.
     fn stopping(&self) -> bool {
@@ -327,7 +286,7 @@ impl Shared {
 
     /// A command connection; while Redis is away, waits up to the timeout for the reader to
     /// reconnect.
-    async fn connection(&self) -> Result<MultiplexedConnection, HubError> {
+    async fn connection(&self) -> Result<MultiplexedConnection, BackendError> {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         loop {
             let ready = self.conn_ready.notified();
@@ -337,25 +296,74 @@ impl Shared {
                 return Ok(conn.clone());
             }
             if tokio::time::timeout_at(deadline, ready).await.is_err() {
-                return Err(HubError::Backend(BackendError {
-                    source: redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::NotConnected,
-                        "not connected (reconnecting)",
-                    )),
-                }));
+                return Err(backend_error(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "not connected (reconnecting)",
+                )));
             }
         }
     }
 }
 
-/// The hub's handle on its backend.
-pub(crate) struct Backend {
+/// A Redis failure as the hub reports it.
+fn backend_error(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BackendError {
+    BackendError::new("redis", source)
+}
+
+/// Why [`Hub::with_redis`] could not make a hub.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::redis::ConnectError;
+/// use status_messenger::{Hub, HubConfig, RedisConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Nothing listens on port 1.
+/// let mut redis = RedisConfig::new("redis://127.0.0.1:1/");
+/// redis.timeout = std::time::Duration::from_millis(200);
+/// let Err(ConnectError::Backend(error)) = Hub::with_redis(HubConfig::default(), redis).await else {
+///     panic!("connected to nothing?");
+/// };
+/// assert!(error.to_string().starts_with("redis: "));
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// A field of the [`HubConfig`] or the [`RedisConfig`] is out of range.
+    Config(ConfigError),
+    /// Redis did not answer within [`RedisConfig::timeout`].
+    Backend(BackendError),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Config(error) => error.fmt(f),
+            ConnectError::Backend(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Config(error) => Some(error),
+            ConnectError::Backend(error) => Some(error),
+        }
+    }
+}
+
+/// The Redis backend of one hub.
+struct RedisBackend {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl fmt::Debug for Backend {
+impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
             .field("key_prefix", &self.shared.settings.keys)
@@ -364,7 +372,7 @@ impl fmt::Debug for Backend {
     }
 }
 
-impl Drop for Backend {
+impl Drop for RedisBackend {
     fn drop(&mut self) {
         for task in [&self.writer, &self.reader] {
             if let Some(task) = lock(task).take() {
@@ -374,15 +382,23 @@ impl Drop for Backend {
     }
 }
 
-impl Backend {
-    /// Takes a validated status for Redis. Never blocks: a full buffer drops it (counted).
-    pub(crate) fn publish(&self, inner: &Inner, session: &str, text: Arc<str>) -> Option<u64> {
-        let counters = &inner.counters;
-        match self.shared.outbox.push(session, text) {
+impl Backend for RedisBackend {
+    fn start(&self, hub: BackendHandle) {
+        let shared = &self.shared;
+        let writer = tokio::spawn(writer::Writer::new(Arc::clone(shared), hub.clone()).run());
+        let reader = tokio::spawn(reader::Reader::new(Arc::clone(shared), hub).run());
+        *lock(&self.writer) = Some(writer);
+        *lock(&self.reader) = Some(reader);
+    }
+
+    /// Takes a checked status for Redis. Never blocks: a full buffer drops it (counted).
+    fn publish(&self, hub: Local<'_>, status: Outgoing<'_>) -> Result<Published, PublishError> {
+        let counters = hub.counters();
+        match self.shared.outbox.push(status.session, status.text) {
             Pushed::Queued => {
                 counters.accepted.add(1);
                 counters.backend_buffered.add(1);
-                Some(0)
+                Ok(Published::Queued)
             }
             Pushed::Full { first } => {
                 counters.dropped_backend.add(1);
@@ -394,97 +410,131 @@ impl Backend {
                          HubStats::dropped_backend, subscribers get a gap)"
                     );
                 }
-                None
+                Err(PublishError::BufferFull)
             }
             Pushed::Closed => {
                 counters.dropped_closed.add(1);
-                None
+                Err(PublishError::ShutDown)
             }
         }
     }
 
-    /// The local subscriber count of `session` went from or to zero.
-    pub(crate) fn interest(&self, session: &Arc<str>) {
-        lock(&self.shared.interest).insert(Arc::clone(session));
+    fn interest(&self, session: &SessionId) {
+        lock(&self.shared.interest).insert(session.clone().into_shared());
         self.shared.interest_ready.notify_one();
+    }
+
+    fn open<'a>(&'a self, _hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<(), OpenError>> {
+        Box::pin(async move {
+            let mut conn = self.shared.connection().await.map_err(OpenError::Backend)?;
+            let settings = &self.shared.settings;
+            let mut pipe = redis::pipe();
+            wire::touch(&mut pipe, &settings.keys, id, settings.ttl_ms);
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|error| OpenError::Backend(backend_error(error)))
+        })
+    }
+
+    fn exists<'a>(
+        &'a self,
+        _hub: Local<'a>,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LookupError>> {
+        Box::pin(async move {
+            let mut conn = self
+                .shared
+                .connection()
+                .await
+                .map_err(LookupError::Backend)?;
+            redis::cmd("HEXISTS")
+                .arg(self.shared.settings.keys.meta(id))
+                .arg("seq")
+                .query_async(&mut conn)
+                .await
+                .map_err(|error| LookupError::Backend(backend_error(error)))
+        })
+    }
+
+    /// Queues the close behind the statuses already buffered for the session (so they are
+    /// applied first), ends the session's streams here at once, and waits up to twice the
+    /// timeout for Redis to say whether the session existed.
+    fn close<'a>(&'a self, hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<bool, CloseError>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.shared.outbox.close(id, reply);
+        let here = hub.close(id);
+        let wait = self.shared.settings.timeout * 2;
+        Box::pin(async move {
+            if !queued {
+                // Shutting down: the hub closes every session itself.
+                return Ok(here);
+            }
+            match tokio::time::timeout(wait, answer).await {
+                Ok(Ok(existed)) => Ok(existed || here),
+                Ok(Err(_unanswered)) => Err(CloseError::Backend(backend_error(
+                    "the close could not be applied",
+                ))),
+                Err(_elapsed) => Err(CloseError::Backend(backend_error(
+                    "redis did not confirm the close in time; it stays queued",
+                ))),
+            }
+        })
     }
 
     /// Stops both tasks without waiting: the writer still sends what is buffered if Redis is
     /// there, the reader stops at once.
-    pub(crate) fn stop(&self) {
+    fn stop(&self) {
         self.shared.outbox.shut();
         self.shared.stop.send_replace(true);
     }
 
-    /// Ends `session` in Redis (behind the statuses already buffered for it).
-    pub(crate) fn close(&self, session: &str) {
-        self.shared.outbox.close(session);
-    }
-
-    pub(crate) async fn open_session(&self, id: &str) -> Result<(), HubError> {
-        let mut conn = self.shared.connection().await?;
-        let settings = &self.shared.settings;
-        let mut pipe = redis::pipe();
-        wire::touch(&mut pipe, &settings.keys, id, settings.ttl_ms);
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(())
-    }
-
-    pub(crate) async fn session_exists(&self, id: &str) -> Result<bool, HubError> {
-        let mut conn = self.shared.connection().await?;
-        let exists: bool = redis::cmd("HEXISTS")
-            .arg(self.shared.settings.keys.meta(id))
-            .arg("seq")
-            .query_async(&mut conn)
-            .await?;
-        Ok(exists)
-    }
-
     /// Sends what is buffered, waits (within twice the timeout) until local subscribers have it
     /// in their history, then stops both tasks. What could not be sent is counted as dropped.
-    pub(crate) async fn shutdown(&self, inner: &Inner) {
-        let shared = &self.shared;
-        shared.outbox.shut();
-        let deadline = tokio::time::Instant::now() + shared.settings.timeout * 2;
-        // The writer ends once the buffer is empty, or gives up after a failed reconnect.
-        let writer = lock(&self.writer).take();
-        if let Some(mut writer) = writer {
-            if tokio::time::timeout_at(deadline, &mut writer)
-                .await
-                .is_err()
-            {
-                writer.abort();
-                let lost = shared.outbox.discard() as u64;
-                inner.counters.backend_buffered.sub(lost);
-                inner.counters.dropped_backend.add(lost);
-                tracing::warn!(
-                    target: "status_messenger::redis",
-                    statuses = lost,
-                    "redis too slow to take the buffered statuses at shutdown; dropped \
-                     (counted in HubStats::dropped_backend)"
-                );
+    fn shutdown<'a>(&'a self, hub: Local<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.outbox.shut();
+            let deadline = tokio::time::Instant::now() + shared.settings.timeout * 2;
+            // The writer ends once the buffer is empty, or gives up after a failed reconnect.
+            let writer = lock(&self.writer).take();
+            if let Some(mut writer) = writer {
+                if tokio::time::timeout_at(deadline, &mut writer)
+                    .await
+                    .is_err()
+                {
+                    writer.abort();
+                    let lost = shared.outbox.discard() as u64;
+                    hub.counters().backend_buffered.sub(lost);
+                    hub.counters().dropped_backend.add(lost);
+                    tracing::warn!(
+                        target: "status_messenger::redis",
+                        statuses = lost,
+                        "redis too slow to take the buffered statuses at shutdown; dropped \
+                         (counted in HubStats::dropped_backend)"
+                    );
+                }
             }
-        }
-        let heads = lock(&shared.final_heads).take().unwrap_or_default();
-        loop {
-            let progress = shared.progress.notified();
-            let mut progress = std::pin::pin!(progress);
-            progress.as_mut().enable();
-            let behind = heads
-                .iter()
-                .any(|(session, head)| inner.watched_head(session).is_some_and(|h| h < *head));
-            if !behind || tokio::time::timeout_at(deadline, progress).await.is_err() {
-                break;
+            let heads = lock(&shared.final_heads).take().unwrap_or_default();
+            loop {
+                let progress = shared.progress.notified();
+                let mut progress = std::pin::pin!(progress);
+                progress.as_mut().enable();
+                let behind = heads
+                    .iter()
+                    .any(|(session, head)| hub.watched_head(session).is_some_and(|h| h < *head));
+                if !behind || tokio::time::timeout_at(deadline, progress).await.is_err() {
+                    break;
+                }
             }
-        }
-        shared.stop.send_replace(true);
-        let reader = lock(&self.reader).take();
-        if let Some(reader) = reader {
-            reader.abort();
-            // Aborted, or ended by the stop signal: nothing to report either way.
-            let _ = reader.await;
-        }
-        shared.set_conn(None);
+            shared.stop.send_replace(true);
+            let reader = lock(&self.reader).take();
+            if let Some(reader) = reader {
+                reader.abort();
+                // Aborted, or ended by the stop signal: nothing to report either way.
+                let _ = reader.await;
+            }
+            shared.set_conn(None);
+        })
     }
 }
 
@@ -499,8 +549,8 @@ impl Hub {
     ///
     /// # Errors
     ///
-    /// [`HubError::Config`] when a field of either config is out of range,
-    /// [`HubError::Backend`] when Redis does not answer within [`RedisConfig::timeout`].
+    /// [`ConnectError::Config`] when a field of either config is out of range,
+    /// [`ConnectError::Backend`] when Redis does not answer within [`RedisConfig::timeout`].
     ///
     /// # Examples
     ///
@@ -508,9 +558,9 @@ impl Hub {
     /// use status_messenger::{Hub, HubConfig, RedisConfig};
     ///
     /// # #[tokio::main]
-    /// # async fn main() -> Result<(), status_messenger::HubError> {
+    /// # async fn main() -> Result<(), status_messenger::hub::redis::ConnectError> {
     /// let hub = Hub::with_redis(HubConfig::default(), RedisConfig::new("redis://127.0.0.1/")).await?;
-    /// hub.publish(Some("s1"), "shared by every process");
+    /// hub.publish(Some("s1"), "shared by every process").unwrap();
     /// # Ok(())
     /// # }
     /// ```
@@ -518,25 +568,30 @@ impl Hub {
     /// A config out of range is refused before anything is connected:
     ///
     /// ```
-    /// use status_messenger::{Hub, HubConfig, HubError, RedisConfig};
+    /// use status_messenger::hub::redis::ConnectError;
+    /// use status_messenger::{Hub, HubConfig, RedisConfig};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let mut redis = RedisConfig::new("redis://127.0.0.1/");
     /// redis.key_prefix.clear();
     /// let result = Hub::with_redis(HubConfig::default(), redis).await;
-    /// assert!(matches!(result, Err(HubError::Config(e)) if e.field() == "key_prefix"));
+    /// assert!(matches!(result, Err(ConnectError::Config(e)) if e.field() == "key_prefix"));
     /// # }
     /// ```
-    pub async fn with_redis(config: HubConfig, redis: RedisConfig) -> Result<Hub, HubError> {
-        config.validate().map_err(HubError::Config)?;
-        let client = redis.client().map_err(HubError::Config)?;
-        let mut probe = wire::connect(&client, redis.timeout).await?;
+    pub async fn with_redis(config: HubConfig, redis: RedisConfig) -> Result<Hub, ConnectError> {
+        config.validate().map_err(ConnectError::Config)?;
+        let client = redis.client().map_err(ConnectError::Config)?;
+        let unreachable = |error| ConnectError::Backend(backend_error(error));
+        let mut probe = wire::connect(&client, redis.timeout)
+            .await
+            .map_err(unreachable)?;
         wire::within(
             redis.timeout,
             redis::cmd("PING").query_async::<()>(&mut probe),
         )
-        .await?;
+        .await
+        .map_err(unreachable)?;
         let ttl_ms = u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX);
         let settings = Settings {
             keys: Keys::new(&redis.key_prefix),
@@ -548,7 +603,6 @@ impl Hub {
             reconnect_max: redis.reconnect_max,
             timeout: redis.timeout,
         };
-        let hub = Hub::new(config).map_err(HubError::Config)?;
         let shared = Arc::new(Shared {
             settings,
             client,
@@ -562,88 +616,11 @@ impl Hub {
             progress: Notify::new(),
             final_heads: Mutex::new(None),
         });
-        let weak = Arc::downgrade(&hub.inner);
-        let writer = tokio::spawn(writer::Writer::new(Arc::clone(&shared), weak.clone()).run());
-        let reader = tokio::spawn(reader::Reader::new(Arc::clone(&shared), weak).run());
-        let backend = Backend {
+        let backend = RedisBackend {
             shared,
-            writer: Mutex::new(Some(writer)),
-            reader: Mutex::new(Some(reader)),
+            writer: Mutex::new(None),
+            reader: Mutex::new(None),
         };
-        if let Err(backend) = hub.inner.backend.set(backend) {
-            // A hub made just above has no backend yet, so this cannot happen; should it ever,
-            // stop the tasks rather than run a backend nobody holds, and say so.
-            for task in [&backend.writer, &backend.reader] {
-                if let Some(task) = lock(task).take() {
-                    task.abort();
-                }
-            }
-            tracing::error!(target: "status_messenger::redis", "the hub already had a backend");
-        }
-        Ok(hub)
-    }
-}
-
-/// What the reader needs from the local hub.
-impl Inner {
-    /// Sessions with local subscribers, with the highest number their history has held.
-    fn watched_sessions(&self) -> Vec<(Arc<str>, u64)> {
-        let mut watched = Vec::new();
-        for shard in self.shards.iter() {
-            for (id, session) in lock_shard(shard).iter() {
-                if session.subscribers.load(Ordering::Acquire) > 0 {
-                    watched.push((Arc::clone(id), session.lock().log.head()));
-                }
-            }
-        }
-        watched
-    }
-
-    /// The highest number held by `id`'s history, if it has local subscribers.
-    fn watched_head(&self, id: &str) -> Option<u64> {
-        let session = lock_shard(self.shard(id)).get(id).cloned()?;
-        if session.subscribers.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let head = session.lock().log.head();
-        Some(head)
-    }
-
-    /// Puts statuses numbered by Redis into `id`'s history, and records that numbers up to
-    /// `head` were given (those not held are lost); wakes its subscribers.
-    fn apply_remote(&self, id: &str, statuses: Vec<(u64, Arc<str>)>, head: u64) {
-        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
-            return;
-        };
-        let now = self.clock.now_ms();
-        let capacity = self.config.history_capacity;
-        let mut state = session.lock();
-        if state.end.is_some() {
-            return;
-        }
-        // Quiet history expires before the new statuses join it, as in `publish`.
-        let mut removed = self.trim(&mut state.log, now);
-        let before = state.log.len() as u64;
-        for (seq, text) in statuses {
-            state.log.insert(seq, text, now, capacity);
-        }
-        state.log.skip_to(head);
-        removed += self.trim(&mut state.log, now);
-        let after = state.log.len() as u64;
-        let wake = state.take_wakers();
-        drop(state);
-        session.last_activity_ms.fetch_max(now, Ordering::Relaxed);
-        self.counters.retained.add(after + removed - before);
-        self.counters.retained.sub(removed);
-        wake.wake();
-    }
-
-    /// The session was closed (by any process): end it here too.
-    fn close_remote(&self, id: &str) {
-        let removed = lock_shard(self.shard(id)).remove(id);
-        if let Some(session) = removed {
-            self.counters.sessions.sub(1);
-            self.end_session(&session, super::End::Closed);
-        }
+        Ok(Hub::with_backend(config, Box::new(backend)))
     }
 }

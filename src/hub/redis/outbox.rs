@@ -14,9 +14,11 @@
 //! - The lock is held only to move items, never across an await.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
+
+use crate::sync::lock;
 
 /// One thing for the writer to send.
 #[derive(Debug)]
@@ -29,16 +31,20 @@ pub(super) enum Item {
     },
     /// `count` numbers for statuses dropped with none of their session queued after them.
     Skip { session: Arc<str>, count: u64 },
-    /// End the session.
-    Close { session: Arc<str> },
+    /// End the session; `reply` hears whether it existed (dropped unanswered if the close
+    /// could not be applied).
+    Close {
+        session: Arc<str>,
+        reply: Option<oneshot::Sender<bool>>,
+    },
 }
 
 impl Item {
     pub(super) fn session(&self) -> &Arc<str> {
         match self {
-            Item::Status { session, .. } | Item::Skip { session, .. } | Item::Close { session } => {
-                session
-            }
+            Item::Status { session, .. }
+            | Item::Skip { session, .. }
+            | Item::Close { session, .. } => session,
         }
     }
 }
@@ -86,8 +92,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every critical section only moves items; poisoning cannot leave a half-change.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     pub(super) fn push(&self, session: &str, text: Arc<str>) -> Pushed {
@@ -117,19 +122,23 @@ impl Outbox {
     }
 
     /// Queues the end of `session` behind its statuses; whatever of it was dropped needs no gap
-    /// any more.
-    pub(super) fn close(&self, session: &str) {
+    /// any more. `false` when the outbox takes nothing any more (shutting down).
+    pub(super) fn close(&self, session: &str, reply: oneshot::Sender<bool>) -> bool {
         let mut state = self.lock();
         if state.closed {
-            return;
+            return false;
         }
         let session = match state.dropped.remove_entry(session) {
             Some((session, _)) => session,
             None => Arc::from(session),
         };
-        state.queue.push_back(Item::Close { session });
+        state.queue.push_back(Item::Close {
+            session,
+            reply: Some(reply),
+        });
         drop(state);
         self.ready.notify_one();
+        true
     }
 
     /// Resolves when something was queued since the last call (or never waited for).
@@ -228,7 +237,7 @@ mod tests {
                     skip,
                 } => format!("{session}:{text}+{skip}"),
                 Item::Skip { session, count } => format!("{session}:skip{count}"),
-                Item::Close { session } => format!("{session}:close"),
+                Item::Close { session, .. } => format!("{session}:close"),
             })
             .collect()
     }
@@ -271,7 +280,8 @@ mod tests {
         let outbox = Outbox::new(1);
         outbox.push("a", Arc::from("1"));
         outbox.push("a", Arc::from("2"));
-        outbox.close("a");
+        let (reply, _answer) = oneshot::channel();
+        assert!(outbox.close("a", reply));
         let mut out = Vec::new();
         assert_eq!(outbox.try_take(10, &mut out), Some(1));
         assert_eq!(shape(&out), vec!["a:1+0", "a:close"]);

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::wire::{self, Append, Backoff, Record, Scripts};
 use super::Shared;
-use crate::hub::Inner;
+use crate::hub::backend::{BackendHandle, Local};
 
 /// How often the connections are checked.
 const TICK: Duration = Duration::from_secs(1);
@@ -44,7 +44,7 @@ struct Link {
 
 pub(super) struct Reader {
     shared: Arc<Shared>,
-    hub: Weak<Inner>,
+    hub: BackendHandle,
     epoch: Option<String>,
     attached: HashMap<Arc<str>, u64>,
     last_refresh: Instant,
@@ -62,7 +62,7 @@ impl From<RedisError> for Ended {
 }
 
 impl Reader {
-    pub(super) fn new(shared: Arc<Shared>, hub: Weak<Inner>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, hub: BackendHandle) -> Self {
         Self {
             shared,
             hub,
@@ -85,7 +85,7 @@ impl Reader {
                 Ok((link, lost)) => {
                     backoff.reset();
                     if let Some(since) = down_since.take() {
-                        self.with_hub(|hub| hub.counters.backend_reconnects.add(1));
+                        self.with_hub(|hub| hub.counters().backend_reconnects.add(1));
                         tracing::warn!(
                             target: "status_messenger::redis",
                             after_ms = since.elapsed().as_millis() as u64,
@@ -101,7 +101,7 @@ impl Reader {
                             self.attached.clear();
                             // Tell the writer before anyone can see the error counted.
                             self.shared.link.bump();
-                            self.with_hub(|hub| hub.counters.backend_errors.add(1));
+                            self.with_hub(|hub| hub.counters().backend_errors.add(1));
                             if down_since.is_none() {
                                 down_since = Some(Instant::now());
                                 tracing::warn!(
@@ -117,7 +117,7 @@ impl Reader {
                 Err(error) => error,
             };
             self.shared.link.bump();
-            self.with_hub(|hub| hub.counters.backend_errors.add(1));
+            self.with_hub(|hub| hub.counters().backend_errors.add(1));
             if down_since.is_none() {
                 down_since = Some(Instant::now());
                 tracing::warn!(target: "status_messenger::redis", %error, "redis unreachable");
@@ -132,10 +132,8 @@ impl Reader {
         }
     }
 
-    fn with_hub(&self, f: impl FnOnce(&Inner)) {
-        if let Some(hub) = self.hub.upgrade() {
-            f(&hub);
-        }
+    fn with_hub(&self, f: impl FnOnce(Local<'_>)) {
+        self.hub.with(f);
     }
 
     async fn open(&mut self) -> RedisResult<(Link, bool)> {
@@ -167,7 +165,13 @@ impl Reader {
         self.attached.clear();
         // Everything that changes from here on is seen by the next `update_interest`.
         self.shared.take_interest();
-        let Some(watched) = self.hub.upgrade().map(|hub| hub.watched_sessions()) else {
+        let watched = self.hub.with(|hub| {
+            hub.watched()
+                .into_iter()
+                .map(|(id, head)| (id.into_shared(), head))
+                .collect::<Vec<_>>()
+        });
+        let Some(watched) = watched else {
             return Ended::Stopped;
         };
         if lost {
@@ -274,9 +278,7 @@ impl Reader {
             return;
         }
         *last = top;
-        if let Some(hub) = self.hub.upgrade() {
-            hub.apply_remote(session, fresh, top);
-        }
+        self.hub.with(|hub| hub.deliver(session, fresh, top));
         self.shared.progress.notify_waiters();
     }
 
@@ -332,9 +334,7 @@ impl Reader {
         if let Some(applied) = self.attached.get_mut(session) {
             *applied = (*applied).max(last);
         }
-        if let Some(hub) = self.hub.upgrade() {
-            hub.apply_remote(session, entries, last);
-        }
+        self.hub.with(|hub| hub.deliver(session, entries, last));
         self.shared.progress.notify_waiters();
     }
 
@@ -364,9 +364,7 @@ impl Reader {
 
     async fn closed(&mut self, link: &mut Link, session: &Arc<str>) -> RedisResult<()> {
         self.attached.remove(session);
-        if let Some(hub) = self.hub.upgrade() {
-            hub.close_remote(session);
-        }
+        self.hub.with(|hub| hub.close(session));
         self.shared.progress.notify_waiters();
         let channel = self.shared.settings.keys.channel(session);
         wire::within(self.shared.settings.timeout, link.sink.unsubscribe(channel)).await
@@ -376,22 +374,21 @@ impl Reader {
     /// their last.
     async fn update_interest(&mut self, link: &mut Link) -> RedisResult<()> {
         let dirty = self.shared.take_interest();
-        let Some(hub) = self.hub.upgrade() else {
-            return Ok(());
-        };
         let mut attach = Vec::new();
         let mut detach = Vec::new();
-        for session in dirty {
-            match (
-                hub.watched_head(&session),
-                self.attached.contains_key(&session),
-            ) {
-                (Some(head), false) => attach.push((session, head)),
-                (None, true) => detach.push(session),
-                _ => {}
+        let attached = &self.attached;
+        let looked = self.hub.with(|hub| {
+            for session in dirty {
+                match (hub.watched_head(&session), attached.contains_key(&session)) {
+                    (Some(head), false) => attach.push((session, head)),
+                    (None, true) => detach.push(session),
+                    _ => {}
+                }
             }
+        });
+        if looked.is_none() {
+            return Ok(());
         }
-        drop(hub);
         if !detach.is_empty() {
             let keys = &self.shared.settings.keys;
             let channels: Vec<String> = detach.iter().map(|s| keys.channel(s)).collect();
@@ -436,7 +433,7 @@ impl Reader {
     }
 
     fn unexpected(&self, what: &str) {
-        self.with_hub(|hub| hub.counters.backend_errors.add(1));
+        self.with_hub(|hub| hub.counters().backend_errors.add(1));
         tracing::warn!(
             target: "status_messenger::redis",
             what,

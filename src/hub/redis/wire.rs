@@ -173,6 +173,11 @@ pub(super) fn parse_append(value: &Value) -> Option<(bool, u64)> {
     }
 }
 
+/// Whether the close script found the session (its reply is 1 when it did).
+pub(super) fn parse_close(value: &Value) -> bool {
+    matches!(value, Value::Int(1))
+}
+
 /// Script hashes as loaded on the current connection's server.
 #[derive(Debug, Clone)]
 pub(super) struct Scripts {

@@ -17,17 +17,18 @@
 //!   dropped), so the bound holds for statuses in flight too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, RedisError, RedisResult, Value};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::outbox::Item;
 use super::wire::{self, Append, Backoff, Scripts};
 use super::Shared;
-use crate::hub::Inner;
+use crate::hub::backend::BackendHandle;
 
 /// How often an idle writer checks its connection and forgets old sessions.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -44,6 +45,8 @@ enum Call {
     Close {
         session: Arc<str>,
         token: u64,
+        /// Hears whether the session existed; dropped unanswered when the close fails.
+        reply: Option<oneshot::Sender<bool>>,
     },
 }
 
@@ -63,7 +66,7 @@ struct Batch {
 
 pub(super) struct Writer {
     shared: Arc<Shared>,
-    hub: Weak<Inner>,
+    hub: BackendHandle,
     id: String,
     next_token: u64,
     known: HashMap<Arc<str>, (u64, Instant)>,
@@ -82,7 +85,7 @@ enum Broken {
 }
 
 impl Writer {
-    pub(super) fn new(shared: Arc<Shared>, hub: Weak<Inner>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, hub: BackendHandle) -> Self {
         Self {
             shared,
             hub,
@@ -255,10 +258,17 @@ impl Writer {
         let mut open: HashMap<Arc<str>, usize> = HashMap::new();
         for item in items {
             let session = Arc::clone(item.session());
-            if let Item::Close { .. } = item {
+            if let Item::Close { reply, .. } = item {
                 open.remove(&session);
                 let token = self.token();
-                calls.push((Call::Close { session, token }, false));
+                calls.push((
+                    Call::Close {
+                        session,
+                        token,
+                        reply,
+                    },
+                    false,
+                ));
                 continue;
             }
             let index = match open.get(&session) {
@@ -318,7 +328,7 @@ impl Writer {
                     trailing: *trailing,
                 },
             ),
-            Call::Close { session, token } => {
+            Call::Close { session, token, .. } => {
                 scripts.close_cmd(&settings.keys, settings.ttl_ms, session, &self.id, *token)
             }
         }
@@ -383,7 +393,7 @@ impl Writer {
         Ok(())
     }
 
-    fn confirmed(&mut self, call: &Call, value: &Value) {
+    fn confirmed(&mut self, call: &mut Call, value: &Value) {
         match call {
             Call::Append { session, .. } => match wire::parse_append(value) {
                 Some((_, counter)) => {
@@ -403,8 +413,12 @@ impl Writer {
                     );
                 }
             },
-            Call::Close { session, .. } => {
+            Call::Close { session, reply, .. } => {
                 self.known.remove(session);
+                if let Some(reply) = reply.take() {
+                    // The caller may have stopped waiting; the close was applied either way.
+                    let _gone = reply.send(wire::parse_close(value));
+                }
             }
         }
     }
@@ -447,7 +461,11 @@ impl Writer {
                         trailing,
                         token,
                     },
-                    Call::Close { session, .. } => Call::Close { session, token },
+                    Call::Close { session, reply, .. } => Call::Close {
+                        session,
+                        token,
+                        reply,
+                    },
                 };
                 (call, done)
             })
@@ -469,9 +487,8 @@ impl Writer {
     fn give_up(&mut self) {
         self.pending = None;
         let lost = self.shared.outbox.discard() as u64;
-        if let Some(hub) = self.hub.upgrade() {
-            hub.counters.backend_buffered.sub(lost);
-        }
+        self.hub
+            .with(|hub| hub.counters().backend_buffered.sub(lost));
         if lost > 0 {
             self.count_dropped(lost);
             tracing::warn!(
@@ -490,27 +507,22 @@ impl Writer {
 
     fn release(&self, statuses: u64) {
         self.shared.outbox.release(statuses as usize);
-        if let Some(hub) = self.hub.upgrade() {
-            hub.counters.backend_buffered.sub(statuses);
-        }
+        self.hub
+            .with(|hub| hub.counters().backend_buffered.sub(statuses));
     }
 
     fn count_error(&self) {
-        if let Some(hub) = self.hub.upgrade() {
-            hub.counters.backend_errors.add(1);
-        }
+        self.hub.with(|hub| hub.counters().backend_errors.add(1));
     }
 
     fn count_reconnect(&self) {
-        if let Some(hub) = self.hub.upgrade() {
-            hub.counters.backend_reconnects.add(1);
-        }
+        self.hub
+            .with(|hub| hub.counters().backend_reconnects.add(1));
     }
 
     fn count_dropped(&self, statuses: u64) {
-        if let Some(hub) = self.hub.upgrade() {
-            hub.counters.dropped_backend.add(statuses);
-        }
+        self.hub
+            .with(|hub| hub.counters().dropped_backend.add(statuses));
     }
 }
 

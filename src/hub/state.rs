@@ -18,10 +18,12 @@
 //!   nothing and parked under the same lock cannot miss the status.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use super::log::SessionLog;
+use super::SessionId;
+use crate::sync::lock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
@@ -33,7 +35,7 @@ pub(crate) enum End {
 
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub(crate) id: Arc<str>,
+    pub(crate) id: SessionId,
     state: Mutex<State>,
     pub(crate) subscribers: AtomicUsize,
     pub(crate) last_activity_ms: AtomicU64,
@@ -67,7 +69,7 @@ impl Wake {
 }
 
 impl Session {
-    pub(crate) fn new(id: Arc<str>, now_ms: u64) -> Self {
+    pub(crate) fn new(id: SessionId, now_ms: u64) -> Self {
         Self {
             id,
             state: Mutex::new(State::default()),
@@ -76,10 +78,9 @@ impl Session {
         }
     }
 
-    /// The state lock. Every critical section only moves data (no user code, no await), so a
-    /// panic while holding it cannot leave the data half-changed; poisoning is ignored.
+    /// The state lock (see `crate::sync` on poisoning).
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 }
 
@@ -99,6 +100,7 @@ impl State {
     pub(crate) fn leave(&mut self, slot: usize) {
         if let Some(waker) = self.slots.get_mut(slot) {
             if waker.take().is_some() {
+                debug_assert!(self.waiting > 0, "waiting count out of step with the slots");
                 self.waiting -= 1;
             }
             self.free.push(slot);

@@ -1,0 +1,254 @@
+//! What a hub is made with: [`HubConfig`] and its policies, [`ConfigError`], and the
+//! truncation of over-long statuses.
+//!
+//! # Invariants
+//!
+//! A config that passed [`HubConfig::validate`](crate::HubConfig::validate) has every bound at least 1, a TTL that fits in
+//! `u64` milliseconds, a `max_status_bytes` longer than [`TRUNCATION_MARKER`] (so [`truncate`]
+//! always has room to cut), and a valid [`NoSessionPolicy::Deliver`] id.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::SessionId;
+
+/// Appended to a status cut to [`HubConfig::max_status_bytes`](crate::HubConfig::max_status_bytes).
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::TRUNCATION_MARKER;
+/// use status_messenger::{Hub, HubConfig};
+///
+/// let mut config = HubConfig::default();
+/// config.max_status_bytes = 32;
+/// let hub = Hub::new(config).unwrap();
+/// hub.publish(Some("s"), "x".repeat(100)).unwrap();
+/// assert_eq!(hub.stats().truncated, 1);
+/// assert!(TRUNCATION_MARKER.len() < 32);
+/// ```
+pub const TRUNCATION_MARKER: &str = "…[truncated]";
+
+/// What the hub does with a status added outside any session.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{Hub, HubConfig, NoSessionPolicy};
+///
+/// let mut config = HubConfig::default();
+/// config.no_session = NoSessionPolicy::Deliver("lobby".to_owned());
+/// let hub = Hub::new(config).unwrap();
+/// assert_eq!(hub.publish(None, "server restarting soon").unwrap().seq(), Some(1));
+/// assert_eq!(hub.stats().dropped_no_session, 0);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NoSessionPolicy {
+    /// Deliver it nowhere; count it in [`HubStats::dropped_no_session`](crate::HubStats::dropped_no_session) and log a warning the
+    /// first time.
+    #[default]
+    Drop,
+    /// Route it to the session with this id, as if it had been added there.
+    Deliver(String),
+}
+
+/// When a session's history expires by age (see [`HubConfig::history_ttl`](crate::HubConfig::history_ttl)).
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::HistoryExpiry;
+/// use status_messenger::HubConfig;
+///
+/// assert_eq!(HubConfig::default().history_expiry, HistoryExpiry::AfterLastStatus);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HistoryExpiry {
+    /// The whole history leaves once `history_ttl` has passed since the session's last status,
+    /// so a long-running task keeps its last `history_capacity` statuses until it has been quiet
+    /// for `history_ttl`.
+    #[default]
+    AfterLastStatus,
+    /// Each status leaves `history_ttl` after it was added.
+    EachStatus,
+}
+
+/// Bounds and policies of a [`Hub`](crate::Hub). See the [module docs](crate::hub#choosing-the-bounds) on
+/// choosing each bound.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use status_messenger::{Hub, HubConfig, NoSessionPolicy};
+///
+/// let config = HubConfig::default();
+/// assert_eq!(config.history_capacity, 1000);
+/// assert_eq!(config.history_ttl, Duration::from_secs(600));
+/// assert_eq!(config.subscriber_buffer, 1000);
+/// assert_eq!(config.max_status_bytes, 4096);
+/// assert_eq!(config.max_sessions, 100_000);
+/// assert_eq!(config.no_session, NoSessionPolicy::Drop);
+///
+/// let mut small = HubConfig::default();
+/// small.history_capacity = 50;
+/// small.subscriber_buffer = 50;
+/// assert!(Hub::new(small).is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Statuses kept per session (at least 1; default 1,000).
+    pub history_capacity: usize,
+    /// How long history is kept (see [`history_expiry`](HubConfig::history_expiry)), and how
+    /// long a session with no subscriber and no status lives before it is evicted (at least
+    /// 1 ms; default 600 s).
+    pub history_ttl: Duration,
+    /// Whether history expires as a whole after the last status (default) or status by status.
+    pub history_expiry: HistoryExpiry,
+    /// How many statuses one subscriber may be behind the newest before it is moved forward
+    /// with a [`Gap`](crate::Gap) (at least 1; default 1,000).
+    pub subscriber_buffer: usize,
+    /// Longest status text in bytes; longer ones are cut at a char boundary and end with
+    /// [`TRUNCATION_MARKER`] (more than the marker's length; default 4,096).
+    pub max_status_bytes: usize,
+    /// Most sessions held at once (at least 1; default 100,000).
+    pub max_sessions: usize,
+    /// What happens to statuses with no session (default [`NoSessionPolicy::Drop`](crate::NoSessionPolicy::Drop)).
+    pub no_session: NoSessionPolicy,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            history_capacity: 1000,
+            history_ttl: Duration::from_secs(600),
+            history_expiry: HistoryExpiry::AfterLastStatus,
+            subscriber_buffer: 1000,
+            max_status_bytes: 4096,
+            max_sessions: 100_000,
+            no_session: NoSessionPolicy::Drop,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Checks every field; [`Hub::new`](crate::Hub::new) does the same.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field that is out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::HubConfig;
+    ///
+    /// let mut config = HubConfig::default();
+    /// config.history_capacity = 0;
+    /// assert_eq!(config.validate().unwrap_err().field(), "history_capacity");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason| Err(ConfigError { field, reason });
+        if self.history_capacity == 0 {
+            return fail("history_capacity", "must be at least 1");
+        }
+        if self.history_ttl < Duration::from_millis(1) {
+            return fail("history_ttl", "must be at least 1 ms");
+        }
+        if u64::try_from(self.history_ttl.as_millis()).is_err() {
+            return fail("history_ttl", "is too long");
+        }
+        if self.subscriber_buffer == 0 {
+            return fail("subscriber_buffer", "must be at least 1");
+        }
+        if self.max_status_bytes <= TRUNCATION_MARKER.len() {
+            return fail(
+                "max_status_bytes",
+                "must be longer than the truncation marker",
+            );
+        }
+        if self.max_sessions == 0 {
+            return fail("max_sessions", "must be at least 1");
+        }
+        if let NoSessionPolicy::Deliver(id) = &self.no_session {
+            if SessionId::check_str(id).is_err() {
+                return fail("no_session", "names an invalid session id");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A [`HubConfig`] field out of range: which one and why.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{Hub, HubConfig};
+///
+/// let mut config = HubConfig::default();
+/// config.subscriber_buffer = 0;
+/// let error = Hub::new(config).unwrap_err();
+/// assert_eq!(error.field(), "subscriber_buffer");
+/// assert_eq!(error.to_string(), "invalid hub config: subscriber_buffer must be at least 1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub(crate) field: &'static str,
+    pub(crate) reason: &'static str,
+}
+
+impl ConfigError {
+    /// The name of the offending [`HubConfig`] field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut config = status_messenger::HubConfig::default();
+    /// config.max_status_bytes = 1;
+    /// assert_eq!(config.validate().unwrap_err().field(), "max_status_bytes");
+    /// ```
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// Why its value is refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut config = status_messenger::HubConfig::default();
+    /// config.max_sessions = 0;
+    /// assert_eq!(config.validate().unwrap_err().reason(), "must be at least 1");
+    /// ```
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid hub config: {} {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Cuts `text` to at most `max` bytes at a char boundary, marked; whether it was cut.
+///
+/// `max` must be longer than [`TRUNCATION_MARKER`] (a validated config's is).
+pub(crate) fn truncate(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut cut = max.saturating_sub(TRUNCATION_MARKER.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(TRUNCATION_MARKER);
+    true
+}

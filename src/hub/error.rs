@@ -1,0 +1,304 @@
+//! What each hub operation can answer: one result type per operation, holding only what that
+//! operation can return.
+//!
+//! - [`Hub::publish`](crate::Hub::publish): [`Published`] or [`PublishError`];
+//! - [`Hub::open_session`](crate::Hub::open_session): [`OpenError`];
+//! - [`Hub::session_exists`](crate::Hub::session_exists): [`LookupError`];
+//! - [`Hub::try_subscribe`](crate::Hub::try_subscribe): [`SubscribeError`];
+//! - [`Hub::close_session`](crate::Hub::close_session): [`CloseError`];
+//! - a shared backend's failures: [`BackendError`], the source of the `Backend` variants.
+
+use std::fmt;
+
+use super::InvalidSessionId;
+
+/// A status the hub accepted, from [`Hub::publish`](crate::Hub::publish).
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::Published;
+///
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// assert_eq!(hub.publish(Some("s1"), "a"), Ok(Published::Numbered(1)));
+/// assert_eq!(hub.publish(Some("s1"), "b").unwrap().seq(), Some(2));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Published {
+    /// Numbered now: this is its `seq` in the session.
+    Numbered(u64),
+    /// Taken by a shared backend (Redis), which numbers it once it reaches it; subscribers get
+    /// it with that number, or a gap for it if it is lost on the way (counted).
+    Queued,
+}
+
+impl Published {
+    /// The number given, if it was given already ([`Published::Numbered`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::Published;
+    ///
+    /// assert_eq!(Published::Numbered(7).seq(), Some(7));
+    /// assert_eq!(Published::Queued.seq(), None);
+    /// ```
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Published::Numbered(seq) => Some(*seq),
+            Published::Queued => None,
+        }
+    }
+}
+
+/// Why [`Hub::publish`](crate::Hub::publish) did not accept a status. Every refusal is also
+/// counted in [`HubStats`](crate::HubStats).
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::PublishError;
+///
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// assert_eq!(hub.publish(None, "nowhere"), Err(PublishError::NoSession));
+/// assert_eq!(hub.publish(Some(""), "bad id"), Err(PublishError::InvalidSessionId));
+/// assert_eq!(PublishError::NoSession.to_string(), "status has no session");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// Added outside any session under [`NoSessionPolicy::Drop`](crate::NoSessionPolicy::Drop)
+    /// (counted in `dropped_no_session`).
+    NoSession,
+    /// The session id is not valid (counted in `dropped_invalid`).
+    InvalidSessionId,
+    /// It would have opened a session beyond
+    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) (counted in
+    /// `dropped_session_limit`).
+    TooManySessions,
+    /// Its session is being closed (counted in `dropped_closed`).
+    SessionClosed,
+    /// The hub is shut down (counted in `dropped_closed`).
+    ShutDown,
+    /// A shared backend's buffer is full while it cannot reach its store (counted in
+    /// `dropped_backend`; subscribers get a gap for it).
+    BufferFull,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PublishError::NoSession => "status has no session",
+            PublishError::InvalidSessionId => "invalid session id",
+            PublishError::TooManySessions => "too many sessions",
+            PublishError::SessionClosed => "the session is being closed",
+            PublishError::ShutDown => "the hub is shut down",
+            PublishError::BufferFull => "the backend's buffer is full",
+        })
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// A shared backend (Redis) could not do what was asked: unreachable, timed out, or refused.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::BackendError;
+///
+/// let error = BackendError::new("redis", std::io::Error::other("connection refused"));
+/// assert_eq!(error.backend(), "redis");
+/// assert_eq!(error.to_string(), "redis: connection refused");
+/// assert!(std::error::Error::source(&error).is_some());
+/// ```
+#[derive(Debug)]
+pub struct BackendError {
+    backend: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl BackendError {
+    /// An error of the backend named `backend`, caused by `source`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let error = status_messenger::hub::BackendError::new("redis", "timed out");
+    /// assert_eq!(error.to_string(), "redis: timed out");
+    /// ```
+    pub fn new(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            backend,
+            source: source.into(),
+        }
+    }
+
+    /// The backend's name (`"redis"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let error = status_messenger::hub::BackendError::new("redis", "timed out");
+    /// assert_eq!(error.backend(), "redis");
+    /// ```
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.backend, self.source)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+macro_rules! display_and_source {
+    ($error:ident { $($variant:ident => $text:literal),* $(,)? } $(backend: $backend:ident)? $(invalid: $invalid:ident)?) => {
+        impl fmt::Display for $error {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($error::$variant => f.write_str($text),)*
+                    $($error::$backend(error) => error.fmt(f),)?
+                    $($error::$invalid(error) => error.fmt(f),)?
+                }
+            }
+        }
+
+        impl std::error::Error for $error {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    $($error::$backend(error) => Some(error),)?
+                    $($error::$invalid(error) => Some(error),)?
+                    #[allow(unreachable_patterns)] // an error with only wrapped variants
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+/// Why [`Hub::open_session`](crate::Hub::open_session) failed.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::OpenError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// let error = hub.open_session("bad\nid").await.unwrap_err();
+/// assert!(matches!(error, OpenError::InvalidSessionId(_)));
+/// assert_eq!(error.to_string(), "invalid session id: has a control character");
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The id is not a valid [`SessionId`](crate::SessionId).
+    InvalidSessionId(InvalidSessionId),
+    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) sessions are held already.
+    TooManySessions,
+    /// The hub was shut down.
+    ShutDown,
+    /// The shared backend could not register it.
+    Backend(BackendError),
+}
+
+display_and_source!(OpenError {
+    TooManySessions => "too many sessions",
+    ShutDown => "the hub is shut down",
+} backend: Backend invalid: InvalidSessionId);
+
+/// Why [`Hub::session_exists`](crate::Hub::session_exists) could not tell.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::LookupError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// assert!(matches!(hub.session_exists("").await, Err(LookupError::InvalidSessionId(_))));
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// The id is not a valid [`SessionId`](crate::SessionId).
+    InvalidSessionId(InvalidSessionId),
+    /// The shared backend did not answer.
+    Backend(BackendError),
+}
+
+display_and_source!(LookupError {} backend: Backend invalid: InvalidSessionId);
+
+/// Why [`Hub::try_subscribe`](crate::Hub::try_subscribe) refused a subscription.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::SubscribeError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// assert!(matches!(hub.try_subscribe("", None), Err(SubscribeError::InvalidSessionId(_))));
+/// hub.shutdown().await;
+/// assert!(matches!(hub.try_subscribe("s", None), Err(SubscribeError::ShutDown)));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The id is not a valid [`SessionId`](crate::SessionId).
+    InvalidSessionId(InvalidSessionId),
+    /// The session does not exist and [`HubConfig::max_sessions`](crate::HubConfig::max_sessions)
+    /// sessions are held already.
+    TooManySessions,
+    /// The hub was shut down.
+    ShutDown,
+}
+
+display_and_source!(SubscribeError {
+    TooManySessions => "too many sessions",
+    ShutDown => "the hub is shut down",
+} invalid: InvalidSessionId);
+
+/// Why [`Hub::close_session`](crate::Hub::close_session) could not tell whether it closed a
+/// session.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::CloseError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// assert!(matches!(hub.close_session("").await, Err(CloseError::InvalidSessionId(_))));
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// The id is not a valid [`SessionId`](crate::SessionId).
+    InvalidSessionId(InvalidSessionId),
+    /// The shared backend did not confirm the close in time; it stays queued and is applied
+    /// when the backend is reachable again.
+    Backend(BackendError),
+}
+
+display_and_source!(CloseError {} backend: Backend invalid: InvalidSessionId);

@@ -1,0 +1,586 @@
+//! What subscribers receive and what names a session: [`SessionId`], [`Event`], [`Status`],
+//! [`Gap`].
+//!
+//! # Invariants
+//!
+//! - A [`SessionId`] is 1 to [`MAX_SESSION_ID_BYTES`] bytes long with no control character;
+//!   it can only be made by [`SessionId::new`] (or the conversions that call it), so code that
+//!   holds one never checks it again.
+//! - A [`Status`]'s `seq` is at least 1 and its text at most the hub's `max_status_bytes`.
+//! - A [`Gap`] has `1 <= from <= to`: it is never empty. Its fields are private so no value
+//!   outside this crate can break that.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// The longest session id the hub accepts, in bytes.
+///
+/// Valid ids are 1 to `MAX_SESSION_ID_BYTES` bytes long and contain no control character.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::MAX_SESSION_ID_BYTES;
+/// use status_messenger::SessionId;
+///
+/// assert!(SessionId::new("a".repeat(MAX_SESSION_ID_BYTES)).is_ok());
+/// assert!(SessionId::new("a".repeat(MAX_SESSION_ID_BYTES + 1)).is_err());
+/// ```
+pub const MAX_SESSION_ID_BYTES: usize = 256;
+
+/// A session id the hub accepts: 1 to [`MAX_SESSION_ID_BYTES`] bytes, no control character.
+///
+/// Cheap to clone (a shared string). Every hub operation that takes a `&str` id checks it once
+/// into a `SessionId`; make one yourself to check an id where it enters your server (a query
+/// parameter, a cookie) and to hand it on without checking again. It dereferences to `str`.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::SessionId;
+///
+/// let id = SessionId::new("user-1").unwrap();
+/// assert_eq!(id.as_str(), "user-1");
+/// assert_eq!(id, "user-1");
+/// assert_eq!(&*id, "user-1");
+/// assert!(SessionId::new("").is_err());
+/// assert!(SessionId::new("line\nbreak").is_err());
+/// let parsed: SessionId = "abc".parse().unwrap();
+/// assert_eq!(parsed.len(), 3);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(Arc<str>);
+
+impl SessionId {
+    /// Checks `id` and makes it a `SessionId`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSessionId`] when it is empty, longer than [`MAX_SESSION_ID_BYTES`], or has a
+    /// control character.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::SessionId;
+    ///
+    /// assert!(SessionId::new("9f86d081884c7d65").is_ok());
+    /// let error = SessionId::new("tab\there").unwrap_err();
+    /// assert_eq!(error.to_string(), "invalid session id: has a control character");
+    /// ```
+    pub fn new(id: impl AsRef<str> + Into<Arc<str>>) -> Result<SessionId, InvalidSessionId> {
+        check(id.as_ref())?;
+        Ok(SessionId(id.into()))
+    }
+
+    /// The id as text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let id = status_messenger::SessionId::new("s1").unwrap();
+    /// assert_eq!(id.as_str(), "s1");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks a borrowed id without allocating; the hub's hot path uses it.
+    pub(crate) fn check_str(id: &str) -> Result<&str, InvalidSessionId> {
+        check(id).map(|()| id)
+    }
+
+    /// The shared string, for code that keys maps by it.
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(dead_code, reason = "used by shared backends")
+    )]
+    pub(crate) fn into_shared(self) -> Arc<str> {
+        self.0
+    }
+
+    /// Wraps an id already checked (one that came out of [`SessionId::check_str`]).
+    pub(crate) fn from_checked(id: &str) -> SessionId {
+        debug_assert!(check(id).is_ok(), "unchecked session id");
+        SessionId(Arc::from(id))
+    }
+}
+
+fn check(id: &str) -> Result<(), InvalidSessionId> {
+    if id.is_empty() {
+        return Err(InvalidSessionId { reason: "is empty" });
+    }
+    if id.len() > MAX_SESSION_ID_BYTES {
+        return Err(InvalidSessionId {
+            reason: "is longer than 256 bytes",
+        });
+    }
+    let control = if id.is_ascii() {
+        // The usual hex or UUID id: a byte check is enough and cheaper than decoding chars.
+        id.bytes().any(|byte| byte.is_ascii_control())
+    } else {
+        id.chars().any(char::is_control)
+    };
+    if control {
+        return Err(InvalidSessionId {
+            reason: "has a control character",
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Deref for SessionId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SessionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for SessionId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for SessionId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for SessionId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = InvalidSessionId;
+
+    fn from_str(id: &str) -> Result<Self, Self::Err> {
+        SessionId::new(id)
+    }
+}
+
+impl TryFrom<&str> for SessionId {
+    type Error = InvalidSessionId;
+
+    fn try_from(id: &str) -> Result<Self, Self::Error> {
+        SessionId::new(id)
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = InvalidSessionId;
+
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        SessionId::new(id)
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> String {
+        id.0.to_string()
+    }
+}
+
+/// A session id that [`SessionId::new`] refused, and why.
+///
+/// # Examples
+///
+/// ```
+/// let error = status_messenger::SessionId::new("").unwrap_err();
+/// assert_eq!(error.reason(), "is empty");
+/// assert_eq!(error.to_string(), "invalid session id: is empty");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InvalidSessionId {
+    reason: &'static str,
+}
+
+impl InvalidSessionId {
+    /// What is wrong with the id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let error = status_messenger::SessionId::new("a".repeat(300)).unwrap_err();
+    /// assert_eq!(error.reason(), "is longer than 256 bytes");
+    /// ```
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for InvalidSessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid session id: {}", self.reason)
+    }
+}
+
+impl std::error::Error for InvalidSessionId {}
+
+/// One item of a [`Subscription`](crate::Subscription).
+///
+/// Non-exhaustive: later versions may add kinds of item; skip the ones you do not know.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{Event, Hub, HubConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut config = HubConfig::default();
+/// config.history_capacity = 2;
+/// let hub = Hub::new(config).unwrap();
+/// for text in ["a", "b", "c"] {
+///     hub.publish(Some("s"), text).unwrap();
+/// }
+/// let mut sub = hub.subscribe("s", None);
+/// // Status 1 left history: the subscriber is told, then gets the rest.
+/// assert!(matches!(sub.next().await, Some(Event::Gap(g)) if (g.from(), g.to()) == (1, 1)));
+/// assert_eq!(sub.next().await.and_then(|e| e.seq()), Some(2));
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A status, in order.
+    Status(Status),
+    /// Statuses this subscriber cannot have.
+    Gap(Gap),
+}
+
+impl Event {
+    /// The session of this item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "hi").unwrap();
+    /// let event = hub.subscribe("s", None).next().await.unwrap();
+    /// assert_eq!(event.session(), "s");
+    /// # }
+    /// ```
+    pub fn session(&self) -> &SessionId {
+        match self {
+            Event::Status(status) => &status.session,
+            Event::Gap(gap) => &gap.session,
+        }
+    }
+
+    /// The status's number, or `None` for a gap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "hi").unwrap();
+    /// assert_eq!(hub.subscribe("s", None).next().await.unwrap().seq(), Some(1));
+    /// # }
+    /// ```
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Event::Status(status) => Some(status.seq),
+            Event::Gap(_) => None,
+        }
+    }
+
+    /// The last number this item accounts for: a status's `seq`, a gap's `to`. A client that
+    /// remembers it can resume with [`Hub::subscribe`](crate::Hub::subscribe)`(session,
+    /// Some(last))`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::{Hub, HubConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut config = HubConfig::default();
+    /// config.history_capacity = 1;
+    /// let hub = Hub::new(config).unwrap();
+    /// for text in ["a", "b", "c"] {
+    ///     hub.publish(Some("s"), text).unwrap();
+    /// }
+    /// let gap = hub.subscribe("s", None).next().await.unwrap();
+    /// assert_eq!((gap.seq(), gap.last_seq()), (None, 2));
+    /// # }
+    /// ```
+    pub fn last_seq(&self) -> u64 {
+        match self {
+            Event::Status(status) => status.seq,
+            Event::Gap(gap) => gap.to,
+        }
+    }
+}
+
+/// One status of one session, as a subscriber receives it.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{Event, Hub};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new(Default::default()).unwrap();
+/// hub.publish(Some("s"), "one").unwrap();
+/// let Some(Event::Status(status)) = hub.subscribe("s", None).next().await else { panic!() };
+/// assert_eq!((status.session().as_str(), status.seq(), status.text()), ("s", 1, "one"));
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    session: SessionId,
+    seq: u64,
+    text: Arc<str>,
+}
+
+impl Status {
+    pub(crate) fn new(session: SessionId, seq: u64, text: Arc<str>) -> Status {
+        debug_assert!(seq >= 1, "statuses are numbered from 1");
+        Status { session, seq, text }
+    }
+
+    /// The session it belongs to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s1"), "x").unwrap();
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", None).next().await else { panic!() };
+    /// assert_eq!(status.session(), "s1");
+    /// # }
+    /// ```
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    /// Its number in the session: 1, 2, 3, ... in the order the statuses were accepted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s1"), "a").unwrap();
+    /// hub.publish(Some("s1"), "b").unwrap();
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", Some(1)).next().await else { panic!() };
+    /// assert_eq!(status.seq(), 2);
+    /// # }
+    /// ```
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The text, cut to [`HubConfig::max_status_bytes`](crate::HubConfig::max_status_bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s1"), "Reading 3 pages...").unwrap();
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", None).next().await else { panic!() };
+    /// assert_eq!(status.text(), "Reading 3 pages...");
+    /// # }
+    /// ```
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The text as the shared allocation the hub holds, to hand on without a copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s1"), "shared").unwrap();
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", None).next().await else { panic!() };
+    /// let text: std::sync::Arc<str> = status.shared_text().clone();
+    /// assert_eq!(&*text, "shared");
+    /// # }
+    /// ```
+    pub fn shared_text(&self) -> &Arc<str> {
+        &self.text
+    }
+}
+
+/// Statuses `from..=to` of a session are missing for this subscriber and cannot be delivered.
+///
+/// Never empty: `1 <= from <= to`.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{Event, Hub, HubConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut config = HubConfig::default();
+/// config.history_capacity = 1;
+/// let hub = Hub::new(config).unwrap();
+/// for text in ["a", "b", "c", "d"] {
+///     hub.publish(Some("s"), text).unwrap();
+/// }
+/// let Some(Event::Gap(gap)) = hub.subscribe("s", None).next().await else { panic!() };
+/// assert_eq!((gap.session().as_str(), gap.from(), gap.to(), gap.len()), ("s", 1, 3, 3));
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gap {
+    session: SessionId,
+    from: u64,
+    to: u64,
+}
+
+impl Gap {
+    pub(crate) fn new(session: SessionId, from: u64, to: u64) -> Gap {
+        debug_assert!(1 <= from && from <= to, "an empty gap {from}..={to}");
+        Gap { session, from, to }
+    }
+
+    /// The session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub, HubConfig};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let mut config = HubConfig::default();
+    /// # config.history_capacity = 1;
+    /// # let hub = Hub::new(config).unwrap();
+    /// hub.publish(Some("s"), "a").unwrap();
+    /// hub.publish(Some("s"), "b").unwrap();
+    /// let Some(Event::Gap(gap)) = hub.subscribe("s", None).next().await else { panic!() };
+    /// assert_eq!(gap.session(), "s");
+    /// # }
+    /// ```
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    /// The first missing number.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub, HubConfig};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let mut config = HubConfig::default();
+    /// # config.history_capacity = 1;
+    /// # let hub = Hub::new(config).unwrap();
+    /// for text in ["a", "b", "c"] {
+    ///     hub.publish(Some("s"), text).unwrap();
+    /// }
+    /// let Some(Event::Gap(gap)) = hub.subscribe("s", Some(1)).next().await else { panic!() };
+    /// assert_eq!(gap.from(), 2);
+    /// # }
+    /// ```
+    pub fn from(&self) -> u64 {
+        self.from
+    }
+
+    /// The last missing number (at least [`from`](Gap::from)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub, HubConfig};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let mut config = HubConfig::default();
+    /// # config.history_capacity = 1;
+    /// # let hub = Hub::new(config).unwrap();
+    /// for text in ["a", "b", "c"] {
+    ///     hub.publish(Some("s"), text).unwrap();
+    /// }
+    /// let Some(Event::Gap(gap)) = hub.subscribe("s", None).next().await else { panic!() };
+    /// assert_eq!(gap.to(), 2);
+    /// # }
+    /// ```
+    pub fn to(&self) -> u64 {
+        self.to
+    }
+
+    /// How many statuses are missing (at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub, HubConfig};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let mut config = HubConfig::default();
+    /// # config.history_capacity = 1;
+    /// # let hub = Hub::new(config).unwrap();
+    /// hub.publish(Some("s"), "a").unwrap();
+    /// hub.publish(Some("s"), "b").unwrap();
+    /// let Some(Event::Gap(gap)) = hub.subscribe("s", None).next().await else { panic!() };
+    /// assert_eq!(gap.len(), 1);
+    /// # }
+    /// ```
+    #[allow(clippy::len_without_is_empty)] // never empty, see the type's docs
+    pub fn len(&self) -> u64 {
+        (self.to - self.from).saturating_add(1)
+    }
+}
