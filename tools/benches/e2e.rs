@@ -23,6 +23,8 @@
 //!
 //! A server missing from the source tree is an error naming it. Each run's load average goes
 //! into the results, since the machine may be shared; server logs go to `target/e2e/logs/`.
+//! `--out DIR` puts the results, the chart and the logs there instead (a relative `DIR` is taken
+//! from the workspace root).
 //!
 //! `--redis URL` starts the demo servers with `--redis URL` (built with the library's `redis`
 //! feature); with `--redis-split` each demo runs as two processes sharing that Redis, the load
@@ -551,7 +553,13 @@ const MAX_THROUGHPUT_STEPS: u64 = 1000;
 
 fn run(options: &Options) -> Result<bool, String> {
     let target = target_dir()?;
-    let out = options.out.clone().unwrap_or_else(|| target.join("e2e"));
+    let out = match &options.out {
+        // `cargo bench` runs this in the package's directory, `tools/`; a relative `--out` is
+        // taken from the workspace root instead, as the driver's other paths are.
+        Some(out) if out.is_relative() => workspace_root()?.join(out),
+        Some(out) => out.clone(),
+        None => target.join("e2e"),
+    };
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let binaries = build(options, &target)?;
