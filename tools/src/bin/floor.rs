@@ -1,9 +1,9 @@
 //! The floor of the end-to-end benchmark: the transport alone, without `status-messenger`.
 //!
-//! Run with: cargo bench --bench e2e_floor -- --port 3000
+//! Run with: cargo run --release -p status-messenger-tools --bin floor -- --port 3000
 //!
 //! This is benchmark code, not part of the product. It speaks just enough of the demo servers'
-//! HTTP contract for `examples/loadgen.rs` (`POST /api/sessions`, `POST /api/sessions/{id}/tasks`,
+//! HTTP contract for the load generator (`tools/src/bin/loadgen.rs`: `POST /api/sessions`, `POST /api/sessions/{id}/tasks`,
 //! `GET /ws?session=`, `GET /events?session=`) and writes the same frames over the same axum
 //! transport, but with the shortest path it can: the simulated tool on `spawn_blocking` pushes
 //! each status into its session's own tokio mpsc queue, and the session's socket task drains that
@@ -16,8 +16,9 @@
 //! there is no resume (`after=`, `Last-Event-ID` are ignored). Until a socket drains it, the
 //! queue holds every status (unbounded: the floor measures the transport, not a buffer policy).
 //!
-//! Without `--port` (or `PORT`) it prints how to run it and exits, so that `cargo bench` and
-//! `cargo test --all-targets` do not hang on a server; `cargo bench --bench e2e` starts it itself.
+//! Like the demo servers it serves on `127.0.0.1:3000` unless `--port` / `PORT` (`0`: any free
+//! port) or `--bind` / `BIND` say otherwise, and prints `listening on http://ADDR:PORT`; the
+//! end-to-end benchmark (`tools/benches/e2e.rs`) starts it itself on port 0.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -293,68 +294,52 @@ async fn shutdown_signal() {
     drop(ctrl_c.await);
 }
 
-/// `--port` / `PORT` and `--bind` / `BIND`; `None` when no port was asked for.
-fn parse_args() -> Result<Option<SocketAddr>, String> {
-    let mut port = std::env::var("PORT").ok();
+/// `--port` / `PORT` and `--bind` / `BIND`, by default `127.0.0.1:3000`.
+fn parse_args() -> Result<SocketAddr, String> {
+    let mut port = std::env::var("PORT").unwrap_or_else(|_| String::from("3000"));
     let mut bind = std::env::var("BIND").unwrap_or_else(|_| String::from("127.0.0.1"));
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if port.is_none() && !args.iter().any(|a| a == "--port") {
-        // Started by `cargo bench` (with `--bench` and maybe a filter) or `cargo test`.
-        return Ok(None);
-    }
-    let mut args = args.into_iter();
+    let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--port" => port = Some(args.next().ok_or("--port needs a value")?),
+            "--port" => port = args.next().ok_or("--port needs a value")?,
             "--bind" => bind = args.next().ok_or("--bind needs a value")?,
-            "--bench" => {}
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    let Some(port) = port else {
-        return Ok(None);
-    };
     let port: u16 = port
         .parse()
         .map_err(|e| format!("bad port {port:?}: {e}"))?;
     let ip = bind
         .parse()
         .map_err(|e| format!("bad bind {bind:?}: {e}"))?;
-    Ok(Some(SocketAddr::new(ip, port)))
+    Ok(SocketAddr::new(ip, port))
 }
 
 #[tokio::main]
 async fn main() {
     let addr = match parse_args() {
-        Ok(Some(addr)) => addr,
-        Ok(None) => {
-            println!(
-                "e2e_floor is the floor server of the end-to-end benchmark; `cargo bench --bench e2e` \
-                 starts it. To run it alone: cargo bench --bench e2e_floor -- --port 3000"
-            );
-            return;
-        }
+        Ok(addr) => addr,
         Err(e) => {
-            eprintln!("e2e_floor: {e}");
+            eprintln!("floor: {e}");
             std::process::exit(2);
         }
     };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("e2e_floor: cannot bind {addr}: {e}");
+            eprintln!("floor: cannot bind {addr}: {e}");
             std::process::exit(1);
         }
     };
     match listener.local_addr() {
         Ok(bound) => println!("listening on http://{bound}"),
-        Err(e) => eprintln!("e2e_floor: bound address unknown: {e}"),
+        Err(e) => eprintln!("floor: bound address unknown: {e}"),
     }
     if let Err(e) = axum::serve(listener, app())
         .with_graceful_shutdown(shutdown_signal())
         .await
     {
-        eprintln!("e2e_floor: server error: {e}");
+        eprintln!("floor: server error: {e}");
         std::process::exit(1);
     }
 }

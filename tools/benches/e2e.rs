@@ -1,13 +1,15 @@
 //! The end-to-end benchmark: each server under test, the load generator against it, a table,
 //! `target/e2e/results.json` and a chart `target/e2e/throughput.svg`.
 //!
-//! Run with: cargo bench --bench e2e -- [--servers floor,axum,actix] [--sessions 1,10,100,1000]
+//! Run with: cargo bench -p status-messenger-tools --bench e2e -- [--servers floor,axum,actix] [--sessions 1,10,100,1000]
 //!
-//! It builds the release binaries it needs (`examples/loadgen.rs`, the demo servers
-//! `examples/axum_demo.rs` and `examples/actix_demo.rs`, the floor `benches/e2e/floor.rs`), then
-//! for every server starts a fresh process on port 0 per scenario (reading its
-//! `listening on http://...` line) and reads the process's peak RSS (`VmHWM`) before stopping it
-//! with SIGTERM. `--scenarios` picks among these (default: all three):
+//! It builds the release binaries it needs (the load generator `tools/src/bin/loadgen.rs` and the
+//! floor `tools/src/bin/floor.rs` of this package, the demo servers `examples/axum_demo.rs` and
+//! `examples/actix_demo.rs` of the `status-messenger` package), then for every server starts a
+//! fresh process on port 0 per scenario (reading its `listening on http://...` line) and reads the
+//! process's peak RSS (`VmHWM`) before stopping it with SIGTERM. It does not use the library
+//! itself: everything it measures runs in those processes. `--scenarios` picks among these
+//! (default: all three):
 //!
 //! - throughput: for each session count S, `--steps` N (default 1,000) steps with no delay,
 //!   WebSockets (`--sse`: event streams), median statuses/s over `--runs`. N above 1,000 (the
@@ -21,11 +23,13 @@
 //!
 //! A server missing from the source tree is an error naming it. Each run's load average goes
 //! into the results, since the machine may be shared; server logs go to `target/e2e/logs/`.
+//! `--out DIR` puts the results, the chart and the logs there instead (a relative `DIR` is taken
+//! from the workspace root).
 //!
-//! `--redis URL` starts the demo servers with `--redis URL`; with `--redis-split` each demo runs
-//! as two processes sharing that Redis, the load generator creating sessions and starting tasks
-//! on the first (`--task-url`) while its sockets read from the second. The floor has no Redis
-//! mode and always runs as one process in memory.
+//! `--redis URL` starts the demo servers with `--redis URL` (built with the library's `redis`
+//! feature); with `--redis-split` each demo runs as two processes sharing that Redis, the load
+//! generator creating sessions and starting tasks on the first (`--task-url`) while its sockets
+//! read from the second. The floor has no Redis mode and always runs as one process in memory.
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it only says how to run it.
 
@@ -39,49 +43,76 @@ use std::time::{Duration, Instant};
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
+/// The package of the library and its demo servers.
+const LIBRARY: &str = "status-messenger";
+/// This package: the load generator and the floor.
+const TOOLS: &str = "status-messenger-tools";
+
+/// The load generator.
+const LOADGEN: Target = Target {
+    package: TOOLS,
+    kind: Kind::Bin,
+    name: "loadgen",
+    source: "tools/src/bin/loadgen.rs",
+};
+
 /// The servers the driver knows: name, how cargo names its target, and whether it has a Redis mode.
 const SERVERS: [(&str, Target, bool); 3] = [
     (
         "floor",
-        Target::Bench("e2e_floor", "benches/e2e/floor.rs"),
+        Target {
+            package: TOOLS,
+            kind: Kind::Bin,
+            name: "floor",
+            source: "tools/src/bin/floor.rs",
+        },
         false,
     ),
     (
         "axum",
-        Target::Example("axum_demo", "examples/axum_demo.rs"),
+        Target {
+            package: LIBRARY,
+            kind: Kind::Example,
+            name: "axum_demo",
+            source: "examples/axum_demo.rs",
+        },
         true,
     ),
     (
         "actix",
-        Target::Example("actix_demo", "examples/actix_demo.rs"),
+        Target {
+            package: LIBRARY,
+            kind: Kind::Example,
+            name: "actix_demo",
+            source: "examples/actix_demo.rs",
+        },
         true,
     ),
 ];
 
+/// A binary the driver builds, in one of the workspace's packages.
 #[derive(Clone, Copy)]
-enum Target {
-    Bench(&'static str, &'static str),
-    Example(&'static str, &'static str),
+struct Target {
+    package: &'static str,
+    kind: Kind,
+    name: &'static str,
+    /// From the workspace root.
+    source: &'static str,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bin,
+    Example,
 }
 
 impl Target {
-    fn name(self) -> &'static str {
-        match self {
-            Target::Bench(name, _) | Target::Example(name, _) => name,
-        }
-    }
-
-    fn source(self) -> &'static str {
-        match self {
-            Target::Bench(_, source) | Target::Example(_, source) => source,
-        }
-    }
-
-    fn cargo_args(self) -> [&'static str; 2] {
-        match self {
-            Target::Bench(name, _) => ["--bench", name],
-            Target::Example(name, _) => ["--example", name],
-        }
+    fn cargo_args(self) -> [&'static str; 4] {
+        let kind = match self.kind {
+            Kind::Bin => "--bin",
+            Kind::Example => "--example",
+        };
+        ["-p", self.package, kind, self.name]
     }
 }
 
@@ -103,7 +134,8 @@ struct Options {
     out: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: cargo bench --bench e2e -- [--servers floor,axum,actix] \
+const USAGE: &str =
+    "usage: cargo bench -p status-messenger-tools --bench e2e -- [--servers floor,axum,actix] \
 [--scenarios throughput,paced,memory] [--sessions 1,10,100,1000] [--steps 1000] [--runs 5] \
 [--paced 10,200,10] [--idle-sessions 10000] [--idle-steps 100] [--idle-subscribed] [--sse] \
 [--redis URL [--redis-split]] [--loadgen-threads 1] [--out DIR]";
@@ -209,30 +241,38 @@ fn target_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("unexpected location {}", exe.display()))
 }
 
-/// Builds the load generator and the selected servers in release mode; their paths by target name.
-fn build(options: &Options, target: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
+/// The workspace root, where cargo runs and the source paths of [`Target`] start.
+fn workspace_root() -> Result<&'static Path, String> {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .ok_or_else(|| format!("{} has no parent", manifest_dir.display()))
+}
+
+/// Builds the load generator and the selected servers in release mode, in one cargo invocation
+/// over both packages; their paths by target name.
+fn build(options: &Options, target: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
+    let root = workspace_root()?;
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
-        .current_dir(manifest_dir)
+        .current_dir(root)
         .env("CARGO_TARGET_DIR", target)
         .args([
             "build",
             "--release",
             "--message-format=json-render-diagnostics",
-            "--example",
-            "loadgen",
-        ]);
+        ])
+        .args(LOADGEN.cargo_args());
     if options.redis.is_some() {
-        command.args(["--features", "redis"]);
+        command.args(["--features", &format!("{LIBRARY}/redis")]);
     }
     for name in &options.servers {
         let (_, server, _) = server_entry(name);
-        if !manifest_dir.join(server.source()).exists() {
+        if !root.join(server.source).exists() {
             return Err(format!(
                 "server {name:?} is selected but {} does not exist; choose others with \
                  --servers (floor, axum, actix)",
-                server.source()
+                server.source
             ));
         }
         command.args(server.cargo_args());
@@ -257,8 +297,8 @@ fn build(options: &Options, target: &Path) -> Result<BTreeMap<String, PathBuf>, 
             binaries.insert(name.to_string(), PathBuf::from(exe));
         }
     }
-    let mut wanted = vec!["loadgen"];
-    wanted.extend(options.servers.iter().map(|n| server_entry(n).1.name()));
+    let mut wanted = vec![LOADGEN.name];
+    wanted.extend(options.servers.iter().map(|n| server_entry(n).1.name));
     for name in wanted {
         if !binaries.contains_key(name) {
             return Err(format!("cargo built no binary for {name}"));
@@ -390,7 +430,7 @@ struct UnderTest {
 impl UnderTest {
     fn start(ctx: &Context<'_>, name: &str, label: &str) -> Result<UnderTest, String> {
         let (_, target, redis_mode) = server_entry(name);
-        let exe = &ctx.binaries[target.name()];
+        let exe = &ctx.binaries[target.name];
         let mut extra = Vec::new();
         if let (Some(url), true) = (&ctx.options.redis, redis_mode) {
             extra = vec!["--redis".to_string(), url.clone()];
@@ -439,7 +479,7 @@ struct Context<'a> {
 
 /// Runs the load generator; its JSON line, or why there is none.
 fn loadgen(ctx: &Context<'_>, under_test: &UnderTest, args: &[String]) -> Result<Value, String> {
-    let mut command = Command::new(&ctx.binaries["loadgen"]);
+    let mut command = Command::new(&ctx.binaries[LOADGEN.name]);
     command.args(under_test.loadgen_urls()).args(args).args([
         "--json",
         "--threads",
@@ -513,7 +553,13 @@ const MAX_THROUGHPUT_STEPS: u64 = 1000;
 
 fn run(options: &Options) -> Result<bool, String> {
     let target = target_dir()?;
-    let out = options.out.clone().unwrap_or_else(|| target.join("e2e"));
+    let out = match &options.out {
+        // `cargo bench` runs this in the package's directory, `tools/`; a relative `--out` is
+        // taken from the workspace root instead, as the driver's other paths are.
+        Some(out) if out.is_relative() => workspace_root()?.join(out),
+        Some(out) => out.clone(),
+        None => target.join("e2e"),
+    };
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let binaries = build(options, &target)?;
@@ -836,7 +882,10 @@ fn draw_chart(options: &Options, rows: &[Value], path: &Path) -> Result<(), Stri
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
-        println!("e2e: a benchmark of running servers; run it with `cargo bench --bench e2e`");
+        println!(
+            "e2e: a benchmark of running servers; run it with \
+             `cargo bench -p status-messenger-tools --bench e2e`"
+        );
         return ExitCode::SUCCESS;
     }
     args.retain(|a| a != "--bench");

@@ -1,6 +1,6 @@
 //! A load generator for any server that keeps the demo servers' HTTP contract.
 //!
-//! Run with: cargo run --release --example loadgen -- --url http://127.0.0.1:3000 --sessions 100 --steps 1000
+//! Run with: cargo run --release -p status-messenger-tools --bin loadgen -- --url http://127.0.0.1:3000 --sessions 100 --steps 1000
 //!
 //! Each run creates `--sessions S` sessions (`POST /api/sessions`), opens one WebSocket per
 //! session (`GET /ws?session=`, or with `--sse` one event stream, `GET /events?session=`), waits
