@@ -116,11 +116,15 @@
 )]
 #![warn(missing_debug_implementations)]
 
+mod context;
 pub mod hub;
 pub mod messenger;
-mod session;
 mod sync;
 
+pub use context::{
+    current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
+    SessionContext, SessionFutureExt, SpawnError, WithSession,
+};
 #[cfg(feature = "redis")]
 pub use hub::{BackendError, RedisConfig};
 pub use hub::{
@@ -131,10 +135,6 @@ pub use messenger::{
     add_status_message, dropped_before_setup, global_messenger, setup_status_messenger_async,
     stream_status_updates, try_stream_status_updates, Messenger, StatusStream, StatusUpdate,
     StreamError,
-};
-pub use session::{
-    current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
-    SessionContext, SessionFutureExt, SpawnError, WithSession,
 };
 
 /// The README's examples, compiled and run as doctests so they stay true.
