@@ -46,11 +46,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 
 use flume::r#async::RecvStream;
 use futures_core::Stream;
+
+use crate::sync::{lock, read, write};
 
 tokio::task_local! {
     /// The session id of the client whose work the current task is doing.
@@ -277,11 +279,7 @@ impl Messenger {
         );
         // Both routes run under the read lock: `set_direct` drains the channel under the write
         // lock, so no message can land in the channel behind the drain or overtake one in it.
-        let direct = self
-            .shared
-            .direct
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let direct = read(&self.shared.direct);
         let message = match direct.as_ref() {
             Some(direct) => match (direct.deliver)(session, message) {
                 Ok(()) => {
@@ -294,7 +292,12 @@ impl Messenger {
         };
         // The receiver lives as long as `self.shared` (see the module invariants), so this
         // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
-        if self.shared.sender.send((owned_session(), message)).is_err() {
+        let sent = self.shared.sender.send((owned_session(), message));
+        debug_assert!(
+            sent.is_ok(),
+            "the messenger's own receiver keeps the channel open"
+        );
+        if sent.is_err() {
             tracing::error!(target: "status_messenger", "status channel closed; message dropped");
         }
     }
@@ -302,12 +305,10 @@ impl Messenger {
     /// Routes every message straight to `deliver` from now on, after handing it what waits in
     /// the channel, in order. Fails while a stream consumes the channel.
     pub(crate) fn set_direct(&self, deliver: Deliver) -> Result<(), StreamError> {
-        let mut direct = self
-            .shared
-            .direct
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut direct = write(&self.shared.direct);
         let mut stream = self.try_stream()?;
+        // A direct consumer holds the stream, so the stream just taken proves there is none.
+        debug_assert!(direct.is_none(), "a direct consumer without the stream");
         // Senders wait for the write lock, so this hands over everything sent before the
         // switch: first what an earlier stream drained but did not yield, then the channel.
         let buffered = stream
@@ -340,12 +341,7 @@ impl Messenger {
 
     /// Ends direct delivery: messages go into the channel again and a stream may take them.
     pub(crate) fn clear_direct(&self) {
-        let old = self
-            .shared
-            .direct
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let old = write(&self.shared.direct).take();
         // Dropping the stream outside the lock gives the receiver back.
         drop(old);
     }
@@ -359,11 +355,7 @@ impl Messenger {
     /// assert!(!messenger.is_direct());
     /// ```
     pub fn is_direct(&self) -> bool {
-        self.shared
-            .direct
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        read(&self.shared.direct).is_some()
     }
 
     /// Sends `message` for an explicitly named session, for code that knows it.
@@ -421,13 +413,7 @@ impl Messenger {
             self.shared.refused_streams.fetch_add(1, Ordering::Relaxed);
             return Err(StreamError::AlreadyConsumed);
         }
-        let buffer = std::mem::take(
-            &mut *self
-                .shared
-                .leftover
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let buffer = std::mem::take(&mut *lock(&self.shared.leftover));
         Ok(StatusStream {
             live: Some(Live {
                 waiting: self.shared.receiver.clone().into_stream(),
@@ -692,7 +678,17 @@ impl Drop for StatusStream {
         // may start.
         drop(waiting);
         drop(draining);
-        *home.leftover.lock().unwrap_or_else(PoisonError::into_inner) = buffer;
+        {
+            let mut leftover = lock(&home.leftover);
+            // This stream took the leftover when it started and only one stream lives at a
+            // time, so nothing else can have parked messages meanwhile.
+            debug_assert!(leftover.is_empty(), "leftover parked under a live stream");
+            *leftover = buffer;
+        }
+        debug_assert!(
+            home.stream_taken.load(Ordering::Relaxed),
+            "a live stream without the stream flag"
+        );
         home.stream_taken.store(false, Ordering::Release);
     }
 }
