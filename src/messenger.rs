@@ -836,6 +836,8 @@ pub fn setup_status_messenger_async() -> &'static Messenger {
 /// let messenger = Messenger::new();
 /// set_global_default(messenger.clone()).unwrap();
 /// assert!(global_messenger().unwrap().same_channel(&messenger));
+/// // Setup finds it instead of creating one.
+/// assert!(status_messenger::setup_status_messenger_async().same_channel(&messenger));
 ///
 /// let error = set_global_default(Messenger::new()).unwrap_err();
 /// assert_eq!(error.to_string(), "a global status messenger is already set");
