@@ -274,9 +274,9 @@ impl Messenger {
     }
 
     /// Runs `fut` with this messenger as the scoped default on every poll, wherever it is
-    /// polled: the free functions ([`add_status_message`](crate::add_status_message) and
-    /// the stream functions) inside it use this messenger. The future counterpart of
-    /// [`with_default`], like `tracing`'s `WithDispatch`.
+    /// polled: the free functions ([`add_status_message`] and the stream functions) inside it
+    /// use this messenger. The future counterpart of [`with_default`], like `tracing`'s
+    /// `WithDispatch`.
     ///
     /// # Examples
     ///
