@@ -72,7 +72,9 @@
 //   lets a producer that was preempted between reserving a slot and writing it hold back the
 //   shared tail pointer, and every other producer then walks the block list from there. With
 //   many more blocking threads than cores (100 tool threads on 2 cores) tokio's channel fell to
-//   about 60,000 messages/s where flume's kept about 3,000,000.
+//   about 60,000 messages/s where flume's kept about 3,000,000. Model builds swap in a
+//   stand-in for it (`crate::sync::channel`), and `loom/` checks the stream hand-off and the
+//   direct-delivery switch above in every interleaving within its bounds.
 // - The scoped default is a thread-local `RefCell` (`SCOPED`). It is borrowed mutably only to
 //   swap a messenger in or out, with no other code running meanwhile, and shared only for one
 //   hand-over by a free function. A change can thus meet a borrow only when it is made by code
@@ -86,14 +88,14 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
-use flume::r#async::RecvStream;
 use futures_core::Stream;
 
-use crate::sync::{lock, read, write};
+use crate::sync::channel::{self, RecvStream};
+use crate::sync::{lock, read, write, Arc, AtomicBool, AtomicU64, Mutex, RwLock};
 
 tokio::task_local! {
     /// The session id of the client whose work the current task is doing.
@@ -150,9 +152,9 @@ const UNKNOWN_SESSION: &str = "UnknownSession";
 /// State shared between a [`Messenger`], its clones and the stream consuming its channel.
 #[derive(Debug)]
 struct Shared {
-    sender: flume::Sender<StatusUpdate>,
+    sender: channel::Sender<StatusUpdate>,
     /// Kept so the channel stays open and so each new stream can take a clone.
-    receiver: flume::Receiver<StatusUpdate>,
+    receiver: channel::Receiver<StatusUpdate>,
     /// Set while a stream consumes the channel.
     stream_taken: AtomicBool,
     /// Messages a dropped stream had drained from the channel but not yielded; the next
@@ -259,7 +261,7 @@ impl Messenger {
     /// assert_eq!(messenger.stream().pending(), 0);
     /// ```
     pub fn new() -> Self {
-        let (sender, receiver) = flume::unbounded();
+        let (sender, receiver) = channel::unbounded();
         Self {
             shared: Arc::new(Shared {
                 sender,
@@ -437,6 +439,25 @@ impl Messenger {
         let old = write(&self.shared.direct).take();
         // Dropping the stream outside the lock gives the receiver back.
         drop(old);
+    }
+
+    /// [`set_direct`](Messenger::set_direct) for the model checks in `loom/`, which cannot
+    /// reach `Hub::attach`; exists only in model builds.
+    #[cfg(status_messenger_loom)]
+    #[doc(hidden)]
+    pub fn model_set_direct(
+        &self,
+        deliver: impl Fn(Option<&str>, String) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Result<(), StreamError> {
+        self.set_direct(Box::new(deliver))
+    }
+
+    /// [`clear_direct`](Messenger::clear_direct) for the model checks in `loom/`; exists only
+    /// in model builds.
+    #[cfg(status_messenger_loom)]
+    #[doc(hidden)]
+    pub fn model_clear_direct(&self) {
+        self.clear_direct();
     }
 
     /// Whether messages go straight to a consumer (see `Hub::attach`) instead of the channel.
@@ -667,7 +688,7 @@ struct Live {
     /// Registers the stream's waker when the channel is empty.
     waiting: RecvStream<'static, StatusUpdate>,
     /// Takes everything queued under one lock.
-    draining: flume::Receiver<StatusUpdate>,
+    draining: channel::Receiver<StatusUpdate>,
     /// Drained, not yet yielded; parked in `Shared::leftover` on drop.
     buffer: VecDeque<StatusUpdate>,
     home: Arc<Shared>,
@@ -787,8 +808,10 @@ impl Drop for StatusStream {
 }
 
 static GLOBAL: OnceLock<Messenger> = OnceLock::new();
-static DROPPED_BEFORE_SETUP: AtomicU64 = AtomicU64::new(0);
-static WARNED_BEFORE_SETUP: AtomicBool = AtomicBool::new(false);
+// std's atomics even in model builds: loom's cannot be statics, and no model touches these.
+static DROPPED_BEFORE_SETUP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static WARNED_BEFORE_SETUP: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 thread_local! {
     /// The messenger the free functions use on this thread instead of the global one (see the
