@@ -1012,6 +1012,13 @@ pub fn set_default(messenger: &Messenger) -> DefaultGuard {
 /// drop(guard);
 /// assert_eq!(messenger.stream().pending(), 1);
 /// ```
+///
+/// The default belongs to the thread that set it, so the guard cannot move to another:
+///
+/// ```compile_fail
+/// let guard = status_messenger::set_default(&status_messenger::Messenger::new());
+/// std::thread::spawn(move || drop(guard));
+/// ```
 #[must_use = "dropping the guard ends the default at once"]
 #[derive(Debug)]
 pub struct DefaultGuard {
