@@ -15,8 +15,11 @@
 //!   works from any thread.
 //! - [`stream_status_updates`] is the receiving end as a `Stream` for one broadcaster task.
 //!   Dropping the stream gives the receiver back, so a restarted broadcaster loses nothing.
-//! - [`Messenger`] is the same machinery as an instance, for tests and embedders; the global
-//!   functions are a thin default over one of them.
+//! - [`Messenger`] is the same machinery as an instance, for tests and embedders; the free
+//!   functions are a thin default over one of them: the current thread's scoped default
+//!   ([`with_default`], [`set_default`], [`Messenger::scope`]) where one is set, else the global
+//!   one ([`setup_status_messenger_async`], or your own through [`set_global_default`]). Two
+//!   servers or two tests in one process each keep their own messenger that way.
 //!
 //! # Quick start
 //!
@@ -81,10 +84,14 @@
 //! Use the crate's [`spawn_blocking`] and [`spawn`], which capture the caller's session and set
 //! it again where the work runs, or capture a [`SessionContext`] yourself for any other thread
 //! or pool (`std::thread`, rayon, actix's `web::block`) and [`SessionContext::run`] the work in
-//! it. Futures get the same from [`SessionFutureExt`]:
+//! it. Futures get the same from [`SessionFutureExt`]. The scoped default messenger, where one
+//! is set, travels the same way, so tool code reaches the messenger of the code that handed
+//! the work off:
 //!
 //! ```
-//! # use status_messenger::{current_session_id, with_session_id, SessionContext};
+//! # use futures_util::StreamExt;
+//! # use status_messenger::{add_status_message, current_session_id, with_session_id};
+//! # use status_messenger::{Messenger, SessionContext};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let seen = with_session_id("s1", async {
@@ -93,6 +100,18 @@
 //! })
 //! .await;
 //! assert_eq!(seen.as_deref(), Some("s1"));
+//!
+//! // A server with its own messenger: the tool's status reaches it, not the global one.
+//! let server = Messenger::new();
+//! server
+//!     .scope(with_session_id("s2", async {
+//!         status_messenger::spawn_blocking(|| add_status_message("working")).await.unwrap()
+//!     }))
+//!     .await;
+//! assert_eq!(
+//!     server.stream().next().await,
+//!     Some((Some("s2".to_owned()), "working".to_owned()))
+//! );
 //! # }
 //! ```
 //!
@@ -116,11 +135,15 @@
 )]
 #![warn(missing_debug_implementations)]
 
+mod context;
 pub mod hub;
 pub mod messenger;
-mod session;
 mod sync;
 
+pub use context::{
+    current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
+    SessionContext, SessionFutureExt, SpawnError, WithSession,
+};
 #[cfg(feature = "redis")]
 pub use hub::redis::RedisConfig;
 pub use hub::{
@@ -128,13 +151,10 @@ pub use hub::{
     Subscription,
 };
 pub use messenger::{
-    add_status_message, dropped_before_setup, global_messenger, setup_status_messenger_async,
-    stream_status_updates, try_stream_status_updates, Messenger, StatusStream, StatusUpdate,
-    StreamError,
-};
-pub use session::{
-    current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
-    SessionContext, SessionFutureExt, SpawnError, WithSession,
+    add_status_message, dropped_before_setup, global_messenger, set_default, set_global_default,
+    setup_status_messenger_async, stream_status_updates, try_stream_status_updates, with_default,
+    DefaultGuard, Messenger, SetGlobalDefaultError, StatusStream, StatusUpdate, StreamError,
+    WithMessenger,
 };
 
 /// The README's examples, compiled and run as doctests so they stay true.
