@@ -59,8 +59,11 @@ export function connect(options) {
     } catch {
       throw new TypeError("status-messenger: options.base must be an absolute URL where there is no page");
     }
-    const scheme = { "http:": "ws:", "https:": "wss:", "ws:": "http:", "wss:": "https:" };
-    if ((url.protocol.startsWith("ws")) !== Boolean(ws)) url.protocol = scheme[url.protocol];
+    const http = url.protocol.replace(/^ws/, "http"); // ws: → http:, wss: → https:
+    if (http !== "http:" && http !== "https:") {
+      throw new TypeError(`status-messenger: the server must be http(s) or ws(s), not ${url.protocol}`);
+    }
+    url.protocol = ws ? http.replace("http", "ws") : http;
     for (const [key, value] of Object.entries(params)) {
       if (value !== undefined) url.searchParams.set(key, String(value));
     }
@@ -170,6 +173,9 @@ export function connect(options) {
       socket.onopen = () => { if (current()) opened(); };
       socket.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
       socket.onclose = () => { if (current()) dropped(); };
+      // Browsers follow an error with a close, but some WebSocket implementations (node 20's)
+      // fire only the error when the handshake is refused: either one ends the connection.
+      socket.onerror = () => { if (current()) dropped(); };
     } else {
       // The query form, not the Last-Event-ID header, so the resume point is ours exactly.
       const source = new ES(endpoint("/events", { session, last_event_id: lastSeq || undefined }));

@@ -233,6 +233,21 @@ test("an unknown session (404 on the probe) closes the stream instead of retryin
   assert.equal(sockets.length, 1);
 });
 
+test("an error and its close count as one drop; an error alone is a drop too", async () => {
+  const { stream, clock, sockets, last, http } = await setup();
+  last().fail(); // error, then close
+  await settle();
+  assert.equal(http.calls.length, 1);
+  assert.deepEqual(clock.pending(), [250]);
+  clock.advance(250);
+  last().refuse(); // error only
+  await settle();
+  assert.equal(http.calls.length, 2);
+  clock.advance(500);
+  assert.equal(sockets.length, 3);
+  stream.close();
+});
+
 test("the SSE probe asks the events URL", async () => {
   const { stream, last, http } = await setup({
     transport: "sse",
