@@ -333,3 +333,25 @@ test("close before the start opens nothing", async () => {
   assert.equal(WebSocket.instances.length, 0);
   assert.equal(stream.state, "closed");
 });
+
+test("a constructor that throws ends the stream with the error, reported", async () => {
+  const reported = [];
+  const previous = globalThis.reportError;
+  globalThis.reportError = (err) => reported.push(err.message);
+  try {
+    class Refusing {
+      constructor() {
+        throw new Error("SecurityError: insecure WebSocket from an https page");
+      }
+    }
+    const { stream, clock, seen } = await setup({ WebSocket: Refusing });
+    assert.equal(stream.state, "closed");
+    assert.equal(seen.details[0].reason, "error");
+    assert.match(seen.details[0].error.message, /SecurityError/);
+    assert.deepEqual(reported, ["SecurityError: insecure WebSocket from an https page"]);
+    assert.deepEqual(clock.pending(), []);
+  } finally {
+    if (previous === undefined) delete globalThis.reportError;
+    else globalThis.reportError = previous;
+  }
+});
