@@ -3,64 +3,74 @@
 //! Tool code deep inside a request (often synchronous, on a blocking thread) calls
 //! [`add_status_message`]`("Searching the web...")` without knowing who the user is. The crate
 //! knows the current client session implicitly, from a task-local set where the request came
-//! in, and hands `(session_id, message)` to one consumer stream, which routes it to that
-//! user's WebSocket or Server-Sent Events connection.
+//! in, and a [`Hub`] routes the status to that session: numbered, kept as history, and handed
+//! to each of the session's subscribers (its WebSocket or Server-Sent Events connections), in
+//! order, with resume after a reload and an explicit gap for anything that could not be kept.
 //!
 //! # How it works
 //!
 //! - [`messenger::CURRENT_WEBSOCKET_SESSION_ID`] is a tokio task-local holding the session id.
-//!   Set it with [`with_session_id`] where a client's work starts.
-//! - [`setup_status_messenger_async`] creates one global unbounded channel.
-//!   [`add_status_message`] reads the session and sends; it never blocks, awaits or panics, and
-//!   works from any thread.
-//! - [`stream_status_updates`] is the receiving end as a `Stream` for one broadcaster task.
-//!   Dropping the stream gives the receiver back, so a restarted broadcaster loses nothing.
-//! - [`Messenger`] is the same machinery as an instance, for tests and embedders; the free
-//!   functions are a thin default over one of them: the current thread's scoped default
+//!   Set it with [`with_session_id`] where a client's work starts; [`spawn_blocking`],
+//!   [`spawn`] and [`SessionContext`] carry it into other threads and tasks.
+//! - [`add_status_message`] reads the session and sends; it never blocks, awaits or panics, and
+//!   works from any thread. It sends to a [`Messenger`]: the current thread's scoped default
 //!   ([`with_default`], [`set_default`], [`Messenger::scope`]) where one is set, else the global
-//!   one ([`setup_status_messenger_async`], or your own through [`set_global_default`]). Two
-//!   servers or two tests in one process each keep their own messenger that way.
+//!   one ([`setup_status_messenger_async`], or your own through [`set_global_default`]).
+//! - A [`Hub`] attached to that messenger ([`Hub::attach`], [`Hub::attach_global`]) takes each
+//!   status on the sender's thread; a WebSocket or SSE handler reads its session with
+//!   [`Hub::subscribe`], a `Stream` of [`Event`]s. The [`hub`] module explains history, resume,
+//!   gaps and every bound.
+//! - The port of the Python original is there too: [`stream_status_updates`] is the messenger's
+//!   receiving end as a `Stream` of `(Option<String>, String)`, for a broadcaster of your own.
 //!
 //! # Quick start
 //!
-//! A broadcaster task consumes the stream; a request handler sets the session and runs
-//! synchronous tool code through the session-carrying [`spawn_blocking`]:
+//! Attach a hub once at start-up; a request handler sets the session and runs synchronous tool
+//! code through the session-carrying [`spawn_blocking`]; the page's stream subscribes:
 //!
 //! ```
 //! use futures_util::StreamExt;
-//! use status_messenger::{add_status_message, stream_status_updates, with_session_id};
+//! use status_messenger::{add_status_message, with_session_id, Event, Hub, HubConfig};
 //!
-//! # #[tokio::main]
-//! # async fn main() {
-//! status_messenger::setup_status_messenger_async();
-//!
-//! // The broadcaster: one task that routes every update to its session's clients.
-//! let (to_client, mut client) = tokio::sync::mpsc::unbounded_channel();
-//! let broadcaster = tokio::spawn(async move {
-//!     let mut updates = stream_status_updates();
-//!     while let Some((session, text)) = updates.next().await {
-//!         // A real server looks the session up and writes to its socket.
-//!         if session.as_deref() == Some("user-1") && to_client.send(text).is_err() {
-//!             break;
-//!         }
-//!     }
-//! });
-//!
-//! // A request handler: the tool never sees the session id.
+//! // Synchronous tool code: it never sees the session id.
 //! fn search_tool() -> usize {
 //!     add_status_message("Searching the web...");
 //!     add_status_message("Reading 3 pages...");
 //!     3
 //! }
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let hub = Hub::new(HubConfig::default()).unwrap();
+//! hub.attach_global().unwrap();
+//!
 //! let pages = with_session_id("user-1", async {
 //!     status_messenger::spawn_blocking(search_tool).await.unwrap()
 //! })
 //! .await;
-//!
 //! assert_eq!(pages, 3);
-//! assert_eq!(client.recv().await.as_deref(), Some("Searching the web..."));
-//! assert_eq!(client.recv().await.as_deref(), Some("Reading 3 pages..."));
-//! # broadcaster.abort();
+//!
+//! // The page connects (late, even): history holds what it missed.
+//! let mut page = hub.subscribe("user-1", None);
+//! for (seq, text) in [(1, "Searching the web..."), (2, "Reading 3 pages...")] {
+//!     let Some(Event::Status(status)) = page.next().await else { panic!() };
+//!     assert_eq!((status.seq(), status.text()), (seq, text));
+//! }
+//! # }
+//! ```
+//!
+//! A broadcaster of your own consumes [`stream_status_updates`] instead of attaching a hub:
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use status_messenger::{add_status_message, stream_status_updates, with_session_id};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! status_messenger::setup_status_messenger_async();
+//! with_session_id("user-1", async { add_status_message("Thinking...") }).await;
+//! let update = stream_status_updates().next().await;
+//! assert_eq!(update, Some((Some("user-1".to_owned()), "Thinking...".to_owned())));
 //! # }
 //! ```
 //!
