@@ -120,6 +120,16 @@ pub mod hub;
 pub mod messenger;
 mod session;
 mod sync;
+#[cfg(feature = "web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "web")))]
+pub mod web;
+
+#[cfg(feature = "actix-web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+pub mod actix;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 
 #[cfg(feature = "redis")]
 pub use hub::redis::RedisConfig;
