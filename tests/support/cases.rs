@@ -147,7 +147,10 @@ pub(crate) async fn metrics_publish_hub_counters(start: StartFn) {
         &text,
         &format!("{}{{reason=\"no_session\"}}", metric_names::DROPPED),
     );
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let (_, value) = line.rsplit_once(' ').expect("name value");
         value
             .parse::<f64>()
