@@ -8,8 +8,8 @@
 //! streams' settings, and tells when every stream has said goodbye.
 //!
 //! WebSockets go through [actix-ws](https://docs.rs/actix-ws), whose frame limit refuses an
-//! oversized frame as it arrives; Server-Sent Events are a streaming body of
-//! [`SseStream`](crate::web::SseStream).
+//! oversized frame as it arrives; Server-Sent Events are a streaming body of the library's
+//! `SseStream`.
 //!
 //! # A complete server
 //!
@@ -78,7 +78,7 @@
 //!
 //! hub.publish(Some("s1"), "Searching...")?;
 //! let events = test::call_service(&app, test::TestRequest::get().uri("/events?session=s1").to_request()).await;
-//! assert_eq!(events.headers()["content-type"], "text/event-stream");
+//! assert_eq!(events.headers().get("content-type").unwrap(), "text/event-stream");
 //! hub.shutdown().await;
 //! let body = test::read_body(events).await;
 //! assert_eq!(body, "retry: 1000\n\nid: 1\ndata: {\"session\":\"s1\",\"seq\":1,\"text\":\"Searching...\"}\n\n");
@@ -208,7 +208,7 @@ async fn ws_handler(
         Ok(opened) => opened,
         Err(refusal) => return refused(&refusal),
     };
-    let messages = messages.max_frame_size(endpoints.settings().max_message_bytes());
+    let messages = messages.max_frame_size(endpoints.settings().effective_max_message_bytes());
     actix_web::rt::spawn(forward(
         endpoints.into_inner(),
         session,

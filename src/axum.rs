@@ -194,12 +194,12 @@ async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -
         Err(refusal) => return refused(&refusal),
     };
     let settings = endpoints.settings();
-    let limit = settings.max_message_bytes();
+    let limit = settings.effective_max_message_bytes();
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(settings.write_buffer_bytes())
+        .write_buffer_size(settings.effective_write_buffer_bytes())
         .on_upgrade(move |socket| forward(endpoints, socket, subscription, guard))
 }
 
@@ -272,7 +272,7 @@ async fn events_handler(
             Ok::<_, Infallible>(event)
         });
     let keep_alive = KeepAlive::new()
-        .interval(settings.keep_alive())
+        .interval(settings.effective_keep_alive())
         .text("keep-alive");
     (
         [(

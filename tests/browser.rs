@@ -16,7 +16,6 @@
 //! `chromium-driver`; `CHROMIUM` / `CHROMEDRIVER` override the paths). Without them the tests
 //! print why and pass, unless `CI` is set, where a missing browser is a failure.
 
-#[allow(unused_macros, unused_imports)] // the HTTP cases are not run here
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,6 @@
 #![cfg(feature = "redis")]
 
 mod common;
-#[allow(unused_macros, unused_imports)] // the contract cases are not run here
 mod support;
 
 use std::time::Duration;

@@ -20,14 +20,17 @@ use super::{cancel, session_from_query, Refusal, RequestInfo, Settings};
 use crate::hub::SubscribeError;
 use crate::{Hub, SessionId, Subscription};
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type Authorized = Result<SessionId, Refusal>;
+type SyncHook = dyn Fn(&RequestInfo) -> Authorized + Send + Sync;
+type AsyncHook =
+    dyn Fn(RequestInfo) -> Pin<Box<dyn Future<Output = Authorized> + Send>> + Send + Sync;
 
 #[derive(Clone)]
 enum Authorizer {
     /// [`session_from_query`].
     Query,
-    Sync(Arc<dyn Fn(&RequestInfo) -> Result<SessionId, Refusal> + Send + Sync>),
-    Async(Arc<dyn Fn(RequestInfo) -> BoxFuture<Result<SessionId, Refusal>> + Send + Sync>),
+    Sync(Arc<SyncHook>),
+    Async(Arc<AsyncHook>),
 }
 
 /// The endpoints `/ws`, `/events`, `/cancel` and `/status-messenger.js` of one hub, with their

@@ -58,7 +58,7 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub(crate) fn keep_alive(&self) -> Duration {
+    pub(crate) fn effective_keep_alive(&self) -> Duration {
         self.keep_alive.max(Duration::from_millis(1))
     }
 
@@ -66,11 +66,11 @@ impl Settings {
         not(any(feature = "axum", feature = "actix-web")),
         allow(dead_code, reason = "used by the integrations")
     )]
-    pub(crate) fn max_message_bytes(&self) -> usize {
+    pub(crate) fn effective_max_message_bytes(&self) -> usize {
         self.max_message_bytes.max(125)
     }
 
-    pub(crate) fn write_batch(&self) -> usize {
+    pub(crate) fn effective_write_batch(&self) -> usize {
         self.write_batch.max(1)
     }
 
@@ -78,7 +78,7 @@ impl Settings {
         not(feature = "axum"),
         allow(dead_code, reason = "used by the axum endpoints")
     )]
-    pub(crate) fn write_buffer_bytes(&self) -> usize {
+    pub(crate) fn effective_write_buffer_bytes(&self) -> usize {
         self.write_buffer_bytes.max(4 * 1024)
     }
 }

@@ -95,13 +95,13 @@ impl SseStream {
     /// # }
     /// ```
     pub fn new(subscription: Subscription, settings: &Settings) -> SseStream {
-        let keep_alive = settings.keep_alive();
+        let keep_alive = settings.effective_keep_alive();
         let now = Instant::now();
         SseStream {
             subscription,
             retry: Some(format!("retry: {}\n\n", settings.sse_retry.as_millis())),
             keep_alive,
-            batch: settings.write_batch(),
+            batch: settings.effective_write_batch(),
             idle: Box::pin(tokio::time::sleep_until(now + keep_alive)),
             last_write: now,
             ended: false,

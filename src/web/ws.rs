@@ -140,7 +140,6 @@ pub enum Ended {
 /// Over channels standing for a socket:
 ///
 /// ```
-/// use futures_util::{SinkExt, StreamExt};
 /// use status_messenger::web::ws::{forward, Ended, Incoming, Outgoing, CLOSE_GOING_AWAY};
 /// use status_messenger::web::Settings;
 /// use status_messenger::Hub;
@@ -149,25 +148,28 @@ pub enum Ended {
 /// # async fn main() {
 /// let hub = Hub::new(Default::default()).unwrap();
 /// hub.publish(Some("s"), "working").unwrap();
-/// let (to_client, mut client) = futures_util::channel::mpsc::unbounded::<Outgoing>();
-/// let (mut from_client, incoming) = futures_util::channel::mpsc::unbounded::<Incoming>();
+/// let (to_client, mut client) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+/// let (from_client, from_client_rx) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
+/// let sink = Box::pin(futures_util::sink::unfold(to_client, |tx, frame: Outgoing| async move {
+///     tx.send(frame).map(|()| tx)
+/// }));
+/// let incoming = futures_util::stream::unfold(from_client_rx, |mut rx| async move {
+///     rx.recv().await.map(|frame| (frame, rx))
+/// });
+/// let subscription = hub.subscribe("s", None);
 /// let task = tokio::spawn({
 ///     let hub = hub.clone();
-///     let subscription = hub.subscribe("s", None);
-///     async move {
-///         let sink = to_client.sink_map_err(|_| ());
-///         forward(&hub, subscription, sink, incoming, &Settings::default()).await
-///     }
+///     async move { forward(&hub, subscription, sink, incoming, &Settings::default()).await }
 /// });
-/// let Some(Outgoing::Text(frame)) = client.next().await else { panic!() };
+/// let Some(Outgoing::Text(frame)) = client.recv().await else { panic!() };
 /// assert_eq!(frame, r#"{"session":"s","seq":1,"text":"working"}"#);
 ///
-/// from_client.send(Incoming::Ping(b"hi".to_vec())).await.unwrap();
-/// assert_eq!(client.next().await, Some(Outgoing::Pong(b"hi".to_vec())));
+/// from_client.send(Incoming::Ping(b"hi".to_vec())).unwrap();
+/// assert_eq!(client.recv().await, Some(Outgoing::Pong(b"hi".to_vec())));
 ///
 /// hub.shutdown().await;
 /// let closed = Outgoing::Close { code: CLOSE_GOING_AWAY, reason: "going away" };
-/// assert_eq!(client.next().await, Some(closed));
+/// assert_eq!(client.recv().await, Some(closed));
 /// assert_eq!(task.await.unwrap(), Ended::HubClosed);
 /// # }
 /// ```
@@ -184,8 +186,8 @@ where
 {
     let mut incoming = pin!(incoming);
     let session = subscription.session().cloned();
-    let keep_alive = settings.keep_alive();
-    let batch = settings.write_batch();
+    let keep_alive = settings.effective_keep_alive();
+    let batch = settings.effective_write_batch();
     let mut last_write = Instant::now();
     let mut idle = pin!(tokio::time::sleep_until(last_write + keep_alive));
     loop {
