@@ -14,14 +14,14 @@
 //! # A complete server
 //!
 //! actix runs blocking work on its own pool (`web::block`), which knows nothing of sessions, so
-//! the handler captures a [`SessionContext`](crate::SessionContext) and runs the tool in it
-//! (30 lines):
+//! the handler captures a [`SessionContext`](crate::SessionContext) and runs the tool in it.
+//! actix stops by itself on Ctrl-C, waiting for open connections; shutting the hub down on the
+//! same signal ends every stream, so it need not wait long (30 lines):
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpResponse, HttpServer};
 //! use status_messenger::{add_status_message, Hub, HubConfig, SessionContext};
-//!
-//! fn tool() {
+//! fn tool() { // synchronous code that never sees the session
 //!     for step in 1..=5 {
 //!         add_status_message(format!("step {step}/5"));
 //!         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -32,7 +32,7 @@
 //!     if !hub.session_exists(&id).await.unwrap_or(false) {
 //!         return HttpResponse::NotFound().finish();
 //!     }
-//!     let session = SessionContext::new(id.into_inner());
+//!     let session = SessionContext::new(id.into_inner()); // carried to actix's blocking pool
 //!     actix_web::rt::spawn(web::block(move || session.run(tool)));
 //!     HttpResponse::Accepted().finish()
 //! }
@@ -42,19 +42,12 @@
 //!     let hub = Hub::new(HubConfig::default())?;
 //!     hub.attach_global()?; // add_status_message goes to this hub
 //!     hub.open_session("demo").await?; // a real application opens one per user
-//!     let app_hub = hub.clone();
-//!     let server = HttpServer::new(move || App::new()
-//!         .app_data(web::Data::new(app_hub.clone()))
+//!     let stop = hub.clone(); // on Ctrl-C every stream ends, so actix's own stop completes
+//!     actix_web::rt::spawn(async move { actix_web::rt::signal::ctrl_c().await.ok(); stop.shutdown().await });
+//!     let app = move || App::new().app_data(web::Data::new(hub.clone()))
 //!         .route("/api/sessions/{id}/tasks", web::post().to(start_task))
-//!         .configure(status_messenger::actix::configure(app_hub.clone())))
-//!         .disable_signals().bind("127.0.0.1:3000")?.run();
-//!     let handle = server.handle();
-//!     actix_web::rt::spawn(async move {
-//!         actix_web::rt::signal::ctrl_c().await.ok();
-//!         hub.shutdown().await; // closes every stream, then the server stops
-//!         handle.stop(true).await;
-//!     });
-//!     Ok(server.await?)
+//!         .configure(status_messenger::actix::configure(hub.clone()));
+//!     Ok(HttpServer::new(app).bind("127.0.0.1:3000")?.run().await?)
 //! }
 //! ```
 //!

@@ -19,9 +19,7 @@
 //! ```no_run
 //! use axum::{extract::{Path, State}, http::StatusCode, routing::post, Router};
 //! use status_messenger::{add_status_message, spawn_blocking, with_session_id, Hub, HubConfig};
-//!
-//! // The tool: synchronous code that never sees the session.
-//! fn tool() {
+//! fn tool() { // synchronous code that never sees the session
 //!     for step in 1..=5 {
 //!         add_status_message(format!("step {step}/5"));
 //!         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -47,8 +45,7 @@
 //!         .merge(status_messenger::axum::router(hub.clone()));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //!     let stop = async move { tokio::signal::ctrl_c().await.ok(); hub.shutdown().await };
-//!     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
-//!     Ok(())
+//!     Ok(axum::serve(listener, app).with_graceful_shutdown(stop).await?)
 //! }
 //! ```
 //!
