@@ -28,9 +28,10 @@ async fn web_types_are_send_sync_and_unpin_where_promised() {
     require_send(&endpoints.streams_closed());
 
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
-    let sink = Box::pin(futures_util::sink::unfold(tx, |tx, frame: Outgoing| async move {
-        tx.send(frame).map(|()| tx)
-    }));
+    let sink = Box::pin(futures_util::sink::unfold(
+        tx,
+        |tx, frame: Outgoing| async move { tx.send(frame).map(|()| tx) },
+    ));
     let incoming = futures_util::stream::pending::<Incoming>();
     let settings = Settings::default();
     let forwarding = ws::forward(&hub, hub.subscribe("s", None), sink, incoming, &settings);
