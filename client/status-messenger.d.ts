@@ -48,15 +48,21 @@ export interface TaskFrame {
 }
 
 /**
- * `"paused"` happens only with `pauseWhenHidden`. `"closed"` is final: after `close()`, or when
- * the server does not know the session.
+ * `"paused"` happens only with `pauseWhenHidden`. `"closed"` is final: after `close()`, when
+ * the server does not know the session, or when a connection cannot even be attempted.
  */
 export type ConnectionState = "connecting" | "live" | "reconnecting" | "paused" | "closed";
 
 /** Passed with the `"closed"` state: why the stream ended. */
 export interface ClosedDetail {
-  /** `"closed"`: `close()` was called; `"unknown-session"`: the server answered 404. */
-  reason: "closed" | "unknown-session";
+  /**
+   * `"closed"`: `close()` was called; `"unknown-session"`: the server answered 404;
+   * `"error"`: the WebSocket or EventSource constructor refused the URL (e.g. `ws:` from an
+   * `https:` page), which no retry would mend.
+   */
+  reason: "closed" | "unknown-session" | "error";
+  /** With `"error"`: what the constructor threw (also reported as an uncaught error). */
+  error?: unknown;
 }
 
 /** The answer to `cancel`. */

@@ -59,8 +59,11 @@ export function connect(options) {
     } catch {
       throw new TypeError("status-messenger: options.base must be an absolute URL where there is no page");
     }
-    const scheme = { "http:": "ws:", "https:": "wss:", "ws:": "http:", "wss:": "https:" };
-    if ((url.protocol.startsWith("ws")) !== Boolean(ws)) url.protocol = scheme[url.protocol];
+    const http = url.protocol.replace(/^ws/, "http"); // ws: → http:, wss: → https:
+    if (http !== "http:" && http !== "https:") {
+      throw new TypeError(`status-messenger: the server must be http(s) or ws(s), not ${url.protocol}`);
+    }
+    url.protocol = ws ? http.replace("http", "ws") : http;
     for (const [key, value] of Object.entries(params)) {
       if (value !== undefined) url.searchParams.set(key, String(value));
     }
@@ -79,14 +82,18 @@ export function connect(options) {
   let stableTimer = null;
   let attempts = 0; // failed connections in a row: the backoff's exponent
 
+  // As an uncaught error, without unwinding the stream's own bookkeeping.
+  function report(err) {
+    if (typeof globalThis.reportError === "function") globalThis.reportError(err);
+    else queueMicrotask(() => { throw err; });
+  }
+
   function emit(fn, ...args) {
     if (typeof fn !== "function") return;
     try {
       fn(...args);
     } catch (err) {
-      // A throwing callback must not break the stream's own bookkeeping; report it as uncaught.
-      if (typeof globalThis.reportError === "function") globalThis.reportError(err);
-      else queueMicrotask(() => { throw err; });
+      report(err); // a throwing callback must not break the stream
     }
   }
 
@@ -164,25 +171,39 @@ export function connect(options) {
     if (state !== "connecting") setState("reconnecting");
     const at = ++epoch;
     const current = () => at === epoch;
-    if (transport === "ws") {
-      const socket = new WS(endpoint("/ws", { session, after: lastSeq || undefined }, true));
-      conn = { socket, opened: false, close: () => socket.close() };
-      socket.onopen = () => { if (current()) opened(); };
-      socket.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
-      socket.onclose = () => { if (current()) dropped(); };
-    } else {
-      // The query form, not the Last-Event-ID header, so the resume point is ours exactly.
-      const source = new ES(endpoint("/events", { session, last_event_id: lastSeq || undefined }));
-      conn = { socket: source, opened: false, close: () => source.close() };
-      source.onopen = () => { if (current()) opened(); };
-      source.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
-      source.addEventListener("gap", (e) => { if (current()) onFrame(e.data, "gap"); });
-      source.addEventListener("task", (e) => { if (current()) onFrame(e.data, "task"); });
-      // EventSource would retry by itself, with its own delay and the last id it parsed; close
-      // it and reconnect here instead, with backoff and the resume point from `lastSeq`.
-      source.onerror = () => { if (current()) dropped(); };
+    try {
+      conn = transport === "ws" ? openWebSocket(current) : openEventSource(current);
+    } catch (error) {
+      // The constructor refused the URL (say, ws: from an https page): no retry can help.
+      report(error);
+      finish("error", error);
+      return;
     }
     feed(); // bounds the wait for `open` on both transports
+  }
+
+  function openWebSocket(current) {
+    const socket = new WS(endpoint("/ws", { session, after: lastSeq || undefined }, true));
+    socket.onopen = () => { if (current()) opened(); };
+    socket.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
+    socket.onclose = () => { if (current()) dropped(); };
+    // Browsers follow an error with a close, but some WebSocket implementations (node 20's)
+    // fire only the error when the handshake is refused: either one ends the connection.
+    socket.onerror = () => { if (current()) dropped(); };
+    return { socket, opened: false, close: () => socket.close() };
+  }
+
+  function openEventSource(current) {
+    // The query form, not the Last-Event-ID header, so the resume point is ours exactly.
+    const source = new ES(endpoint("/events", { session, last_event_id: lastSeq || undefined }));
+    source.onopen = () => { if (current()) opened(); };
+    source.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
+    source.addEventListener("gap", (e) => { if (current()) onFrame(e.data, "gap"); });
+    source.addEventListener("task", (e) => { if (current()) onFrame(e.data, "task"); });
+    // EventSource would retry by itself, with its own delay and the last id it parsed; close
+    // it and reconnect here instead, with backoff and the resume point from `lastSeq`.
+    source.onerror = () => { if (current()) dropped(); };
+    return { socket: source, opened: false, close: () => source.close() };
   }
 
   function opened() {
@@ -274,13 +295,13 @@ export function connect(options) {
     }
   }
 
-  function finish(reason) {
+  function finish(reason, error) {
     if (closed) return;
     closed = true;
     teardown();
     win.removeEventListener?.("online", onOnline);
     if (pauseWhenHidden) doc?.removeEventListener?.("visibilitychange", onVisibility);
-    setState("closed", { reason });
+    setState("closed", error === undefined ? { reason } : { reason, error });
   }
 
   // ---- cancel ----

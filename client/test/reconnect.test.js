@@ -233,6 +233,21 @@ test("an unknown session (404 on the probe) closes the stream instead of retryin
   assert.equal(sockets.length, 1);
 });
 
+test("an error and its close count as one drop; an error alone is a drop too", async () => {
+  const { stream, clock, sockets, last, http } = await setup();
+  last().fail(); // error, then close
+  await settle();
+  assert.equal(http.calls.length, 1);
+  assert.deepEqual(clock.pending(), [250]);
+  clock.advance(250);
+  last().refuse(); // error only
+  await settle();
+  assert.equal(http.calls.length, 2);
+  clock.advance(500);
+  assert.equal(sockets.length, 3);
+  stream.close();
+});
+
 test("the SSE probe asks the events URL", async () => {
   const { stream, last, http } = await setup({
     transport: "sse",
@@ -317,4 +332,26 @@ test("close before the start opens nothing", async () => {
   await settle();
   assert.equal(WebSocket.instances.length, 0);
   assert.equal(stream.state, "closed");
+});
+
+test("a constructor that throws ends the stream with the error, reported", async () => {
+  const reported = [];
+  const previous = globalThis.reportError;
+  globalThis.reportError = (err) => reported.push(err.message);
+  try {
+    class Refusing {
+      constructor() {
+        throw new Error("SecurityError: insecure WebSocket from an https page");
+      }
+    }
+    const { stream, clock, seen } = await setup({ WebSocket: Refusing });
+    assert.equal(stream.state, "closed");
+    assert.equal(seen.details[0].reason, "error");
+    assert.match(seen.details[0].error.message, /SecurityError/);
+    assert.deepEqual(reported, ["SecurityError: insecure WebSocket from an https page"]);
+    assert.deepEqual(clock.pending(), []);
+  } finally {
+    if (previous === undefined) delete globalThis.reportError;
+    else globalThis.reportError = previous;
+  }
 });

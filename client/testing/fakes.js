@@ -69,6 +69,17 @@ export function fakeWebSocket() {
       this.readyState = 3;
       this.onclose?.({ type: "close", code: 1006 });
     }
+    /** A failure as a browser reports it: an error, then a close. */
+    fail() {
+      this.readyState = 3;
+      this.onerror?.({ type: "error" });
+      this.onclose?.({ type: "close", code: 1006 });
+    }
+    /** A refused handshake as node 20's WebSocket reports it: an error and no close. */
+    refuse() {
+      this.readyState = 3;
+      this.onerror?.({ type: "error" });
+    }
   }
   return FakeWebSocket;
 }
