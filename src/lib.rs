@@ -125,6 +125,39 @@
 //! # }
 //! ```
 //!
+//! # Serving statuses to a browser
+//!
+//! With the `axum` or `actix-web` feature, the crate serves the last mile itself:
+//! `status_messenger::axum::router(hub)` (an axum `Router`) and
+//! `status_messenger::actix::configure(hub)` (for actix-web's `App::configure`) answer
+//! `GET /ws` (a WebSocket of a session's statuses), `GET /events` (the same as Server-Sent
+//! Events), `POST /cancel` and `GET /status-messenger.js`, the browser client: an ES module that
+//! reconnects, resumes where it was and reports what it missed. A page needs nothing more than
+//!
+//! ```js
+//! import { connect } from "/status-messenger.js";
+//! connect({ session: id, onStatus(frame) { show(frame.text); }, onGap({ from, to }) {} });
+//! ```
+//!
+//! The session in the query is the capability by default; `web::Endpoints::authorize` ties
+//! sessions to your users instead (a login cookie, say), the same hook on both frameworks. The
+//! module docs of `axum` and `actix` each hold a complete server of 30 lines; `web` holds the
+//! framework-free pieces (frame encoding, resume points, an SSE body, a WebSocket forwarding
+//! loop over any `Sink`/`Stream`) for servers on other frameworks.
+//!
+//! ```
+//! # #[cfg(feature = "axum")]
+//! # fn app() {
+//! use status_messenger::Hub;
+//!
+//! let hub = Hub::new(Default::default()).unwrap();
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/healthz", axum::routing::get(|| async { "ok" }))
+//!     .merge(status_messenger::axum::router(hub));
+//! # let _ = app;
+//! # }
+//! ```
+//!
 //! # Feature flags
 //!
 //! | feature | what it adds |
@@ -132,11 +165,15 @@
 //! | (none) | the messenger, the session helpers and the [`Hub`] |
 //! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]) |
 //! | `redis` | [`Hub::with_redis`]: sessions shared by several processes through Redis (`hub::redis`) |
+//! | `web` | the framework-free pieces of the WebSocket and SSE endpoints, and the browser client (`web`) |
+//! | `axum` | `axum::router`: the endpoints on axum 0.8 (and `web`) |
+//! | `actix-web` | `actix::configure`: the endpoints on actix-web 4 (and `web`) |
 //!
 //! # Supported Rust versions
 //!
 //! The minimum supported Rust version is 1.85, the oldest that the current releases of the
-//! dependencies build with (tokio asks for 1.85). Clippy checks the crate against it.
+//! dependencies build with (tokio asks for 1.85). Clippy checks the crate against it. The
+//! `actix-web` feature needs what actix-web itself needs: Rust 1.89 for its current releases.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
@@ -149,6 +186,16 @@ mod context;
 pub mod hub;
 pub mod messenger;
 mod sync;
+#[cfg(feature = "web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "web")))]
+pub mod web;
+
+#[cfg(feature = "actix-web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+pub mod actix;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 
 pub use context::{
     current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
