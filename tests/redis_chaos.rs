@@ -532,3 +532,142 @@ async fn network_blackholed_between_redis_and_the_other_hub() {
 async fn replies_to_the_publishing_hub_held_while_its_commands_run() {
     chaos("hold-replies", Fault::HoldRepliesToPublisher).await;
 }
+
+/// The session's counter in Redis, read directly (`None` while it has none).
+fn counter_in_redis(server: &RedisServer, prefix: &str, session: &str) -> Option<u64> {
+    let reply = server.command(&format!("HGET {prefix}:{{{session}}}:meta seq"));
+    // A bulk string: `$<len>\r\n<value>\r\n`, or `$-1\r\n` when there is none.
+    reply
+        .lines()
+        .nth(1)
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// A batch that Redis applied and published, but whose reply the publishing hub never got, when
+/// Redis then restarted without its data: the other hub, which had the batch, raised the
+/// counter back to it on reconnecting; the publishing hub must then skip the batch's own
+/// numbers, not as many numbers again on top of them. Before, its statuses after the restart
+/// came under numbers shifted by the batch's size, behind a gap that covered nothing the other
+/// hub had missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_applied_but_unconfirmed_when_redis_loses_its_data_keeps_its_numbers() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let to_a = Proxy::start(server.port()).await;
+    let to_b = Proxy::start(server.port()).await;
+    let prefix = prefix("unconfirmed");
+    let a = hub(to_a.url(), &prefix).await;
+    let b = hub(to_b.url(), &prefix).await;
+    let mut on_a = a.subscribe("s", None);
+    let mut on_b = b.subscribe("s", None);
+    for i in 1..=10 {
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
+    }
+    let mut events_a = common::read_through(&mut on_a, 10, WAIT).await;
+    let mut events_b = common::read_through(&mut on_b, 10, WAIT).await;
+
+    // Redis runs the next batch and publishes it to B; its reply to A is held.
+    to_a.set_mode(Mode::HoldReplies);
+    for i in 11..=20 {
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
+    }
+    common::read_more(&mut on_b, &mut events_b, 20, WAIT).await;
+    assert_eq!(a.stats().backend_buffered, 10, "A has no confirmation");
+
+    // Redis restarts empty. B comes back first and raises the counter to what it has seen.
+    tokio::task::block_in_place(|| server.restart_empty());
+    let deadline = Instant::now() + WAIT;
+    while counter_in_redis(&server, &prefix, "s") != Some(20) {
+        assert!(Instant::now() < deadline, "B did not raise the counter");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Then A: the batch's fate is unknown to it, so its numbers are skipped.
+    to_a.cut();
+    to_a.forward().await;
+    for i in 21..=30 {
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
+    }
+    common::read_more(&mut on_b, &mut events_b, 30, WAIT).await;
+    common::read_more(&mut on_a, &mut events_a, 30, WAIT).await;
+
+    // B had the batch: no gap, every status under its own number.
+    assert!(
+        check_exact(&events_b, 30).is_empty(),
+        "{:?}",
+        shape(&events_b)
+    );
+    // A never got it: one gap, exactly the batch.
+    assert_eq!(check_exact(&events_a, 30), (11..=20).collect::<Vec<_>>());
+    assert_eq!(a.stats().dropped_backend, 10);
+    assert_eq!(counter_in_redis(&server, &prefix, "s"), Some(30));
+    for hub in [&a, &b] {
+        timeout(OP_BOUND, hub.shutdown()).await.expect("shutdown");
+    }
+}
+
+/// The other side of the same rule: a batch that never reached Redis (its bytes were held, and
+/// lost with the Redis that was killed) while another hub numbered statuses of the same
+/// session. The counter is then past the batch's numbers without anyone having seen it, so the
+/// batch still takes as many fresh numbers: everyone gets a gap of its size, none is silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_lost_on_the_way_while_another_hub_published_still_leaves_a_gap_of_its_size() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let to_a = Proxy::start(server.port()).await;
+    let to_b = Proxy::start(server.port()).await;
+    let prefix = prefix("lost-on-the-way");
+    let a = hub(to_a.url(), &prefix).await;
+    let b = hub(to_b.url(), &prefix).await;
+    let mut on_b = b.subscribe("s", None);
+    for i in 1..=10 {
+        a.publish(Some("s"), format!("a {i}")).unwrap();
+    }
+    let mut events = common::read_through(&mut on_b, 10, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while a.stats().backend_buffered > 0 {
+        assert!(Instant::now() < deadline, "A's statuses not confirmed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // A's next batch is held on the way; B publishes five of its own meanwhile.
+    to_a.set_mode(Mode::Blackhole);
+    for i in 11..=20 {
+        a.publish(Some("s"), format!("a {i}")).unwrap();
+    }
+    for i in 1..=5 {
+        b.publish(Some("s"), format!("b {i}")).unwrap();
+    }
+    common::read_more(&mut on_b, &mut events, 15, WAIT).await;
+
+    // Redis restarts empty (the held bytes die with the old connection); B raises the counter.
+    tokio::task::block_in_place(|| server.restart_empty());
+    while counter_in_redis(&server, &prefix, "s") != Some(15) {
+        assert!(Instant::now() < deadline, "B did not raise the counter");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    to_a.forward().await;
+    for i in 21..=25 {
+        a.publish(Some("s"), format!("a {i}")).unwrap();
+    }
+    common::read_more(&mut on_b, &mut events, 30, WAIT).await;
+
+    let mut expected: Vec<(char, u64, u64)> = (1..=15).map(|i| ('s', i, i)).collect();
+    expected.push(('g', 16, 25));
+    expected.extend((26..=30).map(|i| ('s', i, i)));
+    assert_eq!(shape(&events), expected);
+    let texts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Status(s) => Some(s.text()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts[10..15], ["b 1", "b 2", "b 3", "b 4", "b 5"]);
+    assert_eq!(texts[15..], ["a 21", "a 22", "a 23", "a 24", "a 25"]);
+    assert_eq!(a.stats().dropped_backend, 10);
+    for hub in [&a, &b] {
+        timeout(OP_BOUND, hub.shutdown()).await.expect("shutdown");
+    }
+}
