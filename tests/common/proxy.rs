@@ -164,10 +164,12 @@ async fn pump(
         if passing(&mut mode, direction).await.is_err() {
             return;
         }
-        // Reading is cancel-safe: a change of mode stops the wait without losing bytes.
+        // Reading is cancel-safe: a change of mode stops the wait without losing bytes. The
+        // change is looked at first, so bytes that arrive after it are held.
         let n = tokio::select! {
-            n = from.read(&mut buf) => n,
+            biased;
             _ = mode.changed() => continue,
+            n = from.read(&mut buf) => n,
         };
         match n {
             Ok(0) | Err(_) => return,
