@@ -39,7 +39,9 @@
 //! The resident set size is sampled every `sample_every`. Samples taken before `warmup` of the
 //! statuses were sent are the warm-up (histories filling up to `history` per session); the
 //! rest, until every subscriber has everything, are the steady state, which is *flat* when its
-//! highest sample is within `flat_margin` of its median.
+//! highest sample is within `flat_margin` of its median and the median of its last quarter is
+//! within `flat_margin` of the median of its first quarter (a slow climb passes the first test
+//! and fails the second).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -72,7 +74,8 @@ pub struct Config {
     pub sample_every: Duration,
     /// The share of the statuses sent during the warm-up.
     pub warmup: f64,
-    /// How far above its median the steady state's highest sample may be, as a share.
+    /// How far above its median the steady state's highest sample may be, and how far the
+    /// median of its last quarter may be above that of its first, as a share.
     pub flat_margin: f64,
     /// The share of the statuses after which the hub is attached instead of consuming the
     /// stream (1 or more: never).
@@ -199,7 +202,9 @@ pub struct Memory {
     pub steady_max: u64,
     /// `steady_max / steady_median - 1`.
     pub over_median: f64,
-    /// `over_median <= flat_margin`, with at least three steady samples.
+    /// The median of the steady state's last quarter over that of its first quarter, minus 1.
+    pub drift: f64,
+    /// `over_median` and `drift` both within `flat_margin`, with at least four steady samples.
     pub flat: bool,
 }
 
@@ -346,13 +351,15 @@ impl fmt::Display for Report {
                 )?;
                 writeln!(
                     f,
-                    "  rss steady ({} samples): min {:.1}, median {:.1}, max {:.1} MiB; max is \
-                     {:.1}% over the median (margin {:.0}%): {}",
+                    "  rss steady ({} samples): min {:.1}, median {:.1}, max {:.1} MiB; max \
+                     {:.1}% over the median, last quarter {:+.1}% from the first (margin \
+                     {:.0}%): {}",
                     m.steady_samples,
                     mib(m.steady_min),
                     mib(m.steady_median),
                     mib(m.steady_max),
                     m.over_median * 100.0,
+                    m.drift * 100.0,
                     c.flat_margin * 100.0,
                     if m.flat { "flat" } else { "NOT flat" }
                 )?;
@@ -961,9 +968,18 @@ fn summarize(samples: &[RssSample], config: &Config, end: Duration) -> Option<Me
         .iter()
         .filter(|s| s.at <= end)
         .partition(|s| s.sent < warm_until);
-    let mut steady: Vec<u64> = steady.iter().map(|s| s.rss).collect();
+    let in_order: Vec<u64> = steady.iter().map(|s| s.rss).collect();
+    let quarter = in_order.len() / 4;
+    let drift = match (
+        median_of(&in_order[..quarter]),
+        median_of(&in_order[in_order.len() - quarter..]),
+    ) {
+        (Some(first), Some(last)) if first > 0 => last as f64 / first as f64 - 1.0,
+        _ => 0.0,
+    };
+    let mut steady = in_order;
     steady.sort_unstable();
-    let median = steady.get(steady.len() / 2).copied().unwrap_or(0);
+    let median = median_of(&steady).unwrap_or(0);
     let max = steady.last().copied().unwrap_or(0);
     let over_median = if median == 0 {
         0.0
@@ -979,8 +995,15 @@ fn summarize(samples: &[RssSample], config: &Config, end: Duration) -> Option<Me
         steady_median: median,
         steady_max: max,
         over_median,
-        flat: steady.len() >= 3 && over_median <= config.flat_margin,
+        drift,
+        flat: quarter >= 1 && over_median <= config.flat_margin && drift <= config.flat_margin,
     })
+}
+
+fn median_of(samples: &[u64]) -> Option<u64> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
 }
 
 #[cfg(test)]
@@ -1009,6 +1032,27 @@ mod tests {
         );
         // p0 sent 4 (the 4th never came), p1 sent 3 (the 3rd never came).
         assert_eq!(checker.lost(&[4, 3]), 2);
+    }
+
+    #[test]
+    fn a_slow_climb_is_not_flat() {
+        let config = Config::default();
+        let sample = |i: u64, rss: u64| RssSample {
+            at: Duration::from_secs(i),
+            rss,
+            sent: config.statuses,
+        };
+        let end = Duration::from_secs(100);
+        // Within 10% of its median, but 15% higher at the end than at the start.
+        let climbing: Vec<_> = (0..40).map(|i| sample(i, 300 + i * 3 / 2)).collect();
+        let memory = summarize(&climbing, &config, end).unwrap();
+        assert!(memory.over_median < config.flat_margin, "{memory:?}");
+        assert!(
+            memory.drift > config.flat_margin && !memory.flat,
+            "{memory:?}"
+        );
+        let level: Vec<_> = (0..40).map(|i| sample(i, 300 + i % 3)).collect();
+        assert!(summarize(&level, &config, end).unwrap().flat);
     }
 
     #[test]
