@@ -11,6 +11,10 @@
 //! each hub delivered after it, and to when each hub had caught up with the first status
 //! published after it.
 //!
+//! Below the cases, two tests pin down single faults exactly (a batch of unknown fate when
+//! Redis restarts without its data), and two ignored tests reproduce faults the backend still
+//! has (run them with `-- --ignored`).
+//!
 //! Run with: cargo test --all-features --test redis_chaos -- --nocapture
 #![cfg(feature = "redis")]
 
