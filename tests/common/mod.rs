@@ -1,6 +1,8 @@
-//! Helpers shared by the Redis tests: a throwaway `redis-server`, and reading subscriptions
-//! with a deadline.
+//! Helpers shared by the Redis tests: a throwaway `redis-server`, a TCP proxy in front of it,
+//! and reading subscriptions with a deadline.
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
+
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,18 +13,30 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use status_messenger::{Event, Subscription};
 
-/// A `redis-server` on a free port of 127.0.0.1, without persistence, in a temporary directory;
-/// killed when dropped.
+/// A `redis-server` on a free port of 127.0.0.1 in a temporary directory, without persistence
+/// unless started with [`RedisServer::start_persistent`]; killed when dropped.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts one. `None` (after printing why) when `redis-server` is missing and `CI` is unset;
     /// under `CI` a missing binary fails the test.
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), with an append-only file written before every reply
+    /// (`--appendonly yes --appendfsync always`), so [`restart`](Self::restart) after
+    /// [`kill`](Self::kill) comes back with everything Redis had answered or published.
+    pub fn start_persistent() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Option<Self> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -40,11 +54,12 @@ impl RedisServer {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temporary directory");
             let port = free_port();
-            let child = spawn(port, dir.path());
+            let child = spawn(port, dir.path(), persistent);
             let mut server = Self {
                 child: Some(child),
                 port,
                 dir,
+                persistent,
             };
             if server.wait_ready() {
                 return Some(server);
@@ -69,12 +84,32 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Stops the server where it stands (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Starts it again on the same port, after killing it if it runs: empty, or with its data
+    /// when it is persistent.
     pub fn restart(&mut self) {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            self.child = Some(spawn(self.port, self.dir.path()));
+            self.child = Some(spawn(self.port, self.dir.path(), self.persistent));
             if self.wait_ready() {
                 return;
             }
@@ -82,6 +117,14 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not restart");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts it again on the same port without any of its data (a new, empty directory), after
+    /// killing it if it runs.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        self.dir = tempfile::tempdir().expect("temporary directory");
+        self.restart();
     }
 
     /// Sends one inline command and returns the raw reply.
@@ -133,10 +176,16 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &Path) -> Child {
+fn spawn(port: u16, dir: &Path, persistent: bool) -> Child {
+    let appendonly: &[&str] = if persistent {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
+        .args(["--save", ""])
+        .args(appendonly)
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())

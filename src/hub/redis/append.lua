@@ -6,7 +6,7 @@
 -- ARGV: 1 channel, 2 history capacity, 3 time to live (ms), 4 writer field, 5 token ('0': none),
 --       6 floor (the counter is raised to at least this first), 7 numbers the batch takes,
 --       8 numbers skipped before its first status ('-': it has none), 9 its records (built by the
---       writer, see wire.rs)
+--       writer, see wire.rs), 10 numbers to reserve after the floor ('0': none; see below)
 -- The message `<base>\n<records>`, `<base>` being the counter before the batch, is published
 -- and, when the batch has a status, added to the stream under the id `<first seq>-0` with the
 -- field `l`, its last number. Returns {1, counter after}, or {0, counter} when this writer's
@@ -29,7 +29,19 @@ else
 end
 local before = cur
 local floor = tonumber(ARGV[6])
-if floor > cur then
+local reserve = tonumber(ARGV[10])
+if reserve > 0 then
+  -- A call of unknown fate after Redis lost its data: if it ran, it took the `reserve` numbers
+  -- after the floor (the writer's last confirmed counter). A counter exactly at their end was
+  -- raised there by a process that saw it: take nothing more. A counter at or below the floor:
+  -- take exactly those numbers. Anything else means other writers numbered statuses since:
+  -- take as many fresh numbers, so whoever missed the call still gets a gap.
+  if cur <= floor then
+    cur = floor + reserve
+  elseif cur ~= floor + reserve then
+    cur = cur + reserve
+  end
+elseif floor > cur then
   cur = floor
 end
 local base = cur

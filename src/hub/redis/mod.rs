@@ -62,6 +62,11 @@
 //!   knows back to the highest number it has seen, so numbering never goes back and nothing is
 //!   delivered twice. A batch that was in flight has unknown fate (some subscribers may have its
 //!   statuses): its numbers are skipped instead of sending it again, and counted as dropped.
+//!   Those are the numbers it had if it ran, right after what its writer last had confirmed:
+//!   where a process that saw it already raised the counter to their end, nothing more is
+//!   skipped, so its subscribers see no gap and later statuses keep their places. Only where
+//!   another process numbered statuses of the same session meanwhile are as many fresh numbers
+//!   skipped instead, so that nobody misses the batch without a gap.
 //!
 //! # Semantics
 //!

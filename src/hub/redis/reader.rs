@@ -220,6 +220,7 @@ impl Reader {
                     floor: *head,
                     items: &[],
                     trailing: 0,
+                    reserve: 0,
                 };
                 pipe.add_command(link.scripts.append_cmd(
                     keys,

@@ -236,6 +236,9 @@ pub(super) struct Append<'a> {
     pub(super) items: &'a [(u64, Arc<str>)],
     /// Numbers skipped after the last status.
     pub(super) trailing: u64,
+    /// Numbers of a call of unknown fate to take after the floor, unless the counter is already
+    /// exactly at their end (see `append.lua`); 0 for an ordinary call.
+    pub(super) reserve: u64,
 }
 
 impl Scripts {
@@ -270,7 +273,8 @@ impl Scripts {
             .arg(call.floor)
             .arg(numbers)
             .arg(first_skip.as_deref().unwrap_or("-"))
-            .arg(body);
+            .arg(body)
+            .arg(call.reserve);
         cmd
     }
 

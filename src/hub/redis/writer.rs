@@ -9,7 +9,9 @@
 //!   call that had run is not applied twice.
 //! - If Redis lost its data meanwhile (the epoch changed), tokens are gone too and the pending
 //!   calls may already have reached some subscribers: instead of appending their statuses again,
-//!   their numbers are reserved (skipped) so that whoever missed them gets a gap.
+//!   their numbers are reserved (skipped) so that whoever missed them gets a gap. A call that
+//!   ran took the numbers right after `known`; if another process saw it, it has raised the
+//!   counter to exactly its end, and nothing more is taken (see `append.lua`).
 //! - `known` holds, per session, the highest number Redis gave this writer. It is sent with
 //!   every append as the floor under the session's counter, so numbering never goes back after
 //!   Redis restarted empty.
@@ -40,6 +42,8 @@ enum Call {
         items: Vec<(u64, Arc<str>)>,
         /// Numbers skipped after the last status.
         trailing: u64,
+        /// Numbers of statuses of unknown fate, taken after the floor (see `reserve_pending`).
+        reserve: u64,
         token: u64,
     },
     Close {
@@ -280,6 +284,7 @@ impl Writer {
                             session: Arc::clone(&session),
                             items: Vec::new(),
                             trailing: 0,
+                            reserve: 0,
                             token,
                         },
                         false,
@@ -314,6 +319,7 @@ impl Writer {
                 session,
                 items,
                 trailing,
+                reserve,
                 token,
             } => scripts.append_cmd(
                 &settings.keys,
@@ -326,6 +332,7 @@ impl Writer {
                     floor: self.known.get(session).map_or(0, |k| k.0),
                     items,
                     trailing: *trailing,
+                    reserve: *reserve,
                 },
             ),
             Call::Close { session, token, .. } => {
@@ -426,6 +433,11 @@ impl Writer {
     /// Redis lost its data while a batch was unconfirmed: some of its statuses may have reached
     /// subscribers, the rest never will. Appending them again would deliver some twice, so
     /// their numbers are reserved instead and whoever missed them gets a gap.
+    ///
+    /// Each call becomes a reservation of the numbers it takes, after `known` (sent as the
+    /// floor): where a process that saw the call has already raised the counter to exactly its
+    /// end, the script takes nothing more, so those who had the statuses see no gap and later
+    /// statuses keep their places.
     fn reserve_pending(&mut self) {
         let Some(batch) = self.pending.as_mut() else {
             return;
@@ -436,11 +448,15 @@ impl Writer {
                 continue;
             }
             if let Call::Append {
-                items, trailing, ..
+                items,
+                trailing,
+                reserve,
+                ..
             } = call
             {
                 reserved += items.len() as u64;
-                *trailing += items.drain(..).map(|(skip, _)| skip + 1).sum::<u64>();
+                *reserve += items.drain(..).map(|(skip, _)| skip + 1).sum::<u64>();
+                *reserve += std::mem::take(trailing);
             }
         }
         // Fresh tokens: the scripts must run even if the new Redis somehow had old tokens.
@@ -454,11 +470,13 @@ impl Writer {
                         session,
                         items,
                         trailing,
+                        reserve,
                         ..
                     } => Call::Append {
                         session,
                         items,
                         trailing,
+                        reserve,
                         token,
                     },
                     Call::Close { session, reply, .. } => Call::Close {
