@@ -103,6 +103,7 @@
 //! | (none) | the messenger, the session helpers and the [`Hub`] |
 //! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]) |
 //! | `redis` | [`Hub::with_redis`]: sessions shared by several processes through Redis (`hub::redis`) |
+//! | `redis-cluster` | [`Hub::with_redis_cluster`]: the same on a Redis Cluster, with sharded pub/sub (`hub::redis::cluster`; implies `redis`) |
 //!
 //! # Supported Rust versions
 //!
@@ -121,6 +122,8 @@ pub mod messenger;
 mod session;
 mod sync;
 
+#[cfg(feature = "redis-cluster")]
+pub use hub::redis::cluster::RedisClusterConfig;
 #[cfg(feature = "redis")]
 pub use hub::redis::RedisConfig;
 pub use hub::{

@@ -86,6 +86,10 @@
 //! soon a returning Redis is noticed ([`RedisConfig::reconnect_max`], default 5 s) and how hard
 //! a missing one is hammered ([`RedisConfig::reconnect_min`], default 100 ms).
 
+#[cfg(feature = "redis-cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+pub mod cluster;
+mod follow;
 mod outbox;
 mod reader;
 mod wire;
@@ -97,12 +101,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use self::outbox::{Outbox, Pushed};
-use self::wire::Keys;
+use self::wire::{Conn, Keys, Layout, Scripts};
 use super::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing};
 use super::{
     BackendError, CloseError, ConfigError, Hub, HubConfig, LookupError, OpenError, PublishError,
@@ -143,6 +146,12 @@ pub struct RedisConfig {
     /// Longest wait for a connection or an answer before the connection counts as lost (at
     /// least 1 ms; default 2 s).
     pub timeout: Duration,
+    /// Least time between the starts of two batches sent to Redis, unless a full batch is
+    /// waiting: statuses that arrive meanwhile go in one script call per session group, so a
+    /// steady trickle costs Redis one call per delay instead of one per status, for at most this
+    /// much latency (at most 1 s; 0: send as soon as the previous batch is confirmed; default
+    /// 1 ms). See [What a status costs Redis](self#what-a-status-costs-redis).
+    pub batch_delay: Duration,
 }
 
 impl RedisConfig {
@@ -163,6 +172,7 @@ impl RedisConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            batch_delay: Duration::from_millis(1),
         }
     }
 
@@ -186,12 +196,49 @@ impl RedisConfig {
     }
 
     fn client(&self) -> Result<redis::Client, ConfigError> {
-        let fail = |field, reason| Err(ConfigError { field, reason });
         let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return fail("url", "is not a valid redis url");
+            return Err(ConfigError {
+                field: "url",
+                reason: "is not a valid redis url",
+            });
         };
+        self.common().check()?;
+        Ok(client)
+    }
+
+    fn common(&self) -> Common<'_> {
+        Common {
+            key_prefix: &self.key_prefix,
+            buffer_capacity: self.buffer_capacity,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            timeout: self.timeout,
+            batch_delay: self.batch_delay,
+        }
+    }
+}
+
+/// What the configs of one Redis and of a cluster share, and its checks.
+struct Common<'a> {
+    key_prefix: &'a str,
+    buffer_capacity: usize,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    timeout: Duration,
+    batch_delay: Duration,
+}
+
+impl Common<'_> {
+    fn check(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason| Err(ConfigError { field, reason });
         if self.key_prefix.is_empty() {
             return fail("key_prefix", "must not be empty");
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return fail(
+                "key_prefix",
+                "must not contain `{` or `}` (they mark hash tags)",
+            );
         }
         if self.buffer_capacity == 0 {
             return fail("buffer_capacity", "must be at least 1");
@@ -205,7 +252,26 @@ impl RedisConfig {
         if self.timeout < Duration::from_millis(1) {
             return fail("timeout", "must be at least 1 ms");
         }
-        Ok(client)
+        if self.batch_delay > Duration::from_secs(1) {
+            return fail("batch_delay", "must be at most 1 s");
+        }
+        Ok(())
+    }
+
+    /// The settings the tasks share, for a validated hub config.
+    fn settings(&self, config: &HubConfig, layout: Layout) -> Settings {
+        let ttl_ms = u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX);
+        Settings {
+            keys: Keys::new(self.key_prefix, layout),
+            history_capacity: config.history_capacity,
+            ttl_ms,
+            buffer_capacity: self.buffer_capacity,
+            batch: self.buffer_capacity.min(1024),
+            batch_delay: self.batch_delay,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -216,11 +282,46 @@ struct Settings {
     history_capacity: usize,
     ttl_ms: u64,
     buffer_capacity: usize,
-    /// Most items per pipeline.
+    /// Most items per batch.
     batch: usize,
+    batch_delay: Duration,
     reconnect_min: Duration,
     reconnect_max: Duration,
     timeout: Duration,
+}
+
+impl Settings {
+    /// What an append call of `group` by `writer` carries besides its sessions.
+    fn call<'a>(&self, group: u32, writer: &'a str, token: u64) -> wire::Call<'a> {
+        wire::Call {
+            group,
+            writer,
+            token,
+            capacity: self.history_capacity,
+            // Renewed at most every quarter of the TTL, so they live at least the TTL after
+            // the last status (see the writer).
+            key_ttl_ms: self.ttl_ms.saturating_add(self.ttl_ms / 4),
+            token_ttl_ms: self.ttl_ms,
+        }
+    }
+}
+
+/// How to make connections: to one Redis, or to a cluster.
+enum Backing {
+    Single(redis::Client),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(cluster::Nodes),
+}
+
+impl Backing {
+    /// A command connection within `timeout`.
+    async fn command_conn(&self, timeout: Duration) -> redis::RedisResult<Conn> {
+        match self {
+            Backing::Single(client) => wire::connect(client, timeout).await.map(Conn::Single),
+            #[cfg(feature = "redis-cluster")]
+            Backing::Cluster(nodes) => nodes.connect(timeout, None).await.map(Conn::Cluster),
+        }
+    }
 }
 
 /// Tells the writer that the reader saw the connection to Redis fail.
@@ -244,7 +345,8 @@ impl LinkState {
 /// State shared by the hub's handle and the two tasks.
 struct Shared {
     settings: Settings,
-    client: redis::Client,
+    backing: Backing,
+    scripts: Scripts,
     outbox: Outbox,
     link: LinkState,
     /// Sessions whose local subscriber count went from or to zero since the reader last looked.
@@ -252,7 +354,7 @@ struct Shared {
     interest_ready: Notify,
     /// The reader's command connection, for `open_session` and `session_exists`; `None` while
     /// Redis is away.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<Conn>>,
     /// `conn` was set.
     conn_ready: Notify,
     stop: watch::Sender<bool>,
@@ -268,7 +370,7 @@ impl Shared {
         *self.stop.borrow() || self.outbox.is_closed()
     }
 
-    fn set_conn(&self, conn: Option<MultiplexedConnection>) {
+    fn set_conn(&self, conn: Option<Conn>) {
         let ready = conn.is_some();
         *lock(&self.conn) = conn;
         if ready {
@@ -286,7 +388,7 @@ impl Shared {
 
     /// A command connection; while Redis is away, waits up to the timeout for the reader to
     /// reconnect.
-    async fn connection(&self) -> Result<MultiplexedConnection, BackendError> {
+    async fn connection(&self) -> Result<Conn, BackendError> {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         loop {
             let ready = self.conn_ready.notified();
@@ -386,7 +488,13 @@ impl Backend for RedisBackend {
     fn start(&self, hub: BackendHandle) {
         let shared = &self.shared;
         let writer = tokio::spawn(writer::Writer::new(Arc::clone(shared), hub.clone()).run());
-        let reader = tokio::spawn(reader::Reader::new(Arc::clone(shared), hub).run());
+        let reader = match &shared.backing {
+            Backing::Single(_) => tokio::spawn(reader::Reader::new(Arc::clone(shared), hub).run()),
+            #[cfg(feature = "redis-cluster")]
+            Backing::Cluster(_) => {
+                tokio::spawn(cluster::Reader::new(Arc::clone(shared), hub).run())
+            }
+        };
         *lock(&self.writer) = Some(writer);
         *lock(&self.reader) = Some(reader);
     }
@@ -592,25 +700,29 @@ impl Hub {
         )
         .await
         .map_err(unreachable)?;
-        let ttl_ms = u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX);
-        let settings = Settings {
-            keys: Keys::new(&redis.key_prefix),
-            history_capacity: config.history_capacity,
-            ttl_ms,
-            buffer_capacity: redis.buffer_capacity,
-            batch: redis.buffer_capacity.min(1024),
-            reconnect_min: redis.reconnect_min,
-            reconnect_max: redis.reconnect_max,
-            timeout: redis.timeout,
-        };
+        let settings = redis.common().settings(&config, Layout::Single);
+        Ok(RedisBackend::hub(
+            config,
+            settings,
+            Backing::Single(client),
+            Some(Conn::Single(probe)),
+        ))
+    }
+}
+
+impl RedisBackend {
+    /// A hub on this backend; `conn` is a command connection known to work.
+    fn hub(config: HubConfig, settings: Settings, backing: Backing, conn: Option<Conn>) -> Hub {
+        let buffer_capacity = settings.buffer_capacity;
         let shared = Arc::new(Shared {
             settings,
-            client,
-            outbox: Outbox::new(redis.buffer_capacity),
+            backing,
+            scripts: Scripts::new(),
+            outbox: Outbox::new(buffer_capacity),
             link: LinkState::default(),
             interest: Mutex::new(HashSet::new()),
             interest_ready: Notify::new(),
-            conn: Mutex::new(Some(probe)),
+            conn: Mutex::new(conn),
             conn_ready: Notify::new(),
             stop: watch::Sender::new(false),
             progress: Notify::new(),
@@ -621,6 +733,6 @@ impl Hub {
             writer: Mutex::new(None),
             reader: Mutex::new(None),
         };
-        Ok(Hub::with_backend(config, Box::new(backend)))
+        Hub::with_backend(config, Box::new(backend))
     }
 }

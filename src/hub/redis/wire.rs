@@ -1,40 +1,93 @@
-//! What goes over the wire: key names, the Lua scripts, the records published per session, and
-//! connecting with timeouts and backoff.
+//! What goes over the wire: key names and where they live, the Lua scripts, the frames and
+//! records published, connections (one Redis or a cluster), timeouts and backoff.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, Cmd, RedisResult, Value};
+use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-/// Appends statuses to a session (see the script's header).
+/// Appends statuses of several sessions (see the script's header).
 pub(super) const APPEND: &str = include_str!("append.lua");
 /// Reads a session's history together with its counter.
 pub(super) const READ: &str = include_str!("read.lua");
 /// Ends a session everywhere.
 pub(super) const CLOSE: &str = include_str!("close.lua");
 
-/// Key names. Every key of one session shares the hash tag `{session}`, so a script only ever
-/// touches one cluster slot.
+/// Where a session's keys live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+pub(super) enum Layout {
+    /// One Redis: each session's keys carry the session as their hash tag
+    /// (`{prefix}:{<session>}:meta`, `:log`, `:ch`), a channel per session, and one script call
+    /// serves any sessions (one Redis runs a script over keys of any slot).
+    Single,
+    /// A Redis Cluster: sessions fall into `partitions` groups by a hash of their id, and every
+    /// key of a partition carries its hash tag (`{prefix}:{p<n>}:meta:<session>`, `:log:<session>`,
+    /// one channel `{prefix}:{p<n>}:ch` and one writer token per partition), so one script call
+    /// serves the sessions of one partition on the shard that owns it.
+    Cluster {
+        /// At least 1.
+        partitions: u32,
+    },
+}
+
+/// Key names.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     prefix: String,
+    layout: Layout,
+}
+
+/// FNV-1a of the id: the same in every process and every version, so processes agree on
+/// partitions.
+fn stable_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Keys {
-    pub(super) fn new(prefix: &str) -> Self {
+    pub(super) fn new(prefix: &str, layout: Layout) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            layout,
+        }
+    }
+
+    pub(super) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The group of sessions one script call may serve: always 0 on one Redis, the partition on
+    /// a cluster.
+    pub(super) fn group(&self, session: &str) -> u32 {
+        match self.layout {
+            Layout::Single => 0,
+            Layout::Cluster { partitions } => {
+                (stable_hash(session) % u64::from(partitions.max(1))) as u32
+            }
         }
     }
 
     fn key(&self, session: &str, kind: &str) -> String {
-        format!("{}:{{{}}}:{}", self.prefix, session, kind)
+        match self.layout {
+            Layout::Single => format!("{}:{{{}}}:{}", self.prefix, session, kind),
+            Layout::Cluster { .. } => {
+                format!(
+                    "{}:{{p{}}}:{}:{}",
+                    self.prefix,
+                    self.group(session),
+                    kind,
+                    session
+                )
+            }
+        }
     }
 
     /// The session: a hash whose field `seq` (the last number given) exists while the session
-    /// does, and whose fields `w:<writer>` hold the last token each writer applied.
+    /// does, and whose fields `w:<writer>` hold the last close token each writer applied.
     pub(super) fn meta(&self, session: &str) -> String {
         self.key(session, "meta")
     }
@@ -44,26 +97,63 @@ impl Keys {
         self.key(session, "log")
     }
 
-    /// The session's pub/sub channel.
+    /// The channel that carries the session's statuses: its own on one Redis, its partition's
+    /// on a cluster.
     pub(super) fn channel(&self, session: &str) -> String {
-        self.key(session, "ch")
+        match self.layout {
+            Layout::Single => self.key(session, "ch"),
+            Layout::Cluster { .. } => self.group_channel(self.group(session)),
+        }
     }
 
-    /// Changes whenever Redis starts without the data it had (see the module docs).
+    /// A partition's channel (cluster only).
+    pub(super) fn group_channel(&self, group: u32) -> String {
+        format!("{}:{{p{}}}:ch", self.prefix, group)
+    }
+
+    /// The channel one append call publishes on for all its sessions, or `None` when each
+    /// session publishes on its own.
+    fn call_channel(&self, group: u32) -> Option<String> {
+        match self.layout {
+            Layout::Single => None,
+            Layout::Cluster { .. } => Some(self.group_channel(group)),
+        }
+    }
+
+    /// The last append token a writer applied to a group.
+    pub(super) fn token(&self, group: u32, writer: &str) -> String {
+        match self.layout {
+            Layout::Single => format!("{}:{}", self.prefix, writer),
+            Layout::Cluster { .. } => format!("{}:{{p{}}}:{}", self.prefix, group, writer),
+        }
+    }
+
+    fn publish(&self) -> &'static str {
+        match self.layout {
+            Layout::Single => "PUBLISH",
+            Layout::Cluster { .. } => "SPUBLISH",
+        }
+    }
+
+    /// Changes whenever Redis starts without the data it had (see the module docs; one Redis
+    /// only).
     pub(super) fn epoch(&self) -> String {
         format!("{}:epoch", self.prefix)
     }
 
-    /// The session a channel name belongs to.
-    pub(super) fn session_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+    /// The partition a cluster channel belongs to.
+    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    pub(super) fn group_of(&self, channel: &str) -> Option<u32> {
         channel
             .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(":{")?
-            .strip_suffix("}:ch")
+            .strip_prefix(":{p")?
+            .strip_suffix("}:ch")?
+            .parse()
+            .ok()
     }
 }
 
-/// One record of a message published on a session's channel, with its number resolved.
+/// One record of a session's segment, with its number resolved.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Record<'a> {
     /// A status.
@@ -75,7 +165,10 @@ pub(super) enum Record<'a> {
 }
 
 /// Appends the record of a status to `body`: `+<skipped> <len>\n<text>`, numbered `skipped + 1`
-/// after the one before it (the first after the message's base).
+/// after the one before it (the first after the segment's base).
+///
+/// This and [`parse`] are the one place that knows how a status is encoded; the scripts only
+/// carry records as they are.
 pub(super) fn push_status(body: &mut Vec<u8>, skipped: u64, text: &str) {
     body.extend_from_slice(format!("+{skipped} {}\n", text.len()).as_bytes());
     body.extend_from_slice(text.as_bytes());
@@ -86,13 +179,13 @@ pub(super) fn push_head(body: &mut Vec<u8>, skipped: u64) {
     body.extend_from_slice(format!("+{skipped} -\n").as_bytes());
 }
 
-/// Splits a published message (`<base>\n` and records, or `x\n`) into records with their
+/// Splits a session's segment (`<base>\n` and records, or `x\n`) into records with their
 /// numbers; `None` when it is malformed.
-pub(super) fn parse(payload: &[u8]) -> Option<Vec<Record<'_>>> {
-    if payload == b"x\n" {
+pub(super) fn parse(segment: &[u8]) -> Option<Vec<Record<'_>>> {
+    if segment == b"x\n" {
         return Some(vec![Record::Closed]);
     }
-    let (line, mut payload) = split_line(payload)?;
+    let (line, mut payload) = split_line(segment)?;
     let mut seq: u64 = line.parse().ok()?;
     let mut records = Vec::new();
     while !payload.is_empty() {
@@ -110,6 +203,25 @@ pub(super) fn parse(payload: &[u8]) -> Option<Vec<Record<'_>>> {
         payload = &rest[len..];
     }
     Some(records)
+}
+
+/// Splits a published message into its frames `<id length> <segment length>\n<id><segment>`,
+/// one per session; `None` when it is malformed.
+pub(super) fn parse_frames(message: &[u8]) -> Option<Vec<(&str, &[u8])>> {
+    let mut frames = Vec::new();
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (line, after) = split_line(rest)?;
+        let (id_len, segment_len) = line.split_once(' ')?;
+        let id_len: usize = id_len.parse().ok()?;
+        let segment_len: usize = segment_len.parse().ok()?;
+        let end = id_len.checked_add(segment_len)?;
+        let frame = after.get(..end)?;
+        let id = std::str::from_utf8(&frame[..id_len]).ok()?;
+        frames.push((id, &frame[id_len..]));
+        rest = &after[end..];
+    }
+    Some(frames)
 }
 
 fn split_line(payload: &[u8]) -> Option<(&str, &[u8])> {
@@ -142,14 +254,19 @@ pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<(
         let Value::Array(entry) = entry else {
             return None;
         };
-        let Some(Value::Array(fields)) = entry.into_iter().nth(1) else {
+        let Some(fields) = entry.into_iter().nth(1) else {
             return None;
         };
-        // Fields `m` (the message) and `l`.
-        let Some(Value::BulkString(message)) = fields.into_iter().nth(1) else {
+        // Fields `m` (the segment) and `l`; RESP3 may answer with a map.
+        let segment = match fields {
+            Value::Array(fields) => fields.into_iter().nth(1),
+            Value::Map(fields) => fields.into_iter().next().map(|(_, v)| v),
+            _ => None,
+        };
+        let Some(Value::BulkString(segment)) = segment else {
             return None;
         };
-        for record in parse(&message)? {
+        for record in parse(&segment)? {
             if let Record::Status(seq, text) = record {
                 if (from..=to).contains(&seq) {
                     out.push((seq, String::from_utf8_lossy(text).into_owned()));
@@ -160,17 +277,24 @@ pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<(
     Some((head, out))
 }
 
-/// Reads `{applied, counter}` as returned by the append script.
-pub(super) fn parse_append(value: &Value) -> Option<(bool, u64)> {
+/// Reads `{applied, counter...}` as returned by the append script: whether it ran, and each
+/// session's counter after it.
+pub(super) fn parse_append(value: &Value) -> Option<(bool, Vec<u64>)> {
     let Value::Array(parts) = value else {
         return None;
     };
-    match parts.as_slice() {
-        [Value::Int(applied), Value::Int(counter)] => {
-            Some((*applied == 1, u64::try_from(*counter).ok()?))
-        }
-        _ => None,
-    }
+    let (applied, counters) = parts.split_first()?;
+    let Value::Int(applied) = applied else {
+        return None;
+    };
+    let counters = counters
+        .iter()
+        .map(|counter| match counter {
+            Value::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    Some((*applied == 1, counters))
 }
 
 /// Whether the close script found the session (its reply is 1 when it did).
@@ -178,7 +302,7 @@ pub(super) fn parse_close(value: &Value) -> bool {
     matches!(value, Value::Int(1))
 }
 
-/// Script hashes as loaded on the current connection's server.
+/// The scripts' hashes (the same on every server, computed here), for `EVALSHA`.
 #[derive(Debug, Clone)]
 pub(super) struct Scripts {
     pub(super) append: String,
@@ -187,29 +311,49 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    /// Loads the scripts; a restarted Redis has forgotten them, so this runs on every connect.
-    pub(super) async fn load(conn: &mut MultiplexedConnection) -> RedisResult<Self> {
-        let (append, read, close): (String, String, String) = redis::pipe()
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(APPEND)
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(READ)
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(CLOSE)
-            .query_async(conn)
-            .await?;
-        Ok(Self {
-            append,
-            read,
-            close,
-        })
+    pub(super) fn new() -> Self {
+        let hash = |code: &str| redis::Script::new(code).get_hash().to_owned();
+        Self {
+            append: hash(APPEND),
+            read: hash(READ),
+            close: hash(CLOSE),
+        }
     }
 
-    /// `EVALSHA` of the read script for `session`, from `from` to `to` (`None`: the end).
-    pub(super) fn read_cmd(&self, keys: &Keys, session: &str, from: u64, to: Option<u64>) -> Cmd {
+    /// Loads the scripts into every server `conn` reaches (each master of a cluster). A
+    /// restarted or promoted server may not have them, so this runs on every connect and
+    /// whenever a server answers `NOSCRIPT`.
+    pub(super) async fn load(conn: &mut Conn) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for code in [APPEND, READ, CLOSE] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+        }
+        match conn {
+            Conn::Single(conn) => pipe.query_async::<()>(conn).await,
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(conn) => {
+                use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+                for code in [APPEND, READ, CLOSE] {
+                    let mut cmd = redis::cmd("SCRIPT");
+                    cmd.arg("LOAD").arg(code);
+                    let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                    conn.route_command(cmd, all).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `EVALSHA` of the read script for `session`, from `from` to `to` (`None`: the end); with
+    /// `touch_ms` above 0 it also opens the session and renews its keys for that long.
+    pub(super) fn read_cmd(
+        &self,
+        keys: &Keys,
+        session: &str,
+        from: u64,
+        to: Option<u64>,
+        touch_ms: u64,
+    ) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.read)
             .arg(2)
@@ -220,57 +364,80 @@ impl Scripts {
             Some(to) => cmd.arg(to),
             None => cmd.arg("+"),
         };
+        cmd.arg(touch_ms);
         cmd
     }
 }
 
-/// One call of the append script.
+/// One session's part of an append call.
 pub(super) struct Append<'a> {
     pub(super) session: &'a str,
-    /// `w:<writer id>`, or empty with `token` 0 for a call that needs no token.
-    pub(super) writer: &'a str,
-    pub(super) token: u64,
     /// The counter is raised to at least this first.
     pub(super) floor: u64,
     /// `(numbers skipped before it, text)` per status.
     pub(super) items: &'a [(u64, Arc<str>)],
     /// Numbers skipped after the last status.
     pub(super) trailing: u64,
+    /// Renew the time to live of the session's keys.
+    pub(super) renew: bool,
+}
+
+/// What every append call carries besides its sessions.
+pub(super) struct Call<'a> {
+    /// The group (partition) of every session of the call.
+    pub(super) group: u32,
+    /// `w:<writer id>`, with `token` 0 for a call that needs no token.
+    pub(super) writer: &'a str,
+    pub(super) token: u64,
+    pub(super) capacity: usize,
+    /// Time to live of a renewed key.
+    pub(super) key_ttl_ms: u64,
+    /// Time to live of the writer's token.
+    pub(super) token_ttl_ms: u64,
 }
 
 impl Scripts {
-    /// `EVALSHA` of the append script.
-    pub(super) fn append_cmd(
-        &self,
-        keys: &Keys,
-        capacity: usize,
-        ttl_ms: u64,
-        call: &Append<'_>,
-    ) -> Cmd {
-        let mut body = Vec::new();
-        let mut numbers = call.trailing;
-        for (skip, text) in call.items {
-            push_status(&mut body, *skip, text);
-            numbers += skip + 1;
-        }
-        if call.trailing > 0 || call.items.is_empty() {
-            push_head(&mut body, call.trailing);
-        }
-        let first_skip = call.items.first().map(|(skip, _)| skip.to_string());
+    /// `EVALSHA` of the append script for `sessions`, all of `call.group`.
+    pub(super) fn append_cmd(&self, keys: &Keys, call: &Call<'_>, sessions: &[Append<'_>]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.append)
-            .arg(2)
-            .arg(keys.meta(call.session))
-            .arg(keys.log(call.session))
-            .arg(keys.channel(call.session))
-            .arg(capacity)
-            .arg(ttl_ms)
-            .arg(call.writer)
+            .arg(1 + 2 * sessions.len())
+            .arg(keys.token(call.group, call.writer));
+        for append in sessions {
+            cmd.arg(keys.meta(append.session))
+                .arg(keys.log(append.session));
+        }
+        let shared = keys.call_channel(call.group);
+        cmd.arg(keys.publish())
+            .arg(shared.as_deref().unwrap_or(""))
+            .arg(call.capacity)
+            .arg(call.key_ttl_ms)
             .arg(call.token)
-            .arg(call.floor)
-            .arg(numbers)
-            .arg(first_skip.as_deref().unwrap_or("-"))
-            .arg(body);
+            .arg(call.token_ttl_ms);
+        let mut body = Vec::new();
+        for append in sessions {
+            body.clear();
+            let mut numbers = append.trailing;
+            for (skip, text) in append.items {
+                push_status(&mut body, *skip, text);
+                numbers += skip + 1;
+            }
+            if append.trailing > 0 || append.items.is_empty() {
+                push_head(&mut body, append.trailing);
+            }
+            let first_skip = append.items.first().map(|(skip, _)| skip.to_string());
+            let own = match shared {
+                Some(_) => String::new(),
+                None => keys.channel(append.session),
+            };
+            cmd.arg(append.session)
+                .arg(own)
+                .arg(append.floor)
+                .arg(numbers)
+                .arg(first_skip.as_deref().unwrap_or("-"))
+                .arg(if append.renew { "1" } else { "0" })
+                .arg(body.as_slice());
+        }
         cmd
     }
 
@@ -288,16 +455,18 @@ impl Scripts {
             .arg(2)
             .arg(keys.meta(session))
             .arg(keys.log(session))
+            .arg(keys.publish())
             .arg(keys.channel(session))
             .arg(ttl_ms)
             .arg(writer)
-            .arg(token);
+            .arg(token)
+            .arg(session);
         cmd
     }
 }
 
 /// Adds to `pipe` what opens `session` if it is not open, and renews its time to live.
-pub(super) fn touch(pipe: &mut redis::Pipeline, keys: &Keys, session: &str, ttl_ms: u64) {
+pub(super) fn touch(pipe: &mut Pipeline, keys: &Keys, session: &str, ttl_ms: u64) {
     pipe.cmd("HSETNX")
         .arg(keys.meta(session))
         .arg("seq")
@@ -311,6 +480,46 @@ pub(super) fn touch(pipe: &mut redis::Pipeline, keys: &Keys, session: &str, ttl_
         .arg(keys.log(session))
         .arg(ttl_ms)
         .ignore();
+}
+
+/// A command connection: to one Redis, or to a cluster (which routes each command to the shard
+/// that owns its keys, and follows failovers and slot moves by itself).
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(MultiplexedConnection),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipe, offset, count),
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(conn) => conn.req_packed_commands(pipe, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
 }
 
 /// Whether an error says the server has no such script (it restarted or was flushed): the
@@ -447,12 +656,41 @@ mod tests {
     }
 
     #[test]
-    fn channel_names_lead_back_to_their_session() {
-        let keys = Keys::new("app");
-        let channel = keys.channel("a}b{c");
-        assert_eq!(keys.session_of(&channel), Some("a}b{c"));
-        assert_eq!(keys.session_of("other:{x}:ch"), None);
-        assert_eq!(keys.meta("s"), "app:{s}:meta");
+    fn frames_carry_each_session_and_its_segment() {
+        let mut message = Vec::new();
+        for (id, segment) in [("a", &b"6\n+0 2\nhi"[..]), ("b{c}", b"x\n")] {
+            message.extend_from_slice(format!("{} {}\n", id.len(), segment.len()).as_bytes());
+            message.extend_from_slice(id.as_bytes());
+            message.extend_from_slice(segment);
+        }
+        let frames = parse_frames(&message).unwrap();
+        assert_eq!(
+            frames,
+            vec![("a", &b"6\n+0 2\nhi"[..]), ("b{c}", &b"x\n"[..])]
+        );
+        assert_eq!(parse(frames[0].1), Some(vec![Record::Status(7, b"hi")]));
+        assert_eq!(parse_frames(b"1 9\nashort"), None);
+        assert_eq!(parse_frames(b""), Some(vec![]));
+    }
+
+    #[test]
+    fn one_redis_keeps_a_tag_per_session_and_a_cluster_one_per_partition() {
+        let single = Keys::new("app", Layout::Single);
+        assert_eq!(single.meta("s"), "app:{s}:meta");
+        assert_eq!(single.channel("s"), "app:{s}:ch");
+        assert_eq!(single.group("s"), 0);
+        let cluster = Keys::new("app", Layout::Cluster { partitions: 16 });
+        let group = cluster.group("s");
+        assert!(group < 16);
+        assert_eq!(cluster.log("s"), format!("app:{{p{group}}}:log:s"));
+        assert_eq!(cluster.channel("s"), format!("app:{{p{group}}}:ch"));
+        assert_eq!(cluster.group_of(&cluster.channel("s")), Some(group));
+        assert_eq!(cluster.group_of("other:{p1}:ch"), None);
+        // Partitions are a pure function of the id, so every process agrees.
+        let spread: std::collections::HashSet<u32> = (0..200)
+            .map(|i| cluster.group(&format!("session-{i}")))
+            .collect();
+        assert_eq!(spread.len(), 16);
     }
 
     #[test]
