@@ -205,7 +205,7 @@ async fn a_master_killed_mid_task_is_replaced_and_delivery_resumes() {
             !cluster
                 .cli(
                     m.port,
-                    &["--scan", "--pattern", &format!("{prefix}:*:meta:task-0")],
+                    &["--scan", "--pattern", &format!("{prefix}:*:log:task-0")],
                 )
                 .trim()
                 .is_empty()
@@ -217,7 +217,7 @@ async fn a_master_killed_mid_task_is_replaced_and_delivery_resumes() {
             !cluster
                 .cli(
                     victim.port,
-                    &["--scan", "--pattern", &format!("{prefix}:*:meta:{name}")],
+                    &["--scan", "--pattern", &format!("{prefix}:*:log:{name}")],
                 )
                 .trim()
                 .is_empty()

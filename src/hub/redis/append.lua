@@ -3,31 +3,46 @@
 -- may cover any sessions; on a Redis Cluster, only the sessions of one partition (their keys
 -- share the partition's hash tag, so the call runs on the shard that owns them).
 --
+-- A session's history stream is also its counter: each batch is one entry whose id is
+-- `0-<first number it takes>`, added with the id `0-*` so that Redis gives it the number after
+-- the last one (no counter to read or write), with the fields `m` (its records, built by the
+-- writer, see wire.rs; opaque here) and `n` (how many numbers it takes). A batch that takes
+-- more than one number moves the stream's last id on to its last number.
+--
 -- KEYS: 1 the writer's token (a string: the last token this writer applied here), then per
---       session its hash (`seq`: the last number given, present while the session exists) and
---       its history stream
+--       session its history stream
 -- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 the channel of the whole call ('': each session publishes
 --       on its own), 3 history capacity, 4 time to live of a renewed key (ms), 5 token ('0':
---       none), 6 time to live of the token (ms), then 7 per session: its id, its channel (''
---       when the call has one), floor (the counter is raised to at least this first), numbers
---       the batch takes, numbers skipped before its first status ('-': it has none), '1' to
---       renew its keys' time to live, its records (built by the writer, see wire.rs; opaque
---       here)
--- Each session's part of the message, its segment, is `<base>\n<records>`, `<base>` being its
--- counter before the batch; when the part has a status the segment is added to the session's
--- stream under the id `<first seq>-0` with the field `l`, its last number. Each segment is
--- published as the frame `<id length> <segment length>\n<id><segment>`: one message of every
--- frame on the call's channel, or one message per session on its own channel.
+--       none), 6 time to live of the token (ms), then 6 per session: its id, its channel (''
+--       when the call has one), floor (its numbers go on after at least this), the numbers the
+--       batch takes (0: only raise the counter to the floor), '1' to renew its key's time to
+--       live, its records
+-- Each session's part is published as the frame `<id length> <segment length>\n<id><segment>`,
+-- its segment being `<base>\n<records>` with `<base>` its counter before the batch: one
+-- message of every frame on the call's channel, or one message per session on its own channel.
 -- Returns {1, counter after, ...} (a counter per session, in order), or {0, counter, ...} when
 -- this writer's token shows the call was applied before.
-local sessions = (#KEYS - 1) / 2
+local function number(id)
+  return tonumber(string.sub(id, 3))
+end
+
+local function counter(log)
+  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  if not last then
+    return 0
+  end
+  return number(last[1]) + tonumber(last[2][4]) - 1
+end
+
+local sessions = #KEYS - 1
 local token = ARGV[5]
 if token ~= '0' then
-  local seen = redis.call('GET', KEYS[1])
+  local seen = redis.call('SET', KEYS[1], token, 'PX', ARGV[6], 'GET')
   if seen and tonumber(seen) >= tonumber(token) then
+    redis.call('SET', KEYS[1], seen, 'PX', ARGV[6])
     local out = {0}
     for i = 1, sessions do
-      out[i + 1] = tonumber(redis.call('HGET', KEYS[2 * i], 'seq') or '0')
+      out[i + 1] = counter(KEYS[i + 1])
     end
     return out
   end
@@ -39,60 +54,65 @@ local frames = {}
 local out = {1}
 local a = 7
 for i = 1, sessions do
-  local meta, log = KEYS[2 * i], KEYS[2 * i + 1]
+  local log = KEYS[i + 1]
   local id, channel, floor = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local numbers, first, renew = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
-  local records = ARGV[a + 6]
-  a = a + 7
-  local cur = redis.call('HINCRBY', meta, 'seq', numbers)
-  local before = cur - numbers
-  local base = before
-  if before == 0 then
-    -- A new counter (a new session, or one lost on its own, evicted under maxmemory): never
-    -- reuse a number the stream already holds. Its keys get their time to live now.
-    local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
-    if last then
-      base = tonumber(last[2][4])
+  local numbers, renew, records = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
+  a = a + 6
+  local cur
+  if numbers == 0 then
+    cur = counter(log)
+    if cur < floor then
+      -- Redis lost what this process had seen: numbering goes on after it.
+      redis.call('XADD', log, '0-*', 'm', '', 'n', floor - cur)
+      redis.call('XSETID', log, '0-' .. floor)
+      redis.call('PEXPIRE', log, ttl)
+      cur = floor
     end
-    renew = '1'
-  end
-  if floor > base then
-    base = floor
-  end
-  if base ~= before then
+  else
+    local added = redis.pcall('XADD', log, '0-*', 'm', records, 'n', numbers)
+    if type(added) == 'table' and added.err then
+      -- A stream of the first key layout: it cannot be numbered this way, so it goes.
+      redis.call('DEL', log)
+      added = redis.call('XADD', log, '0-*', 'm', records, 'n', numbers)
+    end
+    local base = number(added) - 1
+    if base < floor then
+      -- Redis lost numbers this writer was given (a failover, a restart): never reuse them.
+      redis.call('XDEL', log, added)
+      redis.call('XSETID', log, '0-' .. floor)
+      added = redis.call('XADD', log, '0-*', 'm', records, 'n', numbers)
+      base = floor
+    end
     cur = base + numbers
-    redis.call('HSET', meta, 'seq', cur)
-  end
-  if cur ~= before then
-    local segment = base .. '\n' .. records
-    if first ~= '-' then
-      redis.call('XADD', log, (base + tonumber(first) + 1) .. '-0', 'm', segment, 'l', cur)
-      -- Keep every batch holding one of the last `capacity` numbers.
-      local oldest = cur - capacity + 1
-      if oldest > 1 then
-        local keep = redis.call('XREVRANGE', log, oldest .. '-0', '-', 'COUNT', 1)[1]
-        if keep then
-          redis.call('XTRIM', log, 'MINID', keep[1])
-        end
+    if numbers > 1 then
+      redis.call('XSETID', log, '0-' .. cur)
+    end
+    if base == 0 then
+      -- A new stream: it gets its time to live now.
+      renew = '1'
+    end
+    -- Keep every batch holding one of the last `capacity` numbers.
+    local oldest = cur - capacity + 1
+    if oldest > 1 then
+      local keep = redis.call('XREVRANGE', log, '0-' .. oldest, '-', 'COUNT', 1)[1]
+      if keep then
+        redis.call('XTRIM', log, 'MINID', keep[1])
       end
     end
+    local segment = base .. '\n' .. records
     local frame = #id .. ' ' .. #segment .. '\n' .. id .. segment
     if shared == '' then
       redis.call(publish, channel, frame)
     else
       frames[#frames + 1] = frame
     end
-  end
-  if renew == '1' then
-    redis.call('PEXPIRE', meta, ttl)
-    redis.call('PEXPIRE', log, ttl)
+    if renew == '1' then
+      redis.call('PEXPIRE', log, ttl)
+    end
   end
   out[i + 1] = cur
 end
 if #frames > 0 then
   redis.call(publish, shared, table.concat(frames))
-end
-if token ~= '0' then
-  redis.call('SET', KEYS[1], token, 'PX', ARGV[6])
 end
 return out

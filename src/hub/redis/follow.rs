@@ -106,7 +106,7 @@ impl Follow {
                     pipe.add_command(shared.scripts.read_cmd(
                         keys,
                         session,
-                        head + 1,
+                        Some(head + 1),
                         None,
                         touch_ms,
                     ));
@@ -221,7 +221,7 @@ impl Follow {
             settings.timeout,
             self.shared
                 .scripts
-                .read_cmd(&settings.keys, session, from, Some(to), 0)
+                .read_cmd(&settings.keys, session, Some(from), Some(to), 0)
                 .query_async(conn),
         )
         .await?;

@@ -10,21 +10,22 @@
 //!
 //! For each session Redis holds (keys `{prefix}:{<session>}:*`, one hash tag per session): a
 //! hash (`meta`) whose field `seq` is the last number given (present while the session
-//! exists) and whose fields `w:<writer>` hold each writer's last batch token; the history as a
-//! stream (`log`) with one entry per batch of statuses, under the id `<first seq>-0`, trimmed to
-//! the batches holding the last [`HubConfig::history_capacity`] numbers (so it keeps at least
-//! that many statuses, and at most one batch more); and a pub/sub channel (`ch`). Each key's
-//! time to live is [`HubConfig::history_ttl`], renewed by each status and, while a process has
-//! subscribers of the session, by that process.
+//! exists); the history as a stream (`log`) with one entry per batch of statuses, under the id
+//! `<first seq>-0`, trimmed to the batches holding the last [`HubConfig::history_capacity`]
+//! numbers (so it keeps at least that many statuses, and at most one batch more); and a pub/sub
+//! channel (`ch`). Each writer's last token is a key of its own (`{prefix}:w:<writer>`). Keys
+//! live [`HubConfig::history_ttl`] to 1.25 times that after the session's last status, and are
+//! renewed while a process has subscribers of the session.
 //!
 //! - **Writing.** [`Hub::publish`] puts the status in a bounded buffer and returns at once. One
-//!   writer task per hub takes what is buffered and sends it as one pipeline of Lua script calls
-//!   (`EVALSHA`, one call per session per batch) over one multiplexed connection. The script
-//!   advances the session's counter by the batch, adds the batch to the stream, trims it,
-//!   renews the time to live and publishes the batch on the session's channel, all atomically:
-//!   that is what gives every process one numbering and one order per session. A batch costs
-//!   Redis the same few commands whatever its size, so the busier the writer, the cheaper each
-//!   status.
+//!   writer task per hub takes what is buffered, at most one batch per
+//!   [`RedisConfig::batch_delay`] (unless a full batch is waiting), and sends it as **one** call
+//!   of a Lua script (`EVALSHA`) for all the sessions in it, over one multiplexed connection.
+//!   For each session the script advances its counter by the batch (`HINCRBY`), adds the batch
+//!   to its stream (`XADD`) and publishes it on its channel, all atomically: that is what gives
+//!   every process one numbering and one order per session. Key lifetimes are renewed by the
+//!   first call after a quarter of the TTL, not by every status. So a batch costs Redis one call
+//!   and a few commands per session in it, however the statuses are spread over sessions.
 //! - **Reading.** A process subscribes to a session's channel only while it has local
 //!   subscribers of that session (one pub/sub connection, channels added and removed as
 //!   subscribers come and go), so its traffic grows with the sessions it serves, not with all of
@@ -37,6 +38,17 @@
 //!   the session's hash, so a session created through one process is known to all.
 //!   [`Hub::close_session`] deletes the session's history and counter and tells every process
 //!   serving it to end its subscribers' streams.
+//! - **A Redis Cluster** (feature `redis-cluster`, [`Hub::with_redis_cluster`]) groups sessions
+//!   into partitions whose keys share one hash tag, one call per partition per batch, published
+//!   once per call with sharded pub/sub: see [`cluster`](self::cluster).
+//!
+//! # Key layout
+//!
+//! This is the second layout. The first (release 0.1.0) kept each writer's token in every
+//! session's hash and had one script call per session per batch; its messages were a session's
+//! records alone, where they now carry one frame per session (`<id length> <segment
+//! length>\n<id><segment>`). Processes of the two layouts must not share a Redis: give the new
+//! ones another [`RedisConfig::key_prefix`], or let the old sessions expire first.
 //!
 //! # Faults
 //!
@@ -75,10 +87,18 @@
 //!   [`HistoryExpiry`](crate::hub::HistoryExpiry) applies only to the local copy).
 //! - [`HubStats::sessions`](crate::HubStats::sessions) and `retained` count what this process
 //!   serves; `accepted` counts what it published.
-//! - Redis Cluster is not supported (one session's keys share a slot, but the epoch key does
-//!   not); use one Redis, with a replica for failover if needed.
+//! - On one Redis, Redis restarted empty is detected by the epoch key; on a Redis Cluster,
+//!   failovers are handled as the [`cluster`](self::cluster) module says.
+//!
+//! # What a status costs Redis
+//!
+//! COST_PLACEHOLDER
 //!
 //! # Choosing the bounds
+//!
+//! [`RedisConfig::batch_delay`] (default 1 ms) trades latency for Redis CPU: statuses wait at
+//! most that long for the batch they go in. At 0 a batch leaves as soon as the previous one is
+//! confirmed, which under a steady trickle means one call per status or two.
 //!
 //! [`RedisConfig::buffer_capacity`] (default 100,000) bounds the statuses held while Redis is
 //! away: take the statuses per second of the whole process times the longest outage to ride
@@ -101,6 +121,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redis::Value;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -536,10 +557,16 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let mut conn = self.shared.connection().await.map_err(OpenError::Backend)?;
             let settings = &self.shared.settings;
-            let mut pipe = redis::pipe();
-            wire::touch(&mut pipe, &settings.keys, id, settings.ttl_ms);
-            pipe.query_async::<()>(&mut conn)
+            let open = self.shared.scripts.read_cmd(
+                &settings.keys,
+                id,
+                None,
+                None,
+                settings.ttl_ms.max(1),
+            );
+            wire::within(settings.timeout, open.query_async::<Value>(&mut conn))
                 .await
+                .map(drop)
                 .map_err(|error| OpenError::Backend(backend_error(error)))
         })
     }
@@ -555,10 +582,9 @@ impl Backend for RedisBackend {
                 .connection()
                 .await
                 .map_err(LookupError::Backend)?;
-            redis::cmd("HEXISTS")
-                .arg(self.shared.settings.keys.meta(id))
-                .arg("seq")
-                .query_async(&mut conn)
+            let settings = &self.shared.settings;
+            let exists = redis::cmd("EXISTS").arg(settings.keys.log(id)).clone();
+            wire::within(settings.timeout, exists.query_async(&mut conn))
                 .await
                 .map_err(|error| LookupError::Backend(backend_error(error)))
         })

@@ -86,13 +86,14 @@ impl Keys {
         }
     }
 
-    /// The session: a hash whose field `seq` (the last number given) exists while the session
-    /// does, and whose fields `w:<writer>` hold the last close token each writer applied.
+    /// The session's close tokens: a hash whose fields `w:<writer>` hold the last close token
+    /// each writer applied there, and `cw:<writer>` the answer it gave.
     pub(super) fn meta(&self, session: &str) -> String {
         self.key(session, "meta")
     }
 
-    /// The session's history: a stream whose ids are `{seq}-0`.
+    /// The session's history, which is also its counter: a stream whose ids are
+    /// `0-<first number of the batch>` (see append.lua); it exists while the session does.
     pub(super) fn log(&self, session: &str) -> String {
         self.key(session, "log")
     }
@@ -185,8 +186,14 @@ pub(super) fn parse(segment: &[u8]) -> Option<Vec<Record<'_>>> {
     if segment == b"x\n" {
         return Some(vec![Record::Closed]);
     }
-    let (line, mut payload) = split_line(segment)?;
-    let mut seq: u64 = line.parse().ok()?;
+    let (line, payload) = split_line(segment)?;
+    parse_records(line.parse().ok()?, payload)
+}
+
+/// Splits records into records with their numbers, the first numbered after `base`; `None` when
+/// they are malformed.
+pub(super) fn parse_records(base: u64, mut payload: &[u8]) -> Option<Vec<Record<'_>>> {
+    let mut seq = base;
     let mut records = Vec::new();
     while !payload.is_empty() {
         let (line, rest) = split_line(payload)?;
@@ -254,19 +261,27 @@ pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<(
         let Value::Array(entry) = entry else {
             return None;
         };
-        let Some(fields) = entry.into_iter().nth(1) else {
-            return None;
+        let mut entry = entry.into_iter();
+        // The id `0-<first number>`: the batch's base is one below.
+        let first: u64 = match entry.next()? {
+            Value::BulkString(id) => std::str::from_utf8(&id)
+                .ok()?
+                .strip_prefix("0-")?
+                .parse()
+                .ok()?,
+            Value::SimpleString(id) => id.strip_prefix("0-")?.parse().ok()?,
+            _ => return None,
         };
-        // Fields `m` (the segment) and `l`; RESP3 may answer with a map.
-        let segment = match fields {
+        // Fields `m` (the records) and `n`; RESP3 may answer with a map.
+        let records = match entry.next()? {
             Value::Array(fields) => fields.into_iter().nth(1),
             Value::Map(fields) => fields.into_iter().next().map(|(_, v)| v),
             _ => None,
         };
-        let Some(Value::BulkString(segment)) = segment else {
+        let Some(Value::BulkString(records)) = records else {
             return None;
         };
-        for record in parse(&segment)? {
+        for record in parse_records(first.checked_sub(1)?, &records)? {
             if let Record::Status(seq, text) = record {
                 if (from..=to).contains(&seq) {
                     out.push((seq, String::from_utf8_lossy(text).into_owned()));
@@ -344,22 +359,23 @@ impl Scripts {
         }
     }
 
-    /// `EVALSHA` of the read script for `session`, from `from` to `to` (`None`: the end); with
-    /// `touch_ms` above 0 it also opens the session and renews its keys for that long.
+    /// `EVALSHA` of the read script for `session`, from `from` to `to` (`None`: the end; `from`
+    /// `None`: only the counter); with `touch_ms` above 0 it also opens the session and renews
+    /// its key for that long.
     pub(super) fn read_cmd(
         &self,
         keys: &Keys,
         session: &str,
-        from: u64,
+        from: Option<u64>,
         to: Option<u64>,
         touch_ms: u64,
     ) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.read)
-            .arg(2)
-            .arg(keys.meta(session))
-            .arg(keys.log(session))
-            .arg(from);
+        cmd.arg(&self.read).arg(1).arg(keys.log(session));
+        match from {
+            Some(from) => cmd.arg(from),
+            None => cmd.arg("-"),
+        };
         match to {
             Some(to) => cmd.arg(to),
             None => cmd.arg("+"),
@@ -401,11 +417,10 @@ impl Scripts {
     pub(super) fn append_cmd(&self, keys: &Keys, call: &Call<'_>, sessions: &[Append<'_>]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.append)
-            .arg(1 + 2 * sessions.len())
+            .arg(1 + sessions.len())
             .arg(keys.token(call.group, call.writer));
         for append in sessions {
-            cmd.arg(keys.meta(append.session))
-                .arg(keys.log(append.session));
+            cmd.arg(keys.log(append.session));
         }
         let shared = keys.call_channel(call.group);
         cmd.arg(keys.publish())
@@ -425,7 +440,10 @@ impl Scripts {
             if append.trailing > 0 || append.items.is_empty() {
                 push_head(&mut body, append.trailing);
             }
-            let first_skip = append.items.first().map(|(skip, _)| skip.to_string());
+            if append.items.is_empty() && append.trailing == 0 {
+                // Only the floor: nothing to number.
+                body.clear();
+            }
             let own = match shared {
                 Some(_) => String::new(),
                 None => keys.channel(append.session),
@@ -434,7 +452,6 @@ impl Scripts {
                 .arg(own)
                 .arg(append.floor)
                 .arg(numbers)
-                .arg(first_skip.as_deref().unwrap_or("-"))
                 .arg(if append.renew { "1" } else { "0" })
                 .arg(body.as_slice());
         }
@@ -465,18 +482,9 @@ impl Scripts {
     }
 }
 
-/// Adds to `pipe` what opens `session` if it is not open, and renews its time to live.
+/// Adds to `pipe` what renews the time to live of `session`'s history.
 pub(super) fn touch(pipe: &mut Pipeline, keys: &Keys, session: &str, ttl_ms: u64) {
-    pipe.cmd("HSETNX")
-        .arg(keys.meta(session))
-        .arg("seq")
-        .arg(0)
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(keys.meta(session))
-        .arg(ttl_ms)
-        .ignore()
-        .cmd("PEXPIRE")
+    pipe.cmd("PEXPIRE")
         .arg(keys.log(session))
         .arg(ttl_ms)
         .ignore();
