@@ -214,6 +214,14 @@ def run_once(args, redis, scenario, log_dir):
         for port in redis.procs:
             cli(port, "config", "resetstat")
         before = {p: (cpu_us(p), proc_cpu_us(redis.procs[p].pid)) for p in redis.procs}
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(
+                ["perf", "record", "-g", "-o", args.perf, "-p",
+                 ",".join(str(redis.procs[p].pid) for p in masters)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)
         started = time.time()
         out = subprocess.run(
             [args.loadgen, "--url", sockets.url, "--task-url", tasks.url,
@@ -222,6 +230,9 @@ def run_once(args, redis, scenario, log_dir):
             capture_output=True, text=True, check=False,
         )
         seconds = time.time() - started
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
         after = {p: (cpu_us(p), proc_cpu_us(redis.procs[p].pid)) for p in redis.procs}
         result = json.loads(out.stdout.strip().splitlines()[-1])
         delivered = sum(r["statuses"] for r in result["runs"])
@@ -267,9 +278,14 @@ def main():
     parser.add_argument("--loadgen", required=True, help="the load generator binary")
     parser.add_argument("--cluster", action="store_true", help="a Redis Cluster instead of one Redis")
     parser.add_argument("--scenario", default="sparse,bulk")
+    parser.add_argument("--shape", help="another scenario `S,N,D`, named `custom`")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--label", default="", help="a name for this build in the output")
+    parser.add_argument("--perf", help="record the masters with `perf record -g` into this file")
     args = parser.parse_args()
+    if args.shape:
+        sessions, steps, delay_ms = (int(v) for v in args.shape.split(","))
+        SCENARIOS["custom"] = {"sessions": sessions, "steps": steps, "delay_ms": delay_ms}
     redis = Redis(args.cluster)
     log_dir = tempfile.mkdtemp(prefix="redis-cost-")
     rows = []

@@ -9,19 +9,23 @@
 -- writer, see wire.rs; opaque here) and `n` (how many numbers it takes). A batch that takes
 -- more than one number moves the stream's last id on to its last number.
 --
--- KEYS: 1 the writer's token (a string: the last token this writer applied here), then per
---       session its history stream
+-- The call's token (`<writer>:<n>`, unique) goes in the field `t` of the first entry it adds.
+-- A call sent again after its reply was lost asks for the check: if the first session's stream
+-- holds an entry with that token after the floor (the highest number the writer had been given
+-- before the call, so the entry would be above it), the call ran, and nothing is added twice.
+--
+-- KEYS: per session its history stream
 -- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 the channel of the whole call ('': each session publishes
---       on its own), 3 history capacity, 4 time to live of a renewed key (ms), 5 token ('0':
---       none), 6 time to live of the token (ms), then 6 per session: its id, its channel (''
---       when the call has one), floor (its numbers go on after at least this), the numbers the
---       batch takes (0: only raise the counter to the floor), '1' to renew its key's time to
---       live, its records
+--       on its own), 3 history capacity, 4 time to live of a renewed key (ms), 5 token ('':
+--       none), 6 '1' to check whether the call ran before, then 6 per session: its id, its
+--       channel ('' when the call has one), floor (its numbers go on after at least this), the
+--       numbers the batch takes (0: only raise the counter to the floor), '1' to renew its
+--       key's time to live, its records
 -- Each session's part is published as the frame `<id length> <segment length>\n<id><segment>`,
 -- its segment being `<base>\n<records>` with `<base>` its counter before the batch: one
 -- message of every frame on the call's channel, or one message per session on its own channel.
 -- Returns {1, counter after, ...} (a counter per session, in order), or {0, counter, ...} when
--- this writer's token shows the call was applied before.
+-- the token shows the call was applied before.
 local function number(id)
   return tonumber(string.sub(id, 3))
 end
@@ -34,17 +38,23 @@ local function counter(log)
   return number(last[1]) + tonumber(last[2][4]) - 1
 end
 
-local sessions = #KEYS - 1
+local sessions = #KEYS
 local token = ARGV[5]
-if token ~= '0' then
-  local seen = redis.call('SET', KEYS[1], token, 'PX', ARGV[6], 'GET')
-  if seen and tonumber(seen) >= tonumber(token) then
-    redis.call('SET', KEYS[1], seen, 'PX', ARGV[6])
-    local out = {0}
-    for i = 1, sessions do
-      out[i + 1] = counter(KEYS[i + 1])
+if token ~= '' and ARGV[6] == '1' then
+  for i = 1, sessions do
+    if tonumber(ARGV[7 + 6 * (i - 1) + 3]) > 0 then
+      local after = '0-' .. (tonumber(ARGV[7 + 6 * (i - 1) + 2]) + 1)
+      for _, entry in ipairs(redis.call('XRANGE', KEYS[i], after, '+')) do
+        if entry[2][6] == token then
+          local out = {0}
+          for j = 1, sessions do
+            out[j + 1] = counter(KEYS[j])
+          end
+          return out
+        end
+      end
+      break
     end
-    return out
   end
 end
 local publish, shared = ARGV[1], ARGV[2]
@@ -54,7 +64,7 @@ local frames = {}
 local out = {1}
 local a = 7
 for i = 1, sessions do
-  local log = KEYS[i + 1]
+  local log = KEYS[i]
   local id, channel, floor = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local numbers, renew, records = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
   a = a + 6
@@ -69,18 +79,23 @@ for i = 1, sessions do
       cur = floor
     end
   else
-    local added = redis.pcall('XADD', log, '0-*', 'm', records, 'n', numbers)
+    local fields = {'m', records, 'n', numbers}
+    if token ~= '' then
+      fields[5], fields[6] = 't', token
+      token = ''
+    end
+    local added = redis.pcall('XADD', log, '0-*', unpack(fields))
     if type(added) == 'table' and added.err then
       -- A stream of the first key layout: it cannot be numbered this way, so it goes.
       redis.call('DEL', log)
-      added = redis.call('XADD', log, '0-*', 'm', records, 'n', numbers)
+      added = redis.call('XADD', log, '0-*', unpack(fields))
     end
     local base = number(added) - 1
     if base < floor then
       -- Redis lost numbers this writer was given (a failover, a restart): never reuse them.
       redis.call('XDEL', log, added)
       redis.call('XSETID', log, '0-' .. floor)
-      added = redis.call('XADD', log, '0-*', 'm', records, 'n', numbers)
+      added = redis.call('XADD', log, '0-*', unpack(fields))
       base = floor
     end
     cur = base + numbers

@@ -13,8 +13,7 @@
 //! exists); the history as a stream (`log`) with one entry per batch of statuses, under the id
 //! `<first seq>-0`, trimmed to the batches holding the last [`HubConfig::history_capacity`]
 //! numbers (so it keeps at least that many statuses, and at most one batch more); and a pub/sub
-//! channel (`ch`). Each writer's last token is a key of its own (`{prefix}:w:<writer>`). Keys
-//! live [`HubConfig::history_ttl`] to 1.25 times that after the session's last status, and are
+//! channel (`ch`). Keys live [`HubConfig::history_ttl`] to 1.25 times that after the session's last status, and are
 //! renewed while a process has subscribers of the session.
 //!
 //! - **Writing.** [`Hub::publish`] puts the status in a bounded buffer and returns at once. One
@@ -313,16 +312,16 @@ struct Settings {
 
 impl Settings {
     /// What an append call of `group` by `writer` carries besides its sessions.
-    fn call<'a>(&self, group: u32, writer: &'a str, token: u64) -> wire::Call<'a> {
+    fn call<'a>(&self, group: u32, writer: &'a str, token: u64, check: bool) -> wire::Call<'a> {
         wire::Call {
             group,
             writer,
             token,
+            check,
             capacity: self.history_capacity,
             // Renewed at most every quarter of the TTL, so they live at least the TTL after
             // the last status (see the writer).
             key_ttl_ms: self.ttl_ms.saturating_add(self.ttl_ms / 4),
-            token_ttl_ms: self.ttl_ms,
         }
     }
 }

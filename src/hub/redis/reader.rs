@@ -332,7 +332,7 @@ async fn raise_floors(
     watched: &[(Arc<str>, u64)],
 ) -> RedisResult<()> {
     let settings = &shared.settings;
-    let call = settings.call(0, "", 0);
+    let call = settings.call(0, "", 0, false);
     let watched: Vec<&(Arc<str>, u64)> = watched.iter().filter(|(_, head)| *head > 0).collect();
     for chunk in watched.chunks(CHUNK) {
         let appends: Vec<Append<'_>> = chunk

@@ -121,14 +121,6 @@ impl Keys {
         }
     }
 
-    /// The last append token a writer applied to a group.
-    pub(super) fn token(&self, group: u32, writer: &str) -> String {
-        match self.layout {
-            Layout::Single => format!("{}:{}", self.prefix, writer),
-            Layout::Cluster { .. } => format!("{}:{{p{}}}:{}", self.prefix, group, writer),
-        }
-    }
-
     fn publish(&self) -> &'static str {
         match self.layout {
             Layout::Single => "PUBLISH",
@@ -405,20 +397,18 @@ pub(super) struct Call<'a> {
     /// `w:<writer id>`, with `token` 0 for a call that needs no token.
     pub(super) writer: &'a str,
     pub(super) token: u64,
+    /// The call may have run before (its reply was lost): the script checks its token.
+    pub(super) check: bool,
     pub(super) capacity: usize,
     /// Time to live of a renewed key.
     pub(super) key_ttl_ms: u64,
-    /// Time to live of the writer's token.
-    pub(super) token_ttl_ms: u64,
 }
 
 impl Scripts {
     /// `EVALSHA` of the append script for `sessions`, all of `call.group`.
     pub(super) fn append_cmd(&self, keys: &Keys, call: &Call<'_>, sessions: &[Append<'_>]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.append)
-            .arg(1 + sessions.len())
-            .arg(keys.token(call.group, call.writer));
+        cmd.arg(&self.append).arg(sessions.len());
         for append in sessions {
             cmd.arg(keys.log(append.session));
         }
@@ -426,9 +416,13 @@ impl Scripts {
         cmd.arg(keys.publish())
             .arg(shared.as_deref().unwrap_or(""))
             .arg(call.capacity)
-            .arg(call.key_ttl_ms)
-            .arg(call.token)
-            .arg(call.token_ttl_ms);
+            .arg(call.key_ttl_ms);
+        if call.token == 0 {
+            cmd.arg("");
+        } else {
+            cmd.arg(format!("{}:{}", call.writer, call.token));
+        }
+        cmd.arg(if call.check { "1" } else { "0" });
         let mut body = Vec::new();
         for append in sessions {
             body.clear();

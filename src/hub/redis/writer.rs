@@ -21,8 +21,9 @@
 //! - A session's keys have their time to live renewed by the first call after a quarter of it
 //!   has passed since this writer last renewed them, for 1.25 times the TTL: so they live at
 //!   least the TTL after the last status, and most calls need not renew anything.
-//! - Batches start at most one `batch_delay` apart unless a full batch is waiting, so a steady
-//!   trickle of statuses costs Redis one call per group per delay, not one per status.
+//! - A batch that was not full is followed by the next one at least `batch_delay` after it
+//!   started, unless a full batch is waiting: a steady trickle of statuses costs Redis one call
+//!   per group per delay, not one per status, and a busy writer never waits.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -92,6 +93,8 @@ impl Call {
 struct Batch {
     /// Each call, and whether Redis confirmed it (or it was given up and counted).
     calls: Vec<(Call, bool)>,
+    /// It was sent before: calls not confirmed may have run.
+    sent: bool,
     /// When it was made: what a renewal it carries counts from.
     made: Instant,
 }
@@ -114,7 +117,8 @@ pub(super) struct Writer {
     known: HashMap<Arc<str>, Known>,
     epoch: Option<String>,
     pending: Option<Batch>,
-    /// When the last batch started.
+    /// When the last batch started, if it was not full (a full batch means statuses are
+    /// waiting: the next one leaves at once).
     last_batch: Option<Instant>,
 }
 
@@ -284,7 +288,8 @@ impl Writer {
                     .try_take(self.shared.settings.batch, &mut items)
                     .is_some()
                 {
-                    self.last_batch = Some(Instant::now());
+                    let full = items.len() >= self.shared.settings.batch;
+                    self.last_batch = (!full).then(Instant::now);
                     let batch = self.build(std::mem::take(&mut items));
                     self.pending = Some(batch);
                 } else if self.shared.outbox.is_shut() {
@@ -420,11 +425,12 @@ impl Writer {
         }
         Batch {
             calls,
+            sent: false,
             made: Instant::now(),
         }
     }
 
-    fn command(&self, call: &Call, scripts: &Scripts) -> Cmd {
+    fn command(&self, call: &Call, scripts: &Scripts, check: bool) -> Cmd {
         let settings = &self.shared.settings;
         match call {
             Call::Append {
@@ -444,7 +450,7 @@ impl Writer {
                     .collect();
                 scripts.append_cmd(
                     &settings.keys,
-                    &settings.call(*group, &self.id, *token),
+                    &settings.call(*group, &self.id, *token, check),
                     &appends,
                 )
             }
@@ -473,8 +479,9 @@ impl Writer {
             }
             let commands: Vec<Cmd> = sent
                 .iter()
-                .map(|&index| self.command(&batch.calls[index].0, scripts))
+                .map(|&index| self.command(&batch.calls[index].0, scripts, batch.sent))
                 .collect();
+            batch.sent = true;
             let groups: Vec<u32> = sent
                 .iter()
                 .map(|&index| batch.calls[index].0.group())
