@@ -21,9 +21,9 @@
 //! - A session's keys have their time to live renewed by the first call after a quarter of it
 //!   has passed since this writer last renewed them, for 1.25 times the TTL: so they live at
 //!   least the TTL after the last status, and most calls need not renew anything.
-//! - A batch that was not full is followed by the next one at least `batch_delay` after it
-//!   started, unless a full batch is waiting: a steady trickle of statuses costs Redis one call
-//!   per group per delay, not one per status, and a busy writer never waits.
+//! - Batches start at least `batch_delay` apart unless statuses come fast enough to fill one
+//!   (`LINGER_BELOW` waiting): a steady trickle costs Redis one call per group per delay, not
+//!   one per status, and a busy writer never waits.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,6 +42,10 @@ use crate::hub::backend::BackendHandle;
 
 /// How often an idle writer checks its connection and forgets old sessions.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// Items waiting that make a batch worth sending at once: with fewer, the writer waits for
+/// `batch_delay` to gather more; with as many, statuses come fast enough to fill batches
+/// without waiting.
+const LINGER_BELOW: usize = 128;
 
 /// One session's statuses in an append call.
 struct Part {
@@ -117,8 +121,7 @@ pub(super) struct Writer {
     known: HashMap<Arc<str>, Known>,
     epoch: Option<String>,
     pending: Option<Batch>,
-    /// When the last batch started, if it was not full (a full batch means statuses are
-    /// waiting: the next one leaves at once).
+    /// When the last batch started.
     last_batch: Option<Instant>,
 }
 
@@ -288,8 +291,7 @@ impl Writer {
                     .try_take(self.shared.settings.batch, &mut items)
                     .is_some()
                 {
-                    let full = items.len() >= self.shared.settings.batch;
-                    self.last_batch = (!full).then(Instant::now);
+                    self.last_batch = Some(Instant::now());
                     let batch = self.build(std::mem::take(&mut items));
                     self.pending = Some(batch);
                 } else if self.shared.outbox.is_shut() {
@@ -321,8 +323,8 @@ impl Writer {
         }
     }
 
-    /// Waits until one `batch_delay` after the last batch started, unless a full batch (or a
-    /// shutdown) is waiting.
+    /// Waits until one `batch_delay` after the last batch started, unless statuses are coming
+    /// fast enough to make a batch of [`LINGER_BELOW`] already (or a shutdown is waiting).
     async fn linger(&self) {
         let settings = &self.shared.settings;
         let Some(last) = self.last_batch else {
@@ -331,7 +333,7 @@ impl Writer {
         let due = last + settings.batch_delay;
         if settings.batch_delay.is_zero()
             || Instant::now() >= due
-            || self.shared.outbox.queued() >= settings.batch
+            || self.shared.outbox.queued() >= LINGER_BELOW.min(settings.batch)
         {
             return;
         }
