@@ -39,7 +39,7 @@
 //!   serving it to end its subscribers' streams.
 //! - **A Redis Cluster** (feature `redis-cluster`, [`Hub::with_redis_cluster`]) groups sessions
 //!   into partitions whose keys share one hash tag, one call per partition per batch, published
-//!   once per call with sharded pub/sub: see [`cluster`](self::cluster).
+//!   once per call with sharded pub/sub: see [`cluster`].
 //!
 //! # Key layout
 //!
@@ -87,7 +87,7 @@
 //! - [`HubStats::sessions`](crate::HubStats::sessions) and `retained` count what this process
 //!   serves; `accepted` counts what it published.
 //! - On one Redis, Redis restarted empty is detected by the epoch key; on a Redis Cluster,
-//!   failovers are handled as the [`cluster`](self::cluster) module says.
+//!   failovers are handled as the [`cluster`] module says.
 //!
 //! # What a status costs Redis
 //!

@@ -135,6 +135,13 @@ impl Reader {
     async fn open(&mut self) -> RedisResult<(Link, bool)> {
         let shared = Arc::clone(self.shared());
         let settings = &shared.settings;
+        #[cfg_attr(
+            not(feature = "redis-cluster"),
+            allow(
+                clippy::infallible_destructuring_match,
+                reason = "one variant without the cluster"
+            )
+        )]
         let client = match &shared.backing {
             Backing::Single(client) => client,
             #[cfg(feature = "redis-cluster")]
