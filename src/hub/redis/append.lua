@@ -17,13 +17,14 @@
 -- KEYS: per session its history stream
 -- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 the channel of the whole call ('': each session publishes
 --       on its own), 3 history capacity, 4 time to live of a renewed key (ms), 5 token ('':
---       none), 6 '1' to check whether the call ran before, then 6 per session: its id, its
---       channel ('' when the call has one), floor (its numbers go on after at least this), the
---       numbers the batch takes (0: only raise the counter to the floor), '1' to renew its
---       key's time to live, its records
--- Each session's part is published as the frame `<id length> <segment length>\n<id><segment>`,
--- its segment being `<base>\n<records>` with `<base>` its counter before the batch: one
--- message of every frame on the call's channel, or one message per session on its own channel.
+--       none), 6 '1' to check whether the call ran before, then 7 per session: its id, the head
+--       of its frame (`<id length> <records length> `), its channel ('' when the call has one),
+--       floor (its numbers go on after at least this), the numbers the batch takes (0: only
+--       raise the counter to the floor), '1' to renew its key's time to live, its records
+-- Each session's part is published as the frame `<id length> <records length> <first>\n<id>
+-- <records>`, `<first>` being the first number it takes: one message of every frame on the
+-- call's channel, or one message per session on its own channel. (Nothing here formats a
+-- number: the frame is made of strings the writer sent and the id Redis gave.)
 -- Returns {1, counter after, ...} (a counter per session, in order), or {0, counter, ...} when
 -- the token shows the call was applied before.
 local function number(id)
@@ -38,12 +39,20 @@ local function counter(log)
   return number(last[1]) + tonumber(last[2][4]) - 1
 end
 
+-- Adds one batch; an error (a stream of another layout) comes back as a table.
+local function add(log, records, taken, tagged)
+  if tagged ~= '' then
+    return redis.pcall('XADD', log, '0-*', 'm', records, 'n', taken, 't', tagged)
+  end
+  return redis.pcall('XADD', log, '0-*', 'm', records, 'n', taken)
+end
+
 local sessions = #KEYS
 local token = ARGV[5]
 if token ~= '' and ARGV[6] == '1' then
   for i = 1, sessions do
-    if tonumber(ARGV[7 + 6 * (i - 1) + 3]) > 0 then
-      local after = '0-' .. (tonumber(ARGV[7 + 6 * (i - 1) + 2]) + 1)
+    if tonumber(ARGV[7 + 7 * (i - 1) + 4]) > 0 then
+      local after = '0-' .. (tonumber(ARGV[7 + 7 * (i - 1) + 3]) + 1)
       for _, entry in ipairs(redis.call('XRANGE', KEYS[i], after, '+')) do
         if entry[2][6] == token then
           local out = {0}
@@ -65,9 +74,9 @@ local out = {1}
 local a = 7
 for i = 1, sessions do
   local log = KEYS[i]
-  local id, channel, floor = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local numbers, renew, records = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
-  a = a + 6
+  local id, head, channel, floor = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local numbers, renew, records = tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
+  a = a + 7
   local cur
   if numbers == 0 then
     cur = counter(log)
@@ -79,23 +88,20 @@ for i = 1, sessions do
       cur = floor
     end
   else
-    local fields = {'m', records, 'n', numbers}
-    if token ~= '' then
-      fields[5], fields[6] = 't', token
-      token = ''
-    end
-    local added = redis.pcall('XADD', log, '0-*', unpack(fields))
-    if type(added) == 'table' and added.err then
+    local tagged, taken = token, ARGV[a - 3]
+    token = ''
+    local added = add(log, records, taken, tagged)
+    if type(added) == 'table' then
       -- A stream of the first key layout: it cannot be numbered this way, so it goes.
       redis.call('DEL', log)
-      added = redis.call('XADD', log, '0-*', unpack(fields))
+      added = add(log, records, taken, tagged)
     end
     local base = number(added) - 1
     if base < floor then
       -- Redis lost numbers this writer was given (a failover, a restart): never reuse them.
       redis.call('XDEL', log, added)
       redis.call('XSETID', log, '0-' .. floor)
-      added = redis.call('XADD', log, '0-*', unpack(fields))
+      added = add(log, records, taken, tagged)
       base = floor
     end
     cur = base + numbers
@@ -114,8 +120,7 @@ for i = 1, sessions do
         redis.call('XTRIM', log, 'MINID', keep[1])
       end
     end
-    local segment = base .. '\n' .. records
-    local frame = #id .. ' ' .. #segment .. '\n' .. id .. segment
+    local frame = head .. string.sub(added, 3) .. '\n' .. id .. records
     if shared == '' then
       redis.call(publish, channel, frame)
     else

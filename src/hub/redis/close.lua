@@ -1,5 +1,5 @@
 -- Ends a session everywhere: its history (which is also its counter) goes, and every process
--- serving it hears the segment `x\n` in a frame (see append.lua). The writer tokens stay in the
+-- serving it hears the frame `<id length> 0 x\n<id>` (see append.lua). The writer tokens stay in the
 -- session's hash (until it expires), so a close sent again after a lost reply is not applied
 -- twice, and the answer it gave is kept beside the token to be given again.
 --
@@ -14,5 +14,5 @@ end
 local existed = redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[5], 'c' .. ARGV[4], existed)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call(ARGV[1], ARGV[2], #ARGV[6] .. ' 2\n' .. ARGV[6] .. 'x\n')
+redis.call(ARGV[1], ARGV[2], #ARGV[6] .. ' 0 x\n' .. ARGV[6])
 return existed

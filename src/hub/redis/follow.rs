@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use redis::{RedisResult, Value};
 
-use super::wire::{self, Conn, Record};
+use super::wire::{self, Conn, Record, Segment};
 use super::Shared;
 use crate::hub::backend::BackendHandle;
 
@@ -152,14 +152,14 @@ impl Follow {
         &mut self,
         conn: &mut Conn,
         session: &str,
-        segment: &[u8],
+        segment: &Segment<'_>,
     ) -> RedisResult<After> {
         let Some((session, &last)) = self.attached.get_key_value(session) else {
             // Not followed (yet, or any more): the read that attaches it has what this holds.
             return Ok(After::Open);
         };
         let session = Arc::clone(session);
-        let Some(records) = wire::parse(segment) else {
+        let Some(records) = segment.records() else {
             self.unexpected("message");
             return Ok(After::Open);
         };

@@ -230,7 +230,7 @@ impl Reader {
         for (session, segment) in frames {
             if self
                 .follow
-                .on_segment(&mut link.conn, session, segment)
+                .on_segment(&mut link.conn, session, &segment)
                 .await?
                 == After::Closed
             {

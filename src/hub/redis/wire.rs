@@ -172,16 +172,6 @@ pub(super) fn push_head(body: &mut Vec<u8>, skipped: u64) {
     body.extend_from_slice(format!("+{skipped} -\n").as_bytes());
 }
 
-/// Splits a session's segment (`<base>\n` and records, or `x\n`) into records with their
-/// numbers; `None` when it is malformed.
-pub(super) fn parse(segment: &[u8]) -> Option<Vec<Record<'_>>> {
-    if segment == b"x\n" {
-        return Some(vec![Record::Closed]);
-    }
-    let (line, payload) = split_line(segment)?;
-    parse_records(line.parse().ok()?, payload)
-}
-
 /// Splits records into records with their numbers, the first numbered after `base`; `None` when
 /// they are malformed.
 pub(super) fn parse_records(base: u64, mut payload: &[u8]) -> Option<Vec<Record<'_>>> {
@@ -204,20 +194,49 @@ pub(super) fn parse_records(base: u64, mut payload: &[u8]) -> Option<Vec<Record<
     Some(records)
 }
 
-/// Splits a published message into its frames `<id length> <segment length>\n<id><segment>`,
-/// one per session; `None` when it is malformed.
-pub(super) fn parse_frames(message: &[u8]) -> Option<Vec<(&str, &[u8])>> {
+/// One session's part of a published message.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Segment<'a> {
+    /// Records numbered after `base`.
+    Batch { base: u64, records: &'a [u8] },
+    /// The session was closed.
+    Closed,
+}
+
+impl<'a> Segment<'a> {
+    /// Its records with their numbers; `None` when they are malformed.
+    pub(super) fn records(&self) -> Option<Vec<Record<'a>>> {
+        match self {
+            Segment::Batch { base, records } => parse_records(*base, records),
+            Segment::Closed => Some(vec![Record::Closed]),
+        }
+    }
+}
+
+/// Splits a published message into its frames, one per session: `<id length> <records
+/// length> <first>\n<id><records>` (`<first>` the first number the records take, `x` for a
+/// closed session); `None` when it is malformed.
+pub(super) fn parse_frames(message: &[u8]) -> Option<Vec<(&str, Segment<'_>)>> {
     let mut frames = Vec::new();
     let mut rest = message;
     while !rest.is_empty() {
         let (line, after) = split_line(rest)?;
-        let (id_len, segment_len) = line.split_once(' ')?;
-        let id_len: usize = id_len.parse().ok()?;
-        let segment_len: usize = segment_len.parse().ok()?;
-        let end = id_len.checked_add(segment_len)?;
+        let mut fields = line.splitn(3, ' ');
+        let id_len: usize = fields.next()?.parse().ok()?;
+        let records_len: usize = fields.next()?.parse().ok()?;
+        let first = fields.next()?;
+        let end = id_len.checked_add(records_len)?;
         let frame = after.get(..end)?;
         let id = std::str::from_utf8(&frame[..id_len]).ok()?;
-        frames.push((id, &frame[id_len..]));
+        let records = &frame[id_len..];
+        let segment = match first {
+            "x" => Segment::Closed,
+            first => Segment::Batch {
+                base: first.parse::<u64>().ok()?.checked_sub(1)?,
+                records,
+            },
+        };
+        frames.push((id, segment));
         rest = &after[end..];
     }
     Some(frames)
@@ -443,6 +462,7 @@ impl Scripts {
                 None => keys.channel(append.session),
             };
             cmd.arg(append.session)
+                .arg(format!("{} {} ", append.session.len(), body.len()))
                 .arg(own)
                 .arg(append.floor)
                 .arg(numbers)
@@ -641,10 +661,8 @@ mod tests {
         // Texts may hold anything, newlines included.
         push_status(&mut body, 0, "a\nb");
         push_head(&mut body, 3);
-        let mut payload = b"6\n".to_vec();
-        payload.extend_from_slice(&body);
         assert_eq!(
-            parse(&payload),
+            parse_records(6, &body),
             Some(vec![
                 Record::Status(7, b"hello"),
                 Record::Status(10, b""),
@@ -652,26 +670,24 @@ mod tests {
                 Record::Head(14),
             ])
         );
-        assert_eq!(parse(b"x\n"), Some(vec![Record::Closed]));
-        assert_eq!(parse(b"1\n+0 9\nshort"), None);
-        assert_eq!(parse(b"nonsense"), None);
+        assert_eq!(parse_records(1, b"+0 9\nshort"), None);
+        assert_eq!(parse_records(1, b"nonsense"), None);
     }
 
     #[test]
-    fn frames_carry_each_session_and_its_segment() {
-        let mut message = Vec::new();
-        for (id, segment) in [("a", &b"6\n+0 2\nhi"[..]), ("b{c}", b"x\n")] {
-            message.extend_from_slice(format!("{} {}\n", id.len(), segment.len()).as_bytes());
-            message.extend_from_slice(id.as_bytes());
-            message.extend_from_slice(segment);
-        }
+    fn frames_carry_each_session_and_its_records() {
+        let mut records = Vec::new();
+        push_status(&mut records, 0, "hi");
+        let mut message = format!("1 {} 7\na", records.len()).into_bytes();
+        message.extend_from_slice(&records);
+        message.extend_from_slice(b"4 0 x\nb{c}");
         let frames = parse_frames(&message).unwrap();
-        assert_eq!(
-            frames,
-            vec![("a", &b"6\n+0 2\nhi"[..]), ("b{c}", &b"x\n"[..])]
-        );
-        assert_eq!(parse(frames[0].1), Some(vec![Record::Status(7, b"hi")]));
-        assert_eq!(parse_frames(b"1 9\nashort"), None);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].0, "a");
+        assert_eq!(frames[0].1.records(), Some(vec![Record::Status(7, b"hi")]));
+        assert_eq!(frames[1], ("b{c}", Segment::Closed));
+        assert_eq!(parse_frames(b"1 9 1\nashort"), None);
+        assert_eq!(parse_frames(b"1 0 0\na"), None);
         assert_eq!(parse_frames(b""), Some(vec![]));
     }
 

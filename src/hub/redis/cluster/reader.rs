@@ -172,7 +172,7 @@ impl Reader {
                     return Ok(());
                 };
                 for (session, segment) in frames {
-                    if self.follow.on_segment(conn, session, segment).await? == After::Closed {
+                    if self.follow.on_segment(conn, session, &segment).await? == After::Closed {
                         self.forget(conn, group, session).await?;
                     }
                 }
