@@ -8,23 +8,24 @@
 //!
 //! # How it works
 //!
-//! For each session Redis holds (keys `{prefix}:{<session>}:*`, one hash tag per session): a
-//! hash (`meta`) whose field `seq` is the last number given (present while the session
-//! exists); the history as a stream (`log`) with one entry per batch of statuses, under the id
-//! `<first seq>-0`, trimmed to the batches holding the last [`HubConfig::history_capacity`]
-//! numbers (so it keeps at least that many statuses, and at most one batch more); and a pub/sub
-//! channel (`ch`). Keys live [`HubConfig::history_ttl`] to 1.25 times that after the session's last status, and are
-//! renewed while a process has subscribers of the session.
+//! For each session Redis holds (keys `{prefix}:{<session>}:*`, one hash tag per session) its
+//! history as a stream (`log`), which is also its counter: one entry per batch of statuses, under
+//! the id `0-<first number it takes>`, added with the id `0-*` so that Redis itself gives the next
+//! number, trimmed to the batches holding the last [`HubConfig::history_capacity`] numbers (so it
+//! keeps at least that many statuses, and at most one batch more); the stream exists while the
+//! session does. Beside it, a pub/sub channel (`ch`), and a hash (`meta`) that only a close
+//! writes. Keys live [`HubConfig::history_ttl`] to 1.25 times that after the session's last
+//! status, and are renewed while a process has subscribers of the session.
 //!
 //! - **Writing.** [`Hub::publish`] puts the status in a bounded buffer and returns at once. One
 //!   writer task per hub takes what is buffered, at most one batch per
 //!   [`RedisConfig::batch_delay`] (unless a full batch is waiting), and sends it as **one** call
 //!   of a Lua script (`EVALSHA`) for all the sessions in it, over one multiplexed connection.
-//!   For each session the script advances its counter by the batch (`HINCRBY`), adds the batch
-//!   to its stream (`XADD`) and publishes it on its channel, all atomically: that is what gives
-//!   every process one numbering and one order per session. Key lifetimes are renewed by the
-//!   first call after a quarter of the TTL, not by every status. So a batch costs Redis one call
-//!   and a few commands per session in it, however the statuses are spread over sessions.
+//!   For each session the script adds the batch to its stream (one `XADD`, which numbers it) and
+//!   publishes it on its channel, all atomically: that is what gives every process one numbering
+//!   and one order per session. Key lifetimes are renewed by the first call after a quarter of
+//!   the TTL, not by every status. So a batch costs Redis one call, and two commands per session
+//!   in it, however the statuses are spread over sessions.
 //! - **Reading.** A process subscribes to a session's channel only while it has local
 //!   subscribers of that session (one pub/sub connection, channels added and removed as
 //!   subscribers come and go), so its traffic grows with the sessions it serves, not with all of
@@ -33,8 +34,9 @@
 //!   that local history exactly as with the in-memory hub. A jump in the numbers received is
 //!   read back from the stream before anything after it is applied; what the stream no longer
 //!   holds reaches subscribers as a [`Gap`](crate::Gap).
-//! - **Sessions.** [`Hub::open_session`] and [`Hub::session_exists`] use the `seq` field of
-//!   the session's hash, so a session created through one process is known to all.
+//! - **Sessions.** [`Hub::open_session`] makes the session's stream (empty) and
+//!   [`Hub::session_exists`] looks for it, so a session created through one process is known to
+//!   all.
 //!   [`Hub::close_session`] deletes the session's history and counter and tells every process
 //!   serving it to end its subscribers' streams.
 //! - **A Redis Cluster** (feature `redis-cluster`, [`Hub::with_redis_cluster`]) groups sessions
@@ -43,11 +45,13 @@
 //!
 //! # Key layout
 //!
-//! This is the second layout. The first (release 0.1.0) kept each writer's token in every
-//! session's hash and had one script call per session per batch; its messages were a session's
-//! records alone, where they now carry one frame per session (`<id length> <segment
-//! length>\n<id><segment>`). Processes of the two layouts must not share a Redis: give the new
-//! ones another [`RedisConfig::key_prefix`], or let the old sessions expire first.
+//! This is the second layout. The first (release 0.1.0) kept each session's counter and writer
+//! tokens in its hash, numbered stream entries `<first>-0`, and had one script call per session
+//! per batch. Now the stream is the counter (entries `0-<first>`, each call's token in the field
+//! `t` of its first entry) and a published message carries one frame per session (`<id length>
+//! <records length> <first>\n<id><records>`). Processes of the two layouts must not share a
+//! Redis: give the new ones another [`RedisConfig::key_prefix`], or let the old sessions expire
+//! first (a stream of the first layout that is written to again is replaced).
 //!
 //! # Faults
 //!
@@ -64,9 +68,9 @@
 //! - **Reconnecting.** Both tasks reconnect with exponential backoff from
 //!   [`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`]. The reader resubscribes to
 //!   every session that has local subscribers and reads each stream from the last number it
-//!   applied, so nothing in history is missed. A batch whose reply was lost is sent again; the
-//!   writer's token recorded per session makes the script skip calls that had run, so nothing
-//!   is added twice.
+//!   applied, so nothing in history is missed. A batch whose reply was lost is sent again; each
+//!   call's token, recorded in the first stream entry it added, makes the script skip calls that
+//!   had run, so nothing is added twice.
 //! - **Redis restarted without its data.** A random epoch key tells: the first process back
 //!   writes a new one and every process sees the change. History written before is gone
 //!   (subscribers that need it get a gap). Each process raises the counter of every session it

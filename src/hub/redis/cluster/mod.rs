@@ -10,8 +10,8 @@
 //!
 //! - **Partitions.** Sessions fall into [`RedisClusterConfig::partitions`] partitions by a
 //!   fixed hash of their id (FNV-1a, the same in every process). Every key of a partition carries
-//!   its hash tag, `{<prefix>}:{p<n>}:...`: each session's hash `meta:<session>` and history
-//!   stream `log:<session>`, the partition's channel `ch` and each writer's token. So a
+//!   its hash tag, `<prefix>:{p<n>}:...`: each session's history stream `log:<session>` (its
+//!   counter too) and close hash `meta:<session>`, and the partition's channel `ch`. So a
 //!   partition lives on one shard, and one script call serves all of its sessions in a batch.
 //! - **Writing.** The writer groups a batch by partition and sends one `EVALSHA` of the append
 //!   script per partition (each to the shard that owns it, the partitions side by side). The
@@ -35,8 +35,8 @@
 //!   routes the command to the current owner) every [`RedisClusterConfig::reconnect_min`] until
 //!   the new owner confirms, then reads each followed session's history after what it holds, so
 //!   nothing published meanwhile is missed. Writes that failed or timed out stay unconfirmed and
-//!   are sent again after the backoff; the writer's token, recorded in the partition, makes the
-//!   script skip a call that had run.
+//!   are sent again after the backoff; the call's token, recorded in the first entry it added,
+//!   makes the script skip a call that had run.
 //! - **Writes lost in a failover.** Redis replicates asynchronously, so a failover may lose the
 //!   last writes the old master acknowledged. The writer raises each session's counter to at
 //!   least the highest number it was given, so numbering never goes back; a call whose reply was
