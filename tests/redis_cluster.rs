@@ -110,35 +110,18 @@ async fn sessions_spread_over_every_shard_and_each_process_hears_only_its_partit
         );
     }
     // Sharded subscriptions: one per partition served, each on the shard that owns it.
-    let channels: usize = cluster
-        .masters()
-        .iter()
-        .map(|m| {
-            cluster
-                .cli(m.port, &["pubsub", "shardchannels", &format!("{prefix}:*")])
-                .lines()
-                .filter(|l| l.starts_with(&prefix))
-                .count()
-        })
-        .sum();
-    assert_eq!(channels, 16, "48 sessions cover the 16 partitions");
+    assert_eq!(
+        cluster.shard_channels(&prefix),
+        16,
+        "48 sessions cover the 16 partitions"
+    );
     // A process with no subscriber subscribes to nothing: `a` holds no session.
     assert_eq!(a.stats().sessions, 0);
     assert_eq!(b.stats().sessions, SESSIONS as u64);
     drop(subs);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let left: usize = cluster
-            .masters()
-            .iter()
-            .map(|m| {
-                cluster
-                    .cli(m.port, &["pubsub", "shardchannels", &format!("{prefix}:*")])
-                    .lines()
-                    .filter(|l| l.starts_with(&prefix))
-                    .count()
-            })
-            .sum();
+        let left = cluster.shard_channels(&prefix);
         if left == 0 {
             break;
         }

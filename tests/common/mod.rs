@@ -108,20 +108,25 @@ impl RedisServer {
                     return false;
                 }
             }
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut reply = [0; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return true;
-                }
+            if pong(self.port) {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
     }
+}
+
+/// Whether a server on `port` answers `PING`.
+fn pong(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 impl Drop for RedisServer {
@@ -134,8 +139,14 @@ impl Drop for RedisServer {
 }
 
 fn spawn(port: u16, dir: &Path) -> Child {
+    spawn_with(port, dir, &[])
+}
+
+/// A `redis-server` without persistence on `port`, with `extra` arguments.
+fn spawn_with(port: u16, dir: &Path, extra: &[&str]) -> Child {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(extra)
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir)
@@ -352,6 +363,19 @@ impl RedisCluster {
         cli(port, args)
     }
 
+    /// Sharded channels with subscribers whose names start with `prefix`, over every live master.
+    pub fn shard_channels(&self, prefix: &str) -> usize {
+        self.masters()
+            .iter()
+            .map(|m| {
+                cli(m.port, &["pubsub", "shardchannels", &format!("{prefix}:*")])
+                    .lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .count()
+            })
+            .sum()
+    }
+
     /// The cluster as a live node sees it.
     pub fn topology(&self) -> Vec<ClusterNode> {
         for (port, child) in &self.nodes {
@@ -516,34 +540,29 @@ fn cluster_port(taken: &[(u16, Option<Child>)]) -> u16 {
 }
 
 fn spawn_cluster_node(port: u16, dir: &Path) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--cluster-enabled", "yes"])
-        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-        .args(["--cluster-node-timeout", "1000"])
-        // Replicas sync at once: one that never synced would refuse to take over.
-        .args(["--repl-diskless-sync-delay", "0"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server")
+    let config = format!("nodes-{port}.conf");
+    spawn_with(
+        port,
+        dir,
+        &[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &config,
+            "--cluster-node-timeout",
+            "1000",
+            // Replicas sync at once: one that never synced would refuse to take over.
+            "--repl-diskless-sync-delay",
+            "0",
+        ],
+    )
 }
 
 fn wait_ping(port: u16, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut reply = [0; 7];
-            if stream.write_all(b"PING\r\n").is_ok()
-                && stream.read_exact(&mut reply).is_ok()
-                && &reply == b"+PONG\r\n"
-            {
-                return true;
-            }
+        if pong(port) {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -185,8 +185,7 @@ impl Reader {
         if let Err(error) = self.attach(&mut link, watched).await {
             return Ended::Broken(error);
         }
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = wire::ticker(TICK);
         loop {
             let result = tokio::select! {
                 biased;

@@ -620,6 +620,13 @@ pub(super) fn random_id() -> String {
     )
 }
 
+/// An interval that skips the ticks it missed instead of bursting.
+pub(super) fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 /// Exponential reconnect delays from `min`, doubling up to `max`.
 #[derive(Debug)]
 pub(super) struct Backoff {

@@ -276,8 +276,7 @@ impl Writer {
     /// outbox is closed and empty.
     async fn serve(&mut self, conn: &mut Conn, generation: u64, backoff: &mut Backoff) -> Broken {
         let mut items = Vec::new();
-        let mut idle = tokio::time::interval(IDLE_TICK);
-        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle = wire::ticker(IDLE_TICK);
         let scripts = self.shared.scripts.clone();
         loop {
             if self.shared.link.generation() != generation {

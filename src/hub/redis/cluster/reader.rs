@@ -131,11 +131,8 @@ impl Reader {
                 .sessions
                 .insert(session);
         }
-        let mut recover =
-            tokio::time::interval(settings.reconnect_min.max(Duration::from_millis(10)));
-        recover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recover = wire::ticker(settings.reconnect_min.max(Duration::from_millis(10)));
+        let mut tick = wire::ticker(TICK);
         loop {
             let result = tokio::select! {
                 biased;
