@@ -39,6 +39,12 @@
 //!   all.
 //!   [`Hub::close_session`] deletes the session's history and counter and tells every process
 //!   serving it to end its subscribers' streams.
+//! - **Control messages** are frames too: a frame's `<first>` field is a number for statuses and
+//!   `x` for a close (see [Key layout](#key-layout)). Routing a cancel to the process that runs
+//!   the task (the "Two-way status" work, not built yet) fits here: another kind of frame,
+//!   published by a script on the session's channel (its partition's on a cluster) and handled
+//!   beside the close in the readers; the process running a task would follow its session while
+//!   the task runs, as it does while it has subscribers.
 //! - **A Redis Cluster** (feature `redis-cluster`, [`Hub::with_redis_cluster`]) groups sessions
 //!   into partitions whose keys share one hash tag, one call per partition per batch, published
 //!   once per call with sharded pub/sub: see [`cluster`].

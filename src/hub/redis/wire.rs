@@ -194,7 +194,9 @@ pub(super) fn parse_records(base: u64, mut payload: &[u8]) -> Option<Vec<Record<
     Some(records)
 }
 
-/// One session's part of a published message.
+/// One session's part of a published message. New kinds of frames (a cancel for the process
+/// that runs a task, say) are new variants, named by the frame's `<first>` field as `x` names a
+/// close.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Segment<'a> {
     /// Records numbered after `base`.
