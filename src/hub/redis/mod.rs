@@ -372,11 +372,15 @@ impl Backing {
     }
 }
 
-/// Tells the writer that the reader saw the connection to Redis fail.
+/// Tells the writer that the reader saw the connection to Redis fail, and (on a cluster) the
+/// reader that the writer did.
 #[derive(Debug, Default)]
 struct LinkState {
     generation: AtomicU64,
     down: Notify,
+    /// Write failures seen by the writer: on a cluster a node may have failed without the
+    /// reader's connection to it noticing yet.
+    writer_failures: AtomicU64,
 }
 
 impl LinkState {
@@ -387,6 +391,15 @@ impl LinkState {
     fn bump(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.down.notify_one();
+    }
+
+    fn writer_failed(&self) {
+        self.writer_failures.fetch_add(1, Ordering::AcqRel);
+    }
+
+    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    fn writer_failures(&self) -> u64 {
+        self.writer_failures.load(Ordering::Acquire)
     }
 }
 

@@ -9,11 +9,9 @@
 -- Returns {counter, {id, {'m', records, 'n', numbers}}...}, ids being `0-<first number>`; the
 -- caller drops numbers outside the range.
 local log = KEYS[1]
-if ARGV[3] ~= '0' then
-  if redis.call('EXISTS', log) == 0 then
-    redis.call('XGROUP', 'CREATE', log, 'open', '$', 'MKSTREAM')
-    redis.call('XGROUP', 'DESTROY', log, 'open')
-  end
+if ARGV[3] ~= '0' and redis.call('PEXPIRE', log, ARGV[3]) == 0 then
+  redis.call('XGROUP', 'CREATE', log, 'open', '$', 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', log, 'open')
   redis.call('PEXPIRE', log, ARGV[3])
 end
 local head = 0
@@ -21,7 +19,8 @@ local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
 if last then
   head = tonumber(string.sub(last[1], 3)) + tonumber(last[2][4]) - 1
 end
-if ARGV[1] == '-' then
+if ARGV[1] == '-' or tonumber(ARGV[1]) > head then
+  -- Nothing numbered from there on yet.
   return {head, {}}
 end
 local start = '0-' .. ARGV[1]

@@ -224,6 +224,7 @@ impl Writer {
                 }
                 Broken::Link(error) => {
                     self.count_error();
+                    self.shared.link.writer_failed();
                     down_since = Some(Instant::now());
                     tracing::warn!(
                         target: "status_messenger::redis",

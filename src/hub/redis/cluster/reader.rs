@@ -11,7 +11,9 @@
 //!   followed only once its partition is confirmed and it was read from history after that, so
 //!   every status is either in what was read or heard afterwards.
 //! - Every unconfirmed partition that is wanted is subscribed to again every `reconnect_min`
-//!   until it is confirmed; then each of its sessions is read again after what it holds.
+//!   until it is confirmed; then each of its sessions is read again after what it holds. A
+//!   partition whose frames could not all be applied (a hole not read back, a session not
+//!   attached) is unconfirmed again, so nothing is left waiting for a frame that already passed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub(in crate::hub::redis) struct Reader {
     follow: Follow,
     wanted: HashMap<u32, Partition>,
     last_refresh: Instant,
+    /// The writer's failures when last looked at, and when.
+    writer_failures: (u64, Instant),
 }
 
 enum Ended {
@@ -55,6 +59,7 @@ impl Reader {
             follow: Follow::new(shared, hub),
             wanted: HashMap::new(),
             last_refresh: Instant::now(),
+            writer_failures: (0, Instant::now()),
         }
     }
 
@@ -168,10 +173,22 @@ impl Reader {
                     self.follow.unexpected("message");
                     return Ok(());
                 };
+                let mut failed = None;
                 for (session, segment) in frames {
-                    if self.follow.on_segment(conn, session, &segment).await? == After::Closed {
-                        self.forget(conn, group, session).await?;
+                    match self.follow.on_segment(conn, session, &segment).await {
+                        Ok(After::Open) => {}
+                        Ok(After::Closed) => {
+                            // A subscription left behind only brings frames that are skipped.
+                            let _ = self.forget(conn, group, session).await;
+                        }
+                        // A hole could not be read back: the partition is read again from
+                        // history once the cluster answers.
+                        Err(error) => failed = Some(error),
                     }
+                }
+                if let Some(error) = failed {
+                    self.unconfirm(group);
+                    return Err(error);
                 }
             }
             PushKind::SSubscribe => {
@@ -214,18 +231,37 @@ impl Reader {
         Ok(())
     }
 
-    /// Subscribes again to every wanted partition that is not confirmed.
+    /// Subscribes again to every wanted partition that is not confirmed (all of them when the
+    /// writer failed since the last look: a node may be gone).
     async fn recover(&mut self, conn: &mut Conn) -> RedisResult<()> {
+        let failures = self.follow.shared.link.writer_failures();
+        // At most once a second: a failover makes the writer fail several times.
+        if failures != self.writer_failures.0 && self.writer_failures.1.elapsed() >= TICK {
+            self.writer_failures = (failures, Instant::now());
+            for partition in self.wanted.values_mut() {
+                partition.confirmed = false;
+            }
+        }
         let groups: Vec<u32> = self
             .wanted
             .iter()
             .filter(|(_, p)| !p.confirmed && !p.sessions.is_empty())
             .map(|(group, _)| *group)
             .collect();
+        let mut failed = Ok(());
         for group in groups {
-            self.subscribe(conn, group).await?;
+            if let Err(error) = self.subscribe(conn, group).await {
+                failed = Err(error);
+            }
         }
-        Ok(())
+        failed
+    }
+
+    /// Something of `group` may have been missed: subscribe again and read its sessions.
+    fn unconfirm(&mut self, group: u32) {
+        if let Some(partition) = self.wanted.get_mut(&group) {
+            partition.confirmed = false;
+        }
     }
 
     async fn subscribe(&mut self, conn: &mut Conn, group: u32) -> RedisResult<()> {
@@ -316,7 +352,8 @@ impl Reader {
             return Ok(());
         }
         for session in leave {
-            self.forget(conn, keys.group(&session), &session).await?;
+            // A subscription left behind only brings frames that are skipped.
+            let _ = self.forget(conn, keys.group(&session), &session).await;
         }
         let mut now: Vec<(Arc<str>, u64)> = Vec::new();
         let mut subscribe = Vec::new();
@@ -330,13 +367,23 @@ impl Reader {
                 subscribe.push(group);
             }
         }
+        let mut failed = Ok(());
         if !now.is_empty() {
-            self.follow.attach(conn, now, true).await?;
+            let groups: Vec<u32> = now.iter().map(|(s, _)| keys.group(s)).collect();
+            if let Err(error) = self.follow.attach(conn, now, true).await {
+                // Not attached: the recovery subscribes again and reads them.
+                for group in groups {
+                    self.unconfirm(group);
+                }
+                failed = Err(error);
+            }
         }
         for group in subscribe {
-            self.subscribe(conn, group).await?;
+            if let Err(error) = self.subscribe(conn, group).await {
+                failed = Err(error);
+            }
         }
-        Ok(())
+        failed
     }
 
     /// Keeps the keys of served sessions alive while they have subscribers.
