@@ -165,6 +165,15 @@ def proc_cpu_us(pid):
     return ticks * 1e6 / os.sysconf("SC_CLK_TCK")
 
 
+def wakeups(pid):
+    """Voluntary context switches: how often redis-server went to sleep waiting for work."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
 def commandstats(port):
     stats = {}
     for key, value in info(port, "commandstats").items():
@@ -213,7 +222,8 @@ def run_once(args, redis, scenario, log_dir):
         replicas = redis.replicas()
         for port in redis.procs:
             cli(port, "config", "resetstat")
-        before = {p: (cpu_us(p), proc_cpu_us(redis.procs[p].pid)) for p in redis.procs}
+        before = {p: (cpu_us(p), proc_cpu_us(redis.procs[p].pid), wakeups(redis.procs[p].pid))
+                  for p in redis.procs}
         perf = None
         if args.perf:
             perf = subprocess.Popen(
@@ -233,7 +243,8 @@ def run_once(args, redis, scenario, log_dir):
         if perf:
             perf.send_signal(signal.SIGINT)
             perf.wait()
-        after = {p: (cpu_us(p), proc_cpu_us(redis.procs[p].pid)) for p in redis.procs}
+        after = {p: (cpu_us(p), proc_cpu_us(redis.procs[p].pid), wakeups(redis.procs[p].pid))
+                 for p in redis.procs}
         result = json.loads(out.stdout.strip().splitlines()[-1])
         delivered = sum(r["statuses"] for r in result["runs"])
         stats = {}
@@ -246,6 +257,7 @@ def run_once(args, redis, scenario, log_dir):
         master_cpu = sum(after[p][0] - before[p][0] for p in masters)
         master_proc_cpu = sum(after[p][1] - before[p][1] for p in masters)
         replica_cpu = sum(after[p][0] - before[p][0] for p in replicas)
+        master_wakeups = sum(after[p][2] - before[p][2] for p in masters)
         calls = sum(c for c, _ in stats.values())
         return {
             "ok": result["ok"],
@@ -256,6 +268,7 @@ def run_once(args, redis, scenario, log_dir):
             "proc_cpu_us_per_status": master_proc_cpu / delivered,
             "replica_cpu_us_per_status": replica_cpu / delivered if replicas else None,
             "net_in_bytes_per_status": net_in / delivered,
+            "wakeups_per_status": master_wakeups / delivered,
             "calls_per_status": calls / delivered,
             "commands": {
                 name: {"calls": c, "usec_per_call": round(u / c, 2) if c else 0}
@@ -306,6 +319,7 @@ def main():
                 "replica_cpu_us_per_status": median(runs, "replica_cpu_us_per_status"),
                 "net_in_bytes_per_status": median(runs, "net_in_bytes_per_status"),
                 "calls_per_status": median(runs, "calls_per_status"),
+                "wakeups_per_status": median(runs, "wakeups_per_status"),
                 "statuses_per_s": median(runs, "statuses_per_s"),
                 "each_run_cpu_us_per_status": [round(r["cpu_us_per_status"], 3) for r in runs],
                 "commands_last_run": last["commands"],
@@ -315,11 +329,13 @@ def main():
     finally:
         redis.stop()
     print(f"\n{'label':<10} {'redis':<8} {'scenario':<7} {'µs CPU/status':>14} "
-          f"{'bytes in/status':>16} {'calls/status':>13} {'statuses/s':>11} ok")
+          f"{'bytes in/status':>16} {'calls/status':>13} {'wakeups/status':>15} "
+          f"{'statuses/s':>11} ok")
     for row in rows:
         print(f"{row['label']:<10} {row['redis']:<8} {row['scenario']:<7} "
               f"{row['cpu_us_per_status']:>14.2f} {row['net_in_bytes_per_status']:>16.0f} "
-              f"{row['calls_per_status']:>13.3f} {row['statuses_per_s'] or 0:>11.0f} "
+              f"{row['calls_per_status']:>13.3f} {row['wakeups_per_status']:>15.3f} "
+              f"{row['statuses_per_s'] or 0:>11.0f} "
               f"{'yes' if row['all_ok'] else 'NO'}")
 
 

@@ -72,6 +72,9 @@ impl Reader {
             if *stop.borrow() {
                 return;
             }
+            // Unbounded because that is what the cluster client sends pushes through; it is
+            // drained by this task as they come, and Redis itself bounds what a subscriber that
+            // falls behind may owe (`client-output-buffer-limit pubsub`), dropping it beyond.
             let (push, pushes) = mpsc::unbounded_channel();
             let connected = match &shared.backing {
                 Backing::Cluster(nodes) => nodes.connect(settings.timeout, Some(push)).await,
