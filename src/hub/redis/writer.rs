@@ -192,6 +192,9 @@ impl Writer {
                     continue;
                 }
             };
+            if self.shared.settings.keys.layout() == Layout::Single {
+                backoff.reset();
+            }
             if let Some(since) = down_since.take() {
                 self.count_reconnect();
                 tracing::warn!(
@@ -233,9 +236,12 @@ impl Writer {
                         "redis connection lost while writing; reconnecting, unconfirmed \
                          statuses are sent again"
                     );
-                    // A failure that did not break the connection (a failover under way on a
-                    // cluster) is retried after the backoff, not at once.
-                    if self.shared.stopping() {
+                    // One Redis: reconnect at once (a failed connect waits for the backoff). A
+                    // cluster connection reconnects by itself, so a failure there (a failover
+                    // under way) is retried after the backoff, not at once.
+                    if self.shared.stopping()
+                        || self.shared.settings.keys.layout() == Layout::Single
+                    {
                         continue;
                     }
                     let delay = backoff.next_delay();
