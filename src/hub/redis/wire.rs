@@ -24,8 +24,8 @@ pub(super) enum Layout {
     /// serves any sessions (one Redis runs a script over keys of any slot).
     Single,
     /// A Redis Cluster: sessions fall into `partitions` groups by a hash of their id, and every
-    /// key of a partition carries its hash tag (`{prefix}:{p<n>}:meta:<session>`, `:log:<session>`,
-    /// one channel `{prefix}:{p<n>}:ch` and one writer token per partition), so one script call
+    /// key of a partition carries its hash tag (`{prefix}:{p<n>.<k>}:meta:<session>`,
+    /// `:log:<session>`, one channel `{prefix}:{p<n>.<k>}:ch` per partition), so one script call
     /// serves the sessions of one partition on the shard that owns it.
     Cluster {
         /// At least 1.
@@ -38,6 +38,39 @@ pub(super) enum Layout {
 pub(super) struct Keys {
     prefix: String,
     layout: Layout,
+    /// Each partition's hash tag (cluster only).
+    tags: Arc<[String]>,
+}
+
+/// The cluster slot of a hash tag: CRC16 (XMODEM) modulo 16,384, as Redis computes it.
+fn slot(tag: &str) -> u16 {
+    let crc = tag.bytes().fold(0u16, |crc, byte| {
+        (0..8).fold(crc ^ (u16::from(byte) << 8), |crc, _| {
+            if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            }
+        })
+    });
+    crc % 16_384
+}
+
+/// A hash tag per partition, `p<n>.<k>` with the least `k` whose slot falls in the `n`th of
+/// `partitions` equal parts of the slot space: so partitions spread over the masters as evenly
+/// as the slots do, and every process finds the same tags.
+fn spread_tags(partitions: u32) -> Vec<String> {
+    let partitions = partitions.max(1);
+    (0..partitions)
+        .map(|n| {
+            let from = u64::from(n) * 16_384 / u64::from(partitions);
+            let to = (u64::from(n) + 1) * 16_384 / u64::from(partitions);
+            (0..1_000_000u32)
+                .map(|k| format!("p{n}.{k}"))
+                .find(|tag| (from..to).contains(&u64::from(slot(tag))))
+                .unwrap_or_else(|| format!("p{n}"))
+        })
+        .collect()
 }
 
 /// FNV-1a of the id: the same in every process and every version, so processes agree on
@@ -50,10 +83,19 @@ fn stable_hash(id: &str) -> u64 {
 
 impl Keys {
     pub(super) fn new(prefix: &str, layout: Layout) -> Self {
+        let tags = match layout {
+            Layout::Single => Vec::new(),
+            Layout::Cluster { partitions } => spread_tags(partitions),
+        };
         Self {
             prefix: prefix.to_owned(),
             layout,
+            tags: tags.into(),
         }
+    }
+
+    fn tag(&self, group: u32) -> &str {
+        self.tags.get(group as usize).map_or("p", String::as_str)
     }
 
     pub(super) fn layout(&self) -> Layout {
@@ -76,9 +118,9 @@ impl Keys {
             Layout::Single => format!("{}:{{{}}}:{}", self.prefix, session, kind),
             Layout::Cluster { .. } => {
                 format!(
-                    "{}:{{p{}}}:{}:{}",
+                    "{}:{{{}}}:{}:{}",
                     self.prefix,
-                    self.group(session),
+                    self.tag(self.group(session)),
                     kind,
                     session
                 )
@@ -109,7 +151,7 @@ impl Keys {
 
     /// A partition's channel (cluster only).
     pub(super) fn group_channel(&self, group: u32) -> String {
-        format!("{}:{{p{}}}:ch", self.prefix, group)
+        format!("{}:{{{}}}:ch", self.prefix, self.tag(group))
     }
 
     /// The channel one append call publishes on for all its sessions, or `None` when each
@@ -137,12 +179,12 @@ impl Keys {
     /// The partition a cluster channel belongs to.
     #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
     pub(super) fn group_of(&self, channel: &str) -> Option<u32> {
-        channel
+        let tag = channel
             .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(":{p")?
-            .strip_suffix("}:ch")?
-            .parse()
-            .ok()
+            .strip_prefix(":{")?
+            .strip_suffix("}:ch")?;
+        let group: u32 = tag.strip_prefix('p')?.split('.').next()?.parse().ok()?;
+        (self.tag(group) == tag).then_some(group)
     }
 }
 
@@ -709,10 +751,21 @@ mod tests {
         let cluster = Keys::new("app", Layout::Cluster { partitions: 16 });
         let group = cluster.group("s");
         assert!(group < 16);
-        assert_eq!(cluster.log("s"), format!("app:{{p{group}}}:log:s"));
-        assert_eq!(cluster.channel("s"), format!("app:{{p{group}}}:ch"));
+        let tag = cluster.tag(group).to_owned();
+        assert!(tag.starts_with(&format!("p{group}.")));
+        assert_eq!(cluster.log("s"), format!("app:{{{tag}}}:log:s"));
+        assert_eq!(cluster.channel("s"), format!("app:{{{tag}}}:ch"));
         assert_eq!(cluster.group_of(&cluster.channel("s")), Some(group));
-        assert_eq!(cluster.group_of("other:{p1}:ch"), None);
+        assert_eq!(cluster.group_of("other:{p1.0}:ch"), None);
+        assert_eq!(cluster.group_of("app:{p1.999999}:ch"), None);
+        // Partition n's slot is in the nth sixteenth of the slot space.
+        for n in 0..16u32 {
+            let slot = u32::from(slot(cluster.tag(n)));
+            assert_eq!(slot * 16 / 16_384, n, "{}", cluster.tag(n));
+        }
+        // Redis's own figures for two tags.
+        assert_eq!(slot("foo"), 12_182);
+        assert_eq!(slot("bar"), 5_061);
         // Partitions are a pure function of the id, so every process agrees.
         let spread: std::collections::HashSet<u32> = (0..200)
             .map(|i| cluster.group(&format!("session-{i}")))

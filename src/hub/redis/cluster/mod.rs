@@ -10,7 +10,9 @@
 //!
 //! - **Partitions.** Sessions fall into [`RedisClusterConfig::partitions`] partitions by a
 //!   fixed hash of their id (FNV-1a, the same in every process). Every key of a partition carries
-//!   its hash tag, `<prefix>:{p<n>}:...`: each session's history stream `log:<session>` (its
+//!   its hash tag, `<prefix>:{p<n>.<k>}:...`, `k` chosen so that partition `n`'s slot lies in the
+//!   `n`th equal part of the slot space (so partitions spread over masters as evenly as slots
+//!   do): each session's history stream `log:<session>` (its
 //!   counter too) and close hash `meta:<session>`, and the partition's channel `ch`. So a
 //!   partition lives on one shard, and one script call serves all of its sessions in a batch.
 //! - **Writing.** The writer groups a batch by partition and sends one `EVALSHA` of the append
@@ -57,10 +59,11 @@
 //! # Choosing the partitions
 //!
 //! [`RedisClusterConfig::partitions`] (default 16) is the unit of spreading: each partition sits
-//! on one shard, so take several per master (16 spread over 3 masters by slot, unevenly; 64 or
-//! more spread evenly over 8 or more). Fewer partitions mean bigger calls, so less Redis CPU per
-//! status, and more traffic per subscription: a process that serves one session of a partition
-//! receives the frames of all of them. Every process must use the same number.
+//! on one shard, and partition `n` of `P` on the slots' `n`th `P`th, so with masters owning equal
+//! slot ranges they spread as evenly as they can (16 over 3 masters: 5, 5 and 6). Fewer partitions mean bigger calls, so less Redis CPU per status (a batch costs one call
+//! per partition it touches), and more traffic per subscription: a process that serves one
+//! session of a partition receives the frames of all of them. Every process must use the same
+//! number.
 
 mod reader;
 
@@ -95,7 +98,7 @@ pub struct RedisClusterConfig {
     /// Seed nodes, e.g. `redis://host:7000/`: any reachable node of the cluster will do, the rest
     /// is discovered (at least one).
     pub urls: Vec<String>,
-    /// Partitions sessions are spread over (at least 1, at most 16,384; default 16). Every
+    /// Partitions sessions are spread over (at least 1, at most 1,024; default 16). Every
     /// process sharing the sessions must use the same number. See [Choosing the
     /// partitions](self#choosing-the-partitions).
     pub partitions: u32,
@@ -172,8 +175,8 @@ impl RedisClusterConfig {
         {
             return fail("urls", "are not valid redis urls");
         }
-        if !(1..=16_384).contains(&self.partitions) {
-            return fail("partitions", "must be between 1 and 16384");
+        if !(1..=1024).contains(&self.partitions) {
+            return fail("partitions", "must be between 1 and 1024");
         }
         self.common().check()?;
         Ok(Nodes {
