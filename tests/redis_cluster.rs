@@ -1,7 +1,8 @@
 //! The Redis Cluster backend against a real local cluster started by the test (three masters,
 //! one replica each): hubs standing for separate processes share sessions, sessions spread over
-//! every shard, and a master killed mid-task is replaced by its replica with every status
-//! delivered once or covered by exactly one gap.
+//! every shard, a master killed mid-task is replaced by its replica with every status delivered
+//! once or covered by exactly one gap, and a partition's slot moved to another master mid-task
+//! loses nothing.
 #![cfg(feature = "redis-cluster")]
 
 mod common;
@@ -256,6 +257,116 @@ async fn a_master_killed_mid_task_is_replaced_and_delivery_resumes() {
         "delivery resumed {resumed_after_promotion:?} after the promotion"
     );
     // Every status the publisher handed over was confirmed by Redis in the end.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.stats().backend_buffered > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", a.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_to_another_master_loses_nothing() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let prefix = prefix("cluster-move");
+    let a = hub(&cluster, &prefix).await;
+    let b = hub(&cluster, &prefix).await;
+    const TOTAL: u64 = 1500;
+    let on_b = b.subscribe("mover", None);
+    let reader = tokio::spawn(timed(on_b, TOTAL));
+    let publisher = tokio::spawn({
+        let a = a.clone();
+        async move {
+            for i in 1..=TOTAL {
+                assert!(a.publish(Some("mover"), format!("msg {i}")).is_ok());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The slot of the session's partition, its owner, and another master to move it to.
+    let masters = cluster.masters();
+    let (source, key) = masters
+        .iter()
+        .find_map(|m| {
+            let keys = cluster.cli(
+                m.port,
+                &["--scan", "--pattern", &format!("{prefix}:*:log:mover")],
+            );
+            keys.lines()
+                .next()
+                .map(|k| (m.clone(), k.trim().to_owned()))
+        })
+        .expect("a master holds the session");
+    let target = masters
+        .iter()
+        .find(|m| m.id != source.id)
+        .expect("another master")
+        .clone();
+    let slot = cluster
+        .cli(source.port, &["cluster", "keyslot", &key])
+        .trim()
+        .to_owned();
+    let moved = Instant::now();
+    tokio::task::block_in_place(|| {
+        cluster.cli(
+            target.port,
+            &["cluster", "setslot", &slot, "importing", &source.id],
+        );
+        cluster.cli(
+            source.port,
+            &["cluster", "setslot", &slot, "migrating", &target.id],
+        );
+        loop {
+            let keys = cluster.cli(source.port, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = keys
+                .lines()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec![
+                "migrate".to_owned(),
+                "127.0.0.1".to_owned(),
+                target.port.to_string(),
+                String::new(),
+                "0".to_owned(),
+                "5000".to_owned(),
+                "KEYS".to_owned(),
+            ];
+            args.extend(keys.iter().map(|k| (*k).to_owned()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cluster.cli(source.port, &args);
+        }
+        for node in cluster.masters() {
+            cluster.cli(
+                node.port,
+                &["cluster", "setslot", &slot, "node", &target.id],
+            );
+        }
+    });
+    let move_took = moved.elapsed();
+    publisher.await.unwrap();
+    let events = reader.await.unwrap();
+    let items: Vec<Event> = events.iter().map(|(e, _)| e.clone()).collect();
+    // A slot move loses nothing: every status once, in order, no gap.
+    assert!(check_exact(&items, TOTAL).is_empty(), "{:?}", shape(&items));
+    let holder = cluster.cli(
+        target.port,
+        &["--scan", "--pattern", &format!("{prefix}:*:log:mover")],
+    );
+    assert!(!holder.trim().is_empty(), "the session's history moved");
+    // Delivery went on across the move: no pause longer than a second.
+    let longest = events
+        .windows(2)
+        .map(|pair| pair[1].1 - pair[0].1)
+        .max()
+        .unwrap_or_default();
+    eprintln!("slot {slot} moved in {move_took:?}; longest pause in delivery {longest:?}");
+    assert!(longest < Duration::from_secs(1), "{longest:?}");
     let deadline = tokio::time::Instant::now() + WAIT;
     while a.stats().backend_buffered > 0 {
         assert!(tokio::time::Instant::now() < deadline, "{:?}", a.stats());
