@@ -110,16 +110,18 @@
 //!
 //! | shape | before (a call per session per batch) | one Redis | cluster (masters; replicas) |
 //! | --- | ---: | ---: | ---: |
-//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.48 µs, 46 B | 0.45 µs, 45 B | 0.86 µs; 0.34 µs |
-//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 24.2 µs, 422 B | 17.7 µs, 279 B | 22.7 µs; 9.6 µs |
+//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.45 µs, 46 B | 0.47 µs, 45 B | 0.94 µs; 0.35 µs |
+//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 28.7 µs, 436 B | 18.9 µs, 278 B | 32.8 µs; 14.3 µs |
 //!
-//! (Redis CPU and bytes in per delivered status.) So one Redis core carries about 2,200,000
-//! statuses/s in the bulk shape and 56,000/s in the sparse one (41,000 before); on a cluster
-//! each master core about 44,000/s sparse, and the cluster grows with its masters. A sparse batch
-//! holds about one status per session, and each still costs an `XADD` to its session's stream
-//! (about 2 µs on that machine even in a tight Lua loop) and its share of the session's own
-//! costs (creating, checking, subscribing, attaching: about 70 µs per session): that, not the
-//! number of calls, is what is left.
+//! (Redis CPU and bytes in per delivered status.) So one Redis core carries about 2,100,000
+//! statuses/s in the bulk shape and 53,000/s in the sparse one (35,000 before); on a cluster a
+//! master core carries about 30,000/s sparse (a call there serves the few statuses of one
+//! partition, and its effects are replicated), and the cluster grows with its masters. A sparse
+//! batch holds about one status per session, and each still costs an `XADD` to its session's
+//! stream (about 2 µs on that machine even in a tight Lua loop) and its share of the session's
+//! own costs (creating, checking, subscribing, attaching: about 70 µs per session): that, not
+//! the number of calls, is what is left on one Redis. [`RedisConfig::batch_delay`] and
+//! [`cluster::RedisClusterConfig::partitions`] trade latency and spreading for bigger calls.
 //!
 //! # Choosing the bounds
 //!
