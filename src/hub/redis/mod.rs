@@ -606,8 +606,18 @@ impl Backend for RedisBackend {
                 None,
                 settings.ttl_ms.max(1),
             );
-            wire::within(settings.timeout, open.query_async::<Value>(&mut conn))
-                .await
+            let mut result =
+                wire::within(settings.timeout, open.query_async::<Value>(&mut conn)).await;
+            if result.as_ref().is_err_and(wire::is_noscript) {
+                // A server that restarted or took over has not been given the scripts yet.
+                result = match wire::within(settings.timeout, Scripts::load(&mut conn)).await {
+                    Ok(()) => {
+                        wire::within(settings.timeout, open.query_async::<Value>(&mut conn)).await
+                    }
+                    Err(error) => Err(error),
+                };
+            }
+            result
                 .map(drop)
                 .map_err(|error| OpenError::Backend(backend_error(error)))
         })
