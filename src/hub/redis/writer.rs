@@ -160,6 +160,7 @@ impl Writer {
         let settings = &self.shared.settings;
         let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
         let mut down_since: Option<Instant> = None;
+        let mut last_try = false;
         loop {
             let generation = self.shared.link.generation();
             let attempt = self.open().await;
@@ -239,9 +240,16 @@ impl Writer {
                     // One Redis: reconnect at once (a failed connect waits for the backoff). A
                     // cluster connection reconnects by itself, so a failure there (a failover
                     // under way) is retried after the backoff, not at once.
-                    if self.shared.stopping()
-                        || self.shared.settings.keys.layout() == Layout::Single
-                    {
+                    if self.shared.settings.keys.layout() == Layout::Single {
+                        continue;
+                    }
+                    if self.shared.stopping() {
+                        // Shutting down: one more try, then what is left is given up.
+                        if last_try {
+                            self.give_up();
+                            return;
+                        }
+                        last_try = true;
                         continue;
                     }
                     let delay = backoff.next_delay();
