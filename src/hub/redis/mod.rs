@@ -110,12 +110,12 @@
 //!
 //! | shape | before (a call per session per batch) | one Redis | cluster (masters; replicas) |
 //! | --- | ---: | ---: | ---: |
-//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.45 µs, 46 B | 0.47 µs, 45 B | 0.94 µs; 0.35 µs |
-//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 28.7 µs, 436 B | 18.9 µs, 278 B | 32.8 µs; 14.3 µs |
+//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.48 µs, 46 B | 0.50 µs, 45 B | 0.82 µs; 0.34 µs |
+//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 28.7 µs, 438 B | 16.3 µs, 280 B | 30.4 µs; 13.0 µs |
 //!
-//! (Redis CPU and bytes in per delivered status.) So one Redis core carries about 2,100,000
-//! statuses/s in the bulk shape and 53,000/s in the sparse one (35,000 before); on a cluster a
-//! master core carries about 30,000/s sparse (a call there serves the few statuses of one
+//! (Redis CPU and bytes in per delivered status.) So one Redis core carries about 2,000,000
+//! statuses/s in the bulk shape and 61,000/s in the sparse one (35,000 before); on a cluster a
+//! master core carries about 33,000/s sparse (a call there serves the few statuses of one
 //! partition, and its effects are replicated), and the cluster grows with its masters. A sparse
 //! batch holds about one status per session, and each still costs an `XADD` to its session's
 //! stream (about 2 µs on that machine even in a tight Lua loop) and its share of the session's
