@@ -3,61 +3,74 @@
 //! Tool code deep inside a request (often synchronous, on a blocking thread) calls
 //! [`add_status_message`]`("Searching the web...")` without knowing who the user is. The crate
 //! knows the current client session implicitly, from a task-local set where the request came
-//! in, and hands `(session_id, message)` to one consumer stream, which routes it to that
-//! user's WebSocket or Server-Sent Events connection.
+//! in, and a [`Hub`] routes the status to that session: numbered, kept as history, and handed
+//! to each of the session's subscribers (its WebSocket or Server-Sent Events connections), in
+//! order, with resume after a reload and an explicit gap for anything that could not be kept.
 //!
 //! # How it works
 //!
 //! - [`messenger::CURRENT_WEBSOCKET_SESSION_ID`] is a tokio task-local holding the session id.
-//!   Set it with [`with_session_id`] where a client's work starts.
-//! - [`setup_status_messenger_async`] creates one global unbounded channel.
-//!   [`add_status_message`] reads the session and sends; it never blocks, awaits or panics, and
-//!   works from any thread.
-//! - [`stream_status_updates`] is the receiving end as a `Stream` for one broadcaster task.
-//!   Dropping the stream gives the receiver back, so a restarted broadcaster loses nothing.
-//! - [`Messenger`] is the same machinery as an instance, for tests and embedders; the global
-//!   functions are a thin default over one of them.
+//!   Set it with [`with_session_id`] where a client's work starts; [`spawn_blocking`],
+//!   [`spawn`] and [`SessionContext`] carry it into other threads and tasks.
+//! - [`add_status_message`] reads the session and sends; it never blocks, awaits or panics, and
+//!   works from any thread. It sends to a [`Messenger`]: the current thread's scoped default
+//!   ([`with_default`], [`set_default`], [`Messenger::scope`]) where one is set, else the global
+//!   one ([`setup_status_messenger_async`], or your own through [`set_global_default`]).
+//! - A [`Hub`] attached to that messenger ([`Hub::attach`], [`Hub::attach_global`]) takes each
+//!   status on the sender's thread; a WebSocket or SSE handler reads its session with
+//!   [`Hub::subscribe`], a `Stream` of [`Event`]s. The [`hub`] module explains history, resume,
+//!   gaps and every bound.
+//! - The port of the Python original is there too: [`stream_status_updates`] is the messenger's
+//!   receiving end as a `Stream` of `(Option<String>, String)`, for a broadcaster of your own.
 //!
 //! # Quick start
 //!
-//! A broadcaster task consumes the stream; a request handler sets the session and runs
-//! synchronous tool code through the session-carrying [`spawn_blocking`]:
+//! Attach a hub once at start-up; a request handler sets the session and runs synchronous tool
+//! code through the session-carrying [`spawn_blocking`]; the page's stream subscribes:
 //!
 //! ```
 //! use futures_util::StreamExt;
-//! use status_messenger::{add_status_message, stream_status_updates, with_session_id};
+//! use status_messenger::{add_status_message, with_session_id, Event, Hub, HubConfig};
 //!
-//! # #[tokio::main]
-//! # async fn main() {
-//! status_messenger::setup_status_messenger_async();
-//!
-//! // The broadcaster: one task that routes every update to its session's clients.
-//! let (to_client, mut client) = tokio::sync::mpsc::unbounded_channel();
-//! let broadcaster = tokio::spawn(async move {
-//!     let mut updates = stream_status_updates();
-//!     while let Some((session, text)) = updates.next().await {
-//!         // A real server looks the session up and writes to its socket.
-//!         if session.as_deref() == Some("user-1") && to_client.send(text).is_err() {
-//!             break;
-//!         }
-//!     }
-//! });
-//!
-//! // A request handler: the tool never sees the session id.
+//! // Synchronous tool code: it never sees the session id.
 //! fn search_tool() -> usize {
 //!     add_status_message("Searching the web...");
 //!     add_status_message("Reading 3 pages...");
 //!     3
 //! }
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let hub = Hub::new(HubConfig::default()).unwrap();
+//! hub.attach_global().unwrap();
+//!
 //! let pages = with_session_id("user-1", async {
 //!     status_messenger::spawn_blocking(search_tool).await.unwrap()
 //! })
 //! .await;
-//!
 //! assert_eq!(pages, 3);
-//! assert_eq!(client.recv().await.as_deref(), Some("Searching the web..."));
-//! assert_eq!(client.recv().await.as_deref(), Some("Reading 3 pages..."));
-//! # broadcaster.abort();
+//!
+//! // The page connects (late, even): history holds what it missed.
+//! let mut page = hub.subscribe("user-1", None);
+//! for (seq, text) in [(1, "Searching the web..."), (2, "Reading 3 pages...")] {
+//!     let Some(Event::Status(status)) = page.next().await else { panic!() };
+//!     assert_eq!((status.seq(), status.text()), (seq, text));
+//! }
+//! # }
+//! ```
+//!
+//! A broadcaster of your own consumes [`stream_status_updates`] instead of attaching a hub:
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use status_messenger::{add_status_message, stream_status_updates, with_session_id};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! status_messenger::setup_status_messenger_async();
+//! with_session_id("user-1", async { add_status_message("Thinking...") }).await;
+//! let update = stream_status_updates().next().await;
+//! assert_eq!(update, Some((Some("user-1".to_owned()), "Thinking...".to_owned())));
 //! # }
 //! ```
 //!
@@ -81,10 +94,14 @@
 //! Use the crate's [`spawn_blocking`] and [`spawn`], which capture the caller's session and set
 //! it again where the work runs, or capture a [`SessionContext`] yourself for any other thread
 //! or pool (`std::thread`, rayon, actix's `web::block`) and [`SessionContext::run`] the work in
-//! it. Futures get the same from [`SessionFutureExt`]:
+//! it. Futures get the same from [`SessionFutureExt`]. The scoped default messenger, where one
+//! is set, travels the same way, so tool code reaches the messenger of the code that handed
+//! the work off:
 //!
 //! ```
-//! # use status_messenger::{current_session_id, with_session_id, SessionContext};
+//! # use futures_util::StreamExt;
+//! # use status_messenger::{add_status_message, current_session_id, with_session_id};
+//! # use status_messenger::{Messenger, SessionContext};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let seen = with_session_id("s1", async {
@@ -93,6 +110,51 @@
 //! })
 //! .await;
 //! assert_eq!(seen.as_deref(), Some("s1"));
+//!
+//! // A server with its own messenger: the tool's status reaches it, not the global one.
+//! let server = Messenger::new();
+//! server
+//!     .scope(with_session_id("s2", async {
+//!         status_messenger::spawn_blocking(|| add_status_message("working")).await.unwrap()
+//!     }))
+//!     .await;
+//! assert_eq!(
+//!     server.stream().next().await,
+//!     Some((Some("s2".to_owned()), "working".to_owned()))
+//! );
+//! # }
+//! ```
+//!
+//! # Serving statuses to a browser
+//!
+//! With the `axum` or `actix-web` feature, the crate serves the last mile itself:
+//! `status_messenger::axum::router(hub)` (an axum `Router`) and
+//! `status_messenger::actix::configure(hub)` (for actix-web's `App::configure`) answer
+//! `GET /ws` (a WebSocket of a session's statuses), `GET /events` (the same as Server-Sent
+//! Events), `POST /cancel` and `GET /status-messenger.js`, the browser client: an ES module that
+//! reconnects, resumes where it was and reports what it missed. A page needs nothing more than
+//!
+//! ```js
+//! import { connect } from "/status-messenger.js";
+//! connect({ session: id, onStatus(frame) { show(frame.text); }, onGap({ from, to }) {} });
+//! ```
+//!
+//! The session in the query is the capability by default; `web::Endpoints::authorize` ties
+//! sessions to your users instead (a login cookie, say), the same hook on both frameworks. The
+//! module docs of `axum` and `actix` each hold a complete server of 30 lines; `web` holds the
+//! framework-free pieces (frame encoding, resume points, an SSE body, a WebSocket forwarding
+//! loop over any `Sink`/`Stream`) for servers on other frameworks.
+//!
+//! ```
+//! # #[cfg(feature = "axum")]
+//! # fn app() {
+//! use status_messenger::Hub;
+//!
+//! let hub = Hub::new(Default::default()).unwrap();
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/healthz", axum::routing::get(|| async { "ok" }))
+//!     .merge(status_messenger::axum::router(hub));
+//! # let _ = app;
 //! # }
 //! ```
 //!
@@ -104,11 +166,15 @@
 //! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]) |
 //! | `redis` | [`Hub::with_redis`]: sessions shared by several processes through Redis (`hub::redis`) |
 //! | `redis-cluster` | [`Hub::with_redis_cluster`]: the same on a Redis Cluster, with sharded pub/sub (`hub::redis::cluster`; implies `redis`) |
+//! | `web` | the framework-free pieces of the WebSocket and SSE endpoints, and the browser client (`web`) |
+//! | `axum` | `axum::router`: the endpoints on axum 0.8 (and `web`) |
+//! | `actix-web` | `actix::configure`: the endpoints on actix-web 4 (and `web`) |
 //!
 //! # Supported Rust versions
 //!
 //! The minimum supported Rust version is 1.85, the oldest that the current releases of the
-//! dependencies build with (tokio asks for 1.85). Clippy checks the crate against it.
+//! dependencies build with (tokio asks for 1.85). Clippy checks the crate against it. The
+//! `actix-web` feature needs what actix-web itself needs: Rust 1.89 for its current releases.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
@@ -117,11 +183,25 @@
 )]
 #![warn(missing_debug_implementations)]
 
+mod context;
 pub mod hub;
 pub mod messenger;
-mod session;
 mod sync;
+#[cfg(feature = "web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "web")))]
+pub mod web;
 
+#[cfg(feature = "actix-web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+pub mod actix;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
+
+pub use context::{
+    current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
+    SessionContext, SessionFutureExt, SpawnError, WithSession,
+};
 #[cfg(feature = "redis-cluster")]
 pub use hub::redis::cluster::RedisClusterConfig;
 #[cfg(feature = "redis")]
@@ -131,13 +211,10 @@ pub use hub::{
     Subscription,
 };
 pub use messenger::{
-    add_status_message, dropped_before_setup, global_messenger, setup_status_messenger_async,
-    stream_status_updates, try_stream_status_updates, Messenger, StatusStream, StatusUpdate,
-    StreamError,
-};
-pub use session::{
-    current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
-    SessionContext, SessionFutureExt, SpawnError, WithSession,
+    add_status_message, dropped_before_setup, global_messenger, set_default, set_global_default,
+    setup_status_messenger_async, stream_status_updates, try_stream_status_updates, with_default,
+    DefaultGuard, Messenger, SetGlobalDefaultError, StatusStream, StatusUpdate, StreamError,
+    WithMessenger,
 };
 
 /// The README's examples, compiled and run as doctests so they stay true.

@@ -1,8 +1,8 @@
 //! The messenger: one channel from status producers to one consumer.
 //!
 //! This module holds the port of the Python original: the task-local
-//! [`CURRENT_WEBSOCKET_SESSION_ID`], the global functions over one process-wide [`Messenger`],
-//! and the [`StatusStream`] a broadcaster consumes.
+//! [`CURRENT_WEBSOCKET_SESSION_ID`], the free functions over a default [`Messenger`], and the
+//! [`StatusStream`] a broadcaster consumes.
 //!
 //! ```
 //! use futures_util::StreamExt;
@@ -16,6 +16,38 @@
 //!     .await;
 //! let update = messenger::stream_status_updates().next().await;
 //! assert_eq!(update, Some((Some("s1".to_owned()), "hi".to_owned())));
+//! # }
+//! ```
+//!
+//! # Defaults
+//!
+//! The free functions ([`add_status_message`], [`stream_status_updates`],
+//! [`try_stream_status_updates`]) use the *scoped default* of the current thread where one is
+//! set, and the *global* messenger otherwise, as `tracing` does with its dispatchers:
+//!
+//! - [`with_default`] sets a scoped default for the length of a closure, [`set_default`] until
+//!   the returned [`DefaultGuard`] drops, and [`Messenger::scope`] for every poll of a future.
+//!   The session-carrying helpers ([`spawn`](crate::spawn),
+//!   [`spawn_blocking`](crate::spawn_blocking), [`SessionContext`](crate::SessionContext))
+//!   carry it to the thread or task where the work runs.
+//! - [`setup_status_messenger_async`] creates the global messenger (idempotent), or
+//!   [`set_global_default`] installs one of your own, once.
+//!
+//! Scoped defaults let two servers, or two tests, share a process without sharing a channel;
+//! nothing global is set as a side effect. Libraries should not set the global messenger:
+//! that choice belongs to the application.
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use status_messenger::{messenger, Messenger};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mine = Messenger::new();
+//! messenger::with_default(&mine, || messenger::add_status_message("to mine"));
+//! assert_eq!(mine.stream().next().await, Some((None, "to mine".to_owned())));
+//! // Nothing went to a global messenger (none was set up).
+//! assert!(messenger::global_messenger().is_none());
 //! # }
 //! ```
 
@@ -40,17 +72,30 @@
 //   lets a producer that was preempted between reserving a slot and writing it hold back the
 //   shared tail pointer, and every other producer then walks the block list from there. With
 //   many more blocking threads than cores (100 tool threads on 2 cores) tokio's channel fell to
-//   about 60,000 messages/s where flume's kept about 3,000,000.
+//   about 60,000 messages/s where flume's kept about 3,000,000. Model builds swap in a
+//   stand-in for it (`crate::sync::channel`), and `loom/` checks the stream hand-off and the
+//   direct-delivery switch above in every interleaving within its bounds.
+// - The scoped default is a thread-local `RefCell` (`SCOPED`). It is borrowed mutably only to
+//   swap a messenger in or out, with no other code running meanwhile, and shared only for one
+//   hand-over by a free function. A change can thus meet a borrow only when it is made by code
+//   running inside a hand-over (a `tracing` subscriber, a metrics recorder); it is then skipped
+//   and logged rather than panicking. A replaced messenger is dropped after the borrow ends:
+//   dropping the last handle of one may run a hub's teardown, which may add a status.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
-use flume::r#async::RecvStream;
 use futures_core::Stream;
+
+use crate::sync::channel::{self, RecvStream};
+use crate::sync::{lock, read, write, Arc, AtomicBool, AtomicU64, Mutex, RwLock};
 
 tokio::task_local! {
     /// The session id of the client whose work the current task is doing.
@@ -107,9 +152,9 @@ const UNKNOWN_SESSION: &str = "UnknownSession";
 /// State shared between a [`Messenger`], its clones and the stream consuming its channel.
 #[derive(Debug)]
 struct Shared {
-    sender: flume::Sender<StatusUpdate>,
+    sender: channel::Sender<StatusUpdate>,
     /// Kept so the channel stays open and so each new stream can take a clone.
-    receiver: flume::Receiver<StatusUpdate>,
+    receiver: channel::Receiver<StatusUpdate>,
     /// Set while a stream consumes the channel.
     stream_taken: AtomicBool,
     /// Messages a dropped stream had drained from the channel but not yielded; the next
@@ -144,9 +189,12 @@ impl fmt::Debug for Direct {
 
 /// A channel from status producers (any thread, any task) to one consumer stream.
 ///
-/// The global functions ([`add_status_message`], [`stream_status_updates`], ...) are a thin
-/// default over one `Messenger` kept in a process-wide `OnceLock`. Make your own instance where
-/// you want isolation instead, for example one per test. Clones share the same channel.
+/// The free functions ([`add_status_message`], [`stream_status_updates`], ...) are a thin
+/// default over one `Messenger`: the current thread's scoped default ([`with_default`],
+/// [`set_default`], [`Messenger::scope`]), else the global one. Make your own instance where
+/// you want isolation instead, for example one per test or one per server in a process, and
+/// make it the scoped default where code calls the free functions. Clones share the same
+/// channel.
 ///
 /// # Memory
 ///
@@ -213,7 +261,7 @@ impl Messenger {
     /// assert_eq!(messenger.stream().pending(), 0);
     /// ```
     pub fn new() -> Self {
-        let (sender, receiver) = flume::unbounded();
+        let (sender, receiver) = channel::unbounded();
         Self {
             shared: Arc::new(Shared {
                 sender,
@@ -225,6 +273,55 @@ impl Messenger {
                 direct: RwLock::new(None),
             }),
         }
+    }
+
+    /// Runs `fut` with this messenger as the scoped default on every poll, wherever it is
+    /// polled: the free functions ([`add_status_message`] and the stream functions) inside it
+    /// use this messenger. The future counterpart of [`with_default`], like `tracing`'s
+    /// `WithDispatch`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::{add_status_message, with_session_id, Messenger};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let messenger = Messenger::new();
+    /// let task = messenger.scope(with_session_id("s1", async {
+    ///     add_status_message("before the await");
+    ///     tokio::task::yield_now().await;
+    ///     add_status_message("after it");
+    /// }));
+    /// tokio::spawn(task).await.unwrap();
+    ///
+    /// let updates: Vec<_> = messenger.stream().take(2).map(|(_, text)| text).collect().await;
+    /// assert_eq!(updates, ["before the await", "after it"]);
+    /// # }
+    /// ```
+    pub fn scope<F: Future>(&self, fut: F) -> WithMessenger<F> {
+        WithMessenger::new(Some(self.clone()), fut)
+    }
+
+    /// Whether `self` and `other` share one channel (one is a clone of the other).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::Messenger;
+    ///
+    /// let messenger = Messenger::new();
+    /// assert!(messenger.same_channel(&messenger.clone()));
+    /// assert!(!messenger.same_channel(&Messenger::new()));
+    /// ```
+    pub fn same_channel(&self, other: &Messenger) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The address of the shared channel state: equal for clones, for hashing by identity.
+    pub(crate) fn channel_id(&self) -> *const () {
+        Arc::as_ptr(&self.shared).cast()
     }
 
     /// Sends `message` for the current session, read from
@@ -277,11 +374,7 @@ impl Messenger {
         );
         // Both routes run under the read lock: `set_direct` drains the channel under the write
         // lock, so no message can land in the channel behind the drain or overtake one in it.
-        let direct = self
-            .shared
-            .direct
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let direct = read(&self.shared.direct);
         let message = match direct.as_ref() {
             Some(direct) => match (direct.deliver)(session, message) {
                 Ok(()) => {
@@ -294,7 +387,12 @@ impl Messenger {
         };
         // The receiver lives as long as `self.shared` (see the module invariants), so this
         // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
-        if self.shared.sender.send((owned_session(), message)).is_err() {
+        let sent = self.shared.sender.send((owned_session(), message));
+        debug_assert!(
+            sent.is_ok(),
+            "the messenger's own receiver keeps the channel open"
+        );
+        if sent.is_err() {
             tracing::error!(target: "status_messenger", "status channel closed; message dropped");
         }
     }
@@ -302,12 +400,10 @@ impl Messenger {
     /// Routes every message straight to `deliver` from now on, after handing it what waits in
     /// the channel, in order. Fails while a stream consumes the channel.
     pub(crate) fn set_direct(&self, deliver: Deliver) -> Result<(), StreamError> {
-        let mut direct = self
-            .shared
-            .direct
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut direct = write(&self.shared.direct);
         let mut stream = self.try_stream()?;
+        // A direct consumer holds the stream, so the stream just taken proves there is none.
+        debug_assert!(direct.is_none(), "a direct consumer without the stream");
         // Senders wait for the write lock, so this hands over everything sent before the
         // switch: first what an earlier stream drained but did not yield, then the channel.
         let buffered = stream
@@ -340,14 +436,28 @@ impl Messenger {
 
     /// Ends direct delivery: messages go into the channel again and a stream may take them.
     pub(crate) fn clear_direct(&self) {
-        let old = self
-            .shared
-            .direct
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let old = write(&self.shared.direct).take();
         // Dropping the stream outside the lock gives the receiver back.
         drop(old);
+    }
+
+    /// [`set_direct`](Messenger::set_direct) for the model checks in `loom/`, which cannot
+    /// reach `Hub::attach`; exists only in model builds.
+    #[cfg(status_messenger_loom)]
+    #[doc(hidden)]
+    pub fn model_set_direct(
+        &self,
+        deliver: impl Fn(Option<&str>, String) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Result<(), StreamError> {
+        self.set_direct(Box::new(deliver))
+    }
+
+    /// [`clear_direct`](Messenger::clear_direct) for the model checks in `loom/`; exists only
+    /// in model builds.
+    #[cfg(status_messenger_loom)]
+    #[doc(hidden)]
+    pub fn model_clear_direct(&self) {
+        self.clear_direct();
     }
 
     /// Whether messages go straight to a consumer (see `Hub::attach`) instead of the channel.
@@ -359,11 +469,7 @@ impl Messenger {
     /// assert!(!messenger.is_direct());
     /// ```
     pub fn is_direct(&self) -> bool {
-        self.shared
-            .direct
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        read(&self.shared.direct).is_some()
     }
 
     /// Sends `message` for an explicitly named session, for code that knows it.
@@ -421,13 +527,7 @@ impl Messenger {
             self.shared.refused_streams.fetch_add(1, Ordering::Relaxed);
             return Err(StreamError::AlreadyConsumed);
         }
-        let buffer = std::mem::take(
-            &mut *self
-                .shared
-                .leftover
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let buffer = std::mem::take(&mut *lock(&self.shared.leftover));
         Ok(StatusStream {
             live: Some(Live {
                 waiting: self.shared.receiver.clone().into_stream(),
@@ -588,7 +688,7 @@ struct Live {
     /// Registers the stream's waker when the channel is empty.
     waiting: RecvStream<'static, StatusUpdate>,
     /// Takes everything queued under one lock.
-    draining: flume::Receiver<StatusUpdate>,
+    draining: channel::Receiver<StatusUpdate>,
     /// Drained, not yet yielded; parked in `Shared::leftover` on drop.
     buffer: VecDeque<StatusUpdate>,
     home: Arc<Shared>,
@@ -692,20 +792,39 @@ impl Drop for StatusStream {
         // may start.
         drop(waiting);
         drop(draining);
-        *home.leftover.lock().unwrap_or_else(PoisonError::into_inner) = buffer;
+        {
+            let mut leftover = lock(&home.leftover);
+            // This stream took the leftover when it started and only one stream lives at a
+            // time, so nothing else can have parked messages meanwhile.
+            debug_assert!(leftover.is_empty(), "leftover parked under a live stream");
+            *leftover = buffer;
+        }
+        debug_assert!(
+            home.stream_taken.load(Ordering::Relaxed),
+            "a live stream without the stream flag"
+        );
         home.stream_taken.store(false, Ordering::Release);
     }
 }
 
 static GLOBAL: OnceLock<Messenger> = OnceLock::new();
-static DROPPED_BEFORE_SETUP: AtomicU64 = AtomicU64::new(0);
-static WARNED_BEFORE_SETUP: AtomicBool = AtomicBool::new(false);
+// std's atomics even in model builds: loom's cannot be statics, and no model touches these.
+static DROPPED_BEFORE_SETUP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static WARNED_BEFORE_SETUP: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+thread_local! {
+    /// The messenger the free functions use on this thread instead of the global one (see the
+    /// module invariants).
+    static SCOPED: RefCell<Option<Messenger>> = const { RefCell::new(None) };
+}
 
 /// Creates the global messenger, once.
 ///
 /// Idempotent and safe to call concurrently from many threads: every call returns the same
-/// messenger. Needs no runtime handle; unlike the Python original, nothing binds the channel
-/// to one event loop, so it keeps working across runtimes.
+/// messenger, the one [`set_global_default`] installed if it ran first. Needs no runtime
+/// handle; unlike the Python original, nothing binds the channel to one event loop, so it
+/// keeps working across runtimes.
 ///
 /// # Examples
 ///
@@ -718,7 +837,88 @@ pub fn setup_status_messenger_async() -> &'static Messenger {
     GLOBAL.get_or_init(Messenger::new)
 }
 
-/// The global messenger, if [`setup_status_messenger_async`] has run.
+/// Makes `messenger` the global one, for the whole process, if none is set yet.
+///
+/// The free functions fall back to it wherever no scoped default ([`with_default`],
+/// [`set_default`], [`Messenger::scope`]) is set. [`setup_status_messenger_async`] returns it
+/// from then on instead of creating one.
+///
+/// Libraries should not call this: the global messenger is the application's choice, and a
+/// library that sets it makes the application's own call fail. Use a scoped default there.
+///
+/// # Errors
+///
+/// [`SetGlobalDefaultError`], carrying `messenger` back, when a global messenger is set
+/// already, by an earlier call or by [`setup_status_messenger_async`].
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{global_messenger, set_global_default, Messenger};
+///
+/// let messenger = Messenger::new();
+/// set_global_default(messenger.clone()).unwrap();
+/// assert!(global_messenger().unwrap().same_channel(&messenger));
+/// // Setup finds it instead of creating one.
+/// assert!(status_messenger::setup_status_messenger_async().same_channel(&messenger));
+///
+/// let error = set_global_default(Messenger::new()).unwrap_err();
+/// assert_eq!(error.to_string(), "a global status messenger is already set");
+/// assert!(!error.into_inner().same_channel(&messenger));
+/// ```
+pub fn set_global_default(messenger: Messenger) -> Result<(), SetGlobalDefaultError> {
+    GLOBAL
+        .set(messenger)
+        .map_err(|messenger| SetGlobalDefaultError { messenger })
+}
+
+/// Returned by [`set_global_default`] when a global messenger is set already.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{set_global_default, setup_status_messenger_async, Messenger};
+///
+/// setup_status_messenger_async();
+/// let refused = Messenger::new();
+/// let error = set_global_default(refused.clone()).unwrap_err();
+/// assert_eq!(error.to_string(), "a global status messenger is already set");
+/// // The refused messenger comes back, still usable as a scoped default.
+/// assert!(error.into_inner().same_channel(&refused));
+/// ```
+#[derive(Debug)]
+pub struct SetGlobalDefaultError {
+    messenger: Messenger,
+}
+
+impl SetGlobalDefaultError {
+    /// The messenger that was not installed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{set_global_default, Messenger};
+    ///
+    /// set_global_default(Messenger::new()).unwrap();
+    /// let second = Messenger::new();
+    /// let back = set_global_default(second.clone()).unwrap_err().into_inner();
+    /// assert!(back.same_channel(&second));
+    /// ```
+    pub fn into_inner(self) -> Messenger {
+        self.messenger
+    }
+}
+
+impl fmt::Display for SetGlobalDefaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a global status messenger is already set")
+    }
+}
+
+impl std::error::Error for SetGlobalDefaultError {}
+
+/// The global messenger, if [`setup_status_messenger_async`] or [`set_global_default`] has
+/// run. Scoped defaults do not change it.
 ///
 /// # Examples
 ///
@@ -730,15 +930,246 @@ pub fn global_messenger() -> Option<&'static Messenger> {
     GLOBAL.get()
 }
 
-/// Sends `message` for the current session through the global messenger.
+/// Runs `f` with `messenger` as the scoped default of the current thread: the free functions
+/// called inside it ([`add_status_message`], [`stream_status_updates`],
+/// [`try_stream_status_updates`]) use `messenger` instead of the global one.
+///
+/// The previous default comes back when `f` returns or unwinds. Defaults nest; the innermost
+/// wins. Work handed to other threads or tasks keeps the default only through the
+/// session-carrying helpers ([`spawn_blocking`](crate::spawn_blocking),
+/// [`spawn`](crate::spawn), [`SessionContext`](crate::SessionContext)); for a future polled
+/// here use [`Messenger::scope`].
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{add_status_message, with_default, Messenger};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (outer, inner) = (Messenger::new(), Messenger::new());
+/// with_default(&outer, || {
+///     add_status_message("a");
+///     with_default(&inner, || add_status_message("b"));
+///     add_status_message("c");
+/// });
+/// let outer_texts: Vec<_> = outer.stream().take(2).map(|(_, text)| text).collect().await;
+/// assert_eq!(outer_texts, ["a", "c"]);
+/// assert_eq!(inner.stream().next().await.map(|(_, text)| text).as_deref(), Some("b"));
+/// # }
+/// ```
+pub fn with_default<R>(messenger: &Messenger, f: impl FnOnce() -> R) -> R {
+    // The guard puts the previous default back even if `f` unwinds.
+    let _guard = set_default(messenger);
+    f()
+}
+
+/// Makes `messenger` the scoped default of the current thread until the returned guard
+/// drops, which puts the previous default back.
+///
+/// As in `tracing`, each guard restores the default it replaced, so drop guards in the
+/// reverse order of their creation; dropping them out of order leaves a default that an
+/// earlier guard replaced, never a broken state. The guard is not `Send`: the default belongs
+/// to this thread, so do not hold it across an `.await` (use [`Messenger::scope`] for
+/// futures).
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{add_status_message, set_default, Messenger};
+///
+/// let (first, second) = (Messenger::new(), Messenger::new());
+/// let outer = set_default(&first);
+/// {
+///     let _inner = set_default(&second);
+///     add_status_message("to second");
+/// }
+/// add_status_message("to first again");
+/// drop(outer);
+///
+/// assert_eq!(first.stream().pending(), 1);
+/// assert_eq!(second.stream().pending(), 1);
+/// ```
+#[must_use = "dropping the guard ends the default at once"]
+pub fn set_default(messenger: &Messenger) -> DefaultGuard {
+    DefaultGuard::install(messenger.clone()).unwrap_or_else(|_refused| DefaultGuard {
+        prior: None,
+        _this_thread: PhantomData,
+    })
+}
+
+/// Ends the scoped default set by [`set_default`] when dropped, putting the previous one back.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{add_status_message, set_default, Messenger};
+///
+/// let messenger = Messenger::new();
+/// let guard: status_messenger::DefaultGuard = set_default(&messenger);
+/// add_status_message("while the guard lives");
+/// drop(guard);
+/// assert_eq!(messenger.stream().pending(), 1);
+/// ```
+///
+/// The default belongs to the thread that set it, so the guard cannot move to another:
+///
+/// ```compile_fail
+/// let guard = status_messenger::set_default(&status_messenger::Messenger::new());
+/// std::thread::spawn(move || drop(guard));
+/// ```
+#[must_use = "dropping the guard ends the default at once"]
+#[derive(Debug)]
+pub struct DefaultGuard {
+    /// The default this guard replaced, put back on drop; `None` when it installed nothing.
+    prior: Option<Option<Messenger>>,
+    /// Not `Send`: dropped on another thread, it would change that thread's default.
+    _this_thread: PhantomData<*const ()>,
+}
+
+impl DefaultGuard {
+    /// Makes `messenger` this thread's scoped default, or gives it back when the default
+    /// cannot change now (logged; see the module invariants).
+    fn install(messenger: Messenger) -> Result<Self, Option<Messenger>> {
+        let prior = replace_scoped(Some(messenger))?;
+        Ok(Self {
+            prior: Some(prior),
+            _this_thread: PhantomData,
+        })
+    }
+
+    /// Puts the previous default back and returns the messenger this guard had installed.
+    fn end(mut self) -> Option<Messenger> {
+        replace_scoped(self.prior.take()?).ok().flatten()
+    }
+}
+
+impl Drop for DefaultGuard {
+    fn drop(&mut self) {
+        if let Some(prior) = self.prior.take() {
+            // Dropped here, outside the thread-local's borrow (see the module invariants).
+            let ended = replace_scoped(prior);
+            drop(ended);
+        }
+    }
+}
+
+/// Puts `messenger` in this thread's scoped-default slot and returns what was there, or gives
+/// `messenger` back when the slot cannot be changed now: inside a hand-over on this thread
+/// (see the module invariants), or while the thread's locals are being destroyed.
+fn replace_scoped(
+    mut messenger: Option<Messenger>,
+) -> Result<Option<Messenger>, Option<Messenger>> {
+    let replaced = SCOPED
+        .try_with(|slot| {
+            let mut current = slot.try_borrow_mut().ok()?;
+            Some(std::mem::replace(&mut *current, messenger.take()))
+        })
+        .ok()
+        .flatten();
+    match replaced {
+        Some(previous) => Ok(previous),
+        None => {
+            tracing::error!(
+                target: "status_messenger",
+                "the scoped default messenger cannot change here (inside a status hand-over on \
+                 this thread, or while the thread ends); it stays as it was"
+            );
+            Err(messenger)
+        }
+    }
+}
+
+/// This thread's scoped default, if one is set: a clone, for capturing it, never used per
+/// message.
+pub(crate) fn scoped_default() -> Option<Messenger> {
+    SCOPED
+        .try_with(|slot| slot.try_borrow().ok().and_then(|scoped| scoped.clone()))
+        .ok()
+        .flatten()
+}
+
+/// A future that runs with a messenger as the scoped default on every poll; returned by
+/// [`Messenger::scope`] (and inside what [`SessionContext::wrap`](crate::SessionContext::wrap)
+/// returns).
+///
+/// It is `Send` when the inner future is. The inner future is boxed, one allocation per
+/// wrapped future: polling it in place would take unsafe pin projection, which this crate
+/// forbids.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{add_status_message, Messenger, WithMessenger};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let messenger = Messenger::new();
+/// let fut: WithMessenger<_> = messenger.scope(async { add_status_message("scoped") });
+/// fut.await;
+/// assert_eq!(messenger.stream().pending(), 1);
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct WithMessenger<F> {
+    /// Swapped into this thread's slot for each poll and back out after it, so no reference
+    /// count changes per poll; `None` leaves the polling thread's default as it is.
+    messenger: Option<Messenger>,
+    inner: Pin<Box<F>>,
+}
+
+impl<F> WithMessenger<F> {
+    pub(crate) fn new(messenger: Option<Messenger>, fut: F) -> Self {
+        Self {
+            messenger,
+            inner: Box::pin(fut),
+        }
+    }
+}
+
+impl<F> fmt::Debug for WithMessenger<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithMessenger")
+            .field("messenger", &self.messenger)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for WithMessenger<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(messenger) = this.messenger.take() else {
+            return this.inner.as_mut().poll(cx);
+        };
+        match DefaultGuard::install(messenger) {
+            Ok(guard) => {
+                // If the poll unwinds, dropping the guard still puts the previous default back.
+                let output = this.inner.as_mut().poll(cx);
+                this.messenger = guard.end();
+                output
+            }
+            Err(messenger) => {
+                this.messenger = messenger;
+                this.inner.as_mut().poll(cx)
+            }
+        }
+    }
+}
+
+/// Sends `message` for the current session through the current thread's scoped default
+/// messenger ([`with_default`], [`set_default`], [`Messenger::scope`]), else the global one.
 ///
 /// The session id comes from [`CURRENT_WEBSOCKET_SESSION_ID`] (`None` where it is not set).
 /// Never panics, never blocks, never awaits; works from async tasks, `spawn_blocking`
 /// threads, plain threads, threads with no runtime at all, and after the runtime that consumed
 /// the stream has shut down (the message waits for the next stream).
 ///
-/// Before [`setup_status_messenger_async`] the message is dropped: the first such drop logs a
-/// `tracing` warning and every one is counted in [`dropped_before_setup`].
+/// With no scoped default and before [`setup_status_messenger_async`] (or
+/// [`set_global_default`]) the message is dropped: the first such drop logs a `tracing`
+/// warning and every one is counted in [`dropped_before_setup`].
 ///
 /// # Examples
 ///
@@ -759,6 +1190,23 @@ pub fn global_messenger() -> Option<&'static Messenger> {
 /// # }
 /// ```
 pub fn add_status_message(message: impl Into<String>) {
+    let mut message = Some(message.into());
+    // Borrowed, not cloned: no reference count changes per message. Where no scoped default
+    // is set, or the thread is being torn down, `message` is still `Some` below and goes to
+    // the global messenger, so ignoring the access error loses nothing.
+    let _torn_down = SCOPED.try_with(|slot| {
+        let Ok(scoped) = slot.try_borrow() else {
+            return;
+        };
+        if let Some(messenger) = scoped.as_ref() {
+            if let Some(message) = message.take() {
+                messenger.add_status_message(message);
+            }
+        }
+    });
+    let Some(message) = message else {
+        return;
+    };
     match GLOBAL.get() {
         Some(messenger) => messenger.add_status_message(message),
         None => {
@@ -766,15 +1214,17 @@ pub fn add_status_message(message: impl Into<String>) {
             if !WARNED_BEFORE_SETUP.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     target: "status_messenger",
-                    "add_status_message called before setup_status_messenger_async; \
-                     messages are dropped and counted until setup (warned once)"
+                    "add_status_message called with no scoped default and before \
+                     setup_status_messenger_async; messages are dropped and counted until \
+                     setup (warned once)"
                 );
             }
         }
     }
 }
 
-/// Messages dropped because they were added before [`setup_status_messenger_async`].
+/// Messages dropped because they were added with no scoped default and no global messenger
+/// (before [`setup_status_messenger_async`] or [`set_global_default`]).
 ///
 /// # Examples
 ///
@@ -788,12 +1238,14 @@ pub fn dropped_before_setup() -> u64 {
     DROPPED_BEFORE_SETUP.load(Ordering::Relaxed)
 }
 
-/// The stream of `(session_id, message)` updates from the global messenger.
+/// The stream of `(session_id, message)` updates from the current thread's scoped default
+/// messenger, else the global one.
 ///
 /// One consumer at a time: while one stream is live, another call returns a stream that ends
 /// at once (logged) and takes nothing from the first. Dropping the live stream gives the
 /// receiver back, so a restarted broadcaster, even on a new runtime, resumes with nothing lost.
-/// Before setup the stream ends at once. [`try_stream_status_updates`] says why.
+/// With no messenger to stream from (no scoped default, no setup) the stream ends at once.
+/// [`try_stream_status_updates`] says why.
 ///
 /// # Examples
 ///
@@ -809,13 +1261,13 @@ pub fn dropped_before_setup() -> u64 {
 /// # }
 /// ```
 pub fn stream_status_updates() -> StatusStream {
-    match GLOBAL.get() {
+    match current_messenger() {
         Some(messenger) => messenger.stream(),
         None => {
             tracing::warn!(
                 target: "status_messenger",
-                "stream_status_updates called before setup_status_messenger_async; \
-                 the stream ends at once"
+                "stream_status_updates called with no scoped default and before \
+                 setup_status_messenger_async; the stream ends at once"
             );
             StatusStream::ended()
         }
@@ -826,7 +1278,7 @@ pub fn stream_status_updates() -> StatusStream {
 ///
 /// # Errors
 ///
-/// [`StreamError::NotSetUp`] before [`setup_status_messenger_async`];
+/// [`StreamError::NotSetUp`] with no scoped default and no global messenger;
 /// [`StreamError::AlreadyConsumed`] while another stream is live.
 ///
 /// # Examples
@@ -840,5 +1292,12 @@ pub fn stream_status_updates() -> StatusStream {
 /// drop(live);
 /// ```
 pub fn try_stream_status_updates() -> Result<StatusStream, StreamError> {
-    GLOBAL.get().ok_or(StreamError::NotSetUp)?.try_stream()
+    current_messenger()
+        .ok_or(StreamError::NotSetUp)?
+        .try_stream()
+}
+
+/// The messenger the free functions use here: the scoped default, else the global one.
+fn current_messenger() -> Option<Messenger> {
+    scoped_default().or_else(|| GLOBAL.get().cloned())
 }

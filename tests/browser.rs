@@ -1,24 +1,38 @@
-//! The demo page in real headless Chromium, driven through chromedriver (WebDriver) against
-//! the axum demo served in-process: isolation between pages, resume after a reload, a drop or
-//! a transport switch, gap items, and status text that is never treated as HTML.
+//! The demo page and the browser client in real headless Chromium, driven through chromedriver
+//! (WebDriver).
+//!
+//! The demo page, on the demo servers run as processes: isolation between pages, resume after a
+//! reload, a drop or a transport switch; and on a minimal in-process server of the public API
+//! that serves the same page, so the test can publish any text: gap items, and status text
+//! that is never treated as HTML.
+//!
+//! The client module itself, on a test page that records every callback, behind a TCP proxy
+//! the test controls: reload mid-task, connections cut mid-task, a stalled connection (the
+//! client reconnects after its watchdog), `offline`/`online`, a gap reported once, a switch of
+//! transport. In each, every status arrives once and in order, or is covered by a gap exactly
+//! once.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`; `CHROMIUM` / `CHROMEDRIVER` override the paths). Without them the tests
 //! print why and pass, unless `CI` is set, where a missing browser is a failure.
 
-#[path = "../examples/axum_demo.rs"]
-#[allow(dead_code)]
-mod axum_demo;
-#[allow(unused_macros, unused_imports)] // the HTTP cases are not run here
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+use status_messenger::web::Endpoints;
 use status_messenger::Hub;
+use support::demo::Demo;
+use support::proxy::Proxy;
 use support::{Server, Shutdown};
 
 /// Browsers are heavy: one test at a time keeps timings sane on small machines.
@@ -26,7 +40,91 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn start(hub: Hub) -> Server {
+/// A demo server process.
+fn start_demo(demo: Demo) -> Server {
+    demo.start(&[])
+}
+
+/// The demo's page, read from the repository as the demos serve it.
+fn demo_page() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/common/page.html");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A page that follows one session with the client and records every callback in
+/// `window.log` (kept in `sessionStorage`, so a reload goes on from where it was) and every
+/// state in `window.states`. Query: `session`, `transport`, `options` (JSON for `connect`; a
+/// number `random` becomes a constant jitter, `fakeOnline` puts `navigator.onLine` under the
+/// test's control as `window.online`).
+const CLIENT_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>client test</title>
+<script type="module">
+import { connect } from "./status-messenger.js";
+const params = new URLSearchParams(location.search);
+const session = params.get("session");
+const options = JSON.parse(params.get("options") || "{}");
+if (typeof options.random === "number") { const r = options.random; options.random = () => r; }
+if (options.fakeOnline) {
+  window.online = true;
+  Object.defineProperty(Navigator.prototype, "onLine", { get: () => window.online, configurable: true });
+}
+delete options.fakeOnline;
+const key = "log:" + session;
+window.log = JSON.parse(sessionStorage.getItem(key) || "[]");
+window.states = [];
+window.loads = Number(sessionStorage.getItem("loads:" + session) || 0) + 1;
+sessionStorage.setItem("loads:" + session, String(window.loads));
+const save = () => sessionStorage.setItem(key, JSON.stringify(window.log));
+const lastSeq = () => window.log.reduce((last, e) => (e[0] === "status" ? e[1] : e[2]), 0);
+window.follow = (transport) => {
+  if (window.stream) window.stream.close();
+  window.transport = transport;
+  window.stream = connect({
+    ...options,
+    session,
+    transport,
+    after: lastSeq(),
+    onStatus(frame) { window.log.push(["status", frame.seq, frame.text]); save(); },
+    onGap({ from, to }) { window.log.push(["gap", from, to]); save(); },
+    onState(state) { window.states.push(state); window.state = state; },
+  });
+};
+window.follow(params.get("transport") || "ws");
+</script>
+"#;
+
+/// A server of the public API for the browser tests: the library's endpoints of `hub` (with
+/// `endpoints`' settings), `POST /api/sessions`, the demo page at `/` and the client test page
+/// at `/client.html`.
+fn start_page_server(endpoints: Endpoints) -> Server {
+    async fn create_session(State(hub): State<Hub>) -> Response {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("randomness");
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        hub.open_session(&id).await.expect("a session");
+        (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
+    }
+    let page = demo_page();
+    let app = Router::new()
+        .route(
+            "/",
+            get(
+                move || async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) },
+            ),
+        )
+        .route(
+            "/client.html",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    CLIENT_PAGE,
+                )
+            }),
+        )
+        .route("/api/sessions", post(create_session))
+        .with_state(endpoints.hub().clone())
+        .merge(endpoints.router());
     Server::start(move |listener, shutdown: Shutdown| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -34,13 +132,11 @@ fn start(hub: Hub) -> Server {
             .build()?;
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum_demo::serve(listener, hub, shutdown).await
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
         })
     })
-}
-
-fn shared_hub() -> Hub {
-    support::shared_hub(axum_demo::common::hub_config)
 }
 
 /// The browser binaries, or `None` (with the reason printed) when they are missing outside CI.
@@ -277,7 +373,9 @@ async fn two_pages_see_only_their_own_statuses_in_order() {
     let Some(driver) = Driver::start().await else {
         return;
     };
-    let server = start(shared_hub());
+    let server = tokio::task::spawn_blocking(|| start_demo(Demo::Axum))
+        .await
+        .expect("the demo");
     let (dir_a, dir_b) = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
@@ -318,7 +416,9 @@ async fn reloading_mid_task_shows_every_status_once() {
     let Some(driver) = Driver::start().await else {
         return;
     };
-    let server = start(shared_hub());
+    let server = tokio::task::spawn_blocking(|| start_demo(Demo::Axum))
+        .await
+        .expect("the demo");
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;
     let session = open_page(&page, &server.base).await;
@@ -345,12 +445,23 @@ async fn reloading_mid_task_shows_every_status_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drops_and_transport_switches_resume_without_gap_or_duplicate() {
+async fn drops_and_transport_switches_resume_without_gap_or_duplicate_on_axum() {
+    drops_and_transport_switches(Demo::Axum).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drops_and_transport_switches_resume_without_gap_or_duplicate_on_actix() {
+    drops_and_transport_switches(Demo::Actix).await;
+}
+
+async fn drops_and_transport_switches(demo: Demo) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let Some(driver) = Driver::start().await else {
         return;
     };
-    let server = start(shared_hub());
+    let server = tokio::task::spawn_blocking(move || start_demo(demo))
+        .await
+        .expect("the demo");
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;
     let session = open_page(&page, &server.base).await;
@@ -390,7 +501,7 @@ async fn status_text_is_shown_as_text_never_as_html() {
     };
     // A hub of the test's own, so the test can publish any text to the page's session.
     let hub = support::private_hub(1000);
-    let server = start(hub.clone());
+    let server = start_page_server(Endpoints::new(hub.clone()));
     let dir = tempfile::tempdir().expect("dir");
     let page = driver.browser(dir.path()).await;
     let session = open_page(&page, &server.base).await;
@@ -425,7 +536,7 @@ async fn statuses_no_longer_in_history_show_as_a_gap() {
         return;
     };
     let hub = support::private_hub(3);
-    let server = start(hub.clone());
+    let server = start_page_server(Endpoints::new(hub.clone()));
     let session = support::create_session(&server).await;
     for i in 1..=8 {
         hub.publish(Some(&session), format!("status {i}")).unwrap();
@@ -455,4 +566,331 @@ async fn statuses_no_longer_in_history_show_as_a_gap() {
     let png = page.screenshot().await.expect("a screenshot");
     std::fs::write(screenshot_path("demo-gap.png"), png).expect("screenshot saved");
     page.close().await.expect("close");
+}
+
+// ------------------------------------------------------------------ the client, behind a proxy
+
+/// A private hub's endpoints behind a proxy the test controls, and a browser on the client
+/// test page following session `s1` of that hub.
+struct Rig {
+    hub: Hub,
+    proxy: Proxy,
+    page: Client,
+    _server: Server,
+    _profile: tempfile::TempDir,
+}
+
+const SESSION: &str = "s1";
+
+async fn rig(driver: &Driver, history: usize, transport: &str, options: Value) -> Rig {
+    let hub = support::private_hub(history);
+    hub.open_session(SESSION).await.expect("a session");
+    let endpoints = Endpoints::new(hub.clone()).keep_alive(Duration::from_millis(300));
+    let server = start_page_server(endpoints);
+    let proxy = Proxy::start(server.addr).await;
+    let profile = tempfile::tempdir().expect("dir");
+    let page = driver.browser(profile.path()).await;
+    let query = serde_urlencoded::to_string([
+        ("session", SESSION),
+        ("transport", transport),
+        ("options", &options.to_string()),
+    ])
+    .expect("a query");
+    page.goto(&format!("http://{}/client.html?{query}", proxy.addr()))
+        .await
+        .expect("the page loads");
+    wait_until(&page, "a live stream", "window.state === 'live'").await;
+    Rig {
+        hub,
+        proxy,
+        page,
+        _server: server,
+        _profile: profile,
+    }
+}
+
+impl Rig {
+    /// Publishes `status {i}` for `range`, one every `every`, in a task of its own.
+    fn publish(
+        &self,
+        range: std::ops::RangeInclusive<u64>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            for i in range {
+                hub.publish(Some(SESSION), format!("status {i}"))
+                    .expect("published");
+                if !every.is_zero() {
+                    tokio::time::sleep(every).await;
+                }
+            }
+        })
+    }
+
+    /// Waits until the page has accounted for (seen, or been told it missed) seq `n`.
+    async fn wait_covered(&self, n: u64) {
+        wait_until(
+            &self.page,
+            &format!("seq {n} accounted for"),
+            &format!(
+                "window.log.length && (e => e[0] === 'status' ? e[1] : e[2])(window.log[window.log.length - 1]) >= {n}"
+            ),
+        )
+        .await;
+    }
+
+    async fn wait_state(&self, state: &str) {
+        wait_until(
+            &self.page,
+            &format!("state {state}"),
+            &format!("window.state === '{state}'"),
+        )
+        .await;
+    }
+
+    async fn log(&self) -> Vec<Value> {
+        js(&self.page, "return window.log;")
+            .await
+            .as_array()
+            .expect("the log")
+            .clone()
+    }
+
+    async fn states(&self) -> Vec<String> {
+        js(&self.page, "return window.states;")
+            .await
+            .as_array()
+            .expect("the states")
+            .iter()
+            .map(|s| s.as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// Asserts that `log` accounts for seqs `1..=n` exactly once each, in order: as a status with
+/// its text, or inside one gap. Returns the gaps.
+fn assert_each_once(log: &[Value], n: u64) -> Vec<(u64, u64)> {
+    let mut next = 1;
+    let mut gaps = Vec::new();
+    for entry in log {
+        match entry[0].as_str() {
+            Some("status") => {
+                let seq = entry[1].as_u64().expect("seq");
+                assert_eq!(seq, next, "status {seq} where {next} was due: {log:?}");
+                assert_eq!(entry[2], format!("status {seq}"));
+                next += 1;
+            }
+            Some("gap") => {
+                let (from, to) = (
+                    entry[1].as_u64().expect("from"),
+                    entry[2].as_u64().expect("to"),
+                );
+                assert_eq!(
+                    from, next,
+                    "a gap from {from} where {next} was due: {log:?}"
+                );
+                assert!(to >= from, "an empty gap {from}..={to}");
+                gaps.push((from, to));
+                next = to + 1;
+            }
+            other => panic!("unexpected log entry {other:?}"),
+        }
+    }
+    assert_eq!(next, n + 1, "every seq up to {n} accounted for: {log:?}");
+    gaps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_resumes_after_a_reload_mid_task() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let rig = rig(&driver, 1000, "ws", json!({})).await;
+    let publishing = rig.publish(1..=60, Duration::from_millis(30));
+    rig.wait_covered(15).await;
+    rig.page.refresh().await.expect("reload");
+    wait_until(
+        &rig.page,
+        "the reloaded page",
+        "window.loads === 2 && window.state === 'live'",
+    )
+    .await;
+    publishing.await.expect("published");
+    rig.wait_covered(60).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // anything extra would show by now
+    assert!(assert_each_once(&rig.log().await, 60).is_empty(), "no gap");
+    rig.page.close().await.expect("close");
+}
+
+async fn client_reconnects_when_connections_are_cut(transport: &str) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let options = json!({ "backoffBase": 100, "backoffCap": 400 });
+    let rig = rig(&driver, 1000, transport, options).await;
+    let publishing = rig.publish(1..=150, Duration::from_millis(20));
+    for cut in 1..=3u64 {
+        rig.wait_covered(cut * 30).await;
+        rig.proxy.cut();
+        wait_until(
+            &rig.page,
+            "a reconnect after the cut",
+            &format!("window.states.filter(s => s === 'live').length > {cut}"),
+        )
+        .await;
+    }
+    publishing.await.expect("published");
+    rig.wait_covered(150).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(assert_each_once(&rig.log().await, 150).is_empty(), "no gap");
+    assert!(rig.states().await.contains(&"reconnecting".to_owned()));
+    rig.page.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnects_when_connections_are_cut_mid_task_ws() {
+    client_reconnects_when_connections_are_cut("ws").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnects_when_connections_are_cut_mid_task_sse() {
+    client_reconnects_when_connections_are_cut("sse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnects_after_its_watchdog_when_a_connection_stalls() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // The server sends a keep-alive every 300 ms, so 2 s of silence means a dead connection.
+    let options = json!({ "stallTimeout": 2000, "backoffBase": 100, "backoffCap": 400 });
+    let rig = rig(&driver, 1000, "ws", options).await;
+    let publishing = rig.publish(1..=100, Duration::from_millis(40));
+    rig.wait_covered(10).await;
+    let stalled = Instant::now();
+    rig.proxy.stall();
+    wait_until(
+        &rig.page,
+        "a reconnect after the stall",
+        "window.states.filter(s => s === 'live').length > 1",
+    )
+    .await;
+    let after = stalled.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500) && after < Duration::from_secs(10),
+        "reconnected {after:?} after the stall: by the watchdog"
+    );
+    publishing.await.expect("published");
+    rig.wait_covered(100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(assert_each_once(&rig.log().await, 100).is_empty(), "no gap");
+    rig.page.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_waits_while_offline_and_reconnects_at_once_when_online() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // A reconnect would wait 19.8 s by the backoff: only the `online` event makes it sooner.
+    let options =
+        json!({ "fakeOnline": true, "backoffBase": 20000, "backoffCap": 20000, "random": 0.99 });
+    let rig = rig(&driver, 1000, "ws", options).await;
+    let publishing = rig.publish(1..=80, Duration::from_millis(30));
+    rig.wait_covered(10).await;
+    js(
+        &rig.page,
+        "window.online = false; window.dispatchEvent(new Event('offline'));",
+    )
+    .await;
+    rig.proxy.refuse(true);
+    rig.proxy.cut();
+    rig.wait_state("reconnecting").await;
+    // The network is back, but the browser still says offline: the client does not try.
+    rig.proxy.refuse(false);
+    let accepted = rig.proxy.accepted();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rig.proxy.accepted(), accepted, "no attempt while offline");
+    assert_eq!(js(&rig.page, "return window.state;").await, "reconnecting");
+    let online = Instant::now();
+    js(
+        &rig.page,
+        "window.online = true; window.dispatchEvent(new Event('online'));",
+    )
+    .await;
+    rig.wait_state("live").await;
+    assert!(
+        online.elapsed() < Duration::from_secs(5),
+        "reconnected at once"
+    );
+    publishing.await.expect("published");
+    rig.wait_covered(80).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(assert_each_once(&rig.log().await, 80).is_empty(), "no gap");
+    rig.page.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reports_a_gap_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // A history of 20: what the page misses beyond that while away is a gap.
+    let options = json!({ "backoffBase": 100, "backoffCap": 300 });
+    let rig = rig(&driver, 20, "ws", options).await;
+    rig.publish(1..=10, Duration::ZERO)
+        .await
+        .expect("published");
+    rig.wait_covered(10).await;
+    rig.proxy.refuse(true);
+    rig.proxy.cut();
+    rig.wait_state("reconnecting").await;
+    rig.publish(11..=60, Duration::ZERO)
+        .await
+        .expect("published");
+    rig.proxy.refuse(false);
+    rig.wait_covered(60).await;
+    assert_eq!(assert_each_once(&rig.log().await, 60), [(11, 40)]);
+    // Cut again: the resume starts after the gap, which is not reported twice.
+    rig.proxy.cut();
+    wait_until(
+        &rig.page,
+        "a reconnect",
+        "window.states.filter(s => s === 'live').length > 2",
+    )
+    .await;
+    rig.publish(61..=70, Duration::ZERO)
+        .await
+        .expect("published");
+    rig.wait_covered(70).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(assert_each_once(&rig.log().await, 70), [(11, 40)]);
+    rig.page.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_switches_transport_mid_task() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let rig = rig(&driver, 1000, "ws", json!({})).await;
+    let publishing = rig.publish(1..=120, Duration::from_millis(20));
+    for (at, transport) in [(20, "sse"), (50, "ws"), (80, "sse")] {
+        rig.wait_covered(at).await;
+        js(&rig.page, &format!("window.follow('{transport}');")).await;
+        rig.wait_state("live").await;
+    }
+    publishing.await.expect("published");
+    rig.wait_covered(120).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(js(&rig.page, "return window.transport;").await, "sse");
+    assert!(assert_each_once(&rig.log().await, 120).is_empty(), "no gap");
+    rig.page.close().await.expect("close");
 }

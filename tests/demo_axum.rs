@@ -1,91 +1,44 @@
-//! The axum demo server against the HTTP contract, in-process on a `127.0.0.1:0` listener.
+//! The axum demo server, run as a process, against the HTTP contract.
 
-#[path = "../examples/axum_demo.rs"]
-#[allow(dead_code)]
-mod axum_demo;
 mod support;
 
-use status_messenger::Hub;
-use support::{Server, Shutdown};
+use support::demo::Demo;
+use support::Server;
 
-fn start(hub: Hub) -> Server {
-    Server::start(move |listener, shutdown: Shutdown| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum_demo::serve(listener, hub, shutdown).await
-        })
-    })
+fn start() -> Server {
+    Demo::Axum.start(&[])
 }
 
-support::demo_cases!(start, axum_demo::common::hub_config);
+support::demo_cases!(start);
 
-/// The argument and environment parsing both servers share.
+/// The demo refuses what it cannot honour, and says how it is used.
 #[test]
-fn arguments_and_environment() {
-    use axum_demo::common::Config;
-    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let no_env = |_: &str| None;
-
-    let config = Config::parse(args(&[]), no_env).expect("defaults");
-    assert_eq!(
-        (config.bind.as_str(), config.port, config.redis),
-        ("127.0.0.1", 3000, None)
-    );
-
-    let env = |name: &str| match name {
-        "PORT" => Some("0".to_owned()),
-        "BIND" => Some("0.0.0.0".to_owned()),
-        "REDIS_URL" => Some("redis://env".to_owned()),
-        _ => None,
+fn arguments_are_checked() {
+    let exe = Demo::Axum.executable();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&exe)
+            .args(args)
+            .env_remove("PORT")
+            .env_remove("REDIS_URL")
+            .output()
+            .expect("run the demo")
     };
-    let config = Config::parse(args(&[]), env).expect("from the environment");
-    assert_eq!((config.bind.as_str(), config.port), ("0.0.0.0", 0));
-    assert_eq!(config.redis.as_deref(), Some("redis://env"));
-
-    // Arguments win, in both spellings.
-    let config = Config::parse(
-        args(&["--port", "8080", "--bind=::1", "--redis=redis://arg"]),
-        env,
-    )
-    .expect("from arguments");
-    assert_eq!((config.bind.as_str(), config.port), ("::1", 8080));
-    assert_eq!(config.redis.as_deref(), Some("redis://arg"));
-
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("usage:"));
     for bad in [
         &["--port", "70000"][..],
         &["--port"],
         &["--what"],
         &["--port", "-1"],
     ] {
-        assert!(
-            Config::parse(args(bad), no_env).is_err(),
-            "{bad:?} is refused"
-        );
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?} is refused");
     }
-    // A Redis URL is refused rather than ignored when the build has no Redis backend.
-    let with_redis =
-        Config::parse(args(&["--redis", "redis://127.0.0.1"]), no_env).expect("parsed");
-    if cfg!(feature = "redis") {
-        assert!(with_redis.check_backend().is_ok());
-    } else {
-        let error = with_redis.check_backend().expect_err("refused");
-        assert!(error.contains("Redis"), "{error}");
+    if !cfg!(feature = "redis") {
+        // A Redis URL is refused rather than ignored when the build has no Redis backend.
+        let out = run(&["--port", "0", "--redis", "redis://127.0.0.1"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Redis"));
     }
-    assert!(Config::parse(args(&[]), no_env)
-        .expect("parsed")
-        .check_backend()
-        .is_ok());
-}
-
-/// The hub keeps what the contract promises: 1,000 statuses for 10 minutes, all replayable.
-#[test]
-fn hub_settings_keep_the_contract() {
-    let config = axum_demo::common::hub_config();
-    assert!(config.history_capacity >= 1000);
-    assert!(config.history_ttl >= std::time::Duration::from_secs(600));
-    assert!(config.subscriber_buffer >= config.history_capacity);
 }

@@ -1,37 +1,58 @@
-//! The HTTP-level cases both demo servers must pass, and the clients they use.
+//! The HTTP-level cases that servers on the library's endpoints must pass, and the clients
+//! they use.
 //!
-//! Each server's test file starts its server in-process from the example's own `serve` (and
-//! so its `app`) on a `127.0.0.1:0` listener, in a thread with its own runtime, and runs every
-//! case of [`demo_cases!`] against it.
+//! [`integration_cases!`] are the cases of the endpoints themselves (`/ws`, `/events`,
+//! `/cancel`, `/status-messenger.js`) and need of the server only `POST /api/sessions` and
+//! `POST /api/sessions/{id}/tasks` with the demos' simulated tool; [`demo_cases!`] adds the
+//! demos' own routes. The demos run as processes ([`demo::Demo`]); the minimal servers of
+//! `tests/minimal_*.rs`, built only from the public API, run in-process, where
+//! [`endpoint_cases!`] also gives them hubs and endpoints of their own.
 
-#![allow(dead_code)] // each test binary uses its own subset of the helpers
+#![allow(dead_code, unused_macros, unused_imports)] // each test binary uses its own subset
+
+pub(crate) mod demo;
+pub(crate) mod proxy;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::process::Child;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
+use status_messenger::hub::metric_names;
 use status_messenger::{Hub, HubConfig};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long any single wait in these tests may take before it counts as a failure.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
-/// What the servers' `serve` functions are handed to know when to stop.
+/// What an in-process server's `serve` is handed to know when to stop.
 pub(crate) type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// A demo server running in its own thread.
+/// A server under test: in this process (on a thread of its own), or a demo process.
 pub(crate) struct Server {
     pub(crate) base: String,
     pub(crate) addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
+    stop: Stop,
+}
+
+enum Stop {
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        done: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
+    },
+    Process {
+        child: Child,
+        log: tempfile::NamedTempFile,
+    },
+    External,
 }
 
 impl Server {
@@ -61,32 +82,79 @@ impl Server {
         Server {
             base: format!("http://{addr}"),
             addr,
-            stop: Some(stop_tx),
-            done: Some(done_rx),
+            stop: Stop::InProcess {
+                stop: Some(stop_tx),
+                done: Some(done_rx),
+            },
         }
     }
 
-    /// A server running elsewhere (another process) at `addr`; it cannot be stopped through
-    /// this handle.
+    /// A server process listening on `addr`, writing its log to `log`.
+    pub(crate) fn process(addr: SocketAddr, child: Child, log: tempfile::NamedTempFile) -> Server {
+        Server {
+            base: format!("http://{addr}"),
+            addr,
+            stop: Stop::Process { child, log },
+        }
+    }
+
+    /// A server running elsewhere at `addr`; it cannot be stopped through this handle.
     pub(crate) fn external(addr: SocketAddr) -> Server {
         Server {
             base: format!("http://{addr}"),
             addr,
-            stop: None,
-            done: None,
+            stop: Stop::External,
         }
     }
 
-    /// Asks the server to shut down gracefully and waits until `serve` has returned.
+    /// The same server at another address (a proxy in front of it); stopping it stops this.
+    pub(crate) fn behind(mut self, addr: SocketAddr) -> Server {
+        self.base = format!("http://{addr}");
+        self.addr = addr;
+        self
+    }
+
+    /// Asks the server to shut down gracefully (a process gets SIGTERM) and waits until it
+    /// has: `serve` returned, or the process exited successfully without a panic.
     pub(crate) async fn stop(mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        match &mut self.stop {
+            Stop::InProcess { stop, done } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                let done = done.take().expect("not stopped twice");
+                tokio::time::timeout(WAIT, done)
+                    .await
+                    .expect("the server stopped in time")
+                    .expect("the server thread reported back")
+            }
+            Stop::Process { child, log } => {
+                let status = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status()?;
+                assert!(status.success(), "kill -TERM");
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    if let Some(status) = child.try_wait()? {
+                        let log = std::fs::read_to_string(log.path()).unwrap_or_default();
+                        assert!(status.success(), "exit status {status}\n{log}");
+                        assert!(!log.contains("panicked"), "{log}");
+                        return Ok(());
+                    }
+                    assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Stop::External => Ok(()),
         }
-        let done = self.done.take().expect("not stopped twice");
-        tokio::time::timeout(WAIT, done)
-            .await
-            .expect("the server stopped in time")
-            .expect("the server thread reported back")
+    }
+
+    /// What the server process has logged so far (empty for other servers).
+    pub(crate) fn log(&self) -> String {
+        match &self.stop {
+            Stop::Process { log, .. } => std::fs::read_to_string(log.path()).unwrap_or_default(),
+            _ => String::new(),
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -98,12 +166,24 @@ impl Server {
     }
 }
 
-/// One hub per test process, fed by the global messenger, as the demos' `main` does. Every
-/// session id is random, so tests sharing it cannot see each other's statuses.
-pub(crate) fn shared_hub(config: fn() -> HubConfig) -> Hub {
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Stop::Process { child, .. } = &mut self.stop {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// One hub per test process with the default config, fed by the global messenger, as the
+/// demos' `main` does. Every session id is random, so tests sharing it cannot see each other's
+/// statuses.
+pub(crate) fn shared_hub() -> Hub {
     static HUB: OnceLock<Hub> = OnceLock::new();
     HUB.get_or_init(|| {
-        let hub = Hub::new(config()).expect("valid hub config");
+        let hub = Hub::new(HubConfig::default()).expect("valid hub config");
         // Attached, it needs no task, so it outlives every test's runtime.
         hub.attach_global()
             .expect("nothing else consumes the global messenger");
@@ -119,7 +199,11 @@ pub(crate) fn private_hub(history_capacity: usize) -> Hub {
     Hub::new(config).expect("valid hub config")
 }
 
-pub(crate) type StartFn = fn(Hub) -> Server;
+/// Starts a server for one case.
+pub(crate) type StartFn = fn() -> Server;
+
+/// Starts an in-process server on the given endpoints.
+pub(crate) type StartWithFn = fn(status_messenger::web::Endpoints) -> Server;
 
 pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -209,12 +293,36 @@ pub(crate) async fn ws_connect(server: &Server, id: &str, after: Option<u64>) ->
 
 /// The refusal of a WebSocket handshake: its status and JSON body.
 pub(crate) async fn ws_refused(server: &Server, query: &str) -> (StatusCode, Value) {
-    match with_timeout(
-        "ws connect",
-        tokio_tungstenite::connect_async(server.ws_url(query)),
-    )
-    .await
-    {
+    ws_refused_with(server, query, &[]).await
+}
+
+/// A WebSocket handshake for `query` with extra request headers.
+pub(crate) async fn ws_handshake(
+    server: &Server,
+    query: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, tungstenite::Error> {
+    let mut request = server
+        .ws_url(query)
+        .into_client_request()
+        .expect("a WebSocket request");
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .append(*name, value.parse().expect("a header value"));
+    }
+    with_timeout("ws connect", tokio_tungstenite::connect_async(request))
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The refusal of a WebSocket handshake with extra request headers: its status and JSON body.
+pub(crate) async fn ws_refused_with(
+    server: &Server,
+    query: &str,
+    headers: &[(&'static str, &str)],
+) -> (StatusCode, Value) {
+    match ws_handshake(server, query, headers).await {
         Ok(_) => panic!("the upgrade for `{query}` was accepted"),
         Err(tungstenite::Error::Http(response)) => {
             let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
@@ -226,8 +334,19 @@ pub(crate) async fn ws_refused(server: &Server, query: &str) -> (StatusCode, Val
     }
 }
 
-/// The next JSON text frame (pings and pongs skipped); `None` when the stream closed.
+/// The next JSON text frame (keep-alives, pings and pongs skipped); `None` when the stream
+/// closed.
 pub(crate) async fn ws_next(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let frame = ws_next_raw(ws).await?;
+        if frame["type"] != "keepalive" {
+            return Some(frame);
+        }
+    }
+}
+
+/// The next JSON text frame, keep-alives included; `None` when the stream closed.
+pub(crate) async fn ws_next_raw(ws: &mut Ws) -> Option<Value> {
     loop {
         match with_timeout("a WebSocket frame", ws.next()).await? {
             Ok(Message::Text(text)) => {
@@ -235,6 +354,17 @@ pub(crate) async fn ws_next(ws: &mut Ws) -> Option<Value> {
             }
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => {}
+        }
+    }
+}
+
+/// Reads until the close frame; its code, `None` when the stream ended without one.
+pub(crate) async fn ws_close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match with_timeout("the close frame", ws.next()).await {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
         }
     }
 }
@@ -282,9 +412,21 @@ pub(crate) async fn sse_request(
     query: &str,
     last_event_id: Option<&str>,
 ) -> reqwest::Response {
+    match last_event_id {
+        Some(id) => sse_request_with(server, query, &[("last-event-id", id)]).await,
+        None => sse_request_with(server, query, &[]).await,
+    }
+}
+
+/// `GET /events?{query}` with extra request headers.
+pub(crate) async fn sse_request_with(
+    server: &Server,
+    query: &str,
+    headers: &[(&'static str, &str)],
+) -> reqwest::Response {
     let mut request = reqwest::Client::new().get(server.url(&format!("/events?{query}")));
-    if let Some(id) = last_event_id {
-        request = request.header("last-event-id", id);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     with_timeout("SSE response", request.send())
         .await
@@ -292,7 +434,19 @@ pub(crate) async fn sse_request(
 }
 
 pub(crate) async fn sse_connect(server: &Server, query: &str, last_event_id: Option<&str>) -> Sse {
-    let res = sse_request(server, query, last_event_id).await;
+    match last_event_id {
+        Some(id) => sse_connect_with(server, query, &[("last-event-id", id)]).await,
+        None => sse_connect_with(server, query, &[]).await,
+    }
+}
+
+/// An SSE stream of `GET /events?{query}` with extra request headers.
+pub(crate) async fn sse_connect_with(
+    server: &Server,
+    query: &str,
+    headers: &[(&'static str, &str)],
+) -> Sse {
+    let res = sse_request_with(server, query, headers).await;
     assert_eq!(res.status(), StatusCode::OK);
     let content_type = res.headers()["content-type"]
         .to_str()
@@ -312,6 +466,17 @@ pub(crate) async fn sse_connect(server: &Server, query: &str, last_event_id: Opt
 }
 
 impl Sse {
+    /// The next raw chunk of the body as text; `None` when the body ended.
+    pub(crate) async fn next_chunk(&mut self) -> Option<String> {
+        if !self.buffer.is_empty() {
+            return Some(std::mem::take(&mut self.buffer));
+        }
+        match with_timeout("an SSE chunk", self.body.next()).await {
+            Some(Ok(chunk)) => Some(String::from_utf8(chunk).expect("UTF-8")),
+            Some(Err(_)) | None => None,
+        }
+    }
+
     /// The next event with data (comments and `retry:` skipped); `None` when the body ended.
     pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         loop {
@@ -437,571 +602,5 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
 }
 
-// ---------------------------------------------------------------- the cases
-
-pub(crate) async fn page_health_and_unknown_paths(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let res = http().get(server.url("/")).send().await.expect("GET /");
-    assert_eq!(res.status(), StatusCode::OK);
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap_or("")
-        .starts_with("text/html"));
-    let page = res.text().await.expect("page");
-    assert!(page.contains("<script") && page.contains("</html>"));
-    // Self-contained: nothing loaded from elsewhere, so it works offline.
-    assert!(
-        !page.contains("http://") && !page.contains("https://"),
-        "the page links out"
-    );
-    assert!(
-        !page.contains("innerHTML"),
-        "status text must be set as text"
-    );
-
-    let res = http()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("GET /healthz");
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.text().await.expect("body"), "ok");
-
-    let res = http()
-        .get(server.url("/no/such/path"))
-        .send()
-        .await
-        .expect("GET unknown");
-    expect_error(res, StatusCode::NOT_FOUND).await;
-}
-
-pub(crate) async fn sessions_are_random_128_bit_ids(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let res = http()
-        .post(server.url("/api/sessions"))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(res.status(), StatusCode::CREATED);
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap_or("")
-        .starts_with("application/json"));
-    let a = res.json::<Value>().await.expect("JSON")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let b = create_session(&server).await;
-    for id in [&a, &b] {
-        assert_eq!(id.len(), 32, "128 bits as hex: {id}");
-        assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "hex: {id}");
-    }
-    assert_ne!(a, b);
-}
-
-pub(crate) async fn task_statuses_arrive_over_ws(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    let mut ws = ws_connect(&server, &id, None).await;
-    start_task(&server, &id, 25, 0).await;
-    let frames = ws_take(&mut ws, 25).await;
-    assert_steps(&frames, &id, 1, 25);
-    ws_quiet(&mut ws, Duration::from_millis(300)).await;
-
-    // A second task in the same session goes on counting.
-    start_task(&server, &id, 3, 120).await;
-    let frames = ws_take(&mut ws, 3).await;
-    let times = assert_steps_of_second_task(&frames, &id, 26, 3);
-    // The tool sleeps `delay_ms` between its calls.
-    assert!(
-        times[2] - times[0] >= 2 * 120_000_000,
-        "delay honoured: {times:?}"
-    );
-}
-
-fn assert_steps_of_second_task(
-    frames: &[Value],
-    session: &str,
-    first_seq: u64,
-    total: u64,
-) -> Vec<u128> {
-    frames
-        .iter()
-        .enumerate()
-        .map(|(i, frame)| {
-            assert_eq!(frame["session"], session);
-            assert_eq!(frame["seq"], first_seq + i as u64);
-            let text = frame["text"].as_str().expect("text");
-            let prefix = format!("step {}/{total} t_ns=", i + 1);
-            text.strip_prefix(&prefix)
-                .expect("step text")
-                .parse()
-                .expect("t_ns")
-        })
-        .collect()
-}
-
-pub(crate) async fn task_statuses_arrive_over_sse(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    let mut sse = sse_connect(&server, &format!("session={id}"), None).await;
-    start_task(&server, &id, 12, 0).await;
-    let frames = sse_frames(&sse.take(12).await);
-    assert_steps(&frames, &id, 1, 12);
-}
-
-pub(crate) async fn metrics_publish_hub_counters(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    let mut ws = ws_connect(&server, &id, None).await;
-    start_task(&server, &id, 5, 0).await;
-    ws_take(&mut ws, 5).await;
-    let text = metrics(&server).await;
-    assert!(metric(&text, "status_messenger_sessions") >= 1);
-    assert!(metric(&text, "status_messenger_subscribers") >= 1);
-    assert!(metric(&text, "status_messenger_messages_in_total") >= 5);
-    assert!(metric(&text, "status_messenger_messages_delivered_total") >= 5);
-    metric(&text, "status_messenger_messages_lagged_total");
-    metric(&text, "status_messenger_gaps_total");
-    metric(
-        &text,
-        "status_messenger_messages_dropped_total{reason=\"no_session\"}",
-    );
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (_, value) = line.rsplit_once(' ').expect("name value");
-        value
-            .parse::<f64>()
-            .unwrap_or_else(|_| panic!("bad sample line `{line}`"));
-    }
-}
-
-pub(crate) async fn unknown_and_malformed_sessions_are_404_everywhere(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let real = create_session(&server).await;
-    let unknown = {
-        // Same shape as a real id, never issued.
-        let mut id: Vec<u8> = real.clone().into_bytes();
-        id[0] = if id[0] == b'0' { b'1' } else { b'0' };
-        String::from_utf8(id).expect("ascii")
-    };
-    let malformed = [
-        unknown.as_str(),
-        "xyz",
-        "..%2F..%2Fetc",
-        &real[..31],
-        &format!("{real}0"),
-        &real.to_uppercase(),
-        "%00",
-    ];
-    for id in malformed {
-        let body = r#"{"steps": 1, "delay_ms": 0}"#;
-        let error = expect_error(
-            post_task_raw(&server, id, body).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        assert!(
-            error.contains("session") || error.contains("not found"),
-            "{error}"
-        );
-        let res = sse_request(&server, &format!("session={id}"), None).await;
-        expect_error(res, StatusCode::NOT_FOUND).await;
-        let (status, body) = ws_refused(&server, &format!("session={id}")).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "ws {id}");
-        assert!(body["error"].is_string());
-        // A plain GET (no upgrade headers) gets the same answer.
-        let res = http()
-            .get(
-                server
-                    .ws_url(&format!("session={id}"))
-                    .replace("ws://", "http://"),
-            )
-            .send()
-            .await
-            .expect("GET /ws");
-        expect_error(res, StatusCode::NOT_FOUND).await;
-    }
-    // No session at all.
-    expect_error(sse_request(&server, "", None).await, StatusCode::NOT_FOUND).await;
-    let (status, _) = ws_refused(&server, "after=3").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let res = post_task_raw(&server, "", r#"{"steps":1,"delay_ms":0}"#).await;
-    expect_error(res, StatusCode::NOT_FOUND).await;
-}
-
-pub(crate) async fn bad_task_bodies_are_400_and_change_nothing(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    let cases: &[(&[u8], &str)] = &[
-        (b"{", "JSON"),
-        (b"", "JSON"),
-        (b"\xff\xfe", "JSON"),
-        (b"[1, 2]", "object"),
-        (b"42", "object"),
-        (br#"{"delay_ms": 0}"#, "steps"),
-        (br#"{"steps": "5", "delay_ms": 0}"#, "steps"),
-        (br#"{"steps": 5.5, "delay_ms": 0}"#, "steps"),
-        (br#"{"steps": null, "delay_ms": 0}"#, "steps"),
-        (br#"{"steps": 0, "delay_ms": 0}"#, "steps"),
-        (br#"{"steps": -1, "delay_ms": 0}"#, "steps"),
-        (br#"{"steps": 100001, "delay_ms": 0}"#, "steps"),
-        (
-            br#"{"steps": 18446744073709551616, "delay_ms": 0}"#,
-            "steps",
-        ),
-        (br#"{"steps": 5}"#, "delay_ms"),
-        (br#"{"steps": 5, "delay_ms": "10"}"#, "delay_ms"),
-        (br#"{"steps": 5, "delay_ms": -5}"#, "delay_ms"),
-        (br#"{"steps": 5, "delay_ms": 60001}"#, "delay_ms"),
-        (br#"{"steps": 5, "delay_ms": 1.5}"#, "delay_ms"),
-    ];
-    for (body, mentions) in cases {
-        let res = post_task_raw(&server, &id, body.to_vec()).await;
-        let error = expect_error(res, StatusCode::BAD_REQUEST).await;
-        assert!(
-            error.contains(mentions),
-            "the error for {:?} says what is wrong: {error}",
-            String::from_utf8_lossy(body)
-        );
-    }
-    // Nothing reached the session: the first status of a good task is seq 1. The bounds
-    // themselves are accepted (one step: the 60 s delay only falls between steps).
-    let mut ws = ws_connect(&server, &id, None).await;
-    start_task(&server, &id, 1, 60_000).await;
-    let frames = ws_take(&mut ws, 1).await;
-    assert_steps(&frames, &id, 1, 1);
-}
-
-pub(crate) async fn oversized_bodies_are_413(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    // Exactly 64 KiB of valid JSON is accepted.
-    let mut exact = br#"{"steps": 1, "delay_ms": 0}"#.to_vec();
-    exact.resize(64 * 1024, b' ');
-    assert_eq!(
-        post_task_raw(&server, &id, exact.clone()).await.status(),
-        StatusCode::ACCEPTED
-    );
-    // One byte more is not, with a length given...
-    let mut over = exact.clone();
-    over.push(b' ');
-    let res = post_task_raw(&server, &id, over).await;
-    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    // ...or streamed in chunks without one.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..80).map(|_| Ok(vec![b' '; 1024])).collect();
-    let res = post_task_raw(
-        &server,
-        &id,
-        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    // The server is still fine.
-    let res = http()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("GET /healthz");
-    assert_eq!(res.status(), StatusCode::OK);
-}
-
-pub(crate) async fn bad_resume_points_are_400(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    for after in ["abc", "-1", "1.5"] {
-        let (status, body) = ws_refused(&server, &format!("session={id}&after={after}")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "after={after}");
-        assert!(body["error"].as_str().unwrap_or("").contains("after"));
-        let res = sse_request(
-            &server,
-            &format!("session={id}&last_event_id={after}"),
-            None,
-        )
-        .await;
-        expect_error(res, StatusCode::BAD_REQUEST).await;
-        let res = sse_request(&server, &format!("session={id}"), Some(after)).await;
-        expect_error(res, StatusCode::BAD_REQUEST).await;
-    }
-}
-
-pub(crate) async fn sessions_are_isolated(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let a = create_session(&server).await;
-    let b = create_session(&server).await;
-    let mut ws_a = ws_connect(&server, &a, None).await;
-    let mut ws_b = ws_connect(&server, &b, None).await;
-    let mut sse_b = sse_connect(&server, &format!("session={b}"), None).await;
-    start_task(&server, &a, 12, 2).await;
-    start_task(&server, &b, 17, 1).await;
-    let frames_a = ws_take(&mut ws_a, 12).await;
-    let frames_b = ws_take(&mut ws_b, 17).await;
-    assert_steps(&frames_a, &a, 1, 12);
-    assert_steps(&frames_b, &b, 1, 17);
-    assert_steps(&sse_frames(&sse_b.take(17).await), &b, 1, 17);
-    ws_quiet(&mut ws_a, Duration::from_millis(300)).await;
-    ws_quiet(&mut ws_b, Duration::from_millis(10)).await;
-}
-
-pub(crate) async fn ws_resume_has_no_gap_and_no_duplicate(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    let mut first = ws_connect(&server, &id, None).await;
-    start_task(&server, &id, 40, 10).await;
-    let seen = ws_take(&mut first, 7).await;
-    assert_steps(&seen, &id, 1, 40);
-    drop(first);
-    // Reconnect mid-task: history first, then live, from seq 8 on.
-    let mut second = ws_connect(&server, &id, Some(7)).await;
-    let rest = ws_take(&mut second, 33).await;
-    assert_steps(&rest, &id, 8, 40);
-    ws_quiet(&mut second, Duration::from_millis(300)).await;
-    // After the task: from history alone.
-    let mut late = ws_connect(&server, &id, Some(35)).await;
-    assert_steps(&ws_take(&mut late, 5).await, &id, 36, 40);
-    ws_quiet(&mut late, Duration::from_millis(100)).await;
-    let mut all = ws_connect(&server, &id, Some(0)).await;
-    assert_steps(&ws_take(&mut all, 40).await, &id, 1, 40);
-    ws_quiet(&mut all, Duration::from_millis(100)).await;
-}
-
-pub(crate) async fn sse_resume_has_no_gap_and_no_duplicate(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    let query = format!("session={id}");
-    let mut first = sse_connect(&server, &query, None).await;
-    start_task(&server, &id, 30, 10).await;
-    let seen = sse_frames(&first.take(10).await);
-    assert_steps(&seen, &id, 1, 30);
-    drop(first);
-    // The header, as EventSource sends it on its own reconnects.
-    let mut by_header = sse_connect(&server, &query, Some("10")).await;
-    assert_steps(&sse_frames(&by_header.take(20).await), &id, 11, 30);
-    // The query, for a page that reconnects by hand.
-    let mut by_query = sse_connect(&server, &format!("{query}&last_event_id=20"), None).await;
-    assert_steps(&sse_frames(&by_query.take(10).await), &id, 21, 30);
-    // Both: the header is the newer one.
-    let mut both = sse_connect(&server, &format!("{query}&last_event_id=5"), Some("25")).await;
-    assert_steps(&sse_frames(&both.take(5).await), &id, 26, 30);
-}
-
-pub(crate) async fn ws_flood_does_not_disturb_other_sessions(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let noisy = create_session(&server).await;
-    let calm = create_session(&server).await;
-    let (mut flood_tx, mut flood_rx) = ws_connect(&server, &noisy, None).await.split();
-    let flooding = tokio::spawn(async move {
-        let junk = "x".repeat(1024);
-        for i in 0..20_000u32 {
-            let frame = match i % 4 {
-                0 => Message::text(junk.clone()),
-                1 => Message::binary(vec![0u8; 512]),
-                2 => Message::text("{\"steps\": 100000, \"delay_ms\": 0}"),
-                _ => Message::Ping(vec![1, 2, 3].into()),
-            };
-            if flood_tx.feed(frame).await.is_err() {
-                return false;
-            }
-        }
-        flood_tx.flush().await.is_ok()
-    });
-    let mut ws = ws_connect(&server, &calm, None).await;
-    let started = Instant::now();
-    start_task(&server, &calm, 200, 0).await;
-    let frames = ws_take(&mut ws, 200).await;
-    assert_steps(&frames, &calm, 1, 200);
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(
-        with_timeout("the flood", flooding)
-            .await
-            .expect("flood task"),
-        "the flood was accepted"
-    );
-    // The flooding client still gets its own statuses, and nothing of the other session.
-    start_task(&server, &noisy, 3, 0).await;
-    let mut own = Vec::new();
-    while own.len() < 3 {
-        match with_timeout("noisy frames", flood_rx.next()).await {
-            Some(Ok(Message::Text(text))) => {
-                own.push(serde_json::from_str::<Value>(&text).expect("JSON"))
-            }
-            Some(Ok(_)) => {}
-            other => panic!("the flooding client lost its stream: {other:?}"),
-        }
-    }
-    assert_steps(&own, &noisy, 1, 3);
-    ws_quiet(&mut ws, Duration::from_millis(200)).await;
-}
-
-pub(crate) async fn ws_pings_are_answered_and_oversized_frames_refused(start: StartFn, hub: Hub) {
-    let server = start(hub);
-    let id = create_session(&server).await;
-    let mut ws = ws_connect(&server, &id, None).await;
-    ws.send(Message::Ping(b"are you there".to_vec().into()))
-        .await
-        .expect("ping");
-    loop {
-        match with_timeout("a pong", ws.next()).await {
-            Some(Ok(Message::Pong(payload))) => {
-                assert_eq!(&payload[..], b"are you there");
-                break;
-            }
-            Some(Ok(_)) => {}
-            other => panic!("no pong: {other:?}"),
-        }
-    }
-    // A frame over 64 KiB ends that connection only.
-    let _ = ws.send(Message::text("y".repeat(200 * 1024))).await;
-    loop {
-        match with_timeout("the close", ws.next()).await {
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-            Some(Ok(_)) => {}
-        }
-    }
-    let mut again = ws_connect(&server, &id, None).await;
-    start_task(&server, &id, 2, 0).await;
-    assert_steps(&ws_take(&mut again, 2).await, &id, 1, 2);
-}
-
-pub(crate) async fn missing_statuses_arrive_as_gap_items(start: StartFn) {
-    let hub = private_hub(5);
-    let server = start(hub.clone());
-    let id = create_session(&server).await;
-    for i in 1..=12 {
-        assert_eq!(
-            hub.publish(Some(&id), format!("status {i}"))
-                .map(|p| p.seq()),
-            Ok(Some(i))
-        );
-    }
-    let mut ws = ws_connect(&server, &id, None).await;
-    let gap = ws_next(&mut ws).await.expect("a gap frame");
-    assert_eq!(gap["type"], "gap");
-    assert_eq!(
-        (gap["from"].as_u64(), gap["to"].as_u64()),
-        (Some(1), Some(7))
-    );
-    for seq in 8..=12u64 {
-        let frame = ws_next(&mut ws).await.expect("a status");
-        assert_eq!(frame["seq"], seq);
-        assert_eq!(frame["text"], format!("status {seq}"));
-    }
-    let mut sse = sse_connect(&server, &format!("session={id}"), Some("2")).await;
-    let gap = sse.next().await.expect("a gap event");
-    assert_eq!(gap.event.as_deref(), Some("gap"));
-    let json = gap.json();
-    assert_eq!(json["type"], "gap");
-    assert_eq!(
-        (json["from"].as_u64(), json["to"].as_u64()),
-        (Some(3), Some(7))
-    );
-    let statuses = sse.take(5).await;
-    assert_eq!(statuses[0].json()["seq"], 8);
-    assert_eq!(statuses[4].id.as_deref(), Some("12"));
-}
-
-pub(crate) async fn shutdown_closes_open_streams(start: StartFn) {
-    let hub = private_hub(1000);
-    let server = start(hub.clone());
-    let id = create_session(&server).await;
-    let mut ws = ws_connect(&server, &id, None).await;
-    let mut sse = sse_connect(&server, &format!("session={id}"), None).await;
-    hub.publish(Some(&id), "before shutdown").unwrap();
-    assert_eq!(
-        ws_next(&mut ws).await.expect("status")["text"],
-        "before shutdown"
-    );
-    assert_eq!(
-        sse.next().await.expect("status").json()["text"],
-        "before shutdown"
-    );
-    let stopping = tokio::spawn(server.stop());
-    // The WebSocket gets a close frame, the SSE body ends, and the server returns cleanly.
-    let closed = loop {
-        match with_timeout("the close frame", ws.next()).await {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert!(closed.is_some(), "the close frame says why");
-    assert!(sse.next().await.is_none(), "the SSE stream ended");
-    stopping
-        .await
-        .expect("stop task")
-        .expect("serve returned Ok");
-}
-
-/// Every case, as `#[tokio::test]`s for the server that `$start` starts.
-macro_rules! demo_cases {
-    ($start:expr, $config:expr) => {
-        fn shared() -> status_messenger::Hub {
-            support::shared_hub($config)
-        }
-        #[tokio::test]
-        async fn page_health_and_unknown_paths() {
-            support::page_health_and_unknown_paths($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn sessions_are_random_128_bit_ids() {
-            support::sessions_are_random_128_bit_ids($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn task_statuses_arrive_over_ws() {
-            support::task_statuses_arrive_over_ws($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn task_statuses_arrive_over_sse() {
-            support::task_statuses_arrive_over_sse($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn metrics_publish_hub_counters() {
-            support::metrics_publish_hub_counters($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn unknown_and_malformed_sessions_are_404_everywhere() {
-            support::unknown_and_malformed_sessions_are_404_everywhere($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn bad_task_bodies_are_400_and_change_nothing() {
-            support::bad_task_bodies_are_400_and_change_nothing($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn oversized_bodies_are_413() {
-            support::oversized_bodies_are_413($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn bad_resume_points_are_400() {
-            support::bad_resume_points_are_400($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn sessions_are_isolated() {
-            support::sessions_are_isolated($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn ws_resume_has_no_gap_and_no_duplicate() {
-            support::ws_resume_has_no_gap_and_no_duplicate($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn sse_resume_has_no_gap_and_no_duplicate() {
-            support::sse_resume_has_no_gap_and_no_duplicate($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn ws_flood_does_not_disturb_other_sessions() {
-            support::ws_flood_does_not_disturb_other_sessions($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn ws_pings_are_answered_and_oversized_frames_refused() {
-            support::ws_pings_are_answered_and_oversized_frames_refused($start, shared()).await;
-        }
-        #[tokio::test]
-        async fn missing_statuses_arrive_as_gap_items() {
-            support::missing_statuses_arrive_as_gap_items($start).await;
-        }
-        #[tokio::test]
-        async fn shutdown_closes_open_streams() {
-            support::shutdown_closes_open_streams($start).await;
-        }
-    };
-}
-pub(crate) use demo_cases;
+mod cases;
+pub(crate) use cases::*;

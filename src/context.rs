@@ -1,21 +1,24 @@
-//! Carrying the current session across tasks and threads.
+//! Carrying the current session, and the scoped default messenger, across tasks and threads.
 //!
 //! Tokio's task-locals belong to the future that set them: `tokio::spawn`,
 //! `tokio::task::spawn_blocking` and `std::thread::spawn` all start without them, so a plain
-//! `spawn_blocking(|| add_status_message(..))` sends with no session. These helpers capture the
-//! session where the work is handed off and set it again where the work runs.
+//! `spawn_blocking(|| add_status_message(..))` sends with no session. The scoped default
+//! messenger is a thread-local and is lost at the same boundaries. These helpers capture both
+//! where the work is handed off and set them again where the work runs.
 
 use std::fmt;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 
 use tokio::runtime::Handle;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::task::JoinHandle;
 
-use crate::messenger::CURRENT_WEBSOCKET_SESSION_ID;
+use crate::messenger::{self, Messenger, WithMessenger, CURRENT_WEBSOCKET_SESSION_ID};
 
-/// A future running with a session set; returned by [`with_session_id`],
-/// [`SessionContext::wrap`] and the [`SessionFutureExt`] methods.
+/// A future running with a session set; returned by [`with_session_id`] and
+/// [`SessionFutureExt::with_session`], and around a [`WithMessenger`] by
+/// [`SessionContext::wrap`] and [`SessionFutureExt::in_current_session`].
 ///
 /// # Examples
 ///
@@ -75,8 +78,17 @@ pub fn with_session_id<F: Future>(id: impl Into<String>, fut: F) -> WithSession<
 /// work runs (a `std::thread`, a rayon pool, actix's `web::block`), then [`run`] synchronous
 /// code or [`wrap`] a future in it.
 ///
+/// It also carries the scoped default messenger ([`with_default`](crate::with_default),
+/// [`set_default`](crate::set_default), [`Messenger::scope`]) where one was set when it was
+/// captured, so the free [`add_status_message`](crate::add_status_message) in the work reaches
+/// the same messenger as it would where the work was handed off. A context without a
+/// messenger (captured where only the global one was in use, or made with [`new`] or
+/// [`none`]) leaves the default of the thread where it runs as it is.
+///
 /// [`run`]: SessionContext::run
 /// [`wrap`]: SessionContext::wrap
+/// [`new`]: SessionContext::new
+/// [`none`]: SessionContext::none
 ///
 /// # Examples
 ///
@@ -92,52 +104,90 @@ pub fn with_session_id<F: Future>(id: impl Into<String>, fut: F) -> WithSession<
 /// assert_eq!(seen.as_deref(), Some("s7"));
 /// # }
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default)]
 pub struct SessionContext {
     session_id: Option<String>,
+    /// The scoped default where the context was captured; `None` leaves the running thread's.
+    messenger: Option<Messenger>,
 }
 
 impl fmt::Debug for SessionContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionContext")
             .field("session_id", &self.session_id)
+            .field("messenger", &self.messenger)
             .finish()
     }
 }
 
+/// Equal when the sessions are equal and both carry no messenger or messengers sharing one
+/// channel.
+impl PartialEq for SessionContext {
+    fn eq(&self, other: &Self) -> bool {
+        self.session_id == other.session_id
+            && match (&self.messenger, &other.messenger) {
+                (Some(a), Some(b)) => a.same_channel(b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for SessionContext {}
+
+impl Hash for SessionContext {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.session_id.hash(state);
+        // By channel identity, as `eq` compares.
+        self.messenger
+            .as_ref()
+            .map(Messenger::channel_id)
+            .hash(state);
+    }
+}
+
 impl SessionContext {
-    /// Captures the session of the current task or thread (none where none is set).
+    /// Captures the session of the current task or thread (none where none is set), and the
+    /// scoped default messenger if one is set (nothing where only the global one is used).
     ///
     /// # Examples
     ///
     /// ```
-    /// use status_messenger::SessionContext;
+    /// use status_messenger::{with_default, Messenger, SessionContext};
     ///
     /// assert_eq!(SessionContext::current().session_id(), None);
     /// let inner = SessionContext::new("x").run(SessionContext::current);
     /// assert_eq!(inner.session_id(), Some("x"));
+    /// assert!(inner.messenger().is_none());
+    ///
+    /// let messenger = Messenger::new();
+    /// let scoped = with_default(&messenger, SessionContext::current);
+    /// assert!(scoped.messenger().unwrap().same_channel(&messenger));
     /// ```
     pub fn current() -> Self {
         Self {
             session_id: current_session_id(),
+            messenger: messenger::scoped_default(),
         }
     }
 
-    /// A context for the session `id`.
+    /// A context for the session `id`, with no messenger.
     ///
     /// # Examples
     ///
     /// ```
     /// let ctx = status_messenger::SessionContext::new("s1");
     /// assert_eq!(ctx.session_id(), Some("s1"));
+    /// assert!(ctx.messenger().is_none());
     /// ```
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             session_id: Some(id.into()),
+            messenger: None,
         }
     }
 
-    /// A context with no session: messages added in it carry `None`.
+    /// A context with no session and no messenger: messages added in it carry `None`.
     ///
     /// # Examples
     ///
@@ -148,7 +198,41 @@ impl SessionContext {
     /// assert_eq!(seen, None);
     /// ```
     pub fn none() -> Self {
-        Self { session_id: None }
+        Self::default()
+    }
+
+    /// This context with `messenger` as the scoped default where it runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{add_status_message, Messenger, SessionContext};
+    ///
+    /// let messenger = Messenger::new();
+    /// SessionContext::new("s1")
+    ///     .with_messenger(&messenger)
+    ///     .run(|| add_status_message("to this messenger"));
+    /// assert_eq!(messenger.stream().pending(), 1);
+    /// ```
+    pub fn with_messenger(mut self, messenger: &Messenger) -> Self {
+        self.messenger = Some(messenger.clone());
+        self
+    }
+
+    /// The captured scoped default messenger, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{Messenger, SessionContext};
+    ///
+    /// let messenger = Messenger::new();
+    /// let ctx = SessionContext::none().with_messenger(&messenger);
+    /// assert!(ctx.messenger().unwrap().same_channel(&messenger));
+    /// assert!(SessionContext::none().messenger().is_none());
+    /// ```
+    pub fn messenger(&self) -> Option<&Messenger> {
+        self.messenger.as_ref()
     }
 
     /// The captured session id.
@@ -162,38 +246,60 @@ impl SessionContext {
         self.session_id.as_deref()
     }
 
-    /// Runs synchronous `f` on the current thread with this session set, on any thread, with
-    /// or without a runtime. The previous value comes back when `f` returns or unwinds.
+    /// Runs synchronous `f` on the current thread with this session set, and this context's
+    /// messenger as the scoped default if it has one, on any thread, with or without a
+    /// runtime. The previous values come back when `f` returns or unwinds.
     ///
     /// # Examples
     ///
     /// ```
-    /// use status_messenger::{current_session_id, SessionContext};
+    /// use status_messenger::{add_status_message, current_session_id, with_default};
+    /// use status_messenger::{Messenger, SessionContext};
     ///
     /// let seen = SessionContext::new("s1").run(current_session_id);
     /// assert_eq!(seen.as_deref(), Some("s1"));
     /// assert_eq!(current_session_id(), None);
+    ///
+    /// // The scoped default travels to another thread.
+    /// let messenger = Messenger::new();
+    /// let ctx = with_default(&messenger, SessionContext::current);
+    /// std::thread::spawn(move || ctx.run(|| add_status_message("from a thread")))
+    ///     .join()
+    ///     .unwrap();
+    /// assert_eq!(messenger.stream().pending(), 1);
     /// ```
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        CURRENT_WEBSOCKET_SESSION_ID.sync_scope(self.session_id.clone(), f)
+        CURRENT_WEBSOCKET_SESSION_ID.sync_scope(self.session_id.clone(), || match &self.messenger {
+            Some(messenger) => messenger::with_default(messenger, f),
+            None => f(),
+        })
     }
 
-    /// Wraps `fut` so that it runs with this session set, wherever it is polled.
+    /// Wraps `fut` so that it runs with this session set, and this context's messenger as the
+    /// scoped default if it has one, wherever it is polled.
     ///
     /// # Examples
     ///
     /// ```
-    /// use status_messenger::{current_session_id, SessionContext};
+    /// use status_messenger::{add_status_message, current_session_id, Messenger, SessionContext};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let ctx = SessionContext::new("s2");
     /// let seen = tokio::spawn(ctx.wrap(async { current_session_id() })).await.unwrap();
     /// assert_eq!(seen.as_deref(), Some("s2"));
+    ///
+    /// let messenger = Messenger::new();
+    /// let ctx = ctx.with_messenger(&messenger);
+    /// tokio::spawn(ctx.wrap(async { add_status_message("scoped") })).await.unwrap();
+    /// assert_eq!(messenger.stream().pending(), 1);
     /// # }
     /// ```
-    pub fn wrap<F: Future>(&self, fut: F) -> WithSession<F> {
-        CURRENT_WEBSOCKET_SESSION_ID.scope(self.session_id.clone(), fut)
+    pub fn wrap<F: Future>(&self, fut: F) -> WithSession<WithMessenger<F>> {
+        CURRENT_WEBSOCKET_SESSION_ID.scope(
+            self.session_id.clone(),
+            WithMessenger::new(self.messenger.clone(), fut),
+        )
     }
 }
 
@@ -226,7 +332,8 @@ impl fmt::Display for SpawnError {
 impl std::error::Error for SpawnError {}
 
 /// Equivalent to [`tokio::task::spawn_blocking`], but the closure runs with the caller's
-/// session set, so `add_status_message` inside it reaches the caller's session.
+/// session set, and the caller's scoped default messenger if one is set, so
+/// `add_status_message` inside it reaches the caller's session through the caller's messenger.
 ///
 /// # Panics
 ///
@@ -244,6 +351,13 @@ impl std::error::Error for SpawnError {}
 /// })
 /// .await;
 /// assert_eq!(seen.as_deref(), Some("s3"));
+///
+/// // The caller's scoped default messenger is carried too.
+/// let messenger = status_messenger::Messenger::new();
+/// let send = || status_messenger::add_status_message("from the blocking pool");
+/// let task = status_messenger::with_default(&messenger, || status_messenger::spawn_blocking(send));
+/// task.await.unwrap();
+/// assert_eq!(messenger.stream().pending(), 1);
 /// # }
 /// ```
 pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
@@ -279,7 +393,8 @@ where
     Ok(handle.spawn_blocking(move || ctx.run(f)))
 }
 
-/// Equivalent to [`tokio::spawn`], but the task runs with the caller's session set.
+/// Equivalent to [`tokio::spawn`], but the task runs with the caller's session set, and the
+/// caller's scoped default messenger if one is set (see [`SessionContext::wrap`]).
 ///
 /// # Panics
 ///
@@ -297,6 +412,16 @@ where
 /// })
 /// .await;
 /// assert_eq!(seen.as_deref(), Some("s4"));
+///
+/// // The caller's scoped default messenger is carried too.
+/// let messenger = status_messenger::Messenger::new();
+/// messenger
+///     .scope(async {
+///         let send = async { status_messenger::add_status_message("from a task") };
+///         status_messenger::spawn(send).await.unwrap()
+///     })
+///     .await;
+/// assert_eq!(messenger.stream().pending(), 1);
 /// # }
 /// ```
 pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
@@ -367,7 +492,8 @@ pub trait SessionFutureExt: Future + Sized {
         with_session_id(id, self)
     }
 
-    /// Runs this future with the session of the caller, captured now.
+    /// Runs this future with the session of the caller, and the caller's scoped default
+    /// messenger if one is set, both captured now (see [`SessionContext::wrap`]).
     ///
     /// # Examples
     ///
@@ -380,7 +506,7 @@ pub trait SessionFutureExt: Future + Sized {
     /// assert_eq!(fut.await.as_deref(), Some("b"));
     /// # }
     /// ```
-    fn in_current_session(self) -> WithSession<Self> {
+    fn in_current_session(self) -> WithSession<WithMessenger<Self>> {
         SessionContext::current().wrap(self)
     }
 }

@@ -1,0 +1,258 @@
+//! Model checks of the messenger: a stream handing over to the next one, and the switch to and
+//! from direct delivery, each raced against senders. Every interleaving loom explores (within
+//! each model's preemption bound) must deliver every message exactly once, each producer's
+//! messages in the order it sent them.
+#![cfg(status_messenger_loom)]
+
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use futures_core::Stream;
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+use status_messenger::{Messenger, StatusStream, StreamError};
+
+/// Runs `f` in every interleaving within a preemption bound of `bound` (or
+/// `LOOM_MAX_PREEMPTIONS`), which keeps the whole run short.
+fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(bound);
+    }
+    builder.check(f);
+}
+
+/// What `stream` yields without waiting, at most `max` messages.
+fn take_ready(stream: &mut StatusStream, max: usize) -> Vec<String> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut taken = Vec::new();
+    while taken.len() < max {
+        match Pin::new(&mut *stream).poll_next(&mut cx) {
+            Poll::Ready(Some((_, text))) => taken.push(text),
+            Poll::Ready(None) => panic!("a live stream ended"),
+            Poll::Pending => break,
+        }
+    }
+    taken
+}
+
+/// Everything `messenger` holds for its next stream.
+fn drain(messenger: &Messenger) -> Vec<String> {
+    let mut stream = messenger
+        .try_stream()
+        .expect("no consumer is left to hold the stream");
+    take_ready(&mut stream, usize::MAX)
+}
+
+/// `consumed` (in the order consumers took them) holds each message of `producers` exactly
+/// once, and each producer's messages in the order that producer sent them.
+fn assert_exactly_once_in_order(consumed: &[String], producers: &[&[&str]]) {
+    let mut sorted = consumed.to_vec();
+    sorted.sort();
+    let mut expected: Vec<String> = producers
+        .iter()
+        .flat_map(|sent| sent.iter().map(|text| text.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        sorted, expected,
+        "lost or duplicated: consumed {consumed:?}"
+    );
+    for sent in producers {
+        let theirs: Vec<&str> = consumed
+            .iter()
+            .map(String::as_str)
+            .filter(|text| sent.contains(text))
+            .collect();
+        assert_eq!(&theirs, sent, "out of order: consumed {consumed:?}");
+    }
+}
+
+/// What a direct consumer was handed, in order.
+type Record = Arc<Mutex<Vec<String>>>;
+
+/// A direct consumer that appends what it is handed to `record`.
+fn recorder(
+    record: &Record,
+) -> impl Fn(Option<&str>, String) -> Result<(), String> + Send + Sync + 'static {
+    let record = Arc::clone(record);
+    move |_, text| {
+        record.lock().unwrap().push(text);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_stream_dropped_mid_way_hands_everything_to_the_next_one_in_order() {
+    model(5, || {
+        let messenger = Messenger::new();
+        messenger.send(None, "early");
+        let mut first = messenger.stream();
+
+        let producer = {
+            let messenger = messenger.clone();
+            thread::spawn(move || {
+                messenger.send(None, "p0");
+                messenger.send(None, "p1");
+            })
+        };
+        let consumer = thread::spawn(move || {
+            // One message out; the first poll drains the rest queued into the stream's buffer,
+            // which the drop must park for the next stream.
+            let consumed = take_ready(&mut first, 1);
+            drop(first);
+            consumed
+        });
+
+        // Raced against the drop: refused while the first stream lives, else it takes over.
+        let mut second = messenger.try_stream().ok();
+        let mut from_second = second
+            .as_mut()
+            .map(|second| take_ready(second, 1))
+            .unwrap_or_default();
+        let mut consumed = consumer.join().unwrap();
+        let mut second = match second {
+            Some(second) => second,
+            None => messenger
+                .try_stream()
+                .expect("the dropped stream gave the receiver back"),
+        };
+        producer.join().unwrap();
+        from_second.extend(take_ready(&mut second, usize::MAX));
+        drop(second);
+
+        consumed.extend(from_second);
+        assert_exactly_once_in_order(&consumed, &[&["early"], &["p0", "p1"]]);
+        assert_eq!(messenger.received(), 3);
+        assert!(!messenger.stream_live());
+    });
+}
+
+#[test]
+fn switching_to_direct_delivery_loses_duplicates_and_reorders_nothing() {
+    model(4, || {
+        let messenger = Messenger::new();
+        messenger.send(None, "early");
+        let mut stream = messenger.stream();
+        let direct = Record::default();
+        let switch = |messenger: &Messenger| messenger.model_set_direct(recorder(&direct));
+
+        let producer = {
+            let messenger = messenger.clone();
+            thread::spawn(move || {
+                messenger.send(None, "p0");
+                messenger.send(None, "p1");
+            })
+        };
+        let consumer = thread::spawn(move || {
+            let consumed = take_ready(&mut stream, 1);
+            drop(stream);
+            consumed
+        });
+
+        // Raced against the stream's drop: refused while the stream lives, else taken.
+        let switched = match switch(&messenger) {
+            Ok(()) => true,
+            Err(StreamError::AlreadyConsumed) => false,
+            Err(error) => panic!("{error}"),
+        };
+        let mut consumed = consumer.join().unwrap();
+        if !switched {
+            switch(&messenger).expect("the stream is gone");
+        }
+        assert!(messenger.is_direct());
+        producer.join().unwrap();
+        messenger.send(None, "late");
+        messenger.model_clear_direct();
+
+        consumed.extend(direct.lock().unwrap().drain(..));
+        consumed.extend(drain(&messenger));
+        assert_exactly_once_in_order(&consumed, &[&["early", "late"], &["p0", "p1"]]);
+        assert_eq!(messenger.received(), 4);
+    });
+}
+
+#[test]
+fn ending_direct_delivery_leaves_later_messages_in_order_for_the_next_stream() {
+    model(5, || {
+        let messenger = Messenger::new();
+        let direct = Record::default();
+        messenger.model_set_direct(recorder(&direct)).unwrap();
+
+        let producer = {
+            let messenger = messenger.clone();
+            thread::spawn(move || {
+                for text in ["p0", "p1", "p2"] {
+                    messenger.send(None, text);
+                }
+            })
+        };
+        let ender = {
+            let messenger = messenger.clone();
+            thread::spawn(move || {
+                messenger.model_clear_direct();
+                let mut next = messenger
+                    .try_stream()
+                    .expect("ending direct delivery gave the stream back");
+                let consumed = take_ready(&mut next, 1);
+                (consumed, next)
+            })
+        };
+
+        producer.join().unwrap();
+        let (mut from_stream, mut next) = ender.join().unwrap();
+        from_stream.extend(take_ready(&mut next, usize::MAX));
+        drop(next);
+
+        let mut consumed: Vec<String> = direct.lock().unwrap().drain(..).collect();
+        consumed.extend(from_stream);
+        assert_exactly_once_in_order(&consumed, &[&["p0", "p1", "p2"]]);
+        assert!(!messenger.is_direct());
+        assert_eq!(messenger.received(), 3);
+    });
+}
+
+#[test]
+fn a_direct_consumer_that_gives_messages_back_while_detaching_keeps_them_in_order() {
+    // As `Hub::shutdown` detaches: refuse from now on, then end direct delivery.
+    model(5, || {
+        let messenger = Messenger::new();
+        let detached = Arc::new(AtomicBool::new(false));
+        let direct = Record::default();
+        let deliver = {
+            let detached = Arc::clone(&detached);
+            let record = recorder(&direct);
+            move |session: Option<&str>, text: String| {
+                if detached.load(Ordering::Acquire) {
+                    return Err(text);
+                }
+                record(session, text)
+            }
+        };
+        messenger.model_set_direct(deliver).unwrap();
+
+        let producer = {
+            let messenger = messenger.clone();
+            thread::spawn(move || {
+                for text in ["p0", "p1", "p2"] {
+                    messenger.send(None, text);
+                }
+            })
+        };
+        let detacher = {
+            let messenger = messenger.clone();
+            thread::spawn(move || {
+                detached.store(true, Ordering::Release);
+                messenger.model_clear_direct();
+            })
+        };
+
+        producer.join().unwrap();
+        detacher.join().unwrap();
+        let mut consumed: Vec<String> = direct.lock().unwrap().drain(..).collect();
+        consumed.extend(drain(&messenger));
+        assert_exactly_once_in_order(&consumed, &[&["p0", "p1", "p2"]]);
+        assert_eq!(messenger.received(), 3);
+    });
+}

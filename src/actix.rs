@@ -1,0 +1,291 @@
+//! The endpoints on [actix-web](https://docs.rs/actix-web/4): [`configure`] serves `GET /ws`,
+//! `GET /events`, `POST /cancel` and `GET /status-messenger.js` of one hub, as the
+//! [`web`](crate::web#the-endpoints) module describes them.
+//!
+//! `configure(hub)` is what `App::configure` (and `Scope::configure`, to mount the endpoints
+//! under a prefix) takes; its state lives on its own resources, so it does not clash with the
+//! application's. [`Endpoints`] sets the authorization hook (the same one as on axum) and the
+//! streams' settings, and tells when every stream has said goodbye.
+//!
+//! WebSockets go through [actix-ws](https://docs.rs/actix-ws), whose frame limit refuses an
+//! oversized frame as it arrives; Server-Sent Events are a streaming body of the library's
+//! `SseStream`.
+//!
+//! # A complete server
+//!
+//! actix runs blocking work on its own pool (`web::block`), which knows nothing of sessions, so
+//! the handler captures a [`SessionContext`](crate::SessionContext) and runs the tool in it.
+//! actix stops by itself on Ctrl-C, waiting for open connections; shutting the hub down on the
+//! same signal ends every stream, so it need not wait long (30 lines):
+//!
+//! ```no_run
+//! use actix_web::{web, App, HttpResponse, HttpServer};
+//! use status_messenger::{add_status_message, Hub, HubConfig, SessionContext};
+//! fn tool() { // synchronous code that never sees the session
+//!     for step in 1..=5 {
+//!         add_status_message(format!("step {step}/5"));
+//!         std::thread::sleep(std::time::Duration::from_millis(200));
+//!     }
+//! }
+//!
+//! async fn start_task(hub: web::Data<Hub>, id: web::Path<String>) -> HttpResponse {
+//!     if !hub.session_exists(&id).await.unwrap_or(false) {
+//!         return HttpResponse::NotFound().finish();
+//!     }
+//!     let session = SessionContext::new(id.into_inner()); // carried to actix's blocking pool
+//!     actix_web::rt::spawn(web::block(move || session.run(tool)));
+//!     HttpResponse::Accepted().finish()
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let hub = Hub::new(HubConfig::default())?;
+//!     hub.attach_global()?; // add_status_message goes to this hub
+//!     hub.open_session("demo").await?; // a real application opens one per user
+//!     let stop = hub.clone(); // on Ctrl-C every stream ends, so actix's own stop completes
+//!     actix_web::rt::spawn(async move { actix_web::rt::signal::ctrl_c().await.ok(); stop.shutdown().await });
+//!     let app = move || App::new().app_data(web::Data::new(hub.clone()))
+//!         .route("/api/sessions/{id}/tasks", web::post().to(start_task))
+//!         .configure(status_messenger::actix::configure(hub.clone()));
+//!     Ok(HttpServer::new(app).bind("127.0.0.1:3000")?.run().await?)
+//! }
+//! ```
+//!
+//! # Examples
+//!
+//! In actix's test harness: an unknown session is refused before any upgrade, and an SSE
+//! response carries the session's statuses and ends when the hub shuts down.
+//!
+//! ```
+//! use actix_web::{test, App};
+//! use status_messenger::Hub;
+//!
+//! # #[actix_web::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Hub::new(Default::default())?;
+//! hub.open_session("s1").await?;
+//! let app = test::init_service(App::new().configure(status_messenger::actix::configure(hub.clone()))).await;
+//!
+//! let refused = test::call_service(&app, test::TestRequest::get().uri("/ws?session=nobody").to_request()).await;
+//! assert_eq!(refused.status(), 404);
+//!
+//! hub.publish(Some("s1"), "Searching...")?;
+//! let events = test::call_service(&app, test::TestRequest::get().uri("/events?session=s1").to_request()).await;
+//! assert_eq!(events.headers().get("content-type").unwrap(), "text/event-stream");
+//! hub.shutdown().await;
+//! let body = test::read_body(events).await;
+//! assert_eq!(body, "retry: 1000\n\nid: 1\ndata: {\"session\":\"s1\",\"seq\":1,\"text\":\"Searching...\"}\n\n");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::future::ready;
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use futures_util::{SinkExt, StreamExt};
+
+use crate::web::ws::{self, Incoming, Outgoing};
+pub use crate::web::Endpoints;
+use crate::web::{Refusal, RequestInfo, SseStream, StreamGuard, CLIENT_CONTENT_TYPE, CLIENT_JS};
+use crate::{Hub, Subscription};
+
+/// The endpoints of `hub` with the default authorization (the `session` query parameter names
+/// a session the hub holds) and [`Settings`](crate::web::Settings), as what `App::configure`
+/// takes: `GET /ws`, `GET /events`, `POST /cancel` and `GET /status-messenger.js`. The same as
+/// [`Endpoints::new`]`(hub).`[`configure`](Endpoints::configure)`()`.
+///
+/// # Examples
+///
+/// ```
+/// use actix_web::{test, web, App};
+///
+/// # #[actix_web::main]
+/// # async fn main() {
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// let app = App::new().service(web::scope("/live").configure(status_messenger::actix::configure(hub)));
+/// let app = test::init_service(app).await;
+/// let js = test::call_service(&app, test::TestRequest::get().uri("/live/status-messenger.js").to_request()).await;
+/// assert_eq!(js.status(), 200);
+/// # }
+/// ```
+pub fn configure(hub: Hub) -> impl FnOnce(&mut web::ServiceConfig) + Clone + Send + 'static {
+    Endpoints::new(hub).configure()
+}
+
+impl Endpoints {
+    /// These endpoints as what actix-web's `App::configure` and `Scope::configure` take
+    /// (feature `actix-web`). `HttpServer::new` builds the app once per worker: call this in
+    /// its factory (clones are cheap and share everything).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_web::{test, App};
+    /// use status_messenger::web::Endpoints;
+    ///
+    /// # #[actix_web::main]
+    /// # async fn main() {
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let endpoints = Endpoints::new(hub);
+    /// let app = test::init_service(App::new().configure(endpoints.configure())).await;
+    /// let request = test::TestRequest::post().uri("/cancel?session=nobody&task=t").to_request();
+    /// assert_eq!(test::call_service(&app, request).await.status(), 404);
+    /// # }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+    pub fn configure(&self) -> impl FnOnce(&mut web::ServiceConfig) + Clone + Send + 'static {
+        let endpoints = web::Data::new(self.clone());
+        move |config: &mut web::ServiceConfig| {
+            config
+                .service(
+                    web::resource("/ws")
+                        .app_data(endpoints.clone())
+                        .get(ws_handler),
+                )
+                .service(
+                    web::resource("/events")
+                        .app_data(endpoints.clone())
+                        .get(events_handler),
+                )
+                .service(
+                    web::resource("/cancel")
+                        .app_data(endpoints)
+                        .post(cancel_handler),
+                )
+                .service(web::resource("/status-messenger.js").get(client_handler));
+        }
+    }
+}
+
+fn refused(refusal: &Refusal) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type(ContentType::json())
+        .body(refusal.body())
+}
+
+/// The request as the framework-free view: its headers (copied into `http` 1 types, which is
+/// what the hook sees on every framework) and its query.
+fn request_info(request: &HttpRequest) -> RequestInfo {
+    let mut headers = http::HeaderMap::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        let name = http::HeaderName::from_bytes(name.as_str().as_bytes());
+        let value = http::HeaderValue::from_bytes(value.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    RequestInfo::new(headers, Some(request.query_string()))
+}
+
+async fn ws_handler(
+    request: HttpRequest,
+    body: web::Payload,
+    endpoints: web::Data<Endpoints>,
+) -> HttpResponse {
+    let admitted = match endpoints.admit(request_info(&request)).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(&refusal),
+    };
+    let Ok((response, session, messages)) = actix_ws::handle(&request, body) else {
+        return refused(&Refusal::bad_request(
+            "expected a WebSocket upgrade request",
+        ));
+    };
+    let (subscription, guard) = match endpoints.subscribe(&admitted) {
+        Ok(opened) => opened,
+        Err(refusal) => return refused(&refusal),
+    };
+    let messages = messages.max_frame_size(endpoints.settings().effective_max_message_bytes());
+    actix_web::rt::spawn(forward(
+        endpoints.into_inner(),
+        session,
+        messages,
+        subscription,
+        guard,
+    ));
+    response
+}
+
+async fn forward(
+    endpoints: std::sync::Arc<Endpoints>,
+    session: actix_ws::Session,
+    messages: actix_ws::MessageStream,
+    subscription: Subscription,
+    _guard: StreamGuard,
+) {
+    let sink = session.with(|frame: Outgoing| ready(Ok::<_, actix_ws::Closed>(outgoing(frame))));
+    let ended = ws::forward(
+        endpoints.hub(),
+        subscription,
+        sink,
+        messages.map(incoming),
+        endpoints.settings(),
+    )
+    .await;
+    tracing::debug!(target: "status_messenger::web", ?ended, "WebSocket stream ended");
+}
+
+fn outgoing(frame: Outgoing) -> Message {
+    match frame {
+        Outgoing::Text(text) => Message::Text(text.into()),
+        Outgoing::Pong(payload) => Message::Pong(payload.into()),
+        Outgoing::Close { code, reason } => Message::Close(Some(CloseReason {
+            code: CloseCode::from(code),
+            description: (!reason.is_empty()).then(|| reason.to_owned()),
+        })),
+    }
+}
+
+fn incoming(read: Result<Message, ProtocolError>) -> Incoming {
+    match read {
+        Ok(Message::Text(text)) => Incoming::Text(String::from(&*text)),
+        Ok(Message::Ping(payload)) => Incoming::Ping(payload.to_vec()),
+        Ok(Message::Close(_)) => Incoming::Close,
+        Ok(_) => Incoming::Other,
+        Err(ProtocolError::Overflow) => Incoming::TooLarge,
+        Err(_) => Incoming::Failed,
+    }
+}
+
+async fn events_handler(request: HttpRequest, endpoints: web::Data<Endpoints>) -> HttpResponse {
+    let opened = match endpoints.admit(request_info(&request)).await {
+        Ok(admitted) => endpoints.subscribe(&admitted),
+        Err(refusal) => Err(refusal),
+    };
+    let (subscription, guard) = match opened {
+        Ok(opened) => opened,
+        Err(refusal) => return refused(&refusal),
+    };
+    let body = SseStream::new(subscription, endpoints.settings()).map(move |chunk| {
+        // The stream counts as open for as long as its body lives.
+        let _open = &guard;
+        Ok::<_, Infallible>(web::Bytes::from(chunk))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(body)
+}
+
+async fn cancel_handler(request: HttpRequest, endpoints: web::Data<Endpoints>) -> HttpResponse {
+    match endpoints.cancel(request_info(&request)).await {
+        Ok(answer) => HttpResponse::Accepted()
+            .content_type(ContentType::json())
+            .body(serde_json::to_string(&answer).unwrap_or_default()),
+        Err(refusal) => refused(&refusal),
+    }
+}
+
+async fn client_handler() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(CLIENT_CONTENT_TYPE)
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(CLIENT_JS)
+}

@@ -1,0 +1,323 @@
+//! The endpoints on [axum](https://docs.rs/axum/0.8): [`router`] serves `GET /ws`,
+//! `GET /events`, `POST /cancel` and `GET /status-messenger.js` of one hub, as the
+//! [`web`](crate::web#the-endpoints) module describes them.
+//!
+//! The router has its state applied: merge it into your application, or nest it under a
+//! prefix (`Router::new().nest("/live", router(hub))`, and `base: "/live"` for the browser
+//! client). [`Endpoints`] sets the authorization hook and the streams' settings, and tells when
+//! every stream has said goodbye.
+//!
+//! It is built on axum's own pieces: [`WebSocketUpgrade`] (with its frame and message limits,
+//! so an oversized frame is refused as it arrives) and [`Sse`] with [`KeepAlive`].
+//!
+//! # A complete server
+//!
+//! A tool that reports its steps, a route that starts it for a session, and the endpoints
+//! (30 lines; a page with `import { connect } from "/status-messenger.js"` follows the
+//! session):
+//!
+//! ```no_run
+//! use axum::{extract::{Path, State}, http::StatusCode, routing::post, Router};
+//! use status_messenger::{add_status_message, spawn_blocking, with_session_id, Hub, HubConfig};
+//! fn tool() { // synchronous code that never sees the session
+//!     for step in 1..=5 {
+//!         add_status_message(format!("step {step}/5"));
+//!         std::thread::sleep(std::time::Duration::from_millis(200));
+//!     }
+//! }
+//!
+//! async fn start_task(State(hub): State<Hub>, Path(id): Path<String>) -> StatusCode {
+//!     if !hub.session_exists(&id).await.unwrap_or(false) {
+//!         return StatusCode::NOT_FOUND;
+//!     }
+//!     tokio::spawn(with_session_id(id, async { spawn_blocking(tool).await }));
+//!     StatusCode::ACCEPTED
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let hub = Hub::new(HubConfig::default())?;
+//!     hub.attach_global()?; // add_status_message goes to this hub
+//!     hub.open_session("demo").await?; // a real application opens one per user
+//!     let app = Router::new()
+//!         .route("/api/sessions/{id}/tasks", post(start_task))
+//!         .with_state(hub.clone())
+//!         .merge(status_messenger::axum::router(hub.clone()));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     let stop = async move { tokio::signal::ctrl_c().await.ok(); hub.shutdown().await };
+//!     Ok(axum::serve(listener, app).with_graceful_shutdown(stop).await?)
+//! }
+//! ```
+//!
+//! # Examples
+//!
+//! The endpoints on a free port: a WebSocket gets the session's statuses, an unknown session is
+//! refused before any upgrade, and shutting the hub down closes the socket.
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use status_messenger::Hub;
+//! use tokio_tungstenite::tungstenite::Message;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Hub::new(Default::default())?;
+//! hub.open_session("s1").await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let app = status_messenger::axum::router(hub.clone());
+//! tokio::spawn(async move { axum::serve(listener, app).await });
+//!
+//! hub.publish(Some("s1"), "Searching...")?;
+//! let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?session=s1")).await?;
+//! let Some(Ok(Message::Text(frame))) = ws.next().await else { panic!() };
+//! assert_eq!(frame.as_str(), r#"{"session":"s1","seq":1,"text":"Searching..."}"#);
+//!
+//! let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?session=nobody")).await;
+//! let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = refused else { panic!() };
+//! assert_eq!(response.status(), 404);
+//!
+//! hub.shutdown().await;
+//! let Some(Ok(Message::Close(Some(close)))) = ws.next().await else { panic!() };
+//! assert_eq!(u16::from(close.code), 1001);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::future::ready;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+
+use crate::web::ws::{self, Incoming, Outgoing};
+pub use crate::web::Endpoints;
+use crate::web::{Frame, Refusal, RequestInfo, StreamGuard, CLIENT_CONTENT_TYPE, CLIENT_JS};
+use crate::{Hub, Subscription};
+
+/// Bytes a WebSocket reader makes room for per read. Clients send nothing but the odd cancel
+/// frame, and the reader clears this room on every poll, so tungstenite's 128 KiB default cost
+/// a 128 KiB memset per socket each time frames were written; larger frames still arrive, over
+/// several reads.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The endpoints of `hub` with the default authorization (the `session` query parameter names
+/// a session the hub holds) and [`Settings`](crate::web::Settings): `GET /ws`, `GET /events`,
+/// `POST /cancel` and `GET /status-messenger.js`. The same as
+/// [`Endpoints::new`]`(hub).`[`router`](Endpoints::router)`()`.
+///
+/// # Examples
+///
+/// ```
+/// use axum::Router;
+/// use status_messenger::Hub;
+///
+/// let hub = Hub::new(Default::default()).unwrap();
+/// let app: Router = Router::new()
+///     .route("/healthz", axum::routing::get(|| async { "ok" }))
+///     .nest("/live", status_messenger::axum::router(hub));
+/// # let _ = app;
+/// ```
+pub fn router<S>(hub: Hub) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Endpoints::new(hub).router()
+}
+
+impl Endpoints {
+    /// These endpoints as an axum [`Router`] with its state applied (feature `axum`): merge it
+    /// into an application or nest it under a prefix.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use status_messenger::web::Endpoints;
+    /// use status_messenger::Hub;
+    ///
+    /// let hub = Hub::new(Default::default()).unwrap();
+    /// let endpoints = Endpoints::new(hub).keep_alive(Duration::from_secs(10));
+    /// let app: axum::Router = endpoints.router();
+    /// assert_eq!(endpoints.open_streams(), 0);
+    /// # let _ = app;
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        Router::new()
+            .route("/ws", get(ws_handler))
+            .route("/events", get(events_handler))
+            .route("/cancel", post(cancel_handler))
+            .route("/status-messenger.js", get(client_handler))
+            .with_state(Arc::new(self.clone()))
+    }
+}
+
+fn refused(refusal: &Refusal) -> Response {
+    let status =
+        StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        refusal.body(),
+    )
+        .into_response()
+}
+
+async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let info = RequestInfo::new(parts.headers.clone(), parts.uri.query());
+    let admitted = match endpoints.admit(info).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(&refusal),
+    };
+    let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+        return refused(&Refusal::bad_request(
+            "expected a WebSocket upgrade request",
+        ));
+    };
+    let (subscription, guard) = match endpoints.subscribe(&admitted) {
+        Ok(opened) => opened,
+        Err(refusal) => return refused(&refusal),
+    };
+    let settings = endpoints.settings();
+    let limit = settings.effective_max_message_bytes();
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(settings.effective_write_buffer_bytes())
+        .on_upgrade(move |socket| forward(endpoints, socket, subscription, guard))
+}
+
+async fn forward(
+    endpoints: Arc<Endpoints>,
+    socket: WebSocket,
+    subscription: Subscription,
+    _guard: StreamGuard,
+) {
+    let (sink, stream) = socket.split();
+    let sink = sink.with(|frame: Outgoing| ready(Ok::<_, axum::Error>(outgoing(frame))));
+    let incoming = stream.map(incoming);
+    let ended = ws::forward(
+        endpoints.hub(),
+        subscription,
+        sink,
+        incoming,
+        endpoints.settings(),
+    )
+    .await;
+    tracing::debug!(target: "status_messenger::web", ?ended, "WebSocket stream ended");
+}
+
+fn outgoing(frame: Outgoing) -> Message {
+    match frame {
+        Outgoing::Text(text) => Message::Text(text.into()),
+        Outgoing::Pong(payload) => Message::Pong(payload.into()),
+        Outgoing::Close { code, reason } => Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })),
+    }
+}
+
+fn incoming(read: Result<Message, axum::Error>) -> Incoming {
+    match read {
+        Ok(Message::Text(text)) => Incoming::Text(text.as_str().to_owned()),
+        Ok(Message::Close(_)) => Incoming::Close,
+        // axum answers pings by itself.
+        Ok(_) => Incoming::Other,
+        Err(error) => match error.into_inner().downcast::<tungstenite::Error>() {
+            Ok(error) if matches!(*error, tungstenite::Error::Capacity(_)) => Incoming::TooLarge,
+            _ => Incoming::Failed,
+        },
+    }
+}
+
+async fn events_handler(
+    State(endpoints): State<Arc<Endpoints>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let info = RequestInfo::new(headers, query.as_deref());
+    let opened = match endpoints.admit(info).await {
+        Ok(admitted) => endpoints.subscribe(&admitted),
+        Err(refusal) => Err(refusal),
+    };
+    let (subscription, guard) = match opened {
+        Ok(opened) => opened,
+        Err(refusal) => return refused(&refusal),
+    };
+    let settings = endpoints.settings();
+    let retry = SseEvent::default().retry(settings.sse_retry);
+    let events = subscription.filter_map(|event| ready(Frame::encode(&event).map(sse_event)));
+    let stream = futures_util::stream::once(ready(retry))
+        .chain(events)
+        .map(move |event| {
+            // The stream counts as open for as long as its body lives.
+            let _open = &guard;
+            Ok::<_, Infallible>(event)
+        });
+    let keep_alive = KeepAlive::new()
+        .interval(settings.effective_keep_alive())
+        .text("keep-alive");
+    (
+        [(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        )],
+        Sse::new(stream).keep_alive(keep_alive),
+    )
+        .into_response()
+}
+
+fn sse_event(frame: Frame) -> SseEvent {
+    let mut event = SseEvent::default();
+    if let Some(id) = frame.sse_id() {
+        event = event.id(id.to_string());
+    }
+    if let Some(name) = frame.sse_event() {
+        event = event.event(name);
+    }
+    event.data(frame.into_json())
+}
+
+async fn cancel_handler(
+    State(endpoints): State<Arc<Endpoints>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match endpoints
+        .cancel(RequestInfo::new(headers, query.as_deref()))
+        .await
+    {
+        Ok(answer) => (
+            StatusCode::ACCEPTED,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&answer).unwrap_or_default(),
+        )
+            .into_response(),
+        Err(refusal) => refused(&refusal),
+    }
+}
+
+async fn client_handler() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, CLIENT_CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CLIENT_JS,
+    )
+        .into_response()
+}

@@ -1,0 +1,371 @@
+//! The one place where an [`Event`] becomes a frame, and where a client's frame is read.
+//!
+//! # Invariants
+//!
+//! - [`Frame::encode`] is the only encoder of events: both integrations, the SSE stream and the
+//!   WebSocket loop call it, so a new field or kind of event is added here once.
+//! - A frame's JSON has no newline (serde_json escapes them), so it fits one SSE `data:` line.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Event;
+
+/// The text of a WebSocket keep-alive frame: browsers cannot see WebSocket pings, so an idle
+/// stream sends this instead; clients ignore frame types they do not know.
+///
+/// # Examples
+///
+/// ```
+/// let frame: serde_json::Value =
+///     serde_json::from_str(status_messenger::web::KEEPALIVE_FRAME).unwrap();
+/// assert_eq!(frame["type"], "keepalive");
+/// ```
+pub const KEEPALIVE_FRAME: &str = r#"{"type":"keepalive"}"#;
+
+/// The comment an idle SSE stream sends (`: keep-alive`), so proxies keep it open.
+///
+/// # Examples
+///
+/// ```
+/// assert!(status_messenger::web::SSE_KEEPALIVE.starts_with(':'));
+/// assert!(status_messenger::web::SSE_KEEPALIVE.ends_with("\n\n"));
+/// ```
+pub const SSE_KEEPALIVE: &str = ": keep-alive\n\n";
+
+/// What kind of event a [`Frame`] carries.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::web::{Frame, FrameKind};
+/// use status_messenger::Hub;
+/// use futures_util::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new(Default::default()).unwrap();
+/// hub.publish(Some("s"), "hi").unwrap();
+/// let event = hub.subscribe("s", None).next().await.unwrap();
+/// assert_eq!(Frame::encode(&event).unwrap().kind(), FrameKind::Status);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// `{"session", "seq", "text"}`.
+    Status,
+    /// `{"type": "gap", "session", "from", "to"}`.
+    Gap,
+}
+
+/// One event as the contract's JSON frame, serialized once for either transport.
+///
+/// A status is `{"session": "ID", "seq": n, "text": "..."}`; a gap is
+/// `{"type": "gap", "session": "ID", "from": a, "to": b}`. On a WebSocket the JSON is one text
+/// frame; on SSE it is the `data:` line after an `id:` line (the status's seq, or the gap's
+/// `to`, so that a resume moves past what was declared missing) and, for a gap, `event: gap`.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::web::Frame;
+/// use status_messenger::{Hub, HubConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut config = HubConfig::default();
+/// config.history_capacity = 1;
+/// let hub = Hub::new(config).unwrap();
+/// hub.publish(Some("s"), "one").unwrap();
+/// hub.publish(Some("s"), "two \"quoted\"").unwrap();
+/// let mut sub = hub.subscribe("s", None);
+///
+/// let gap = Frame::encode(&sub.next().await.unwrap()).unwrap();
+/// assert_eq!(gap.json(), r#"{"type":"gap","session":"s","from":1,"to":1}"#);
+/// assert_eq!(gap.to_sse(), "id: 1\nevent: gap\ndata: {\"type\":\"gap\",\"session\":\"s\",\"from\":1,\"to\":1}\n\n");
+///
+/// let status = Frame::encode(&sub.next().await.unwrap()).unwrap();
+/// assert_eq!(status.json(), r#"{"session":"s","seq":2,"text":"two \"quoted\""}"#);
+/// assert_eq!((status.sse_id(), status.sse_event()), (Some(2), None));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    json: String,
+    kind: FrameKind,
+    id: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    session: &'a str,
+    seq: u64,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct GapJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    session: &'a str,
+    from: u64,
+    to: u64,
+}
+
+impl Frame {
+    /// Encodes `event`; `None` for an event that has no frame (skip it, as clients skip frame
+    /// types they do not know).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::web::Frame;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "hello").unwrap();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// let json: serde_json::Value = serde_json::from_str(frame.json()).unwrap();
+    /// assert_eq!((json["seq"].as_u64(), json["text"].as_str()), (Some(1), Some("hello")));
+    /// # }
+    /// ```
+    pub fn encode(event: &Event) -> Option<Frame> {
+        // Serializing strings and integers cannot fail; a failure would only drop the frame.
+        match event {
+            Event::Status(status) => serde_json::to_string(&StatusJson {
+                session: status.session(),
+                seq: status.seq(),
+                text: status.text(),
+            })
+            .ok()
+            .map(|json| Frame {
+                json,
+                kind: FrameKind::Status,
+                id: Some(status.seq()),
+            }),
+            Event::Gap(gap) => serde_json::to_string(&GapJson {
+                kind: "gap",
+                session: gap.session(),
+                from: gap.from(),
+                to: gap.to(),
+            })
+            .ok()
+            .map(|json| Frame {
+                json,
+                kind: FrameKind::Gap,
+                id: Some(gap.to()),
+            }),
+        }
+    }
+
+    /// What kind of event it carries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::web::{Frame, FrameKind};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let mut config = status_messenger::HubConfig::default();
+    /// # config.history_capacity = 1;
+    /// # let hub = status_messenger::Hub::new(config).unwrap();
+    /// hub.publish(Some("s"), "a").unwrap();
+    /// hub.publish(Some("s"), "b").unwrap();
+    /// let gap = hub.subscribe("s", None).next().await.unwrap();
+    /// assert_eq!(Frame::encode(&gap).unwrap().kind(), FrameKind::Gap);
+    /// # }
+    /// ```
+    pub fn kind(&self) -> FrameKind {
+        self.kind
+    }
+
+    /// The JSON text: a WebSocket text frame, or an SSE `data:` line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::web::Frame;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "x").unwrap();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// assert_eq!(frame.json(), r#"{"session":"s","seq":1,"text":"x"}"#);
+    /// # }
+    /// ```
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The JSON text, owned, for a transport that takes a `String` without copying it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::web::Frame;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "x").unwrap();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// let text: String = frame.into_json();
+    /// assert!(text.starts_with('{'));
+    /// # }
+    /// ```
+    pub fn into_json(self) -> String {
+        self.json
+    }
+
+    /// The SSE `id:` of the frame: a status's seq, a gap's `to`; `None` for frames that carry
+    /// no resume point.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::web::Frame;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "x").unwrap();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// assert_eq!(frame.sse_id(), Some(1));
+    /// # }
+    /// ```
+    pub fn sse_id(&self) -> Option<u64> {
+        self.id
+    }
+
+    /// The SSE `event:` name: `None` (a plain message) for a status, `"gap"` for a gap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::web::Frame;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "x").unwrap();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// assert_eq!(frame.sse_event(), None);
+    /// # }
+    /// ```
+    pub fn sse_event(&self) -> Option<&'static str> {
+        match self.kind {
+            FrameKind::Status => None,
+            FrameKind::Gap => Some("gap"),
+        }
+    }
+
+    /// Appends the frame as one SSE message to `out`: `id:`, `event:` when it has one, `data:`,
+    /// and the blank line that ends the message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::web::Frame;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "x").unwrap();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// let mut body = String::from(": hello\n\n");
+    /// frame.write_sse(&mut body);
+    /// assert_eq!(body, ": hello\n\nid: 1\ndata: {\"session\":\"s\",\"seq\":1,\"text\":\"x\"}\n\n");
+    /// # }
+    /// ```
+    pub fn write_sse(&self, out: &mut String) {
+        out.reserve(self.json.len() + 40);
+        if let Some(id) = self.id {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "id: {id}");
+        }
+        if let Some(event) = self.sse_event() {
+            out.push_str("event: ");
+            out.push_str(event);
+            out.push('\n');
+        }
+        out.push_str("data: ");
+        out.push_str(&self.json);
+        out.push_str("\n\n");
+    }
+
+    /// The frame as one SSE message (see [`write_sse`](Frame::write_sse)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::web::Frame;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// hub.publish(Some("s"), "x").unwrap();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// assert!(frame.to_sse().starts_with("id: 1\ndata: {"));
+    /// # }
+    /// ```
+    pub fn to_sse(&self) -> String {
+        let mut out = String::new();
+        self.write_sse(&mut out);
+        out
+    }
+}
+
+/// A frame a client may send on the WebSocket that means something; every other is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum ClientFrame {
+    /// `{"type": "cancel", "task": "ID"}`: cancel that task of the socket's session.
+    Cancel { task: String },
+}
+
+/// Longest client text that is parsed at all: a cancel frame is far shorter.
+const MAX_CLIENT_FRAME_JSON: usize = 1024;
+
+impl ClientFrame {
+    /// Reads a client's text frame; `None` for anything that is not a known frame.
+    pub(crate) fn parse(text: &str) -> Option<ClientFrame> {
+        if text.len() > MAX_CLIENT_FRAME_JSON || !text.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientFrame;
+
+    #[test]
+    fn client_frames() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"cancel","task":"t1"}"#),
+            Some(ClientFrame::Cancel { task: "t1".into() })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#" {"task":"t1","type":"cancel","extra":1}"#),
+            Some(ClientFrame::Cancel { task: "t1".into() })
+        );
+        for ignored in [
+            r#"{"type":"other"}"#,
+            r#"{"type":"cancel"}"#,
+            r#"{"type":"cancel","task":5}"#,
+            "cancel",
+            "",
+            "{",
+        ] {
+            assert_eq!(ClientFrame::parse(ignored), None, "{ignored}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The framework-free pieces of the WebSocket and Server-Sent Events endpoints, for servers on
+//! any framework; the `axum` and `actix-web` features serve them ready-made.
+//!
+//! The endpoints of the [HTTP contract](#the-endpoints) are built from these, and so is a
+//! server on another framework:
+//!
+//! - [`Frame::encode`]: the one place where an [`Event`](crate::Event) becomes its JSON frame
+//!   (and its SSE message, [`Frame::write_sse`]).
+//! - [`RequestInfo::resume_point`] and [`resume_point`]: where a stream resumes, from
+//!   `Last-Event-ID`, `last_event_id` or `after`.
+//! - [`SseStream`]: a subscription as an SSE body, with keep-alive comments and batched chunks.
+//! - [`ws::forward`]: a subscription forwarded over any `Sink`/`Stream` of WebSocket frames,
+//!   with batched writes, keep-alive frames, pings answered, cancel frames read and close frames.
+//! - [`Endpoints`], [`RequestInfo`] and [`Refusal`]: which session a request may read, decided
+//!   once for every framework ([`Endpoints::authorize`]), and [`Settings`].
+//! - [`CLIENT_JS`]: the browser client, an ES module, with its TypeScript declarations
+//!   ([`CLIENT_TYPES`]).
+//!
+//! # The endpoints
+//!
+//! | method, path | what it does | answers |
+//! | --- | --- | --- |
+//! | `GET /ws?session=ID[&after=SEQ]` | a WebSocket of the session's statuses | 101, then frames |
+//! | `GET /events?session=ID` | Server-Sent Events of them; resumes from `Last-Event-ID` (or `last_event_id`) | 200 `text/event-stream` |
+//! | `POST /cancel?session=ID&task=ID` | asks that task to stop | 202 `{"task", "state"}` |
+//! | `GET /status-messenger.js` | the browser client, an ES module | 200 `text/javascript` |
+//!
+//! - The session is the one the authorization hook names: by default the `session` query
+//!   parameter, which must be a session the hub holds ([`session_from_query`]). Its
+//!   [`Refusal`] (404 `{"error": "..."}` for an unknown or malformed session) is answered
+//!   before any upgrade; then a bad resume point is 400.
+//! - Statuses are `{"session": "ID", "seq": n, "text": "..."}`; what a client cannot have is one
+//!   `{"type": "gap", "from": a, "to": b}` (SSE: `event: gap`), and the stream goes on.
+//! - A stream that sent nothing for [`Settings::keep_alive`] (15 s) sends a keep-alive: an SSE
+//!   comment, or the WebSocket text frame `{"type": "keepalive"}`.
+//! - WebSocket client frames are ignored, except `{"type": "cancel", "task": "ID"}`; pings are
+//!   answered; a frame over [`Settings::max_message_bytes`] (64 KiB) closes the socket (1009).
+//! - When the hub shuts down (or the session is closed), every WebSocket gets a close frame
+//!   (1001, "going away") and every SSE response ends cleanly, after what was accepted before.
+//!
+//! # Examples
+//!
+//! The pieces on their own: a resume point read from a request, and a subscription's events
+//! as SSE text.
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use status_messenger::web::{RequestInfo, Settings, SseStream};
+//! use status_messenger::Hub;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let hub = Hub::new(Default::default()).unwrap();
+//! for text in ["one", "two", "three"] {
+//!     hub.publish(Some("s1"), text).unwrap();
+//! }
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("last-event-id", "2".parse().unwrap());
+//! let request = RequestInfo::new(headers, Some("session=s1"));
+//!
+//! let after = request.resume_point().unwrap();
+//! let mut body = SseStream::new(hub.subscribe("s1", after), &Settings::default());
+//! body.next().await; // the retry hint
+//! let chunk = body.next().await.unwrap();
+//! assert!(chunk.starts_with("id: 3\ndata: "));
+//! assert!(chunk.contains(r#""text":"three""#));
+//! # }
+//! ```
+
+// # Layout
+//
+// `request` (RequestInfo, Refusal, the default hook), `resume` (resume points), `frame` (the
+// one encoder, and the client's frames), `settings`, `sse` and `ws` (the two stream shapes),
+// `endpoints` (the endpoints as one value) and `cancel` (the one place a cancel goes).
+
+mod cancel;
+mod client;
+mod endpoints;
+mod frame;
+mod request;
+mod resume;
+mod settings;
+mod sse;
+pub mod ws;
+
+pub use self::client::{CLIENT_CONTENT_TYPE, CLIENT_JS, CLIENT_TYPES};
+pub use self::endpoints::Endpoints;
+#[cfg_attr(
+    not(any(feature = "axum", feature = "actix-web")),
+    allow(unused_imports, reason = "used by the integrations")
+)]
+pub(crate) use self::endpoints::StreamGuard;
+pub use self::frame::{Frame, FrameKind, KEEPALIVE_FRAME, SSE_KEEPALIVE};
+pub use self::request::{session_from_query, Refusal, RequestInfo};
+pub use self::resume::{parse_seq, resume_point, ResumeError};
+pub use self::settings::Settings;
+pub use self::sse::SseStream;

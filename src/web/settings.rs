@@ -1,0 +1,84 @@
+//! The knobs of the endpoints' streams: [`Settings`].
+
+use std::time::Duration;
+
+/// How the endpoints' streams behave; the defaults suit a browser page behind ordinary proxies.
+///
+/// Fields below their minimum act as the minimum, so no value makes a stream panic or spin.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use status_messenger::web::Settings;
+///
+/// let settings = Settings::default();
+/// assert_eq!(settings.keep_alive, Duration::from_secs(15));
+/// assert_eq!(settings.max_message_bytes, 64 * 1024);
+/// assert_eq!(settings.write_batch, 256);
+/// assert_eq!(settings.write_buffer_bytes, 128 * 1024);
+/// assert_eq!(settings.sse_retry, Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// A stream that has sent nothing for this long sends a keep-alive: an SSE comment, or the
+    /// WebSocket text frame [`KEEPALIVE_FRAME`](super::KEEPALIVE_FRAME) (browsers cannot see
+    /// WebSocket pings). Default 15 s, at least 1 ms. Keep it under your proxies' idle timeout
+    /// and well under the browser client's 30 s watchdog.
+    pub keep_alive: Duration,
+    /// Largest WebSocket message (and frame) a client may send; the integrations refuse a
+    /// larger one as it arrives, without buffering it whole, and close the socket with code 1009.
+    /// Default 64 KiB, at least 125 bytes. Clients send nothing but the odd cancel frame.
+    pub max_message_bytes: usize,
+    /// Most frames written before one flush when many are ready at once (a reconnecting page
+    /// replaying its history, a fast tool): one system call for a burst instead of one each.
+    /// Default 256, at least 1. It bounds how much one stream reads out of the hub ahead of
+    /// its socket.
+    pub write_batch: usize,
+    /// Bytes a WebSocket buffers before it writes to the socket; writing waits while the socket
+    /// does not take them, so this (plus one frame) bounds what a slow client holds in memory.
+    /// Default 128 KiB, at least 4 KiB. (On actix-web, actix-ws bounds it by 32 frames instead.)
+    pub write_buffer_bytes: usize,
+    /// The `retry:` hint an SSE stream starts with: how long an `EventSource` waits before it
+    /// reconnects by itself. Default 1 s.
+    pub sse_retry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keep_alive: Duration::from_secs(15),
+            max_message_bytes: 64 * 1024,
+            write_batch: 256,
+            write_buffer_bytes: 128 * 1024,
+            sse_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Settings {
+    pub(crate) fn effective_keep_alive(&self) -> Duration {
+        self.keep_alive.max(Duration::from_millis(1))
+    }
+
+    #[cfg_attr(
+        not(any(feature = "axum", feature = "actix-web")),
+        allow(dead_code, reason = "used by the integrations")
+    )]
+    pub(crate) fn effective_max_message_bytes(&self) -> usize {
+        self.max_message_bytes.max(125)
+    }
+
+    pub(crate) fn effective_write_batch(&self) -> usize {
+        self.write_batch.max(1)
+    }
+
+    #[cfg_attr(
+        not(feature = "axum"),
+        allow(dead_code, reason = "used by the axum endpoints")
+    )]
+    pub(crate) fn effective_write_buffer_bytes(&self) -> usize {
+        self.write_buffer_bytes.max(4 * 1024)
+    }
+}

@@ -1,0 +1,284 @@
+//! A subscription forwarded to a WebSocket: [`forward`], over any `Sink` and `Stream` of
+//! frames, with [`Outgoing`] and [`Incoming`] as the frames it speaks.
+//!
+//! # Invariants
+//!
+//! - Events are read out of the subscription only as the sink takes them: at most
+//!   [`Settings::write_batch`] ahead of a flush, so a slow client holds one batch, and the
+//!   hub's cursor (not a queue) keeps the rest.
+//! - The loop sends a close frame whenever it ends on its own (1001 when the subscription
+//!   ended, 1009 for an oversized client frame, 1000 in answer to the client's close), and
+//!   none when the connection itself failed.
+
+use std::pin::pin;
+
+use futures_core::Stream;
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
+use tokio::time::Instant;
+
+use super::frame::ClientFrame;
+use super::{cancel, Frame, Settings, KEEPALIVE_FRAME};
+use crate::{Hub, Subscription};
+
+/// Close code when the subscription ended (the hub shut down, or the session was closed):
+/// "going away".
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a client frame over [`Settings::max_message_bytes`]: "message too big".
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code in answer to the client's close: "normal closure".
+pub const CLOSE_NORMAL: u16 = 1000;
+
+/// A frame [`forward`] writes; map it to your framework's message type.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::web::ws::{Outgoing, CLOSE_GOING_AWAY};
+///
+/// // What an integration does with each one, here into tungstenite-like tuples.
+/// fn map(frame: Outgoing) -> (&'static str, Vec<u8>) {
+///     match frame {
+///         Outgoing::Text(text) => ("text", text.into_bytes()),
+///         Outgoing::Pong(payload) => ("pong", payload),
+///         Outgoing::Close { code, reason } => ("close", [&code.to_be_bytes()[..], reason.as_bytes()].concat()),
+///         _ => ("unknown", Vec::new()),
+///     }
+/// }
+/// let close = map(Outgoing::Close { code: CLOSE_GOING_AWAY, reason: "going away" });
+/// assert_eq!(close.0, "close");
+/// assert_eq!(&close.1[..2], &[0x03, 0xe9]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outgoing {
+    /// A text frame: a status, a gap or a keep-alive, as JSON.
+    Text(String),
+    /// The answer to a client's ping, for frameworks that do not answer pings by themselves.
+    Pong(Vec<u8>),
+    /// A close frame; the loop sends nothing after it.
+    Close {
+        /// The close code ([`CLOSE_GOING_AWAY`], [`CLOSE_TOO_BIG`], [`CLOSE_NORMAL`]).
+        code: u16,
+        /// A short reason, at most 123 bytes.
+        reason: &'static str,
+    },
+}
+
+/// A frame or event from the client, as [`forward`] needs to know it; map your framework's
+/// messages and read errors to it.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::web::ws::Incoming;
+///
+/// // A framework whose read errors say whether the frame was too large.
+/// fn map(read: Result<&str, &str>) -> Incoming {
+///     match read {
+///         Ok(text) => Incoming::Text(text.to_owned()),
+///         Err("too large") => Incoming::TooLarge,
+///         Err(_) => Incoming::Failed,
+///     }
+/// }
+/// assert_eq!(map(Err("too large")), Incoming::TooLarge);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A text frame: read for a cancel frame `{"type": "cancel", "task": "ID"}`, else ignored.
+    Text(String),
+    /// A ping to answer with [`Outgoing::Pong`]. Frameworks that answer pings themselves (axum)
+    /// map pings to [`Incoming::Other`] instead.
+    Ping(Vec<u8>),
+    /// The client's close frame: the loop answers it and ends.
+    Close,
+    /// The client sent a frame over the size limit; the loop closes with [`CLOSE_TOO_BIG`].
+    TooLarge,
+    /// The connection failed; the loop ends without a close frame.
+    Failed,
+    /// Anything else (binary frames, pongs): ignored.
+    Other,
+}
+
+/// How [`forward`] ended.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::web::ws::Ended;
+///
+/// assert_ne!(Ended::HubClosed, Ended::Disconnected);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Ended {
+    /// The subscription ended (the session was closed or the hub shut down); a close frame
+    /// [`CLOSE_GOING_AWAY`] was sent.
+    HubClosed,
+    /// The client closed the socket; its close was answered.
+    ClientClosed,
+    /// The client sent a frame over the limit; a close frame [`CLOSE_TOO_BIG`] was sent.
+    TooLarge,
+    /// The connection failed, or the sink refused a frame.
+    Disconnected,
+}
+
+/// Forwards `subscription` to a WebSocket until one side ends: each event as one text frame
+/// ([`Frame::encode`]), every event ready at once written before one flush (up to
+/// [`Settings::write_batch`]), a [`KEEPALIVE_FRAME`] when nothing was written for
+/// [`Settings::keep_alive`], pings answered, cancel frames acted on for the subscription's own
+/// session (through `hub`), other client frames ignored, and a close frame when it ends on its
+/// own (see [`Ended`]).
+///
+/// `sink` takes [`Outgoing`] frames and `incoming` yields [`Incoming`] ones: wrap your
+/// framework's socket with `SinkExt::with` and `StreamExt::map`. Refuse oversized frames in the
+/// framework, as they arrive, and map that error to [`Incoming::TooLarge`]. Needs a tokio
+/// runtime with time enabled.
+///
+/// # Examples
+///
+/// Over channels standing for a socket:
+///
+/// ```
+/// use status_messenger::web::ws::{forward, Ended, Incoming, Outgoing, CLOSE_GOING_AWAY};
+/// use status_messenger::web::Settings;
+/// use status_messenger::Hub;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new(Default::default()).unwrap();
+/// hub.publish(Some("s"), "working").unwrap();
+/// let (to_client, mut client) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+/// let (from_client, from_client_rx) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
+/// let sink = Box::pin(futures_util::sink::unfold(to_client, |tx, frame: Outgoing| async move {
+///     tx.send(frame).map(|()| tx)
+/// }));
+/// let incoming = futures_util::stream::unfold(from_client_rx, |mut rx| async move {
+///     rx.recv().await.map(|frame| (frame, rx))
+/// });
+/// let subscription = hub.subscribe("s", None);
+/// let task = tokio::spawn({
+///     let hub = hub.clone();
+///     async move { forward(&hub, subscription, sink, incoming, &Settings::default()).await }
+/// });
+/// let Some(Outgoing::Text(frame)) = client.recv().await else { panic!() };
+/// assert_eq!(frame, r#"{"session":"s","seq":1,"text":"working"}"#);
+///
+/// from_client.send(Incoming::Ping(b"hi".to_vec())).unwrap();
+/// assert_eq!(client.recv().await, Some(Outgoing::Pong(b"hi".to_vec())));
+///
+/// hub.shutdown().await;
+/// let closed = Outgoing::Close { code: CLOSE_GOING_AWAY, reason: "going away" };
+/// assert_eq!(client.recv().await, Some(closed));
+/// assert_eq!(task.await.unwrap(), Ended::HubClosed);
+/// # }
+/// ```
+pub async fn forward<Tx, Rx>(
+    hub: &Hub,
+    mut subscription: Subscription,
+    mut sink: Tx,
+    incoming: Rx,
+    settings: &Settings,
+) -> Ended
+where
+    Tx: Sink<Outgoing> + Unpin,
+    Rx: Stream<Item = Incoming>,
+{
+    let mut incoming = pin!(incoming);
+    let session = subscription.session().cloned();
+    let keep_alive = settings.effective_keep_alive();
+    let batch = settings.effective_write_batch();
+    let mut last_write = Instant::now();
+    let mut idle = pin!(tokio::time::sleep_until(last_write + keep_alive));
+    loop {
+        tokio::select! {
+            event = subscription.next() => {
+                let Some(event) = event else {
+                    return close(&mut sink, CLOSE_GOING_AWAY, "going away", Ended::HubClosed).await;
+                };
+                if feed(&mut sink, &event).await.is_err() {
+                    return Ended::Disconnected;
+                }
+                // Write what is already waiting, then flush once: one system call for a burst.
+                for _ in 1..batch {
+                    let Some(Some(event)) = subscription.next().now_or_never() else {
+                        // Nothing more ready now, or the end, which the next turn sees.
+                        break;
+                    };
+                    if feed(&mut sink, &event).await.is_err() {
+                        return Ended::Disconnected;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return Ended::Disconnected;
+                }
+                last_write = Instant::now();
+            }
+            frame = incoming.next() => match frame {
+                Some(Incoming::Text(text)) => {
+                    if let (Some(ClientFrame::Cancel { task }), Some(session)) =
+                        (ClientFrame::parse(&text), &session)
+                    {
+                        // A cancel of a task that is not this session's is ignored, as the
+                        // contract says; `POST /cancel` is where a caller learns why.
+                        if let Err(error) = cancel::cancel(hub, session, &task).await {
+                            tracing::debug!(target: "status_messenger::web", %error, task, "cancel frame ignored");
+                        }
+                    }
+                }
+                Some(Incoming::Ping(payload)) => {
+                    if sink.send(Outgoing::Pong(payload)).await.is_err() {
+                        return Ended::Disconnected;
+                    }
+                }
+                Some(Incoming::Close) => {
+                    return close(&mut sink, CLOSE_NORMAL, "", Ended::ClientClosed).await;
+                }
+                Some(Incoming::TooLarge) => {
+                    return close(&mut sink, CLOSE_TOO_BIG, "message too big", Ended::TooLarge).await;
+                }
+                Some(Incoming::Failed) | None => return Ended::Disconnected,
+                Some(Incoming::Other) => {}
+            },
+            () = &mut idle => {
+                let now = Instant::now();
+                let due = last_write + keep_alive;
+                if now >= due {
+                    if sink.send(Outgoing::Text(KEEPALIVE_FRAME.to_owned())).await.is_err() {
+                        return Ended::Disconnected;
+                    }
+                    last_write = Instant::now();
+                    idle.as_mut().reset(last_write + keep_alive);
+                } else {
+                    // Something was written since the timer was armed: wait from then.
+                    idle.as_mut().reset(due);
+                }
+            }
+        }
+    }
+}
+
+async fn feed<Tx>(sink: &mut Tx, event: &crate::Event) -> Result<(), Tx::Error>
+where
+    Tx: Sink<Outgoing> + Unpin,
+{
+    match Frame::encode(event) {
+        Some(frame) => sink.feed(Outgoing::Text(frame.into_json())).await,
+        // A kind of event this version does not know: clients would skip it anyway.
+        None => Ok(()),
+    }
+}
+
+async fn close<Tx>(sink: &mut Tx, code: u16, reason: &'static str, ended: Ended) -> Ended
+where
+    Tx: Sink<Outgoing> + Unpin,
+{
+    if sink.send(Outgoing::Close { code, reason }).await.is_err() {
+        return Ended::Disconnected;
+    }
+    // Flushes the close frame out; a peer that is already gone changes nothing now.
+    if sink.close().await.is_err() {
+        tracing::debug!(target: "status_messenger::web", "the socket failed while closing");
+    }
+    ended
+}

@@ -1,0 +1,101 @@
+//! A minimal actix-web server built only from the library's public API (the shape of the
+//! `status_messenger::actix` docs), in-process, against the endpoints' contract cases.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde::Deserialize;
+use serde_json::json;
+use status_messenger::web::Endpoints;
+use status_messenger::{add_status_message, Hub, SessionContext};
+use support::{Server, Shutdown};
+
+// ---- the user's server ----
+
+/// The tool: synchronous code that never sees the session (the demos' simulated tool).
+fn tool(steps: u32, delay: Duration) {
+    for step in 1..=steps {
+        if step > 1 {
+            std::thread::sleep(delay);
+        }
+        let t_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        add_status_message(format!("step {step}/{steps} t_ns={t_ns}"));
+    }
+}
+
+async fn create_session(hub: web::Data<Hub>) -> HttpResponse {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("randomness");
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    hub.open_session(&id).await.expect("a session");
+    HttpResponse::Created().json(json!({ "id": id }))
+}
+
+#[derive(Deserialize)]
+struct Task {
+    steps: u32,
+    delay_ms: u64,
+}
+
+async fn start_task(
+    hub: web::Data<Hub>,
+    id: web::Path<String>,
+    task: web::Json<Task>,
+) -> HttpResponse {
+    if !hub.session_exists(&id).await.unwrap_or(false) {
+        return HttpResponse::NotFound().json(json!({ "error": "unknown session" }));
+    }
+    let (steps, delay) = (task.steps, Duration::from_millis(task.delay_ms));
+    let session = SessionContext::new(id.into_inner());
+    actix_web::rt::spawn(web::block(move || session.run(|| tool(steps, delay))));
+    HttpResponse::Accepted().json(json!({ "task": "t1" }))
+}
+
+fn configure(endpoints: &Endpoints) -> impl FnOnce(&mut web::ServiceConfig) {
+    let hub = web::Data::new(endpoints.hub().clone());
+    let streams = endpoints.configure();
+    move |config| {
+        config
+            .app_data(hub)
+            .route("/api/sessions", web::post().to(create_session))
+            .route("/api/sessions/{id}/tasks", web::post().to(start_task))
+            .configure(streams);
+    }
+}
+
+// ---- the test's harness ----
+
+fn start_with(endpoints: Endpoints) -> Server {
+    Server::start(move |listener, shutdown: Shutdown| {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new({
+                let endpoints = endpoints.clone();
+                move || App::new().configure(configure(&endpoints))
+            })
+            .workers(2)
+            .disable_signals()
+            .listen(listener)?
+            .run();
+            let handle = server.handle();
+            actix_web::rt::spawn(async move {
+                shutdown.await;
+                endpoints.hub().shutdown().await;
+                let _ =
+                    actix_web::rt::time::timeout(support::WAIT, endpoints.streams_closed()).await;
+                handle.stop(true).await;
+            });
+            server.await
+        })
+    })
+}
+
+fn start() -> Server {
+    start_with(Endpoints::new(support::shared_hub()))
+}
+
+support::integration_cases!(start);
+support::endpoint_cases!(start_with);
