@@ -165,6 +165,7 @@
 //! | (none) | the messenger, the session helpers and the [`Hub`] |
 //! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]) |
 //! | `redis` | [`Hub::with_redis`]: sessions shared by several processes through Redis (`hub::redis`) |
+//! | `redis-cluster` | [`Hub::with_redis_cluster`]: the same on a Redis Cluster, with sharded pub/sub (`hub::redis::cluster`; implies `redis`) |
 //! | `web` | the framework-free pieces of the WebSocket and SSE endpoints, and the browser client (`web`) |
 //! | `axum` | `axum::router`: the endpoints on axum 0.8 (and `web`) |
 //! | `actix-web` | `actix::configure`: the endpoints on actix-web 4 (and `web`) |
@@ -201,6 +202,8 @@ pub use context::{
     current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
     SessionContext, SessionFutureExt, SpawnError, WithSession,
 };
+#[cfg(feature = "redis-cluster")]
+pub use hub::redis::cluster::RedisClusterConfig;
 #[cfg(feature = "redis")]
 pub use hub::redis::RedisConfig;
 pub use hub::{

@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) bind: String,
     pub(crate) port: u16,
     pub(crate) redis: Option<String>,
+    /// Seed nodes of a Redis Cluster, comma-separated (`--redis-cluster`, `REDIS_CLUSTER_URLS`).
+    pub(crate) redis_cluster: Option<String>,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
         let mut bind = env("BIND").filter(|v| !v.is_empty());
         let mut port = env("PORT").filter(|v| !v.is_empty());
         let mut redis = env("REDIS_URL").filter(|v| !v.is_empty());
+        let mut redis_cluster = env("REDIS_CLUSTER_URLS").filter(|v| !v.is_empty());
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -54,6 +57,7 @@ impl Config {
                 "--port" => &mut port,
                 "--bind" => &mut bind,
                 "--redis" => &mut redis,
+                "--redis-cluster" => &mut redis_cluster,
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 _ => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
             };
@@ -75,12 +79,24 @@ impl Config {
             bind: bind.unwrap_or_else(|| "127.0.0.1".to_owned()),
             port,
             redis,
+            redis_cluster,
         })
     }
 
     /// Refuses a Redis URL when this build has no Redis backend, rather than ignoring it and
     /// silently serving sessions that other processes cannot see.
     pub(crate) fn check_backend(&self) -> Result<(), String> {
+        if let Some(urls) = &self.redis_cluster {
+            if self.redis.is_some() {
+                return Err("give either a Redis URL or Redis Cluster URLs, not both".to_owned());
+            }
+            if cfg!(not(feature = "redis-cluster")) {
+                return Err(format!(
+                    "Redis Cluster URLs were given ({urls}), but this build has no Redis Cluster \
+                     backend; build with `--features redis-cluster`"
+                ));
+            }
+        }
         match &self.redis {
             Some(url) if cfg!(not(feature = "redis")) => Err(format!(
                 "a Redis URL was given ({url}), but this build has no Redis backend; build \
@@ -94,6 +110,9 @@ impl Config {
     /// The hub: in memory, or on Redis (shared with every server using the same Redis) when a
     /// URL was given.
     pub(crate) async fn hub(&self) -> Result<Hub, Box<dyn std::error::Error>> {
+        if let Some(urls) = &self.redis_cluster {
+            return cluster_hub(urls).await;
+        }
         match &self.redis {
             #[cfg(feature = "redis")]
             Some(url) => {
@@ -112,8 +131,25 @@ impl Config {
     }
 }
 
-const USAGE: &str = "usage: [--port N] [--bind ADDR] [--redis URL]\n\
-    environment: PORT, BIND, REDIS_URL (arguments win); PORT=0 picks any free port";
+const USAGE: &str =
+    "usage: [--port N] [--bind ADDR] [--redis URL | --redis-cluster URL[,URL...]]\n\
+    environment: PORT, BIND, REDIS_URL, REDIS_CLUSTER_URLS (arguments win); PORT=0 picks any \
+    free port";
+
+/// The hub on a Redis Cluster given by comma-separated seed nodes, shared with every server
+/// using the same cluster.
+async fn cluster_hub(urls: &str) -> Result<Hub, Box<dyn std::error::Error>> {
+    #[cfg(feature = "redis-cluster")]
+    {
+        let nodes = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
+        let config = status_messenger::RedisClusterConfig::new(nodes);
+        let hub = Hub::with_redis_cluster(hub_config(), config).await?;
+        tracing::info!("sessions live in a redis cluster, shared with other servers");
+        Ok(hub)
+    }
+    #[cfg(not(feature = "redis-cluster"))]
+    Err(format!("this build has no Redis Cluster backend (cluster {urls})").into())
+}
 
 /// The hub settings the contract asks for: at least 1,000 statuses per session, kept at
 /// least 10 minutes.

@@ -151,20 +151,25 @@ impl RedisServer {
                     return false;
                 }
             }
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut reply = [0; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return true;
-                }
+            if pong(self.port) {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
     }
+}
+
+/// Whether a server on `port` answers `PING`.
+fn pong(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 impl Drop for RedisServer {
@@ -177,6 +182,12 @@ impl Drop for RedisServer {
 }
 
 fn spawn(port: u16, dir: &Path, persistent: bool) -> Child {
+    spawn_with(port, dir, persistent, &[])
+}
+
+/// A `redis-server` on `port` (with an append-only file when `persistent`), with `extra`
+/// arguments.
+fn spawn_with(port: u16, dir: &Path, persistent: bool, extra: &[&str]) -> Child {
     let appendonly: &[&str] = if persistent {
         &["--appendonly", "yes", "--appendfsync", "always"]
     } else {
@@ -184,6 +195,7 @@ fn spawn(port: u16, dir: &Path, persistent: bool) -> Child {
     };
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(extra)
         .args(["--save", ""])
         .args(appendonly)
         .arg("--dir")
@@ -303,4 +315,307 @@ pub fn check_exact(events: &[Event], last: u64) -> Vec<u64> {
         shape(events)
     );
     missing
+}
+
+/// Whether `redis-server` and `redis-cli` are installed. When they are not: `false` (after
+/// printing why) when `CI` is unset; under `CI` the test fails.
+pub fn cluster_tools_present() -> bool {
+    let present = |binary: &str| {
+        Command::new(binary)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if present("redis-server") && present("redis-cli") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "redis-server or redis-cli is not installed, and CI is set: install them (Debian \
+         packages redis-server and redis-tools)"
+    );
+    eprintln!(
+        "skipped: redis-server or redis-cli is not installed (packages redis-server, redis-tools)"
+    );
+    false
+}
+
+/// A Redis Cluster of three masters with one replica each, on free ports of 127.0.0.1, in a
+/// temporary directory, without persistence; a failed master is replaced by its replica within
+/// about two seconds (`cluster-node-timeout` 1000 ms). Every node is killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<(u16, Option<Child>)>,
+    dir: tempfile::TempDir,
+}
+
+/// One node as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub master: bool,
+    /// The master's id, for a replica.
+    pub master_id: Option<String>,
+    pub failed: bool,
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl RedisCluster {
+    /// Starts one. `None` (after printing why) when the tools are missing and `CI` is unset.
+    pub fn start() -> Option<Self> {
+        if !cluster_tools_present() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut nodes = Vec::new();
+        while nodes.len() < 6 {
+            let port = cluster_port(&nodes);
+            let child = spawn_cluster_node(port, dir.path());
+            if wait_ping(port, Duration::from_secs(10)) {
+                nodes.push((port, Some(child)));
+            } else {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let cluster = Self { nodes, dir };
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        cluster.wait_healthy(Duration::from_secs(30));
+        Some(cluster)
+    }
+
+    /// Seed URLs: every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// Runs `redis-cli -p PORT ARGS...` and returns its output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, args)
+    }
+
+    /// Sharded channels with subscribers whose names start with `prefix`, over every live master.
+    pub fn shard_channels(&self, prefix: &str) -> usize {
+        self.masters()
+            .iter()
+            .map(|m| {
+                cli(m.port, &["pubsub", "shardchannels", &format!("{prefix}:*")])
+                    .lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// The cluster as a live node sees it.
+    pub fn topology(&self) -> Vec<ClusterNode> {
+        for (port, child) in &self.nodes {
+            if child.is_none() {
+                continue;
+            }
+            let text = cli(*port, &["cluster", "nodes"]);
+            let nodes = parse_nodes(&text);
+            if !nodes.is_empty() {
+                return nodes;
+            }
+        }
+        Vec::new()
+    }
+
+    /// The live masters.
+    pub fn masters(&self) -> Vec<ClusterNode> {
+        self.topology()
+            .into_iter()
+            .filter(|n| n.master && !n.failed && !n.slots.is_empty())
+            .collect()
+    }
+
+    /// Kills the node on `port` at once (SIGKILL).
+    pub fn kill(&mut self, port: u16) {
+        for (p, child) in &mut self.nodes {
+            if *p == port {
+                if let Some(mut child) = child.take() {
+                    child.kill().expect("kill redis-server");
+                    child.wait().expect("reap redis-server");
+                }
+            }
+        }
+    }
+
+    /// Waits until the replica of the master with id `master_id` has taken its slots and the
+    /// cluster is healthy again; returns when that was seen.
+    pub fn wait_promoted(&self, master_id: &str, within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        loop {
+            let nodes = self.topology();
+            let serving: Vec<&ClusterNode> = nodes
+                .iter()
+                .filter(|n| n.master && !n.failed && !n.slots.is_empty())
+                .collect();
+            let promoted = serving.len() == 3 && serving.iter().all(|n| n.id != master_id);
+            if promoted && self.state_ok() {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica took over within {within:?}: {nodes:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn state_ok(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|(_, child)| child.is_some())
+            .all(|(port, _)| cli(*port, &["cluster", "info"]).contains("cluster_state:ok"))
+    }
+
+    fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let nodes = self.topology();
+            let masters = nodes
+                .iter()
+                .filter(|n| n.master && !n.slots.is_empty())
+                .count();
+            let covered: u32 = nodes
+                .iter()
+                .flat_map(|n| n.slots.iter())
+                .map(|(from, to)| u32::from(to - from) + 1)
+                .sum();
+            let synced = nodes
+                .iter()
+                .filter(|n| !n.master)
+                .all(|n| cli(n.port, &["info", "replication"]).contains("master_link_status:up"));
+            if nodes.len() == 6 && masters == 3 && covered == 16_384 && synced && self.state_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become healthy: {nodes:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = &self.dir;
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn parse_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 {
+                return None;
+            }
+            let port = fields[1]
+                .split('@')
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()?;
+            let flags = fields[2];
+            let slots = fields[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|range| match range.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => range.parse().ok().map(|s| (s, s)),
+                })
+                .collect();
+            Some(ClusterNode {
+                id: fields[0].to_owned(),
+                port,
+                master: flags.contains("master"),
+                master_id: (fields[3] != "-").then(|| fields[3].to_owned()),
+                failed: flags.contains("fail"),
+                slots,
+            })
+        })
+        .collect()
+}
+
+/// A port that is free with its cluster bus port (`port + 10000`).
+fn cluster_port(taken: &[(u16, Option<Child>)]) -> u16 {
+    loop {
+        let port = free_port();
+        if port < 50_000
+            && !taken.iter().any(|(p, _)| *p == port)
+            && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        {
+            return port;
+        }
+    }
+}
+
+fn spawn_cluster_node(port: u16, dir: &Path) -> Child {
+    let config = format!("nodes-{port}.conf");
+    spawn_with(
+        port,
+        dir,
+        false,
+        &[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &config,
+            "--cluster-node-timeout",
+            "1000",
+            // Replicas sync at once: one that never synced would refuse to take over.
+            "--repl-diskless-sync-delay",
+            "0",
+        ],
+    )
+}
+
+fn wait_ping(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if pong(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }

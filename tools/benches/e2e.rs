@@ -27,9 +27,11 @@
 //! from the workspace root).
 //!
 //! `--redis URL` starts the demo servers with `--redis URL` (built with the library's `redis`
-//! feature); with `--redis-split` each demo runs as two processes sharing that Redis, the load
-//! generator creating sessions and starting tasks on the first (`--task-url`) while its sockets
-//! read from the second. The floor has no Redis mode and always runs as one process in memory.
+//! feature), `--redis-cluster URL[,URL...]` with `--redis-cluster` on a Redis Cluster (the
+//! `redis-cluster` feature); with `--redis-split` each demo runs as two processes sharing that
+//! Redis or cluster, the load generator creating sessions and starting tasks on the first
+//! (`--task-url`) while its sockets read from the second. The floor has no Redis mode and always
+//! runs as one process in memory.
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it only says how to run it.
 
@@ -129,6 +131,7 @@ struct Options {
     scenarios: Vec<String>,
     sse: bool,
     redis: Option<String>,
+    redis_cluster: Option<String>,
     redis_split: bool,
     loadgen_threads: u32,
     out: Option<PathBuf>,
@@ -138,7 +141,7 @@ const USAGE: &str =
     "usage: cargo bench -p status-messenger-tools --bench e2e -- [--servers floor,axum,actix] \
 [--scenarios throughput,paced,memory] [--sessions 1,10,100,1000] [--steps 1000] [--runs 5] \
 [--paced 10,200,10] [--idle-sessions 10000] [--idle-steps 100] [--idle-subscribed] [--sse] \
-[--redis URL [--redis-split]] [--loadgen-threads 1] [--out DIR]";
+[--redis URL | --redis-cluster URL[,URL...] [--redis-split]] [--loadgen-threads 1] [--out DIR]";
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
     fn list(raw: &str, name: &str) -> Result<Vec<u64>, String> {
@@ -161,6 +164,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         scenarios: vec!["throughput".into(), "paced".into(), "memory".into()],
         sse: false,
         redis: None,
+        redis_cluster: None,
         redis_split: false,
         loadgen_threads: 1,
         out: None,
@@ -208,6 +212,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             "--idle-subscribed" => options.idle_subscribed = true,
             "--sse" => options.sse = true,
             "--redis" => options.redis = Some(value()?),
+            "--redis-cluster" => options.redis_cluster = Some(value()?),
             "--redis-split" => options.redis_split = true,
             "--loadgen-threads" => {
                 options.loadgen_threads = list(&value()?, "--loadgen-threads")?[0] as u32;
@@ -226,8 +231,11 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
              would turn lagging clients' statuses into gap items"
         ));
     }
-    if options.redis_split && options.redis.is_none() {
-        return Err("--redis-split needs --redis URL".into());
+    if options.redis_split && options.redis.is_none() && options.redis_cluster.is_none() {
+        return Err("--redis-split needs --redis URL or --redis-cluster URLS".into());
+    }
+    if options.redis.is_some() && options.redis_cluster.is_some() {
+        return Err("give --redis or --redis-cluster, not both".into());
     }
     Ok(options)
 }
@@ -265,6 +273,9 @@ fn build(options: &Options, target: &Path) -> Result<BTreeMap<String, PathBuf>, 
         .args(LOADGEN.cargo_args());
     if options.redis.is_some() {
         command.args(["--features", &format!("{LIBRARY}/redis")]);
+    }
+    if options.redis_cluster.is_some() {
+        command.args(["--features", &format!("{LIBRARY}/redis-cluster")]);
     }
     for name in &options.servers {
         let (_, server, _) = server_entry(name);
@@ -434,6 +445,9 @@ impl UnderTest {
         let mut extra = Vec::new();
         if let (Some(url), true) = (&ctx.options.redis, redis_mode) {
             extra = vec!["--redis".to_string(), url.clone()];
+        }
+        if let (Some(urls), true) = (&ctx.options.redis_cluster, redis_mode) {
+            extra = vec!["--redis-cluster".to_string(), urls.clone()];
         }
         let log = |suffix: &str| ctx.logs.join(format!("{name}-{label}{suffix}.log"));
         let sockets = Server::start(exe, &extra, &log(""))?;
@@ -654,6 +668,7 @@ fn run(options: &Options) -> Result<bool, String> {
             },
             "transport": if options.sse { "sse" } else { "ws" },
             "redis": options.redis,
+            "redis_cluster": options.redis_cluster,
             "redis_split": options.redis_split,
             "loadgen_threads": options.loadgen_threads,
         },

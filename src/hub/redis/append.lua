@@ -1,73 +1,138 @@
--- Appends a batch of statuses to one session in one atomic step, so that every process shares
--- one numbering.
+-- Appends a batch of statuses of several sessions in one atomic step, so that every process
+-- shares one numbering per session and one call serves many sessions. On one Redis the call
+-- may cover any sessions; on a Redis Cluster, only the sessions of one partition (their keys
+-- share the partition's hash tag, so the call runs on the shard that owns them).
 --
--- KEYS: 1 session (hash: `seq`, the last number given, present while the session exists, and
---       `w:<writer>`, the last token each writer applied), 2 history stream
--- ARGV: 1 channel, 2 history capacity, 3 time to live (ms), 4 writer field, 5 token ('0': none),
---       6 floor (the counter is raised to at least this first), 7 numbers the batch takes,
---       8 numbers skipped before its first status ('-': it has none), 9 its records (built by the
---       writer, see wire.rs), 10 numbers to reserve after the floor ('0': none; see below)
--- The message `<base>\n<records>`, `<base>` being the counter before the batch, is published
--- and, when the batch has a status, added to the stream under the id `<first seq>-0` with the
--- field `l`, its last number. Returns {1, counter after}, or {0, counter} when this writer's
--- token shows the call was applied before.
-local meta = redis.call('HMGET', KEYS[1], 'seq', ARGV[4])
-if ARGV[5] ~= '0' and meta[2] and tonumber(meta[2]) >= tonumber(ARGV[5]) then
-  return {0, tonumber(meta[1] or '0')}
+-- A session's history stream is also its counter: each batch is one entry whose id is
+-- `0-<first number it takes>`, added with the id `0-*` so that Redis gives it the number after
+-- the last one (no counter to read or write), with the fields `m` (its records, built by the
+-- writer, see wire.rs; opaque here) and `n` (how many numbers it takes). A batch that takes
+-- more than one number moves the stream's last id on to its last number.
+--
+-- The call's token (`<writer>:<n>`, unique) goes in the field `t` of the first entry it adds.
+-- A call sent again after its reply was lost asks for the check: if the first session's stream
+-- holds an entry with that token after the floor (the highest number the writer had been given
+-- before the call, so the entry would be above it), the call ran, and nothing is added twice.
+--
+-- KEYS: per session its history stream
+-- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 the channel of the whole call ('': each session publishes
+--       on its own), 3 history capacity, 4 time to live of a renewed key (ms), 5 token ('':
+--       none), 6 '1' to check whether the call ran before, then 7 per session: its id, the head
+--       of its frame (`<id length> <records length> `), its channel ('' when the call has one),
+--       floor (its numbers go on after at least this), the numbers the batch takes (0: only
+--       raise the counter to the floor), '1' to renew its key's time to live, its records
+-- Each session's part is published as the frame `<id length> <records length> <first>\n<id>
+-- <records>`, `<first>` being the first number it takes: one message of every frame on the
+-- call's channel, or one message per session on its own channel. (Nothing here formats a
+-- number: the frame is made of strings the writer sent and the id Redis gave.)
+-- Returns {1, counter after, ...} (a counter per session, in order), or {0, counter, ...} when
+-- the token shows the call was applied before.
+local function number(id)
+  return tonumber(string.sub(id, 3))
 end
-local cur
-if meta[1] then
-  cur = tonumber(meta[1])
-else
-  -- No counter: a new session, or a counter lost on its own (evicted under maxmemory). Never
-  -- reuse a number the stream already holds.
-  cur = 0
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
-  if last then
-    cur = tonumber(last[2][4])
+
+local function counter(log)
+  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  if not last then
+    return 0
   end
+  return number(last[1]) + tonumber(last[2][4]) - 1
 end
-local before = cur
-local floor = tonumber(ARGV[6])
-local reserve = tonumber(ARGV[10])
-if reserve > 0 then
-  -- A call of unknown fate after Redis lost its data: if it ran, it took the `reserve` numbers
-  -- after the floor (the writer's last confirmed counter). A counter exactly at their end was
-  -- raised there by a process that saw it: take nothing more. A counter at or below the floor:
-  -- take exactly those numbers. Anything else means other writers numbered statuses since:
-  -- take as many fresh numbers, so whoever missed the call still gets a gap.
-  if cur <= floor then
-    cur = floor + reserve
-  elseif cur ~= floor + reserve then
-    cur = cur + reserve
+
+-- Adds one batch; an error (a stream of another layout) comes back as a table.
+local function add(log, records, taken, tagged)
+  if tagged ~= '' then
+    return redis.pcall('XADD', log, '0-*', 'm', records, 'n', taken, 't', tagged)
   end
-elseif floor > cur then
-  cur = floor
+  return redis.pcall('XADD', log, '0-*', 'm', records, 'n', taken)
 end
-local base = cur
-cur = cur + tonumber(ARGV[7])
-if cur == before and meta[1] then
-  return {1, cur}
-end
-local message = base .. '\n' .. ARGV[9]
-if ARGV[8] ~= '-' then
-  local first = base + tonumber(ARGV[8]) + 1
-  redis.call('XADD', KEYS[2], first .. '-0', 'm', message, 'l', cur)
-  -- Keep every batch holding one of the last `capacity` numbers.
-  local oldest = cur - tonumber(ARGV[2]) + 1
-  if oldest > 1 then
-    local keep = redis.call('XREVRANGE', KEYS[2], oldest .. '-0', '-', 'COUNT', 1)[1]
-    if keep then
-      redis.call('XTRIM', KEYS[2], 'MINID', keep[1])
+
+local sessions = #KEYS
+local token = ARGV[5]
+if token ~= '' and ARGV[6] == '1' then
+  for i = 1, sessions do
+    if tonumber(ARGV[7 + 7 * (i - 1) + 4]) > 0 then
+      local after = '0-' .. (tonumber(ARGV[7 + 7 * (i - 1) + 3]) + 1)
+      for _, entry in ipairs(redis.call('XRANGE', KEYS[i], after, '+')) do
+        if entry[2][6] == token then
+          local out = {0}
+          for j = 1, sessions do
+            out[j + 1] = counter(KEYS[j])
+          end
+          return out
+        end
+      end
+      break
     end
   end
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-if ARGV[5] ~= '0' then
-  redis.call('HSET', KEYS[1], 'seq', cur, ARGV[4], ARGV[5])
-else
-  redis.call('HSET', KEYS[1], 'seq', cur)
+local publish, shared = ARGV[1], ARGV[2]
+local capacity = tonumber(ARGV[3])
+local ttl = ARGV[4]
+local frames = {}
+local out = {1}
+local a = 7
+for i = 1, sessions do
+  local log = KEYS[i]
+  local id, head, channel, floor = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local numbers, renew, records = tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
+  a = a + 7
+  local cur
+  if numbers == 0 then
+    cur = counter(log)
+    if cur < floor then
+      -- Redis lost what this process had seen: numbering goes on after it.
+      redis.call('XADD', log, '0-*', 'm', '', 'n', floor - cur)
+      redis.call('XSETID', log, '0-' .. floor)
+      redis.call('PEXPIRE', log, ttl)
+      cur = floor
+    end
+  else
+    local tagged, taken = token, ARGV[a - 3]
+    token = ''
+    local added = add(log, records, taken, tagged)
+    if type(added) == 'table' then
+      -- A stream of the first key layout: it cannot be numbered this way, so it goes.
+      redis.call('DEL', log)
+      added = add(log, records, taken, tagged)
+    end
+    local base = number(added) - 1
+    if base < floor then
+      -- Redis lost numbers this writer was given (a failover, a restart): never reuse them.
+      redis.call('XDEL', log, added)
+      redis.call('XSETID', log, '0-' .. floor)
+      added = add(log, records, taken, tagged)
+      base = floor
+    end
+    cur = base + numbers
+    if numbers > 1 then
+      redis.call('XSETID', log, '0-' .. cur)
+    end
+    if base == 0 then
+      -- A new stream: it gets its time to live now.
+      renew = '1'
+    end
+    -- Keep every batch holding one of the last `capacity` numbers.
+    local oldest = cur - capacity + 1
+    if oldest > 1 then
+      local keep = redis.call('XREVRANGE', log, '0-' .. oldest, '-', 'COUNT', 1)[1]
+      if keep then
+        redis.call('XTRIM', log, 'MINID', keep[1])
+      end
+    end
+    local frame = head .. string.sub(added, 3) .. '\n' .. id .. records
+    if shared == '' then
+      redis.call(publish, channel, frame)
+    else
+      frames[#frames + 1] = frame
+    end
+    if renew == '1' then
+      redis.call('PEXPIRE', log, ttl)
+    end
+  end
+  out[i + 1] = cur
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[1], message)
-return {1, cur}
+if #frames > 0 then
+  redis.call(publish, shared, table.concat(frames))
+end
+return out

@@ -1,17 +1,18 @@
--- Ends a session everywhere: its history and counter go, and every process serving it hears
--- `x\n`. The writer tokens stay (until they expire), so a close sent again after a lost reply
--- is not applied twice, and the answer it gave is kept beside the token to be given again.
+-- Ends a session everywhere: its history (which is also its counter) goes, and every process
+-- serving it hears the frame `<id length> 0 x\n<id>` (see append.lua). The writer tokens stay in the
+-- session's hash (until it expires), so a close sent again after a lost reply is not applied
+-- twice, and the answer it gave is kept beside the token to be given again.
 --
--- KEYS: 1 session (hash), 2 history stream
--- ARGV: 1 channel, 2 time to live (ms), 3 writer field, 4 token
--- Returns 1 when the session existed (its counter was there), else 0.
-local seen = redis.call('HGET', KEYS[1], ARGV[3])
-if seen and tonumber(seen) >= tonumber(ARGV[4]) then
-  return tonumber(redis.call('HGET', KEYS[1], 'c' .. ARGV[3]) or '0')
+-- KEYS: 1 session (hash of close tokens), 2 history stream
+-- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 channel, 3 time to live (ms), 4 writer field, 5 token,
+--       6 the session's id
+-- Returns 1 when the session existed (its stream was there), else 0.
+local seen = redis.call('HGET', KEYS[1], ARGV[4])
+if seen and tonumber(seen) >= tonumber(ARGV[5]) then
+  return tonumber(redis.call('HGET', KEYS[1], 'c' .. ARGV[4]) or '0')
 end
-redis.call('DEL', KEYS[2])
-local existed = redis.call('HDEL', KEYS[1], 'seq')
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[4], 'c' .. ARGV[3], existed)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', ARGV[1], 'x\n')
+local existed = redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[4], ARGV[5], 'c' .. ARGV[4], existed)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call(ARGV[1], ARGV[2], #ARGV[6] .. ' 0 x\n' .. ARGV[6])
 return existed

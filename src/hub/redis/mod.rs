@@ -8,23 +8,24 @@
 //!
 //! # How it works
 //!
-//! For each session Redis holds (keys `{prefix}:{<session>}:*`, one hash tag per session): a
-//! hash (`meta`) whose field `seq` is the last number given (present while the session
-//! exists) and whose fields `w:<writer>` hold each writer's last batch token; the history as a
-//! stream (`log`) with one entry per batch of statuses, under the id `<first seq>-0`, trimmed to
-//! the batches holding the last [`HubConfig::history_capacity`] numbers (so it keeps at least
-//! that many statuses, and at most one batch more); and a pub/sub channel (`ch`). Each key's
-//! time to live is [`HubConfig::history_ttl`], renewed by each status and, while a process has
-//! subscribers of the session, by that process.
+//! For each session Redis holds (keys `{prefix}:{<session>}:*`, one hash tag per session) its
+//! history as a stream (`log`), which is also its counter: one entry per batch of statuses, under
+//! the id `0-<first number it takes>`, added with the id `0-*` so that Redis itself gives the next
+//! number, trimmed to the batches holding the last [`HubConfig::history_capacity`] numbers (so it
+//! keeps at least that many statuses, and at most one batch more); the stream exists while the
+//! session does. Beside it, a pub/sub channel (`ch`), and a hash (`meta`) that only a close
+//! writes. Keys live [`HubConfig::history_ttl`] to 1.25 times that after the session's last
+//! status, and are renewed while a process has subscribers of the session.
 //!
 //! - **Writing.** [`Hub::publish`] puts the status in a bounded buffer and returns at once. One
-//!   writer task per hub takes what is buffered and sends it as one pipeline of Lua script calls
-//!   (`EVALSHA`, one call per session per batch) over one multiplexed connection. The script
-//!   advances the session's counter by the batch, adds the batch to the stream, trims it,
-//!   renews the time to live and publishes the batch on the session's channel, all atomically:
-//!   that is what gives every process one numbering and one order per session. A batch costs
-//!   Redis the same few commands whatever its size, so the busier the writer, the cheaper each
-//!   status.
+//!   writer task per hub takes what is buffered, at most one batch per
+//!   [`RedisConfig::batch_delay`] (unless a full batch is waiting), and sends it as **one** call
+//!   of a Lua script (`EVALSHA`) for all the sessions in it, over one multiplexed connection.
+//!   For each session the script adds the batch to its stream (one `XADD`, which numbers it) and
+//!   publishes it on its channel, all atomically: that is what gives every process one numbering
+//!   and one order per session. Key lifetimes are renewed by the first call after a quarter of
+//!   the TTL, not by every status. So a batch costs Redis one call, and two commands per session
+//!   in it, however the statuses are spread over sessions.
 //! - **Reading.** A process subscribes to a session's channel only while it has local
 //!   subscribers of that session (one pub/sub connection, channels added and removed as
 //!   subscribers come and go), so its traffic grows with the sessions it serves, not with all of
@@ -33,10 +34,30 @@
 //!   that local history exactly as with the in-memory hub. A jump in the numbers received is
 //!   read back from the stream before anything after it is applied; what the stream no longer
 //!   holds reaches subscribers as a [`Gap`](crate::Gap).
-//! - **Sessions.** [`Hub::open_session`] and [`Hub::session_exists`] use the `seq` field of
-//!   the session's hash, so a session created through one process is known to all.
+//! - **Sessions.** [`Hub::open_session`] makes the session's stream (empty) and
+//!   [`Hub::session_exists`] looks for it, so a session created through one process is known to
+//!   all.
 //!   [`Hub::close_session`] deletes the session's history and counter and tells every process
 //!   serving it to end its subscribers' streams.
+//! - **Control messages** are frames too: a frame's `<first>` field is a number for statuses and
+//!   `x` for a close (see [Key layout](#key-layout)). Routing a cancel to the process that runs
+//!   the task (the "Two-way status" work, not built yet) fits here: another kind of frame,
+//!   published by a script on the session's channel (its partition's on a cluster) and handled
+//!   beside the close in the readers; the process running a task would follow its session while
+//!   the task runs, as it does while it has subscribers.
+//! - **A Redis Cluster** (feature `redis-cluster`, [`Hub::with_redis_cluster`]) groups sessions
+//!   into partitions whose keys share one hash tag, one call per partition per batch, published
+//!   once per call with sharded pub/sub: see [`cluster`].
+//!
+//! # Key layout
+//!
+//! This is the second layout. The first (release 0.1.0) kept each session's counter and writer
+//! tokens in its hash, numbered stream entries `<first>-0`, and had one script call per session
+//! per batch. Now the stream is the counter (entries `0-<first>`, each call's token in the field
+//! `t` of its first entry) and a published message carries one frame per session (`<id length>
+//! <records length> <first>\n<id><records>`). Processes of the two layouts must not share a
+//! Redis: give the new ones another [`RedisConfig::key_prefix`], or let the old sessions expire
+//! first (a stream of the first layout that is written to again is replaced).
 //!
 //! # Faults
 //!
@@ -53,9 +74,9 @@
 //! - **Reconnecting.** Both tasks reconnect with exponential backoff from
 //!   [`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`]. The reader resubscribes to
 //!   every session that has local subscribers and reads each stream from the last number it
-//!   applied, so nothing in history is missed. A batch whose reply was lost is sent again; the
-//!   writer's token recorded per session makes the script skip calls that had run, so nothing
-//!   is added twice.
+//!   applied, so nothing in history is missed. A batch whose reply was lost is sent again; each
+//!   call's token, recorded in the first stream entry it added, makes the script skip calls that
+//!   had run, so nothing is added twice.
 //! - **Redis restarted without its data.** A random epoch key tells: the first process back
 //!   writes a new one and every process sees the change. History written before is gone
 //!   (subscribers that need it get a gap). Each process raises the counter of every session it
@@ -80,10 +101,38 @@
 //!   [`HistoryExpiry`](crate::hub::HistoryExpiry) applies only to the local copy).
 //! - [`HubStats::sessions`](crate::HubStats::sessions) and `retained` count what this process
 //!   serves; `accepted` counts what it published.
-//! - Redis Cluster is not supported (one session's keys share a slot, but the epoch key does
-//!   not); use one Redis, with a replica for failover if needed.
+//! - On one Redis, Redis restarted empty is detected by the epoch key; on a Redis Cluster,
+//!   failovers are handled as the [`cluster`] module says.
+//!
+//! # What a status costs Redis
+//!
+//! Measured with two axum demo servers on one Redis (and on a cluster of three masters with a
+//! replica each), the load generator creating sessions and tasks on one and reading from the
+//! other, Redis's counters reset before and read after (`INFO commandstats`, `INFO stats`, the
+//! redis-server process's CPU time), divided by the statuses delivered; the method, the command
+//! (`tools/redis_cost.py`) and every figure are in `benches/README.md` (section "What a status
+//! costs Redis"). Medians on a shared 2-core machine:
+//!
+//! | shape | before (a call per session per batch) | one Redis | cluster (masters; replicas) |
+//! | --- | ---: | ---: | ---: |
+//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.48 µs, 46 B | 0.50 µs, 45 B | 0.82 µs; 0.34 µs |
+//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 28.7 µs, 438 B | 16.3 µs, 280 B | 30.4 µs; 13.0 µs |
+//!
+//! (Redis CPU and bytes in per delivered status.) So one Redis core carries about 2,000,000
+//! statuses/s in the bulk shape and 61,000/s in the sparse one (35,000 before); on a cluster a
+//! master core carries about 33,000/s sparse (a call there serves the few statuses of one
+//! partition, and its effects are replicated), and the cluster grows with its masters. A sparse
+//! batch holds about one status per session, and each still costs an `XADD` to its session's
+//! stream (about 2 µs on that machine even in a tight Lua loop) and its share of the session's
+//! own costs (creating, checking, subscribing, attaching: about 70 µs per session): that, not
+//! the number of calls, is what is left on one Redis. [`RedisConfig::batch_delay`] and
+//! [`cluster::RedisClusterConfig::partitions`] trade latency and spreading for bigger calls.
 //!
 //! # Choosing the bounds
+//!
+//! [`RedisConfig::batch_delay`] (default 1 ms) trades latency for Redis CPU: statuses wait at
+//! most that long for the batch they go in. At 0 a batch leaves as soon as the previous one is
+//! confirmed, which under a steady trickle means one call per status or two.
 //!
 //! [`RedisConfig::buffer_capacity`] (default 100,000) bounds the statuses held while Redis is
 //! away: take the statuses per second of the whole process times the longest outage to ride
@@ -91,6 +140,10 @@
 //! soon a returning Redis is noticed ([`RedisConfig::reconnect_max`], default 5 s) and how hard
 //! a missing one is hammered ([`RedisConfig::reconnect_min`], default 100 ms).
 
+#[cfg(feature = "redis-cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+pub mod cluster;
+mod follow;
 mod outbox;
 mod reader;
 mod wire;
@@ -102,12 +155,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::Value;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use self::outbox::{Outbox, Pushed};
-use self::wire::Keys;
+use self::wire::{Conn, Keys, Layout, Scripts};
 use super::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing};
 use super::{
     BackendError, CloseError, ConfigError, Hub, HubConfig, LookupError, OpenError, PublishError,
@@ -148,6 +201,12 @@ pub struct RedisConfig {
     /// Longest wait for a connection or an answer before the connection counts as lost (at
     /// least 1 ms; default 2 s).
     pub timeout: Duration,
+    /// Least time between the starts of two batches sent to Redis, unless a full batch is
+    /// waiting: statuses that arrive meanwhile go in one script call per session group, so a
+    /// steady trickle costs Redis one call per delay instead of one per status, for at most this
+    /// much latency (at most 1 s; 0: send as soon as the previous batch is confirmed; default
+    /// 1 ms). See [What a status costs Redis](self#what-a-status-costs-redis).
+    pub batch_delay: Duration,
 }
 
 impl RedisConfig {
@@ -168,6 +227,7 @@ impl RedisConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            batch_delay: Duration::from_millis(1),
         }
     }
 
@@ -191,12 +251,49 @@ impl RedisConfig {
     }
 
     fn client(&self) -> Result<redis::Client, ConfigError> {
-        let fail = |field, reason| Err(ConfigError { field, reason });
         let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return fail("url", "is not a valid redis url");
+            return Err(ConfigError {
+                field: "url",
+                reason: "is not a valid redis url",
+            });
         };
+        self.common().check()?;
+        Ok(client)
+    }
+
+    fn common(&self) -> Common<'_> {
+        Common {
+            key_prefix: &self.key_prefix,
+            buffer_capacity: self.buffer_capacity,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            timeout: self.timeout,
+            batch_delay: self.batch_delay,
+        }
+    }
+}
+
+/// What the configs of one Redis and of a cluster share, and its checks.
+struct Common<'a> {
+    key_prefix: &'a str,
+    buffer_capacity: usize,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    timeout: Duration,
+    batch_delay: Duration,
+}
+
+impl Common<'_> {
+    fn check(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason| Err(ConfigError { field, reason });
         if self.key_prefix.is_empty() {
             return fail("key_prefix", "must not be empty");
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return fail(
+                "key_prefix",
+                "must not contain `{` or `}` (they mark hash tags)",
+            );
         }
         if self.buffer_capacity == 0 {
             return fail("buffer_capacity", "must be at least 1");
@@ -210,7 +307,26 @@ impl RedisConfig {
         if self.timeout < Duration::from_millis(1) {
             return fail("timeout", "must be at least 1 ms");
         }
-        Ok(client)
+        if self.batch_delay > Duration::from_secs(1) {
+            return fail("batch_delay", "must be at most 1 s");
+        }
+        Ok(())
+    }
+
+    /// The settings the tasks share, for a validated hub config.
+    fn settings(&self, config: &HubConfig, layout: Layout) -> Settings {
+        let ttl_ms = u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX);
+        Settings {
+            keys: Keys::new(self.key_prefix, layout),
+            history_capacity: config.history_capacity,
+            ttl_ms,
+            buffer_capacity: self.buffer_capacity,
+            batch: self.buffer_capacity.min(1024),
+            batch_delay: self.batch_delay,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -221,18 +337,57 @@ struct Settings {
     history_capacity: usize,
     ttl_ms: u64,
     buffer_capacity: usize,
-    /// Most items per pipeline.
+    /// Most items per batch.
     batch: usize,
+    batch_delay: Duration,
     reconnect_min: Duration,
     reconnect_max: Duration,
     timeout: Duration,
 }
 
-/// Tells the writer that the reader saw the connection to Redis fail.
+impl Settings {
+    /// What an append call of `group` by `writer` carries besides its sessions.
+    fn call<'a>(&self, group: u32, writer: &'a str, token: u64, check: bool) -> wire::Call<'a> {
+        wire::Call {
+            group,
+            writer,
+            token,
+            check,
+            capacity: self.history_capacity,
+            // Renewed at most every quarter of the TTL, so they live at least the TTL after
+            // the last status (see the writer).
+            key_ttl_ms: self.ttl_ms.saturating_add(self.ttl_ms / 4),
+        }
+    }
+}
+
+/// How to make connections: to one Redis, or to a cluster.
+enum Backing {
+    Single(redis::Client),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(cluster::Nodes),
+}
+
+impl Backing {
+    /// A command connection within `timeout`.
+    async fn command_conn(&self, timeout: Duration) -> redis::RedisResult<Conn> {
+        match self {
+            Backing::Single(client) => wire::connect(client, timeout).await.map(Conn::Single),
+            #[cfg(feature = "redis-cluster")]
+            Backing::Cluster(nodes) => nodes.connect(timeout, None).await.map(Conn::Cluster),
+        }
+    }
+}
+
+/// Tells the writer that the reader saw the connection to Redis fail, and (on a cluster) the
+/// reader that the writer did.
 #[derive(Debug, Default)]
 struct LinkState {
     generation: AtomicU64,
     down: Notify,
+    /// Write failures seen by the writer: on a cluster a node may have failed without the
+    /// reader's connection to it noticing yet.
+    writer_failures: AtomicU64,
 }
 
 impl LinkState {
@@ -244,12 +399,22 @@ impl LinkState {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.down.notify_one();
     }
+
+    fn writer_failed(&self) {
+        self.writer_failures.fetch_add(1, Ordering::AcqRel);
+    }
+
+    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    fn writer_failures(&self) -> u64 {
+        self.writer_failures.load(Ordering::Acquire)
+    }
 }
 
 /// State shared by the hub's handle and the two tasks.
 struct Shared {
     settings: Settings,
-    client: redis::Client,
+    backing: Backing,
+    scripts: Scripts,
     outbox: Outbox,
     link: LinkState,
     /// Sessions whose local subscriber count went from or to zero since the reader last looked.
@@ -257,7 +422,7 @@ struct Shared {
     interest_ready: Notify,
     /// The reader's command connection, for `open_session` and `session_exists`; `None` while
     /// Redis is away.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<Conn>>,
     /// `conn` was set.
     conn_ready: Notify,
     stop: watch::Sender<bool>,
@@ -273,7 +438,7 @@ impl Shared {
         *self.stop.borrow() || self.outbox.is_closed()
     }
 
-    fn set_conn(&self, conn: Option<MultiplexedConnection>) {
+    fn set_conn(&self, conn: Option<Conn>) {
         let ready = conn.is_some();
         *lock(&self.conn) = conn;
         if ready {
@@ -291,7 +456,7 @@ impl Shared {
 
     /// A command connection; while Redis is away, waits up to the timeout for the reader to
     /// reconnect.
-    async fn connection(&self) -> Result<MultiplexedConnection, BackendError> {
+    async fn connection(&self) -> Result<Conn, BackendError> {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         loop {
             let ready = self.conn_ready.notified();
@@ -391,7 +556,13 @@ impl Backend for RedisBackend {
     fn start(&self, hub: BackendHandle) {
         let shared = &self.shared;
         let writer = tokio::spawn(writer::Writer::new(Arc::clone(shared), hub.clone()).run());
-        let reader = tokio::spawn(reader::Reader::new(Arc::clone(shared), hub).run());
+        let reader = match &shared.backing {
+            Backing::Single(_) => tokio::spawn(reader::Reader::new(Arc::clone(shared), hub).run()),
+            #[cfg(feature = "redis-cluster")]
+            Backing::Cluster(_) => {
+                tokio::spawn(cluster::Reader::new(Arc::clone(shared), hub).run())
+            }
+        };
         *lock(&self.writer) = Some(writer);
         *lock(&self.reader) = Some(reader);
     }
@@ -433,10 +604,26 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let mut conn = self.shared.connection().await.map_err(OpenError::Backend)?;
             let settings = &self.shared.settings;
-            let mut pipe = redis::pipe();
-            wire::touch(&mut pipe, &settings.keys, id, settings.ttl_ms);
-            pipe.query_async::<()>(&mut conn)
-                .await
+            let open = self.shared.scripts.read_cmd(
+                &settings.keys,
+                id,
+                None,
+                None,
+                settings.ttl_ms.max(1),
+            );
+            let mut result =
+                wire::within(settings.timeout, open.query_async::<Value>(&mut conn)).await;
+            if result.as_ref().is_err_and(wire::is_noscript) {
+                // A server that restarted or took over has not been given the scripts yet.
+                result = match wire::within(settings.timeout, Scripts::load(&mut conn)).await {
+                    Ok(()) => {
+                        wire::within(settings.timeout, open.query_async::<Value>(&mut conn)).await
+                    }
+                    Err(error) => Err(error),
+                };
+            }
+            result
+                .map(drop)
                 .map_err(|error| OpenError::Backend(backend_error(error)))
         })
     }
@@ -452,10 +639,9 @@ impl Backend for RedisBackend {
                 .connection()
                 .await
                 .map_err(LookupError::Backend)?;
-            redis::cmd("HEXISTS")
-                .arg(self.shared.settings.keys.meta(id))
-                .arg("seq")
-                .query_async(&mut conn)
+            let settings = &self.shared.settings;
+            let exists = redis::cmd("EXISTS").arg(settings.keys.log(id)).clone();
+            wire::within(settings.timeout, exists.query_async(&mut conn))
                 .await
                 .map_err(|error| LookupError::Backend(backend_error(error)))
         })
@@ -597,25 +783,29 @@ impl Hub {
         )
         .await
         .map_err(unreachable)?;
-        let ttl_ms = u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX);
-        let settings = Settings {
-            keys: Keys::new(&redis.key_prefix),
-            history_capacity: config.history_capacity,
-            ttl_ms,
-            buffer_capacity: redis.buffer_capacity,
-            batch: redis.buffer_capacity.min(1024),
-            reconnect_min: redis.reconnect_min,
-            reconnect_max: redis.reconnect_max,
-            timeout: redis.timeout,
-        };
+        let settings = redis.common().settings(&config, Layout::Single);
+        Ok(RedisBackend::hub(
+            config,
+            settings,
+            Backing::Single(client),
+            Some(Conn::Single(probe)),
+        ))
+    }
+}
+
+impl RedisBackend {
+    /// A hub on this backend; `conn` is a command connection known to work.
+    fn hub(config: HubConfig, settings: Settings, backing: Backing, conn: Option<Conn>) -> Hub {
+        let buffer_capacity = settings.buffer_capacity;
         let shared = Arc::new(Shared {
             settings,
-            client,
-            outbox: Outbox::new(redis.buffer_capacity),
+            backing,
+            scripts: Scripts::new(),
+            outbox: Outbox::new(buffer_capacity),
             link: LinkState::default(),
             interest: Mutex::new(HashSet::new()),
             interest_ready: Notify::new(),
-            conn: Mutex::new(Some(probe)),
+            conn: Mutex::new(conn),
             conn_ready: Notify::new(),
             stop: watch::Sender::new(false),
             progress: Notify::new(),
@@ -626,6 +816,6 @@ impl Hub {
             writer: Mutex::new(None),
             reader: Mutex::new(None),
         };
-        Ok(Hub::with_backend(config, Box::new(backend)))
+        Hub::with_backend(config, Box::new(backend))
     }
 }

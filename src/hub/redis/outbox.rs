@@ -159,6 +159,11 @@ impl Outbox {
         }
     }
 
+    /// Items waiting to be taken.
+    pub(super) fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
     /// Whether [`shut`](Outbox::shut) was called.
     pub(super) fn is_closed(&self) -> bool {
         self.lock().closed

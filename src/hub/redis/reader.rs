@@ -1,52 +1,45 @@
 //! The reader task: subscribes to the channels of the sessions this process serves and copies
 //! their statuses, with the numbers Redis gave them, into the hub's local history.
 //!
+//! One Redis: a channel per session, on one pub/sub connection. What is done with each session's
+//! statuses is in `follow`.
+//!
 //! # Invariants
 //!
-//! - A session is in `attached` exactly while its channel is subscribed on the current
-//!   connection; its value is the highest number applied to the local history (a status, or a
-//!   number reported lost).
+//! - A session is followed exactly while its channel is subscribed on the current connection.
 //! - Attaching subscribes first and reads the stream second. Every append runs atomically in
 //!   Redis (stream entry and publish together), so each status is either in what was read or
 //!   published after the subscription took effect: nothing falls between. Numbers at or below
 //!   the applied one are duplicates of what was read and are skipped.
-//! - A published number above the next one expected leaves a hole. Before the later status is
-//!   applied the hole is read back from the stream; whatever the stream no longer holds is
-//!   applied as lost, so subscribers see it as a gap, never as a silent skip.
 //! - Every reconnect starts from scratch: resubscribe to the sessions that have local
 //!   subscribers now and read each stream from its applied number on.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_core::Stream;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 use redis::{Msg, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 
-use super::wire::{self, Append, Backoff, Record, Scripts};
-use super::Shared;
+use super::follow::{After, Follow, CHUNK};
+use super::wire::{self, Append, Backoff, Conn};
+use super::{Backing, Shared};
 use crate::hub::backend::{BackendHandle, Local};
 
 /// How often the connections are checked.
 const TICK: Duration = Duration::from_secs(1);
-/// Sessions per SUBSCRIBE command and per read pipeline.
-const CHUNK: usize = 256;
 
 struct Link {
     sink: PubSubSink,
     stream: PubSubStream,
-    conn: MultiplexedConnection,
-    scripts: Scripts,
+    conn: Conn,
 }
 
 pub(super) struct Reader {
-    shared: Arc<Shared>,
-    hub: BackendHandle,
+    follow: Follow,
     epoch: Option<String>,
-    attached: HashMap<Arc<str>, u64>,
     last_refresh: Instant,
 }
 
@@ -64,18 +57,21 @@ impl From<RedisError> for Ended {
 impl Reader {
     pub(super) fn new(shared: Arc<Shared>, hub: BackendHandle) -> Self {
         Self {
-            shared,
-            hub,
+            follow: Follow::new(shared, hub),
             epoch: None,
-            attached: HashMap::new(),
             last_refresh: Instant::now(),
         }
     }
 
+    fn shared(&self) -> &Arc<Shared> {
+        &self.follow.shared
+    }
+
     pub(super) async fn run(mut self) {
-        let settings = &self.shared.settings;
+        let shared = Arc::clone(self.shared());
+        let settings = &shared.settings;
         let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
-        let mut stop = self.shared.stop.subscribe();
+        let mut stop = shared.stop.subscribe();
         let mut down_since: Option<Instant> = None;
         loop {
             if *stop.borrow() {
@@ -97,10 +93,10 @@ impl Reader {
                     match self.serve(link, lost, &mut stop).await {
                         Ended::Stopped => return,
                         Ended::Broken(error) => {
-                            self.shared.set_conn(None);
-                            self.attached.clear();
+                            shared.set_conn(None);
+                            self.follow.clear();
                             // Tell the writer before anyone can see the error counted.
-                            self.shared.link.bump();
+                            shared.link.bump();
                             self.with_hub(|hub| hub.counters().backend_errors.add(1));
                             if down_since.is_none() {
                                 down_since = Some(Instant::now());
@@ -116,7 +112,7 @@ impl Reader {
                 }
                 Err(error) => error,
             };
-            self.shared.link.bump();
+            shared.link.bump();
             self.with_hub(|hub| hub.counters().backend_errors.add(1));
             if down_since.is_none() {
                 down_since = Some(Instant::now());
@@ -133,26 +129,32 @@ impl Reader {
     }
 
     fn with_hub(&self, f: impl FnOnce(Local<'_>)) {
-        self.hub.with(f);
+        self.follow.hub.with(f);
     }
 
     async fn open(&mut self) -> RedisResult<(Link, bool)> {
-        let settings = &self.shared.settings;
-        let mut conn = wire::connect(&self.shared.client, settings.timeout).await?;
-        let scripts = Scripts::load(&mut conn).await?;
+        let shared = Arc::clone(self.shared());
+        let settings = &shared.settings;
+        #[cfg_attr(
+            not(feature = "redis-cluster"),
+            allow(
+                clippy::infallible_destructuring_match,
+                reason = "one variant without the cluster"
+            )
+        )]
+        let client = match &shared.backing {
+            Backing::Single(client) => client,
+            #[cfg(feature = "redis-cluster")]
+            Backing::Cluster(_) => return Err(wire::timed_out()),
+        };
+        let mut conn = wire::connect(client, settings.timeout).await?;
         let epoch = wire::epoch(&mut conn, &settings.keys).await?;
-        let (sink, stream) = wire::connect_pubsub(&self.shared.client, settings.timeout).await?;
+        let mut conn = Conn::Single(conn);
+        wire::Scripts::load(&mut conn).await?;
+        let (sink, stream) = wire::connect_pubsub(client, settings.timeout).await?;
         let lost = self.epoch.as_ref().is_some_and(|seen| *seen != epoch);
         self.epoch = Some(epoch);
-        Ok((
-            Link {
-                sink,
-                stream,
-                conn,
-                scripts,
-            },
-            lost,
-        ))
+        Ok((Link { sink, stream, conn }, lost))
     }
 
     async fn serve(
@@ -161,11 +163,12 @@ impl Reader {
         lost: bool,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Ended {
-        self.shared.set_conn(Some(link.conn.clone()));
-        self.attached.clear();
+        let shared = Arc::clone(self.shared());
+        shared.set_conn(Some(link.conn.clone()));
+        self.follow.clear();
         // Everything that changes from here on is seen by the next `update_interest`.
-        self.shared.take_interest();
-        let watched = self.hub.with(|hub| {
+        shared.take_interest();
+        let watched = self.follow.hub.with(|hub| {
             hub.watched()
                 .into_iter()
                 .map(|(id, head)| (id.into_shared(), head))
@@ -175,15 +178,14 @@ impl Reader {
             return Ended::Stopped;
         };
         if lost {
-            if let Err(error) = self.raise_floors(&mut link, &watched).await {
+            if let Err(error) = raise_floors(&shared, &mut link.conn, &watched).await {
                 return Ended::Broken(error);
             }
         }
         if let Err(error) = self.attach(&mut link, watched).await {
             return Ended::Broken(error);
         }
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = wire::ticker(TICK);
         loop {
             let result = tokio::select! {
                 biased;
@@ -192,7 +194,7 @@ impl Reader {
                     Some(message) => self.on_message(&mut link, &message).await,
                     None => Err(closed()),
                 },
-                () = self.shared.interest_ready.notified() => self.update_interest(&mut link).await,
+                () = shared.interest_ready.notified() => self.update_interest(&mut link).await,
                 _ = tick.tick() => self.check(&mut link).await,
             };
             if let Err(error) = result {
@@ -201,186 +203,55 @@ impl Reader {
         }
     }
 
-    /// Redis restarted without its data: put each watched session's counter back to at least
-    /// what this process has seen, so new statuses are not numbered below it.
-    async fn raise_floors(
-        &mut self,
-        link: &mut Link,
-        watched: &[(Arc<str>, u64)],
-    ) -> RedisResult<()> {
-        let settings = &self.shared.settings;
-        let keys = &settings.keys;
-        for chunk in watched.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
-            for (session, head) in chunk.iter().filter(|(_, head)| *head > 0) {
-                let call = Append {
-                    session,
-                    writer: "",
-                    token: 0,
-                    floor: *head,
-                    items: &[],
-                    trailing: 0,
-                    reserve: 0,
-                };
-                pipe.add_command(link.scripts.append_cmd(
-                    keys,
-                    settings.history_capacity,
-                    settings.ttl_ms,
-                    &call,
-                ))
-                .ignore();
-            }
-            if !pipe.is_empty() {
-                pipe.query_async::<()>(&mut link.conn).await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Subscribes to `sessions`, then reads each stream after what the local history holds.
     async fn attach(&mut self, link: &mut Link, sessions: Vec<(Arc<str>, u64)>) -> RedisResult<()> {
-        let shared = Arc::clone(&self.shared);
+        let shared = Arc::clone(self.shared());
         let settings = &shared.settings;
-        let keys = &settings.keys;
         for chunk in sessions.chunks(CHUNK) {
-            let channels: Vec<String> = chunk.iter().map(|(s, _)| keys.channel(s)).collect();
+            let channels: Vec<String> = chunk
+                .iter()
+                .map(|(s, _)| settings.keys.channel(s))
+                .collect();
             wire::within(settings.timeout, link.sink.subscribe(channels)).await?;
-            let mut pipe = redis::pipe();
-            for (session, head) in chunk {
-                pipe.add_command(link.scripts.read_cmd(keys, session, head + 1, None));
-                // A subscriber opens the session, as a status would.
-                wire::touch(&mut pipe, keys, session, settings.ttl_ms);
-            }
-            let reads: Vec<Value> = pipe.query_async(&mut link.conn).await?;
-            for ((session, head), read) in chunk.iter().zip(reads) {
-                self.attached.insert(Arc::clone(session), *head);
-                let Some((counter, entries)) = wire::parse_read(read, head + 1, u64::MAX) else {
-                    self.unexpected("read");
-                    continue;
-                };
-                self.apply(session, entries, counter);
-            }
+            // A subscriber opens the session, as a status would.
+            self.follow
+                .attach(&mut link.conn, chunk.to_vec(), true)
+                .await?;
         }
         Ok(())
-    }
-
-    /// Applies statuses read from the stream, and `counter` as the highest number given.
-    fn apply(&mut self, session: &Arc<str>, entries: Vec<(u64, String)>, counter: u64) {
-        let Some(last) = self.attached.get_mut(session) else {
-            return;
-        };
-        let fresh: Vec<(u64, Arc<str>)> = entries
-            .into_iter()
-            .filter(|(seq, _)| *seq > *last)
-            .map(|(seq, text)| (seq, Arc::from(text)))
-            .collect();
-        let top = fresh.last().map_or(counter, |(seq, _)| counter.max(*seq));
-        if top <= *last {
-            return;
-        }
-        *last = top;
-        self.hub.with(|hub| hub.deliver(session, fresh, top));
-        self.shared.progress.notify_waiters();
     }
 
     async fn on_message(&mut self, link: &mut Link, message: &Msg) -> RedisResult<()> {
-        let keys = &self.shared.settings.keys;
-        let Some(session) = keys.session_of(message.get_channel_name()) else {
+        let Some(frames) = wire::parse_frames(message.get_payload_bytes()) else {
+            self.follow.unexpected("message");
             return Ok(());
         };
-        let Some((session, &last)) = self.attached.get_key_value(session) else {
-            // Unsubscribed since; the message was already on its way.
-            return Ok(());
-        };
-        let session = Arc::clone(session);
-        let Some(records) = wire::parse(message.get_payload_bytes()) else {
-            self.unexpected("message");
-            return Ok(());
-        };
-        let mut last = last;
-        let mut fresh: Vec<(u64, Arc<str>)> = Vec::new();
-        for record in records {
-            let (seq, text) = match record {
-                Record::Status(seq, text) => (seq, Some(text)),
-                Record::Head(seq) => (seq, None),
-                Record::Closed => {
-                    self.flush(&session, &mut fresh, last);
-                    return self.closed(link, &session).await;
-                }
-            };
-            if seq <= last {
-                continue;
-            }
-            let hole_end = if text.is_some() { seq - 1 } else { seq };
-            if hole_end > last {
-                self.flush(&session, &mut fresh, last);
-                self.fill(link, &session, last + 1, hole_end).await?;
-                last = hole_end;
-            }
-            if let Some(text) = text {
-                fresh.push((seq, Arc::from(String::from_utf8_lossy(text))));
-                last = seq;
-            }
-        }
-        self.flush(&session, &mut fresh, last);
-        Ok(())
-    }
-
-    fn flush(&mut self, session: &Arc<str>, fresh: &mut Vec<(u64, Arc<str>)>, last: u64) {
-        let applied = self.attached.get(session).copied().unwrap_or(0);
-        if fresh.is_empty() && last <= applied {
-            return;
-        }
-        let entries = std::mem::take(fresh);
-        if let Some(applied) = self.attached.get_mut(session) {
-            *applied = (*applied).max(last);
-        }
-        self.hub.with(|hub| hub.deliver(session, entries, last));
-        self.shared.progress.notify_waiters();
-    }
-
-    /// Reads numbers `from..=to` back from the stream; what it no longer holds is lost.
-    async fn fill(
-        &mut self,
-        link: &mut Link,
-        session: &Arc<str>,
-        from: u64,
-        to: u64,
-    ) -> RedisResult<()> {
-        let keys = &self.shared.settings.keys;
-        let read: Value = link
-            .scripts
-            .read_cmd(keys, session, from, Some(to))
-            .query_async(&mut link.conn)
-            .await?;
-        match wire::parse_read(read, from, to) {
-            Some((_, entries)) => self.apply(session, entries, to),
-            None => {
-                self.unexpected("read");
-                self.apply(session, Vec::new(), to);
+        for (session, segment) in frames {
+            if self
+                .follow
+                .on_segment(&mut link.conn, session, &segment)
+                .await?
+                == After::Closed
+            {
+                let shared = self.shared();
+                let channel = shared.settings.keys.channel(session);
+                wire::within(shared.settings.timeout, link.sink.unsubscribe(channel)).await?;
             }
         }
         Ok(())
-    }
-
-    async fn closed(&mut self, link: &mut Link, session: &Arc<str>) -> RedisResult<()> {
-        self.attached.remove(session);
-        self.hub.with(|hub| hub.close(session));
-        self.shared.progress.notify_waiters();
-        let channel = self.shared.settings.keys.channel(session);
-        wire::within(self.shared.settings.timeout, link.sink.unsubscribe(channel)).await
     }
 
     /// Attaches sessions that gained their first local subscriber, detaches those that lost
     /// their last.
     async fn update_interest(&mut self, link: &mut Link) -> RedisResult<()> {
-        let dirty = self.shared.take_interest();
+        let shared = Arc::clone(self.shared());
+        let dirty = shared.take_interest();
         let mut attach = Vec::new();
         let mut detach = Vec::new();
-        let attached = &self.attached;
-        let looked = self.hub.with(|hub| {
+        let follow = &self.follow;
+        let looked = follow.hub.with(|hub| {
             for session in dirty {
-                match (hub.watched_head(&session), attached.contains_key(&session)) {
+                match (hub.watched_head(&session), follow.is_attached(&session)) {
                     (Some(head), false) => attach.push((session, head)),
                     (None, true) => detach.push(session),
                     _ => {}
@@ -391,16 +262,12 @@ impl Reader {
             return Ok(());
         }
         if !detach.is_empty() {
-            let keys = &self.shared.settings.keys;
+            let keys = &shared.settings.keys;
             let channels: Vec<String> = detach.iter().map(|s| keys.channel(s)).collect();
             for session in &detach {
-                self.attached.remove(session);
+                self.follow.detach(session);
             }
-            wire::within(
-                self.shared.settings.timeout,
-                link.sink.unsubscribe(channels),
-            )
-            .await?;
+            wire::within(shared.settings.timeout, link.sink.unsubscribe(channels)).await?;
         }
         if !attach.is_empty() {
             self.attach(link, attach).await?;
@@ -411,36 +278,86 @@ impl Reader {
     /// Pings both connections, so a dead one is noticed even when nothing happens, and keeps
     /// the keys of served sessions alive while they have subscribers.
     async fn check(&mut self, link: &mut Link) -> RedisResult<()> {
-        let settings = &self.shared.settings;
+        let shared = Arc::clone(self.shared());
+        let settings = &shared.settings;
         wire::within(settings.timeout, link.sink.ping::<Value>()).await?;
         redis::cmd("PING")
             .query_async::<Value>(&mut link.conn)
             .await?;
-        let refresh_every = Duration::from_millis(settings.ttl_ms / 3).max(TICK);
-        if self.last_refresh.elapsed() < refresh_every || self.attached.is_empty() {
+        if !refresh_due(&mut self.last_refresh, settings.ttl_ms) || self.follow.is_empty() {
             return Ok(());
         }
-        self.last_refresh = Instant::now();
-        let keys = &settings.keys;
-        let sessions: Vec<Arc<str>> = self.attached.keys().cloned().collect();
+        touch_all(&shared, &mut link.conn, &self.follow.sessions()).await
+    }
+}
+
+/// Whether the keys of served sessions are due to be renewed (every third of the TTL, at most
+/// once a second); restarts the clock when they are.
+pub(super) fn refresh_due(last: &mut Instant, ttl_ms: u64) -> bool {
+    let every = Duration::from_millis(ttl_ms / 3).max(TICK);
+    if last.elapsed() < every {
+        return false;
+    }
+    *last = Instant::now();
+    true
+}
+
+/// Renews the keys of `sessions` (one pipeline per partition on a cluster).
+pub(super) async fn touch_all(
+    shared: &Shared,
+    conn: &mut Conn,
+    sessions: &[Arc<str>],
+) -> RedisResult<()> {
+    let settings = &shared.settings;
+    let keys = &settings.keys;
+    let mut by_group: std::collections::HashMap<u32, Vec<&Arc<str>>> =
+        std::collections::HashMap::new();
+    for session in sessions {
+        by_group
+            .entry(keys.group(session))
+            .or_default()
+            .push(session);
+    }
+    for sessions in by_group.into_values() {
         for chunk in sessions.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for session in chunk {
                 wire::touch(&mut pipe, keys, session, settings.ttl_ms);
             }
-            pipe.query_async::<()>(&mut link.conn).await?;
+            wire::within(settings.timeout, pipe.query_async::<()>(conn)).await?;
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    fn unexpected(&self, what: &str) {
-        self.with_hub(|hub| hub.counters().backend_errors.add(1));
-        tracing::warn!(
-            target: "status_messenger::redis",
-            what,
-            "unexpected data from redis ignored (another version of the key layout?)"
-        );
+/// Redis restarted without its data: put each watched session's counter back to at least
+/// what this process has seen, so new statuses are not numbered below it.
+async fn raise_floors(
+    shared: &Shared,
+    conn: &mut Conn,
+    watched: &[(Arc<str>, u64)],
+) -> RedisResult<()> {
+    let settings = &shared.settings;
+    let call = settings.call(0, "", 0, false);
+    let watched: Vec<&(Arc<str>, u64)> = watched.iter().filter(|(_, head)| *head > 0).collect();
+    for chunk in watched.chunks(CHUNK) {
+        let appends: Vec<Append<'_>> = chunk
+            .iter()
+            .map(|(session, head)| Append {
+                session,
+                floor: *head,
+                items: &[],
+                trailing: 0,
+                renew: true,
+            })
+            .collect();
+        shared
+            .scripts
+            .append_cmd(&settings.keys, &call, &appends)
+            .query_async::<()>(conn)
+            .await?;
     }
+    Ok(())
 }
 
 async fn next_message(stream: &mut PubSubStream) -> Option<Msg> {

@@ -1,69 +1,194 @@
-//! What goes over the wire: key names, the Lua scripts, the records published per session, and
-//! connecting with timeouts and backoff.
+//! What goes over the wire: key names and where they live, the Lua scripts, the frames and
+//! records published, connections (one Redis or a cluster), timeouts and backoff.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, Cmd, RedisResult, Value};
+use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-/// Appends statuses to a session (see the script's header).
+/// Appends statuses of several sessions (see the script's header).
 pub(super) const APPEND: &str = include_str!("append.lua");
 /// Reads a session's history together with its counter.
 pub(super) const READ: &str = include_str!("read.lua");
 /// Ends a session everywhere.
 pub(super) const CLOSE: &str = include_str!("close.lua");
 
-/// Key names. Every key of one session shares the hash tag `{session}`, so a script only ever
-/// touches one cluster slot.
+/// Where a session's keys live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+pub(super) enum Layout {
+    /// One Redis: each session's keys carry the session as their hash tag
+    /// (`{prefix}:{<session>}:meta`, `:log`, `:ch`), a channel per session, and one script call
+    /// serves any sessions (one Redis runs a script over keys of any slot).
+    Single,
+    /// A Redis Cluster: sessions fall into `partitions` groups by a hash of their id, and every
+    /// key of a partition carries its hash tag (`{prefix}:{p<n>.<k>}:meta:<session>`,
+    /// `:log:<session>`, one channel `{prefix}:{p<n>.<k>}:ch` per partition), so one script call
+    /// serves the sessions of one partition on the shard that owns it.
+    Cluster {
+        /// At least 1.
+        partitions: u32,
+    },
+}
+
+/// Key names.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     prefix: String,
+    layout: Layout,
+    /// Each partition's hash tag (cluster only).
+    tags: Arc<[String]>,
+}
+
+/// The cluster slot of a hash tag: CRC16 (XMODEM) modulo 16,384, as Redis computes it.
+fn slot(tag: &str) -> u16 {
+    let crc = tag.bytes().fold(0u16, |crc, byte| {
+        (0..8).fold(crc ^ (u16::from(byte) << 8), |crc, _| {
+            if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            }
+        })
+    });
+    crc % 16_384
+}
+
+/// A hash tag per partition, `p<n>.<k>` with the least `k` whose slot falls in the `n`th of
+/// `partitions` equal parts of the slot space: so partitions spread over the masters as evenly
+/// as the slots do, and every process finds the same tags.
+fn spread_tags(partitions: u32) -> Vec<String> {
+    let partitions = partitions.max(1);
+    (0..partitions)
+        .map(|n| {
+            let from = u64::from(n) * 16_384 / u64::from(partitions);
+            let to = (u64::from(n) + 1) * 16_384 / u64::from(partitions);
+            (0..1_000_000u32)
+                .map(|k| format!("p{n}.{k}"))
+                .find(|tag| (from..to).contains(&u64::from(slot(tag))))
+                .unwrap_or_else(|| format!("p{n}"))
+        })
+        .collect()
+}
+
+/// FNV-1a of the id: the same in every process and every version, so processes agree on
+/// partitions.
+fn stable_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Keys {
-    pub(super) fn new(prefix: &str) -> Self {
+    pub(super) fn new(prefix: &str, layout: Layout) -> Self {
+        let tags = match layout {
+            Layout::Single => Vec::new(),
+            Layout::Cluster { partitions } => spread_tags(partitions),
+        };
         Self {
             prefix: prefix.to_owned(),
+            layout,
+            tags: tags.into(),
+        }
+    }
+
+    fn tag(&self, group: u32) -> &str {
+        self.tags.get(group as usize).map_or("p", String::as_str)
+    }
+
+    pub(super) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The group of sessions one script call may serve: always 0 on one Redis, the partition on
+    /// a cluster.
+    pub(super) fn group(&self, session: &str) -> u32 {
+        match self.layout {
+            Layout::Single => 0,
+            Layout::Cluster { partitions } => {
+                (stable_hash(session) % u64::from(partitions.max(1))) as u32
+            }
         }
     }
 
     fn key(&self, session: &str, kind: &str) -> String {
-        format!("{}:{{{}}}:{}", self.prefix, session, kind)
+        match self.layout {
+            Layout::Single => format!("{}:{{{}}}:{}", self.prefix, session, kind),
+            Layout::Cluster { .. } => {
+                format!(
+                    "{}:{{{}}}:{}:{}",
+                    self.prefix,
+                    self.tag(self.group(session)),
+                    kind,
+                    session
+                )
+            }
+        }
     }
 
-    /// The session: a hash whose field `seq` (the last number given) exists while the session
-    /// does, and whose fields `w:<writer>` hold the last token each writer applied.
+    /// The session's close tokens: a hash whose fields `w:<writer>` hold the last close token
+    /// each writer applied there, and `cw:<writer>` the answer it gave.
     pub(super) fn meta(&self, session: &str) -> String {
         self.key(session, "meta")
     }
 
-    /// The session's history: a stream whose ids are `{seq}-0`.
+    /// The session's history, which is also its counter: a stream whose ids are
+    /// `0-<first number of the batch>` (see append.lua); it exists while the session does.
     pub(super) fn log(&self, session: &str) -> String {
         self.key(session, "log")
     }
 
-    /// The session's pub/sub channel.
+    /// The channel that carries the session's statuses: its own on one Redis, its partition's
+    /// on a cluster.
     pub(super) fn channel(&self, session: &str) -> String {
-        self.key(session, "ch")
+        match self.layout {
+            Layout::Single => self.key(session, "ch"),
+            Layout::Cluster { .. } => self.group_channel(self.group(session)),
+        }
     }
 
-    /// Changes whenever Redis starts without the data it had (see the module docs).
+    /// A partition's channel (cluster only).
+    pub(super) fn group_channel(&self, group: u32) -> String {
+        format!("{}:{{{}}}:ch", self.prefix, self.tag(group))
+    }
+
+    /// The channel one append call publishes on for all its sessions, or `None` when each
+    /// session publishes on its own.
+    fn call_channel(&self, group: u32) -> Option<String> {
+        match self.layout {
+            Layout::Single => None,
+            Layout::Cluster { .. } => Some(self.group_channel(group)),
+        }
+    }
+
+    fn publish(&self) -> &'static str {
+        match self.layout {
+            Layout::Single => "PUBLISH",
+            Layout::Cluster { .. } => "SPUBLISH",
+        }
+    }
+
+    /// Changes whenever Redis starts without the data it had (see the module docs; one Redis
+    /// only).
     pub(super) fn epoch(&self) -> String {
         format!("{}:epoch", self.prefix)
     }
 
-    /// The session a channel name belongs to.
-    pub(super) fn session_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
-        channel
+    /// The partition a cluster channel belongs to.
+    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    pub(super) fn group_of(&self, channel: &str) -> Option<u32> {
+        let tag = channel
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix(":{")?
-            .strip_suffix("}:ch")
+            .strip_suffix("}:ch")?;
+        let group: u32 = tag.strip_prefix('p')?.split('.').next()?.parse().ok()?;
+        (self.tag(group) == tag).then_some(group)
     }
 }
 
-/// One record of a message published on a session's channel, with its number resolved.
+/// One record of a session's segment, with its number resolved.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Record<'a> {
     /// A status.
@@ -75,7 +200,10 @@ pub(super) enum Record<'a> {
 }
 
 /// Appends the record of a status to `body`: `+<skipped> <len>\n<text>`, numbered `skipped + 1`
-/// after the one before it (the first after the message's base).
+/// after the one before it (the first after the segment's base).
+///
+/// This and [`parse`] are the one place that knows how a status is encoded; the scripts only
+/// carry records as they are.
 pub(super) fn push_status(body: &mut Vec<u8>, skipped: u64, text: &str) {
     body.extend_from_slice(format!("+{skipped} {}\n", text.len()).as_bytes());
     body.extend_from_slice(text.as_bytes());
@@ -86,14 +214,10 @@ pub(super) fn push_head(body: &mut Vec<u8>, skipped: u64) {
     body.extend_from_slice(format!("+{skipped} -\n").as_bytes());
 }
 
-/// Splits a published message (`<base>\n` and records, or `x\n`) into records with their
-/// numbers; `None` when it is malformed.
-pub(super) fn parse(payload: &[u8]) -> Option<Vec<Record<'_>>> {
-    if payload == b"x\n" {
-        return Some(vec![Record::Closed]);
-    }
-    let (line, mut payload) = split_line(payload)?;
-    let mut seq: u64 = line.parse().ok()?;
+/// Splits records into records with their numbers, the first numbered after `base`; `None` when
+/// they are malformed.
+pub(super) fn parse_records(base: u64, mut payload: &[u8]) -> Option<Vec<Record<'_>>> {
+    let mut seq = base;
     let mut records = Vec::new();
     while !payload.is_empty() {
         let (line, rest) = split_line(payload)?;
@@ -110,6 +234,56 @@ pub(super) fn parse(payload: &[u8]) -> Option<Vec<Record<'_>>> {
         payload = &rest[len..];
     }
     Some(records)
+}
+
+/// One session's part of a published message. New kinds of frames (a cancel for the process
+/// that runs a task, say) are new variants, named by the frame's `<first>` field as `x` names a
+/// close.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Segment<'a> {
+    /// Records numbered after `base`.
+    Batch { base: u64, records: &'a [u8] },
+    /// The session was closed.
+    Closed,
+}
+
+impl<'a> Segment<'a> {
+    /// Its records with their numbers; `None` when they are malformed.
+    pub(super) fn records(&self) -> Option<Vec<Record<'a>>> {
+        match self {
+            Segment::Batch { base, records } => parse_records(*base, records),
+            Segment::Closed => Some(vec![Record::Closed]),
+        }
+    }
+}
+
+/// Splits a published message into its frames, one per session: `<id length> <records
+/// length> <first>\n<id><records>` (`<first>` the first number the records take, `x` for a
+/// closed session); `None` when it is malformed.
+pub(super) fn parse_frames(message: &[u8]) -> Option<Vec<(&str, Segment<'_>)>> {
+    let mut frames = Vec::new();
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (line, after) = split_line(rest)?;
+        let mut fields = line.splitn(3, ' ');
+        let id_len: usize = fields.next()?.parse().ok()?;
+        let records_len: usize = fields.next()?.parse().ok()?;
+        let first = fields.next()?;
+        let end = id_len.checked_add(records_len)?;
+        let frame = after.get(..end)?;
+        let id = std::str::from_utf8(&frame[..id_len]).ok()?;
+        let records = &frame[id_len..];
+        let segment = match first {
+            "x" => Segment::Closed,
+            first => Segment::Batch {
+                base: first.parse::<u64>().ok()?.checked_sub(1)?,
+                records,
+            },
+        };
+        frames.push((id, segment));
+        rest = &after[end..];
+    }
+    Some(frames)
 }
 
 fn split_line(payload: &[u8]) -> Option<(&str, &[u8])> {
@@ -142,14 +316,27 @@ pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<(
         let Value::Array(entry) = entry else {
             return None;
         };
-        let Some(Value::Array(fields)) = entry.into_iter().nth(1) else {
+        let mut entry = entry.into_iter();
+        // The id `0-<first number>`: the batch's base is one below.
+        let first: u64 = match entry.next()? {
+            Value::BulkString(id) => std::str::from_utf8(&id)
+                .ok()?
+                .strip_prefix("0-")?
+                .parse()
+                .ok()?,
+            Value::SimpleString(id) => id.strip_prefix("0-")?.parse().ok()?,
+            _ => return None,
+        };
+        // Fields `m` (the records) and `n`; RESP3 may answer with a map.
+        let records = match entry.next()? {
+            Value::Array(fields) => fields.into_iter().nth(1),
+            Value::Map(fields) => fields.into_iter().next().map(|(_, v)| v),
+            _ => None,
+        };
+        let Some(Value::BulkString(records)) = records else {
             return None;
         };
-        // Fields `m` (the message) and `l`.
-        let Some(Value::BulkString(message)) = fields.into_iter().nth(1) else {
-            return None;
-        };
-        for record in parse(&message)? {
+        for record in parse_records(first.checked_sub(1)?, &records)? {
             if let Record::Status(seq, text) = record {
                 if (from..=to).contains(&seq) {
                     out.push((seq, String::from_utf8_lossy(text).into_owned()));
@@ -160,17 +347,24 @@ pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<(
     Some((head, out))
 }
 
-/// Reads `{applied, counter}` as returned by the append script.
-pub(super) fn parse_append(value: &Value) -> Option<(bool, u64)> {
+/// Reads `{applied, counter...}` as returned by the append script: whether it ran, and each
+/// session's counter after it.
+pub(super) fn parse_append(value: &Value) -> Option<(bool, Vec<u64>)> {
     let Value::Array(parts) = value else {
         return None;
     };
-    match parts.as_slice() {
-        [Value::Int(applied), Value::Int(counter)] => {
-            Some((*applied == 1, u64::try_from(*counter).ok()?))
-        }
-        _ => None,
-    }
+    let (applied, counters) = parts.split_first()?;
+    let Value::Int(applied) = applied else {
+        return None;
+    };
+    let counters = counters
+        .iter()
+        .map(|counter| match counter {
+            Value::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    Some((*applied == 1, counters))
 }
 
 /// Whether the close script found the session (its reply is 1 when it did).
@@ -178,7 +372,7 @@ pub(super) fn parse_close(value: &Value) -> bool {
     matches!(value, Value::Int(1))
 }
 
-/// Script hashes as loaded on the current connection's server.
+/// The scripts' hashes (the same on every server, computed here), for `EVALSHA`.
 #[derive(Debug, Clone)]
 pub(super) struct Scripts {
     pub(super) append: String,
@@ -187,94 +381,138 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    /// Loads the scripts; a restarted Redis has forgotten them, so this runs on every connect.
-    pub(super) async fn load(conn: &mut MultiplexedConnection) -> RedisResult<Self> {
-        let (append, read, close): (String, String, String) = redis::pipe()
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(APPEND)
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(READ)
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(CLOSE)
-            .query_async(conn)
-            .await?;
-        Ok(Self {
-            append,
-            read,
-            close,
-        })
+    pub(super) fn new() -> Self {
+        let hash = |code: &str| redis::Script::new(code).get_hash().to_owned();
+        Self {
+            append: hash(APPEND),
+            read: hash(READ),
+            close: hash(CLOSE),
+        }
     }
 
-    /// `EVALSHA` of the read script for `session`, from `from` to `to` (`None`: the end).
-    pub(super) fn read_cmd(&self, keys: &Keys, session: &str, from: u64, to: Option<u64>) -> Cmd {
+    /// Loads the scripts into every server `conn` reaches (each master of a cluster). A
+    /// restarted or promoted server may not have them, so this runs on every connect and
+    /// whenever a server answers `NOSCRIPT`.
+    pub(super) async fn load(conn: &mut Conn) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for code in [APPEND, READ, CLOSE] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+        }
+        match conn {
+            Conn::Single(conn) => pipe.query_async::<()>(conn).await,
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(conn) => {
+                use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+                for code in [APPEND, READ, CLOSE] {
+                    let mut cmd = redis::cmd("SCRIPT");
+                    cmd.arg("LOAD").arg(code);
+                    let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                    conn.route_command(cmd, all).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `EVALSHA` of the read script for `session`, from `from` to `to` (`None`: the end; `from`
+    /// `None`: only the counter); with `touch_ms` above 0 it also opens the session and renews
+    /// its key for that long.
+    pub(super) fn read_cmd(
+        &self,
+        keys: &Keys,
+        session: &str,
+        from: Option<u64>,
+        to: Option<u64>,
+        touch_ms: u64,
+    ) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.read)
-            .arg(2)
-            .arg(keys.meta(session))
-            .arg(keys.log(session))
-            .arg(from);
+        cmd.arg(&self.read).arg(1).arg(keys.log(session));
+        match from {
+            Some(from) => cmd.arg(from),
+            None => cmd.arg("-"),
+        };
         match to {
             Some(to) => cmd.arg(to),
             None => cmd.arg("+"),
         };
+        cmd.arg(touch_ms);
         cmd
     }
 }
 
-/// One call of the append script.
+/// One session's part of an append call.
 pub(super) struct Append<'a> {
     pub(super) session: &'a str,
-    /// `w:<writer id>`, or empty with `token` 0 for a call that needs no token.
-    pub(super) writer: &'a str,
-    pub(super) token: u64,
     /// The counter is raised to at least this first.
     pub(super) floor: u64,
     /// `(numbers skipped before it, text)` per status.
     pub(super) items: &'a [(u64, Arc<str>)],
     /// Numbers skipped after the last status.
     pub(super) trailing: u64,
-    /// Numbers of a call of unknown fate to take after the floor, unless the counter is already
-    /// exactly at their end (see `append.lua`); 0 for an ordinary call.
-    pub(super) reserve: u64,
+    /// Renew the time to live of the session's keys.
+    pub(super) renew: bool,
+}
+
+/// What every append call carries besides its sessions.
+pub(super) struct Call<'a> {
+    /// The group (partition) of every session of the call.
+    pub(super) group: u32,
+    /// `w:<writer id>`, with `token` 0 for a call that needs no token.
+    pub(super) writer: &'a str,
+    pub(super) token: u64,
+    /// The call may have run before (its reply was lost): the script checks its token.
+    pub(super) check: bool,
+    pub(super) capacity: usize,
+    /// Time to live of a renewed key.
+    pub(super) key_ttl_ms: u64,
 }
 
 impl Scripts {
-    /// `EVALSHA` of the append script.
-    pub(super) fn append_cmd(
-        &self,
-        keys: &Keys,
-        capacity: usize,
-        ttl_ms: u64,
-        call: &Append<'_>,
-    ) -> Cmd {
-        let mut body = Vec::new();
-        let mut numbers = call.trailing;
-        for (skip, text) in call.items {
-            push_status(&mut body, *skip, text);
-            numbers += skip + 1;
-        }
-        if call.trailing > 0 || call.items.is_empty() {
-            push_head(&mut body, call.trailing);
-        }
-        let first_skip = call.items.first().map(|(skip, _)| skip.to_string());
+    /// `EVALSHA` of the append script for `sessions`, all of `call.group`.
+    pub(super) fn append_cmd(&self, keys: &Keys, call: &Call<'_>, sessions: &[Append<'_>]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.append)
-            .arg(2)
-            .arg(keys.meta(call.session))
-            .arg(keys.log(call.session))
-            .arg(keys.channel(call.session))
-            .arg(capacity)
-            .arg(ttl_ms)
-            .arg(call.writer)
-            .arg(call.token)
-            .arg(call.floor)
-            .arg(numbers)
-            .arg(first_skip.as_deref().unwrap_or("-"))
-            .arg(body)
-            .arg(call.reserve);
+        cmd.arg(&self.append).arg(sessions.len());
+        for append in sessions {
+            cmd.arg(keys.log(append.session));
+        }
+        let shared = keys.call_channel(call.group);
+        cmd.arg(keys.publish())
+            .arg(shared.as_deref().unwrap_or(""))
+            .arg(call.capacity)
+            .arg(call.key_ttl_ms);
+        if call.token == 0 {
+            cmd.arg("");
+        } else {
+            cmd.arg(format!("{}:{}", call.writer, call.token));
+        }
+        cmd.arg(if call.check { "1" } else { "0" });
+        let mut body = Vec::new();
+        for append in sessions {
+            body.clear();
+            let mut numbers = append.trailing;
+            for (skip, text) in append.items {
+                push_status(&mut body, *skip, text);
+                numbers += skip + 1;
+            }
+            if append.trailing > 0 || append.items.is_empty() {
+                push_head(&mut body, append.trailing);
+            }
+            if append.items.is_empty() && append.trailing == 0 {
+                // Only the floor: nothing to number.
+                body.clear();
+            }
+            let own = match shared {
+                Some(_) => String::new(),
+                None => keys.channel(append.session),
+            };
+            cmd.arg(append.session)
+                .arg(format!("{} {} ", append.session.len(), body.len()))
+                .arg(own)
+                .arg(append.floor)
+                .arg(numbers)
+                .arg(if append.renew { "1" } else { "0" })
+                .arg(body.as_slice());
+        }
         cmd
     }
 
@@ -292,29 +530,62 @@ impl Scripts {
             .arg(2)
             .arg(keys.meta(session))
             .arg(keys.log(session))
+            .arg(keys.publish())
             .arg(keys.channel(session))
             .arg(ttl_ms)
             .arg(writer)
-            .arg(token);
+            .arg(token)
+            .arg(session);
         cmd
     }
 }
 
-/// Adds to `pipe` what opens `session` if it is not open, and renews its time to live.
-pub(super) fn touch(pipe: &mut redis::Pipeline, keys: &Keys, session: &str, ttl_ms: u64) {
-    pipe.cmd("HSETNX")
-        .arg(keys.meta(session))
-        .arg("seq")
-        .arg(0)
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(keys.meta(session))
-        .arg(ttl_ms)
-        .ignore()
-        .cmd("PEXPIRE")
+/// Adds to `pipe` what renews the time to live of `session`'s history.
+pub(super) fn touch(pipe: &mut Pipeline, keys: &Keys, session: &str, ttl_ms: u64) {
+    pipe.cmd("PEXPIRE")
         .arg(keys.log(session))
         .arg(ttl_ms)
         .ignore();
+}
+
+/// A command connection: to one Redis, or to a cluster (which routes each command to the shard
+/// that owns its keys, and follows failovers and slot moves by itself).
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(MultiplexedConnection),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipe, offset, count),
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(conn) => conn.req_packed_commands(pipe, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
 }
 
 /// Whether an error says the server has no such script (it restarted or was flushed): the
@@ -393,6 +664,13 @@ pub(super) fn random_id() -> String {
     )
 }
 
+/// An interval that skips the ticks it missed instead of bursting.
+pub(super) fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 /// Exponential reconnect delays from `min`, doubling up to `max`.
 #[derive(Debug)]
 pub(super) struct Backoff {
@@ -434,10 +712,8 @@ mod tests {
         // Texts may hold anything, newlines included.
         push_status(&mut body, 0, "a\nb");
         push_head(&mut body, 3);
-        let mut payload = b"6\n".to_vec();
-        payload.extend_from_slice(&body);
         assert_eq!(
-            parse(&payload),
+            parse_records(6, &body),
             Some(vec![
                 Record::Status(7, b"hello"),
                 Record::Status(10, b""),
@@ -445,18 +721,56 @@ mod tests {
                 Record::Head(14),
             ])
         );
-        assert_eq!(parse(b"x\n"), Some(vec![Record::Closed]));
-        assert_eq!(parse(b"1\n+0 9\nshort"), None);
-        assert_eq!(parse(b"nonsense"), None);
+        assert_eq!(parse_records(1, b"+0 9\nshort"), None);
+        assert_eq!(parse_records(1, b"nonsense"), None);
     }
 
     #[test]
-    fn channel_names_lead_back_to_their_session() {
-        let keys = Keys::new("app");
-        let channel = keys.channel("a}b{c");
-        assert_eq!(keys.session_of(&channel), Some("a}b{c"));
-        assert_eq!(keys.session_of("other:{x}:ch"), None);
-        assert_eq!(keys.meta("s"), "app:{s}:meta");
+    fn frames_carry_each_session_and_its_records() {
+        let mut records = Vec::new();
+        push_status(&mut records, 0, "hi");
+        let mut message = format!("1 {} 7\na", records.len()).into_bytes();
+        message.extend_from_slice(&records);
+        message.extend_from_slice(b"4 0 x\nb{c}");
+        let frames = parse_frames(&message).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].0, "a");
+        assert_eq!(frames[0].1.records(), Some(vec![Record::Status(7, b"hi")]));
+        assert_eq!(frames[1], ("b{c}", Segment::Closed));
+        assert_eq!(parse_frames(b"1 9 1\nashort"), None);
+        assert_eq!(parse_frames(b"1 0 0\na"), None);
+        assert_eq!(parse_frames(b""), Some(vec![]));
+    }
+
+    #[test]
+    fn one_redis_keeps_a_tag_per_session_and_a_cluster_one_per_partition() {
+        let single = Keys::new("app", Layout::Single);
+        assert_eq!(single.meta("s"), "app:{s}:meta");
+        assert_eq!(single.channel("s"), "app:{s}:ch");
+        assert_eq!(single.group("s"), 0);
+        let cluster = Keys::new("app", Layout::Cluster { partitions: 16 });
+        let group = cluster.group("s");
+        assert!(group < 16);
+        let tag = cluster.tag(group).to_owned();
+        assert!(tag.starts_with(&format!("p{group}.")));
+        assert_eq!(cluster.log("s"), format!("app:{{{tag}}}:log:s"));
+        assert_eq!(cluster.channel("s"), format!("app:{{{tag}}}:ch"));
+        assert_eq!(cluster.group_of(&cluster.channel("s")), Some(group));
+        assert_eq!(cluster.group_of("other:{p1.0}:ch"), None);
+        assert_eq!(cluster.group_of("app:{p1.999999}:ch"), None);
+        // Partition n's slot is in the nth sixteenth of the slot space.
+        for n in 0..16u32 {
+            let slot = u32::from(slot(cluster.tag(n)));
+            assert_eq!(slot * 16 / 16_384, n, "{}", cluster.tag(n));
+        }
+        // Redis's own figures for two tags.
+        assert_eq!(slot("foo"), 12_182);
+        assert_eq!(slot("bar"), 5_061);
+        // Partitions are a pure function of the id, so every process agrees.
+        let spread: std::collections::HashSet<u32> = (0..200)
+            .map(|i| cluster.group(&format!("session-{i}")))
+            .collect();
+        assert_eq!(spread.len(), 16);
     }
 
     #[test]

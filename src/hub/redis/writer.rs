@@ -1,52 +1,71 @@
-//! The writer task: takes statuses from the outbox and appends them to Redis, one pipeline of
-//! script calls at a time, over one multiplexed connection.
+//! The writer task: takes statuses from the outbox and appends them to Redis, one batch at a
+//! time: one script call per group of sessions (all of them on one Redis, a partition on a
+//! cluster), over one multiplexed connection (one pipeline on one Redis; each partition's calls
+//! in order, the partitions side by side, on a cluster).
 //!
 //! # Invariants
 //!
 //! - At most one batch is unconfirmed at a time. When its pipeline fails as a whole, its fate is
 //!   unknown (some calls may have run); it stays `pending` and is sent again after reconnecting.
-//!   Each call carries a token, increasing per writer, that the scripts record per session, so a
-//!   call that had run is not applied twice.
+//!   Each call carries a token, increasing per writer, that the scripts record per group (per
+//!   session for a close), so a call that had run is not applied twice. Calls of one group are
+//!   applied in the order they were made, so a token at or below the recorded one has run.
 //! - If Redis lost its data meanwhile (the epoch changed), tokens are gone too and the pending
 //!   calls may already have reached some subscribers: instead of appending their statuses again,
-//!   their numbers are reserved (skipped) so that whoever missed them gets a gap. A call that
-//!   ran took the numbers right after `known`; if another process saw it, it has raised the
-//!   counter to exactly its end, and nothing more is taken (see `append.lua`).
+//!   their numbers are reserved (skipped) so that whoever missed them gets a gap.
 //! - `known` holds, per session, the highest number Redis gave this writer. It is sent with
 //!   every append as the floor under the session's counter, so numbering never goes back after
 //!   Redis restarted empty.
 //! - Statuses leave the outbox's bound only once Redis confirmed them (or they were counted as
 //!   dropped), so the bound holds for statuses in flight too.
+//! - A session's keys have their time to live renewed by the first call after a quarter of it
+//!   has passed since this writer last renewed them, for 1.25 times the TTL: so they live at
+//!   least the TTL after the last status, and most calls need not renew anything.
+//! - Batches start at least `batch_delay` apart unless statuses come fast enough to fill one
+//!   (`LINGER_BELOW` waiting): a steady trickle costs Redis one call per group per delay, not
+//!   one per status, and a busy writer never waits.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{Cmd, RedisError, RedisResult, Value};
+use redis::{Cmd, RedisError, RedisResult, RetryMethod, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::outbox::Item;
-use super::wire::{self, Append, Backoff, Scripts};
+use super::wire::{self, Append, Backoff, Conn, Layout, Scripts};
 use super::Shared;
 use crate::hub::backend::BackendHandle;
 
 /// How often an idle writer checks its connection and forgets old sessions.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// Items waiting that make a batch worth sending at once: with fewer, the writer waits for
+/// `batch_delay` to gather more; with as many, statuses come fast enough to fill batches
+/// without waiting.
+const LINGER_BELOW: usize = 128;
+
+/// One session's statuses in an append call.
+struct Part {
+    session: Arc<str>,
+    /// `(numbers skipped before it, text)` per status, in order.
+    items: Vec<(u64, Arc<str>)>,
+    /// Numbers skipped after the last status.
+    trailing: u64,
+    /// The call renews the session's keys.
+    renew: bool,
+}
 
 enum Call {
     Append {
-        session: Arc<str>,
-        /// `(numbers skipped before it, text)` per status, in order.
-        items: Vec<(u64, Arc<str>)>,
-        /// Numbers skipped after the last status.
-        trailing: u64,
-        /// Numbers of statuses of unknown fate, taken after the floor (see `reserve_pending`).
-        reserve: u64,
+        group: u32,
+        parts: Vec<Part>,
         token: u64,
     },
     Close {
+        group: u32,
         session: Arc<str>,
         token: u64,
         /// Hears whether the session existed; dropped unanswered when the close fails.
@@ -57,8 +76,20 @@ enum Call {
 impl Call {
     fn statuses(&self) -> u64 {
         match self {
-            Call::Append { items, .. } => items.len() as u64,
+            Call::Append { parts, .. } => parts.iter().map(|p| p.items.len() as u64).sum(),
             Call::Close { .. } => 0,
+        }
+    }
+
+    fn group(&self) -> u32 {
+        match self {
+            Call::Append { group, .. } | Call::Close { group, .. } => *group,
+        }
+    }
+
+    fn set_token(&mut self, new: u64) {
+        match self {
+            Call::Append { token, .. } | Call::Close { token, .. } => *token = new,
         }
     }
 }
@@ -66,6 +97,20 @@ impl Call {
 struct Batch {
     /// Each call, and whether Redis confirmed it (or it was given up and counted).
     calls: Vec<(Call, bool)>,
+    /// It was sent before: calls not confirmed may have run.
+    sent: bool,
+    /// When it was made: what a renewal it carries counts from.
+    made: Instant,
+}
+
+/// What this writer knows of a session.
+struct Known {
+    /// The highest number Redis gave it.
+    seq: u64,
+    /// Last confirmed call.
+    used: Instant,
+    /// When its keys were last renewed by this writer.
+    renewed: Option<Instant>,
 }
 
 pub(super) struct Writer {
@@ -73,9 +118,11 @@ pub(super) struct Writer {
     hub: BackendHandle,
     id: String,
     next_token: u64,
-    known: HashMap<Arc<str>, (u64, Instant)>,
+    known: HashMap<Arc<str>, Known>,
     epoch: Option<String>,
     pending: Option<Batch>,
+    /// When the last batch started.
+    last_batch: Option<Instant>,
 }
 
 /// Why the writer stopped using its connection.
@@ -88,6 +135,13 @@ enum Broken {
     Done,
 }
 
+/// A failure after which the command may or may not have run, or did not run and may run
+/// later (a lost connection, a timeout, a failover or slot move under way): the call stays
+/// unconfirmed and is sent again. Anything else is a refusal.
+fn transient(error: &RedisError) -> bool {
+    !matches!(error.retry_method(), RetryMethod::NoRetry)
+}
+
 impl Writer {
     pub(super) fn new(shared: Arc<Shared>, hub: BackendHandle) -> Self {
         Self {
@@ -98,6 +152,7 @@ impl Writer {
             known: HashMap::new(),
             epoch: None,
             pending: None,
+            last_batch: None,
         }
     }
 
@@ -105,10 +160,11 @@ impl Writer {
         let settings = &self.shared.settings;
         let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
         let mut down_since: Option<Instant> = None;
+        let mut last_try = false;
         loop {
             let generation = self.shared.link.generation();
             let attempt = self.open().await;
-            let (mut conn, mut scripts, lost) = match attempt {
+            let (mut conn, lost) = match attempt {
                 Ok(opened) => opened,
                 Err(error) => {
                     self.count_error();
@@ -137,7 +193,9 @@ impl Writer {
                     continue;
                 }
             };
-            backoff.reset();
+            if self.shared.settings.keys.layout() == Layout::Single {
+                backoff.reset();
+            }
             if let Some(since) = down_since.take() {
                 self.count_reconnect();
                 tracing::warn!(
@@ -150,12 +208,13 @@ impl Writer {
             if lost {
                 self.reserve_pending();
             }
-            match self.serve(&mut conn, &mut scripts, generation).await {
+            let broken = self.serve(&mut conn, generation, &mut backoff).await;
+            match broken {
                 Broken::Done => {
                     self.shared.set_final_heads(
                         self.known
                             .iter()
-                            .map(|(s, (seq, _))| (Arc::clone(s), *seq))
+                            .map(|(s, known)| (Arc::clone(s), known.seq))
                             .collect(),
                     );
                     return;
@@ -169,6 +228,7 @@ impl Writer {
                 }
                 Broken::Link(error) => {
                     self.count_error();
+                    self.shared.link.writer_failed();
                     down_since = Some(Instant::now());
                     tracing::warn!(
                         target: "status_messenger::redis",
@@ -177,17 +237,44 @@ impl Writer {
                         "redis connection lost while writing; reconnecting, unconfirmed \
                          statuses are sent again"
                     );
+                    // One Redis: reconnect at once (a failed connect waits for the backoff). A
+                    // cluster connection reconnects by itself, so a failure there (a failover
+                    // under way) is retried after the backoff, not at once.
+                    if self.shared.settings.keys.layout() == Layout::Single {
+                        continue;
+                    }
+                    if self.shared.stopping() {
+                        // Shutting down: one more try, then what is left is given up.
+                        if last_try {
+                            self.give_up();
+                            return;
+                        }
+                        last_try = true;
+                        continue;
+                    }
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shared.outbox.wait_shut() => {}
+                    }
+                    continue;
                 }
             }
         }
     }
 
-    /// Connects, loads the scripts and reads the epoch; says whether Redis lost its data.
-    async fn open(&mut self) -> RedisResult<(MultiplexedConnection, Scripts, bool)> {
+    /// Connects, loads the scripts and reads the epoch (one Redis); says whether Redis lost its
+    /// data.
+    async fn open(&mut self) -> RedisResult<(Conn, bool)> {
         let settings = &self.shared.settings;
-        let mut conn = wire::connect(&self.shared.client, settings.timeout).await?;
-        let scripts = Scripts::load(&mut conn).await?;
-        let epoch = wire::epoch(&mut conn, &settings.keys).await?;
+        let mut conn = self.shared.backing.command_conn(settings.timeout).await?;
+        wire::within(settings.timeout, Scripts::load(&mut conn)).await?;
+        let epoch = match &mut conn {
+            Conn::Single(single) => wire::epoch(single, &settings.keys).await?,
+            // A cluster has no epoch key: see the cluster module's docs.
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(_) => return Ok((conn, false)),
+        };
         let lost = self.epoch.as_ref().is_some_and(|seen| *seen != epoch);
         if lost {
             tracing::warn!(
@@ -197,31 +284,28 @@ impl Writer {
             );
         }
         self.epoch = Some(epoch);
-        Ok((conn, scripts, lost))
+        Ok((conn, lost))
     }
 
     /// Sends the pending batch, then batches from the outbox, until the connection breaks or the
     /// outbox is closed and empty.
-    async fn serve(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        scripts: &mut Scripts,
-        generation: u64,
-    ) -> Broken {
+    async fn serve(&mut self, conn: &mut Conn, generation: u64, backoff: &mut Backoff) -> Broken {
         let mut items = Vec::new();
-        let mut idle = tokio::time::interval(IDLE_TICK);
-        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle = wire::ticker(IDLE_TICK);
+        let scripts = self.shared.scripts.clone();
         loop {
             if self.shared.link.generation() != generation {
                 return Broken::Peer;
             }
             if self.pending.is_none() {
+                self.linger().await;
                 if self
                     .shared
                     .outbox
                     .try_take(self.shared.settings.batch, &mut items)
                     .is_some()
                 {
+                    self.last_batch = Some(Instant::now());
                     let batch = self.build(std::mem::take(&mut items));
                     self.pending = Some(batch);
                 } else if self.shared.outbox.is_shut() {
@@ -229,10 +313,13 @@ impl Writer {
                 }
             }
             if let Some(mut batch) = self.pending.take() {
-                if let Err(error) = self.send(conn, scripts, &mut batch).await {
+                let result = self.send(conn, &scripts, &mut batch).await;
+                if let Err(error) = result {
                     self.pending = Some(batch);
                     return Broken::Link(error);
                 }
+                // The connection works: the next failure starts from the shortest backoff.
+                backoff.reset();
                 continue;
             }
             tokio::select! {
@@ -250,23 +337,58 @@ impl Writer {
         }
     }
 
+    /// Waits until one `batch_delay` after the last batch started, unless statuses are coming
+    /// fast enough to make a batch of [`LINGER_BELOW`] already (or a shutdown is waiting).
+    async fn linger(&self) {
+        let settings = &self.shared.settings;
+        let Some(last) = self.last_batch else {
+            return;
+        };
+        let due = last + settings.batch_delay;
+        if settings.batch_delay.is_zero()
+            || Instant::now() >= due
+            || self.shared.outbox.queued() >= LINGER_BELOW.min(settings.batch)
+        {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            () = self.shared.outbox.wait_shut() => {}
+        }
+    }
+
     fn token(&mut self) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
         token
     }
 
-    /// Groups items into one append call per session (split where a session is closed).
+    /// Whether a call made now renews `session`'s keys.
+    fn renews(&self, session: &str) -> bool {
+        let quarter = Duration::from_millis(self.shared.settings.ttl_ms / 4);
+        self.known
+            .get(session)
+            .and_then(|known| known.renewed)
+            .is_none_or(|at| at.elapsed() >= quarter)
+    }
+
+    /// Groups items into one append call per group, with one part per session (a group's call
+    /// ends where one of its sessions is closed).
     fn build(&mut self, items: Vec<Item>) -> Batch {
+        let keys = self.shared.settings.keys.clone();
         let mut calls: Vec<(Call, bool)> = Vec::new();
-        let mut open: HashMap<Arc<str>, usize> = HashMap::new();
+        // The open append call of each group, and each session's part in it.
+        let mut open: HashMap<u32, usize> = HashMap::new();
+        let mut parts: HashMap<Arc<str>, (usize, usize)> = HashMap::new();
         for item in items {
             let session = Arc::clone(item.session());
+            let group = keys.group(&session);
             if let Item::Close { reply, .. } = item {
-                open.remove(&session);
+                open.remove(&group);
                 let token = self.token();
                 calls.push((
                     Call::Close {
+                        group,
                         session,
                         token,
                         reply,
@@ -275,105 +397,138 @@ impl Writer {
                 ));
                 continue;
             }
-            let index = match open.get(&session) {
+            let index = match open.get(&group) {
                 Some(&index) => index,
                 None => {
                     let token = self.token();
                     calls.push((
                         Call::Append {
-                            session: Arc::clone(&session),
-                            items: Vec::new(),
-                            trailing: 0,
-                            reserve: 0,
+                            group,
+                            parts: Vec::new(),
                             token,
                         },
                         false,
                     ));
-                    open.insert(session, calls.len() - 1);
+                    open.insert(group, calls.len() - 1);
                     calls.len() - 1
                 }
             };
-            if let (
-                Call::Append {
-                    items, trailing, ..
-                },
-                _,
-            ) = &mut calls[index]
-            {
-                match item {
-                    Item::Status { text, skip, .. } => {
-                        items.push((skip + std::mem::take(trailing), text));
-                    }
-                    Item::Skip { count, .. } => *trailing += count,
-                    Item::Close { .. } => {}
+            let Call::Append { parts: list, .. } = &mut calls[index].0 else {
+                continue;
+            };
+            let part = match parts.get(&session) {
+                Some(&(call, part)) if call == index => part,
+                _ => {
+                    list.push(Part {
+                        session: Arc::clone(&session),
+                        items: Vec::new(),
+                        trailing: 0,
+                        renew: self.renews(&session),
+                    });
+                    parts.insert(session, (index, list.len() - 1));
+                    list.len() - 1
                 }
+            };
+            let part = &mut list[part];
+            match item {
+                Item::Status { text, skip, .. } => {
+                    part.items
+                        .push((skip + std::mem::take(&mut part.trailing), text));
+                }
+                Item::Skip { count, .. } => part.trailing += count,
+                Item::Close { .. } => {}
             }
         }
-        Batch { calls }
+        Batch {
+            calls,
+            sent: false,
+            made: Instant::now(),
+        }
     }
 
-    fn command(&self, call: &Call, scripts: &Scripts) -> Cmd {
+    fn command(&self, call: &Call, scripts: &Scripts, check: bool) -> Cmd {
         let settings = &self.shared.settings;
         match call {
             Call::Append {
-                session,
-                items,
-                trailing,
-                reserve,
+                group,
+                parts,
                 token,
-            } => scripts.append_cmd(
-                &settings.keys,
-                settings.history_capacity,
-                settings.ttl_ms,
-                &Append {
-                    session,
-                    writer: &self.id,
-                    token: *token,
-                    floor: self.known.get(session).map_or(0, |k| k.0),
-                    items,
-                    trailing: *trailing,
-                    reserve: *reserve,
-                },
-            ),
+            } => {
+                let appends: Vec<Append<'_>> = parts
+                    .iter()
+                    .map(|part| Append {
+                        session: &part.session,
+                        floor: self.known.get(&part.session).map_or(0, |k| k.seq),
+                        items: &part.items,
+                        trailing: part.trailing,
+                        renew: part.renew,
+                    })
+                    .collect();
+                scripts.append_cmd(
+                    &settings.keys,
+                    &settings.call(*group, &self.id, *token, check),
+                    &appends,
+                )
+            }
             Call::Close { session, token, .. } => {
                 scripts.close_cmd(&settings.keys, settings.ttl_ms, session, &self.id, *token)
             }
         }
     }
 
-    /// Sends the calls of `batch` not yet confirmed. `Err` when the pipeline failed as a whole:
-    /// the batch stays unconfirmed.
+    /// Sends the calls of `batch` not yet confirmed. `Err` when some could not be sent or their
+    /// fate is unknown: those stay unconfirmed.
     async fn send(
         &mut self,
-        conn: &mut MultiplexedConnection,
-        scripts: &mut Scripts,
+        conn: &mut Conn,
+        scripts: &Scripts,
         batch: &mut Batch,
     ) -> RedisResult<()> {
-        // A second round only when the server had forgotten the scripts (flushed or restarted
-        // under us): those calls did not run, so sending them again is safe.
+        // A second round only when a server had forgotten the scripts (flushed, restarted or
+        // newly promoted): those calls did not run, so sending them again is safe.
         for round in 0..2 {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            let mut sent = Vec::new();
-            for (index, (call, done)) in batch.calls.iter().enumerate() {
-                if !*done {
-                    pipe.add_command(self.command(call, scripts));
-                    sent.push(index);
-                }
-            }
+            let sent: Vec<usize> = (0..batch.calls.len())
+                .filter(|&index| !batch.calls[index].1)
+                .collect();
             if sent.is_empty() {
                 return Ok(());
             }
-            let results: Vec<RedisResult<Value>> = pipe.query_async(conn).await?;
+            let commands: Vec<Cmd> = sent
+                .iter()
+                .map(|&index| self.command(&batch.calls[index].0, scripts, batch.sent))
+                .collect();
+            batch.sent = true;
+            let groups: Vec<u32> = sent
+                .iter()
+                .map(|&index| batch.calls[index].0.group())
+                .collect();
+            let timeout = self.shared.settings.timeout;
+            let results = match self.shared.settings.keys.layout() {
+                Layout::Single => {
+                    let mut pipe = redis::pipe();
+                    pipe.ignore_errors();
+                    for cmd in commands {
+                        pipe.add_command(cmd);
+                    }
+                    let results: Vec<RedisResult<Value>> = pipe.query_async(conn).await?;
+                    results
+                }
+                Layout::Cluster { .. } => run_by_group(conn, commands, &groups, timeout).await,
+            };
             let mut reload = false;
+            let mut unsent = None;
             for (index, result) in sent.into_iter().zip(results) {
+                let made = batch.made;
                 let (call, done) = &mut batch.calls[index];
                 match result {
-                    Err(error) if round == 0 && wire::is_noscript(&error) => reload = true,
+                    Err(error) if wire::is_noscript(&error) && round == 0 => reload = true,
+                    Err(error) if transient(&error) => {
+                        unsent.get_or_insert(error);
+                    }
                     Ok(value) => {
                         *done = true;
                         let statuses = call.statuses();
-                        self.confirmed(call, &value);
+                        self.confirmed(call, &value, made);
                         self.release(statuses);
                     }
                     Err(error) => {
@@ -392,26 +547,39 @@ impl Writer {
                     }
                 }
             }
+            if let Some(error) = unsent {
+                return Err(error);
+            }
             if !reload {
                 return Ok(());
             }
-            *scripts = Scripts::load(conn).await?;
+            wire::within(timeout, Scripts::load(conn)).await?;
         }
         Ok(())
     }
 
-    fn confirmed(&mut self, call: &mut Call, value: &Value) {
+    fn confirmed(&mut self, call: &mut Call, value: &Value, made: Instant) {
         match call {
-            Call::Append { session, .. } => match wire::parse_append(value) {
-                Some((_, counter)) => {
+            Call::Append { parts, .. } => match wire::parse_append(value) {
+                Some((_, counters)) if counters.len() == parts.len() => {
                     let now = Instant::now();
-                    let known = self
-                        .known
-                        .entry(Arc::clone(session))
-                        .or_insert((counter, now));
-                    *known = (known.0.max(counter), now);
+                    for (part, counter) in parts.iter().zip(counters) {
+                        let known = self
+                            .known
+                            .entry(Arc::clone(&part.session))
+                            .or_insert(Known {
+                                seq: counter,
+                                used: now,
+                                renewed: None,
+                            });
+                        known.seq = known.seq.max(counter);
+                        known.used = now;
+                        if part.renew {
+                            known.renewed = Some(made);
+                        }
+                    }
                 }
-                None => {
+                _ => {
                     self.count_error();
                     tracing::warn!(
                         target: "status_messenger::redis",
@@ -433,13 +601,8 @@ impl Writer {
     /// Redis lost its data while a batch was unconfirmed: some of its statuses may have reached
     /// subscribers, the rest never will. Appending them again would deliver some twice, so
     /// their numbers are reserved instead and whoever missed them gets a gap.
-    ///
-    /// Each call becomes a reservation of the numbers it takes, after `known` (sent as the
-    /// floor): where a process that saw the call has already raised the counter to exactly its
-    /// end, the script takes nothing more, so those who had the statuses see no gap and later
-    /// statuses keep their places.
     fn reserve_pending(&mut self) {
-        let Some(batch) = self.pending.as_mut() else {
+        let Some(mut batch) = self.pending.take() else {
             return;
         };
         let mut reserved = 0;
@@ -447,48 +610,24 @@ impl Writer {
             if *done {
                 continue;
             }
-            if let Call::Append {
-                items,
-                trailing,
-                reserve,
-                ..
-            } = call
-            {
-                reserved += items.len() as u64;
-                *reserve += items.drain(..).map(|(skip, _)| skip + 1).sum::<u64>();
-                *reserve += std::mem::take(trailing);
+            if let Call::Append { parts, .. } = call {
+                for part in parts {
+                    reserved += part.items.len() as u64;
+                    part.trailing += part.items.drain(..).map(|(skip, _)| skip + 1).sum::<u64>();
+                    // The keys were lost with the data: renew them with the next call.
+                    part.renew = true;
+                }
             }
         }
         // Fresh tokens: the scripts must run even if the new Redis somehow had old tokens.
-        let calls = std::mem::take(&mut batch.calls);
-        let calls = calls
-            .into_iter()
-            .map(|(call, done)| {
-                let token = self.token();
-                let call = match call {
-                    Call::Append {
-                        session,
-                        items,
-                        trailing,
-                        reserve,
-                        ..
-                    } => Call::Append {
-                        session,
-                        items,
-                        trailing,
-                        reserve,
-                        token,
-                    },
-                    Call::Close { session, reply, .. } => Call::Close {
-                        session,
-                        token,
-                        reply,
-                    },
-                };
-                (call, done)
-            })
-            .collect();
-        self.pending = Some(Batch { calls });
+        for (call, _) in &mut batch.calls {
+            let token = self.token();
+            call.set_token(token);
+        }
+        for known in self.known.values_mut() {
+            known.renewed = None;
+        }
+        self.pending = Some(batch);
         if reserved > 0 {
             self.count_dropped(reserved);
             self.release(reserved);
@@ -520,7 +659,7 @@ impl Writer {
 
     fn forget_idle(&mut self) {
         let ttl = Duration::from_millis(self.shared.settings.ttl_ms);
-        self.known.retain(|_, (_, at)| at.elapsed() < ttl);
+        self.known.retain(|_, known| known.used.elapsed() < ttl);
     }
 
     fn release(&self, statuses: u64) {
@@ -552,4 +691,82 @@ impl Batch {
             .map(|(call, _)| call.statuses())
             .sum()
     }
+}
+
+type GroupRun<'a> = Pin<Box<dyn Future<Output = Vec<(usize, RedisResult<Value>)>> + Send + 'a>>;
+
+/// Runs the commands of each group in order, the groups side by side (each on the shard that
+/// owns it), each command within `timeout`; the results in the order of `commands`. A command
+/// after a failed one in its group is not sent: it fails with the same transient error.
+async fn run_by_group(
+    conn: &Conn,
+    commands: Vec<Cmd>,
+    groups: &[u32],
+    timeout: Duration,
+) -> Vec<RedisResult<Value>> {
+    let count = commands.len();
+    let mut by_group: HashMap<u32, Vec<(usize, Cmd)>> = HashMap::new();
+    for (index, (cmd, group)) in commands.into_iter().zip(groups).enumerate() {
+        by_group.entry(*group).or_default().push((index, cmd));
+    }
+    let runs: Vec<GroupRun<'_>> = by_group
+        .into_values()
+        .map(|list| {
+            let mut conn = conn.clone();
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(list.len());
+                let mut failed: Option<RedisError> = None;
+                for (index, cmd) in list {
+                    if let Some(error) = &failed {
+                        out.push((index, Err(error.clone())));
+                        continue;
+                    }
+                    let result: RedisResult<Value> =
+                        wire::within(timeout, cmd.query_async(&mut conn)).await;
+                    if let Err(error) = &result {
+                        if transient(error) {
+                            failed = Some(error.clone());
+                        }
+                    }
+                    out.push((index, result));
+                }
+                out
+            }) as GroupRun<'_>
+        })
+        .collect();
+    let mut results: Vec<Option<RedisResult<Value>>> = (0..count).map(|_| None).collect();
+    for (index, result) in join_all(runs).await.into_iter().flatten() {
+        results[index] = Some(result);
+    }
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(wire::timed_out())))
+        .collect()
+}
+
+/// Polls every future until all are done; their outputs in order.
+async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }

@@ -1,0 +1,246 @@
+//! Following sessions: what both readers (one Redis, a cluster) do with what they hear and read
+//! back, session by session: copy statuses into the hub's local history with the numbers Redis
+//! gave them, read holes back from history, and report what history no longer holds as lost.
+//!
+//! # Invariants
+//!
+//! - A session is in `attached` exactly while its channel is subscribed (confirmed by Redis) and
+//!   it has been read from history since; its value is the highest number applied to the local
+//!   history (a status, or a number reported lost).
+//! - Statuses heard for a session that is not attached are ignored: the read that attaches it
+//!   comes after the subscription, so it holds them.
+//! - Numbers at or below the applied one are duplicates of what was read and are skipped.
+//! - A number above the next one expected leaves a hole. Before the later status is applied the
+//!   hole is read back from the stream; whatever the stream no longer holds is applied as lost,
+//!   so subscribers see it as a gap, never as a silent skip.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::{RedisResult, Value};
+
+use super::wire::{self, Conn, Record, Segment};
+use super::Shared;
+use crate::hub::backend::BackendHandle;
+
+/// Sessions per read pipeline.
+pub(super) const CHUNK: usize = 256;
+
+/// What became of a session after a segment.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum After {
+    /// Still followed.
+    Open,
+    /// The session was closed: it is no longer followed.
+    Closed,
+}
+
+pub(super) struct Follow {
+    pub(super) shared: Arc<Shared>,
+    pub(super) hub: BackendHandle,
+    attached: HashMap<Arc<str>, u64>,
+}
+
+impl Follow {
+    pub(super) fn new(shared: Arc<Shared>, hub: BackendHandle) -> Self {
+        Self {
+            shared,
+            hub,
+            attached: HashMap::new(),
+        }
+    }
+
+    pub(super) fn is_attached(&self, session: &str) -> bool {
+        self.attached.contains_key(session)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.attached.is_empty()
+    }
+
+    /// Stops following `session`; whether it was followed.
+    pub(super) fn detach(&mut self, session: &str) -> bool {
+        self.attached.remove(session).is_some()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.attached.clear();
+    }
+
+    /// The followed sessions.
+    pub(super) fn sessions(&self) -> Vec<Arc<str>> {
+        self.attached.keys().cloned().collect()
+    }
+
+    /// Reads each of `sessions` from history after `head` (the number it holds) and follows it
+    /// from there; with `touch` the read also opens the session and renews its keys, as a
+    /// subscriber does. On a cluster the reads of one pipeline are of one partition.
+    pub(super) async fn attach(
+        &mut self,
+        conn: &mut Conn,
+        sessions: Vec<(Arc<str>, u64)>,
+        touch: bool,
+    ) -> RedisResult<()> {
+        let shared = Arc::clone(&self.shared);
+        let settings = &shared.settings;
+        let keys = &settings.keys;
+        let touch_ms = if touch { settings.ttl_ms.max(1) } else { 0 };
+        let mut by_group: HashMap<u32, Vec<(Arc<str>, u64)>> = HashMap::new();
+        for (session, head) in sessions {
+            // A session followed already is read from what it applied.
+            let head = self
+                .attached
+                .get(&session)
+                .copied()
+                .unwrap_or(head)
+                .max(head);
+            by_group
+                .entry(keys.group(&session))
+                .or_default()
+                .push((session, head));
+        }
+        for sessions in by_group.into_values() {
+            for chunk in sessions.chunks(CHUNK) {
+                let mut pipe = redis::pipe();
+                for (session, head) in chunk {
+                    pipe.add_command(shared.scripts.read_cmd(
+                        keys,
+                        session,
+                        Some(head + 1),
+                        None,
+                        touch_ms,
+                    ));
+                }
+                let reads: Vec<Value> =
+                    wire::within(settings.timeout, pipe.query_async(conn)).await?;
+                for ((session, head), read) in chunk.iter().zip(reads) {
+                    let applied = self.attached.entry(Arc::clone(session)).or_insert(*head);
+                    *applied = (*applied).max(*head);
+                    let Some((counter, entries)) = wire::parse_read(read, head + 1, u64::MAX)
+                    else {
+                        self.unexpected("read");
+                        continue;
+                    };
+                    self.apply(session, entries, counter);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies statuses read from the stream, and `counter` as the highest number given.
+    fn apply(&mut self, session: &Arc<str>, entries: Vec<(u64, String)>, counter: u64) {
+        let Some(last) = self.attached.get_mut(session) else {
+            return;
+        };
+        let fresh: Vec<(u64, Arc<str>)> = entries
+            .into_iter()
+            .filter(|(seq, _)| *seq > *last)
+            .map(|(seq, text)| (seq, Arc::from(text)))
+            .collect();
+        let top = fresh.last().map_or(counter, |(seq, _)| counter.max(*seq));
+        if top <= *last {
+            return;
+        }
+        *last = top;
+        self.hub.with(|hub| hub.deliver(session, fresh, top));
+        self.shared.progress.notify_waiters();
+    }
+
+    /// Applies one session's segment of a published message (ignored unless it is followed).
+    pub(super) async fn on_segment(
+        &mut self,
+        conn: &mut Conn,
+        session: &str,
+        segment: &Segment<'_>,
+    ) -> RedisResult<After> {
+        let Some((session, &last)) = self.attached.get_key_value(session) else {
+            // Not followed (yet, or any more): the read that attaches it has what this holds.
+            return Ok(After::Open);
+        };
+        let session = Arc::clone(session);
+        let Some(records) = segment.records() else {
+            self.unexpected("message");
+            return Ok(After::Open);
+        };
+        let mut last = last;
+        let mut fresh: Vec<(u64, Arc<str>)> = Vec::new();
+        for record in records {
+            let (seq, text) = match record {
+                Record::Status(seq, text) => (seq, Some(text)),
+                Record::Head(seq) => (seq, None),
+                Record::Closed => {
+                    self.flush(&session, &mut fresh, last);
+                    self.attached.remove(&session);
+                    self.hub.with(|hub| hub.close(&session));
+                    self.shared.progress.notify_waiters();
+                    return Ok(After::Closed);
+                }
+            };
+            if seq <= last {
+                continue;
+            }
+            let hole_end = if text.is_some() { seq - 1 } else { seq };
+            if hole_end > last {
+                self.flush(&session, &mut fresh, last);
+                self.fill(conn, &session, last + 1, hole_end).await?;
+                last = hole_end;
+            }
+            if let Some(text) = text {
+                fresh.push((seq, Arc::from(String::from_utf8_lossy(text))));
+                last = seq;
+            }
+        }
+        self.flush(&session, &mut fresh, last);
+        Ok(After::Open)
+    }
+
+    fn flush(&mut self, session: &Arc<str>, fresh: &mut Vec<(u64, Arc<str>)>, last: u64) {
+        let applied = self.attached.get(session).copied().unwrap_or(0);
+        if fresh.is_empty() && last <= applied {
+            return;
+        }
+        let entries = std::mem::take(fresh);
+        if let Some(applied) = self.attached.get_mut(session) {
+            *applied = (*applied).max(last);
+        }
+        self.hub.with(|hub| hub.deliver(session, entries, last));
+        self.shared.progress.notify_waiters();
+    }
+
+    /// Reads numbers `from..=to` back from the stream; what it no longer holds is lost.
+    async fn fill(
+        &mut self,
+        conn: &mut Conn,
+        session: &Arc<str>,
+        from: u64,
+        to: u64,
+    ) -> RedisResult<()> {
+        let settings = &self.shared.settings;
+        let read: Value = wire::within(
+            settings.timeout,
+            self.shared
+                .scripts
+                .read_cmd(&settings.keys, session, Some(from), Some(to), 0)
+                .query_async(conn),
+        )
+        .await?;
+        match wire::parse_read(read, from, to) {
+            Some((_, entries)) => self.apply(session, entries, to),
+            None => {
+                self.unexpected("read");
+                self.apply(session, Vec::new(), to);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn unexpected(&self, what: &str) {
+        self.hub.with(|hub| hub.counters().backend_errors.add(1));
+        tracing::warn!(
+            target: "status_messenger::redis",
+            what,
+            "unexpected data from redis ignored (another version of the key layout?)"
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! The Redis Cluster backend against a real local cluster started by the test (three masters,
+//! one replica each): hubs standing for separate processes share sessions, sessions spread over
+//! every shard, a master killed mid-task is replaced by its replica with every status delivered
+//! once or covered by exactly one gap, and a partition's slot moved to another master mid-task
+//! loses nothing.
+#![cfg(feature = "redis-cluster")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{check_exact, prefix, read_through, shape, RedisCluster};
+use futures_util::StreamExt;
+use status_messenger::{Event, Hub, HubConfig, RedisClusterConfig, Subscription};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(cluster: &RedisCluster, prefix: &str) -> RedisClusterConfig {
+    let mut config = RedisClusterConfig::new(cluster.urls());
+    config.key_prefix = prefix.to_owned();
+    config.reconnect_min = Duration::from_millis(20);
+    config.reconnect_max = Duration::from_millis(200);
+    config.timeout = Duration::from_millis(500);
+    config
+}
+
+async fn hub(cluster: &RedisCluster, prefix: &str) -> Hub {
+    Hub::with_redis_cluster(HubConfig::default(), config(cluster, prefix))
+        .await
+        .expect("connect to the cluster")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_cross_processes_and_resume_on_the_other() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let prefix = prefix("cluster-cross");
+    let a = hub(&cluster, &prefix).await;
+    let b = hub(&cluster, &prefix).await;
+    let mut on_b = b.subscribe("s1", None);
+    let mut on_a = a.subscribe("s1", None);
+    for i in 1..=200 {
+        a.publish(Some("s1"), format!("msg {i}")).unwrap();
+    }
+    for sub in [&mut on_b, &mut on_a] {
+        let events = read_through(sub, 200, WAIT).await;
+        assert!(check_exact(&events, 200).is_empty(), "{:?}", shape(&events));
+    }
+    assert_eq!(b.stats().delivered, 200);
+
+    // A page that saw 150 reloads onto the other process and resumes: nothing twice.
+    drop(on_b);
+    let mut resumed = b.subscribe("s1", Some(150));
+    for i in 201..=210 {
+        a.publish(Some("s1"), format!("msg {i}")).unwrap();
+    }
+    let events = read_through(&mut resumed, 210, WAIT).await;
+    assert_eq!(
+        shape(&events),
+        (151..=210).map(|n| ('s', n, n)).collect::<Vec<_>>()
+    );
+
+    // Sessions opened or closed through one process are known to the other, also when the
+    // masters forgot the scripts (as one that just took over may not have them).
+    assert!(!b.session_exists("fresh").await.unwrap());
+    for master in cluster.masters() {
+        cluster.cli(master.port, &["script", "flush"]);
+    }
+    a.open_session("fresh").await.unwrap();
+    assert!(b.session_exists("fresh").await.unwrap());
+    assert!(b.close_session("s1").await.unwrap());
+    let rest: Vec<Event> = tokio::time::timeout(WAIT, on_a.collect()).await.unwrap();
+    assert!(
+        rest.iter().all(|e| matches!(e, Event::Status(_))),
+        "{rest:?}"
+    );
+    assert!(!a.session_exists("s1").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_every_shard_and_each_process_hears_only_its_partitions() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let prefix = prefix("cluster-spread");
+    let a = hub(&cluster, &prefix).await;
+    let b = hub(&cluster, &prefix).await;
+    const SESSIONS: usize = 48;
+    let mut subs: Vec<Subscription> = (0..SESSIONS)
+        .map(|i| b.subscribe(format!("s{i}").as_str(), None))
+        .collect();
+    for n in 1..=20 {
+        for i in 0..SESSIONS {
+            a.publish(Some(&format!("s{i}")), format!("msg {n}"))
+                .unwrap();
+        }
+    }
+    for sub in &mut subs {
+        let events = read_through(sub, 20, WAIT).await;
+        assert!(check_exact(&events, 20).is_empty(), "{:?}", shape(&events));
+    }
+    // Every master holds some of the sessions.
+    for master in cluster.masters() {
+        let keys = cluster.cli(
+            master.port,
+            &["--scan", "--pattern", &format!("{prefix}:*:log:*")],
+        );
+        assert!(
+            keys.lines().count() > 0,
+            "master {} holds no session: {:?}",
+            master.port,
+            cluster.masters()
+        );
+    }
+    // Sharded subscriptions: one per partition served, each on the shard that owns it.
+    assert_eq!(
+        cluster.shard_channels(&prefix),
+        16,
+        "48 sessions cover the 16 partitions"
+    );
+    // A process with no subscriber subscribes to nothing: `a` holds no session.
+    assert_eq!(a.stats().sessions, 0);
+    assert_eq!(b.stats().sessions, SESSIONS as u64);
+    drop(subs);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = cluster.shard_channels(&prefix);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still subscribed to {left}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads a subscription until it accounts for `last`, noting when each item arrived.
+async fn timed(mut sub: Subscription, last: u64) -> Vec<(Event, Instant)> {
+    let mut events = Vec::new();
+    let mut seen = 0;
+    while seen < last {
+        let event = tokio::time::timeout(WAIT * 2, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("stalled at {seen} of {last}"))
+            .expect("stream ended early");
+        seen = event.last_seq();
+        events.push((event, Instant::now()));
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_task_is_replaced_and_delivery_resumes() {
+    let Some(mut cluster) = RedisCluster::start() else {
+        return;
+    };
+    let prefix = prefix("cluster-failover");
+    let a = hub(&cluster, &prefix).await;
+    let b = hub(&cluster, &prefix).await;
+    const SESSIONS: usize = 12;
+    const TOTAL: u64 = 1500;
+    let names: Vec<String> = (0..SESSIONS).map(|i| format!("task-{i}")).collect();
+    let mut readers = Vec::new();
+    for name in &names {
+        // A subscriber in the publishing process and one in the other.
+        for hub in [&a, &b] {
+            let sub = hub.subscribe(name.as_str(), None);
+            readers.push((name.clone(), tokio::spawn(timed(sub, TOTAL))));
+        }
+    }
+    let publisher = tokio::spawn({
+        let a = a.clone();
+        let names = names.clone();
+        async move {
+            for i in 1..=TOTAL {
+                for name in &names {
+                    assert!(a.publish(Some(name), format!("msg {i}")).is_ok());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The master holding the first session's partition.
+    let victim = cluster
+        .masters()
+        .into_iter()
+        .find(|m| {
+            !cluster
+                .cli(
+                    m.port,
+                    &["--scan", "--pattern", &format!("{prefix}:*:log:task-0")],
+                )
+                .trim()
+                .is_empty()
+        })
+        .expect("a master holds task-0");
+    let affected: Vec<String> = names
+        .iter()
+        .filter(|name| {
+            !cluster
+                .cli(
+                    victim.port,
+                    &["--scan", "--pattern", &format!("{prefix}:*:log:{name}")],
+                )
+                .trim()
+                .is_empty()
+        })
+        .cloned()
+        .collect();
+    cluster.kill(victim.port);
+    let killed = Instant::now();
+    // Polls redis-cli; the readers and the publisher go on on the other worker.
+    let promoted =
+        tokio::task::block_in_place(|| cluster.wait_promoted(&victim.id, Duration::from_secs(15)));
+    publisher.await.unwrap();
+
+    let mut resumed_after_promotion = Duration::ZERO;
+    let mut resumed_after_kill = Duration::ZERO;
+    let mut missing_total = 0;
+    for (name, reader) in readers {
+        let events = reader.await.unwrap();
+        let items: Vec<Event> = events.iter().map(|(e, _)| e.clone()).collect();
+        // Every number once: a status, or within exactly one gap.
+        let missing = check_exact(&items, TOTAL);
+        missing_total += missing.len();
+        if affected.contains(&name) {
+            // Delivery of this session stopped with its master; the first item to arrive well
+            // after the kill shows when it resumed.
+            let resumed = events
+                .iter()
+                .map(|(_, at)| *at)
+                .find(|at| *at > killed + Duration::from_millis(50))
+                .expect("delivery resumed");
+            resumed_after_promotion =
+                resumed_after_promotion.max(resumed.saturating_duration_since(promoted));
+            resumed_after_kill = resumed_after_kill.max(resumed - killed);
+        }
+    }
+    let stats: HashMap<&str, u64> = [
+        ("dropped_backend", a.stats().dropped_backend),
+        ("backend_errors", a.stats().backend_errors),
+    ]
+    .into();
+    eprintln!(
+        "failover: {} of {SESSIONS} sessions on the killed master; replica promoted {:?} after \
+         the kill; delivery resumed {:?} after the kill, {:?} after the promotion was seen; \
+         {missing_total} numbers in gaps; {stats:?}",
+        affected.len(),
+        promoted - killed,
+        resumed_after_kill,
+        resumed_after_promotion,
+    );
+    assert!(!affected.is_empty());
+    assert!(
+        resumed_after_promotion <= Duration::from_secs(2),
+        "delivery resumed {resumed_after_promotion:?} after the promotion"
+    );
+    // Every status the publisher handed over was confirmed by Redis in the end.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.stats().backend_buffered > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", a.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_to_another_master_loses_nothing() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let prefix = prefix("cluster-move");
+    let a = hub(&cluster, &prefix).await;
+    let b = hub(&cluster, &prefix).await;
+    const TOTAL: u64 = 1500;
+    let on_b = b.subscribe("mover", None);
+    let reader = tokio::spawn(timed(on_b, TOTAL));
+    let publisher = tokio::spawn({
+        let a = a.clone();
+        async move {
+            for i in 1..=TOTAL {
+                assert!(a.publish(Some("mover"), format!("msg {i}")).is_ok());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The slot of the session's partition, its owner, and another master to move it to.
+    let masters = cluster.masters();
+    let (source, key) = masters
+        .iter()
+        .find_map(|m| {
+            let keys = cluster.cli(
+                m.port,
+                &["--scan", "--pattern", &format!("{prefix}:*:log:mover")],
+            );
+            keys.lines()
+                .next()
+                .map(|k| (m.clone(), k.trim().to_owned()))
+        })
+        .expect("a master holds the session");
+    let target = masters
+        .iter()
+        .find(|m| m.id != source.id)
+        .expect("another master")
+        .clone();
+    let slot = cluster
+        .cli(source.port, &["cluster", "keyslot", &key])
+        .trim()
+        .to_owned();
+    let moved = Instant::now();
+    tokio::task::block_in_place(|| {
+        cluster.cli(
+            target.port,
+            &["cluster", "setslot", &slot, "importing", &source.id],
+        );
+        cluster.cli(
+            source.port,
+            &["cluster", "setslot", &slot, "migrating", &target.id],
+        );
+        loop {
+            let keys = cluster.cli(source.port, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = keys
+                .lines()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec![
+                "migrate".to_owned(),
+                "127.0.0.1".to_owned(),
+                target.port.to_string(),
+                String::new(),
+                "0".to_owned(),
+                "5000".to_owned(),
+                "KEYS".to_owned(),
+            ];
+            args.extend(keys.iter().map(|k| (*k).to_owned()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cluster.cli(source.port, &args);
+        }
+        for node in cluster.masters() {
+            cluster.cli(
+                node.port,
+                &["cluster", "setslot", &slot, "node", &target.id],
+            );
+        }
+    });
+    let move_took = moved.elapsed();
+    publisher.await.unwrap();
+    let events = reader.await.unwrap();
+    let items: Vec<Event> = events.iter().map(|(e, _)| e.clone()).collect();
+    // A slot move loses nothing: every status once, in order, no gap.
+    assert!(check_exact(&items, TOTAL).is_empty(), "{:?}", shape(&items));
+    let holder = cluster.cli(
+        target.port,
+        &["--scan", "--pattern", &format!("{prefix}:*:log:mover")],
+    );
+    assert!(!holder.trim().is_empty(), "the session's history moved");
+    // Delivery went on across the move: no pause longer than a second.
+    let longest = events
+        .windows(2)
+        .map(|pair| pair[1].1 - pair[0].1)
+        .max()
+        .unwrap_or_default();
+    eprintln!("slot {slot} moved in {move_took:?}; longest pause in delivery {longest:?}");
+    assert!(longest < Duration::from_secs(1), "{longest:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.stats().backend_buffered > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", a.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
