@@ -544,13 +544,17 @@ async fn replies_to_the_publishing_hub_held_while_its_commands_run() {
     chaos("hold-replies", Fault::HoldRepliesToPublisher).await;
 }
 
-/// The session's counter in Redis, read directly (`None` while it has none).
+/// The session's counter in Redis, read directly (`None` while it has none): the history
+/// stream is the counter, its last entry `0-<first number>` taking `n` numbers.
 fn counter_in_redis(server: &RedisServer, prefix: &str, session: &str) -> Option<u64> {
-    let reply = server.command(&format!("HGET {prefix}:{{{session}}}:meta seq"));
-    // A bulk string: `$<len>\r\n<value>\r\n`, or `$-1\r\n` when there is none.
+    let reply = server.command(&format!(
+        "EVAL \"local e = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1] \
+         if not e then return false end \
+         return tonumber(string.sub(e[1], 3)) + tonumber(e[2][4]) - 1\" 1 {prefix}:{{{session}}}:log"
+    ));
+    // An integer, `:<value>\r\n`, or a null bulk string, `$-1\r\n`, when there is none.
     reply
-        .lines()
-        .nth(1)
+        .strip_prefix(':')
         .and_then(|value| value.trim().parse().ok())
 }
 

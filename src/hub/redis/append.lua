@@ -17,10 +17,17 @@
 -- KEYS: per session its history stream
 -- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 the channel of the whole call ('': each session publishes
 --       on its own), 3 history capacity, 4 time to live of a renewed key (ms), 5 token ('':
---       none), 6 '1' to check whether the call ran before, then 7 per session: its id, the head
+--       none), 6 '1' to check whether the call ran before, then 8 per session: its id, the head
 --       of its frame (`<id length> <records length> `), its channel ('' when the call has one),
 --       floor (its numbers go on after at least this), the numbers the batch takes (0: only
---       raise the counter to the floor), '1' to renew its key's time to live, its records
+--       raise the counter to the floor), '1' to renew its key's time to live, reserve (see
+--       below; '0': none), its records
+-- A reserve is a part of unknown fate after Redis lost its data: if it ran, it took the
+-- `reserve` numbers after the floor (the writer's last confirmed counter). A counter exactly at
+-- their end was raised there by a process that saw it: the part takes nothing more. Otherwise
+-- it takes its numbers as any part does: after the floor when the counter is at or below it,
+-- else after the counter (other writers numbered statuses since), so whoever missed the part
+-- still gets a gap.
 -- Each session's part is published as the frame `<id length> <records length> <first>\n<id>
 -- <records>`, `<first>` being the first number it takes: one message of every frame on the
 -- call's channel, or one message per session on its own channel. (Nothing here formats a
@@ -51,8 +58,9 @@ local sessions = #KEYS
 local token = ARGV[5]
 if token ~= '' and ARGV[6] == '1' then
   for i = 1, sessions do
-    if tonumber(ARGV[7 + 7 * (i - 1) + 4]) > 0 then
-      local after = '0-' .. (tonumber(ARGV[7 + 7 * (i - 1) + 3]) + 1)
+    local b = 7 + 8 * (i - 1)
+    if tonumber(ARGV[b + 4]) > 0 then
+      local after = '0-' .. (tonumber(ARGV[b + 3]) + 1)
       for _, entry in ipairs(redis.call('XRANGE', KEYS[i], after, '+')) do
         if entry[2][6] == token then
           local out = {0}
@@ -62,7 +70,10 @@ if token ~= '' and ARGV[6] == '1' then
           return out
         end
       end
-      break
+      -- The token goes with the first part that adds an entry; only a reserve may add none.
+      if tonumber(ARGV[b + 6]) == 0 then
+        break
+      end
     end
   end
 end
@@ -75,10 +86,14 @@ local a = 7
 for i = 1, sessions do
   local log = KEYS[i]
   local id, head, channel, floor = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local numbers, renew, records = tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
-  a = a + 7
+  local numbers, renew = tonumber(ARGV[a + 4]), ARGV[a + 5]
+  local reserve, records = tonumber(ARGV[a + 6]), ARGV[a + 7]
+  a = a + 8
   local cur
-  if numbers == 0 then
+  if reserve > 0 and counter(log) == floor + reserve then
+    -- A process that saw this reserved part raised the counter to its end: nothing more.
+    cur = floor + reserve
+  elseif numbers == 0 then
     cur = counter(log)
     if cur < floor then
       -- Redis lost what this process had seen: numbering goes on after it.
@@ -88,7 +103,7 @@ for i = 1, sessions do
       cur = floor
     end
   else
-    local tagged, taken = token, ARGV[a - 3]
+    local tagged, taken = token, ARGV[a - 4]
     token = ''
     local added = add(log, records, taken, tagged)
     if type(added) == 'table' then

@@ -348,6 +348,7 @@ async fn raise_floors(
                 floor: *head,
                 items: &[],
                 trailing: 0,
+                reserve: 0,
                 renew: true,
             })
             .collect();

@@ -449,6 +449,11 @@ pub(super) struct Append<'a> {
     pub(super) items: &'a [(u64, Arc<str>)],
     /// Numbers skipped after the last status.
     pub(super) trailing: u64,
+    /// Numbers of a call of unknown fate, reserved after the floor (0: none). They are taken
+    /// after the statuses and `trailing`, unless the counter already stands exactly at
+    /// `floor + reserve` (a process that saw the call raised it there): then the session's part
+    /// takes nothing (see append.lua).
+    pub(super) reserve: u64,
     /// Renew the time to live of the session's keys.
     pub(super) renew: bool,
 }
@@ -489,15 +494,16 @@ impl Scripts {
         let mut body = Vec::new();
         for append in sessions {
             body.clear();
-            let mut numbers = append.trailing;
+            let after = append.trailing.saturating_add(append.reserve);
+            let mut numbers = after;
             for (skip, text) in append.items {
                 push_status(&mut body, *skip, text);
-                numbers += skip + 1;
+                numbers = numbers.saturating_add(skip.saturating_add(1));
             }
-            if append.trailing > 0 || append.items.is_empty() {
-                push_head(&mut body, append.trailing);
+            if after > 0 || append.items.is_empty() {
+                push_head(&mut body, after);
             }
-            if append.items.is_empty() && append.trailing == 0 {
+            if append.items.is_empty() && after == 0 {
                 // Only the floor: nothing to number.
                 body.clear();
             }
@@ -511,6 +517,7 @@ impl Scripts {
                 .arg(append.floor)
                 .arg(numbers)
                 .arg(if append.renew { "1" } else { "0" })
+                .arg(append.reserve)
                 .arg(body.as_slice());
         }
         cmd

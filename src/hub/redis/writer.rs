@@ -12,7 +12,9 @@
 //!   applied in the order they were made, so a token at or below the recorded one has run.
 //! - If Redis lost its data meanwhile (the epoch changed), tokens are gone too and the pending
 //!   calls may already have reached some subscribers: instead of appending their statuses again,
-//!   their numbers are reserved (skipped) so that whoever missed them gets a gap.
+//!   their numbers are reserved (skipped) after the floor so that whoever missed them gets a
+//!   gap; where a process that had them already raised the counter to exactly their end,
+//!   nothing more is taken, so it sees no gap and later statuses keep their numbers.
 //! - `known` holds, per session, the highest number Redis gave this writer. It is sent with
 //!   every append as the floor under the session's counter, so numbering never goes back after
 //!   Redis restarted empty.
@@ -54,6 +56,9 @@ struct Part {
     items: Vec<(u64, Arc<str>)>,
     /// Numbers skipped after the last status.
     trailing: u64,
+    /// Numbers of statuses whose fate is unknown after Redis lost its data, reserved after the
+    /// floor (see `Writer::reserve_pending`).
+    reserve: u64,
     /// The call renews the session's keys.
     renew: bool,
 }
@@ -423,6 +428,7 @@ impl Writer {
                         session: Arc::clone(&session),
                         items: Vec::new(),
                         trailing: 0,
+                        reserve: 0,
                         renew: self.renews(&session),
                     });
                     parts.insert(session, (index, list.len() - 1));
@@ -461,6 +467,7 @@ impl Writer {
                         floor: self.known.get(&part.session).map_or(0, |k| k.seq),
                         items: &part.items,
                         trailing: part.trailing,
+                        reserve: part.reserve,
                         renew: part.renew,
                     })
                     .collect();
@@ -601,6 +608,13 @@ impl Writer {
     /// Redis lost its data while a batch was unconfirmed: some of its statuses may have reached
     /// subscribers, the rest never will. Appending them again would deliver some twice, so
     /// their numbers are reserved instead and whoever missed them gets a gap.
+    ///
+    /// Each session's part becomes a reservation of the numbers it takes, after `known` (sent
+    /// as the floor): where a process that saw the call has already raised the counter to
+    /// exactly their end, the script takes nothing more, so those who had the statuses see no
+    /// gap and later statuses keep their places; where the counter is past the floor otherwise
+    /// (others numbered statuses since), the part takes as many fresh numbers, so whoever
+    /// missed it still gets a gap of its size.
     fn reserve_pending(&mut self) {
         let Some(mut batch) = self.pending.take() else {
             return;
@@ -613,7 +627,8 @@ impl Writer {
             if let Call::Append { parts, .. } = call {
                 for part in parts {
                     reserved += part.items.len() as u64;
-                    part.trailing += part.items.drain(..).map(|(skip, _)| skip + 1).sum::<u64>();
+                    let numbers: u64 = part.items.drain(..).map(|(skip, _)| skip + 1).sum();
+                    part.reserve += numbers + std::mem::take(&mut part.trailing);
                     // The keys were lost with the data: renew them with the next call.
                     part.renew = true;
                 }
