@@ -137,8 +137,14 @@
 
 mod context;
 pub mod hub;
+mod json;
 pub mod messenger;
+mod status;
 mod sync;
+mod task;
+#[cfg(feature = "tracing-layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
+pub mod tracing_layer;
 
 pub use context::{
     current_session_id, spawn, spawn_blocking, try_spawn, try_spawn_blocking, with_session_id,
@@ -148,14 +154,16 @@ pub use context::{
 pub use hub::redis::RedisConfig;
 pub use hub::{
     ConfigError, Event, Gap, Hub, HubConfig, HubStats, NoSessionPolicy, SessionId, Status,
-    Subscription,
+    Subscription, Task, TaskState, TaskUpdate,
 };
 pub use messenger::{
-    add_status_message, dropped_before_setup, global_messenger, set_default, set_global_default,
-    setup_status_messenger_async, stream_status_updates, try_stream_status_updates, with_default,
-    DefaultGuard, Messenger, SetGlobalDefaultError, StatusStream, StatusUpdate, StreamError,
-    WithMessenger,
+    add_status, add_status_message, dropped_before_setup, global_messenger, set_default,
+    set_global_default, setup_status_messenger_async, stream_status_updates,
+    try_stream_status_updates, with_default, DefaultGuard, Messenger, SetGlobalDefaultError,
+    StatusMessages, StatusStream, StatusUpdate, StreamError, WithMessenger,
 };
+pub use status::{InvalidJson, JsonData, Level, Progress, StatusMessage, UnknownLevel};
+pub use task::{cancelled, current_task_id, is_cancelled, Cancelled};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../README.md")]

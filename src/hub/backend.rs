@@ -7,8 +7,8 @@
 //!   through [`Local`] (borrowed for one call) or [`BackendHandle`] (held by its background
 //!   tasks, weak, so a backend never keeps a dropped hub alive). Both offer the same few
 //!   things: number a status here, deliver statuses numbered elsewhere (which reports what is
-//!   missing as a gap), open, look up and close sessions held here, list the sessions with
-//!   local subscribers, and count.
+//!   missing as a gap), open, look up and close sessions held here, cancel a task held here,
+//!   list the sessions with local subscribers, and count.
 //! - A backend is chosen when the hub is made and never changes, so the core has no branch
 //!   for any backend, and a new one (a Redis Cluster, say) needs no change to the core.
 //! - Nothing here blocks: `publish` and `interest` run on the caller's thread, possibly a
@@ -19,9 +19,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
-use super::core::{Core, Refusal};
+use super::core::{Core, Delivered, Refusal};
 use super::counters::Counters;
-use super::{CloseError, LookupError, OpenError, PublishError, Published, SessionId};
+use super::event::Extra;
+use super::{
+    CancelError, CloseError, LookupError, OpenError, PublishError, Published, SessionId, TaskState,
+};
+use crate::task::TaskRef;
 
 /// A boxed future, for the backend's async methods (the trait must stay object-safe).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,6 +37,10 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) session: &'a str,
     /// Already cut to `max_status_bytes`.
     pub(crate) text: Arc<str>,
+    /// Its fields and task id, already bounded; `None` for a plain status.
+    pub(crate) extra: Option<Arc<Extra>>,
+    /// The task that added it (of this session), not cancelled when it was checked.
+    pub(crate) task: Option<TaskRef>,
     /// When it was added, on the hub's clock.
     pub(crate) at_ms: u64,
 }
@@ -60,6 +68,15 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Ends the checked session `id` everywhere; whether it existed.
     fn close<'a>(&'a self, hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<bool, CloseError>>;
+
+    /// Asks the task `task` of the checked session `id` to stop, wherever it runs; its state
+    /// after.
+    fn cancel<'a>(
+        &'a self,
+        hub: Local<'a>,
+        id: &'a str,
+        task: &'a str,
+    ) -> BoxFuture<'a, Result<TaskState, CancelError>>;
 
     /// The hub is going away: stop background work without waiting.
     fn stop(&self);
@@ -90,8 +107,13 @@ impl<'a> Local<'a> {
 
     /// Statuses numbered elsewhere, for the subscribers of `session` here; numbers up to `head`
     /// that are not among them reach those subscribers as a gap.
-    pub(crate) fn deliver(self, session: &str, statuses: Vec<(u64, Arc<str>)>, head: u64) {
+    pub(crate) fn deliver(self, session: &str, statuses: Vec<Delivered>, head: u64) {
         self.0.deliver(session, statuses, head);
+    }
+
+    /// Asks the task `task` of the session `id` held here to stop; its state after.
+    pub(crate) fn cancel_here(self, id: &str, task: &str) -> Result<TaskState, CancelError> {
+        self.0.cancel_task(id, task)
     }
 
     /// Ends `session` here; whether this process held it.
@@ -183,6 +205,15 @@ impl Backend for Memory {
 
     fn close<'a>(&'a self, hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<bool, CloseError>> {
         Box::pin(std::future::ready(Ok(hub.close(id))))
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        hub: Local<'a>,
+        id: &'a str,
+        task: &'a str,
+    ) -> BoxFuture<'a, Result<TaskState, CancelError>> {
+        Box::pin(std::future::ready(hub.cancel_here(id, task)))
     }
 
     fn stop(&self) {}

@@ -17,15 +17,18 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::event::Extra;
 use super::{Event, Gap, HistoryExpiry, SessionId, Status};
 
-/// One retained status: 32 bytes here plus the shared text allocation.
+/// One retained status: 40 bytes here plus the shared text allocation (and the shared fields,
+/// for a status that has any).
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) seq: u64,
     /// Milliseconds since the hub's epoch when the status was added.
     pub(crate) at_ms: u64,
     pub(crate) text: Arc<str>,
+    pub(crate) extra: Option<Arc<Extra>>,
 }
 
 /// What [`SessionLog::insert`] did with an externally numbered status.
@@ -75,12 +78,13 @@ impl SessionLog {
     }
 
     /// Appends a locally published status as `head + 1` and returns its number.
-    pub(crate) fn append(&mut self, text: Arc<str>, now_ms: u64) -> u64 {
+    pub(crate) fn append(&mut self, text: Arc<str>, extra: Option<Arc<Extra>>, now_ms: u64) -> u64 {
         self.head += 1;
         self.entries.push_back(Entry {
             seq: self.head,
             at_ms: now_ms,
             text,
+            extra,
         });
         self.last_at_ms = now_ms;
         self.head
@@ -91,6 +95,7 @@ impl SessionLog {
         &mut self,
         seq: u64,
         text: Arc<str>,
+        extra: Option<Arc<Extra>>,
         now_ms: u64,
         capacity: usize,
     ) -> Inserted {
@@ -104,6 +109,7 @@ impl SessionLog {
                 seq,
                 at_ms: now_ms,
                 text,
+                extra,
             });
             return Inserted::Appended;
         }
@@ -116,7 +122,15 @@ impl SessionLog {
         }
         // A filled hole keeps the age of its neighbour so it leaves history with it.
         let at_ms = self.entries.get(at).map_or(now_ms, |e| e.at_ms);
-        self.entries.insert(at, Entry { seq, at_ms, text });
+        self.entries.insert(
+            at,
+            Entry {
+                seq,
+                at_ms,
+                text,
+                extra,
+            },
+        );
         Inserted::Filled
     }
 
@@ -221,6 +235,7 @@ impl SessionLog {
                 session.clone(),
                 entry.seq,
                 Arc::clone(&entry.text),
+                entry.extra.clone(),
             )));
             cursor = entry.seq;
             statuses += 1;
@@ -262,6 +277,7 @@ mod tests {
             .map(|e| match e {
                 Event::Status(s) => ('s', s.seq(), s.seq()),
                 Event::Gap(g) => ('g', g.from(), g.to()),
+                Event::Task(_) => ('t', 0, 0),
             })
             .collect()
     }
@@ -270,7 +286,7 @@ mod tests {
     fn reads_after_cursor_and_reports_trimmed_front() {
         let mut log = SessionLog::default();
         for i in 0..10 {
-            log.append(text(&i.to_string()), 0);
+            log.append(text(&i.to_string()), None, 0);
         }
         assert_eq!(log.trim(4, HistoryExpiry::EachStatus, 1000, 0), 6);
         let (events, read) = read_all(&log, 2, 100);
@@ -294,7 +310,7 @@ mod tests {
     fn far_behind_reader_is_moved_forward() {
         let mut log = SessionLog::default();
         for _ in 0..10 {
-            log.append(text("x"), 0);
+            log.append(text("x"), None, 0);
         }
         let (events, _) = read_all(&log, 0, 3);
         assert_eq!(
@@ -307,7 +323,7 @@ mod tests {
     fn adjacent_missing_ranges_make_one_gap() {
         let mut log = SessionLog::default();
         for _ in 0..10 {
-            log.append(text("x"), 0);
+            log.append(text("x"), None, 0);
         }
         log.trim(2, HistoryExpiry::EachStatus, 1000, 0);
         // Behind by more than 5 (floor 5), and 6..=8 left history too.
@@ -322,8 +338,8 @@ mod tests {
     #[test]
     fn cleared_log_owes_a_gap_up_to_head() {
         let mut log = SessionLog::default();
-        log.append(text("a"), 0);
-        log.append(text("b"), 0);
+        log.append(text("a"), None, 0);
+        log.append(text("b"), None, 0);
         assert_eq!(log.trim(10, HistoryExpiry::AfterLastStatus, 5, 5), 2);
         let (events, read) = read_all(&log, 1, 100);
         assert_eq!(shape(&events), vec![('g', 2, 2)]);
@@ -336,7 +352,7 @@ mod tests {
     fn batches_stop_at_max_statuses_without_a_false_gap() {
         let mut log = SessionLog::default();
         for _ in 0..5 {
-            log.append(text("x"), 0);
+            log.append(text("x"), None, 0);
         }
         let mut out = VecDeque::new();
         let read = log.read(0, 100, 2, &id(), &mut out);
@@ -348,20 +364,20 @@ mod tests {
     #[test]
     fn external_numbers_fill_holes_or_leave_gaps() {
         let mut log = SessionLog::default();
-        assert_eq!(log.insert(1, text("1"), 0, 10), Inserted::Appended);
-        assert_eq!(log.insert(4, text("4"), 0, 10), Inserted::Appended);
-        assert_eq!(log.insert(4, text("4"), 0, 10), Inserted::Duplicate);
+        assert_eq!(log.insert(1, text("1"), None, 0, 10), Inserted::Appended);
+        assert_eq!(log.insert(4, text("4"), None, 0, 10), Inserted::Appended);
+        assert_eq!(log.insert(4, text("4"), None, 0, 10), Inserted::Duplicate);
         let (events, _) = read_all(&log, 0, 100);
         assert_eq!(shape(&events), vec![('s', 1, 1), ('g', 2, 3), ('s', 4, 4)]);
-        assert_eq!(log.insert(3, text("3"), 0, 10), Inserted::Filled);
-        assert_eq!(log.insert(2, text("2"), 0, 10), Inserted::Filled);
+        assert_eq!(log.insert(3, text("3"), None, 0, 10), Inserted::Filled);
+        assert_eq!(log.insert(2, text("2"), None, 0, 10), Inserted::Filled);
         let (events, _) = read_all(&log, 0, 100);
         assert_eq!(
             shape(&events),
             vec![('s', 1, 1), ('s', 2, 2), ('s', 3, 3), ('s', 4, 4)]
         );
         assert_eq!(log.head(), 4);
-        assert_eq!(log.append(text("5"), 0), 5);
+        assert_eq!(log.append(text("5"), None, 0), 5);
         assert_eq!(log.first_seq(), Some(1));
     }
 
@@ -369,12 +385,12 @@ mod tests {
     fn index_after_agrees_with_a_search() {
         let mut contiguous = SessionLog::default();
         for _ in 0..10 {
-            contiguous.append(text("x"), 0);
+            contiguous.append(text("x"), None, 0);
         }
         contiguous.trim(6, HistoryExpiry::EachStatus, 1000, 0);
         let mut holey = SessionLog::default();
         for seq in [3, 4, 7, 9, 10] {
-            holey.insert(seq, text("x"), 0, 100);
+            holey.insert(seq, text("x"), None, 0, 100);
         }
         for log in [&contiguous, &holey, &SessionLog::default()] {
             for cursor in (0..14).chain([u64::MAX - 1, u64::MAX]) {
@@ -387,23 +403,23 @@ mod tests {
     #[test]
     fn full_log_refuses_numbers_older_than_everything() {
         let mut log = SessionLog::default();
-        log.insert(5, text("5"), 0, 1);
-        assert_eq!(log.insert(3, text("3"), 0, 1), Inserted::TooOld);
-        assert_eq!(log.insert(0, text("0"), 0, 1), Inserted::TooOld);
+        log.insert(5, text("5"), None, 0, 1);
+        assert_eq!(log.insert(3, text("3"), None, 0, 1), Inserted::TooOld);
+        assert_eq!(log.insert(0, text("0"), None, 0, 1), Inserted::TooOld);
         assert_eq!(log.len(), 1);
     }
 
     #[test]
     fn each_status_expires_by_age() {
         let mut log = SessionLog::default();
-        log.append(text("old"), 0);
-        log.append(text("new"), 50);
+        log.append(text("old"), None, 0);
+        log.append(text("new"), None, 50);
         assert_eq!(log.trim(10, HistoryExpiry::EachStatus, 60, 60), 1);
         assert_eq!(log.first_seq(), Some(2));
         // The whole-history policy keeps both until the newest is too old.
         let mut log = SessionLog::default();
-        log.append(text("old"), 0);
-        log.append(text("new"), 50);
+        log.append(text("old"), None, 0);
+        log.append(text("new"), None, 50);
         assert_eq!(log.trim(10, HistoryExpiry::AfterLastStatus, 60, 60), 0);
         assert_eq!(log.trim(10, HistoryExpiry::AfterLastStatus, 60, 110), 2);
     }

@@ -118,8 +118,9 @@
 // Event, Status, Gap), `stats` and `counters` (what is counted and under which names),
 // `core` (this process's sessions), `backend` (the seam to where sessions live, and the
 // in-memory backend), `handle` and `feed` (the Hub handle, and feeding it from messengers),
-// `state`, `log` and `subscription` (one session's state, history and readers), and one
-// folder per shared backend.
+// `state`, `log` and `subscription` (one session's state, history and readers), `task` and
+// `task_table` (tasks and their handle, and one session's tasks), and one folder per shared
+// backend.
 
 mod backend;
 mod config;
@@ -136,12 +137,18 @@ pub mod redis;
 mod state;
 mod stats;
 mod subscription;
+mod task;
+mod task_table;
 
 pub use self::config::{ConfigError, HistoryExpiry, HubConfig, NoSessionPolicy, TRUNCATION_MARKER};
 pub use self::error::{
-    BackendError, CloseError, LookupError, OpenError, PublishError, Published, SubscribeError,
+    BackendError, CancelError, CloseError, LookupError, OpenError, PublishError, Published,
+    StartTaskError, SubscribeError,
 };
-pub use self::event::{Event, Gap, InvalidSessionId, SessionId, Status, MAX_SESSION_ID_BYTES};
+pub use self::event::{
+    Event, Gap, InvalidSessionId, SessionId, Status, MAX_KEY_BYTES, MAX_SESSION_ID_BYTES,
+};
 pub use self::handle::Hub;
 pub use self::stats::{metric_names, HubStats};
 pub use self::subscription::Subscription;
+pub use self::task::{Task, TaskState, TaskUpdate, UnknownTaskState};

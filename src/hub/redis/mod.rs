@@ -105,8 +105,8 @@ use self::outbox::{Outbox, Pushed};
 use self::wire::Keys;
 use super::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing};
 use super::{
-    BackendError, CloseError, ConfigError, Hub, HubConfig, LookupError, OpenError, PublishError,
-    Published, SessionId,
+    BackendError, CancelError, CloseError, ConfigError, Hub, HubConfig, LookupError, OpenError,
+    PublishError, Published, SessionId, TaskState,
 };
 use crate::sync::lock;
 
@@ -479,6 +479,16 @@ impl Backend for RedisBackend {
                 ))),
             }
         })
+    }
+
+    /// A task of this process only, for now.
+    fn cancel<'a>(
+        &'a self,
+        hub: Local<'a>,
+        id: &'a str,
+        task: &'a str,
+    ) -> BoxFuture<'a, Result<TaskState, CancelError>> {
+        Box::pin(std::future::ready(hub.cancel_here(id, task)))
     }
 
     /// Stops both tasks without waiting: the writer still sends what is buffered if Redis is

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use super::wire::{self, Append, Backoff, Record, Scripts};
 use super::Shared;
 use crate::hub::backend::{BackendHandle, Local};
+use crate::hub::core::Delivered;
 
 /// How often the connections are checked.
 const TICK: Duration = Duration::from_secs(1);
@@ -278,7 +279,7 @@ impl Reader {
             return;
         }
         *last = top;
-        self.hub.with(|hub| hub.deliver(session, fresh, top));
+        self.hub.with(|hub| hub.deliver(session, plain(fresh), top));
         self.shared.progress.notify_waiters();
     }
 
@@ -334,7 +335,8 @@ impl Reader {
         if let Some(applied) = self.attached.get_mut(session) {
             *applied = (*applied).max(last);
         }
-        self.hub.with(|hub| hub.deliver(session, entries, last));
+        self.hub
+            .with(|hub| hub.deliver(session, plain(entries), last));
         self.shared.progress.notify_waiters();
     }
 
@@ -451,4 +453,16 @@ fn closed() -> RedisError {
         std::io::ErrorKind::ConnectionAborted,
         "redis closed the subscription connection",
     ))
+}
+
+/// Statuses without fields, as the hub takes them.
+fn plain(statuses: Vec<(u64, Arc<str>)>) -> Vec<Delivered> {
+    statuses
+        .into_iter()
+        .map(|(seq, text)| Delivered {
+            seq,
+            text,
+            extra: None,
+        })
+        .collect()
 }
