@@ -554,8 +554,9 @@ pub trait SessionFutureExt: Future + Sized {
         with_session_id(id, self)
     }
 
-    /// Runs this future with the session of the caller, and the caller's scoped default
-    /// messenger if one is set, both captured now (see [`SessionContext::wrap`]).
+    /// Runs this future with the session of the caller, the caller's task if one is current,
+    /// and the caller's scoped default messenger if one is set, all captured now (see
+    /// [`SessionContext::wrap`]).
     ///
     /// # Examples
     ///

@@ -20,6 +20,12 @@
 //!   ([`with_default`], [`set_default`], [`Messenger::scope`]) where one is set, else the global
 //!   one ([`setup_status_messenger_async`], or your own through [`set_global_default`]). Two
 //!   servers or two tests in one process each keep their own messenger that way.
+//! - [`add_status`] sends a [`StatusMessage`]: a text with optional fields beside it (progress,
+//!   level, key, JSON data), carried through the hub, its history and resume.
+//! - A [`Task`] is one run of tool work in a session, started with [`Hub::start_task`]. The
+//!   context that carries the session carries the task too, so tool code on any thread asks
+//!   [`is_cancelled`] (or awaits [`cancelled`]) after [`Hub::cancel_task`], and the hub tells
+//!   the session's subscribers each task's state ([`TaskUpdate`]).
 //!
 //! # Quick start
 //!
@@ -115,6 +121,42 @@
 //! # }
 //! ```
 //!
+//! # Tasks and cancel
+//!
+//! The request handler starts a task, hands its id to the client, and runs the tool in it;
+//! the tool asks before each step. A Stop from the client reaches it through
+//! [`Hub::cancel_task`], on whatever thread it runs:
+//!
+//! ```
+//! use status_messenger::{add_status, is_cancelled, Hub, StatusMessage, TaskState};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let hub = Hub::new(Default::default()).unwrap();
+//! hub.attach_global().unwrap();
+//!
+//! fn tool(steps: u64) -> u64 {
+//!     for step in 1..=steps {
+//!         if is_cancelled() {
+//!             return step - 1;
+//!         }
+//!         add_status(StatusMessage::new(format!("step {step}/{steps}")).progress(step, steps));
+//!         std::thread::sleep(std::time::Duration::from_millis(5));
+//!     }
+//!     steps
+//! }
+//!
+//! let task = hub.start_task("user-1").unwrap();
+//! let id = task.id().to_owned(); // the client's handle on it
+//! let running = tokio::task::spawn_blocking(move || task.run(|| tool(1_000)));
+//!
+//! // The Stop button: `POST /cancel?session=user-1&task=<id>`.
+//! assert_eq!(hub.cancel_task("user-1", &id).await.unwrap(), TaskState::Cancelling);
+//! assert!(running.await.unwrap() < 1_000);
+//! assert_eq!(hub.cancel_task("user-1", &id).await.unwrap(), TaskState::Cancelled);
+//! # }
+//! ```
+//!
 //! # Feature flags
 //!
 //! | feature | what it adds |
@@ -122,6 +164,8 @@
 //! | (none) | the messenger, the session helpers and the [`Hub`] |
 //! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]) |
 //! | `redis` | [`Hub::with_redis`]: sessions shared by several processes through Redis (`hub::redis`) |
+//! | `serde_json` | [`JsonData`] from and to `serde_json::Value` |
+//! | `tracing-layer` | `tracing_layer::StatusLayer`: marked `tracing` events inside a session become its statuses |
 //!
 //! # Supported Rust versions
 //!

@@ -358,6 +358,9 @@ pub(crate) struct Fields {
 /// A status with optional fields beside its text: progress, level, key and JSON data; for
 /// [`add_status`](crate::add_status).
 ///
+/// A builder: each setter (`progress`, `level`, `key`, `data`) takes and returns the status,
+/// and the getters are named `get_*`, as `std::process::Command`'s are.
+///
 /// [`add_status_message`](crate::add_status_message)`(text)` is `add_status(StatusMessage::new(text))`.
 /// Each field is carried through the hub, its history and resume, and becomes the contract's
 /// optional frame field of the same name; a client that does not know a field ignores it. A
@@ -410,7 +413,7 @@ impl StatusMessage {
     /// ```
     /// let status = status_messenger::StatusMessage::new("Thinking...");
     /// assert_eq!(status.text(), "Thinking...");
-    /// assert_eq!(status.progress(), None);
+    /// assert_eq!(status.get_progress(), None);
     /// ```
     pub fn new(text: impl Into<String>) -> Self {
         Self {
@@ -430,7 +433,7 @@ impl StatusMessage {
     ///
     /// ```
     /// let status = status_messenger::StatusMessage::new("step").progress(2, 5);
-    /// assert_eq!(status.progress(), Some(status_messenger::Progress::new(2, 5)));
+    /// assert_eq!(status.get_progress(), Some(status_messenger::Progress::new(2, 5)));
     /// ```
     #[must_use]
     pub fn progress(mut self, current: u64, total: u64) -> Self {

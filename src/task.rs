@@ -4,8 +4,7 @@
 //! same means as the session: [`SessionContext`](crate::SessionContext) (captured where a task
 //! is current, or made by [`Task::context`](crate::Task::context)), the crate's
 //! [`spawn_blocking`](crate::spawn_blocking) and [`spawn`](crate::spawn), and the task's own
-//! [`run`](crate::Task::run), [`spawn_blocking`](crate::Task::spawn_blocking) and
-//! [`spawn`](crate::Task::spawn). There, [`is_cancelled`] and [`cancelled`] tell the tool
+//! [`run`](crate::Task::run) and [`wrap`](crate::Task::wrap). There, [`is_cancelled`] and [`cancelled`] tell the tool
 //! whether someone asked it to stop, and every status it adds carries the task's id.
 //!
 //! # Invariants
@@ -188,20 +187,18 @@ impl Drop for Entered {
 /// hub.cancel_task("s1", &id).await.unwrap();
 ///
 /// // The tool: it never sees the task, it only asks.
-/// let steps = task
-///     .spawn_blocking(|| {
-///         let mut done = 0;
-///         for step in 1..=10 {
-///             if is_cancelled() {
-///                 break;
-///             }
-///             add_status_message(format!("step {step}"));
-///             done += 1;
+/// fn tool() -> u32 {
+///     let mut done = 0;
+///     for step in 1..=10 {
+///         if is_cancelled() {
+///             break;
 ///         }
-///         done
-///     })
-///     .await
-///     .unwrap();
+///         add_status_message(format!("step {step}"));
+///         done += 1;
+///     }
+///     done
+/// }
+/// let steps = tokio::task::spawn_blocking(move || task.run(tool)).await.unwrap();
 /// assert_eq!(steps, 0);
 /// assert!(!is_cancelled()); // outside any task
 /// # }
@@ -243,12 +240,12 @@ pub fn current_task_id() -> Option<String> {
 /// let hub = Hub::new(Default::default()).unwrap();
 /// let task = hub.start_task("s1").unwrap();
 /// let id = task.id().to_owned();
-/// let tool = task.spawn(async {
+/// let tool = tokio::spawn(task.wrap(async {
 ///     tokio::select! {
 ///         _ = status_messenger::cancelled() => "stopped",
 ///         _ = tokio::time::sleep(Duration::from_secs(3600)) => "done",
 ///     }
-/// });
+/// }));
 /// hub.cancel_task("s1", &id).await.unwrap();
 /// assert_eq!(tool.await.unwrap(), "stopped");
 /// # }

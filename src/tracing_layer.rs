@@ -21,7 +21,7 @@
 //! # What the status holds
 //!
 //! - its text: the event's message (empty when it has none);
-//! - its [`Level`](crate::Level): `error` for `ERROR`, `warn` for `WARN`, `info` for the rest;
+//! - its [`Level`]: `error` for `ERROR`, `warn` for `WARN`, `info` for the rest;
 //! - its data: the event's other fields as one JSON object (numbers and booleans as JSON
 //!   numbers and booleans, everything else, `?debug` and `%display` values included, as
 //!   strings), without the marker field; no data when there are no such fields;

@@ -27,7 +27,10 @@ use crate::StatusMessage;
 impl Hub {
     /// Drives a stream of updates into the hub until it ends or the hub shuts down.
     ///
-    /// Each `(session, text)` is [`publish`](Hub::publish)ed in order. When the hub shuts down,
+    /// Each `(session, text)` is [`publish`](Hub::publish)ed in order. Texts carry no fields
+    /// and no task: to keep a messenger's, consume its
+    /// [`into_messages`](crate::StatusStream::into_messages) with
+    /// [`consume_messages`](Hub::consume_messages), or [`attach`](Hub::attach) it. When the hub shuts down,
     /// this stops taking items at once and returns; what the stream still holds stays in it (a
     /// [`StatusStream`](crate::StatusStream) gives its receiver back to the messenger when
     /// dropped). Idle sessions are swept as it goes. It holds no lock across an await.

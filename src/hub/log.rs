@@ -13,6 +13,9 @@
 //!   numbers are inserted before they read past it; a number below `head` fills a hole in place
 //!   if it is not already held and not older than everything retained.
 //! - Entries leave only from the front (the oldest), so "first retained seq" only grows.
+//! - `extras` holds the fields of the retained statuses that have any, sorted by `seq`, each
+//!   `seq` that of a retained entry: it leaves with its entry. Plain statuses, the common
+//!   case, so cost nothing for fields.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,15 +23,14 @@ use std::sync::Arc;
 use super::event::Extra;
 use super::{Event, Gap, HistoryExpiry, SessionId, Status};
 
-/// One retained status: 40 bytes here plus the shared text allocation (and the shared fields,
-/// for a status that has any).
+/// One retained status: 32 bytes here plus the shared text allocation (a status with fields
+/// also has one entry in `extras`).
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) seq: u64,
     /// Milliseconds since the hub's epoch when the status was added.
     pub(crate) at_ms: u64,
     pub(crate) text: Arc<str>,
-    pub(crate) extra: Option<Arc<Extra>>,
 }
 
 /// What [`SessionLog::insert`] did with an externally numbered status.
@@ -58,6 +60,8 @@ pub(crate) struct Read {
 #[derive(Debug, Default)]
 pub(crate) struct SessionLog {
     entries: VecDeque<Entry>,
+    /// The fields of the entries that have any, by `seq` (see the module invariants).
+    extras: VecDeque<(u64, Arc<Extra>)>,
     head: u64,
     /// When the newest status was added (`0` before the first).
     last_at_ms: u64,
@@ -84,8 +88,10 @@ impl SessionLog {
             seq: self.head,
             at_ms: now_ms,
             text,
-            extra,
         });
+        if let Some(extra) = extra {
+            self.extras.push_back((self.head, extra));
+        }
         self.last_at_ms = now_ms;
         self.head
     }
@@ -109,8 +115,10 @@ impl SessionLog {
                 seq,
                 at_ms: now_ms,
                 text,
-                extra,
             });
+            if let Some(extra) = extra {
+                self.extras.push_back((seq, extra));
+            }
             return Inserted::Appended;
         }
         let at = self.entries.partition_point(|e| e.seq < seq);
@@ -122,15 +130,11 @@ impl SessionLog {
         }
         // A filled hole keeps the age of its neighbour so it leaves history with it.
         let at_ms = self.entries.get(at).map_or(now_ms, |e| e.at_ms);
-        self.entries.insert(
-            at,
-            Entry {
-                seq,
-                at_ms,
-                text,
-                extra,
-            },
-        );
+        self.entries.insert(at, Entry { seq, at_ms, text });
+        if let Some(extra) = extra {
+            let at = self.extras.partition_point(|(held, _)| *held < seq);
+            self.extras.insert(at, (seq, extra));
+        }
         Inserted::Filled
     }
 
@@ -170,6 +174,12 @@ impl SessionLog {
                 }
             }
         }
+        if removed > 0 {
+            let first = self.entries.front().map_or(u64::MAX, |e| e.seq);
+            while self.extras.front().is_some_and(|(seq, _)| *seq < first) {
+                self.extras.pop_front();
+            }
+        }
         removed
     }
 
@@ -177,6 +187,7 @@ impl SessionLog {
     pub(crate) fn clear(&mut self) -> u64 {
         let removed = self.entries.len() as u64;
         self.entries = VecDeque::new();
+        self.extras = VecDeque::new();
         removed
     }
 
@@ -221,6 +232,7 @@ impl SessionLog {
             cursor = floor;
         }
         let mut at = self.index_after(cursor);
+        let mut extra_at = self.extras.partition_point(|(seq, _)| *seq <= cursor);
         let mut statuses = 0;
         while statuses < max_statuses {
             let Some(entry) = self.entries.get(at) else {
@@ -231,11 +243,22 @@ impl SessionLog {
                 cursor = entry.seq - 1;
             }
             flush_gap(out, &mut gap_from, cursor);
+            while self
+                .extras
+                .get(extra_at)
+                .is_some_and(|(seq, _)| *seq < entry.seq)
+            {
+                extra_at += 1;
+            }
+            let extra = match self.extras.get(extra_at) {
+                Some((seq, extra)) if *seq == entry.seq => Some(Arc::clone(extra)),
+                _ => None,
+            };
             out.push_back(Event::Status(Status::new(
                 session.clone(),
                 entry.seq,
                 Arc::clone(&entry.text),
-                entry.extra.clone(),
+                extra,
             )));
             cursor = entry.seq;
             statuses += 1;
@@ -407,6 +430,50 @@ mod tests {
         assert_eq!(log.insert(3, text("3"), None, 0, 1), Inserted::TooOld);
         assert_eq!(log.insert(0, text("0"), None, 0, 1), Inserted::TooOld);
         assert_eq!(log.len(), 1);
+    }
+
+    #[test]
+    fn fields_stay_with_their_status_and_leave_with_it() {
+        let fields = |key: &str| {
+            Some(Arc::new(Extra {
+                key: Some(key.into()),
+                ..Extra::default()
+            }))
+        };
+        let keys = |log: &SessionLog, cursor: u64| -> Vec<(u64, Option<String>)> {
+            read_all(log, cursor, 100)
+                .0
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::Status(s) => Some((s.seq(), s.key().map(str::to_owned))),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut log = SessionLog::default();
+        log.append(text("1"), fields("a"), 0);
+        log.append(text("2"), None, 0);
+        log.append(text("3"), fields("c"), 0);
+        log.insert(6, text("6"), fields("f"), 0, 10);
+        log.insert(5, text("5"), None, 0, 10);
+        log.insert(4, text("4"), fields("d"), 0, 10);
+        assert_eq!(
+            keys(&log, 0),
+            [
+                (1, Some("a".into())),
+                (2, None),
+                (3, Some("c".into())),
+                (4, Some("d".into())),
+                (5, None),
+                (6, Some("f".into()))
+            ]
+        );
+        assert_eq!(keys(&log, 4), [(5, None), (6, Some("f".into()))]);
+        log.trim(3, HistoryExpiry::EachStatus, 1000, 0);
+        assert_eq!(log.extras.len(), 2);
+        assert_eq!(keys(&log, 0)[0], (4, Some("d".into())));
+        log.clear();
+        assert!(log.extras.is_empty());
     }
 
     #[test]
