@@ -193,12 +193,11 @@ impl SessionContext {
         }
     }
 
-    /// A context for `task`'s session carrying `task`, and the scoped default messenger of
-    /// the caller if one is set.
-    pub(crate) fn for_task(task: TaskRef) -> Self {
+    /// A context for `task`'s session carrying `task` and `messenger`.
+    pub(crate) fn for_task(task: TaskRef, messenger: Option<Messenger>) -> Self {
         Self {
             session_id: Some(task.session.to_string()),
-            messenger: messenger::scoped_default(),
+            messenger,
             task: Some(task),
         }
     }

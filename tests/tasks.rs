@@ -429,3 +429,19 @@ async fn statuses_of_a_task_sent_to_another_session_are_that_sessions_alone() {
     assert_eq!((status.text(), status.task()), ("to b", None));
     task.finish();
 }
+
+#[tokio::test]
+async fn a_task_takes_the_messenger_of_the_code_that_started_it() {
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    let messenger = Messenger::new();
+    hub.attach(&messenger).unwrap();
+    // Started where the server's messenger is the scoped default, run on a plain blocking
+    // thread that has none.
+    let task = status_messenger::with_default(&messenger, || hub.start_task("s").unwrap());
+    tokio::task::spawn_blocking(move || {
+        task.run(|| status_messenger::add_status_message("from the pool"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(hub.stats().accepted, 1);
+}

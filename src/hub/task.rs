@@ -21,6 +21,7 @@ use std::sync::Arc;
 use super::core::Core;
 use super::state::Session;
 use super::SessionId;
+use crate::messenger::{self, Messenger};
 use crate::task::{Cancelled, TaskRef};
 use crate::SessionContext;
 
@@ -301,8 +302,8 @@ pub(crate) enum Outcome {
 /// Run its tool in it: [`run`](Task::run) synchronous code here (inside
 /// `tokio::task::spawn_blocking`, actix's `web::block`, a `std::thread`), or
 /// [`wrap`](Task::wrap) a future for `tokio::spawn`. Either makes the task current (with its
-/// session, and the caller's scoped default messenger), then records the end when the work
-/// returns. Inside, tool code that never sees the task asks [`is_cancelled`](crate::is_cancelled)
+/// session, and the scoped default messenger of the code that started it, if one was set),
+/// then records the end when the work returns. Inside, tool code that never sees the task asks [`is_cancelled`](crate::is_cancelled)
 /// or awaits [`cancelled`](crate::cancelled), and every status it adds carries the task's id.
 /// To reach more threads, hand them [`context`](Task::context) and end the task yourself with
 /// [`finish`](Task::finish) or [`fail`](Task::fail).
@@ -349,6 +350,8 @@ pub struct Task {
     core: Arc<Core>,
     session: Arc<Session>,
     shared: TaskRef,
+    /// The scoped default messenger where the task was started, if one was set.
+    messenger: Option<Messenger>,
     /// Set once the end is recorded.
     ended: bool,
 }
@@ -369,6 +372,7 @@ impl Task {
             core,
             session,
             shared,
+            messenger: messenger::scoped_default(),
             ended: false,
         }
     }
@@ -459,9 +463,10 @@ impl Task {
             })
     }
 
-    /// A context carrying this task, its session, and the caller's scoped default messenger
-    /// if one is set: [`SessionContext::run`] or [`wrap`](SessionContext::wrap) work in it on
-    /// any thread. The task stays this handle's to end.
+    /// A context carrying this task, its session, and the scoped default messenger that was
+    /// set where the task was started (else the caller's, if one is set):
+    /// [`SessionContext::run`] or [`wrap`](SessionContext::wrap) work in it on any thread. The
+    /// task stays this handle's to end.
     ///
     /// # Examples
     ///
@@ -475,7 +480,8 @@ impl Task {
     /// assert_eq!(seen.as_deref(), Some(task.id()));
     /// ```
     pub fn context(&self) -> SessionContext {
-        SessionContext::for_task(Arc::clone(&self.shared))
+        let messenger = self.messenger.clone().or_else(messenger::scoped_default);
+        SessionContext::for_task(Arc::clone(&self.shared), messenger)
     }
 
     /// Runs synchronous `f` here in the task's [`context`](Task::context), then records the
