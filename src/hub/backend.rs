@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
-use super::core::{Core, Delivered, Refusal};
+use super::core::{CancelHere, Core, Delivered, Refusal, TaskRecord};
 use super::counters::Counters;
 use super::event::Extra;
 use super::{
@@ -45,6 +45,19 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) at_ms: u64,
 }
 
+/// A task's new state, on its way to the backend.
+#[derive(Debug)]
+#[cfg_attr(
+    not(feature = "redis"),
+    allow(dead_code, reason = "what a backend that tells elsewhere reads")
+)]
+pub(crate) struct TaskChange<'a> {
+    pub(crate) session: &'a SessionId,
+    pub(crate) task: &'a TaskRef,
+    pub(crate) state: TaskState,
+    pub(crate) message: Option<&'a str>,
+}
+
 /// Where a hub's sessions live and who numbers their statuses.
 pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Starts background work, once, right after the hub was made.
@@ -52,6 +65,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Takes a checked status. Never blocks.
     fn publish(&self, hub: Local<'_>, status: Outgoing<'_>) -> Result<Published, PublishError>;
+
+    /// A task of this process changed state (called under its session's lock, so never
+    /// blocks and takes no lock of the core). `true` tells the session's subscribers here at
+    /// once (a backend that numbers here); `false` leaves that to the backend, which hands the
+    /// change back through [`Local::deliver_task`] once its store has it.
+    fn task_changed(&self, hub: Local<'_>, change: &TaskChange<'_>) -> bool;
 
     /// The local subscriber count of `session` may have gone from or to zero.
     fn interest(&self, session: &SessionId);
@@ -111,9 +130,20 @@ impl<'a> Local<'a> {
         self.0.deliver(session, statuses, head);
     }
 
-    /// Asks the task `task` of the session `id` held here to stop; its state after.
-    pub(crate) fn cancel_here(self, id: &str, task: &str) -> Result<TaskState, CancelError> {
+    /// Asks the task `task` of the session `id` to stop, if it was started here.
+    pub(crate) fn cancel_here(self, id: &str, task: &str) -> CancelHere {
         self.0.cancel_task(id, task)
+    }
+
+    /// Whether the task `task` of the session `id` was started here and has not ended.
+    pub(crate) fn runs_here(self, id: &str, task: &str) -> bool {
+        self.0.runs_here(id, task)
+    }
+
+    /// A task change from the store, for the subscribers of `session` here, placed after
+    /// status `after` (`None`: after what the session holds now).
+    pub(crate) fn deliver_task(self, session: &str, change: TaskRecord, after: Option<u64>) {
+        self.0.deliver_task(session, change, after);
     }
 
     /// Ends `session` here; whether this process held it.
@@ -188,6 +218,10 @@ impl Backend for Memory {
         hub.append(status).map(Published::Numbered)
     }
 
+    fn task_changed(&self, _hub: Local<'_>, _change: &TaskChange<'_>) -> bool {
+        true
+    }
+
     fn interest(&self, _session: &SessionId) {}
 
     fn open<'a>(&'a self, hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<(), OpenError>> {
@@ -213,7 +247,13 @@ impl Backend for Memory {
         id: &'a str,
         task: &'a str,
     ) -> BoxFuture<'a, Result<TaskState, CancelError>> {
-        Box::pin(std::future::ready(hub.cancel_here(id, task)))
+        let answer = match hub.cancel_here(id, task) {
+            CancelHere::Done(state) => Ok(state),
+            CancelHere::UnknownSession => Err(CancelError::UnknownSession),
+            // Every task of a hub in memory is started here.
+            CancelHere::Elsewhere | CancelHere::UnknownTask => Err(CancelError::UnknownTask),
+        };
+        Box::pin(std::future::ready(answer))
     }
 
     fn stop(&self) {}

@@ -25,17 +25,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::backend::{Backend, Local, Outgoing};
+use super::backend::{Backend, Local, Outgoing, TaskChange};
 use super::config::{cut_at_char_boundary, truncate};
 use super::counters::Counters;
 use super::event::Extra;
 use super::log::SessionLog;
-use super::state::{End, Session, Wake};
+use super::state::{End, Session, State, Wake};
 use super::task::{Outcome, TaskState, TaskUpdate};
-use super::task_table::Full;
+use super::task_table::{Cancel, Full};
 use super::{
-    CancelError, HubConfig, NoSessionPolicy, OpenError, PublishError, Published, SessionId,
-    StartTaskError, SubscribeError, MAX_KEY_BYTES,
+    HubConfig, NoSessionPolicy, OpenError, PublishError, Published, SessionId, StartTaskError,
+    SubscribeError, MAX_KEY_BYTES,
 };
 use crate::messenger::Payload;
 use crate::status::Fields;
@@ -127,6 +127,12 @@ fn first_time(flag: &AtomicBool) -> bool {
     !flag.swap(true, Ordering::Relaxed)
 }
 
+/// Whether a shared backend should follow `session` for this process.
+fn is_watched(session: &Session) -> bool {
+    session.subscribers.load(Ordering::Acquire) > 0
+        || session.running_tasks.load(Ordering::Acquire) > 0
+}
+
 /// Counts in a session being handed out what the lookup is for (under the shard lock).
 fn counted(session: &Session, count: Count) {
     match count {
@@ -138,6 +144,28 @@ fn counted(session: &Session, count: Count) {
             session.running_tasks.fetch_add(1, Ordering::AcqRel);
         }
     }
+}
+
+/// What [`Core::cancel_task`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelHere {
+    /// The task was started here; its state after.
+    Done(TaskState),
+    /// The session knows the task, started in another process.
+    Elsewhere,
+    /// The session has no such task here.
+    UnknownTask,
+    /// The session is not held here.
+    UnknownSession,
+}
+
+/// A task change as a shared store has it, for [`Core::deliver_task`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskRecord {
+    pub(crate) task: Arc<str>,
+    pub(crate) state: TaskState,
+    pub(crate) last_seq: u64,
+    pub(crate) message: Option<Arc<str>>,
 }
 
 /// A status numbered elsewhere, for [`Core::deliver`].
@@ -447,12 +475,13 @@ impl Core {
         wake.wake();
     }
 
-    /// Sessions with local subscribers, with the highest number their history has held.
+    /// Sessions with local subscribers or tasks running here, with the highest number their
+    /// history has held.
     pub(crate) fn watched(&self) -> Vec<(SessionId, u64)> {
         let mut watched = Vec::new();
         for shard in self.shards.iter() {
             for (id, session) in lock_shard(shard).iter() {
-                if session.subscribers.load(Ordering::Acquire) > 0 {
+                if is_watched(session) {
                     watched.push((id.clone(), session.lock().log.head()));
                 }
             }
@@ -460,10 +489,11 @@ impl Core {
         watched
     }
 
-    /// The highest number held by `id`'s history, if it has local subscribers.
+    /// The highest number held by `id`'s history, if it has local subscribers or tasks
+    /// running here.
     pub(crate) fn watched_head(&self, id: &str) -> Option<u64> {
         let session = lock_shard(self.shard(id)).get(id).cloned()?;
-        if session.subscribers.load(Ordering::Acquire) == 0 {
+        if !is_watched(&session) {
             return None;
         }
         let head = session.lock().log.head();
@@ -504,53 +534,77 @@ impl Core {
         // As in `append`: an eviction can win only against a TTL shorter than this step.
         for _ in 0..3 {
             let session = self.session(id, now, true, Count::RunningTask)?;
-            let not_running = || session.running_tasks.fetch_sub(1, Ordering::AcqRel);
             let mut state = session.lock();
-            match state.end {
-                Some(End::Evicted) => {
-                    drop(state);
-                    not_running();
-                    continue;
+            let refused = match state.end {
+                Some(End::Evicted) => None,
+                Some(End::Closed) => Some(StartTaskError::SessionClosed),
+                None => {
+                    let task = Arc::new(TaskShared {
+                        id: Arc::from(new_task_id()),
+                        session: session.id.clone(),
+                        token: Token::default(),
+                    });
+                    match state
+                        .tasks
+                        .add(Arc::clone(&task), self.config.task_capacity)
+                    {
+                        Ok(forgotten) => {
+                            self.changed(&mut state, &task);
+                            let wake = state.take_wakers();
+                            drop(state);
+                            self.counters.tasks.add(1);
+                            self.counters.tasks.sub(forgotten);
+                            wake.wake();
+                            self.running_changed(&session, true);
+                            return Ok((session, task));
+                        }
+                        Err(Full) => {
+                            tracing::debug!(
+                                target: "status_messenger::hub",
+                                session = id,
+                                task_capacity = self.config.task_capacity,
+                                "task refused: every task the session remembers is still running"
+                            );
+                            Some(StartTaskError::TooManyTasks)
+                        }
+                    }
                 }
-                Some(End::Closed) => {
-                    drop(state);
-                    not_running();
-                    return Err(StartTaskError::SessionClosed);
-                }
-                None => {}
-            }
-            let task = Arc::new(TaskShared {
-                id: Arc::from(new_task_id()),
-                session: session.id.clone(),
-                token: Token::default(),
-            });
-            let head = state.log.head();
-            match state
-                .tasks
-                .add(Arc::clone(&task), head, self.config.task_capacity)
-            {
-                Ok(forgotten) => {
-                    let wake = state.take_wakers();
-                    drop(state);
-                    self.counters.tasks.add(1);
-                    self.counters.tasks.sub(forgotten);
-                    wake.wake();
-                    return Ok((session, task));
-                }
-                Err(Full) => {
-                    drop(state);
-                    not_running();
-                    tracing::debug!(
-                        target: "status_messenger::hub",
-                        session = id,
-                        task_capacity = self.config.task_capacity,
-                        "task refused: every task the session remembers is still running"
-                    );
-                    return Err(StartTaskError::TooManyTasks);
-                }
+            };
+            drop(state);
+            session.running_tasks.fetch_sub(1, Ordering::AcqRel);
+            if let Some(refused) = refused {
+                return Err(refused);
             }
         }
         Err(StartTaskError::SessionClosed)
+    }
+
+    /// Hands the current state of `task` (just changed, under `state`'s lock) to the backend,
+    /// and tells the session's subscribers at once when the backend says so; a shared backend
+    /// tells them when the change comes back from its store ([`Core::deliver_task`]).
+    fn changed(&self, state: &mut State, task: &TaskRef) {
+        let Some((task_state, message)) = state.tasks.state_of(task) else {
+            return;
+        };
+        let change = TaskChange {
+            session: &task.session,
+            task,
+            state: task_state,
+            message: message.as_deref(),
+        };
+        if self.backend.task_changed(Local(self), &change) {
+            let head = state.log.head();
+            state.tasks.tell(task, head, self.config.task_capacity);
+        }
+    }
+
+    /// A task of `session` started (`true`) or ended: a shared backend follows a session
+    /// while a task runs in it here, as while it has subscribers here.
+    fn running_changed(&self, session: &Session, started: bool) {
+        let running = session.running_tasks.load(Ordering::Acquire);
+        if (started && running == 1) || (!started && running == 0) {
+            self.backend.interest(&session.id);
+        }
     }
 
     /// Records the end of `task` in `session`, and that it no longer runs; its state after.
@@ -562,11 +616,9 @@ impl Core {
     ) -> TaskState {
         let (ended, wake) = {
             let mut state = session.lock();
-            let head = state.log.head();
-            let ended = state
-                .tasks
-                .end(task, outcome, head, self.config.task_capacity);
+            let ended = state.tasks.end(task, outcome);
             let wake = if ended.changed {
+                self.changed(&mut state, task);
                 state.take_wakers()
             } else {
                 Wake::Nobody
@@ -581,37 +633,92 @@ impl Core {
             .fetch_max(self.clock.now_ms(), Ordering::Relaxed);
         let before = session.running_tasks.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "running task count went below zero");
+        self.running_changed(session, false);
         ended.state
     }
 
-    /// Asks the task `task` of `session` to stop; its state after.
-    pub(crate) fn cancel_in(&self, session: &Session, task: &str) -> Option<TaskState> {
-        let (answer, wake) = {
+    /// Asks the task `task` of `session` to stop, if it was started here; see [`Cancel`].
+    /// Its state after, as the contract answers it, when it was.
+    pub(crate) fn cancel_in(&self, session: &Session, task: &str) -> Cancel {
+        let (found, wake) = {
             let mut state = session.lock();
-            let head = state.log.head();
-            let answer = state.tasks.cancel(task, head, self.config.task_capacity);
-            let wake = match &answer {
-                Some((_, Some(_))) => state.take_wakers(),
+            let found = state.tasks.cancel(task);
+            let wake = match &found {
+                Cancel::Now(task) => {
+                    self.changed(&mut state, task);
+                    state.take_wakers()
+                }
                 _ => Wake::Nobody,
             };
-            (answer, wake)
+            (found, wake)
         };
         wake.wake();
-        let (state, token) = answer?;
-        if let Some(token) = token {
-            token.token.wake();
+        if let Cancel::Now(task) = &found {
+            task.token.wake();
         }
-        Some(state)
+        found
     }
 
-    /// Asks the task `task` of the checked session `id`, held here, to stop; its state after.
-    pub(crate) fn cancel_task(&self, id: &str, task: &str) -> Result<TaskState, CancelError> {
+    /// Asks the task `task` of the checked session `id` to stop, if it was started here.
+    pub(crate) fn cancel_task(&self, id: &str, task: &str) -> CancelHere {
         let now = self.clock.now_ms();
-        let session = self
-            .session(id, now, false, Count::Nothing)
-            .map_err(|_gone| CancelError::UnknownSession)?;
-        self.cancel_in(&session, task)
-            .ok_or(CancelError::UnknownTask)
+        let Ok(session) = self.session(id, now, false, Count::Nothing) else {
+            return CancelHere::UnknownSession;
+        };
+        match self.cancel_in(&session, task) {
+            Cancel::Unknown => CancelHere::UnknownTask,
+            Cancel::Elsewhere(_) => CancelHere::Elsewhere,
+            Cancel::Was(state) => CancelHere::Done(state),
+            Cancel::Now(_) => CancelHere::Done(TaskState::Cancelling),
+        }
+    }
+
+    /// Whether the task `task` of the checked session `id` runs here (started here, not
+    /// ended).
+    pub(crate) fn runs_here(&self, id: &str, task: &str) -> bool {
+        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
+            return false;
+        };
+        let runs = session.lock().tasks.runs_here(task);
+        runs
+    }
+
+    /// A change of a task of `id` that came back from a shared store, for the subscribers
+    /// here, placed after status `after` (`None`: after what the session holds now, as for
+    /// what a subscription starts with). Only sessions this process holds take them.
+    pub(crate) fn deliver_task(&self, id: &str, change: TaskRecord, after: Option<u64>) {
+        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
+            return;
+        };
+        let (told, remembered, wake) = {
+            let mut state = session.lock();
+            if state.end.is_some() {
+                return;
+            }
+            let before = state.tasks.len();
+            let after = after.unwrap_or_else(|| state.log.head());
+            let update = TaskUpdate::new(
+                session.id.clone(),
+                change.task,
+                change.state,
+                change.last_seq,
+                change.message,
+            );
+            let told = state
+                .tasks
+                .deliver(update, after, self.config.task_capacity);
+            let remembered = state.tasks.len() as i64 - before as i64;
+            let wake = if told {
+                state.take_wakers()
+            } else {
+                Wake::Nobody
+            };
+            (told, remembered, wake)
+        };
+        if told && remembered > 0 {
+            self.counters.tasks.add(1);
+        }
+        wake.wake();
     }
 
     /// The tasks the checked session `id` remembers here, oldest first, with their states.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use super::core::Core;
 use super::state::Session;
+use super::task_table::Cancel;
 use super::SessionId;
 use crate::messenger::{self, Messenger};
 use crate::task::{Cancelled, TaskRef};
@@ -452,15 +453,17 @@ impl Task {
     /// assert_eq!(task.finish(), TaskState::Cancelled);
     /// ```
     pub fn cancel(&self) -> TaskState {
-        self.core
-            .cancel_in(&self.session, &self.shared.id)
-            .unwrap_or_else(|| {
+        match self.core.cancel_in(&self.session, &self.shared.id) {
+            Cancel::Now(_) => TaskState::Cancelling,
+            Cancel::Was(state) | Cancel::Elsewhere(state) => state,
+            Cancel::Unknown => {
                 // Its session ended and forgot it; the token is what the tool reads.
                 if self.shared.token.set() {
                     self.shared.token.wake();
                 }
                 TaskState::Cancelling
-            })
+            }
+        }
     }
 
     /// A context carrying this task, its session, and the scoped default messenger that was

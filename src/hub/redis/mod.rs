@@ -35,8 +35,25 @@
 //!   holds reaches subscribers as a [`Gap`](crate::Gap).
 //! - **Sessions.** [`Hub::open_session`] and [`Hub::session_exists`] use the `seq` field of
 //!   the session's hash, so a session created through one process is known to all.
-//!   [`Hub::close_session`] deletes the session's history and counter and tells every process
-//!   serving it to end its subscribers' streams.
+//!   [`Hub::close_session`] deletes the session's history, counter and tasks and tells every
+//!   process serving it to end its subscribers' streams.
+//! - **Fields.** A status's fields (progress, level, key, data) and its task's id travel in its
+//!   record in the stream and on the channel, so every process and every resume has them.
+//! - **Tasks.** Each session has a hash of its tasks (`tasks`: each task's state, its
+//!   `last_seq` and its order, and the stops asked). The process that runs a task writes each
+//!   change of it with a script that records it and publishes it on the session's channel,
+//!   after the statuses it queued before the change were appended, so every process's
+//!   subscribers get the change after those statuses: none of a task's statuses follows its
+//!   `cancelling` or `cancelled` update anywhere. A process follows a session while a task of
+//!   it runs there, as while it has subscribers. A process that starts following a session
+//!   reads its tasks first, and its subscriptions start with their states, then the history.
+//! - **Cancel.** [`Hub::cancel_task`] for a task that runs in this process asks it at once.
+//!   Otherwise a script looks the task up in the session's hash, records the stop there and
+//!   publishes it on the session's channel, where the process running the task applies it; a
+//!   process that was not listening finds the stop when it follows the session again. A stop
+//!   for a task Redis does not know yet (its process has started it and not yet written it) is
+//!   answered [`CancelError::UnknownTask`], and kept for a time to live: the task is stopped
+//!   when its process writes it.
 //!
 //! # Faults
 //!
@@ -74,7 +91,13 @@
 //! - History expires as a whole `history_ttl` after the session's last status (and
 //!   [`HistoryExpiry`](crate::hub::HistoryExpiry) applies only to the local copy).
 //! - [`HubStats::sessions`](crate::HubStats::sessions) and `retained` count what this process
-//!   serves; `accepted` counts what it published.
+//!   serves; `accepted` counts what it published; `tasks` the tasks this process knows of.
+//! - Task updates reach subscribers after a round trip through Redis, also in the process
+//!   that runs the task, and a task started elsewhere is known here from its first update on.
+//!   A cancel of a task another process runs is answered from Redis (`cancelling` from the
+//!   request on); the task is `cancelled` once its process has stopped it and written so.
+//! - A status with fields is written as a record that versions of this crate before fields
+//!   existed do not read: upgrade every process before sending any.
 //! - Redis Cluster is not supported (one session's keys share a slot, but the epoch key does
 //!   not); use one Redis, with a replica for failover if needed.
 //!
@@ -88,6 +111,7 @@
 
 mod outbox;
 mod reader;
+mod tasks;
 mod wire;
 mod writer;
 
@@ -102,8 +126,10 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use self::outbox::{Outbox, Pushed};
+use self::tasks::{Queued, TaskQueue};
 use self::wire::Keys;
-use super::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing};
+use super::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing, TaskChange};
+use super::core::CancelHere;
 use super::{
     BackendError, CancelError, CloseError, ConfigError, Hub, HubConfig, LookupError, OpenError,
     PublishError, Published, SessionId, TaskState,
@@ -214,6 +240,7 @@ impl RedisConfig {
 struct Settings {
     keys: Keys,
     history_capacity: usize,
+    task_capacity: usize,
     ttl_ms: u64,
     buffer_capacity: usize,
     /// Most items per pipeline.
@@ -246,6 +273,8 @@ struct Shared {
     settings: Settings,
     client: redis::Client,
     outbox: Outbox,
+    /// Changes of the tasks started here, waiting to be written.
+    tasks: TaskQueue,
     link: LinkState,
     /// Sessions whose local subscriber count went from or to zero since the reader last looked.
     interest: Mutex<HashSet<Arc<str>>>,
@@ -361,6 +390,7 @@ struct RedisBackend {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader: Mutex<Option<JoinHandle<()>>>,
+    task_writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -374,7 +404,7 @@ impl fmt::Debug for RedisBackend {
 
 impl Drop for RedisBackend {
     fn drop(&mut self) {
-        for task in [&self.writer, &self.reader] {
+        for task in [&self.writer, &self.reader, &self.task_writer] {
             if let Some(task) = lock(task).take() {
                 task.abort();
             }
@@ -386,15 +416,38 @@ impl Backend for RedisBackend {
     fn start(&self, hub: BackendHandle) {
         let shared = &self.shared;
         let writer = tokio::spawn(writer::Writer::new(Arc::clone(shared), hub.clone()).run());
-        let reader = tokio::spawn(reader::Reader::new(Arc::clone(shared), hub).run());
+        let reader = tokio::spawn(reader::Reader::new(Arc::clone(shared), hub.clone()).run());
+        let task_writer = tokio::spawn(tasks::run(Arc::clone(shared), hub));
         *lock(&self.writer) = Some(writer);
         *lock(&self.reader) = Some(reader);
+        *lock(&self.task_writer) = Some(task_writer);
+    }
+
+    /// Queues the change for Redis behind the statuses queued before it; the subscribers here
+    /// hear of it when it comes back, as every process's do.
+    fn task_changed(&self, hub: Local<'_>, change: &TaskChange<'_>) -> bool {
+        let shared = &self.shared;
+        let queued = Queued {
+            session: change.session.clone().into_shared(),
+            task: Arc::clone(&change.task.id),
+            state: change.state,
+            message: change.message.map(Arc::from),
+            after_pushed: shared.outbox.pushed(),
+        };
+        if !shared.tasks.push(queued, shared.settings.buffer_capacity) {
+            hub.counters().backend_errors.add(1);
+        }
+        false
     }
 
     /// Takes a checked status for Redis. Never blocks: a full buffer drops it (counted).
     fn publish(&self, hub: Local<'_>, status: Outgoing<'_>) -> Result<Published, PublishError> {
         let counters = hub.counters();
-        match self.shared.outbox.push(status.session, status.text) {
+        let body = wire::Body {
+            text: status.text,
+            extra: status.extra,
+        };
+        match self.shared.outbox.push(status.session, body) {
             Pushed::Queued => {
                 counters.accepted.add(1);
                 counters.backend_buffered.add(1);
@@ -470,7 +523,23 @@ impl Backend for RedisBackend {
                 return Ok(here);
             }
             match tokio::time::timeout(wait, answer).await {
-                Ok(Ok(existed)) => Ok(existed || here),
+                Ok(Ok(existed)) => {
+                    // Its tasks go with it; they would expire with its other keys otherwise.
+                    if let Ok(mut conn) = self.shared.connection().await {
+                        let forgotten: redis::RedisResult<()> = redis::cmd("DEL")
+                            .arg(self.shared.settings.keys.tasks(id))
+                            .query_async(&mut conn)
+                            .await;
+                        if let Err(error) = forgotten {
+                            tracing::debug!(
+                                target: "status_messenger::redis",
+                                %error,
+                                "the closed session's tasks stay until they expire"
+                            );
+                        }
+                    }
+                    Ok(existed || here)
+                }
                 Ok(Err(_unanswered)) => Err(CloseError::Backend(backend_error(
                     "the close could not be applied",
                 ))),
@@ -481,14 +550,43 @@ impl Backend for RedisBackend {
         })
     }
 
-    /// A task of this process only, for now.
+    /// A task started here is asked at once; any other goes through Redis, which records the
+    /// stop (for a task not registered yet too) and tells every process serving the session.
     fn cancel<'a>(
         &'a self,
         hub: Local<'a>,
         id: &'a str,
         task: &'a str,
     ) -> BoxFuture<'a, Result<TaskState, CancelError>> {
-        Box::pin(std::future::ready(hub.cancel_here(id, task)))
+        if let CancelHere::Done(state) = hub.cancel_here(id, task) {
+            return Box::pin(std::future::ready(Ok(state)));
+        }
+        Box::pin(async move {
+            let shared = &self.shared;
+            let settings = &shared.settings;
+            let mut conn = shared.connection().await.map_err(CancelError::Backend)?;
+            let reply: redis::Value = wire::within(
+                settings.timeout,
+                wire::cancel_cmd(
+                    &settings.keys,
+                    settings.ttl_ms,
+                    settings.task_capacity,
+                    id,
+                    task,
+                )
+                .query_async(&mut conn),
+            )
+            .await
+            .map_err(|error| CancelError::Backend(backend_error(error)))?;
+            match wire::parse_cancel_reply(&reply) {
+                Some(wire::Cancelled::State(state)) => Ok(state),
+                Some(wire::Cancelled::UnknownTask) => Err(CancelError::UnknownTask),
+                Some(wire::Cancelled::UnknownSession) => Err(CancelError::UnknownSession),
+                None => Err(CancelError::Backend(backend_error(
+                    "unexpected reply from the cancel script",
+                ))),
+            }
+        })
     }
 
     /// Stops both tasks without waiting: the writer still sends what is buffered if Redis is
@@ -523,6 +621,16 @@ impl Backend for RedisBackend {
                          (counted in HubStats::dropped_backend)"
                     );
                 }
+            }
+            // Task changes wait for the statuses before them, so they are written after.
+            if tokio::time::timeout_at(deadline, shared.tasks.drained())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    target: "status_messenger::redis",
+                    "redis too slow to take the task changes at shutdown; the newest are lost"
+                );
             }
             let heads = lock(&shared.final_heads).take().unwrap_or_default();
             loop {
@@ -606,6 +714,7 @@ impl Hub {
         let settings = Settings {
             keys: Keys::new(&redis.key_prefix),
             history_capacity: config.history_capacity,
+            task_capacity: config.task_capacity,
             ttl_ms,
             buffer_capacity: redis.buffer_capacity,
             batch: redis.buffer_capacity.min(1024),
@@ -617,6 +726,7 @@ impl Hub {
             settings,
             client,
             outbox: Outbox::new(redis.buffer_capacity),
+            tasks: TaskQueue::default(),
             link: LinkState::default(),
             interest: Mutex::new(HashSet::new()),
             interest_ready: Notify::new(),
@@ -630,6 +740,7 @@ impl Hub {
             shared,
             writer: Mutex::new(None),
             reader: Mutex::new(None),
+            task_writer: Mutex::new(None),
         };
         Ok(Hub::with_backend(config, Box::new(backend)))
     }

@@ -14,7 +14,12 @@
 //!   applied the hole is read back from the stream; whatever the stream no longer holds is
 //!   applied as lost, so subscribers see it as a gap, never as a silent skip.
 //! - Every reconnect starts from scratch: resubscribe to the sessions that have local
-//!   subscribers now and read each stream from its applied number on.
+//!   subscribers (or tasks running here) now and read each stream from its applied number on.
+//! - Attaching also reads the session's tasks, after subscribing and before its history, and
+//!   hands them to the hub as what a subscription starts with; a stop asked for a task running
+//!   here while this process was not listening is applied then. A task change published later
+//!   is applied where it comes among the statuses, after the numbers up to its `last_seq`
+//!   (holes read back first, as for a status).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -26,10 +31,10 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{Msg, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 
-use super::wire::{self, Append, Backoff, Record, Scripts};
+use super::wire::{self, Append, Backoff, Record, Scripts, Stored};
 use super::Shared;
 use crate::hub::backend::{BackendHandle, Local};
-use crate::hub::core::Delivered;
+use crate::hub::core::{Delivered, TaskRecord};
 
 /// How often the connections are checked.
 const TICK: Duration = Duration::from_secs(1);
@@ -245,6 +250,7 @@ impl Reader {
         for chunk in sessions.chunks(CHUNK) {
             let channels: Vec<String> = chunk.iter().map(|(s, _)| keys.channel(s)).collect();
             wire::within(settings.timeout, link.sink.subscribe(channels)).await?;
+            self.load_tasks(link, chunk).await?;
             let mut pipe = redis::pipe();
             for (session, head) in chunk {
                 pipe.add_command(link.scripts.read_cmd(keys, session, head + 1, None));
@@ -264,22 +270,60 @@ impl Reader {
         Ok(())
     }
 
+    /// Reads the tasks of `sessions` and hands them to the hub, as what a subscription starts
+    /// with; applies the stops asked for tasks running here.
+    async fn load_tasks(
+        &mut self,
+        link: &mut Link,
+        sessions: &[(Arc<str>, u64)],
+    ) -> RedisResult<()> {
+        let keys = &self.shared.settings.keys;
+        let mut pipe = redis::pipe();
+        for (session, _) in sessions {
+            pipe.cmd("HGETALL").arg(keys.tasks(session));
+        }
+        let all: Vec<Value> = pipe.query_async(&mut link.conn).await?;
+        for ((session, _), tasks) in sessions.iter().zip(all) {
+            let Some((tasks, asked)) = wire::parse_tasks(tasks) else {
+                self.unexpected("tasks");
+                continue;
+            };
+            self.with_hub(|hub| {
+                for task in tasks {
+                    hub.deliver_task(session, task, None);
+                }
+                for task in asked {
+                    if hub.runs_here(session, &task) {
+                        let _state = hub.cancel_here(session, &task);
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// Applies statuses read from the stream, and `counter` as the highest number given.
-    fn apply(&mut self, session: &Arc<str>, entries: Vec<(u64, String)>, counter: u64) {
+    fn apply(&mut self, session: &Arc<str>, entries: Vec<Stored>, counter: u64) {
         let Some(last) = self.attached.get_mut(session) else {
             return;
         };
-        let fresh: Vec<(u64, Arc<str>)> = entries
+        let fresh: Vec<Delivered> = entries
             .into_iter()
-            .filter(|(seq, _)| *seq > *last)
-            .map(|(seq, text)| (seq, Arc::from(text)))
+            .filter(|(seq, _, _)| *seq > *last)
+            .map(|(seq, text, extra)| Delivered {
+                seq,
+                text: Arc::from(text),
+                extra,
+            })
             .collect();
-        let top = fresh.last().map_or(counter, |(seq, _)| counter.max(*seq));
+        let top = fresh
+            .last()
+            .map_or(counter, |status| counter.max(status.seq));
         if top <= *last {
             return;
         }
         *last = top;
-        self.hub.with(|hub| hub.deliver(session, plain(fresh), top));
+        self.hub.with(|hub| hub.deliver(session, fresh, top));
         self.shared.progress.notify_waiters();
     }
 
@@ -298,27 +342,52 @@ impl Reader {
             return Ok(());
         };
         let mut last = last;
-        let mut fresh: Vec<(u64, Arc<str>)> = Vec::new();
+        let mut fresh: Vec<Delivered> = Vec::new();
         for record in records {
-            let (seq, text) = match record {
-                Record::Status(seq, text) => (seq, Some(text)),
+            let mut change = None;
+            let (seq, status) = match record {
+                Record::Status(seq, text, extra) => (seq, Some((text, extra))),
                 Record::Head(seq) => (seq, None),
                 Record::Closed => {
                     self.flush(&session, &mut fresh, last);
                     return self.closed(link, &session).await;
                 }
+                Record::Cancel(task) => {
+                    let task = task.to_owned();
+                    self.with_hub(|hub| {
+                        if hub.runs_here(&session, &task) {
+                            let _state = hub.cancel_here(&session, &task);
+                        }
+                    });
+                    continue;
+                }
+                // Placed after the numbers up to its `last_seq`, which come first.
+                Record::Task(task) => {
+                    let seq = task.last_seq;
+                    change = Some(task);
+                    (seq, None)
+                }
             };
-            if seq <= last {
-                continue;
-            }
-            let hole_end = if text.is_some() { seq - 1 } else { seq };
-            if hole_end > last {
+            let hole_end = if status.is_some() { seq - 1 } else { seq };
+            if seq > last && hole_end > last {
                 self.flush(&session, &mut fresh, last);
                 self.fill(link, &session, last + 1, hole_end).await?;
                 last = hole_end;
             }
-            if let Some(text) = text {
-                fresh.push((seq, Arc::from(String::from_utf8_lossy(text))));
+            if let Some(change) = change {
+                self.flush(&session, &mut fresh, last);
+                self.deliver_task(&session, change);
+                continue;
+            }
+            if seq <= last {
+                continue;
+            }
+            if let Some((text, extra)) = status {
+                fresh.push(Delivered {
+                    seq,
+                    text: Arc::from(String::from_utf8_lossy(text)),
+                    extra,
+                });
                 last = seq;
             }
         }
@@ -326,7 +395,14 @@ impl Reader {
         Ok(())
     }
 
-    fn flush(&mut self, session: &Arc<str>, fresh: &mut Vec<(u64, Arc<str>)>, last: u64) {
+    /// Hands a task change to the hub, after the statuses numbered up to its `last_seq`.
+    fn deliver_task(&self, session: &Arc<str>, change: TaskRecord) {
+        let after = change.last_seq;
+        self.with_hub(|hub| hub.deliver_task(session, change, Some(after)));
+        self.shared.progress.notify_waiters();
+    }
+
+    fn flush(&mut self, session: &Arc<str>, fresh: &mut Vec<Delivered>, last: u64) {
         let applied = self.attached.get(session).copied().unwrap_or(0);
         if fresh.is_empty() && last <= applied {
             return;
@@ -335,8 +411,7 @@ impl Reader {
         if let Some(applied) = self.attached.get_mut(session) {
             *applied = (*applied).max(last);
         }
-        self.hub
-            .with(|hub| hub.deliver(session, plain(entries), last));
+        self.hub.with(|hub| hub.deliver(session, entries, last));
         self.shared.progress.notify_waiters();
     }
 
@@ -453,16 +528,4 @@ fn closed() -> RedisError {
         std::io::ErrorKind::ConnectionAborted,
         "redis closed the subscription connection",
     ))
-}
-
-/// Statuses without fields, as the hub takes them.
-fn plain(statuses: Vec<(u64, Arc<str>)>) -> Vec<Delivered> {
-    statuses
-        .into_iter()
-        .map(|(seq, text)| Delivered {
-            seq,
-            text,
-            extra: None,
-        })
-        .collect()
 }

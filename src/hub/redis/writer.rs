@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::outbox::Item;
-use super::wire::{self, Append, Backoff, Scripts};
+use super::wire::{self, Append, Backoff, Body, Scripts};
 use super::Shared;
 use crate::hub::backend::BackendHandle;
 
@@ -36,8 +36,8 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 enum Call {
     Append {
         session: Arc<str>,
-        /// `(numbers skipped before it, text)` per status, in order.
-        items: Vec<(u64, Arc<str>)>,
+        /// `(numbers skipped before it, status)` per status, in order.
+        items: Vec<(u64, Body)>,
         /// Numbers skipped after the last status.
         trailing: u64,
         token: u64,
@@ -296,8 +296,8 @@ impl Writer {
             ) = &mut calls[index]
             {
                 match item {
-                    Item::Status { text, skip, .. } => {
-                        items.push((skip + std::mem::take(trailing), text));
+                    Item::Status { status, skip, .. } => {
+                        items.push((skip + std::mem::take(trailing), status));
                     }
                     Item::Skip { count, .. } => *trailing += count,
                     Item::Close { .. } => {}
