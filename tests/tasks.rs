@@ -175,6 +175,12 @@ async fn cancel_answers_as_the_contract_says() {
         hub.cancel_task("s", "no-such-task").await,
         Err(CancelError::UnknownTask)
     ));
+    for not_an_id in ["", "line\nbreak", &"x".repeat(300)] {
+        assert!(matches!(
+            hub.cancel_task("s", not_an_id).await,
+            Err(CancelError::UnknownTask)
+        ));
+    }
     let invalid = hub.cancel_task("bad\nid", &id).await.unwrap_err();
     assert!(matches!(invalid, CancelError::InvalidSessionId(_)));
     assert!(invalid.is_not_found());

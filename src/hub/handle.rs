@@ -273,6 +273,11 @@ impl Hub {
     /// ```
     pub async fn cancel_task(&self, session: &str, task: &str) -> Result<TaskState, CancelError> {
         let id = SessionId::check_str(session).map_err(CancelError::InvalidSessionId)?;
+        // Task ids follow the rules of session ids (the hub's own are 32 hex digits): anything
+        // else is no task, and never reaches a shared backend.
+        if SessionId::check_str(task).is_err() {
+            return Err(CancelError::UnknownTask);
+        }
         let core = &*self.core;
         if core.is_shut_down() {
             return Err(CancelError::UnknownSession);
