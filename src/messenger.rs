@@ -151,24 +151,30 @@ pub type StatusUpdate = (Option<String>, String);
 /// The name under which messages without a session are logged, as in the Python original.
 const UNKNOWN_SESSION: &str = "UnknownSession";
 
-/// What one status carries through the channel besides its session: its text alone (what
-/// [`add_status_message`] sends outside a task), or a boxed [`StatusMessage`] with fields or a
-/// task. The text variant keeps a channel item as small as the `(Option<String>, String)` it
-/// replaced, so plain statuses cost what they did.
+/// What one status carries through the channel besides where it comes from: its text alone
+/// (what [`add_status_message`] sends), or a boxed [`StatusMessage`] with fields. The text
+/// variant keeps a channel item as small as the `(Option<String>, String)` it replaced, so plain
+/// statuses cost what they did.
 #[derive(Debug)]
 pub(crate) enum Payload {
     Text(String),
+    /// A status with fields (its task, if any, travels in the [`Origin`]).
     Message(Box<StatusMessage>),
 }
 
 impl Payload {
-    /// `message` in its cheapest form.
-    pub(crate) fn from_message(message: StatusMessage) -> Payload {
-        if message.has_fields() || message.task_id().is_some() {
-            Payload::Message(Box::new(message))
-        } else {
-            Payload::Text(message.into_text())
-        }
+    /// `message`'s task, and the message in its cheapest form.
+    pub(crate) fn from_message(message: StatusMessage) -> (Option<task::TaskRef>, Payload) {
+        let (text, fields, task) = message.into_parts();
+        let payload = match fields {
+            Some(fields) => Payload::Message(Box::new(StatusMessage::from_parts(
+                text,
+                Some(fields),
+                None,
+            ))),
+            None => Payload::Text(text),
+        };
+        (task, payload)
     }
 
     pub(crate) fn text(&self) -> &str {
@@ -185,26 +191,56 @@ impl Payload {
         }
     }
 
-    pub(crate) fn into_message(self) -> StatusMessage {
-        match self {
+    /// The whole status, added in `task` if any.
+    pub(crate) fn into_message(self, task: Option<task::TaskRef>) -> StatusMessage {
+        let mut message = match self {
             Payload::Text(text) => StatusMessage::new(text),
             Payload::Message(message) => *message,
+        };
+        message.set_task(task);
+        message
+    }
+}
+
+/// Where a status in the channel comes from: no session, a session, or a task (whose session
+/// it is). A status added in a task carries the task instead of a copy of its session's id, so
+/// it costs no more than a plain one; the variants fit in the space of the `Option<String>`
+/// they replaced.
+#[derive(Debug)]
+pub(crate) enum Origin {
+    NoSession,
+    Session(String),
+    Task(task::TaskRef),
+}
+
+impl Origin {
+    fn session(&self) -> Option<&str> {
+        match self {
+            Origin::NoSession => None,
+            Origin::Session(session) => Some(session),
+            Origin::Task(task) => Some(task.session.as_str()),
         }
     }
 
-    /// Marks the payload as added in the current task, if any.
-    fn in_current_task(self) -> Payload {
-        let Some(task) = task::current() else {
-            return self;
-        };
-        let mut message = self.into_message();
-        message.set_task(Some(task));
-        Payload::Message(Box::new(message))
+    fn task(&self) -> Option<&task::TaskRef> {
+        match self {
+            Origin::Task(task) => Some(task),
+            _ => None,
+        }
+    }
+
+    /// The session and task, taken apart.
+    fn into_parts(self) -> (Option<String>, Option<task::TaskRef>) {
+        match self {
+            Origin::NoSession => (None, None),
+            Origin::Session(session) => (Some(session), None),
+            Origin::Task(task) => (Some(task.session.to_string()), Some(task)),
+        }
     }
 }
 
 /// One item of the channel.
-pub(crate) type Item = (Option<String>, Payload);
+pub(crate) type Item = (Origin, Payload);
 
 /// State shared between a [`Messenger`], its clones and the stream consuming its channel.
 #[derive(Debug)]
@@ -225,8 +261,10 @@ struct Shared {
     direct: RwLock<Option<Direct>>,
 }
 
-/// Takes one message on the sender's thread, or gives it back when its target is gone.
-pub(crate) type Deliver = Box<dyn Fn(Option<&str>, Payload) -> Result<(), Payload> + Send + Sync>;
+/// Takes one message (its session, its task, the status) on the sender's thread, or gives it
+/// back when its target is gone.
+pub(crate) type Deliver =
+    Box<dyn Fn(Option<&str>, Option<&task::TaskRef>, Payload) -> Result<(), Payload> + Send + Sync>;
 
 /// A consumer that takes messages on the sender's own thread, so nothing waits in the channel.
 ///
@@ -426,22 +464,30 @@ impl Messenger {
     /// # }
     /// ```
     pub fn add_status(&self, status: StatusMessage) {
-        self.add_payload(Payload::from_message(status));
+        // The task is the sender's context's, never the builder's.
+        let (_none, payload) = Payload::from_message(status);
+        self.add_payload(payload);
     }
 
-    /// Sends `payload` for the current session, marked with the current task if any.
+    /// Sends `payload` for the current session, in the current task if any.
     fn add_payload(&self, payload: Payload) {
-        let mut payload = Some(payload.in_current_task());
+        let mut payload = Some(payload);
+        let mut task = task::current();
         // A direct consumer reads the id where it lies, without a copy per message. Where the
         // task-local is not set, `try_with` fails, `payload` is still `Some`, and it goes out
         // below with no session: nothing is lost by ignoring that error.
         let _not_set = CURRENT_WEBSOCKET_SESSION_ID.try_with(|id| {
             if let Some(payload) = payload.take() {
-                self.dispatch(id.as_deref(), || id.clone(), payload);
+                // A task belongs to its session: a status sent to another one (a session set
+                // inside the task) is that session's alone.
+                let task = task
+                    .take()
+                    .filter(|task| id.as_deref() == Some(task.session.as_str()));
+                self.dispatch(id.as_deref(), task, || id.clone(), payload);
             }
         });
         if let Some(payload) = payload {
-            self.dispatch(None, || None, payload);
+            self.dispatch(None, None, || None, payload);
         }
     }
 
@@ -449,6 +495,7 @@ impl Messenger {
     fn dispatch(
         &self,
         session: Option<&str>,
+        task: Option<task::TaskRef>,
         owned_session: impl FnOnce() -> Option<String>,
         message: Payload,
     ) {
@@ -462,7 +509,7 @@ impl Messenger {
         // lock, so no message can land in the channel behind the drain or overtake one in it.
         let direct = read(&self.shared.direct);
         let message = match direct.as_ref() {
-            Some(direct) => match (direct.deliver)(session, message) {
+            Some(direct) => match (direct.deliver)(session, task.as_ref(), message) {
                 Ok(()) => {
                     self.shared.received.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -471,9 +518,17 @@ impl Messenger {
             },
             None => message,
         };
+        // A task's session needs no copy: the task has it.
+        let origin = match (task, owned_session) {
+            (Some(task), _) => Origin::Task(task),
+            (None, owned) => match owned() {
+                Some(session) => Origin::Session(session),
+                None => Origin::NoSession,
+            },
+        };
         // The receiver lives as long as `self.shared` (see the module invariants), so this
         // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
-        let sent = self.shared.sender.send((owned_session(), message));
+        let sent = self.shared.sender.send((origin, message));
         debug_assert!(
             sent.is_ok(),
             "the messenger's own receiver keeps the channel open"
@@ -500,12 +555,12 @@ impl Messenger {
         let mut waiting = buffered
             .into_iter()
             .chain(std::iter::from_fn(|| self.shared.receiver.try_recv().ok()));
-        while let Some((session, message)) = waiting.next() {
-            if let Err(message) = deliver(session.as_deref(), message) {
+        while let Some((origin, message)) = waiting.next() {
+            if let Err(message) = deliver(origin.session(), origin.task(), message) {
                 // The target went away while taking over: the rest stays, in order, for the
                 // next consumer (dropping the stream parks its buffer as the leftover).
                 let rest: VecDeque<Item> =
-                    std::iter::once((session, message)).chain(waiting).collect();
+                    std::iter::once((origin, message)).chain(waiting).collect();
                 if let Some(live) = stream.live.as_mut() {
                     live.buffer = rest;
                 }
@@ -536,7 +591,7 @@ impl Messenger {
         deliver: impl Fn(Option<&str>, String) -> Result<(), String> + Send + Sync + 'static,
     ) -> Result<(), StreamError> {
         // The models send text only.
-        self.set_direct(Box::new(move |session, payload: Payload| {
+        self.set_direct(Box::new(move |session, _task, payload: Payload| {
             deliver(session, payload.into_text()).map_err(Payload::Text)
         }))
     }
@@ -583,6 +638,7 @@ impl Messenger {
         let session = session_id.as_deref();
         self.dispatch(
             session,
+            None,
             || session_id.clone(),
             Payload::Text(message.into()),
         );
@@ -839,7 +895,7 @@ impl Stream for StatusStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.poll_item(cx)
-            .map(|item| item.map(|(session, payload)| (session, payload.into_text())))
+            .map(|item| item.map(|(origin, payload)| (origin.into_parts().0, payload.into_text())))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -947,9 +1003,12 @@ impl Stream for StatusMessages {
     type Item = (Option<String>, StatusMessage);
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner
-            .poll_item(cx)
-            .map(|item| item.map(|(session, payload)| (session, payload.into_message())))
+        self.inner.poll_item(cx).map(|item| {
+            item.map(|(origin, payload)| {
+                let (session, task) = origin.into_parts();
+                (session, payload.into_message(task))
+            })
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -1461,7 +1520,9 @@ fn add_payload(payload: Payload) {
 /// # }
 /// ```
 pub fn add_status(status: StatusMessage) {
-    add_payload(Payload::from_message(status));
+    // The task is the sender's context's, never the builder's.
+    let (_none, payload) = Payload::from_message(status);
+    add_payload(payload);
 }
 
 /// Messages dropped because they were added with no scoped default and no global messenger

@@ -585,10 +585,6 @@ impl StatusMessage {
         self.task.as_ref().map(|task| &*task.id)
     }
 
-    pub(crate) fn has_fields(&self) -> bool {
-        self.fields.is_some()
-    }
-
     pub(crate) fn set_task(&mut self, task: Option<TaskRef>) {
         self.task = task;
     }
@@ -596,6 +592,14 @@ impl StatusMessage {
     /// Text, fields and task, taken apart.
     pub(crate) fn into_parts(self) -> (String, Option<Box<Fields>>, Option<TaskRef>) {
         (self.text, self.fields, self.task)
+    }
+
+    pub(crate) fn from_parts(
+        text: String,
+        fields: Option<Box<Fields>>,
+        task: Option<TaskRef>,
+    ) -> Self {
+        Self { text, fields, task }
     }
 }
 

@@ -40,7 +40,7 @@ pub(crate) struct Outgoing<'a> {
     /// Its fields and task id, already bounded; `None` for a plain status.
     pub(crate) extra: Option<Arc<Extra>>,
     /// The task that added it (of this session), not cancelled when it was checked.
-    pub(crate) task: Option<TaskRef>,
+    pub(crate) task: Option<&'a TaskRef>,
     /// When it was added, on the hub's clock.
     pub(crate) at_ms: u64,
 }

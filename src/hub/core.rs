@@ -268,6 +268,7 @@ impl Core {
     pub(crate) fn publish(
         &self,
         session: Option<&str>,
+        task: Option<&TaskRef>,
         payload: Payload,
     ) -> Result<Published, PublishError> {
         let counters = &self.counters;
@@ -302,9 +303,12 @@ impl Core {
             }
             return Err(PublishError::InvalidSessionId);
         };
-        let (mut text, fields, task) = match payload {
-            Payload::Text(text) => (text, None, None),
-            Payload::Message(message) => message.into_parts(),
+        let (mut text, fields) = match payload {
+            Payload::Text(text) => (text, None),
+            Payload::Message(message) => {
+                let (text, fields, _in_origin) = message.into_parts();
+                (text, fields)
+            }
         };
         // A task belongs to one session; a status sent to another (a session set inside the
         // task) is that session's alone.
@@ -314,7 +318,7 @@ impl Core {
             return Err(PublishError::TaskCancelled);
         }
         let mut cut = truncate(&mut text, self.config.max_status_bytes);
-        let extra = self.extra(fields, task.as_ref(), &mut cut);
+        let extra = self.extra(fields, task, &mut cut);
         if cut {
             counters.truncated.add(1);
             if first_time(&self.warned.truncated) {

@@ -22,6 +22,7 @@ use super::core::Core;
 use super::Hub;
 use crate::messenger::Payload;
 use crate::sync::lock;
+use crate::task::TaskRef;
 use crate::StatusMessage;
 
 impl Hub {
@@ -56,7 +57,7 @@ impl Hub {
     where
         S: Stream<Item = (Option<String>, String)> + Send,
     {
-        self.feed(updates, Payload::Text).await;
+        self.feed(updates, |text| (None, Payload::Text(text))).await;
     }
 
     /// Drives a stream of whole statuses into the hub until it ends or the hub shuts down, as
@@ -95,8 +96,8 @@ impl Hub {
         self.feed(updates, Payload::from_message).await;
     }
 
-    /// What both consume: each item's second part made a payload by `payload`.
-    async fn feed<S, T>(&self, updates: S, payload: fn(T) -> Payload)
+    /// What both consume: each item's second part made a task and a payload by `payload`.
+    async fn feed<S, T>(&self, updates: S, payload: fn(T) -> (Option<TaskRef>, Payload))
     where
         S: Stream<Item = (Option<String>, T)> + Send,
     {
@@ -117,7 +118,8 @@ impl Hub {
             match next {
                 Some(Some((session, item))) => {
                     // Refusals are counted by the hub; the stream goes on.
-                    let _counted = core.publish(session.as_deref(), payload(item));
+                    let (task, payload) = payload(item);
+                    let _counted = core.publish(session.as_deref(), task.as_ref(), payload);
                     taken += 1;
                     // A stream that is always ready must not starve the subscribers' tasks.
                     if taken % 256 == 0 {
@@ -227,13 +229,13 @@ impl Hub {
     /// ```
     pub fn attach(&self, messenger: &crate::Messenger) -> Result<(), crate::StreamError> {
         let core = Arc::clone(&self.core);
-        messenger.set_direct(Box::new(move |session, payload| {
+        messenger.set_direct(Box::new(move |session, task, payload| {
             if core.is_shut_down() {
                 // Being detached: the channel keeps it for the next consumer.
                 return Err(payload);
             }
             // Refusals are counted by the hub, as for any publish.
-            let _counted = core.publish(session, payload);
+            let _counted = core.publish(session, task, payload);
             Ok(())
         }))?;
         let previous = lock(&self.core.attached).replace(messenger.clone());

@@ -160,7 +160,7 @@ impl Hub {
         session: Option<&str>,
         text: impl Into<String>,
     ) -> Result<Published, PublishError> {
-        self.core.publish(session, Payload::Text(text.into()))
+        self.core.publish(session, None, Payload::Text(text.into()))
     }
 
     /// Routes one status with its fields now, as [`publish`](Hub::publish) routes a text.
@@ -194,7 +194,8 @@ impl Hub {
         session: Option<&str>,
         status: StatusMessage,
     ) -> Result<Published, PublishError> {
-        self.core.publish(session, Payload::from_message(status))
+        let (task, payload) = Payload::from_message(status);
+        self.core.publish(session, task.as_ref(), payload)
     }
 
     /// Starts a task in `session` (opening the session if needed): the task is given an id and
