@@ -485,7 +485,7 @@ impl Reader {
     }
 
     /// Pings both connections, so a dead one is noticed even when nothing happens, and keeps
-    /// the keys of served sessions alive while they have subscribers.
+    /// the keys of served sessions alive while they have subscribers or tasks running here.
     async fn check(&mut self, link: &mut Link) -> RedisResult<()> {
         let settings = &self.shared.settings;
         wire::within(settings.timeout, link.sink.ping::<Value>()).await?;
@@ -503,6 +503,11 @@ impl Reader {
             let mut pipe = redis::pipe();
             for session in chunk {
                 wire::touch(&mut pipe, keys, session, settings.ttl_ms);
+                // And its tasks, which a long quiet task would otherwise outlive.
+                pipe.cmd("PEXPIRE")
+                    .arg(keys.tasks(session))
+                    .arg(settings.ttl_ms)
+                    .ignore();
             }
             pipe.query_async::<()>(&mut link.conn).await?;
         }
