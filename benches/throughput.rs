@@ -2,6 +2,12 @@
 //! mpsc floor: the same `(Option<String>, String)` tuple, the same producer threads, one
 //! consumer, measured in the same group.
 //!
+//! The same group measures what the newer entry points cost beside it: `structured_status`
+//! sends each status with progress, level and key through `add_status`, and
+//! `in_task_cancel_check` runs the producers as tasks that ask `is_cancelled()` before each
+//! `add_status_message` (each status then also carries its task's id), as the simulated tool
+//! does. The `cancel_check` group times `is_cancelled()` alone, inside a task and outside.
+//!
 //! The `many_producers` group repeats the comparison with 64 producer threads on a machine with
 //! far fewer cores: the situation of an agent server running one blocking tool per request.
 //!
@@ -12,7 +18,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::StreamExt;
 use status_messenger::{
-    add_status_message, setup_status_messenger_async, stream_status_updates, SessionContext,
+    add_status, add_status_message, is_cancelled, setup_status_messenger_async,
+    stream_status_updates, Hub, HubConfig, Level, SessionContext, StatusMessage,
 };
 
 const TEXT: &str = "Searching the web...";
@@ -86,36 +93,113 @@ fn compare(
             });
         },
     );
-    group.bench_with_input(
-        BenchmarkId::new("status_messenger", threads),
-        &threads,
-        |b, &threads| {
-            b.iter_custom(|iterations| {
-                (0..iterations)
-                    .map(|_| {
-                        let produce = |thread: u64, count: u64| {
-                            SessionContext::new(format!("session-{thread}")).run(|| {
-                                for _ in 0..count {
-                                    add_status_message(TEXT);
-                                }
-                            });
-                        };
-                        run_once(runtime, threads, messages, produce, async move {
-                            let mut updates = stream_status_updates();
-                            let mut received = 0;
-                            while received < expected {
-                                if updates.next().await.is_none() {
-                                    break;
-                                }
-                                received += 1;
-                            }
-                            received
-                        })
-                    })
-                    .sum()
-            });
-        },
+    let plain = |thread: u64, count: u64| {
+        SessionContext::new(format!("session-{thread}")).run(|| {
+            for _ in 0..count {
+                add_status_message(TEXT);
+            }
+        });
+    };
+    messenger_bench(group, "status_messenger", runtime, threads, messages, plain);
+}
+
+/// The cost of the newer entry points, beside the same baseline.
+fn compare_structured(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    threads: u64,
+    messages: u64,
+) {
+    let structured = |thread: u64, count: u64| {
+        SessionContext::new(format!("session-{thread}")).run(|| {
+            for step in 0..count {
+                add_status(
+                    StatusMessage::new(TEXT)
+                        .progress(step, count)
+                        .level(Level::Info)
+                        .key("search"),
+                );
+            }
+        });
+    };
+    messenger_bench(
+        group,
+        "structured_status",
+        runtime,
+        threads,
+        messages,
+        structured,
     );
+
+    // Tasks need a hub to start in; the statuses still go to the global messenger's stream.
+    let hub = Hub::new(HubConfig::default()).expect("hub");
+    let in_task = move |thread: u64, count: u64| {
+        let task = hub.start_task(&format!("session-{thread}")).expect("task");
+        task.run(|| {
+            for _ in 0..count {
+                if !is_cancelled() {
+                    add_status_message(TEXT);
+                }
+            }
+        });
+    };
+    messenger_bench(
+        group,
+        "in_task_cancel_check",
+        runtime,
+        threads,
+        messages,
+        in_task,
+    );
+}
+
+/// Benchmarks `produce` on `threads` threads into the global messenger's stream.
+fn messenger_bench<P>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+    threads: u64,
+    messages: u64,
+    produce: P,
+) where
+    P: Fn(u64, u64) + Send + Sync + Clone + 'static,
+{
+    let expected = messages / threads * threads;
+    group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
+        b.iter_custom(|iterations| {
+            (0..iterations)
+                .map(|_| {
+                    run_once(runtime, threads, messages, produce.clone(), async move {
+                        let mut updates = stream_status_updates();
+                        let mut received = 0;
+                        while received < expected {
+                            if updates.next().await.is_none() {
+                                break;
+                            }
+                            received += 1;
+                        }
+                        received
+                    })
+                })
+                .sum()
+        });
+    });
+}
+
+/// `is_cancelled()` alone, in a task and outside any.
+fn cancel_check(c: &mut Criterion) {
+    let hub = Hub::new(HubConfig::default()).expect("hub");
+    let mut group = c.benchmark_group("cancel_check");
+    group.bench_function("outside_a_task", |b| {
+        b.iter(|| std::hint::black_box(is_cancelled()));
+    });
+    let task = hub.start_task("session").expect("task");
+    task.run(|| {
+        group.bench_function("in_a_task", |b| {
+            b.iter(|| std::hint::black_box(is_cancelled()));
+        });
+    });
+    group.finish();
 }
 
 fn add_to_stream(c: &mut Criterion) {
@@ -128,6 +212,7 @@ fn add_to_stream(c: &mut Criterion) {
     group.sample_size(20);
     for threads in [1, 2, 4] {
         compare(&mut group, &runtime, threads, 200_000);
+        compare_structured(&mut group, &runtime, threads, 200_000);
     }
     group.finish();
 
@@ -137,5 +222,5 @@ fn add_to_stream(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, add_to_stream);
+criterion_group!(benches, add_to_stream, cancel_check);
 criterion_main!(benches);

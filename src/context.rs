@@ -1,10 +1,12 @@
-//! Carrying the current session, and the scoped default messenger, across tasks and threads.
+//! Carrying the current session, the current task and the scoped default messenger across
+//! tasks and threads.
 //!
 //! Tokio's task-locals belong to the future that set them: `tokio::spawn`,
 //! `tokio::task::spawn_blocking` and `std::thread::spawn` all start without them, so a plain
-//! `spawn_blocking(|| add_status_message(..))` sends with no session. The scoped default
-//! messenger is a thread-local and is lost at the same boundaries. These helpers capture both
-//! where the work is handed off and set them again where the work runs.
+//! `spawn_blocking(|| add_status_message(..))` sends with no session. The current task and the
+//! scoped default messenger are thread-locals and are lost at the same boundaries. These
+//! helpers capture all three where the work is handed off and set them again where the work
+//! runs.
 
 use std::fmt;
 use std::future::Future;
@@ -14,7 +16,8 @@ use tokio::runtime::Handle;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::task::JoinHandle;
 
-use crate::messenger::{self, Messenger, WithMessenger, CURRENT_WEBSOCKET_SESSION_ID};
+use crate::messenger::{self, Messenger, TaskSlot, WithMessenger, CURRENT_WEBSOCKET_SESSION_ID};
+use crate::task::{self, TaskRef};
 
 /// A future running with a session set; returned by [`with_session_id`] and
 /// [`SessionFutureExt::with_session`], and around a [`WithMessenger`] by
@@ -78,6 +81,12 @@ pub fn with_session_id<F: Future>(id: impl Into<String>, fut: F) -> WithSession<
 /// work runs (a `std::thread`, a rayon pool, actix's `web::block`), then [`run`] synchronous
 /// code or [`wrap`] a future in it.
 ///
+/// It carries the current [`Task`](crate::Task) too, where one is current when it is captured
+/// (or when it is made by [`Task::context`](crate::Task::context)): in the work,
+/// [`is_cancelled`](crate::is_cancelled) and [`cancelled`](crate::cancelled) answer for that
+/// task and every status carries its id. A context without a task makes no task current where
+/// it runs.
+///
 /// It also carries the scoped default messenger ([`with_default`](crate::with_default),
 /// [`set_default`](crate::set_default), [`Messenger::scope`]) where one was set when it was
 /// captured, so the free [`add_status_message`](crate::add_status_message) in the work reaches
@@ -109,6 +118,8 @@ pub struct SessionContext {
     session_id: Option<String>,
     /// The scoped default where the context was captured; `None` leaves the running thread's.
     messenger: Option<Messenger>,
+    /// The task current where the context was captured; `None` makes none current.
+    task: Option<TaskRef>,
 }
 
 impl fmt::Debug for SessionContext {
@@ -116,17 +127,23 @@ impl fmt::Debug for SessionContext {
         f.debug_struct("SessionContext")
             .field("session_id", &self.session_id)
             .field("messenger", &self.messenger)
+            .field("task", &self.task_id())
             .finish()
     }
 }
 
-/// Equal when the sessions are equal and both carry no messenger or messengers sharing one
-/// channel.
+/// Equal when the sessions are equal, both carry no messenger or messengers sharing one
+/// channel, and both carry no task or the same task.
 impl PartialEq for SessionContext {
     fn eq(&self, other: &Self) -> bool {
         self.session_id == other.session_id
             && match (&self.messenger, &other.messenger) {
                 (Some(a), Some(b)) => a.same_channel(b),
+                (None, None) => true,
+                _ => false,
+            }
+            && match (&self.task, &other.task) {
+                (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
                 (None, None) => true,
                 _ => false,
             }
@@ -138,10 +155,14 @@ impl Eq for SessionContext {}
 impl Hash for SessionContext {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.session_id.hash(state);
-        // By channel identity, as `eq` compares.
+        // By identity, as `eq` compares.
         self.messenger
             .as_ref()
             .map(Messenger::channel_id)
+            .hash(state);
+        self.task
+            .as_ref()
+            .map(|task| std::sync::Arc::as_ptr(task).cast::<()>())
             .hash(state);
     }
 }
@@ -168,6 +189,16 @@ impl SessionContext {
         Self {
             session_id: current_session_id(),
             messenger: messenger::scoped_default(),
+            task: task::current(),
+        }
+    }
+
+    /// A context for `task`'s session carrying `task` and `messenger`.
+    pub(crate) fn for_task(task: TaskRef, messenger: Option<Messenger>) -> Self {
+        Self {
+            session_id: Some(task.session.to_string()),
+            messenger,
+            task: Some(task),
         }
     }
 
@@ -184,6 +215,7 @@ impl SessionContext {
         Self {
             session_id: Some(id.into()),
             messenger: None,
+            task: None,
         }
     }
 
@@ -235,6 +267,22 @@ impl SessionContext {
         self.messenger.as_ref()
     }
 
+    /// The id of the captured task, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{Hub, SessionContext};
+    ///
+    /// let hub = Hub::new(Default::default()).unwrap();
+    /// let task = hub.start_task("s1").unwrap();
+    /// assert_eq!(task.context().task_id(), Some(task.id()));
+    /// assert_eq!(SessionContext::new("s1").task_id(), None);
+    /// ```
+    pub fn task_id(&self) -> Option<&str> {
+        self.task.as_ref().map(|task| &*task.id)
+    }
+
     /// The captured session id.
     ///
     /// # Examples
@@ -246,9 +294,10 @@ impl SessionContext {
         self.session_id.as_deref()
     }
 
-    /// Runs synchronous `f` on the current thread with this session set, and this context's
-    /// messenger as the scoped default if it has one, on any thread, with or without a
-    /// runtime. The previous values come back when `f` returns or unwinds.
+    /// Runs synchronous `f` on the current thread with this session set, this context's task
+    /// current (or none), and this context's messenger as the scoped default if it has one, on
+    /// any thread, with or without a runtime. The previous values come back when `f` returns
+    /// or unwinds.
     ///
     /// # Examples
     ///
@@ -269,14 +318,19 @@ impl SessionContext {
     /// assert_eq!(messenger.stream().pending(), 1);
     /// ```
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        CURRENT_WEBSOCKET_SESSION_ID.sync_scope(self.session_id.clone(), || match &self.messenger {
-            Some(messenger) => messenger::with_default(messenger, f),
-            None => f(),
+        CURRENT_WEBSOCKET_SESSION_ID.sync_scope(self.session_id.clone(), || {
+            // Puts the previous task back when `f` returns or unwinds.
+            let _task = task::Entered::new(self.task.clone());
+            match &self.messenger {
+                Some(messenger) => messenger::with_default(messenger, f),
+                None => f(),
+            }
         })
     }
 
-    /// Wraps `fut` so that it runs with this session set, and this context's messenger as the
-    /// scoped default if it has one, wherever it is polled.
+    /// Wraps `fut` so that it runs with this session set, this context's task current (or
+    /// none), and this context's messenger as the scoped default if it has one, wherever it is
+    /// polled.
     ///
     /// # Examples
     ///
@@ -298,7 +352,11 @@ impl SessionContext {
     pub fn wrap<F: Future>(&self, fut: F) -> WithSession<WithMessenger<F>> {
         CURRENT_WEBSOCKET_SESSION_ID.scope(
             self.session_id.clone(),
-            WithMessenger::new(self.messenger.clone(), fut),
+            WithMessenger::new(
+                self.messenger.clone(),
+                TaskSlot::Set(self.task.clone()),
+                fut,
+            ),
         )
     }
 }
@@ -332,8 +390,10 @@ impl fmt::Display for SpawnError {
 impl std::error::Error for SpawnError {}
 
 /// Equivalent to [`tokio::task::spawn_blocking`], but the closure runs with the caller's
-/// session set, and the caller's scoped default messenger if one is set, so
-/// `add_status_message` inside it reaches the caller's session through the caller's messenger.
+/// session set, the caller's task current if one is, and the caller's scoped default
+/// messenger if one is set, so `add_status_message` inside it reaches the caller's session
+/// through the caller's messenger, and [`is_cancelled`](crate::is_cancelled) answers for the
+/// caller's task.
 ///
 /// # Panics
 ///
@@ -393,8 +453,9 @@ where
     Ok(handle.spawn_blocking(move || ctx.run(f)))
 }
 
-/// Equivalent to [`tokio::spawn`], but the task runs with the caller's session set, and the
-/// caller's scoped default messenger if one is set (see [`SessionContext::wrap`]).
+/// Equivalent to [`tokio::spawn`], but the task runs with the caller's session set, the
+/// caller's task current if one is, and the caller's scoped default messenger if one is set
+/// (see [`SessionContext::wrap`]).
 ///
 /// # Panics
 ///
@@ -492,8 +553,9 @@ pub trait SessionFutureExt: Future + Sized {
         with_session_id(id, self)
     }
 
-    /// Runs this future with the session of the caller, and the caller's scoped default
-    /// messenger if one is set, both captured now (see [`SessionContext::wrap`]).
+    /// Runs this future with the session of the caller, the caller's task if one is current,
+    /// and the caller's scoped default messenger if one is set, all captured now (see
+    /// [`SessionContext::wrap`]).
     ///
     /// # Examples
     ///

@@ -16,6 +16,12 @@
 //!   works from any thread. It sends to a [`Messenger`]: the current thread's scoped default
 //!   ([`with_default`], [`set_default`], [`Messenger::scope`]) where one is set, else the global
 //!   one ([`setup_status_messenger_async`], or your own through [`set_global_default`]).
+//! - [`add_status`] sends a [`StatusMessage`]: a text with optional fields beside it (progress,
+//!   level, key, JSON data), carried through the hub, its history and resume.
+//! - A [`Task`] is one run of tool work in a session, started with [`Hub::start_task`]. The
+//!   context that carries the session carries the task too, so tool code on any thread asks
+//!   [`is_cancelled`] (or awaits [`cancelled`]) after [`Hub::cancel_task`], and the hub tells
+//!   the session's subscribers each task's state ([`TaskUpdate`]).
 //! - A [`Hub`] attached to that messenger ([`Hub::attach`], [`Hub::attach_global`]) takes each
 //!   status on the sender's thread; a WebSocket or SSE handler reads its session with
 //!   [`Hub::subscribe`], a `Stream` of [`Event`]s. The [`hub`] module explains history, resume,
@@ -125,6 +131,42 @@
 //! # }
 //! ```
 //!
+//! # Tasks and cancel
+//!
+//! The request handler starts a task, hands its id to the client, and runs the tool in it;
+//! the tool asks before each step. A Stop from the client reaches it through
+//! [`Hub::cancel_task`], on whatever thread it runs:
+//!
+//! ```
+//! use status_messenger::{add_status, is_cancelled, Hub, StatusMessage, TaskState};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let hub = Hub::new(Default::default()).unwrap();
+//! hub.attach_global().unwrap();
+//!
+//! fn tool(steps: u64) -> u64 {
+//!     for step in 1..=steps {
+//!         if is_cancelled() {
+//!             return step - 1;
+//!         }
+//!         add_status(StatusMessage::new(format!("step {step}/{steps}")).progress(step, steps));
+//!         std::thread::sleep(std::time::Duration::from_millis(5));
+//!     }
+//!     steps
+//! }
+//!
+//! let task = hub.start_task("user-1").unwrap();
+//! let id = task.id().to_owned(); // the client's handle on it
+//! let running = tokio::task::spawn_blocking(move || task.run(|| tool(1_000)));
+//!
+//! // The Stop button: `POST /cancel?session=user-1&task=<id>`.
+//! assert_eq!(hub.cancel_task("user-1", &id).await.unwrap(), TaskState::Cancelling);
+//! assert!(running.await.unwrap() < 1_000);
+//! assert_eq!(hub.cancel_task("user-1", &id).await.unwrap(), TaskState::Cancelled);
+//! # }
+//! ```
+//!
 //! # Serving statuses to a browser
 //!
 //! With the `axum` or `actix-web` feature, the crate serves the last mile itself:
@@ -169,6 +211,8 @@
 //! | `web` | the framework-free pieces of the WebSocket and SSE endpoints, and the browser client (`web`) |
 //! | `axum` | `axum::router`: the endpoints on axum 0.8 (and `web`) |
 //! | `actix-web` | `actix::configure`: the endpoints on actix-web 4 (and `web`) |
+//! | `serde_json` | [`JsonData`] from and to `serde_json::Value` |
+//! | `tracing-layer` | `tracing_layer::StatusLayer`: marked `tracing` events inside a session become its statuses |
 //!
 //! # Supported Rust versions
 //!
@@ -185,8 +229,15 @@
 
 mod context;
 pub mod hub;
+mod json;
 pub mod messenger;
+mod status;
 mod sync;
+mod task;
+#[cfg(feature = "tracing-layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
+pub mod tracing_layer;
+
 #[cfg(feature = "web")]
 #[cfg_attr(docsrs, doc(cfg(feature = "web")))]
 pub mod web;
@@ -208,14 +259,16 @@ pub use hub::redis::cluster::RedisClusterConfig;
 pub use hub::redis::RedisConfig;
 pub use hub::{
     ConfigError, Event, Gap, Hub, HubConfig, HubStats, NoSessionPolicy, SessionId, Status,
-    Subscription,
+    Subscription, Task, TaskState, TaskUpdate,
 };
 pub use messenger::{
-    add_status_message, dropped_before_setup, global_messenger, set_default, set_global_default,
-    setup_status_messenger_async, stream_status_updates, try_stream_status_updates, with_default,
-    DefaultGuard, Messenger, SetGlobalDefaultError, StatusStream, StatusUpdate, StreamError,
-    WithMessenger,
+    add_status, add_status_message, dropped_before_setup, global_messenger, set_default,
+    set_global_default, setup_status_messenger_async, stream_status_updates,
+    try_stream_status_updates, with_default, DefaultGuard, Messenger, SetGlobalDefaultError,
+    StatusMessages, StatusStream, StatusUpdate, StreamError, WithMessenger,
 };
+pub use status::{InvalidJson, JsonData, Level, Progress, StatusMessage, UnknownLevel};
+pub use task::{cancelled, current_task_id, is_cancelled, Cancelled};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../README.md")]

@@ -94,8 +94,10 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
+use crate::status::StatusMessage;
 use crate::sync::channel::{self, RecvStream};
 use crate::sync::{lock, read, write, Arc, AtomicBool, AtomicU64, Mutex, RwLock};
+use crate::task;
 
 tokio::task_local! {
     /// The session id of the client whose work the current task is doing.
@@ -149,17 +151,108 @@ pub type StatusUpdate = (Option<String>, String);
 /// The name under which messages without a session are logged, as in the Python original.
 const UNKNOWN_SESSION: &str = "UnknownSession";
 
+/// What one status carries through the channel besides where it comes from: its text alone
+/// (what [`add_status_message`] sends), or a boxed [`StatusMessage`] with fields. The text
+/// variant keeps a channel item as small as the `(Option<String>, String)` it replaced, so plain
+/// statuses cost what they did.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Text(String),
+    /// A status with fields (its task, if any, travels in the [`Origin`]).
+    Message(Box<StatusMessage>),
+}
+
+impl Payload {
+    /// `message`'s task, and the message in its cheapest form.
+    pub(crate) fn from_message(message: StatusMessage) -> (Option<task::TaskRef>, Payload) {
+        let (text, fields, task) = message.into_parts();
+        let payload = match fields {
+            Some(fields) => Payload::Message(Box::new(StatusMessage::from_parts(
+                text,
+                Some(fields),
+                None,
+            ))),
+            None => Payload::Text(text),
+        };
+        (task, payload)
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        match self {
+            Payload::Text(text) => text,
+            Payload::Message(message) => message.text(),
+        }
+    }
+
+    pub(crate) fn into_text(self) -> String {
+        match self {
+            Payload::Text(text) => text,
+            Payload::Message(message) => message.into_text(),
+        }
+    }
+
+    /// The whole status, added in `task` if any.
+    pub(crate) fn into_message(self, task: Option<task::TaskRef>) -> StatusMessage {
+        let mut message = match self {
+            Payload::Text(text) => StatusMessage::new(text),
+            Payload::Message(message) => *message,
+        };
+        message.set_task(task);
+        message
+    }
+}
+
+/// Where a status in the channel comes from: no session, a session, or a task (whose session
+/// it is). A status added in a task carries the task instead of a copy of its session's id, so
+/// it costs no more than a plain one; the variants fit in the space of the `Option<String>`
+/// they replaced.
+#[derive(Debug)]
+pub(crate) enum Origin {
+    NoSession,
+    Session(String),
+    Task(task::TaskRef),
+}
+
+impl Origin {
+    fn session(&self) -> Option<&str> {
+        match self {
+            Origin::NoSession => None,
+            Origin::Session(session) => Some(session),
+            Origin::Task(task) => Some(task.session.as_str()),
+        }
+    }
+
+    fn task(&self) -> Option<&task::TaskRef> {
+        match self {
+            Origin::Task(task) => Some(task),
+            _ => None,
+        }
+    }
+
+    /// The session and task, taken apart.
+    fn into_parts(self) -> (Option<String>, Option<task::TaskRef>) {
+        match self {
+            Origin::NoSession => (None, None),
+            Origin::Session(session) => (Some(session), None),
+            Origin::Task(task) => (Some(task.session.to_string()), Some(task)),
+        }
+    }
+}
+
+/// One item of the channel.
+pub(crate) type Item = (Origin, Payload);
+
 /// State shared between a [`Messenger`], its clones and the stream consuming its channel.
 #[derive(Debug)]
 struct Shared {
-    sender: channel::Sender<StatusUpdate>,
+    sender: channel::Sender<Item>,
     /// Kept so the channel stays open and so each new stream can take a clone.
-    receiver: channel::Receiver<StatusUpdate>,
+    receiver: channel::Receiver<Item>,
     /// Set while a stream consumes the channel.
     stream_taken: AtomicBool,
     /// Messages a dropped stream had drained from the channel but not yielded; the next
     /// stream yields them first. Locked only when a stream starts or ends.
-    leftover: Mutex<VecDeque<StatusUpdate>>,
+    leftover: Mutex<VecDeque<Item>>,
     /// Messages handed out by streams so far, across every stream this messenger has had.
     received: AtomicU64,
     /// Streams refused because another one was consuming.
@@ -168,8 +261,10 @@ struct Shared {
     direct: RwLock<Option<Direct>>,
 }
 
-/// Takes one message on the sender's thread, or gives it back when its target is gone.
-pub(crate) type Deliver = Box<dyn Fn(Option<&str>, String) -> Result<(), String> + Send + Sync>;
+/// Takes one message (its session, its task, the status) on the sender's thread, or gives it
+/// back when its target is gone.
+pub(crate) type Deliver =
+    Box<dyn Fn(Option<&str>, Option<&task::TaskRef>, Payload) -> Result<(), Payload> + Send + Sync>;
 
 /// A consumer that takes messages on the sender's own thread, so nothing waits in the channel.
 ///
@@ -301,7 +396,7 @@ impl Messenger {
     /// # }
     /// ```
     pub fn scope<F: Future>(&self, fut: F) -> WithMessenger<F> {
-        WithMessenger::new(Some(self.clone()), fut)
+        WithMessenger::new(Some(self.clone()), TaskSlot::Keep, fut)
     }
 
     /// Whether `self` and `other` share one channel (one is a clone of the other).
@@ -345,17 +440,54 @@ impl Messenger {
     /// # }
     /// ```
     pub fn add_status_message(&self, message: impl Into<String>) {
-        let mut message = Some(message.into());
+        self.add_payload(Payload::Text(message.into()));
+    }
+
+    /// Sends `status`, a text with optional fields, for the current session, as
+    /// [`add_status_message`](Messenger::add_status_message) sends a text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::{Level, Messenger, SessionContext, StatusMessage};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let messenger = Messenger::new();
+    /// SessionContext::new("s1").run(|| {
+    ///     messenger.add_status(StatusMessage::new("slow source").level(Level::Warn));
+    /// });
+    /// let (session, status) = messenger.stream().into_messages().next().await.unwrap();
+    /// assert_eq!(session.as_deref(), Some("s1"));
+    /// assert_eq!((status.text(), status.get_level()), ("slow source", Some(Level::Warn)));
+    /// # }
+    /// ```
+    pub fn add_status(&self, status: StatusMessage) {
+        // The task is the sender's context's, never the builder's.
+        let (_none, payload) = Payload::from_message(status);
+        self.add_payload(payload);
+    }
+
+    /// Sends `payload` for the current session, in the current task if any.
+    fn add_payload(&self, payload: Payload) {
+        let mut payload = Some(payload);
+        let mut task = task::current();
         // A direct consumer reads the id where it lies, without a copy per message. Where the
-        // task-local is not set, `try_with` fails, `message` is still `Some`, and it goes out
+        // task-local is not set, `try_with` fails, `payload` is still `Some`, and it goes out
         // below with no session: nothing is lost by ignoring that error.
         let _not_set = CURRENT_WEBSOCKET_SESSION_ID.try_with(|id| {
-            if let Some(message) = message.take() {
-                self.dispatch(id.as_deref(), || id.clone(), message);
+            if let Some(payload) = payload.take() {
+                // A task belongs to its session: a status sent to another one (a session set
+                // inside the task) is that session's alone.
+                let task = task
+                    .take()
+                    .filter(|task| id.as_deref() == Some(task.session.as_str()));
+                self.dispatch(id.as_deref(), task, || id.clone(), payload);
             }
         });
-        if let Some(message) = message {
-            self.dispatch(None, || None, message);
+        if let Some(payload) = payload {
+            self.dispatch(None, None, || None, payload);
         }
     }
 
@@ -363,20 +495,21 @@ impl Messenger {
     fn dispatch(
         &self,
         session: Option<&str>,
+        task: Option<task::TaskRef>,
         owned_session: impl FnOnce() -> Option<String>,
-        message: String,
+        message: Payload,
     ) {
         tracing::debug!(
             target: "status_messenger",
             session = session.unwrap_or(UNKNOWN_SESSION),
-            message = %message,
+            message = %message.text(),
             "status message"
         );
         // Both routes run under the read lock: `set_direct` drains the channel under the write
         // lock, so no message can land in the channel behind the drain or overtake one in it.
         let direct = read(&self.shared.direct);
         let message = match direct.as_ref() {
-            Some(direct) => match (direct.deliver)(session, message) {
+            Some(direct) => match (direct.deliver)(session, task.as_ref(), message) {
                 Ok(()) => {
                     self.shared.received.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -385,9 +518,17 @@ impl Messenger {
             },
             None => message,
         };
+        // A task's session needs no copy: the task has it.
+        let origin = match (task, owned_session) {
+            (Some(task), _) => Origin::Task(task),
+            (None, owned) => match owned() {
+                Some(session) => Origin::Session(session),
+                None => Origin::NoSession,
+            },
+        };
         // The receiver lives as long as `self.shared` (see the module invariants), so this
         // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
-        let sent = self.shared.sender.send((owned_session(), message));
+        let sent = self.shared.sender.send((origin, message));
         debug_assert!(
             sent.is_ok(),
             "the messenger's own receiver keeps the channel open"
@@ -414,12 +555,12 @@ impl Messenger {
         let mut waiting = buffered
             .into_iter()
             .chain(std::iter::from_fn(|| self.shared.receiver.try_recv().ok()));
-        while let Some((session, message)) = waiting.next() {
-            if let Err(message) = deliver(session.as_deref(), message) {
+        while let Some((origin, message)) = waiting.next() {
+            if let Err(message) = deliver(origin.session(), origin.task(), message) {
                 // The target went away while taking over: the rest stays, in order, for the
                 // next consumer (dropping the stream parks its buffer as the leftover).
-                let rest: VecDeque<StatusUpdate> =
-                    std::iter::once((session, message)).chain(waiting).collect();
+                let rest: VecDeque<Item> =
+                    std::iter::once((origin, message)).chain(waiting).collect();
                 if let Some(live) = stream.live.as_mut() {
                     live.buffer = rest;
                 }
@@ -449,7 +590,10 @@ impl Messenger {
         &self,
         deliver: impl Fn(Option<&str>, String) -> Result<(), String> + Send + Sync + 'static,
     ) -> Result<(), StreamError> {
-        self.set_direct(Box::new(deliver))
+        // The models send text only.
+        self.set_direct(Box::new(move |session, _task, payload: Payload| {
+            deliver(session, payload.into_text()).map_err(Payload::Text)
+        }))
     }
 
     /// [`clear_direct`](Messenger::clear_direct) for the model checks in `loom/`; exists only
@@ -492,7 +636,12 @@ impl Messenger {
     /// ```
     pub fn send(&self, session_id: Option<String>, message: impl Into<String>) {
         let session = session_id.as_deref();
-        self.dispatch(session, || session_id.clone(), message.into());
+        self.dispatch(
+            session,
+            None,
+            || session_id.clone(),
+            Payload::Text(message.into()),
+        );
     }
 
     /// Takes the receiver as a stream, or says why it cannot.
@@ -686,11 +835,11 @@ pub struct StatusStream {
 /// What a consuming stream holds.
 struct Live {
     /// Registers the stream's waker when the channel is empty.
-    waiting: RecvStream<'static, StatusUpdate>,
+    waiting: RecvStream<'static, Item>,
     /// Takes everything queued under one lock.
-    draining: channel::Receiver<StatusUpdate>,
+    draining: channel::Receiver<Item>,
     /// Drained, not yet yielded; parked in `Shared::leftover` on drop.
-    buffer: VecDeque<StatusUpdate>,
+    buffer: VecDeque<Item>,
     home: Arc<Shared>,
 }
 
@@ -745,6 +894,46 @@ impl Stream for StatusStream {
     type Item = StatusUpdate;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_item(cx)
+            .map(|item| item.map(|(origin, payload)| (origin.into_parts().0, payload.into_text())))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.live {
+            Some(_) => (self.pending(), None),
+            None => (0, Some(0)),
+        }
+    }
+}
+
+impl StatusStream {
+    /// This stream as one of whole statuses: `(session, StatusMessage)`, each with its fields
+    /// and task id, where this stream yields the text alone. The receiver stays held, and goes
+    /// back to the messenger when the returned stream is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::{Messenger, StatusMessage};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let messenger = Messenger::new();
+    /// messenger.add_status(StatusMessage::new("3 of 10").progress(3, 10));
+    /// messenger.add_status_message("plain");
+    /// let mut messages = messenger.stream().into_messages();
+    /// let (_, first) = messages.next().await.unwrap();
+    /// assert_eq!(first.get_progress().map(|p| p.current()), Some(3));
+    /// let (_, second) = messages.next().await.unwrap();
+    /// assert_eq!((second.text(), second.get_progress()), ("plain", None));
+    /// # }
+    /// ```
+    pub fn into_messages(self) -> StatusMessages {
+        StatusMessages { inner: self }
+    }
+
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         let Some(live) = self.live.as_mut() else {
             return Poll::Ready(None);
         };
@@ -768,12 +957,62 @@ impl Stream for StatusStream {
         }
         Poll::Ready(next)
     }
+}
+
+/// A [`StatusStream`] yielding whole statuses, `(session, StatusMessage)`: text, fields and
+/// task id; from [`StatusStream::into_messages`]. `Send`, `Sync`, `Unpin` and `'static` like
+/// the stream it wraps, and like it, dropping it gives the receiver back.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{Messenger, StatusMessages};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let messenger = Messenger::new();
+/// messenger.send(Some("s1".to_owned()), "hi");
+/// let mut messages: StatusMessages = messenger.stream().into_messages();
+/// let (session, status) = messages.next().await.unwrap();
+/// assert_eq!((session.as_deref(), status.text()), (Some("s1"), "hi"));
+/// # }
+/// ```
+#[must_use = "streams do nothing unless polled"]
+#[derive(Debug)]
+pub struct StatusMessages {
+    inner: StatusStream,
+}
+
+impl StatusMessages {
+    /// The stream of texts this wraps, back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let messenger = status_messenger::Messenger::new();
+    /// let stream = messenger.stream().into_messages().into_inner();
+    /// assert!(stream.is_live());
+    /// ```
+    pub fn into_inner(self) -> StatusStream {
+        self.inner
+    }
+}
+
+impl Stream for StatusMessages {
+    type Item = (Option<String>, StatusMessage);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_item(cx).map(|item| {
+            item.map(|(origin, payload)| {
+                let (session, task) = origin.into_parts();
+                (session, payload.into_message(task))
+            })
+        })
+    }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.live {
-            Some(_) => (self.pending(), None),
-            None => (0, Some(0)),
-        }
+        self.inner.size_hint()
     }
 }
 
@@ -1092,7 +1331,7 @@ pub(crate) fn scoped_default() -> Option<Messenger> {
 
 /// A future that runs with a messenger as the scoped default on every poll; returned by
 /// [`Messenger::scope`] (and inside what [`SessionContext::wrap`](crate::SessionContext::wrap)
-/// returns).
+/// returns, where it also makes the context's task, or none, current on every poll).
 ///
 /// It is `Send` when the inner future is. The inner future is boxed, one allocation per
 /// wrapped future: polling it in place would take unsafe pin projection, which this crate
@@ -1116,13 +1355,26 @@ pub struct WithMessenger<F> {
     /// Swapped into this thread's slot for each poll and back out after it, so no reference
     /// count changes per poll; `None` leaves the polling thread's default as it is.
     messenger: Option<Messenger>,
+    /// The task made current for each poll, swapped in and out the same way; `Keep` leaves
+    /// the polling thread's as it is.
+    task: TaskSlot,
     inner: Pin<Box<F>>,
 }
 
+/// What a [`WithMessenger`] does with the current task.
+#[derive(Debug)]
+pub(crate) enum TaskSlot {
+    /// Leaves it as the polling thread has it.
+    Keep,
+    /// Makes this one current (`None`: no task).
+    Set(Option<task::TaskRef>),
+}
+
 impl<F> WithMessenger<F> {
-    pub(crate) fn new(messenger: Option<Messenger>, fut: F) -> Self {
+    pub(crate) fn new(messenger: Option<Messenger>, task: TaskSlot, fut: F) -> Self {
         Self {
             messenger,
+            task,
             inner: Box::pin(fut),
         }
     }
@@ -1132,6 +1384,7 @@ impl<F> fmt::Debug for WithMessenger<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WithMessenger")
             .field("messenger", &self.messenger)
+            .field("task", &self.task)
             .finish_non_exhaustive()
     }
 }
@@ -1141,21 +1394,30 @@ impl<F: Future> Future for WithMessenger<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let Some(messenger) = this.messenger.take() else {
-            return this.inner.as_mut().poll(cx);
+        // If the poll unwinds, dropping the guard still puts the previous task back.
+        let entered = match std::mem::replace(&mut this.task, TaskSlot::Keep) {
+            TaskSlot::Keep => None,
+            TaskSlot::Set(task) => Some(task::Entered::new(task)),
         };
-        match DefaultGuard::install(messenger) {
-            Ok(guard) => {
-                // If the poll unwinds, dropping the guard still puts the previous default back.
-                let output = this.inner.as_mut().poll(cx);
-                this.messenger = guard.end();
-                output
-            }
-            Err(messenger) => {
-                this.messenger = messenger;
-                this.inner.as_mut().poll(cx)
-            }
+        let output = match this.messenger.take() {
+            None => this.inner.as_mut().poll(cx),
+            Some(messenger) => match DefaultGuard::install(messenger) {
+                Ok(guard) => {
+                    // If the poll unwinds, dropping the guard puts the previous default back.
+                    let output = this.inner.as_mut().poll(cx);
+                    this.messenger = guard.end();
+                    output
+                }
+                Err(messenger) => {
+                    this.messenger = messenger;
+                    this.inner.as_mut().poll(cx)
+                }
+            },
+        };
+        if let Some(entered) = entered {
+            this.task = TaskSlot::Set(entered.end());
         }
+        output
     }
 }
 
@@ -1190,7 +1452,13 @@ impl<F: Future> Future for WithMessenger<F> {
 /// # }
 /// ```
 pub fn add_status_message(message: impl Into<String>) {
-    let mut message = Some(message.into());
+    add_payload(Payload::Text(message.into()));
+}
+
+/// What [`add_status_message`] and [`add_status`] do: the scoped default, else the global
+/// messenger, else counted as dropped.
+fn add_payload(payload: Payload) {
+    let mut message = Some(payload);
     // Borrowed, not cloned: no reference count changes per message. Where no scoped default
     // is set, or the thread is being torn down, `message` is still `Some` below and goes to
     // the global messenger, so ignoring the access error loses nothing.
@@ -1200,7 +1468,7 @@ pub fn add_status_message(message: impl Into<String>) {
         };
         if let Some(messenger) = scoped.as_ref() {
             if let Some(message) = message.take() {
-                messenger.add_status_message(message);
+                messenger.add_payload(message);
             }
         }
     });
@@ -1208,7 +1476,7 @@ pub fn add_status_message(message: impl Into<String>) {
         return;
     };
     match GLOBAL.get() {
-        Some(messenger) => messenger.add_status_message(message),
+        Some(messenger) => messenger.add_payload(message),
         None => {
             DROPPED_BEFORE_SETUP.fetch_add(1, Ordering::Relaxed);
             if !WARNED_BEFORE_SETUP.swap(true, Ordering::Relaxed) {
@@ -1221,6 +1489,40 @@ pub fn add_status_message(message: impl Into<String>) {
             }
         }
     }
+}
+
+/// Sends `status`, a text with optional fields (progress, level, key, JSON data), for the
+/// current session through the current messenger, as [`add_status_message`] sends a text.
+///
+/// Inside a task ([`Task`](crate::Task)) the status also carries the task's id, and once the
+/// task is cancelled the hub refuses it. Never panics, never blocks, never awaits.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::{add_status, with_session_id, Event, Hub, Level, StatusMessage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new(Default::default()).unwrap();
+/// hub.attach_global().unwrap();
+/// with_session_id("user-1", async {
+///     add_status(StatusMessage::new("Reading 3 of 10").progress(3, 10).key("read"));
+///     add_status(StatusMessage::new("Source is slow").level(Level::Warn));
+/// })
+/// .await;
+/// let mut page = hub.subscribe("user-1", None);
+/// let Some(Event::Status(first)) = page.next().await else { panic!() };
+/// assert_eq!((first.key(), first.progress().map(|p| p.total())), (Some("read"), Some(10)));
+/// let Some(Event::Status(second)) = page.next().await else { panic!() };
+/// assert_eq!(second.level(), Some(Level::Warn));
+/// # }
+/// ```
+pub fn add_status(status: StatusMessage) {
+    // The task is the sender's context's, never the builder's.
+    let (_none, payload) = Payload::from_message(status);
+    add_payload(payload);
 }
 
 /// Messages dropped because they were added with no scoped default and no global messenger
@@ -1300,4 +1602,17 @@ pub fn try_stream_status_updates() -> Result<StatusStream, StreamError> {
 /// The messenger the free functions use here: the scoped default, else the global one.
 fn current_messenger() -> Option<Messenger> {
     scoped_default().or_else(|| GLOBAL.get().cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_item_is_as_small_as_the_tuple_it_replaced() {
+        assert_eq!(
+            std::mem::size_of::<Item>(),
+            std::mem::size_of::<(Option<String>, String)>()
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Compile-time checks: the public futures and streams can move between threads.
 
-use status_messenger::{Messenger, SessionContext, StatusStream, WithSession};
+use status_messenger::WithSession;
+use status_messenger::{Messenger, SessionContext, StatusMessage, StatusMessages, StatusStream};
 
 fn require_send<T: Send>(_: &T) {}
 fn require_sync<T: Sync>(_: &T) {}
@@ -20,6 +21,15 @@ fn public_types_are_send_sync_and_unpin_where_promised() {
     require_sync(&stream);
     require_unpin(&stream);
     require_static(&stream);
+
+    let messages: StatusMessages = messenger.stream().into_messages();
+    require_send(&messages);
+    require_sync(&messages);
+    require_unpin(&messages);
+    require_static(&messages);
+    let message = StatusMessage::new("x").progress(1, 2);
+    require_send(&message);
+    require_sync(&message);
 
     let ctx = SessionContext::new("s");
     require_send(&ctx);

@@ -3,9 +3,13 @@
 use std::future::Future;
 
 use status_messenger::hub::{
-    BackendError, CloseError, LookupError, OpenError, PublishError, Published, SubscribeError,
+    BackendError, CancelError, CloseError, LookupError, OpenError, PublishError, Published,
+    StartTaskError, SubscribeError,
 };
-use status_messenger::{Event, Hub, HubConfig, HubStats, SessionId, Subscription};
+use status_messenger::{
+    Cancelled, Event, Hub, HubConfig, HubStats, SessionId, Subscription, Task, TaskState,
+    TaskUpdate,
+};
 
 fn send<T: Send>(_: &T) {}
 fn sync<T: Sync>(_: &T) {}
@@ -34,6 +38,33 @@ fn hub_types_are_send_sync() {
     error::<SubscribeError>();
     error::<CloseError>();
     error::<BackendError>();
+    error::<StartTaskError>();
+    error::<CancelError>();
+}
+
+#[test]
+fn task_types_are_send_sync_and_their_futures_send() {
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    let task: Task = hub.start_task("s").unwrap();
+    send(&task);
+    sync(&task);
+    static_(&task);
+    let state = TaskState::Running;
+    send(&state);
+    let updates: Vec<TaskUpdate> = hub.tasks("s").unwrap();
+    send(&updates);
+    sync(&updates);
+    let stop: Cancelled = task.cancelled();
+    send(&stop);
+    sync(&stop);
+    unpin(&stop);
+    static_(&stop);
+    send_future(&stop);
+    send_future(&hub.cancel_task("s", "t"));
+    send_future(&status_messenger::cancelled());
+    let wrapped = task.wrap(async { 1 });
+    send_future(&wrapped);
+    static_(&wrapped);
 }
 
 #[test]
@@ -53,6 +84,7 @@ fn hub_futures_are_send() {
     let messenger = status_messenger::Messenger::new();
     send_future(&hub.consume(messenger.stream()));
     send_future(&hub.consume(futures_util::stream::empty()));
+    send_future(&hub.consume_messages(messenger.stream().into_messages()));
     send_future(&hub.open_session("s"));
     send_future(&hub.session_exists("s"));
     send_future(&hub.close_session("s"));

@@ -7,8 +7,8 @@
 //!   through [`Local`] (borrowed for one call) or [`BackendHandle`] (held by its background
 //!   tasks, weak, so a backend never keeps a dropped hub alive). Both offer the same few
 //!   things: number a status here, deliver statuses numbered elsewhere (which reports what is
-//!   missing as a gap), open, look up and close sessions held here, list the sessions with
-//!   local subscribers, and count.
+//!   missing as a gap), open, look up and close sessions held here, cancel a task held here,
+//!   list the sessions with local subscribers, and count.
 //! - A backend is chosen when the hub is made and never changes, so the core has no branch
 //!   for any backend, and a new one (a Redis Cluster, say) needs no change to the core.
 //! - Nothing here blocks: `publish` and `interest` run on the caller's thread, possibly a
@@ -19,9 +19,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
-use super::core::{Core, Refusal};
+use super::core::{CancelHere, Core, Delivered, Refusal, TaskRecord};
 use super::counters::Counters;
-use super::{CloseError, LookupError, OpenError, PublishError, Published, SessionId};
+use super::event::Extra;
+use super::{
+    CancelError, CloseError, LookupError, OpenError, PublishError, Published, SessionId, TaskState,
+};
+use crate::task::TaskRef;
 
 /// A boxed future, for the backend's async methods (the trait must stay object-safe).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,8 +37,25 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) session: &'a str,
     /// Already cut to `max_status_bytes`.
     pub(crate) text: Arc<str>,
+    /// Its fields and task id, already bounded; `None` for a plain status.
+    pub(crate) extra: Option<Arc<Extra>>,
+    /// The task that added it (of this session), not cancelled when it was checked.
+    pub(crate) task: Option<&'a TaskRef>,
     /// When it was added, on the hub's clock.
     pub(crate) at_ms: u64,
+}
+
+/// A task's new state, on its way to the backend.
+#[derive(Debug)]
+#[cfg_attr(
+    not(feature = "redis"),
+    allow(dead_code, reason = "what a backend that tells elsewhere reads")
+)]
+pub(crate) struct TaskChange<'a> {
+    pub(crate) session: &'a SessionId,
+    pub(crate) task: &'a TaskRef,
+    pub(crate) state: TaskState,
+    pub(crate) message: Option<&'a str>,
 }
 
 /// Where a hub's sessions live and who numbers their statuses.
@@ -44,6 +65,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Takes a checked status. Never blocks.
     fn publish(&self, hub: Local<'_>, status: Outgoing<'_>) -> Result<Published, PublishError>;
+
+    /// A task of this process changed state (called under its session's lock, so never
+    /// blocks and takes no lock of the core). `true` tells the session's subscribers here at
+    /// once (a backend that numbers here); `false` leaves that to the backend, which hands the
+    /// change back through [`Local::deliver_task`] once its store has it.
+    fn task_changed(&self, hub: Local<'_>, change: &TaskChange<'_>) -> bool;
 
     /// The local subscriber count of `session` may have gone from or to zero.
     fn interest(&self, session: &SessionId);
@@ -60,6 +87,15 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Ends the checked session `id` everywhere; whether it existed.
     fn close<'a>(&'a self, hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<bool, CloseError>>;
+
+    /// Asks the task `task` of the checked session `id` to stop, wherever it runs; its state
+    /// after.
+    fn cancel<'a>(
+        &'a self,
+        hub: Local<'a>,
+        id: &'a str,
+        task: &'a str,
+    ) -> BoxFuture<'a, Result<TaskState, CancelError>>;
 
     /// The hub is going away: stop background work without waiting.
     fn stop(&self);
@@ -90,8 +126,24 @@ impl<'a> Local<'a> {
 
     /// Statuses numbered elsewhere, for the subscribers of `session` here; numbers up to `head`
     /// that are not among them reach those subscribers as a gap.
-    pub(crate) fn deliver(self, session: &str, statuses: Vec<(u64, Arc<str>)>, head: u64) {
+    pub(crate) fn deliver(self, session: &str, statuses: Vec<Delivered>, head: u64) {
         self.0.deliver(session, statuses, head);
+    }
+
+    /// Asks the task `task` of the session `id` to stop, if it was started here.
+    pub(crate) fn cancel_here(self, id: &str, task: &str) -> CancelHere {
+        self.0.cancel_task(id, task)
+    }
+
+    /// Whether the task `task` of the session `id` was started here and has not ended.
+    pub(crate) fn runs_here(self, id: &str, task: &str) -> bool {
+        self.0.runs_here(id, task)
+    }
+
+    /// A task change from the store, for the subscribers of `session` here, placed after
+    /// status `after` (`None`: after what the session holds now).
+    pub(crate) fn deliver_task(self, session: &str, change: TaskRecord, after: Option<u64>) {
+        self.0.deliver_task(session, change, after);
     }
 
     /// Ends `session` here; whether this process held it.
@@ -166,6 +218,10 @@ impl Backend for Memory {
         hub.append(status).map(Published::Numbered)
     }
 
+    fn task_changed(&self, _hub: Local<'_>, _change: &TaskChange<'_>) -> bool {
+        true
+    }
+
     fn interest(&self, _session: &SessionId) {}
 
     fn open<'a>(&'a self, hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<(), OpenError>> {
@@ -183,6 +239,21 @@ impl Backend for Memory {
 
     fn close<'a>(&'a self, hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<bool, CloseError>> {
         Box::pin(std::future::ready(Ok(hub.close(id))))
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        hub: Local<'a>,
+        id: &'a str,
+        task: &'a str,
+    ) -> BoxFuture<'a, Result<TaskState, CancelError>> {
+        let answer = match hub.cancel_here(id, task) {
+            CancelHere::Done(state) => Ok(state),
+            CancelHere::UnknownSession => Err(CancelError::UnknownSession),
+            // Every task of a hub in memory is started here.
+            CancelHere::Elsewhere | CancelHere::UnknownTask => Err(CancelError::UnknownTask),
+        };
+        Box::pin(std::future::ready(answer))
     }
 
     fn stop(&self) {}

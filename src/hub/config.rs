@@ -3,7 +3,7 @@
 //!
 //! # Invariants
 //!
-//! A config that passed [`HubConfig::validate`](crate::HubConfig::validate) has every bound at least 1, a TTL that fits in
+//! A config that passed [`HubConfig::validate`](crate::HubConfig::validate) has every bound at least 1 (`task_capacity` too), a TTL that fits in
 //! `u64` milliseconds, a `max_status_bytes` longer than [`TRUNCATION_MARKER`] (so [`truncate`]
 //! always has room to cut), and a valid [`NoSessionPolicy::Deliver`] id.
 
@@ -90,6 +90,7 @@ pub enum HistoryExpiry {
 /// assert_eq!(config.subscriber_buffer, 1000);
 /// assert_eq!(config.max_status_bytes, 4096);
 /// assert_eq!(config.max_sessions, 100_000);
+/// assert_eq!(config.task_capacity, 100);
 /// assert_eq!(config.no_session, NoSessionPolicy::Drop);
 ///
 /// let mut small = HubConfig::default();
@@ -116,6 +117,11 @@ pub struct HubConfig {
     pub max_status_bytes: usize,
     /// Most sessions held at once (at least 1; default 100,000).
     pub max_sessions: usize,
+    /// Tasks remembered per session (at least 1; default 100). A new task makes room by
+    /// forgetting the oldest one that has ended; when every remembered task still runs, it is
+    /// refused ([`StartTaskError::TooManyTasks`](crate::hub::StartTaskError::TooManyTasks)).
+    /// Tasks are forgotten with their session.
+    pub task_capacity: usize,
     /// What happens to statuses with no session (default [`NoSessionPolicy::Drop`](crate::NoSessionPolicy::Drop)).
     pub no_session: NoSessionPolicy,
 }
@@ -129,6 +135,7 @@ impl Default for HubConfig {
             subscriber_buffer: 1000,
             max_status_bytes: 4096,
             max_sessions: 100_000,
+            task_capacity: 100,
             no_session: NoSessionPolicy::Drop,
         }
     }
@@ -172,6 +179,9 @@ impl HubConfig {
         }
         if self.max_sessions == 0 {
             return fail("max_sessions", "must be at least 1");
+        }
+        if self.task_capacity == 0 {
+            return fail("task_capacity", "must be at least 1");
         }
         if let NoSessionPolicy::Deliver(id) = &self.no_session {
             if SessionId::check_str(id).is_err() {
@@ -250,5 +260,18 @@ pub(crate) fn truncate(text: &mut String, max: usize) -> bool {
     }
     text.truncate(cut);
     text.push_str(TRUNCATION_MARKER);
+    true
+}
+
+/// Cuts `text` to at most `max` bytes at a char boundary, unmarked; whether it was cut.
+pub(crate) fn cut_at_char_boundary(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
     true
 }

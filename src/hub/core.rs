@@ -14,6 +14,9 @@
 //!   hub's sessions are numbered by one of the two only, chosen when the hub is made.
 //! - `shut_down` is set once, before the shards are drained, and checked under the shard lock
 //!   when a session is opened, so no session opens behind a shutdown.
+//! - A status of a task is checked against the task's token under its session's lock, where a
+//!   cancel sets the token and records the `cancelling` change: so every status of the task
+//!   numbered here is numbered before that change, and every later one is refused.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,15 +25,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::backend::{Backend, Local, Outgoing};
-use super::config::truncate;
+use super::backend::{Backend, Local, Outgoing, TaskChange};
+use super::config::{cut_at_char_boundary, truncate};
 use super::counters::Counters;
+use super::event::Extra;
 use super::log::SessionLog;
-use super::state::{End, Session};
+use super::state::{End, Session, State, Wake};
+use super::task::{Outcome, TaskState, TaskUpdate};
+use super::task_table::{Cancel, Full};
 use super::{
-    HubConfig, NoSessionPolicy, OpenError, PublishError, Published, SessionId, SubscribeError,
+    HubConfig, NoSessionPolicy, OpenError, PublishError, Published, SessionId, StartTaskError,
+    SubscribeError, MAX_KEY_BYTES,
 };
+use crate::messenger::Payload;
+use crate::status::Fields;
 use crate::sync::lock;
+use crate::task::{TaskRef, TaskShared, Token};
 
 type Shard = Mutex<HashMap<SessionId, Arc<Session>>>;
 
@@ -64,6 +74,23 @@ impl From<Refusal> for OpenError {
     }
 }
 
+impl From<Refusal> for StartTaskError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::TooMany => StartTaskError::TooManySessions,
+            Refusal::ShutDown | Refusal::Missing => StartTaskError::ShutDown,
+        }
+    }
+}
+
+/// What a session lookup counts in the session, under the shard lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    Nothing,
+    Subscriber,
+    RunningTask,
+}
+
 impl From<Refusal> for SubscribeError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
@@ -93,10 +120,76 @@ struct Warned {
     invalid: AtomicBool,
     limit: AtomicBool,
     truncated: AtomicBool,
+    cancelled: AtomicBool,
 }
 
 fn first_time(flag: &AtomicBool) -> bool {
     !flag.swap(true, Ordering::Relaxed)
+}
+
+/// Whether a shared backend should follow `session` for this process.
+fn is_watched(session: &Session) -> bool {
+    session.subscribers.load(Ordering::Acquire) > 0
+        || session.running_tasks.load(Ordering::Acquire) > 0
+}
+
+/// Counts in a session being handed out what the lookup is for (under the shard lock).
+fn counted(session: &Session, count: Count) {
+    match count {
+        Count::Nothing => {}
+        Count::Subscriber => {
+            session.subscribers.fetch_add(1, Ordering::AcqRel);
+        }
+        Count::RunningTask => {
+            session.running_tasks.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// What [`Core::cancel_task`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelHere {
+    /// The task was started here; its state after.
+    Done(TaskState),
+    /// The session knows the task, started in another process.
+    Elsewhere,
+    /// The session has no such task here.
+    UnknownTask,
+    /// The session is not held here.
+    UnknownSession,
+}
+
+/// A task change as a shared store has it, for [`Core::deliver_task`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskRecord {
+    pub(crate) task: Arc<str>,
+    pub(crate) state: TaskState,
+    pub(crate) last_seq: u64,
+    pub(crate) message: Option<Arc<str>>,
+}
+
+/// A status numbered elsewhere, for [`Core::deliver`].
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    pub(crate) seq: u64,
+    pub(crate) text: Arc<str>,
+    pub(crate) extra: Option<Arc<Extra>>,
+}
+
+/// A new task id: 128 bits as hex, unique in this process and unpredictable enough that a
+/// client cannot guess another's (the standard library's per-process random hash keys,
+/// mixed with the time and a counter).
+fn new_task_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let count = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let high = RandomState::new().hash_one((nanos, count, std::process::id()));
+    let low = RandomState::new().hash_one((count, nanos));
+    format!("{high:016x}{low:016x}")
 }
 
 pub(crate) struct Core {
@@ -171,11 +264,12 @@ impl Core {
         self.shut_down.load(Ordering::Acquire)
     }
 
-    /// Checks a status (hub open, session, id, size) and hands it to the backend.
+    /// Checks a status (hub open, session, id, task, size) and hands it to the backend.
     pub(crate) fn publish(
         &self,
         session: Option<&str>,
-        text: String,
+        task: Option<&TaskRef>,
+        payload: Payload,
     ) -> Result<Published, PublishError> {
         let counters = &self.counters;
         if self.is_shut_down() {
@@ -209,8 +303,23 @@ impl Core {
             }
             return Err(PublishError::InvalidSessionId);
         };
-        let mut text = text;
-        if truncate(&mut text, self.config.max_status_bytes) {
+        let (mut text, fields) = match payload {
+            Payload::Text(text) => (text, None),
+            Payload::Message(message) => {
+                let (text, fields, _in_origin) = message.into_parts();
+                (text, fields)
+            }
+        };
+        // A task belongs to one session; a status sent to another (a session set inside the
+        // task) is that session's alone.
+        let task = task.filter(|task| task.session == id);
+        if task.as_ref().is_some_and(|task| task.token.is_cancelled()) {
+            self.refuse_cancelled(id);
+            return Err(PublishError::TaskCancelled);
+        }
+        let mut cut = truncate(&mut text, self.config.max_status_bytes);
+        let extra = self.extra(fields, task, &mut cut);
+        if cut {
             counters.truncated.add(1);
             if first_time(&self.warned.truncated) {
                 tracing::warn!(
@@ -226,9 +335,61 @@ impl Core {
         let outgoing = Outgoing {
             session: id,
             text: Arc::from(text),
+            extra,
+            task,
             at_ms: now,
         };
         self.backend.publish(Local(self), outgoing)
+    }
+
+    /// The fields a status keeps, bounded: a key is cut to [`MAX_KEY_BYTES`], data longer
+    /// than `max_status_bytes` is left out (either sets `cut`).
+    fn extra(
+        &self,
+        fields: Option<Box<Fields>>,
+        task: Option<&TaskRef>,
+        cut: &mut bool,
+    ) -> Option<Arc<Extra>> {
+        if fields.is_none() && task.is_none() {
+            return None;
+        }
+        let mut extra = Extra {
+            task: task.map(|task| Arc::clone(&task.id)),
+            ..Extra::default()
+        };
+        if let Some(fields) = fields {
+            let Fields {
+                progress,
+                level,
+                key,
+                data,
+            } = *fields;
+            extra.progress = progress;
+            extra.level = level;
+            extra.key = key.map(|mut key| {
+                *cut |= cut_at_char_boundary(&mut key, MAX_KEY_BYTES);
+                key.into_boxed_str()
+            });
+            extra.data = data.filter(|data| {
+                let fits = data.len() <= self.config.max_status_bytes;
+                *cut |= !fits;
+                fits
+            });
+        }
+        Some(Arc::new(extra))
+    }
+
+    /// Counts a status refused because its task was cancelled.
+    fn refuse_cancelled(&self, session: &str) {
+        self.counters.dropped_cancelled.add(1);
+        if first_time(&self.warned.cancelled) {
+            tracing::debug!(
+                target: "status_messenger::hub",
+                session,
+                "status of a cancelled task refused (counted in HubStats::dropped_cancelled, \
+                 logged once)"
+            );
+        }
     }
 
     /// Numbers a checked status here, as the next of its session (opening it if needed).
@@ -238,7 +399,7 @@ impl Core {
         // An eviction can only win against this append when the TTL is shorter than the time
         // between looking the session up and locking it; then the next attempt opens it anew.
         for _ in 0..3 {
-            let session = match self.session(status.session, now, true, false) {
+            let session = match self.session(status.session, now, true, Count::Nothing) {
                 Ok(session) => session,
                 Err(refusal) => {
                     self.count_refusal(refusal);
@@ -260,9 +421,21 @@ impl Core {
                 }
                 None => {}
             }
+            // Under the lock that a cancel takes (see the module invariants).
+            if status
+                .task
+                .as_ref()
+                .is_some_and(|task| task.token.is_cancelled())
+            {
+                drop(state);
+                self.refuse_cancelled(status.session);
+                return Err(PublishError::TaskCancelled);
+            }
             // Expire first: a status arriving after a quiet spell must not revive old history.
             let mut removed = self.trim(&mut state.log, now);
-            let seq = state.log.append(Arc::clone(&status.text), now);
+            let seq = state
+                .log
+                .append(Arc::clone(&status.text), status.extra.clone(), now);
             removed += self.trim(&mut state.log, now);
             let wake = state.take_wakers();
             drop(state);
@@ -279,7 +452,7 @@ impl Core {
     /// Puts statuses numbered elsewhere into `id`'s history, and records that numbers up to
     /// `head` were given (those not held reach subscribers as a gap); wakes its subscribers.
     /// Only sessions this process holds take them.
-    pub(crate) fn deliver(&self, id: &str, statuses: Vec<(u64, Arc<str>)>, head: u64) {
+    pub(crate) fn deliver(&self, id: &str, statuses: Vec<Delivered>, head: u64) {
         let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
             return;
         };
@@ -292,8 +465,8 @@ impl Core {
         // Quiet history expires before the new statuses join it, as in `append`.
         let mut removed = self.trim(&mut state.log, now);
         let before = state.log.len() as u64;
-        for (seq, text) in statuses {
-            state.log.insert(seq, text, now, capacity);
+        for Delivered { seq, text, extra } in statuses {
+            state.log.insert(seq, text, extra, now, capacity);
         }
         state.log.skip_to(head);
         removed += self.trim(&mut state.log, now);
@@ -306,12 +479,13 @@ impl Core {
         wake.wake();
     }
 
-    /// Sessions with local subscribers, with the highest number their history has held.
+    /// Sessions with local subscribers or tasks running here, with the highest number their
+    /// history has held.
     pub(crate) fn watched(&self) -> Vec<(SessionId, u64)> {
         let mut watched = Vec::new();
         for shard in self.shards.iter() {
             for (id, session) in lock_shard(shard).iter() {
-                if session.subscribers.load(Ordering::Acquire) > 0 {
+                if is_watched(session) {
                     watched.push((id.clone(), session.lock().log.head()));
                 }
             }
@@ -319,10 +493,11 @@ impl Core {
         watched
     }
 
-    /// The highest number held by `id`'s history, if it has local subscribers.
+    /// The highest number held by `id`'s history, if it has local subscribers or tasks
+    /// running here.
     pub(crate) fn watched_head(&self, id: &str) -> Option<u64> {
         let session = lock_shard(self.shard(id)).get(id).cloned()?;
-        if session.subscribers.load(Ordering::Acquire) == 0 {
+        if !is_watched(&session) {
             return None;
         }
         let head = session.lock().log.head();
@@ -333,23 +508,229 @@ impl Core {
     pub(crate) fn open(&self, id: &str) -> Result<(), Refusal> {
         let now = self.clock.now_ms();
         self.maybe_sweep(now);
-        self.session(id, now, true, false).map(drop)
+        self.session(id, now, true, Count::Nothing).map(drop)
     }
 
     /// Whether the checked session `id` is held here.
     pub(crate) fn exists(&self, id: &str) -> bool {
         let now = self.clock.now_ms();
         self.maybe_sweep(now);
-        self.session(id, now, false, false).is_ok()
+        self.session(id, now, false, Count::Nothing).is_ok()
     }
 
     /// Opens the checked session `id` if needed and counts a subscriber in it.
     pub(crate) fn join(&self, id: &str) -> Result<Arc<Session>, Refusal> {
         let now = self.clock.now_ms();
         self.maybe_sweep(now);
-        let session = self.session(id, now, true, true)?;
+        let session = self.session(id, now, true, Count::Subscriber)?;
         self.counters.subscribers.add(1);
         Ok(session)
+    }
+
+    /// Starts a task in the checked session `id` (opening it if needed): remembered as
+    /// `running`, counted as running until its handle ends it.
+    pub(crate) fn start_task(&self, id: &str) -> Result<(Arc<Session>, TaskRef), StartTaskError> {
+        if self.is_shut_down() {
+            return Err(StartTaskError::ShutDown);
+        }
+        let now = self.clock.now_ms();
+        self.maybe_sweep(now);
+        // As in `append`: an eviction can win only against a TTL shorter than this step.
+        for _ in 0..3 {
+            let session = self.session(id, now, true, Count::RunningTask)?;
+            let mut state = session.lock();
+            let refused = match state.end {
+                Some(End::Evicted) => None,
+                Some(End::Closed) => Some(StartTaskError::SessionClosed),
+                None => {
+                    let task = Arc::new(TaskShared {
+                        id: Arc::from(new_task_id()),
+                        session: session.id.clone(),
+                        token: Token::default(),
+                    });
+                    match state
+                        .tasks
+                        .add(Arc::clone(&task), self.config.task_capacity)
+                    {
+                        Ok(forgotten) => {
+                            self.changed(&mut state, &task);
+                            let wake = state.take_wakers();
+                            drop(state);
+                            self.counters.tasks.add(1);
+                            self.counters.tasks.sub(forgotten);
+                            wake.wake();
+                            self.running_changed(&session, true);
+                            return Ok((session, task));
+                        }
+                        Err(Full) => {
+                            tracing::debug!(
+                                target: "status_messenger::hub",
+                                session = id,
+                                task_capacity = self.config.task_capacity,
+                                "task refused: every task the session remembers is still running"
+                            );
+                            Some(StartTaskError::TooManyTasks)
+                        }
+                    }
+                }
+            };
+            drop(state);
+            session.running_tasks.fetch_sub(1, Ordering::AcqRel);
+            if let Some(refused) = refused {
+                return Err(refused);
+            }
+        }
+        Err(StartTaskError::SessionClosed)
+    }
+
+    /// Hands the current state of `task` (just changed, under `state`'s lock) to the backend,
+    /// and tells the session's subscribers at once when the backend says so; a shared backend
+    /// tells them when the change comes back from its store ([`Core::deliver_task`]).
+    fn changed(&self, state: &mut State, task: &TaskRef) {
+        let Some((task_state, message)) = state.tasks.state_of(task) else {
+            return;
+        };
+        let change = TaskChange {
+            session: &task.session,
+            task,
+            state: task_state,
+            message: message.as_deref(),
+        };
+        if self.backend.task_changed(Local(self), &change) {
+            let head = state.log.head();
+            state.tasks.tell(task, head, self.config.task_capacity);
+        }
+    }
+
+    /// A task of `session` started (`true`) or ended: a shared backend follows a session
+    /// while a task runs in it here, as while it has subscribers here.
+    fn running_changed(&self, session: &Session, started: bool) {
+        let running = session.running_tasks.load(Ordering::Acquire);
+        if (started && running == 1) || (!started && running == 0) {
+            self.backend.interest(&session.id);
+        }
+    }
+
+    /// Records the end of `task` in `session`, and that it no longer runs; its state after.
+    pub(crate) fn end_task(
+        &self,
+        session: &Session,
+        task: &TaskRef,
+        outcome: Outcome,
+    ) -> TaskState {
+        let (ended, wake) = {
+            let mut state = session.lock();
+            let ended = state.tasks.end(task, outcome);
+            let wake = if ended.changed {
+                self.changed(&mut state, task);
+                state.take_wakers()
+            } else {
+                Wake::Nobody
+            };
+            (ended, wake)
+        };
+        wake.wake();
+        // A session stays for its time to live after its last task ended, for a page that
+        // reloads to see how it ended.
+        session
+            .last_activity_ms
+            .fetch_max(self.clock.now_ms(), Ordering::Relaxed);
+        let before = session.running_tasks.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "running task count went below zero");
+        self.running_changed(session, false);
+        ended.state
+    }
+
+    /// Asks the task `task` of `session` to stop, if it was started here; see [`Cancel`].
+    /// Its state after, as the contract answers it, when it was.
+    pub(crate) fn cancel_in(&self, session: &Session, task: &str) -> Cancel {
+        let (found, wake) = {
+            let mut state = session.lock();
+            let found = state.tasks.cancel(task);
+            let wake = match &found {
+                Cancel::Now(task) => {
+                    self.changed(&mut state, task);
+                    state.take_wakers()
+                }
+                _ => Wake::Nobody,
+            };
+            (found, wake)
+        };
+        wake.wake();
+        if let Cancel::Now(task) = &found {
+            task.token.wake();
+        }
+        found
+    }
+
+    /// Asks the task `task` of the checked session `id` to stop, if it was started here.
+    pub(crate) fn cancel_task(&self, id: &str, task: &str) -> CancelHere {
+        let now = self.clock.now_ms();
+        let Ok(session) = self.session(id, now, false, Count::Nothing) else {
+            return CancelHere::UnknownSession;
+        };
+        match self.cancel_in(&session, task) {
+            Cancel::Unknown => CancelHere::UnknownTask,
+            Cancel::Elsewhere(_) => CancelHere::Elsewhere,
+            Cancel::Was(state) => CancelHere::Done(state),
+            Cancel::Now(_) => CancelHere::Done(TaskState::Cancelling),
+        }
+    }
+
+    /// Whether the task `task` of the checked session `id` runs here (started here, not
+    /// ended).
+    pub(crate) fn runs_here(&self, id: &str, task: &str) -> bool {
+        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
+            return false;
+        };
+        let runs = session.lock().tasks.runs_here(task);
+        runs
+    }
+
+    /// A change of a task of `id` that came back from a shared store, for the subscribers
+    /// here, placed after status `after` (`None`: after what the session holds now, as for
+    /// what a subscription starts with). Only sessions this process holds take them.
+    pub(crate) fn deliver_task(&self, id: &str, change: TaskRecord, after: Option<u64>) {
+        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
+            return;
+        };
+        let (told, remembered, wake) = {
+            let mut state = session.lock();
+            if state.end.is_some() {
+                return;
+            }
+            let before = state.tasks.len();
+            let after = after.unwrap_or_else(|| state.log.head());
+            let update = TaskUpdate::new(
+                session.id.clone(),
+                change.task,
+                change.state,
+                change.last_seq,
+                change.message,
+            );
+            let told = state
+                .tasks
+                .deliver(update, after, self.config.task_capacity);
+            let remembered = state.tasks.len() as i64 - before as i64;
+            let wake = if told {
+                state.take_wakers()
+            } else {
+                Wake::Nobody
+            };
+            (told, remembered, wake)
+        };
+        if told && remembered > 0 {
+            self.counters.tasks.add(1);
+        }
+        wake.wake();
+    }
+
+    /// The tasks the checked session `id` remembers here, oldest first, with their states.
+    pub(crate) fn tasks(&self, id: &str) -> Option<Vec<TaskUpdate>> {
+        let now = self.clock.now_ms();
+        let session = self.session(id, now, false, Count::Nothing).ok()?;
+        let state = session.lock();
+        Some(state.tasks.snapshot().collect())
     }
 
     /// Ends the session `id` here: its subscribers get what it holds, then their streams end.
@@ -406,17 +787,18 @@ impl Core {
 
     fn idle_expired(&self, session: &Session, now: u64) -> bool {
         session.subscribers.load(Ordering::Acquire) == 0
+            && session.running_tasks.load(Ordering::Acquire) == 0
             && now.saturating_sub(session.last_activity_ms.load(Ordering::Relaxed)) >= self.ttl_ms
     }
 
-    /// Finds (or, with `create`, opens) the session `id` and marks it active; with `subscribe`
-    /// also counts a subscriber in it. Evicts it first if it has been idle past its TTL.
+    /// Finds (or, with `create`, opens) the session `id` and marks it active; counts in it what
+    /// `count` says. Evicts it first if it has been idle past its TTL.
     fn session(
         &self,
         id: &str,
         now: u64,
         create: bool,
-        subscribe: bool,
+        count: Count,
     ) -> Result<Arc<Session>, Refusal> {
         let mut map = lock_shard(self.shard(id));
         // Checked under the shard lock: `shutdown` sets the flag before draining the shards,
@@ -433,9 +815,7 @@ impl Core {
                     // Opening, publishing and subscribing keep a session alive; looking does not.
                     session.last_activity_ms.fetch_max(now, Ordering::Relaxed);
                 }
-                if subscribe {
-                    session.subscribers.fetch_add(1, Ordering::AcqRel);
-                }
+                counted(session, count);
                 return Ok(Arc::clone(session));
             }
         }
@@ -445,9 +825,7 @@ impl Core {
             Err(Refusal::TooMany)
         } else {
             let session = Arc::new(Session::new(SessionId::from_checked(id), now));
-            if subscribe {
-                session.subscribers.store(1, Ordering::Release);
-            }
+            counted(&session, count);
             map.insert(session.id.clone(), Arc::clone(&session));
             self.counters.sessions.add(1);
             Ok(session)
@@ -477,23 +855,28 @@ impl Core {
         }
     }
 
-    /// Ends a session already removed from its shard.
+    /// Ends a session already removed from its shard, asking its tasks to stop.
     fn end_session(&self, session: &Session, end: End) {
-        let (freed, wake) = {
+        let (freed, forgotten, stopped, wake) = {
             let mut state = session.lock();
             if state.end.is_some() {
                 return;
             }
             state.end = Some(end);
-            let freed = if state.members() == 0 {
-                state.log.clear()
+            let stopped = state.tasks.cancel_all();
+            let (freed, forgotten) = if state.members() == 0 {
+                (state.log.clear(), state.tasks.clear())
             } else {
-                0
+                (0, 0)
             };
-            (freed, state.take_wakers())
+            (freed, forgotten, stopped, state.take_wakers())
         };
         self.counters.retained.sub(freed);
+        self.counters.tasks.sub(forgotten);
         wake.wake();
+        for task in stopped {
+            task.token.wake();
+        }
     }
 
     fn evict(&self, session: &Session) {

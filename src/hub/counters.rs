@@ -95,6 +95,8 @@ pub(crate) struct Counters {
     pub(crate) backend_buffered: Gauge,
     pub(crate) backend_errors: Counter,
     pub(crate) backend_reconnects: Counter,
+    pub(crate) dropped_cancelled: Counter,
+    pub(crate) tasks: Gauge,
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -128,6 +130,8 @@ impl Counters {
             backend_buffered: g(),
             backend_errors: c(),
             backend_reconnects: c(),
+            dropped_cancelled: c(),
+            tasks: g(),
         }
     }
 }
@@ -178,6 +182,8 @@ impl Counters {
                 "failed redis connections and commands",
             ),
             backend_reconnects: c(n::BACKEND_RECONNECTS, Unit::Count, "reconnections to redis"),
+            dropped_cancelled: dropped("task_cancelled"),
+            tasks: g(n::TASKS, "tasks remembered now"),
         }
     }
 }
@@ -202,6 +208,8 @@ impl Counters {
             backend_buffered: self.backend_buffered.get(),
             backend_errors: self.backend_errors.get(),
             backend_reconnects: self.backend_reconnects.get(),
+            dropped_cancelled: self.dropped_cancelled.get(),
+            tasks: self.tasks.get(),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`Hub::session_exists`](crate::Hub::session_exists): [`LookupError`];
 //! - [`Hub::try_subscribe`](crate::Hub::try_subscribe): [`SubscribeError`];
 //! - [`Hub::close_session`](crate::Hub::close_session): [`CloseError`];
+//! - [`Hub::start_task`](crate::Hub::start_task): [`StartTaskError`];
+//! - [`Hub::cancel_task`](crate::Hub::cancel_task): [`CancelError`];
 //! - a shared backend's failures: [`BackendError`], the source of the `Backend` variants.
 
 use std::fmt;
@@ -84,6 +86,9 @@ pub enum PublishError {
     /// A shared backend's buffer is full while it cannot reach its store (counted in
     /// `dropped_backend`; subscribers get a gap for it).
     BufferFull,
+    /// It was added by a task that had been asked to stop (counted in `dropped_cancelled`):
+    /// no status of a task follows its `cancelling` update.
+    TaskCancelled,
 }
 
 impl fmt::Display for PublishError {
@@ -95,6 +100,7 @@ impl fmt::Display for PublishError {
             PublishError::SessionClosed => "the session is being closed",
             PublishError::ShutDown => "the hub is shut down",
             PublishError::BufferFull => "the backend's buffer is full",
+            PublishError::TaskCancelled => "its task was cancelled",
         })
     }
 }
@@ -302,3 +308,102 @@ pub enum CloseError {
 }
 
 display_and_source!(CloseError {} backend: Backend invalid: InvalidSessionId);
+
+/// Why [`Hub::start_task`](crate::Hub::start_task) did not start a task.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::StartTaskError;
+/// use status_messenger::{Hub, HubConfig};
+///
+/// let mut config = HubConfig::default();
+/// config.task_capacity = 1;
+/// let hub = Hub::new(config).unwrap();
+/// let running = hub.start_task("s1").unwrap();
+/// assert_eq!(hub.start_task("s1").unwrap_err(), StartTaskError::TooManyTasks);
+/// running.finish();
+/// assert!(hub.start_task("s1").is_ok()); // the ended task is forgotten to make room
+/// assert!(matches!(hub.start_task(""), Err(StartTaskError::InvalidSessionId(_))));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartTaskError {
+    /// The id is not a valid [`SessionId`](crate::SessionId).
+    InvalidSessionId(InvalidSessionId),
+    /// The session does not exist and [`HubConfig::max_sessions`](crate::HubConfig::max_sessions)
+    /// sessions are held already.
+    TooManySessions,
+    /// The session remembers [`HubConfig::task_capacity`](crate::HubConfig::task_capacity)
+    /// tasks and none of them has ended.
+    TooManyTasks,
+    /// The session is being closed.
+    SessionClosed,
+    /// The hub was shut down.
+    ShutDown,
+}
+
+display_and_source!(StartTaskError {
+    TooManySessions => "too many sessions",
+    TooManyTasks => "too many running tasks in the session",
+    SessionClosed => "the session is being closed",
+    ShutDown => "the hub is shut down",
+} invalid: InvalidSessionId);
+
+/// Why [`Hub::cancel_task`](crate::Hub::cancel_task) could not ask a task to stop.
+///
+/// The contract answers each of the "not found" cases ([`is_not_found`](CancelError::is_not_found))
+/// with 404.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::CancelError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// let task = hub.start_task("s1").unwrap();
+/// let error = hub.cancel_task("s2", task.id()).await.unwrap_err();
+/// assert!(matches!(error, CancelError::UnknownSession));
+/// assert_eq!(error.to_string(), "unknown session");
+/// let error = hub.cancel_task("s1", "no-such-task").await.unwrap_err();
+/// assert!(matches!(error, CancelError::UnknownTask));
+/// assert!(error.is_not_found());
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CancelError {
+    /// The id is not a valid [`SessionId`](crate::SessionId).
+    InvalidSessionId(InvalidSessionId),
+    /// No such session (never opened, closed, or evicted; every session after shutdown).
+    UnknownSession,
+    /// The session has no such task: never started there, or forgotten
+    /// ([`HubConfig::task_capacity`](crate::HubConfig::task_capacity)).
+    UnknownTask,
+    /// The shared backend did not answer.
+    Backend(BackendError),
+}
+
+impl CancelError {
+    /// Whether the session or the task was not found (an invalid id included): the contract's
+    /// 404, as opposed to a backend failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::{BackendError, CancelError};
+    ///
+    /// assert!(CancelError::UnknownTask.is_not_found());
+    /// assert!(!CancelError::Backend(BackendError::new("redis", "timed out")).is_not_found());
+    /// ```
+    pub fn is_not_found(&self) -> bool {
+        !matches!(self, CancelError::Backend(_))
+    }
+}
+
+display_and_source!(CancelError {
+    UnknownSession => "unknown session",
+    UnknownTask => "unknown task",
+} backend: Backend invalid: InvalidSessionId);

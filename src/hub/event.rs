@@ -1,12 +1,13 @@
 //! What subscribers receive and what names a session: [`SessionId`], [`Event`], [`Status`],
-//! [`Gap`].
+//! [`Gap`] (and [`TaskUpdate`](super::TaskUpdate), in `task`).
 //!
 //! # Invariants
 //!
 //! - A [`SessionId`] is 1 to [`MAX_SESSION_ID_BYTES`] bytes long with no control character;
 //!   it can only be made by [`SessionId::new`] (or the conversions that call it), so code that
 //!   holds one never checks it again.
-//! - A [`Status`]'s `seq` is at least 1 and its text at most the hub's `max_status_bytes`.
+//! - A [`Status`]'s `seq` is at least 1 and its text at most the hub's `max_status_bytes`; its
+//!   key is at most [`MAX_KEY_BYTES`] and its data at most `max_status_bytes`.
 //! - A [`Gap`] has `1 <= from <= to`: it is never empty. Its fields are private so no value
 //!   outside this crate can break that.
 
@@ -14,6 +15,41 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+
+use super::TaskUpdate;
+use crate::status::{JsonData, Level, Progress};
+
+/// The longest status key the hub keeps, in bytes; a longer one is cut at a char boundary
+/// (counted in [`HubStats::truncated`](crate::HubStats::truncated)).
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::hub::MAX_KEY_BYTES;
+/// use status_messenger::{Event, Hub, StatusMessage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new(Default::default()).unwrap();
+/// hub.publish_message(Some("s"), StatusMessage::new("x").key("k".repeat(300))).unwrap();
+/// let Some(Event::Status(status)) = hub.subscribe("s", None).next().await else { panic!() };
+/// assert_eq!(status.key().map(str::len), Some(MAX_KEY_BYTES));
+/// assert_eq!(hub.stats().truncated, 1);
+/// # }
+/// ```
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// A status's optional fields, as the hub keeps them: shared by its history entry and every
+/// [`Status`] handed out, so a plain status pays one pointer for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Extra {
+    pub(crate) task: Option<Arc<str>>,
+    pub(crate) progress: Option<Progress>,
+    pub(crate) level: Option<Level>,
+    pub(crate) key: Option<Box<str>>,
+    pub(crate) data: Option<JsonData>,
+}
 
 /// The longest session id the hub accepts, in bytes.
 ///
@@ -272,6 +308,9 @@ pub enum Event {
     Status(Status),
     /// Statuses this subscriber cannot have.
     Gap(Gap),
+    /// A task of the session changed state, or (first thing on every subscription) is in that
+    /// state; see [`TaskUpdate`]. Only sessions that have tasks have these.
+    Task(TaskUpdate),
 }
 
 impl Event {
@@ -294,10 +333,11 @@ impl Event {
         match self {
             Event::Status(status) => &status.session,
             Event::Gap(gap) => &gap.session,
+            Event::Task(update) => update.session(),
         }
     }
 
-    /// The status's number, or `None` for a gap.
+    /// The status's number, or `None` for a gap or a task update.
     ///
     /// # Examples
     ///
@@ -314,13 +354,19 @@ impl Event {
     pub fn seq(&self) -> Option<u64> {
         match self {
             Event::Status(status) => Some(status.seq),
-            Event::Gap(_) => None,
+            Event::Gap(_) | Event::Task(_) => None,
         }
     }
 
     /// The last number this item accounts for: a status's `seq`, a gap's `to`. A client that
     /// remembers it can resume with [`Hub::subscribe`](crate::Hub::subscribe)`(session,
     /// Some(last))`.
+    ///
+    /// A task update accounts for no status; for one this is its
+    /// [`last_seq`](TaskUpdate::last_seq), the session's newest number when the task changed.
+    /// The updates a subscription starts with may be ahead of the statuses it has delivered,
+    /// so resume from [`Subscription::last_seq`](crate::Subscription::last_seq), or from the
+    /// last status or gap, not from a task update.
     ///
     /// # Examples
     ///
@@ -344,6 +390,7 @@ impl Event {
         match self {
             Event::Status(status) => status.seq,
             Event::Gap(gap) => gap.to,
+            Event::Task(update) => update.last_seq(),
         }
     }
 }
@@ -370,12 +417,137 @@ pub struct Status {
     session: SessionId,
     seq: u64,
     text: Arc<str>,
+    extra: Option<Arc<Extra>>,
 }
 
 impl Status {
-    pub(crate) fn new(session: SessionId, seq: u64, text: Arc<str>) -> Status {
+    pub(crate) fn new(
+        session: SessionId,
+        seq: u64,
+        text: Arc<str>,
+        extra: Option<Arc<Extra>>,
+    ) -> Status {
         debug_assert!(seq >= 1, "statuses are numbered from 1");
-        Status { session, seq, text }
+        Status {
+            session,
+            seq,
+            text,
+            extra,
+        }
+    }
+
+    fn extra(&self) -> Option<&Extra> {
+        self.extra.as_deref()
+    }
+
+    /// The id of the task that added it (the frame field `"task"`), if it was added inside a
+    /// [`Task`](crate::Task).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new(Default::default()).unwrap();
+    /// let messenger = status_messenger::Messenger::new();
+    /// hub.attach(&messenger).unwrap();
+    /// let task = hub.start_task("s1").unwrap();
+    /// let id = task.id().to_owned();
+    /// task.context().with_messenger(&messenger).run(|| messenger.add_status_message("step 1"));
+    /// hub.publish(Some("s1"), "not from a task").unwrap();
+    ///
+    /// let mut sub = hub.subscribe("s1", None);
+    /// let Some(Event::Task(_running)) = sub.next().await else { panic!() };
+    /// let Some(Event::Status(step)) = sub.next().await else { panic!() };
+    /// assert_eq!(step.task(), Some(id.as_str()));
+    /// let Some(Event::Status(other)) = sub.next().await else { panic!() };
+    /// assert_eq!(other.task(), None);
+    /// # }
+    /// ```
+    pub fn task(&self) -> Option<&str> {
+        self.extra().and_then(|extra| extra.task.as_deref())
+    }
+
+    /// Its progress (the frame field `"progress": {"current": c, "total": t}`), if it has one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub, StatusMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = Hub::new(Default::default()).unwrap();
+    /// hub.publish_message(Some("s1"), StatusMessage::new("step").progress(2, 5)).unwrap();
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", None).next().await else { panic!() };
+    /// let progress = status.progress().unwrap();
+    /// assert_eq!((progress.current(), progress.total()), (2, 5));
+    /// # }
+    /// ```
+    pub fn progress(&self) -> Option<Progress> {
+        self.extra().and_then(|extra| extra.progress)
+    }
+
+    /// Its level (the frame field `"level"`, [`Level::as_str`]), if it has one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub, Level, StatusMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = Hub::new(Default::default()).unwrap();
+    /// hub.publish_message(Some("s1"), StatusMessage::new("retrying").level(Level::Warn)).unwrap();
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", None).next().await else { panic!() };
+    /// assert_eq!(status.level().map(|level| level.as_str()), Some("warn"));
+    /// # }
+    /// ```
+    pub fn level(&self) -> Option<Level> {
+        self.extra().and_then(|extra| extra.level)
+    }
+
+    /// Its key (the frame field `"key"`), if it has one: a later status with the same key
+    /// supersedes it on screen.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub, StatusMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = Hub::new(Default::default()).unwrap();
+    /// hub.publish_message(Some("s1"), StatusMessage::new("1 of 3").key("dl")).unwrap();
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", None).next().await else { panic!() };
+    /// assert_eq!(status.key(), Some("dl"));
+    /// # }
+    /// ```
+    pub fn key(&self) -> Option<&str> {
+        self.extra().and_then(|extra| extra.key.as_deref())
+    }
+
+    /// Its JSON data (the frame field `"data"`, to be written into the frame as it is: it is
+    /// valid, compact JSON), if it has any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use status_messenger::{Event, Hub, JsonData, StatusMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let hub = Hub::new(Default::default()).unwrap();
+    /// let data = JsonData::new(r#"{"hits": [1, 2]}"#).unwrap();
+    /// hub.publish_message(Some("s1"), StatusMessage::new("found").data(data)).unwrap();
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", None).next().await else { panic!() };
+    /// assert_eq!(status.data().map(|data| data.as_str()), Some(r#"{"hits":[1,2]}"#));
+    /// # }
+    /// ```
+    pub fn data(&self) -> Option<&JsonData> {
+        self.extra().and_then(|extra| extra.data.as_ref())
     }
 
     /// The session it belongs to.

@@ -20,12 +20,18 @@ use tokio::task::JoinHandle;
 
 use super::core::Core;
 use super::Hub;
+use crate::messenger::Payload;
 use crate::sync::lock;
+use crate::task::TaskRef;
+use crate::StatusMessage;
 
 impl Hub {
     /// Drives a stream of updates into the hub until it ends or the hub shuts down.
     ///
-    /// Each `(session, text)` is [`publish`](Hub::publish)ed in order. When the hub shuts down,
+    /// Each `(session, text)` is [`publish`](Hub::publish)ed in order. Texts carry no fields
+    /// and no task: to keep a messenger's, consume its
+    /// [`into_messages`](crate::StatusStream::into_messages) with
+    /// [`consume_messages`](Hub::consume_messages), or [`attach`](Hub::attach) it. When the hub shuts down,
     /// this stops taking items at once and returns; what the stream still holds stays in it (a
     /// [`StatusStream`](crate::StatusStream) gives its receiver back to the messenger when
     /// dropped). Idle sessions are swept as it goes. It holds no lock across an await.
@@ -51,6 +57,50 @@ impl Hub {
     where
         S: Stream<Item = (Option<String>, String)> + Send,
     {
+        self.feed(updates, |text| (None, Payload::Text(text))).await;
+    }
+
+    /// Drives a stream of whole statuses into the hub until it ends or the hub shuts down, as
+    /// [`consume`](Hub::consume) drives texts: each keeps its fields and task id, and the
+    /// statuses of a cancelled task are refused. Consume a messenger this way
+    /// (`hub.consume_messages(messenger.stream().into_messages())`), or
+    /// [`attach`](Hub::attach) it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::{Event, Hub, Messenger, SessionContext, StatusMessage};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new(Default::default()).unwrap();
+    /// let messenger = Messenger::new();
+    /// let consumer = tokio::spawn({
+    ///     let (hub, updates) = (hub.clone(), messenger.stream().into_messages());
+    ///     async move { hub.consume_messages(updates).await }
+    /// });
+    /// SessionContext::new("s1").run(|| {
+    ///     messenger.add_status(StatusMessage::new("half way").progress(5, 10));
+    /// });
+    /// let Some(Event::Status(status)) = hub.subscribe("s1", None).next().await else { panic!() };
+    /// assert_eq!(status.progress().map(|p| p.current()), Some(5));
+    /// hub.shutdown().await;
+    /// consumer.await.unwrap();
+    /// # }
+    /// ```
+    pub async fn consume_messages<S>(&self, updates: S)
+    where
+        S: Stream<Item = (Option<String>, StatusMessage)> + Send,
+    {
+        self.feed(updates, Payload::from_message).await;
+    }
+
+    /// What both consume: each item's second part made a task and a payload by `payload`.
+    async fn feed<S, T>(&self, updates: S, payload: fn(T) -> (Option<TaskRef>, Payload))
+    where
+        S: Stream<Item = (Option<String>, T)> + Send,
+    {
         let core = &*self.core;
         let _consumer = ConsumerGuard::enter(core);
         let mut stop = pin!(core.stop.notified());
@@ -66,9 +116,10 @@ impl Hub {
             })
             .await;
             match next {
-                Some(Some((session, text))) => {
+                Some(Some((session, item))) => {
                     // Refusals are counted by the hub; the stream goes on.
-                    let _counted = self.publish(session.as_deref(), text);
+                    let (task, payload) = payload(item);
+                    let _counted = core.publish(session.as_deref(), task.as_ref(), payload);
                     taken += 1;
                     // A stream that is always ready must not starve the subscribers' tasks.
                     if taken % 256 == 0 {
@@ -111,9 +162,11 @@ impl Hub {
     /// # }
     /// ```
     pub fn spawn_global_consumer(&self) -> JoinHandle<()> {
-        let updates = crate::setup_status_messenger_async().stream();
+        let updates = crate::setup_status_messenger_async()
+            .stream()
+            .into_messages();
         let hub = self.clone();
-        tokio::spawn(async move { hub.consume(updates).await })
+        tokio::spawn(async move { hub.consume_messages(updates).await })
     }
 
     /// Like [`spawn_global_consumer`](Hub::spawn_global_consumer), but returns an error instead
@@ -135,9 +188,11 @@ impl Hub {
     pub fn try_spawn_global_consumer(&self) -> Result<JoinHandle<()>, crate::SpawnError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| crate::SpawnError::NoRuntime)?;
-        let updates = crate::setup_status_messenger_async().stream();
+        let updates = crate::setup_status_messenger_async()
+            .stream()
+            .into_messages();
         let hub = self.clone();
-        Ok(runtime.spawn(async move { hub.consume(updates).await }))
+        Ok(runtime.spawn(async move { hub.consume_messages(updates).await }))
     }
 
     /// Makes `messenger` hand every message straight to this hub, on the sender's own thread,
@@ -174,13 +229,13 @@ impl Hub {
     /// ```
     pub fn attach(&self, messenger: &crate::Messenger) -> Result<(), crate::StreamError> {
         let core = Arc::clone(&self.core);
-        messenger.set_direct(Box::new(move |session, text| {
+        messenger.set_direct(Box::new(move |session, task, payload| {
             if core.is_shut_down() {
                 // Being detached: the channel keeps it for the next consumer.
-                return Err(text);
+                return Err(payload);
             }
             // Refusals are counted by the hub, as for any publish.
-            let _counted = core.publish(session, text);
+            let _counted = core.publish(session, task, payload);
             Ok(())
         }))?;
         let previous = lock(&self.core.attached).replace(messenger.clone());

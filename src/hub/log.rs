@@ -13,13 +13,18 @@
 //!   numbers are inserted before they read past it; a number below `head` fills a hole in place
 //!   if it is not already held and not older than everything retained.
 //! - Entries leave only from the front (the oldest), so "first retained seq" only grows.
+//! - `extras` holds the fields of the retained statuses that have any, sorted by `seq`, each
+//!   `seq` that of a retained entry: it leaves with its entry. Plain statuses, the common
+//!   case, so cost nothing for fields.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::event::Extra;
 use super::{Event, Gap, HistoryExpiry, SessionId, Status};
 
-/// One retained status: 32 bytes here plus the shared text allocation.
+/// One retained status: 32 bytes here plus the shared text allocation (a status with fields
+/// also has one entry in `extras`).
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) seq: u64,
@@ -55,6 +60,8 @@ pub(crate) struct Read {
 #[derive(Debug, Default)]
 pub(crate) struct SessionLog {
     entries: VecDeque<Entry>,
+    /// The fields of the entries that have any, by `seq` (see the module invariants).
+    extras: VecDeque<(u64, Arc<Extra>)>,
     head: u64,
     /// When the newest status was added (`0` before the first).
     last_at_ms: u64,
@@ -75,13 +82,16 @@ impl SessionLog {
     }
 
     /// Appends a locally published status as `head + 1` and returns its number.
-    pub(crate) fn append(&mut self, text: Arc<str>, now_ms: u64) -> u64 {
+    pub(crate) fn append(&mut self, text: Arc<str>, extra: Option<Arc<Extra>>, now_ms: u64) -> u64 {
         self.head += 1;
         self.entries.push_back(Entry {
             seq: self.head,
             at_ms: now_ms,
             text,
         });
+        if let Some(extra) = extra {
+            self.extras.push_back((self.head, extra));
+        }
         self.last_at_ms = now_ms;
         self.head
     }
@@ -91,6 +101,7 @@ impl SessionLog {
         &mut self,
         seq: u64,
         text: Arc<str>,
+        extra: Option<Arc<Extra>>,
         now_ms: u64,
         capacity: usize,
     ) -> Inserted {
@@ -105,6 +116,9 @@ impl SessionLog {
                 at_ms: now_ms,
                 text,
             });
+            if let Some(extra) = extra {
+                self.extras.push_back((seq, extra));
+            }
             return Inserted::Appended;
         }
         let at = self.entries.partition_point(|e| e.seq < seq);
@@ -117,6 +131,10 @@ impl SessionLog {
         // A filled hole keeps the age of its neighbour so it leaves history with it.
         let at_ms = self.entries.get(at).map_or(now_ms, |e| e.at_ms);
         self.entries.insert(at, Entry { seq, at_ms, text });
+        if let Some(extra) = extra {
+            let at = self.extras.partition_point(|(held, _)| *held < seq);
+            self.extras.insert(at, (seq, extra));
+        }
         Inserted::Filled
     }
 
@@ -156,6 +174,12 @@ impl SessionLog {
                 }
             }
         }
+        if removed > 0 {
+            let first = self.entries.front().map_or(u64::MAX, |e| e.seq);
+            while self.extras.front().is_some_and(|(seq, _)| *seq < first) {
+                self.extras.pop_front();
+            }
+        }
         removed
     }
 
@@ -163,6 +187,7 @@ impl SessionLog {
     pub(crate) fn clear(&mut self) -> u64 {
         let removed = self.entries.len() as u64;
         self.entries = VecDeque::new();
+        self.extras = VecDeque::new();
         removed
     }
 
@@ -207,6 +232,7 @@ impl SessionLog {
             cursor = floor;
         }
         let mut at = self.index_after(cursor);
+        let mut extra_at = self.extras.partition_point(|(seq, _)| *seq <= cursor);
         let mut statuses = 0;
         while statuses < max_statuses {
             let Some(entry) = self.entries.get(at) else {
@@ -217,10 +243,22 @@ impl SessionLog {
                 cursor = entry.seq - 1;
             }
             flush_gap(out, &mut gap_from, cursor);
+            while self
+                .extras
+                .get(extra_at)
+                .is_some_and(|(seq, _)| *seq < entry.seq)
+            {
+                extra_at += 1;
+            }
+            let extra = match self.extras.get(extra_at) {
+                Some((seq, extra)) if *seq == entry.seq => Some(Arc::clone(extra)),
+                _ => None,
+            };
             out.push_back(Event::Status(Status::new(
                 session.clone(),
                 entry.seq,
                 Arc::clone(&entry.text),
+                extra,
             )));
             cursor = entry.seq;
             statuses += 1;
@@ -262,6 +300,7 @@ mod tests {
             .map(|e| match e {
                 Event::Status(s) => ('s', s.seq(), s.seq()),
                 Event::Gap(g) => ('g', g.from(), g.to()),
+                Event::Task(_) => ('t', 0, 0),
             })
             .collect()
     }
@@ -270,7 +309,7 @@ mod tests {
     fn reads_after_cursor_and_reports_trimmed_front() {
         let mut log = SessionLog::default();
         for i in 0..10 {
-            log.append(text(&i.to_string()), 0);
+            log.append(text(&i.to_string()), None, 0);
         }
         assert_eq!(log.trim(4, HistoryExpiry::EachStatus, 1000, 0), 6);
         let (events, read) = read_all(&log, 2, 100);
@@ -294,7 +333,7 @@ mod tests {
     fn far_behind_reader_is_moved_forward() {
         let mut log = SessionLog::default();
         for _ in 0..10 {
-            log.append(text("x"), 0);
+            log.append(text("x"), None, 0);
         }
         let (events, _) = read_all(&log, 0, 3);
         assert_eq!(
@@ -307,7 +346,7 @@ mod tests {
     fn adjacent_missing_ranges_make_one_gap() {
         let mut log = SessionLog::default();
         for _ in 0..10 {
-            log.append(text("x"), 0);
+            log.append(text("x"), None, 0);
         }
         log.trim(2, HistoryExpiry::EachStatus, 1000, 0);
         // Behind by more than 5 (floor 5), and 6..=8 left history too.
@@ -322,8 +361,8 @@ mod tests {
     #[test]
     fn cleared_log_owes_a_gap_up_to_head() {
         let mut log = SessionLog::default();
-        log.append(text("a"), 0);
-        log.append(text("b"), 0);
+        log.append(text("a"), None, 0);
+        log.append(text("b"), None, 0);
         assert_eq!(log.trim(10, HistoryExpiry::AfterLastStatus, 5, 5), 2);
         let (events, read) = read_all(&log, 1, 100);
         assert_eq!(shape(&events), vec![('g', 2, 2)]);
@@ -336,7 +375,7 @@ mod tests {
     fn batches_stop_at_max_statuses_without_a_false_gap() {
         let mut log = SessionLog::default();
         for _ in 0..5 {
-            log.append(text("x"), 0);
+            log.append(text("x"), None, 0);
         }
         let mut out = VecDeque::new();
         let read = log.read(0, 100, 2, &id(), &mut out);
@@ -348,20 +387,20 @@ mod tests {
     #[test]
     fn external_numbers_fill_holes_or_leave_gaps() {
         let mut log = SessionLog::default();
-        assert_eq!(log.insert(1, text("1"), 0, 10), Inserted::Appended);
-        assert_eq!(log.insert(4, text("4"), 0, 10), Inserted::Appended);
-        assert_eq!(log.insert(4, text("4"), 0, 10), Inserted::Duplicate);
+        assert_eq!(log.insert(1, text("1"), None, 0, 10), Inserted::Appended);
+        assert_eq!(log.insert(4, text("4"), None, 0, 10), Inserted::Appended);
+        assert_eq!(log.insert(4, text("4"), None, 0, 10), Inserted::Duplicate);
         let (events, _) = read_all(&log, 0, 100);
         assert_eq!(shape(&events), vec![('s', 1, 1), ('g', 2, 3), ('s', 4, 4)]);
-        assert_eq!(log.insert(3, text("3"), 0, 10), Inserted::Filled);
-        assert_eq!(log.insert(2, text("2"), 0, 10), Inserted::Filled);
+        assert_eq!(log.insert(3, text("3"), None, 0, 10), Inserted::Filled);
+        assert_eq!(log.insert(2, text("2"), None, 0, 10), Inserted::Filled);
         let (events, _) = read_all(&log, 0, 100);
         assert_eq!(
             shape(&events),
             vec![('s', 1, 1), ('s', 2, 2), ('s', 3, 3), ('s', 4, 4)]
         );
         assert_eq!(log.head(), 4);
-        assert_eq!(log.append(text("5"), 0), 5);
+        assert_eq!(log.append(text("5"), None, 0), 5);
         assert_eq!(log.first_seq(), Some(1));
     }
 
@@ -369,12 +408,12 @@ mod tests {
     fn index_after_agrees_with_a_search() {
         let mut contiguous = SessionLog::default();
         for _ in 0..10 {
-            contiguous.append(text("x"), 0);
+            contiguous.append(text("x"), None, 0);
         }
         contiguous.trim(6, HistoryExpiry::EachStatus, 1000, 0);
         let mut holey = SessionLog::default();
         for seq in [3, 4, 7, 9, 10] {
-            holey.insert(seq, text("x"), 0, 100);
+            holey.insert(seq, text("x"), None, 0, 100);
         }
         for log in [&contiguous, &holey, &SessionLog::default()] {
             for cursor in (0..14).chain([u64::MAX - 1, u64::MAX]) {
@@ -387,23 +426,67 @@ mod tests {
     #[test]
     fn full_log_refuses_numbers_older_than_everything() {
         let mut log = SessionLog::default();
-        log.insert(5, text("5"), 0, 1);
-        assert_eq!(log.insert(3, text("3"), 0, 1), Inserted::TooOld);
-        assert_eq!(log.insert(0, text("0"), 0, 1), Inserted::TooOld);
+        log.insert(5, text("5"), None, 0, 1);
+        assert_eq!(log.insert(3, text("3"), None, 0, 1), Inserted::TooOld);
+        assert_eq!(log.insert(0, text("0"), None, 0, 1), Inserted::TooOld);
         assert_eq!(log.len(), 1);
+    }
+
+    #[test]
+    fn fields_stay_with_their_status_and_leave_with_it() {
+        let fields = |key: &str| {
+            Some(Arc::new(Extra {
+                key: Some(key.into()),
+                ..Extra::default()
+            }))
+        };
+        let keys = |log: &SessionLog, cursor: u64| -> Vec<(u64, Option<String>)> {
+            read_all(log, cursor, 100)
+                .0
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::Status(s) => Some((s.seq(), s.key().map(str::to_owned))),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut log = SessionLog::default();
+        log.append(text("1"), fields("a"), 0);
+        log.append(text("2"), None, 0);
+        log.append(text("3"), fields("c"), 0);
+        log.insert(6, text("6"), fields("f"), 0, 10);
+        log.insert(5, text("5"), None, 0, 10);
+        log.insert(4, text("4"), fields("d"), 0, 10);
+        assert_eq!(
+            keys(&log, 0),
+            [
+                (1, Some("a".into())),
+                (2, None),
+                (3, Some("c".into())),
+                (4, Some("d".into())),
+                (5, None),
+                (6, Some("f".into()))
+            ]
+        );
+        assert_eq!(keys(&log, 4), [(5, None), (6, Some("f".into()))]);
+        log.trim(3, HistoryExpiry::EachStatus, 1000, 0);
+        assert_eq!(log.extras.len(), 2);
+        assert_eq!(keys(&log, 0)[0], (4, Some("d".into())));
+        log.clear();
+        assert!(log.extras.is_empty());
     }
 
     #[test]
     fn each_status_expires_by_age() {
         let mut log = SessionLog::default();
-        log.append(text("old"), 0);
-        log.append(text("new"), 50);
+        log.append(text("old"), None, 0);
+        log.append(text("new"), None, 50);
         assert_eq!(log.trim(10, HistoryExpiry::EachStatus, 60, 60), 1);
         assert_eq!(log.first_seq(), Some(2));
         // The whole-history policy keeps both until the newest is too old.
         let mut log = SessionLog::default();
-        log.append(text("old"), 0);
-        log.append(text("new"), 50);
+        log.append(text("old"), None, 0);
+        log.append(text("new"), None, 50);
         assert_eq!(log.trim(10, HistoryExpiry::AfterLastStatus, 60, 60), 0);
         assert_eq!(log.trim(10, HistoryExpiry::AfterLastStatus, 60, 110), 2);
     }

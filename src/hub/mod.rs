@@ -22,8 +22,8 @@
 //! let messenger = Messenger::new();
 //! tokio::spawn({
 //!     let hub = hub.clone();
-//!     let updates = messenger.stream();
-//!     async move { hub.consume(updates).await }
+//!     let updates = messenger.stream().into_messages();
+//!     async move { hub.consume_messages(updates).await }
 //! });
 //!
 //! // Tool code, anywhere: it never sees the session id.
@@ -67,7 +67,8 @@
 //!   slot plus the text's shared allocation), so `sessions x capacity x (~60 + text length)`
 //!   bytes at worst. Take the longest run of statuses a client should be able to miss (a tool
 //!   that reports 10 steps a second during a 30 s disconnect needs 300). Idle sessions do not
-//!   pre-allocate: the ring grows with use.
+//!   pre-allocate: the ring grows with use. A status with fields (or a task id) costs about 120
+//!   bytes more, plus its key and data; plain statuses pay nothing for them.
 //! - [`history_ttl`](HubConfig::history_ttl) (default 600 s): how long history is kept after a
 //!   session's last status ([`history_expiry`](HubConfig::history_expiry) decides whether it
 //!   leaves as a whole or status by status), and how long a session with no subscriber and no
@@ -88,7 +89,23 @@
 //!   users active within `history_ttl`, with room to spare.
 //! - [`no_session`](HubConfig::no_session) (default [`NoSessionPolicy::Drop`]): what happens to
 //!   statuses added outside any session.
+//! - [`task_capacity`](HubConfig::task_capacity) (default 100): tasks remembered per session, so
+//!   that a page that reloads can be told each one's state. A new task makes room by
+//!   forgetting the oldest one that has ended; when every remembered task still runs, a new
+//!   one is refused. Each remembered task costs about 200 bytes, and its last three changes
+//!   about 200 more, in sessions that have tasks only. Take the most tasks a session runs at
+//!   once, with room for the ended ones a page should still see.
 //!
+//! # Tasks
+//!
+//! [`Hub::start_task`] starts a [`Task`] in a session: an id, a cancellation token, and a state
+//! ([`TaskState`]) the hub tells every subscriber of the session about, as an
+//! [`Event::Task`] with a [`TaskUpdate`], whenever it changes and first thing on every
+//! subscription. [`Hub::cancel_task`] asks it to stop: tool code sees it through
+//! [`is_cancelled`](crate::is_cancelled) on whatever thread the task's context reached, the
+//! task's later statuses are refused, and its subscribers get no status of the task after its
+//! `cancelling` update. A running task keeps its session from being evicted; its state is
+//! forgotten with the session.
 //! # Where sessions live
 //!
 //! [`Hub::new`] keeps sessions in this process and numbers each status as it is published. A
@@ -101,7 +118,8 @@
 //! Every operation says what happened: [`Hub::publish`] returns [`Published`] (numbered now, or
 //! queued for a shared backend that numbers it) or a [`PublishError`] naming why it was
 //! dropped; each other operation has an error type holding only what it can return
-//! ([`OpenError`], [`LookupError`], [`SubscribeError`], [`CloseError`]).
+//! ([`OpenError`], [`LookupError`], [`SubscribeError`], [`CloseError`], [`StartTaskError`],
+//! [`CancelError`]).
 //!
 //! # Counting
 //!
@@ -118,8 +136,9 @@
 // Event, Status, Gap), `stats` and `counters` (what is counted and under which names),
 // `core` (this process's sessions), `backend` (the seam to where sessions live, and the
 // in-memory backend), `handle` and `feed` (the Hub handle, and feeding it from messengers),
-// `state`, `log` and `subscription` (one session's state, history and readers), and one
-// folder per shared backend.
+// `state`, `log` and `subscription` (one session's state, history and readers), `task` and
+// `task_table` (tasks and their handle, and one session's tasks), and one folder per shared
+// backend.
 
 mod backend;
 mod config;
@@ -136,12 +155,18 @@ pub mod redis;
 mod state;
 mod stats;
 mod subscription;
+mod task;
+mod task_table;
 
 pub use self::config::{ConfigError, HistoryExpiry, HubConfig, NoSessionPolicy, TRUNCATION_MARKER};
 pub use self::error::{
-    BackendError, CloseError, LookupError, OpenError, PublishError, Published, SubscribeError,
+    BackendError, CancelError, CloseError, LookupError, OpenError, PublishError, Published,
+    StartTaskError, SubscribeError,
 };
-pub use self::event::{Event, Gap, InvalidSessionId, SessionId, Status, MAX_SESSION_ID_BYTES};
+pub use self::event::{
+    Event, Gap, InvalidSessionId, SessionId, Status, MAX_KEY_BYTES, MAX_SESSION_ID_BYTES,
+};
 pub use self::handle::Hub;
 pub use self::stats::{metric_names, HubStats};
 pub use self::subscription::Subscription;
+pub use self::task::{Task, TaskState, TaskUpdate, UnknownTaskState};

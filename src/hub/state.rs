@@ -1,17 +1,20 @@
-//! One session inside the hub: its log, its end state and the wakers of its waiting readers.
+//! One session inside the hub: its log, its tasks, its end state and the wakers of its waiting
+//! readers.
 //!
 //! # Invariants
 //!
 //! - Lock order is shard map, then session state. Nothing takes a shard lock while holding a
 //!   session's state lock, and no lock is held across an `.await` or while waking a task.
-//! - `subscribers` and `last_activity_ms` decide eviction. A subscriber is counted under the
-//!   shard lock before the session is handed to it, and a publisher refreshes
-//!   `last_activity_ms` under the shard lock before it appends, so a sweep (which holds that
-//!   lock) never evicts a session that is about to be used. A subscription that leaves refreshes
-//!   `last_activity_ms` before it decrements `subscribers`.
+//! - `subscribers`, `running_tasks` and `last_activity_ms` decide eviction. A subscriber, or a
+//!   started task, is counted under the shard lock before the session is handed to it, and a
+//!   publisher refreshes `last_activity_ms` under the shard lock before it appends, so a sweep
+//!   (which holds that lock) never evicts a session that is about to be used or whose task is
+//!   still running. A subscription that leaves, and a task that ends, refresh
+//!   `last_activity_ms` before they decrement their count.
 //! - Once `end` is set it never changes: an ended session is out of every shard map and takes
-//!   no new status. Readers of a `Closed` session still get what it holds, then end; its log is
-//!   freed when the last of them leaves (or at once when it has none).
+//!   no new status, and its tasks are asked to stop. Readers of a `Closed` session still get
+//!   what it holds, then end; its log and tasks are freed when the last of them leaves (or at
+//!   once when it has none).
 //! - A waker slot belongs to one subscription from its creation until it leaves; a `Some` in a
 //!   slot means that subscription waits for the next status. Publishing takes every waiting
 //!   waker under the state lock and wakes them after releasing it, so a reader that found
@@ -22,6 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use super::log::SessionLog;
+use super::task_table::Tasks;
 use super::SessionId;
 use crate::sync::lock;
 
@@ -38,12 +42,15 @@ pub(crate) struct Session {
     pub(crate) id: SessionId,
     state: Mutex<State>,
     pub(crate) subscribers: AtomicUsize,
+    /// Tasks started here whose handle has not recorded an end.
+    pub(crate) running_tasks: AtomicUsize,
     pub(crate) last_activity_ms: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) log: SessionLog,
+    pub(crate) tasks: Tasks,
     pub(crate) end: Option<End>,
     slots: Vec<Option<Waker>>,
     free: Vec<usize>,
@@ -74,6 +81,7 @@ impl Session {
             id,
             state: Mutex::new(State::default()),
             subscribers: AtomicUsize::new(0),
+            running_tasks: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(now_ms),
         }
     }

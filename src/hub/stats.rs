@@ -6,9 +6,10 @@
 
 /// Names under which the `metrics` feature reports the hub's counters.
 ///
-/// Counters end in `_total`; `sessions`, `subscribers` and `retained` are gauges. Drops are one
-/// counter with a `reason` label: `no_session`, `closed`, `invalid_session`, `session_limit`
-/// (the fields `dropped_*` of [`HubStats`](crate::HubStats)).
+/// Counters end in `_total`; `sessions`, `subscribers`, `retained`, `tasks` and
+/// `backend_buffered` are gauges. Drops are one counter with a `reason` label: `no_session`,
+/// `closed`, `invalid_session`, `session_limit`, `backend`, `task_cancelled` (the fields
+/// `dropped_*` of [`HubStats`](crate::HubStats)).
 ///
 /// # Examples
 ///
@@ -19,7 +20,7 @@
 /// // Every name is distinct, prefixed, and counters end in `_total`.
 /// let counters = [ACCEPTED, DELIVERED, DROPPED, TRUNCATED, GAPS, LAGGED, EVICTED, BACKEND_ERRORS,
 ///     BACKEND_RECONNECTS];
-/// let gauges = [SESSIONS, SUBSCRIBERS, RETAINED, BACKEND_BUFFERED];
+/// let gauges = [SESSIONS, SUBSCRIBERS, RETAINED, BACKEND_BUFFERED, TASKS];
 /// assert!(counters.iter().all(|name| name.ends_with("_total")));
 /// assert!(gauges.iter().all(|name| !name.ends_with("_total")));
 /// let mut all: Vec<&str> = counters.iter().chain(&gauges).copied().collect();
@@ -59,6 +60,8 @@ pub mod metric_names {
     /// Counter: reconnections to Redis
     /// ([`HubStats::backend_reconnects`](super::HubStats::backend_reconnects)).
     pub const BACKEND_RECONNECTS: &str = "status_messenger_hub_backend_reconnects_total";
+    /// Gauge: tasks remembered, over all sessions ([`HubStats::tasks`](super::HubStats::tasks)).
+    pub const TASKS: &str = "status_messenger_hub_tasks";
 }
 
 /// The hub's counters at one moment; from [`Hub::stats`](crate::Hub::stats).
@@ -118,6 +121,12 @@ pub struct HubStats {
     /// Reconnections to Redis after a loss (the writer's and the reader's connections count
     /// apiece).
     pub backend_reconnects: u64,
+    /// Statuses refused because their task had been asked to stop
+    /// ([`PublishError::TaskCancelled`](crate::hub::PublishError::TaskCancelled)).
+    pub dropped_cancelled: u64,
+    /// Tasks remembered now, over all sessions (running or ended, up to
+    /// [`HubConfig::task_capacity`](crate::HubConfig::task_capacity) per session).
+    pub tasks: u64,
 }
 
 impl HubStats {
@@ -137,5 +146,6 @@ impl HubStats {
             + self.dropped_invalid
             + self.dropped_session_limit
             + self.dropped_backend
+            + self.dropped_cancelled
     }
 }

@@ -1,4 +1,5 @@
-//! The stream a subscriber reads: a cursor into its session's log.
+//! The stream a subscriber reads: a cursor into its session's log, and one into its task
+//! changes.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,6 +18,11 @@ use super::{Event, SessionId};
 const BATCH: usize = 32;
 
 /// A subscriber's stream of one session's [`Event`]s, from [`Hub::subscribe`](super::Hub::subscribe).
+///
+/// It starts with the state of every task the session remembers ([`Event::Task`], oldest
+/// first), then the history after the point it starts from, then live statuses, with each
+/// task change placed after the statuses numbered up to its
+/// [`last_seq`](super::TaskUpdate::last_seq). A session without tasks has no task updates.
 ///
 /// `Stream<Item = Event> + Send + Unpin + 'static`. It reads its session's shared history by
 /// cursor instead of owning a queue, so one that is never polled holds no status of its own and
@@ -49,6 +55,8 @@ pub struct Subscription {
     live: Option<Live>,
     session: Option<SessionId>,
     cursor: u64,
+    /// The number of the last task change handed over or folded into the first updates.
+    task_cursor: u64,
 }
 
 struct Live {
@@ -73,15 +81,22 @@ impl fmt::Debug for Subscription {
 impl Subscription {
     /// Joins `session`, whose subscriber count the caller already raised; reads after `after`.
     pub(crate) fn join(hub: Arc<Core>, session: Arc<Session>, after: u64) -> Self {
-        let slot = session.lock().join();
+        let (slot, buf, task_cursor) = {
+            let mut state = session.lock();
+            let slot = state.join();
+            // Under the same lock, so no change falls between these states and the cursor.
+            let buf: VecDeque<Event> = state.tasks.snapshot().map(Event::Task).collect();
+            (slot, buf, state.tasks.last_change())
+        };
         Self {
             session: Some(session.id.clone()),
             cursor: after,
+            task_cursor,
             live: Some(Live {
                 hub,
                 session,
                 slot,
-                buf: VecDeque::new(),
+                buf,
                 unflushed: 0,
             }),
         }
@@ -93,6 +108,7 @@ impl Subscription {
             live: None,
             session,
             cursor: after,
+            task_cursor: 0,
         }
     }
 
@@ -163,17 +179,18 @@ impl Subscription {
             return;
         };
         live.flush();
-        let freed = {
+        let (freed, forgotten) = {
             let mut state = live.session.lock();
             state.leave(live.slot);
             if state.end.is_some() && state.members() == 0 {
-                state.log.clear()
+                (state.log.clear(), state.tasks.clear())
             } else {
-                0
+                (0, 0)
             }
         };
         let counters = &live.hub.counters;
         counters.retained.sub(freed);
+        counters.tasks.sub(forgotten);
         live.session
             .last_activity_ms
             .store(live.hub.clock.now_ms(), Ordering::Relaxed);
@@ -208,6 +225,7 @@ impl Live {
                     "subscriber missed statuses; gap reported"
                 );
             }
+            Event::Task(_) => {}
         }
         if self.buf.is_empty() {
             self.flush();
@@ -237,6 +255,12 @@ impl Stream for Subscription {
             &mut live.buf,
         );
         this.cursor = read.cursor;
+        state.tasks.merge(
+            &live.session.id,
+            &mut this.task_cursor,
+            this.cursor,
+            &mut live.buf,
+        );
         if live.buf.is_empty() {
             if state.end.is_some() {
                 drop(state);

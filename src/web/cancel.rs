@@ -1,7 +1,4 @@
 //! Cancelling a task: the one function `POST /cancel` and the WebSocket cancel frame call.
-//!
-//! The hub has no tasks yet, so no task is known and every cancel is answered "unknown task";
-//! when it has, this is the one place that asks it.
 
 use std::fmt;
 
@@ -10,14 +7,23 @@ use crate::{Hub, SessionId};
 /// Why a cancel was not done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CancelError {
-    /// No task of that id belongs to the session.
-    UnknownTask,
+    /// No task of that id belongs to the session, or no such session (a 404).
+    NotFound(String),
+    /// The shared backend did not answer (a 503).
+    Backend(String),
+}
+
+impl CancelError {
+    /// Whether the session or the task was not found.
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, CancelError::NotFound(_))
+    }
 }
 
 impl fmt::Display for CancelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CancelError::UnknownTask => f.write_str("unknown task"),
+            CancelError::NotFound(message) | CancelError::Backend(message) => f.write_str(message),
         }
     }
 }
@@ -29,7 +35,9 @@ pub(crate) async fn cancel(
     session: &SessionId,
     task: &str,
 ) -> Result<&'static str, CancelError> {
-    // Every argument is what the hub's task API will need; until it exists no task is known.
-    let _ = (hub, session, task);
-    Err(CancelError::UnknownTask)
+    match hub.cancel_task(session.as_str(), task).await {
+        Ok(state) => Ok(state.as_str()),
+        Err(error) if error.is_not_found() => Err(CancelError::NotFound(error.to_string())),
+        Err(error) => Err(CancelError::Backend(error.to_string())),
+    }
 }

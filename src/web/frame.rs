@@ -58,6 +58,9 @@ pub enum FrameKind {
     Status,
     /// `{"type": "gap", "session", "from", "to"}`.
     Gap,
+    /// `{"type": "task", "session", "task", "state", "last_seq"}`, and `"message"` when the
+    /// task has one.
+    Task,
 }
 
 /// One event as the contract's JSON frame, serialized once for either transport.
@@ -115,6 +118,18 @@ struct GapJson<'a> {
     to: u64,
 }
 
+#[derive(Serialize)]
+struct TaskJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    session: &'a str,
+    task: &'a str,
+    state: &'static str,
+    last_seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
 impl Frame {
     /// Encodes `event`; `None` for an event that has no frame (skip it, as clients skip frame
     /// types they do not know).
@@ -159,6 +174,21 @@ impl Frame {
                 json,
                 kind: FrameKind::Gap,
                 id: Some(gap.to()),
+            }),
+            // No id: a task frame is no resume point (every resume starts with the tasks).
+            Event::Task(update) => serde_json::to_string(&TaskJson {
+                kind: "task",
+                session: update.session(),
+                task: update.task(),
+                state: update.state().as_str(),
+                last_seq: update.last_seq(),
+                message: update.message(),
+            })
+            .ok()
+            .map(|json| Frame {
+                json,
+                kind: FrameKind::Task,
+                id: None,
             }),
         }
     }
@@ -263,6 +293,7 @@ impl Frame {
         match self.kind {
             FrameKind::Status => None,
             FrameKind::Gap => Some("gap"),
+            FrameKind::Task => Some("task"),
         }
     }
 

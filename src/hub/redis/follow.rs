@@ -13,15 +13,21 @@
 //! - A number above the next one expected leaves a hole. Before the later status is applied the
 //!   hole is read back from the stream; whatever the stream no longer holds is applied as lost,
 //!   so subscribers see it as a gap, never as a silent skip.
+//! - Attaching also reads the session's tasks, before its history, and hands them to the hub as
+//!   what a subscription starts with; a stop asked for a task running here while this process
+//!   was not following the session is applied then. A task change heard later is applied where
+//!   it comes among the statuses, after the numbers up to its `last_seq` (holes read back
+//!   first, as for a status).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use redis::{RedisResult, Value};
 
-use super::wire::{self, Conn, Record, Segment};
+use super::wire::{self, Conn, Record, Segment, Stored};
 use super::Shared;
 use crate::hub::backend::BackendHandle;
+use crate::hub::core::{Delivered, TaskRecord};
 
 /// Sessions per read pipeline.
 pub(super) const CHUNK: usize = 256;
@@ -101,6 +107,7 @@ impl Follow {
         }
         for sessions in by_group.into_values() {
             for chunk in sessions.chunks(CHUNK) {
+                self.load_tasks(conn, chunk).await?;
                 let mut pipe = redis::pipe();
                 for (session, head) in chunk {
                     pipe.add_command(shared.scripts.read_cmd(
@@ -128,17 +135,56 @@ impl Follow {
         Ok(())
     }
 
+    /// Reads the tasks of `sessions` (of one group) and hands them to the hub, as what a
+    /// subscription starts with; applies the stops asked for tasks running here.
+    async fn load_tasks(
+        &mut self,
+        conn: &mut Conn,
+        sessions: &[(Arc<str>, u64)],
+    ) -> RedisResult<()> {
+        let settings = &self.shared.settings;
+        let keys = &settings.keys;
+        let mut pipe = redis::pipe();
+        for (session, _) in sessions {
+            pipe.cmd("HGETALL").arg(keys.tasks(session));
+        }
+        let all: Vec<Value> = wire::within(settings.timeout, pipe.query_async(conn)).await?;
+        for ((session, _), tasks) in sessions.iter().zip(all) {
+            let Some((tasks, asked)) = wire::parse_tasks(tasks) else {
+                self.unexpected("tasks");
+                continue;
+            };
+            self.hub.with(|hub| {
+                for task in tasks {
+                    hub.deliver_task(session, task, None);
+                }
+                for task in asked {
+                    if hub.runs_here(session, &task) {
+                        let _state = hub.cancel_here(session, &task);
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// Applies statuses read from the stream, and `counter` as the highest number given.
-    fn apply(&mut self, session: &Arc<str>, entries: Vec<(u64, String)>, counter: u64) {
+    fn apply(&mut self, session: &Arc<str>, entries: Vec<Stored>, counter: u64) {
         let Some(last) = self.attached.get_mut(session) else {
             return;
         };
-        let fresh: Vec<(u64, Arc<str>)> = entries
+        let fresh: Vec<Delivered> = entries
             .into_iter()
-            .filter(|(seq, _)| *seq > *last)
-            .map(|(seq, text)| (seq, Arc::from(text)))
+            .filter(|(seq, _, _)| *seq > *last)
+            .map(|(seq, text, extra)| Delivered {
+                seq,
+                text: Arc::from(text),
+                extra,
+            })
             .collect();
-        let top = fresh.last().map_or(counter, |(seq, _)| counter.max(*seq));
+        let top = fresh
+            .last()
+            .map_or(counter, |status| counter.max(status.seq));
         if top <= *last {
             return;
         }
@@ -164,11 +210,26 @@ impl Follow {
             return Ok(After::Open);
         };
         let mut last = last;
-        let mut fresh: Vec<(u64, Arc<str>)> = Vec::new();
+        let mut fresh: Vec<Delivered> = Vec::new();
         for record in records {
-            let (seq, text) = match record {
-                Record::Status(seq, text) => (seq, Some(text)),
+            let mut change = None;
+            let (seq, status) = match record {
+                Record::Status(seq, text, extra) => (seq, Some((text, extra))),
                 Record::Head(seq) => (seq, None),
+                Record::Cancel(task) => {
+                    self.hub.with(|hub| {
+                        if hub.runs_here(&session, task) {
+                            let _state = hub.cancel_here(&session, task);
+                        }
+                    });
+                    continue;
+                }
+                // Placed after the numbers up to its `last_seq`, which come first.
+                Record::Task(task) => {
+                    let seq = task.last_seq;
+                    change = Some(task);
+                    (seq, None)
+                }
                 Record::Closed => {
                     self.flush(&session, &mut fresh, last);
                     self.attached.remove(&session);
@@ -177,17 +238,26 @@ impl Follow {
                     return Ok(After::Closed);
                 }
             };
-            if seq <= last {
-                continue;
-            }
-            let hole_end = if text.is_some() { seq - 1 } else { seq };
-            if hole_end > last {
+            let hole_end = if status.is_some() { seq - 1 } else { seq };
+            if seq > last && hole_end > last {
                 self.flush(&session, &mut fresh, last);
                 self.fill(conn, &session, last + 1, hole_end).await?;
                 last = hole_end;
             }
-            if let Some(text) = text {
-                fresh.push((seq, Arc::from(String::from_utf8_lossy(text))));
+            if let Some(change) = change {
+                self.flush(&session, &mut fresh, last);
+                self.deliver_task(&session, change);
+                continue;
+            }
+            if seq <= last {
+                continue;
+            }
+            if let Some((text, extra)) = status {
+                fresh.push(Delivered {
+                    seq,
+                    text: Arc::from(String::from_utf8_lossy(text)),
+                    extra,
+                });
                 last = seq;
             }
         }
@@ -195,7 +265,15 @@ impl Follow {
         Ok(After::Open)
     }
 
-    fn flush(&mut self, session: &Arc<str>, fresh: &mut Vec<(u64, Arc<str>)>, last: u64) {
+    /// Hands a task change to the hub, after the statuses numbered up to its `last_seq`.
+    fn deliver_task(&self, session: &Arc<str>, change: TaskRecord) {
+        let after = change.last_seq;
+        self.hub
+            .with(|hub| hub.deliver_task(session, change, Some(after)));
+        self.shared.progress.notify_waiters();
+    }
+
+    fn flush(&mut self, session: &Arc<str>, fresh: &mut Vec<Delivered>, last: u64) {
         let applied = self.attached.get(session).copied().unwrap_or(0);
         if fresh.is_empty() && last <= applied {
             return;

@@ -37,14 +37,26 @@
 //! - **Sessions.** [`Hub::open_session`] makes the session's stream (empty) and
 //!   [`Hub::session_exists`] looks for it, so a session created through one process is known to
 //!   all.
-//!   [`Hub::close_session`] deletes the session's history and counter and tells every process
-//!   serving it to end its subscribers' streams.
-//! - **Control messages** are frames too: a frame's `<first>` field is a number for statuses and
-//!   `x` for a close (see [Key layout](#key-layout)). Routing a cancel to the process that runs
-//!   the task (the "Two-way status" work, not built yet) fits here: another kind of frame,
-//!   published by a script on the session's channel (its partition's on a cluster) and handled
-//!   beside the close in the readers; the process running a task would follow its session while
-//!   the task runs, as it does while it has subscribers.
+//!   [`Hub::close_session`] deletes the session's history, counter and tasks and tells every
+//!   process serving it to end its subscribers' streams.
+//! - **Fields.** A status's fields (progress, level, key, data) and its task's id travel in its
+//!   record in the stream and on the channel, so every process and every resume has them.
+//! - **Tasks.** Each session has a hash of its tasks (`tasks`: each task's state, its
+//!   `last_seq` and its order, and the stops asked). The process that runs a task writes each
+//!   change of it with a script that records it and publishes it on the session's channel (its
+//!   partition's on a cluster) as a frame of its own (`<first>` is `t`), after the statuses it
+//!   queued before the change were appended, so every process's subscribers get the change
+//!   after those statuses: none of a task's statuses follows its `cancelling` or `cancelled`
+//!   update anywhere. A process follows a session while a task of it runs there, as while it
+//!   has subscribers. A process that starts following a session reads its tasks first, and its
+//!   subscriptions start with their states, then the history.
+//! - **Cancel.** [`Hub::cancel_task`] for a task that runs in this process asks it at once.
+//!   Otherwise a script looks the task up in the session's hash, records the stop there and
+//!   publishes it on the session's channel (a frame whose `<first>` is `c`), where the process
+//!   running the task applies it; a process that was not listening finds the stop when it
+//!   follows the session again. A stop for a task Redis does not know yet (its process has
+//!   started it and not yet written it) is answered [`CancelError::UnknownTask`], and kept for a
+//!   time to live: the task is stopped when its process writes it.
 //! - **A Redis Cluster** (feature `redis-cluster`, [`Hub::with_redis_cluster`]) groups sessions
 //!   into partitions whose keys share one hash tag, one call per partition per batch, published
 //!   once per call with sharded pub/sub: see [`cluster`].
@@ -55,7 +67,8 @@
 //! tokens in its hash, numbered stream entries `<first>-0`, and had one script call per session
 //! per batch. Now the stream is the counter (entries `0-<first>`, each call's token in the field
 //! `t` of its first entry) and a published message carries one frame per session (`<id length>
-//! <records length> <first>\n<id><records>`). Processes of the two layouts must not share a
+//! <records length> <first>\n<id><records>`; `<first>` is `x` for a close, `t` for a task's
+//! change and `c` for a stop asked). Processes of the two layouts must not share a
 //! Redis: give the new ones another [`RedisConfig::key_prefix`], or let the old sessions expire
 //! first (a stream of the first layout that is written to again is replaced).
 //!
@@ -100,7 +113,13 @@
 //! - History expires as a whole `history_ttl` after the session's last status (and
 //!   [`HistoryExpiry`](crate::hub::HistoryExpiry) applies only to the local copy).
 //! - [`HubStats::sessions`](crate::HubStats::sessions) and `retained` count what this process
-//!   serves; `accepted` counts what it published.
+//!   serves; `accepted` counts what it published; `tasks` the tasks this process knows of.
+//! - Task updates reach subscribers after a round trip through Redis, also in the process
+//!   that runs the task, and a task started elsewhere is known here from its first update on.
+//!   A cancel of a task another process runs is answered from Redis (`cancelling` from the
+//!   request on); the task is `cancelled` once its process has stopped it and written so.
+//! - A status with fields is written as a record that versions of this crate before fields
+//!   existed do not read: upgrade every process before sending any.
 //! - On one Redis, Redis restarted empty is detected by the epoch key; on a Redis Cluster,
 //!   failovers are handled as the [`cluster`] module says.
 //!
@@ -146,6 +165,7 @@ pub mod cluster;
 mod follow;
 mod outbox;
 mod reader;
+mod tasks;
 mod wire;
 mod writer;
 
@@ -160,11 +180,13 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use self::outbox::{Outbox, Pushed};
+use self::tasks::{Queued, TaskQueue};
 use self::wire::{Conn, Keys, Layout, Scripts};
-use super::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing};
+use super::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing, TaskChange};
+use super::core::CancelHere;
 use super::{
-    BackendError, CloseError, ConfigError, Hub, HubConfig, LookupError, OpenError, PublishError,
-    Published, SessionId,
+    BackendError, CancelError, CloseError, ConfigError, Hub, HubConfig, LookupError, OpenError,
+    PublishError, Published, SessionId, TaskState,
 };
 use crate::sync::lock;
 
@@ -319,6 +341,7 @@ impl Common<'_> {
         Settings {
             keys: Keys::new(self.key_prefix, layout),
             history_capacity: config.history_capacity,
+            task_capacity: config.task_capacity,
             ttl_ms,
             buffer_capacity: self.buffer_capacity,
             batch: self.buffer_capacity.min(1024),
@@ -335,6 +358,7 @@ impl Common<'_> {
 struct Settings {
     keys: Keys,
     history_capacity: usize,
+    task_capacity: usize,
     ttl_ms: u64,
     buffer_capacity: usize,
     /// Most items per batch.
@@ -416,6 +440,8 @@ struct Shared {
     backing: Backing,
     scripts: Scripts,
     outbox: Outbox,
+    /// Changes of the tasks started here, waiting to be written.
+    tasks: TaskQueue,
     link: LinkState,
     /// Sessions whose local subscriber count went from or to zero since the reader last looked.
     interest: Mutex<HashSet<Arc<str>>>,
@@ -531,6 +557,7 @@ struct RedisBackend {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader: Mutex<Option<JoinHandle<()>>>,
+    task_writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -544,7 +571,7 @@ impl fmt::Debug for RedisBackend {
 
 impl Drop for RedisBackend {
     fn drop(&mut self) {
-        for task in [&self.writer, &self.reader] {
+        for task in [&self.writer, &self.reader, &self.task_writer] {
             if let Some(task) = lock(task).take() {
                 task.abort();
             }
@@ -557,20 +584,45 @@ impl Backend for RedisBackend {
         let shared = &self.shared;
         let writer = tokio::spawn(writer::Writer::new(Arc::clone(shared), hub.clone()).run());
         let reader = match &shared.backing {
-            Backing::Single(_) => tokio::spawn(reader::Reader::new(Arc::clone(shared), hub).run()),
+            Backing::Single(_) => {
+                tokio::spawn(reader::Reader::new(Arc::clone(shared), hub.clone()).run())
+            }
             #[cfg(feature = "redis-cluster")]
             Backing::Cluster(_) => {
-                tokio::spawn(cluster::Reader::new(Arc::clone(shared), hub).run())
+                tokio::spawn(cluster::Reader::new(Arc::clone(shared), hub.clone()).run())
             }
         };
+        let task_writer = tokio::spawn(tasks::run(Arc::clone(shared), hub));
         *lock(&self.writer) = Some(writer);
         *lock(&self.reader) = Some(reader);
+        *lock(&self.task_writer) = Some(task_writer);
+    }
+
+    /// Queues the change for Redis behind the statuses queued before it; the subscribers here
+    /// hear of it when it comes back, as every process's do.
+    fn task_changed(&self, hub: Local<'_>, change: &TaskChange<'_>) -> bool {
+        let shared = &self.shared;
+        let queued = Queued {
+            session: change.session.clone().into_shared(),
+            task: Arc::clone(&change.task.id),
+            state: change.state,
+            message: change.message.map(Arc::from),
+            after_pushed: shared.outbox.pushed(),
+        };
+        if !shared.tasks.push(queued, shared.settings.buffer_capacity) {
+            hub.counters().backend_errors.add(1);
+        }
+        false
     }
 
     /// Takes a checked status for Redis. Never blocks: a full buffer drops it (counted).
     fn publish(&self, hub: Local<'_>, status: Outgoing<'_>) -> Result<Published, PublishError> {
         let counters = hub.counters();
-        match self.shared.outbox.push(status.session, status.text) {
+        let body = wire::Body {
+            text: status.text,
+            extra: status.extra,
+        };
+        match self.shared.outbox.push(status.session, body) {
             Pushed::Queued => {
                 counters.accepted.add(1);
                 counters.backend_buffered.add(1);
@@ -661,12 +713,67 @@ impl Backend for RedisBackend {
                 return Ok(here);
             }
             match tokio::time::timeout(wait, answer).await {
-                Ok(Ok(existed)) => Ok(existed || here),
+                Ok(Ok(existed)) => {
+                    // Its tasks go with it; they would expire with its other keys otherwise.
+                    if let Ok(mut conn) = self.shared.connection().await {
+                        let forgotten: redis::RedisResult<()> = redis::cmd("DEL")
+                            .arg(self.shared.settings.keys.tasks(id))
+                            .query_async(&mut conn)
+                            .await;
+                        if let Err(error) = forgotten {
+                            tracing::debug!(
+                                target: "status_messenger::redis",
+                                %error,
+                                "the closed session's tasks stay until they expire"
+                            );
+                        }
+                    }
+                    Ok(existed || here)
+                }
                 Ok(Err(_unanswered)) => Err(CloseError::Backend(backend_error(
                     "the close could not be applied",
                 ))),
                 Err(_elapsed) => Err(CloseError::Backend(backend_error(
                     "redis did not confirm the close in time; it stays queued",
+                ))),
+            }
+        })
+    }
+
+    /// A task started here is asked at once; any other goes through Redis, which records the
+    /// stop (for a task not registered yet too) and tells every process serving the session.
+    fn cancel<'a>(
+        &'a self,
+        hub: Local<'a>,
+        id: &'a str,
+        task: &'a str,
+    ) -> BoxFuture<'a, Result<TaskState, CancelError>> {
+        if let CancelHere::Done(state) = hub.cancel_here(id, task) {
+            return Box::pin(std::future::ready(Ok(state)));
+        }
+        Box::pin(async move {
+            let shared = &self.shared;
+            let settings = &shared.settings;
+            let mut conn = shared.connection().await.map_err(CancelError::Backend)?;
+            let reply: redis::Value = wire::within(
+                settings.timeout,
+                wire::cancel_cmd(
+                    &settings.keys,
+                    settings.ttl_ms,
+                    settings.task_capacity,
+                    id,
+                    task,
+                )
+                .query_async(&mut conn),
+            )
+            .await
+            .map_err(|error| CancelError::Backend(backend_error(error)))?;
+            match wire::parse_cancel_reply(&reply) {
+                Some(wire::Cancelled::State(state)) => Ok(state),
+                Some(wire::Cancelled::UnknownTask) => Err(CancelError::UnknownTask),
+                Some(wire::Cancelled::UnknownSession) => Err(CancelError::UnknownSession),
+                None => Err(CancelError::Backend(backend_error(
+                    "unexpected reply from the cancel script",
                 ))),
             }
         })
@@ -704,6 +811,16 @@ impl Backend for RedisBackend {
                          (counted in HubStats::dropped_backend)"
                     );
                 }
+            }
+            // Task changes wait for the statuses before them, so they are written after.
+            if tokio::time::timeout_at(deadline, shared.tasks.drained())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    target: "status_messenger::redis",
+                    "redis too slow to take the task changes at shutdown; the newest are lost"
+                );
             }
             let heads = lock(&shared.final_heads).take().unwrap_or_default();
             loop {
@@ -802,6 +919,7 @@ impl RedisBackend {
             backing,
             scripts: Scripts::new(),
             outbox: Outbox::new(buffer_capacity),
+            tasks: TaskQueue::default(),
             link: LinkState::default(),
             interest: Mutex::new(HashSet::new()),
             interest_ready: Notify::new(),
@@ -815,6 +933,7 @@ impl RedisBackend {
             shared,
             writer: Mutex::new(None),
             reader: Mutex::new(None),
+            task_writer: Mutex::new(None),
         };
         Hub::with_backend(config, Box::new(backend))
     }

@@ -12,12 +12,18 @@
 //! - Items of one session leave in the order they came, and a [`Item::Close`] stays behind the
 //!   statuses queued before it.
 //! - The lock is held only to move items, never across an await.
+//! - `pushed` counts the statuses ever queued and `released` those ever confirmed, dropped
+//!   after being taken, or discarded; every queued status is released once. So once
+//!   `released` reaches the `pushed` of some moment, every status queued before it has been
+//!   numbered by Redis (or given up), which is what a task change waits for
+//!   ([`Outbox::released_up_to`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, Notify};
 
+use super::wire::Body;
 use crate::sync::lock;
 
 /// One thing for the writer to send.
@@ -26,7 +32,7 @@ pub(super) enum Item {
     /// A status, after `skip` numbers for statuses dropped before it.
     Status {
         session: Arc<str>,
-        text: Arc<str>,
+        status: Body,
         skip: u64,
     },
     /// `count` numbers for statuses dropped with none of their session queued after them.
@@ -71,6 +77,10 @@ struct State {
     dropped: HashMap<Arc<str>, u64>,
     overflowing: bool,
     closed: bool,
+    /// Statuses ever queued.
+    pushed: u64,
+    /// Statuses ever released or discarded.
+    released: u64,
 }
 
 #[derive(Debug)]
@@ -78,6 +88,8 @@ pub(super) struct Outbox {
     state: Mutex<State>,
     ready: Notify,
     shut: Notify,
+    /// Statuses were released.
+    progress: Notify,
     capacity: usize,
 }
 
@@ -87,6 +99,7 @@ impl Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             shut: Notify::new(),
+            progress: Notify::new(),
             capacity,
         }
     }
@@ -95,7 +108,7 @@ impl Outbox {
         lock(&self.state)
     }
 
-    pub(super) fn push(&self, session: &str, text: Arc<str>) -> Pushed {
+    pub(super) fn push(&self, session: &str, status: Body) -> Pushed {
         let mut state = self.lock();
         if state.closed {
             return Pushed::Closed;
@@ -112,10 +125,11 @@ impl Outbox {
         };
         state.queue.push_back(Item::Status {
             session,
-            text,
+            status,
             skip,
         });
         state.queued += 1;
+        state.pushed += 1;
         drop(state);
         self.ready.notify_one();
         Pushed::Queued
@@ -213,8 +227,30 @@ impl Outbox {
     pub(super) fn release(&self, statuses: usize) {
         let mut state = self.lock();
         state.unconfirmed = state.unconfirmed.saturating_sub(statuses);
+        state.released += statuses as u64;
         if statuses > 0 {
             state.overflowing = false;
+        }
+        drop(state);
+        self.progress.notify_waiters();
+    }
+
+    /// Statuses queued so far, for [`released_up_to`](Outbox::released_up_to).
+    pub(super) fn pushed(&self) -> u64 {
+        self.lock().pushed
+    }
+
+    /// Resolves once `pushed` statuses have been released: every status queued before
+    /// [`pushed`](Outbox::pushed) returned that number has been numbered (or given up).
+    pub(super) async fn released_up_to(&self, pushed: u64) {
+        loop {
+            let progress = self.progress.notified();
+            let mut progress = std::pin::pin!(progress);
+            progress.as_mut().enable();
+            if self.lock().released >= pushed {
+                return;
+            }
+            progress.await;
         }
     }
 
@@ -224,7 +260,11 @@ impl Outbox {
         state.closed = true;
         state.queue.clear();
         state.dropped.clear();
-        std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed)
+        state.released = state.pushed;
+        let discarded = std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed);
+        drop(state);
+        self.progress.notify_waiters();
+        discarded
     }
 }
 
@@ -232,15 +272,22 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    fn text(text: &str) -> Body {
+        Body {
+            text: Arc::from(text),
+            extra: None,
+        }
+    }
+
     fn shape(items: &[Item]) -> Vec<String> {
         items
             .iter()
             .map(|item| match item {
                 Item::Status {
                     session,
-                    text,
+                    status,
                     skip,
-                } => format!("{session}:{text}+{skip}"),
+                } => format!("{session}:{}+{skip}", status.text),
                 Item::Skip { session, count } => format!("{session}:skip{count}"),
                 Item::Close { session, .. } => format!("{session}:close"),
             })
@@ -250,30 +297,18 @@ mod tests {
     #[test]
     fn drops_beyond_capacity_become_skips_in_place() {
         let outbox = Outbox::new(2);
-        assert_eq!(outbox.push("a", Arc::from("1")), Pushed::Queued);
-        assert_eq!(outbox.push("b", Arc::from("1")), Pushed::Queued);
-        assert_eq!(
-            outbox.push("a", Arc::from("2")),
-            Pushed::Full { first: true }
-        );
-        assert_eq!(
-            outbox.push("a", Arc::from("3")),
-            Pushed::Full { first: false }
-        );
-        assert_eq!(
-            outbox.push("b", Arc::from("2")),
-            Pushed::Full { first: false }
-        );
+        assert_eq!(outbox.push("a", text("1")), Pushed::Queued);
+        assert_eq!(outbox.push("b", text("1")), Pushed::Queued);
+        assert_eq!(outbox.push("a", text("2")), Pushed::Full { first: true });
+        assert_eq!(outbox.push("a", text("3")), Pushed::Full { first: false });
+        assert_eq!(outbox.push("b", text("2")), Pushed::Full { first: false });
         let mut out = Vec::new();
         assert_eq!(outbox.try_take(1, &mut out), Some(1));
         // Taken is not confirmed: still no room.
-        assert_eq!(
-            outbox.push("a", Arc::from("x")),
-            Pushed::Full { first: false }
-        );
+        assert_eq!(outbox.push("a", text("x")), Pushed::Full { first: false });
         outbox.release(1);
         // Room for one: it carries the three numbers dropped before it.
-        assert_eq!(outbox.push("a", Arc::from("4")), Pushed::Queued);
+        assert_eq!(outbox.push("a", text("4")), Pushed::Queued);
         assert_eq!(outbox.try_take(10, &mut out), Some(2));
         let mut shapes = shape(&out);
         shapes[3..].sort();
@@ -283,8 +318,8 @@ mod tests {
     #[test]
     fn close_follows_queued_statuses_and_forgets_drops() {
         let outbox = Outbox::new(1);
-        outbox.push("a", Arc::from("1"));
-        outbox.push("a", Arc::from("2"));
+        outbox.push("a", text("1"));
+        outbox.push("a", text("2"));
         let (reply, _answer) = oneshot::channel();
         assert!(outbox.close("a", reply));
         let mut out = Vec::new();
@@ -296,11 +331,11 @@ mod tests {
     #[test]
     fn shut_refuses_and_discard_counts() {
         let outbox = Outbox::new(4);
-        outbox.push("a", Arc::from("1"));
-        outbox.push("a", Arc::from("2"));
+        outbox.push("a", text("1"));
+        outbox.push("a", text("2"));
         outbox.shut();
         assert!(!outbox.is_shut());
-        assert_eq!(outbox.push("a", Arc::from("3")), Pushed::Closed);
+        assert_eq!(outbox.push("a", text("3")), Pushed::Closed);
         assert_eq!(outbox.discard(), 2);
         assert!(outbox.is_shut());
     }

@@ -8,12 +8,21 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+use crate::hub::core::TaskRecord;
+use crate::hub::event::Extra;
+use crate::hub::TaskState;
+use crate::{JsonData, Progress};
+
 /// Appends statuses of several sessions (see the script's header).
 pub(super) const APPEND: &str = include_str!("append.lua");
 /// Reads a session's history together with its counter.
 pub(super) const READ: &str = include_str!("read.lua");
 /// Ends a session everywhere.
 pub(super) const CLOSE: &str = include_str!("close.lua");
+/// Records a task's state and tells every process serving its session.
+pub(super) const TASK: &str = include_str!("task.lua");
+/// Asks a task to stop, wherever it runs.
+pub(super) const CANCEL: &str = include_str!("cancel.lua");
 
 /// Where a session's keys live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +158,13 @@ impl Keys {
         }
     }
 
+    /// The session's tasks: a hash whose fields `t:<task>` hold each task's state
+    /// (`<state> <last seq> <order>\n<message>`), `c:<task>` a stop asked for a task, and `n`
+    /// the last order given.
+    pub(super) fn tasks(&self, session: &str) -> String {
+        self.key(session, "tasks")
+    }
+
     /// A partition's channel (cluster only).
     pub(super) fn group_channel(&self, group: u32) -> String {
         format!("{}:{{{}}}:ch", self.prefix, self.tag(group))
@@ -191,22 +207,107 @@ impl Keys {
 /// One record of a session's segment, with its number resolved.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Record<'a> {
-    /// A status.
-    Status(u64, &'a [u8]),
+    /// A status, with its fields if it has any.
+    Status(u64, &'a [u8], Option<Arc<Extra>>),
     /// Numbers up to this one are taken; those not seen are lost.
     Head(u64),
     /// The session was closed.
     Closed,
+    /// A task changed state (a frame of its own, see [`Segment::Task`]).
+    Task(TaskRecord),
+    /// A stop was asked for a task (a frame of its own, see [`Segment::Cancel`]).
+    Cancel(&'a str),
 }
 
-/// Appends the record of a status to `body`: `+<skipped> <len>\n<text>`, numbered `skipped + 1`
-/// after the one before it (the first after the segment's base).
-///
-/// This and [`parse`] are the one place that knows how a status is encoded; the scripts only
-/// carry records as they are.
-pub(super) fn push_status(body: &mut Vec<u8>, skipped: u64, text: &str) {
-    body.extend_from_slice(format!("+{skipped} {}\n", text.len()).as_bytes());
-    body.extend_from_slice(text.as_bytes());
+/// A status on its way to Redis: its text, and its fields if it has any.
+#[derive(Debug, Clone)]
+pub(super) struct Body {
+    pub(super) text: Arc<str>,
+    pub(super) extra: Option<Arc<Extra>>,
+}
+
+/// Appends the record of a status to `body`, numbered `skipped + 1` after the one before it
+/// (the first after the message's base): `+<skipped> <len>\n<text>` for a status without
+/// fields, else `*<skipped> <len>\n` and `<len>` bytes of fields, each `<tag> <len>\n<bytes>`:
+/// `s` the text, `t` the task, `p` the progress (`<current>/<total>`), `l` the level, `k` the
+/// key, `d` the data. A reader skips tags it does not know.
+pub(super) fn push_status(body: &mut Vec<u8>, skipped: u64, status: &Body) {
+    let text = &*status.text;
+    let Some(extra) = status.extra.as_deref() else {
+        body.extend_from_slice(format!("+{skipped} {}\n", text.len()).as_bytes());
+        body.extend_from_slice(text.as_bytes());
+        return;
+    };
+    let mut fields = Vec::with_capacity(text.len() + 64);
+    let mut field = |tag: &str, value: &[u8]| {
+        fields.extend_from_slice(format!("{tag} {}\n", value.len()).as_bytes());
+        fields.extend_from_slice(value);
+    };
+    field("s", text.as_bytes());
+    if let Some(task) = &extra.task {
+        field("t", task.as_bytes());
+    }
+    if let Some(progress) = extra.progress {
+        field(
+            "p",
+            format!("{}/{}", progress.current(), progress.total()).as_bytes(),
+        );
+    }
+    if let Some(level) = extra.level {
+        field("l", level.as_str().as_bytes());
+    }
+    if let Some(key) = &extra.key {
+        field("k", key.as_bytes());
+    }
+    if let Some(data) = &extra.data {
+        field("d", data.as_str().as_bytes());
+    }
+    body.extend_from_slice(format!("*{skipped} {}\n", fields.len()).as_bytes());
+    body.extend_from_slice(&fields);
+}
+
+/// The text and fields of a `*` record; `None` when malformed.
+fn parse_fields(mut fields: &[u8]) -> Option<(&[u8], Extra)> {
+    let mut text: &[u8] = b"";
+    let mut extra = Extra::default();
+    while !fields.is_empty() {
+        let (line, rest) = split_line(fields)?;
+        let (tag, len) = line.split_once(' ')?;
+        let len: usize = len.parse().ok()?;
+        let value = rest.get(..len)?;
+        fields = &rest[len..];
+        let as_str = || std::str::from_utf8(value).ok();
+        match tag {
+            "s" => text = value,
+            "t" => extra.task = Some(Arc::from(as_str()?)),
+            "p" => {
+                let (current, total) = as_str()?.split_once('/')?;
+                extra.progress = Some(Progress::new(current.parse().ok()?, total.parse().ok()?));
+            }
+            "l" => extra.level = as_str()?.parse().ok(),
+            "k" => extra.key = Some(Box::from(as_str()?)),
+            // Checked again: it goes into frames as it is.
+            "d" => extra.data = JsonData::new(as_str()?).ok(),
+            _ => {}
+        }
+    }
+    Some((text, extra))
+}
+
+/// A task message's record: `<task> <state> <last seq>\n<message>`.
+fn parse_task(payload: &[u8]) -> Option<TaskRecord> {
+    let (line, message) = split_line(payload)?;
+    let mut words = line.splitn(3, ' ');
+    let task = words.next().filter(|task| !task.is_empty())?;
+    let state: TaskState = words.next()?.parse().ok()?;
+    let last_seq = words.next()?.parse().ok()?;
+    let message = std::str::from_utf8(message).ok()?;
+    Some(TaskRecord {
+        task: Arc::from(task),
+        state,
+        last_seq,
+        message: (!message.is_empty()).then(|| Arc::from(message)),
+    })
 }
 
 /// Appends `+<skipped> -\n`: `skipped` numbers after the last record are taken without a status.
@@ -221,16 +322,26 @@ pub(super) fn parse_records(base: u64, mut payload: &[u8]) -> Option<Vec<Record<
     let mut records = Vec::new();
     while !payload.is_empty() {
         let (line, rest) = split_line(payload)?;
-        let (skipped, len) = line.strip_prefix('+')?.split_once(' ')?;
+        let (with_fields, line) = match line.strip_prefix('*') {
+            Some(line) => (true, line),
+            None => (false, line.strip_prefix('+')?),
+        };
+        let (skipped, len) = line.split_once(' ')?;
         seq = seq.checked_add(skipped.parse().ok()?)?;
-        if len == "-" {
+        if len == "-" && !with_fields {
             records.push(Record::Head(seq));
             payload = rest;
             continue;
         }
         seq = seq.checked_add(1)?;
         let len: usize = len.parse().ok()?;
-        records.push(Record::Status(seq, rest.get(..len)?));
+        let bytes = rest.get(..len)?;
+        records.push(if with_fields {
+            let (text, extra) = parse_fields(bytes)?;
+            Record::Status(seq, text, Some(Arc::new(extra)))
+        } else {
+            Record::Status(seq, bytes, None)
+        });
         payload = &rest[len..];
     }
     Some(records)
@@ -245,6 +356,11 @@ pub(super) enum Segment<'a> {
     Batch { base: u64, records: &'a [u8] },
     /// The session was closed.
     Closed,
+    /// A task changed state (`<first>` is `t`; the records are `<task> <state> <last
+    /// seq>\n<message>`).
+    Task(&'a [u8]),
+    /// A stop was asked for a task (`<first>` is `c`; the records are the task's id).
+    Cancel(&'a [u8]),
 }
 
 impl<'a> Segment<'a> {
@@ -253,13 +369,20 @@ impl<'a> Segment<'a> {
         match self {
             Segment::Batch { base, records } => parse_records(*base, records),
             Segment::Closed => Some(vec![Record::Closed]),
+            Segment::Task(record) => Some(vec![Record::Task(parse_task(record)?)]),
+            Segment::Cancel(task) => {
+                let task = std::str::from_utf8(task)
+                    .ok()
+                    .filter(|task| !task.is_empty())?;
+                Some(vec![Record::Cancel(task)])
+            }
         }
     }
 }
 
 /// Splits a published message into its frames, one per session: `<id length> <records
 /// length> <first>\n<id><records>` (`<first>` the first number the records take, `x` for a
-/// closed session); `None` when it is malformed.
+/// closed session, `t` for a task's change, `c` for a stop asked); `None` when it is malformed.
 pub(super) fn parse_frames(message: &[u8]) -> Option<Vec<(&str, Segment<'_>)>> {
     let mut frames = Vec::new();
     let mut rest = message;
@@ -275,6 +398,8 @@ pub(super) fn parse_frames(message: &[u8]) -> Option<Vec<(&str, Segment<'_>)>> {
         let records = &frame[id_len..];
         let segment = match first {
             "x" => Segment::Closed,
+            "t" => Segment::Task(records),
+            "c" => Segment::Cancel(records),
             first => Segment::Batch {
                 base: first.parse::<u64>().ok()?.checked_sub(1)?,
                 records,
@@ -294,9 +419,12 @@ fn split_line(payload: &[u8]) -> Option<(&str, &[u8])> {
     ))
 }
 
+/// A status read back from history: its number, text and fields.
+pub(super) type Stored = (u64, String, Option<Arc<Extra>>);
+
 /// The result of the read script: the session's counter, and the statuses numbered
 /// `from..=to` that its history holds, in order.
-pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<(u64, String)>)> {
+pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<Stored>)> {
     let Value::Array(mut parts) = value else {
         return None;
     };
@@ -337,9 +465,9 @@ pub(super) fn parse_read(value: Value, from: u64, to: u64) -> Option<(u64, Vec<(
             return None;
         };
         for record in parse_records(first.checked_sub(1)?, &records)? {
-            if let Record::Status(seq, text) = record {
+            if let Record::Status(seq, text, extra) = record {
                 if (from..=to).contains(&seq) {
-                    out.push((seq, String::from_utf8_lossy(text).into_owned()));
+                    out.push((seq, String::from_utf8_lossy(text).into_owned(), extra));
                 }
             }
         }
@@ -445,8 +573,8 @@ pub(super) struct Append<'a> {
     pub(super) session: &'a str,
     /// The counter is raised to at least this first.
     pub(super) floor: u64,
-    /// `(numbers skipped before it, text)` per status.
-    pub(super) items: &'a [(u64, Arc<str>)],
+    /// `(numbers skipped before it, status)` per status.
+    pub(super) items: &'a [(u64, Body)],
     /// Numbers skipped after the last status.
     pub(super) trailing: u64,
     /// Numbers of a call of unknown fate, reserved after the floor (0: none). They are taken
@@ -496,8 +624,8 @@ impl Scripts {
             body.clear();
             let after = append.trailing.saturating_add(append.reserve);
             let mut numbers = after;
-            for (skip, text) in append.items {
-                push_status(&mut body, *skip, text);
+            for (skip, status) in append.items {
+                push_status(&mut body, *skip, status);
                 numbers = numbers.saturating_add(skip.saturating_add(1));
             }
             if after > 0 || append.items.is_empty() {
@@ -547,10 +675,153 @@ impl Scripts {
     }
 }
 
-/// Adds to `pipe` what renews the time to live of `session`'s history.
+/// `EVAL` of the task script: records `state` for `task` of `session` and tells every process
+/// serving it. Task changes are few, so the script travels with each call instead of being
+/// loaded on every server.
+pub(super) fn task_cmd(
+    keys: &Keys,
+    ttl_ms: u64,
+    capacity: usize,
+    session: &str,
+    task: &str,
+    state: TaskState,
+    message: Option<&str>,
+) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(TASK)
+        .arg(2)
+        .arg(keys.tasks(session))
+        .arg(keys.log(session))
+        .arg(keys.publish())
+        .arg(keys.channel(session))
+        .arg(session)
+        .arg(task)
+        .arg(state.as_str())
+        .arg(message.unwrap_or(""))
+        .arg(ttl_ms.max(1))
+        .arg(capacity);
+    cmd
+}
+
+/// The task script's reply: the session's counter when the state was recorded (its
+/// `last_seq`), and whether a stop had been asked for the task.
+pub(super) fn parse_task_reply(value: &Value) -> Option<(u64, bool)> {
+    let Value::Array(parts) = value else {
+        return None;
+    };
+    match parts.as_slice() {
+        [Value::Int(seq), Value::Int(asked)] => Some((u64::try_from(*seq).ok()?, *asked == 1)),
+        _ => None,
+    }
+}
+
+/// `EVAL` of the cancel script for `task` of `session`.
+pub(super) fn cancel_cmd(
+    keys: &Keys,
+    ttl_ms: u64,
+    capacity: usize,
+    session: &str,
+    task: &str,
+) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(CANCEL)
+        .arg(2)
+        .arg(keys.tasks(session))
+        .arg(keys.log(session))
+        .arg(keys.publish())
+        .arg(keys.channel(session))
+        .arg(session)
+        .arg(task)
+        .arg(ttl_ms.max(1))
+        .arg(capacity);
+    cmd
+}
+
+/// What the cancel script answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cancelled {
+    /// The task's state after the request.
+    State(TaskState),
+    /// The session has no such task (the stop is kept for a while in case it registers).
+    UnknownTask,
+    /// No such session.
+    UnknownSession,
+}
+
+/// Reads the cancel script's reply.
+pub(super) fn parse_cancel_reply(value: &Value) -> Option<Cancelled> {
+    let reply = match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?,
+        Value::SimpleString(text) => text.as_str(),
+        _ => return None,
+    };
+    Some(match reply {
+        "unknown" => Cancelled::UnknownTask,
+        "nosession" => Cancelled::UnknownSession,
+        state => Cancelled::State(state.parse().ok()?),
+    })
+}
+
+/// A session's tasks as `HGETALL` of its tasks hash gives them: each task's record, oldest
+/// first, and the tasks a stop was asked for.
+pub(super) fn parse_tasks(value: Value) -> Option<(Vec<TaskRecord>, Vec<String>)> {
+    let fields: Vec<(String, String)> = match value {
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| Some((bulk(k)?, bulk(v)?)))
+            .collect::<Option<_>>()?,
+        Value::Array(flat) => {
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                fields.push((bulk(k)?, bulk(v)?));
+            }
+            fields
+        }
+        _ => return None,
+    };
+    let mut tasks = Vec::new();
+    let mut asked = Vec::new();
+    for (field, value) in fields {
+        if let Some(task) = field.strip_prefix("t:") {
+            // `<state> <last seq> <order>\n<message>`
+            let (line, message) = value.split_once('\n')?;
+            let mut words = line.split(' ');
+            let state: TaskState = words.next()?.parse().ok()?;
+            let last_seq: u64 = words.next()?.parse().ok()?;
+            let order: u64 = words.next()?.parse().ok()?;
+            let record = TaskRecord {
+                task: Arc::from(task),
+                state,
+                last_seq,
+                message: (!message.is_empty()).then(|| Arc::from(message)),
+            };
+            tasks.push((order, record));
+        } else if let Some(task) = field.strip_prefix("c:") {
+            asked.push(task.to_owned());
+        }
+    }
+    tasks.sort_by_key(|(order, _)| *order);
+    Some((tasks.into_iter().map(|(_, record)| record).collect(), asked))
+}
+
+fn bulk(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// Adds to `pipe` what renews the time to live of `session`'s history and of its tasks (which
+/// a long quiet task would otherwise outlive).
 pub(super) fn touch(pipe: &mut Pipeline, keys: &Keys, session: &str, ttl_ms: u64) {
     pipe.cmd("PEXPIRE")
         .arg(keys.log(session))
+        .arg(ttl_ms)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(keys.tasks(session))
         .arg(ttl_ms)
         .ignore();
 }
@@ -713,18 +984,22 @@ mod tests {
 
     #[test]
     fn records_are_numbered_from_the_base() {
+        let plain = |text: &str| Body {
+            text: Arc::from(text),
+            extra: None,
+        };
         let mut body = Vec::new();
-        push_status(&mut body, 0, "hello");
-        push_status(&mut body, 2, "");
+        push_status(&mut body, 0, &plain("hello"));
+        push_status(&mut body, 2, &plain(""));
         // Texts may hold anything, newlines included.
-        push_status(&mut body, 0, "a\nb");
+        push_status(&mut body, 0, &plain("a\nb"));
         push_head(&mut body, 3);
         assert_eq!(
             parse_records(6, &body),
             Some(vec![
-                Record::Status(7, b"hello"),
-                Record::Status(10, b""),
-                Record::Status(11, b"a\nb"),
+                Record::Status(7, b"hello", None),
+                Record::Status(10, b"", None),
+                Record::Status(11, b"a\nb", None),
                 Record::Head(14),
             ])
         );
@@ -735,14 +1010,24 @@ mod tests {
     #[test]
     fn frames_carry_each_session_and_its_records() {
         let mut records = Vec::new();
-        push_status(&mut records, 0, "hi");
+        push_status(
+            &mut records,
+            0,
+            &Body {
+                text: Arc::from("hi"),
+                extra: None,
+            },
+        );
         let mut message = format!("1 {} 7\na", records.len()).into_bytes();
         message.extend_from_slice(&records);
         message.extend_from_slice(b"4 0 x\nb{c}");
         let frames = parse_frames(&message).unwrap();
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0].0, "a");
-        assert_eq!(frames[0].1.records(), Some(vec![Record::Status(7, b"hi")]));
+        assert_eq!(
+            frames[0].1.records(),
+            Some(vec![Record::Status(7, b"hi", None)])
+        );
         assert_eq!(frames[1], ("b{c}", Segment::Closed));
         assert_eq!(parse_frames(b"1 9 1\nashort"), None);
         assert_eq!(parse_frames(b"1 0 0\na"), None);
@@ -778,6 +1063,84 @@ mod tests {
             .map(|i| cluster.group(&format!("session-{i}")))
             .collect();
         assert_eq!(spread.len(), 16);
+    }
+
+    #[test]
+    fn fields_and_task_frames_go_through() {
+        let extra = Extra {
+            task: Some(Arc::from("t1")),
+            progress: Some(Progress::new(3, 10)),
+            level: Some(crate::Level::Warn),
+            key: Some(Box::from("k\ney")),
+            data: Some(JsonData::new(r#"{"a": [1, "x\ny"]}"#).unwrap()),
+        };
+        let full = Body {
+            text: Arc::from("line\nbreak"),
+            extra: Some(Arc::new(extra.clone())),
+        };
+        let bare = Body {
+            text: Arc::from("bare"),
+            extra: Some(Arc::new(Extra::default())),
+        };
+        let mut records = Vec::new();
+        push_status(&mut records, 1, &full);
+        push_status(&mut records, 0, &bare);
+        // A tag this version does not know is skipped.
+        records.extend_from_slice(b"*0 12\ns 1\nxz 3\nnew");
+        assert_eq!(
+            parse_records(0, &records),
+            Some(vec![
+                Record::Status(2, b"line\nbreak", Some(Arc::new(extra))),
+                Record::Status(3, b"bare", Some(Arc::new(Extra::default()))),
+                Record::Status(4, b"x", Some(Arc::new(Extra::default()))),
+            ])
+        );
+        assert_eq!(parse_records(0, b"*0 9\ns 5\nab"), None);
+        assert_eq!(parse_records(0, b"*0 7\np 3\n1-2"), None);
+
+        let frames = parse_frames(b"1 17 t\nsabc cancelling 7\n1 3 c\nsabc").unwrap();
+        assert_eq!(
+            frames[0].1.records(),
+            Some(vec![Record::Task(TaskRecord {
+                task: Arc::from("abc"),
+                state: TaskState::Cancelling,
+                last_seq: 7,
+                message: None,
+            })])
+        );
+        assert_eq!(frames[1].1.records(), Some(vec![Record::Cancel("abc")]));
+        assert_eq!(
+            Segment::Task(b"abc failed 9\nno\nresults").records(),
+            Some(vec![Record::Task(TaskRecord {
+                task: Arc::from("abc"),
+                state: TaskState::Failed,
+                last_seq: 9,
+                message: Some(Arc::from("no\nresults")),
+            })])
+        );
+        assert_eq!(Segment::Task(b"abc paused 9\n").records(), None);
+        assert_eq!(Segment::Cancel(b"").records(), None);
+    }
+
+    #[test]
+    fn a_tasks_hash_reads_back_oldest_first() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let value = Value::Array(vec![
+            bulk("n"),
+            bulk("2"),
+            bulk("t:late"),
+            bulk("running 5 2\n"),
+            bulk("c:late"),
+            bulk("1"),
+            bulk("t:early"),
+            bulk("failed 3 1\ntimed out"),
+        ]);
+        let (tasks, asked) = parse_tasks(value).unwrap();
+        let ids: Vec<_> = tasks.iter().map(|t| &*t.task).collect();
+        assert_eq!(ids, ["early", "late"]);
+        assert_eq!(tasks[0].message.as_deref(), Some("timed out"));
+        assert_eq!((tasks[1].state, tasks[1].last_seq), (TaskState::Running, 5));
+        assert_eq!(asked, ["late"]);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::outbox::Item;
-use super::wire::{self, Append, Backoff, Conn, Layout, Scripts};
+use super::wire::{self, Append, Backoff, Body, Conn, Layout, Scripts};
 use super::Shared;
 use crate::hub::backend::BackendHandle;
 
@@ -52,8 +52,8 @@ const LINGER_BELOW: usize = 128;
 /// One session's statuses in an append call.
 struct Part {
     session: Arc<str>,
-    /// `(numbers skipped before it, text)` per status, in order.
-    items: Vec<(u64, Arc<str>)>,
+    /// `(numbers skipped before it, status)` per status, in order.
+    items: Vec<(u64, Body)>,
     /// Numbers skipped after the last status.
     trailing: u64,
     /// Numbers of statuses whose fate is unknown after Redis lost its data, reserved after the
@@ -437,9 +437,9 @@ impl Writer {
             };
             let part = &mut list[part];
             match item {
-                Item::Status { text, skip, .. } => {
+                Item::Status { status, skip, .. } => {
                     part.items
-                        .push((skip + std::mem::take(&mut part.trailing), text));
+                        .push((skip + std::mem::take(&mut part.trailing), status));
                 }
                 Item::Skip { count, .. } => part.trailing += count,
                 Item::Close { .. } => {}
