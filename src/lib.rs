@@ -16,16 +16,16 @@
 //!   works from any thread. It sends to a [`Messenger`]: the current thread's scoped default
 //!   ([`with_default`], [`set_default`], [`Messenger::scope`]) where one is set, else the global
 //!   one ([`setup_status_messenger_async`], or your own through [`set_global_default`]).
+//! - A [`Hub`] attached to that messenger ([`Hub::attach`], [`Hub::attach_global`]) takes each
+//!   status on the sender's thread; a WebSocket or SSE handler reads its session with
+//!   [`Hub::subscribe`], a `Stream` of [`Event`]s. The [`hub`] module explains history, resume,
+//!   gaps and every bound.
 //! - [`add_status`] sends a [`StatusMessage`]: a text with optional fields beside it (progress,
 //!   level, key, JSON data), carried through the hub, its history and resume.
 //! - A [`Task`] is one run of tool work in a session, started with [`Hub::start_task`]. The
 //!   context that carries the session carries the task too, so tool code on any thread asks
 //!   [`is_cancelled`] (or awaits [`cancelled`]) after [`Hub::cancel_task`], and the hub tells
 //!   the session's subscribers each task's state ([`TaskUpdate`]).
-//! - A [`Hub`] attached to that messenger ([`Hub::attach`], [`Hub::attach_global`]) takes each
-//!   status on the sender's thread; a WebSocket or SSE handler reads its session with
-//!   [`Hub::subscribe`], a `Stream` of [`Event`]s. The [`hub`] module explains history, resume,
-//!   gaps and every bound.
 //! - The port of the Python original is there too: [`stream_status_updates`] is the messenger's
 //!   receiving end as a `Stream` of `(Option<String>, String)`, for a broadcaster of your own.
 //!
