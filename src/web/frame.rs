@@ -194,6 +194,28 @@ impl Frame {
     /// assert_eq!((json["seq"].as_u64(), json["text"].as_str()), (Some(1), Some("hello")));
     /// # }
     /// ```
+    ///
+    /// A task update, as every subscription starts with:
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::web::{Frame, FrameKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let task = hub.start_task("s").unwrap();
+    /// let id = task.id().to_owned();
+    /// task.cancel();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// assert_eq!(frame.kind(), FrameKind::Task);
+    /// let expected = format!(
+    ///     r#"{{"type":"task","session":"s","task":"{id}","state":"cancelling","last_seq":0}}"#
+    /// );
+    /// assert_eq!(frame.json(), expected);
+    /// assert_eq!(frame.to_sse(), format!("event: task\ndata: {expected}\n\n"));
+    /// # }
+    /// ```
     pub fn encode(event: &Event) -> Option<Frame> {
         // Serializing strings and integers cannot fail; a failure would only drop the frame.
         match event {
