@@ -2,9 +2,10 @@
 //! (WebDriver).
 //!
 //! The demo page, on the demo servers run as processes: isolation between pages, resume after a
-//! reload, a drop or a transport switch; and on a minimal in-process server of the public API
-//! that serves the same page, so the test can publish any text: gap items, and status text
-//! that is never treated as HTML.
+//! reload, a drop or a transport switch, and Stop, which ends the task on every open tab and
+//! after a reload; and on a minimal in-process server of the public API that serves the same
+//! page, so the test can publish any status: gap items, status text that is never treated as
+//! HTML, levels, keyed statuses kept in place, progress and a failed task's message.
 //!
 //! The client module itself, on a test page that records every callback, behind a TCP proxy
 //! the test controls: reload mid-task, connections cut mid-task, a stalled connection (the
@@ -684,6 +685,44 @@ async fn stop_ends_the_task_on_every_tab_and_after_a_reload() {
     wait_for_rows(&b, stopped_at as usize).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_steps_shown(&rows(&b).await, &session, stopped_at, 150);
+
+    // Stop on the SSE tab (a `POST /cancel`) ends the next task for both as well.
+    start_task(&a, 150, 40).await;
+    wait_until(
+        &b,
+        "the second task on the SSE tab",
+        "document.querySelectorAll('#tasks li.task').length === 2",
+    )
+    .await;
+    let second = js(
+        &b,
+        "return document.querySelectorAll('#tasks li.task')[1].dataset.task;",
+    )
+    .await
+    .as_str()
+    .expect("the second task")
+    .to_owned();
+    wait_for_rows(&b, stopped_at as usize + 3).await;
+    b.find(Locator::Css(&format!(
+        "#tasks li[data-task=\"{second}\"] button.stop"
+    )))
+    .await
+    .expect("a Stop button")
+    .click()
+    .await
+    .expect("click Stop");
+    for page in [&a, &b] {
+        wait_until(
+            page,
+            "the second task shown cancelled",
+            &format!("{} === 'cancelled'", task_state_js(&second)),
+        )
+        .await;
+        assert_eq!(
+            js(page, &format!("return {};", task_state_js(&task))).await,
+            "cancelled"
+        );
+    }
     a.close().await.expect("close");
     b.close().await.expect("close");
 }
