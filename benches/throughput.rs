@@ -3,7 +3,7 @@
 //! consumer, measured in the same group.
 //!
 //! The same group measures what the newer entry points cost beside it: `structured_status`
-//! sends each status with progress, level and key through `add_status`, and
+//! sends each status with progress, level, key and JSON data through `add_status`, and
 //! `in_task_cancel_check` runs the producers as tasks that ask `is_cancelled()` before each
 //! `add_status_message` (each status then also carries its task's id), as the simulated tool
 //! does. The `cancel_check` group times `is_cancelled()` alone, inside a task and outside.
@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use futures_util::StreamExt;
 use status_messenger::{
     add_status, add_status_message, is_cancelled, setup_status_messenger_async,
-    stream_status_updates, Hub, HubConfig, Level, SessionContext, StatusMessage,
+    stream_status_updates, Hub, HubConfig, JsonData, Level, SessionContext, StatusMessage,
 };
 
 const TEXT: &str = "Searching the web...";
@@ -110,14 +110,17 @@ fn compare_structured(
     threads: u64,
     messages: u64,
 ) {
-    let structured = |thread: u64, count: u64| {
+    // Data is checked once, as an application holding a value would; each status shares it.
+    let data = JsonData::new(r#"{"query": "rust async", "hits": [1, 2, 3]}"#).expect("JSON");
+    let structured = move |thread: u64, count: u64| {
         SessionContext::new(format!("session-{thread}")).run(|| {
             for step in 0..count {
                 add_status(
                     StatusMessage::new(TEXT)
                         .progress(step, count)
                         .level(Level::Info)
-                        .key("search"),
+                        .key("search")
+                        .data(data.clone()),
                 );
             }
         });

@@ -3,8 +3,10 @@
 //! The status-messenger demo on actix-web: the same page and HTTP contract as `axum_demo`.
 //!
 //! actix runs blocking work on its own pool (`web::block`), which knows nothing about
-//! sessions, so the handler captures a [`SessionContext`] where the session is set and the
-//! blocking closure [`run`](SessionContext::run)s the tool inside it. The library's endpoints
+//! sessions, so the handler starts a task of the session ([`Hub::start_task`]) and the blocking
+//! closure [`run`](Task::run)s the tool inside it: the task carries the session and its cancel
+//! there, and records how the tool ended. `POST /api/sessions/{id}/tasks/{task}/cancel` asks
+//! the tool to stop. The library's endpoints
 //! ([`Endpoints::configure`]) serve `/ws`, `/events`, `/cancel` and the browser client.
 
 use std::future::Future;
@@ -17,7 +19,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use status_messenger::web::{Endpoints, Refusal};
-use status_messenger::{with_session_id, Hub, SessionContext};
+use status_messenger::{Hub, Task};
 
 mod common;
 
@@ -43,6 +45,7 @@ fn configure(
             .service(web::resource("/healthz").get(healthz))
             .service(web::resource("/api/sessions").post(create_session))
             .service(web::resource("/api/sessions/{id}/tasks").post(start_task))
+            .service(web::resource("/api/sessions/{id}/tasks/{task}/cancel").post(cancel_task))
             .service(web::resource("/metrics").get(metrics))
             .configure(streams);
     }
@@ -201,23 +204,34 @@ async fn start_task(
         Ok(spec) => spec,
         Err(message) => return refused(&Refusal::bad_request(message)),
     };
-    let task = match common::new_id() {
+    let task = match common::start_task(&state.hub, session.as_deref().unwrap_or_default()) {
         Ok(task) => task,
-        Err(e) => return refused(&Refusal::new(500, e.to_string())),
+        Err(refusal) => return refused(&refusal),
     };
-    // The session is set here, once; the tool itself never sees it.
-    actix_web::rt::spawn(with_session_id(session.unwrap_or_default(), run_task(spec)));
+    let answer = serde_json::json!({ "task": task.id() }).to_string();
+    actix_web::rt::spawn(run_task(task, spec));
     HttpResponse::Accepted()
         .content_type(ContentType::json())
-        .body(serde_json::json!({ "task": task }).to_string())
+        .body(answer)
 }
 
-/// Runs the tool on actix's blocking pool, carrying the current session there.
-async fn run_task(spec: TaskSpec) {
-    let session = SessionContext::current();
-    let tool = web::block(move || session.run(|| common::simulated_tool(spec.steps, spec.delay)));
+/// Runs the tool on actix's blocking pool in its task, which carries the session and the
+/// cancel there (the tool itself sees neither) and records how it ended.
+async fn run_task(task: Task, spec: TaskSpec) {
+    let tool = web::block(move || task.run(|| common::simulated_tool(spec.steps, spec.delay)));
     if let Err(e) = tool.await {
         tracing::error!(error = %e, "the simulated tool failed");
+    }
+}
+
+/// `POST /api/sessions/{id}/tasks/{task}/cancel`: asks the task's tool to stop.
+async fn cancel_task(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let info = req.match_info();
+    match common::cancel_task(&state.hub, info.get("id"), info.get("task")).await {
+        Ok(answer) => HttpResponse::Accepted()
+            .content_type(ContentType::json())
+            .body(answer),
+        Err(refusal) => refused(&refusal),
     }
 }
 

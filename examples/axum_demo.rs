@@ -4,9 +4,12 @@
 //! statuses arrive live over a WebSocket or Server-Sent Events.
 //!
 //! How the pieces fit:
-//! - a request handler sets the session with [`with_session_id`] and runs the synchronous tool
-//!   through [`status_messenger::spawn_blocking`], which carries the session to the blocking
-//!   thread; the tool only calls `add_status_message`;
+//! - a request handler starts a task of the session ([`Hub::start_task`]) and runs the
+//!   synchronous tool in it ([`Task::run`](status_messenger::Task::run)) through
+//!   [`status_messenger::spawn_blocking`]: the task carries the session and its cancel to the
+//!   blocking thread; the tool only calls `add_status` and asks `is_cancelled()`;
+//! - `POST /api/sessions/{id}/tasks/{task}/cancel` (and the library's `POST /cancel` and
+//!   WebSocket cancel frame) asks the tool to stop; the hub tells every open page;
 //! - the hub is attached to the global messenger: each status goes from the tool's thread
 //!   straight into the hub, which numbers it, keeps the session's history and wakes that
 //!   session's subscribers;
@@ -26,7 +29,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use status_messenger::web::{Endpoints, Refusal};
-use status_messenger::{with_session_id, Hub};
+use status_messenger::Hub;
 use tokio::net::TcpListener;
 
 mod common;
@@ -45,6 +48,7 @@ fn app(state: AppState, endpoints: &Endpoints) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/sessions", post(create_session))
         .route("/api/sessions/{id}/tasks", post(start_task))
+        .route("/api/sessions/{id}/tasks/{task}/cancel", post(cancel_task))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(endpoints.router())
@@ -200,25 +204,38 @@ async fn start_task(
         Ok(spec) => spec,
         Err(message) => return refused(&Refusal::bad_request(message)),
     };
-    let task = match common::new_id() {
+    let task = match common::start_task(&state.hub, id.as_deref().unwrap_or_default()) {
         Ok(task) => task,
-        Err(e) => return refused(&Refusal::new(500, e.to_string())),
+        Err(refusal) => return refused(&refusal),
     };
-    let session = id.unwrap_or_default();
-    // The session is set here, once; `spawn_blocking` carries it to the blocking thread, so
-    // the tool itself never sees it.
-    tokio::spawn(with_session_id(session, async move {
-        let tool = status_messenger::spawn_blocking(move || {
-            common::simulated_tool(spec.steps, spec.delay)
-        });
+    let answer = serde_json::json!({ "task": task.id() }).to_string();
+    // The task carries its session and its cancel to the blocking thread: the tool itself sees
+    // neither, and `run` records how it ended (`finished`, `cancelled`, or `failed` on a panic).
+    let tool = status_messenger::spawn_blocking(move || {
+        task.run(|| common::simulated_tool(spec.steps, spec.delay))
+    });
+    tokio::spawn(async move {
         if let Err(e) = tool.await {
             tracing::error!(error = %e, "the simulated tool failed");
         }
-    }));
-    json(
-        StatusCode::ACCEPTED,
-        serde_json::json!({ "task": task }).to_string(),
-    )
+    });
+    json(StatusCode::ACCEPTED, answer)
+}
+
+/// `POST /api/sessions/{id}/tasks/{task}/cancel`: asks the task's tool to stop.
+async fn cancel_task(
+    State(state): State<AppState>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let ids = ids.ok().map(|Path(ids)| ids);
+    let (session, task) = match &ids {
+        Some((session, task)) => (Some(session.as_str()), Some(task.as_str())),
+        None => (None, None),
+    };
+    match common::cancel_task(&state.hub, session, task).await {
+        Ok(answer) => json(StatusCode::ACCEPTED, answer),
+        Err(refusal) => refused(&refusal),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

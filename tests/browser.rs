@@ -2,9 +2,10 @@
 //! (WebDriver).
 //!
 //! The demo page, on the demo servers run as processes: isolation between pages, resume after a
-//! reload, a drop or a transport switch; and on a minimal in-process server of the public API
-//! that serves the same page, so the test can publish any text: gap items, and status text
-//! that is never treated as HTML.
+//! reload, a drop or a transport switch, and Stop, which ends the task on every open tab and
+//! after a reload; and on a minimal in-process server of the public API that serves the same
+//! page, so the test can publish any status: gap items, status text that is never treated as
+//! HTML, levels, keyed statuses kept in place, progress and a failed task's message.
 //!
 //! The client module itself, on a test page that records every callback, behind a TCP proxy
 //! the test controls: reload mid-task, connections cut mid-task, a stalled connection (the
@@ -30,7 +31,7 @@ use axum::{Json, Router};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use status_messenger::web::Endpoints;
-use status_messenger::Hub;
+use status_messenger::{Hub, Level, StatusMessage};
 use support::demo::Demo;
 use support::proxy::Proxy;
 use support::{Server, Shutdown};
@@ -341,10 +342,16 @@ async fn click(client: &Client, id: &str) {
 /// Asserts the page shows exactly the statuses of one task of `total` steps, each once, in
 /// order, all of `session`, and no gap.
 fn assert_task(rows: &[Row], session: &str, total: u64) {
+    assert_steps_shown(rows, session, total, total);
+}
+
+/// Asserts the page shows exactly steps `1..=shown` of one task of `total` steps, each once,
+/// in order, all of `session`.
+fn assert_steps_shown(rows: &[Row], session: &str, shown: u64, total: u64) {
     let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
     assert_eq!(
         seqs,
-        (1..=total).collect::<Vec<_>>(),
+        (1..=shown).collect::<Vec<_>>(),
         "every status exactly once, in order"
     );
     for row in rows {
@@ -565,6 +572,238 @@ async fn statuses_no_longer_in_history_show_as_a_gap() {
     assert_eq!(seqs, [6, 7, 8]);
     let png = page.screenshot().await.expect("a screenshot");
     std::fs::write(screenshot_path("demo-gap.png"), png).expect("screenshot saved");
+    page.close().await.expect("close");
+}
+
+/// The state the page shows for `task`, or `null`.
+fn task_state_js(task: &str) -> String {
+    format!(
+        "(document.querySelector('#tasks li[data-task=\"{task}\"]') || {{dataset: {{}}}}).dataset.state"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_the_task_on_every_tab_and_after_a_reload() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let server = tokio::task::spawn_blocking(|| start_demo(Demo::Axum))
+        .await
+        .expect("the demo");
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = driver.browser(dir_a.path()).await;
+    let b = driver.browser(dir_b.path()).await;
+    let session = open_page(&a, &server.base).await;
+    // The second tab follows the same session, over SSE, where Stop is a `POST /cancel`.
+    let joined = open_page(&b, &format!("{}/#session={session}&via=sse", server.base)).await;
+    assert_eq!(joined, session);
+
+    start_task(&a, 150, 40).await;
+    wait_for_rows(&b, 5).await;
+    let task = js(
+        &a,
+        "return document.querySelector('#tasks li.task').dataset.task;",
+    )
+    .await
+    .as_str()
+    .expect("the page lists the task")
+    .to_owned();
+    for page in [&a, &b] {
+        assert_eq!(
+            js(page, &format!("return {};", task_state_js(&task))).await,
+            "running"
+        );
+    }
+    a.find(Locator::Css(&format!(
+        "#tasks li[data-task=\"{task}\"] button.stop"
+    )))
+    .await
+    .expect("a Stop button")
+    .click()
+    .await
+    .expect("click Stop");
+    for page in [&a, &b] {
+        wait_until(
+            page,
+            "the task shown cancelled",
+            &format!("{} === 'cancelled'", task_state_js(&task)),
+        )
+        .await;
+    }
+    let shown = rows(&a).await;
+    let stopped_at = shown.len() as u64;
+    assert!(
+        (5..150).contains(&stopped_at),
+        "stopped mid-task, at {stopped_at}"
+    );
+    let png = a.screenshot().await.expect("a screenshot");
+    std::fs::write(screenshot_path("demo-stopped.png"), png).expect("screenshot saved");
+    // No step after it, on either tab, several step delays later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_steps_shown(&rows(&a).await, &session, stopped_at, 150);
+    assert_steps_shown(&rows(&b).await, &session, stopped_at, 150);
+    for page in [&a, &b] {
+        let hidden = js(
+            page,
+            &format!(
+                "return document.querySelector('#tasks li[data-task=\"{task}\"] button.stop').hidden;"
+            ),
+        )
+        .await;
+        assert_eq!(hidden, Value::Bool(true), "no Stop for a stopped task");
+    }
+    let label = js(
+        &a,
+        "return document.getElementById('progress-label').textContent;",
+    )
+    .await;
+    assert!(
+        label.as_str().unwrap_or("").starts_with("Stopped"),
+        "{label}"
+    );
+    // The server agrees: the session's snapshot says cancelled after the last step shown.
+    let mut ws = support::ws_connect(&server, &session, Some(stopped_at)).await;
+    let snapshot = support::ws_next_any(&mut ws).await.expect("the snapshot");
+    assert_eq!(
+        (&snapshot["state"], snapshot["last_seq"].as_u64()),
+        (&json!("cancelled"), Some(stopped_at))
+    );
+    support::ws_quiet(&mut ws, Duration::from_millis(100)).await;
+
+    // A reload shows it cancelled too, from the snapshot, with the same steps.
+    b.refresh().await.expect("reload");
+    wait_until(
+        &b,
+        "the reloaded page shows the task cancelled",
+        &format!("{} === 'cancelled'", task_state_js(&task)),
+    )
+    .await;
+    wait_for_rows(&b, stopped_at as usize).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_steps_shown(&rows(&b).await, &session, stopped_at, 150);
+
+    // Stop on the SSE tab (a `POST /cancel`) ends the next task for both as well.
+    start_task(&a, 150, 40).await;
+    wait_until(
+        &b,
+        "the second task on the SSE tab",
+        "document.querySelectorAll('#tasks li.task').length === 2",
+    )
+    .await;
+    let second = js(
+        &b,
+        "return document.querySelectorAll('#tasks li.task')[1].dataset.task;",
+    )
+    .await
+    .as_str()
+    .expect("the second task")
+    .to_owned();
+    wait_for_rows(&b, stopped_at as usize + 3).await;
+    b.find(Locator::Css(&format!(
+        "#tasks li[data-task=\"{second}\"] button.stop"
+    )))
+    .await
+    .expect("a Stop button")
+    .click()
+    .await
+    .expect("click Stop");
+    for page in [&a, &b] {
+        wait_until(
+            page,
+            "the second task shown cancelled",
+            &format!("{} === 'cancelled'", task_state_js(&second)),
+        )
+        .await;
+        assert_eq!(
+            js(page, &format!("return {};", task_state_js(&task))).await,
+            "cancelled"
+        );
+    }
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn levels_keys_and_progress_are_shown() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let hub = support::private_hub(1000);
+    let server = start_page_server(Endpoints::new(hub.clone()));
+    let dir = tempfile::tempdir().expect("dir");
+    let page = driver.browser(dir.path()).await;
+    let session = open_page(&page, &server.base).await;
+    let task = hub.start_task(&session).expect("a task");
+    let id = task.id().to_owned();
+    let context = task.context();
+    let send = |status: StatusMessage| {
+        hub.publish_message(Some(&session), status)
+            .expect("published");
+    };
+    send(
+        StatusMessage::new("connecting")
+            .key("net")
+            .level(Level::Info),
+    );
+    send(StatusMessage::new("slow source").level(Level::Warn));
+    send(StatusMessage::new("reconnected").key("net"));
+    send(StatusMessage::new("one page failed").level(Level::Error));
+    let messenger = status_messenger::Messenger::new();
+    hub.attach(&messenger).expect("attached");
+    context
+        .with_messenger(&messenger)
+        .run(|| messenger.add_status(StatusMessage::new("half way").progress(5, 10)));
+    wait_for_rows(&page, 4).await;
+    let shown = js(
+        &page,
+        "return Array.from(document.querySelectorAll('#log li.status')).map(li => \
+         [Number(li.dataset.seq), li.querySelector('.text').textContent, li.dataset.level || null, li.dataset.key || null]);",
+    )
+    .await;
+    // The keyed status is replaced in its place by the later one with its key.
+    assert_eq!(
+        shown,
+        json!([
+            [3, "reconnected", null, "net"],
+            [2, "slow source", "warn", null],
+            [4, "one page failed", "error", null],
+            [5, "half way", null, null],
+        ])
+    );
+    let label = js(
+        &page,
+        "return document.getElementById('progress-label').textContent;",
+    )
+    .await;
+    assert_eq!(label, "Step 5 of 10");
+    wait_until(
+        &page,
+        "the task's progress",
+        &format!(
+            "document.querySelector('#tasks li[data-task=\"{id}\"] .count').textContent === '5 / 10'"
+        ),
+    )
+    .await;
+    task.fail("no more pages");
+    wait_until(
+        &page,
+        "the task shown failed",
+        &format!("{} === 'failed'", task_state_js(&id)),
+    )
+    .await;
+    let message = js(
+        &page,
+        &format!(
+            "return document.querySelector('#tasks li[data-task=\"{id}\"] .message').textContent;"
+        ),
+    )
+    .await;
+    assert_eq!(message, "no more pages");
     page.close().await.expect("close");
 }
 

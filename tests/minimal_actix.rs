@@ -9,21 +9,28 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::Deserialize;
 use serde_json::json;
 use status_messenger::web::Endpoints;
-use status_messenger::{add_status_message, Hub, SessionContext};
+use status_messenger::{add_status, is_cancelled, Hub, StatusMessage};
 use support::{Server, Shutdown};
 
 // ---- the user's server ----
 
-/// The tool: synchronous code that never sees the session (the demos' simulated tool).
+/// The tool: synchronous code that never sees the session nor its task (the demos' simulated
+/// tool): it asks whether it was cancelled before each step and reports each with its progress.
 fn tool(steps: u32, delay: Duration) {
     for step in 1..=steps {
         if step > 1 {
             std::thread::sleep(delay);
         }
+        if is_cancelled() {
+            return;
+        }
         let t_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        add_status_message(format!("step {step}/{steps} t_ns={t_ns}"));
+        add_status(
+            StatusMessage::new(format!("step {step}/{steps} t_ns={t_ns}"))
+                .progress(u64::from(step), u64::from(steps)),
+        );
     }
 }
 
@@ -50,9 +57,10 @@ async fn start_task(
         return HttpResponse::NotFound().json(json!({ "error": "unknown session" }));
     }
     let (steps, delay) = (task.steps, Duration::from_millis(task.delay_ms));
-    let session = SessionContext::new(id.into_inner());
-    actix_web::rt::spawn(web::block(move || session.run(|| tool(steps, delay))));
-    HttpResponse::Accepted().json(json!({ "task": "t1" }))
+    let run = hub.start_task(&id).expect("a task");
+    let answer = json!({ "task": run.id() });
+    actix_web::rt::spawn(web::block(move || run.run(|| tool(steps, delay))));
+    HttpResponse::Accepted().json(answer)
 }
 
 fn configure(endpoints: &Endpoints) -> impl FnOnce(&mut web::ServiceConfig) {

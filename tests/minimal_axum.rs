@@ -12,21 +12,28 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use status_messenger::web::Endpoints;
-use status_messenger::{add_status_message, spawn_blocking, with_session_id, Hub};
+use status_messenger::{add_status, is_cancelled, spawn_blocking, Hub, StatusMessage};
 use support::{Server, Shutdown};
 
 // ---- the user's server ----
 
-/// The tool: synchronous code that never sees the session (the demos' simulated tool).
+/// The tool: synchronous code that never sees the session nor its task (the demos' simulated
+/// tool): it asks whether it was cancelled before each step and reports each with its progress.
 fn tool(steps: u32, delay: Duration) {
     for step in 1..=steps {
         if step > 1 {
             std::thread::sleep(delay);
         }
+        if is_cancelled() {
+            return;
+        }
         let t_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        add_status_message(format!("step {step}/{steps} t_ns={t_ns}"));
+        add_status(
+            StatusMessage::new(format!("step {step}/{steps} t_ns={t_ns}"))
+                .progress(u64::from(step), u64::from(steps)),
+        );
     }
 }
 
@@ -56,10 +63,10 @@ async fn start_task(
         );
     }
     let delay = Duration::from_millis(task.delay_ms);
-    tokio::spawn(with_session_id(id, async move {
-        spawn_blocking(move || tool(task.steps, delay)).await
-    }));
-    (StatusCode::ACCEPTED, Json(json!({ "task": "t1" })))
+    let (steps, run) = (task.steps, hub.start_task(&id).expect("a task"));
+    let answer = Json(json!({ "task": run.id() }));
+    spawn_blocking(move || run.run(|| tool(steps, delay)));
+    (StatusCode::ACCEPTED, answer)
 }
 
 fn app(endpoints: &Endpoints) -> Router {

@@ -377,3 +377,122 @@ async fn a_partition_moved_to_another_master_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A tool that reports a step every few milliseconds until it is cancelled.
+fn stoppable_tool() -> u64 {
+    for step in 1..=2_000 {
+        if status_messenger::is_cancelled() {
+            return step - 1;
+        }
+        status_messenger::add_status(
+            status_messenger::StatusMessage::new(format!("step {step}")).progress(step, 2_000),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    2_000
+}
+
+/// Reads `sub` until `task`'s update in `state`; what came before it.
+async fn until_task(
+    sub: &mut Subscription,
+    task: &str,
+    state: status_messenger::TaskState,
+) -> Vec<Event> {
+    let mut before = Vec::new();
+    loop {
+        let event = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {state} update for {task}: {before:?}"))
+            .expect("stream ended");
+        match &event {
+            Event::Task(update) if update.task() == task && update.state() == state => {
+                return before
+            }
+            _ => before.push(event),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_to_one_process_stops_a_task_on_another_and_both_see_its_updates() {
+    use status_messenger::{Messenger, TaskState};
+
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let prefix = prefix("cluster-cancel");
+    let a = hub(&cluster, &prefix).await;
+    let b = hub(&cluster, &prefix).await;
+    let messenger = Messenger::new();
+    a.attach(&messenger).unwrap();
+    let mut on_a = a.subscribe("s1", None);
+    let mut on_b = b.subscribe("s1", None);
+    let task = status_messenger::with_default(&messenger, || a.start_task("s1")).unwrap();
+    let id = task.id().to_owned();
+    let tool = tokio::task::spawn_blocking(move || task.run(stoppable_tool));
+
+    // Both processes hear it start and its steps, with their fields (through Redis the start
+    // may come after the first steps, which travel apart from it).
+    for sub in [&mut on_a, &mut on_b] {
+        let before = until_task(sub, &id, TaskState::Running).await;
+        assert!(
+            before
+                .iter()
+                .all(|e| matches!(e, Event::Status(s) if s.task() == Some(id.as_str()))),
+            "{before:?}"
+        );
+        let mut seen = before.last().map_or(0, |e| e.last_seq());
+        while seen < 3 {
+            let event = tokio::time::timeout(WAIT, sub.next())
+                .await
+                .expect("a step")
+                .expect("stream ended");
+            if let Event::Status(status) = event {
+                assert_eq!(status.task(), Some(id.as_str()));
+                assert_eq!(status.progress().map(|p| p.current()), Some(status.seq()));
+                seen = status.seq();
+            }
+        }
+    }
+    // Stop, pressed on the page served by B.
+    assert_eq!(
+        b.cancel_task("s1", &id).await.unwrap(),
+        TaskState::Cancelling
+    );
+    let done = tokio::time::timeout(WAIT, tool)
+        .await
+        .expect("the tool stopped")
+        .unwrap();
+    assert!(done < 2_000);
+    // Each process: cancelling, then cancelled, and no status of the task in between.
+    for sub in [&mut on_b, &mut on_a] {
+        until_task(sub, &id, TaskState::Cancelling).await;
+        let after = until_task(sub, &id, TaskState::Cancelled).await;
+        assert!(
+            after.iter().all(|e| !matches!(e, Event::Status(_))),
+            "statuses after cancelling: {after:?}"
+        );
+    }
+    // Both answer the final state; a new subscriber on B starts with it.
+    let mut answer = b.cancel_task("s1", &id).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while answer != TaskState::Cancelled && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        answer = b.cancel_task("s1", &id).await.unwrap();
+    }
+    assert_eq!(answer, TaskState::Cancelled);
+    assert_eq!(
+        a.cancel_task("s1", &id).await.unwrap(),
+        TaskState::Cancelled
+    );
+    let mut late = b.subscribe("s1", Some(on_b.last_seq()));
+    match tokio::time::timeout(WAIT, late.next()).await {
+        Ok(Some(Event::Task(update))) => {
+            assert_eq!(
+                (update.task(), update.state()),
+                (id.as_str(), TaskState::Cancelled)
+            );
+        }
+        other => panic!("no snapshot first: {other:?}"),
+    }
+}

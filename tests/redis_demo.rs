@@ -98,3 +98,46 @@ async fn two_demo_servers_share_sessions_through_redis() {
     on_a.stop().await.expect("A stopped cleanly");
     on_b.stop().await.expect("B stopped cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sent_to_one_demo_server_stops_the_tool_running_on_the_other() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let (on_a, on_b) = tokio::task::spawn_blocking(move || {
+        (
+            Demo::Axum.start(&["--redis", &url]),
+            Demo::Actix.start(&["--redis", &url]),
+        )
+    })
+    .await
+    .expect("start the demos");
+    let id = create_session(&on_a).await;
+    let mut ws_a = ws_connect(&on_a, &id, None).await;
+    let mut ws_b = ws_connect(&on_b, &id, None).await;
+    // The tool runs in A's process; Stop is pressed on the page served by B.
+    let task = start_task(&on_a, &id, 400, 20).await;
+    ws_take(&mut ws_b, 3).await;
+    let (status, answer) =
+        support::post_json(&on_b, &format!("/api/sessions/{id}/tasks/{task}/cancel")).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["task"], task.as_str());
+    for ws in [&mut ws_b, &mut ws_a] {
+        let (frames, cancelled) = support::ws_until_task(ws, &task, "cancelled").await;
+        let stopped_at = cancelled["last_seq"].as_u64().expect("last_seq");
+        assert!(stopped_at < 400, "stopped mid-task at {stopped_at}");
+        let after_cancelling = frames
+            .iter()
+            .skip_while(|f| f["type"] != "task" || f["state"] == "running")
+            .filter(|f| f.get("type").is_none())
+            .count();
+        assert_eq!(after_cancelling, 0, "statuses after the cancel: {frames:?}");
+    }
+    // Either server answers the end from now on.
+    let (_, again) = support::post_json(&on_a, &format!("/cancel?session={id}&task={task}")).await;
+    assert_eq!(again["state"], "cancelled");
+    drop((ws_a, ws_b));
+    on_a.stop().await.expect("A stopped cleanly");
+    on_b.stop().await.expect("B stopped cleanly");
+}

@@ -1,5 +1,6 @@
 //! What the axum and actix demo servers share and is the demo's own: arguments, session ids,
-//! the task body, the simulated tool, the page, metrics and shutdown signals. The streams
+//! the task body, the simulated tool, starting and cancelling its tasks, the page, metrics and
+//! shutdown signals. The streams
 //! (`/ws`, `/events`, `/cancel`, `/status-messenger.js`) are the library's.
 
 use std::fmt::Write as _;
@@ -7,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
+use status_messenger::hub::StartTaskError;
 use status_messenger::web::Refusal;
-use status_messenger::{add_status_message, Hub, HubConfig};
+use status_messenger::{add_status, is_cancelled, Hub, HubConfig, StatusMessage, Task};
 
 /// The page, one self-contained file: no build step, no CDN, works offline.
 pub(crate) const PAGE_HTML: &str = include_str!("page.html");
@@ -252,21 +254,58 @@ pub(crate) fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
     })
 }
 
-/// The simulated agent tool: ordinary synchronous code that knows nothing about sessions.
+/// The simulated agent tool: ordinary synchronous code that knows nothing about sessions or
+/// tasks; returns the steps it did.
 ///
-/// It reports progress with [`add_status_message`]; the session-carrying spawn helpers decide
-/// whose page the messages reach.
+/// It reports each step with [`add_status`] and its progress; the task it runs in (see
+/// [`start_task`]) decides whose page the statuses reach, and tags them with the task. Before
+/// each step it asks [`is_cancelled`], so a Stop ends it within one step's delay.
 pub(crate) fn simulated_tool(steps: u32, delay: Duration) -> u32 {
     for step in 1..=steps {
         if step > 1 && !delay.is_zero() {
             std::thread::sleep(delay);
         }
+        if is_cancelled() {
+            return step - 1;
+        }
         let t_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos());
-        add_status_message(format!("step {step}/{steps} t_ns={t_ns}"));
+        add_status(
+            StatusMessage::new(format!("step {step}/{steps} t_ns={t_ns}"))
+                .progress(u64::from(step), u64::from(steps)),
+        );
     }
     steps
+}
+
+/// Starts a task in `session` for the simulated tool: the caller runs it (with [`Task::run`]
+/// on a blocking thread), and its id is the `task` of the 202 answer.
+pub(crate) fn start_task(hub: &Hub, session: &str) -> Result<Task, Refusal> {
+    hub.start_task(session).map_err(|error| match error {
+        StartTaskError::InvalidSessionId(_) | StartTaskError::SessionClosed => {
+            Refusal::not_found("unknown session")
+        }
+        StartTaskError::TooManyTasks => Refusal::new(429, error.to_string()),
+        other => Refusal::unavailable(other.to_string()),
+    })
+}
+
+/// `POST /api/sessions/{id}/tasks/{task}/cancel`: the JSON of the 202 answer,
+/// `{"task": "...", "state": "..."}` (`cancelling`, or the state the task had already ended
+/// in), or the refusal: 404 for an unknown session or a task that is not the session's.
+pub(crate) async fn cancel_task(
+    hub: &Hub,
+    session: Option<&str>,
+    task: Option<&str>,
+) -> Result<String, Refusal> {
+    let session = check_session(hub, session).await?;
+    let task = task.unwrap_or_default();
+    match hub.cancel_task(session, task).await {
+        Ok(state) => Ok(serde_json::json!({ "task": task, "state": state.as_str() }).to_string()),
+        Err(error) if error.is_not_found() => Err(Refusal::not_found(error.to_string())),
+        Err(error) => Err(Refusal::unavailable(error.to_string())),
+    }
 }
 
 /// Installs the Prometheus recorder that `GET /metrics` renders. Call it before the hub is

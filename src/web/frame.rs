@@ -54,7 +54,7 @@ pub const SSE_KEEPALIVE: &str = ": keep-alive\n\n";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FrameKind {
-    /// `{"session", "seq", "text"}`.
+    /// `{"session", "seq", "text"}` and the optional fields that are set.
     Status,
     /// `{"type": "gap", "session", "from", "to"}`.
     Gap,
@@ -65,10 +65,41 @@ pub enum FrameKind {
 
 /// One event as the contract's JSON frame, serialized once for either transport.
 ///
-/// A status is `{"session": "ID", "seq": n, "text": "..."}`; a gap is
-/// `{"type": "gap", "session": "ID", "from": a, "to": b}`. On a WebSocket the JSON is one text
-/// frame; on SSE it is the `data:` line after an `id:` line (the status's seq, or the gap's
-/// `to`, so that a resume moves past what was declared missing) and, for a gap, `event: gap`.
+/// A status is `{"session": "ID", "seq": n, "text": "..."}`, followed by those of its optional
+/// fields that are set, in this order: `"task"` (the task that added it), `"progress":
+/// {"current": c, "total": t}`, `"level"` (`"info"`, `"warn"`, `"error"`), `"key"` and `"data"`
+/// (its JSON, as it is); a status without them is exactly the three-field frame. A gap is
+/// `{"type": "gap", "session": "ID", "from": a, "to": b}`, a task update
+/// `{"type": "task", "session": "ID", "task": "ID", "state": S, "last_seq": n}`. On a
+/// WebSocket the JSON is one text frame; on SSE it is the `data:` line after an `id:` line (the
+/// status's seq, or the gap's `to`, so that a resume moves past what was declared missing;
+/// a task update has none) and, for a gap or a task update, `event: gap` or `event: task`.
+///
+/// A status with every field:
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use status_messenger::web::Frame;
+/// use status_messenger::{Hub, JsonData, Level, StatusMessage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new(Default::default()).unwrap();
+/// let status = StatusMessage::new("page 3")
+///     .progress(3, 10)
+///     .level(Level::Warn)
+///     .key("reading")
+///     .data(JsonData::new(r#"{ "url": "https://example.com" }"#).unwrap());
+/// hub.publish_message(Some("s"), status).unwrap();
+/// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+/// assert_eq!(
+///     frame.json(),
+///     r#"{"session":"s","seq":1,"text":"page 3","progress":{"current":3,"total":10},"level":"warn","key":"reading","data":{"url":"https://example.com"}}"#
+/// );
+/// # }
+/// ```
+///
+/// Statuses and gaps:
 ///
 /// # Examples
 ///
@@ -107,6 +138,20 @@ struct StatusJson<'a> {
     session: &'a str,
     seq: u64,
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<ProgressJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ProgressJson {
+    current: u64,
+    total: u64,
 }
 
 #[derive(Serialize)]
@@ -149,6 +194,28 @@ impl Frame {
     /// assert_eq!((json["seq"].as_u64(), json["text"].as_str()), (Some(1), Some("hello")));
     /// # }
     /// ```
+    ///
+    /// A task update, as every subscription starts with:
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use status_messenger::web::{Frame, FrameKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let task = hub.start_task("s").unwrap();
+    /// let id = task.id().to_owned();
+    /// task.cancel();
+    /// let frame = Frame::encode(&hub.subscribe("s", None).next().await.unwrap()).unwrap();
+    /// assert_eq!(frame.kind(), FrameKind::Task);
+    /// let expected = format!(
+    ///     r#"{{"type":"task","session":"s","task":"{id}","state":"cancelling","last_seq":0}}"#
+    /// );
+    /// assert_eq!(frame.json(), expected);
+    /// assert_eq!(frame.to_sse(), format!("event: task\ndata: {expected}\n\n"));
+    /// # }
+    /// ```
     pub fn encode(event: &Event) -> Option<Frame> {
         // Serializing strings and integers cannot fail; a failure would only drop the frame.
         match event {
@@ -156,12 +223,24 @@ impl Frame {
                 session: status.session(),
                 seq: status.seq(),
                 text: status.text(),
+                task: status.task(),
+                progress: status.progress().map(|progress| ProgressJson {
+                    current: progress.current(),
+                    total: progress.total(),
+                }),
+                level: status.level().map(|level| level.as_str()),
+                key: status.key(),
             })
             .ok()
-            .map(|json| Frame {
-                json,
-                kind: FrameKind::Status,
-                id: Some(status.seq()),
+            .map(|mut json| {
+                if let Some(data) = status.data() {
+                    with_raw_field(&mut json, "data", data.as_str());
+                }
+                Frame {
+                    json,
+                    kind: FrameKind::Status,
+                    id: Some(status.seq()),
+                }
             }),
             Event::Gap(gap) => serde_json::to_string(&GapJson {
                 kind: "gap",
@@ -274,7 +353,8 @@ impl Frame {
         self.id
     }
 
-    /// The SSE `event:` name: `None` (a plain message) for a status, `"gap"` for a gap.
+    /// The SSE `event:` name: `None` (a plain message) for a status, `"gap"` for a gap,
+    /// `"task"` for a task update.
     ///
     /// # Examples
     ///
@@ -351,6 +431,22 @@ impl Frame {
         self.write_sse(&mut out);
         out
     }
+}
+
+/// Appends `"name": raw` as the last field of the JSON object `json`. `raw` is [`JsonData`]
+/// text, already checked and compact (no newline outside an escape), so it goes in as it is,
+/// with no second parse and no `serde_json` raw-value feature.
+///
+/// [`JsonData`]: crate::JsonData
+fn with_raw_field(json: &mut String, name: &str, raw: &str) {
+    debug_assert!(json.ends_with('}'), "an object");
+    json.pop();
+    json.reserve(name.len() + raw.len() + 5);
+    json.push_str(",\"");
+    json.push_str(name);
+    json.push_str("\":");
+    json.push_str(raw);
+    json.push('}');
 }
 
 /// A frame a client may send on the WebSocket that means something; every other is ignored.

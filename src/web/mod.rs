@@ -29,8 +29,11 @@
 //!   parameter, which must be a session the hub holds ([`session_from_query`]). Its
 //!   [`Refusal`] (404 `{"error": "..."}` for an unknown or malformed session) is answered
 //!   before any upgrade; then a bad resume point is 400.
-//! - Statuses are `{"session": "ID", "seq": n, "text": "..."}`; what a client cannot have is one
-//!   `{"type": "gap", "from": a, "to": b}` (SSE: `event: gap`), and the stream goes on.
+//! - Statuses are `{"session": "ID", "seq": n, "text": "..."}`, with the optional fields `task`,
+//!   `progress`, `level`, `key` and `data` when they are set ([`Frame`]); what a client cannot
+//!   have is one `{"type": "gap", "from": a, "to": b}` (SSE: `event: gap`), and the stream goes
+//!   on. Task updates are `{"type": "task", ...}` (SSE: `event: task`, no `id:`), and every
+//!   stream starts with one for each task of the session still known.
 //! - A stream that sent nothing for [`Settings::keep_alive`] (15 s) sends a keep-alive: an SSE
 //!   comment, or the WebSocket text frame `{"type": "keepalive"}`.
 //! - WebSocket client frames are ignored, except `{"type": "cancel", "task": "ID"}`; pings are

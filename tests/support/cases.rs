@@ -425,7 +425,10 @@ pub(crate) async fn ws_flood_does_not_disturb_other_sessions(start: StartFn) {
     while own.len() < 3 {
         match with_timeout("noisy frames", flood_rx.next()).await {
             Some(Ok(Message::Text(text))) => {
-                own.push(serde_json::from_str::<Value>(&text).expect("JSON"))
+                let frame = serde_json::from_str::<Value>(&text).expect("JSON");
+                if frame["type"] != "task" {
+                    own.push(frame);
+                }
             }
             Some(Ok(_)) => {}
             other => panic!("the flooding client lost its stream: {other:?}"),
@@ -762,6 +765,26 @@ macro_rules! integration_cases {
         async fn the_browser_client_is_served() {
             support::the_browser_client_is_served($start).await;
         }
+        #[tokio::test]
+        async fn task_frames_come_first_and_on_every_change_over_ws() {
+            support::task_frames_come_first_and_on_every_change_over_ws($start).await;
+        }
+        #[tokio::test]
+        async fn task_frames_come_first_and_on_every_change_over_sse() {
+            support::task_frames_come_first_and_on_every_change_over_sse($start).await;
+        }
+        #[tokio::test]
+        async fn post_cancel_stops_the_tool() {
+            support::post_cancel_stops_the_tool($start).await;
+        }
+        #[tokio::test]
+        async fn ws_cancel_frame_stops_only_the_sockets_own_sessions_task() {
+            support::ws_cancel_frame_stops_only_the_sockets_own_sessions_task($start).await;
+        }
+        #[tokio::test]
+        async fn closing_or_reloading_streams_never_cancels() {
+            support::closing_or_reloading_streams_never_cancels($start).await;
+        }
     };
 }
 pub(crate) use integration_cases;
@@ -798,6 +821,10 @@ macro_rules! demo_cases {
         async fn sigterm_closes_open_streams() {
             support::sigterm_closes_open_streams($start).await;
         }
+        #[tokio::test]
+        async fn demo_cancel_route_stops_the_tool() {
+            support::demo_cancel_route_stops_the_tool($start).await;
+        }
     };
 }
 pub(crate) use demo_cases;
@@ -813,6 +840,10 @@ macro_rules! endpoint_cases {
         #[tokio::test]
         async fn idle_streams_get_keep_alives() {
             support::idle_streams_get_keep_alives($start_with).await;
+        }
+        #[tokio::test]
+        async fn structured_fields_reach_both_transports_and_resumes() {
+            support::structured_fields_reach_both_transports_and_resumes($start_with).await;
         }
         #[tokio::test]
         async fn authorization_refuses_another_users_session_before_any_upgrade() {

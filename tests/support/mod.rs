@@ -244,15 +244,36 @@ pub(crate) async fn post_task_raw(
         .expect("POST task")
 }
 
-pub(crate) async fn start_task(server: &Server, id: &str, steps: u32, delay_ms: u64) {
+/// Starts the simulated tool in session `id`; the task's id.
+pub(crate) async fn start_task(server: &Server, id: &str, steps: u32, delay_ms: u64) -> String {
     let body = serde_json::json!({ "steps": steps, "delay_ms": delay_ms }).to_string();
     let res = post_task_raw(server, id, body).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let body: Value = res.json().await.expect("JSON body");
+    let task = body["task"].as_str().unwrap_or_default();
+    assert!(!task.is_empty(), "202 names the task: {body}");
+    task.to_owned()
+}
+
+/// `POST {path}` (a cancel endpoint); its status and JSON body.
+pub(crate) async fn post_json(server: &Server, path: &str) -> (StatusCode, Value) {
+    let res = http()
+        .post(server.url(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     assert!(
-        body["task"].as_str().is_some_and(|t| !t.is_empty()),
-        "202 names the task: {body}"
+        content_type.starts_with("application/json"),
+        "POST {path}: JSON, got {content_type}"
     );
+    (status, res.json().await.expect("a JSON body"))
 }
 
 /// Asserts a JSON `{"error": "..."}` answer with `status`; returns the error text.
@@ -334,9 +355,20 @@ pub(crate) async fn ws_refused_with(
     }
 }
 
-/// The next JSON text frame (keep-alives, pings and pongs skipped); `None` when the stream
-/// closed.
+/// The next status or gap frame, as a client that knows only those reads the stream
+/// (keep-alives, task frames, pings and pongs skipped); `None` when the stream closed.
 pub(crate) async fn ws_next(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let frame = ws_next_raw(ws).await?;
+        if frame["type"] != "keepalive" && frame["type"] != "task" {
+            return Some(frame);
+        }
+    }
+}
+
+/// The next JSON text frame, task frames included (keep-alives, pings and pongs skipped);
+/// `None` when the stream closed.
+pub(crate) async fn ws_next_any(ws: &mut Ws) -> Option<Value> {
     loop {
         let frame = ws_next_raw(ws).await?;
         if frame["type"] != "keepalive" {
@@ -369,10 +401,14 @@ pub(crate) async fn ws_close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
-/// Asserts that no frame arrives for `quiet`.
+/// Asserts that no status or gap frame arrives for `quiet` (task frames may).
 pub(crate) async fn ws_quiet(ws: &mut Ws, quiet: Duration) {
-    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(quiet, ws.next()).await {
-        panic!("unexpected frame {text}");
+    let deadline = tokio::time::Instant::now() + quiet;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+            assert_eq!(frame["type"], "task", "unexpected frame {text}");
+        }
     }
 }
 
@@ -477,8 +513,20 @@ impl Sse {
         }
     }
 
-    /// The next event with data (comments and `retry:` skipped); `None` when the body ended.
+    /// The next status or gap event, as a client that knows only those reads the stream
+    /// (comments, `retry:` and `event: task` skipped); `None` when the body ended.
     pub(crate) async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            let event = self.next_any().await?;
+            if event.event.as_deref() != Some("task") {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next event with data, task events included (comments and `retry:` skipped); `None`
+    /// when the body ended.
+    pub(crate) async fn next_any(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -603,4 +651,6 @@ fn metric(text: &str, name: &str) -> u64 {
 }
 
 mod cases;
+mod task_cases;
 pub(crate) use cases::*;
+pub(crate) use task_cases::*;
