@@ -1,0 +1,814 @@
+//! The statuses of an MCP tool call as `notifications/progress`, through
+//! [rmcp](https://docs.rs/rmcp/3), the official Rust SDK of the Model Context Protocol.
+//!
+//! rmcp hands a tool its request context explicitly: the client's `progressToken` in
+//! [`meta`](rmcp::service::RequestContext::meta), the [`peer`](rmcp::service::RequestContext::peer)
+//! to notify, and the request's cancellation token [`ct`](rmcp::service::RequestContext::ct).
+//! Tool code deep inside the call (synchronous, on a blocking thread) has none of them. A
+//! [`ProgressScope`] made from the context runs the tool with the crate's own context instead,
+//! so the tool's [`add_status_message`](crate::add_status_message) and
+//! [`add_status`](crate::add_status) calls, from async code and from synchronous code on the
+//! crate's [`spawn_blocking`](crate::spawn_blocking) or a carried
+//! [`SessionContext`](crate::SessionContext), also become progress notifications of that call:
+//!
+//! - `progress` strictly increases: a status's [`Progress::current`](crate::Progress::current)
+//!   where it has one and it is above the last value sent, else the last value plus one;
+//!   `total` is the status's [`Progress::total`](crate::Progress::total) where given (and not
+//!   below `progress`); `message` is the status's text.
+//! - Only when the request carried a `progressToken`, as the specification asks; without one
+//!   nothing is sent to the client (the statuses still reach a browser session, below).
+//! - Sending never blocks the tool: a status is put in a one-place, latest-wins slot, and one
+//!   sender, polled with the tool in the handler's own task, takes it out and awaits
+//!   [`Peer::notify_progress`]. Statuses that come faster than the client takes them are
+//!   coalesced: the newest one is sent, with its (higher) `progress`, and the ones it replaced
+//!   are counted ([`ProgressReport::coalesced`]). Memory stays at one pending notification
+//!   however fast the tool goes.
+//! - Nothing is sent after the tool returns: [`ProgressScope::run`] sends the last pending
+//!   notification and stops its sender before it returns the tool's value, so the handler's
+//!   result is the last thing the client gets for the call.
+//! - The request's cancellation (`notifications/cancelled` from the client) cancels the task
+//!   the tool runs in, so [`is_cancelled`](crate::is_cancelled) and
+//!   [`cancelled`](crate::cancelled) see it on whatever thread the tool runs; nothing more is
+//!   sent to the client after it.
+//!
+//! # With and without a browser session
+//!
+//! An MCP call made on behalf of a web user names the user's session: given with
+//! [`ProgressScope::session`], carried by a hub task given with [`ProgressScope::task`], or
+//! already current where the scope runs ([`with_session_id`](crate::with_session_id)). Then
+//! every status goes to both: to the messenger as before (so to the session's WebSockets and
+//! SSE streams through the attached [`Hub`](crate::Hub)), and to the MCP client. Without a
+//! session, statuses go to the MCP client only: nothing reaches the messenger, where a status
+//! without a session would only be dropped.
+//!
+//! A call given a hub task ([`ProgressScope::task`]) shows in the session's page as that task:
+//! its state frames, the task id on its statuses, and a Stop in the page stops the tool as a
+//! cancellation from the MCP client does. Without one, the scope runs the tool in a task of its
+//! own that no hub knows (so [`is_cancelled`](crate::is_cancelled) still answers), and where a
+//! hub task is already current the scope links the request's cancellation to it.
+//!
+//! # Examples
+//!
+//! A tool with no browser session, its statuses to the MCP client only:
+//!
+//! ```
+//! use rmcp::handler::server::wrapper::Parameters;
+//! use rmcp::service::RequestContext;
+//! use rmcp::{tool, tool_handler, tool_router, RoleServer, ServerHandler};
+//! use status_messenger::mcp::ProgressScope;
+//! use status_messenger::{add_status_message, is_cancelled};
+//!
+//! // Synchronous tool code: it knows neither MCP nor the session.
+//! fn count(steps: u32) -> u32 {
+//!     for step in 1..=steps {
+//!         if is_cancelled() {
+//!             return step - 1;
+//!         }
+//!         add_status_message(format!("step {step}/{steps}"));
+//!     }
+//!     steps
+//! }
+//!
+//! #[derive(serde::Deserialize, rmcp::schemars::JsonSchema)]
+//! struct Steps {
+//!     steps: u32,
+//! }
+//!
+//! #[derive(Clone)]
+//! struct Server {
+//!     tool_router: rmcp::handler::server::router::tool::ToolRouter<Self>,
+//! }
+//!
+//! #[tool_router]
+//! impl Server {
+//!     #[tool(description = "counts, telling each step")]
+//!     async fn count(
+//!         &self,
+//!         Parameters(Steps { steps }): Parameters<Steps>,
+//!         context: RequestContext<RoleServer>,
+//!     ) -> String {
+//!         let done = ProgressScope::new(&context)
+//!             .run(async move { status_messenger::spawn_blocking(move || count(steps)).await })
+//!             .await;
+//!         format!("{:?}", done.ok())
+//!     }
+//! }
+//!
+//! #[tool_handler]
+//! impl ServerHandler for Server {}
+//! # let _ = Server { tool_router: Server::tool_router() };
+//! ```
+//!
+//! The same call on behalf of a web user, whose page watches it as a task:
+//!
+//! ```
+//! # use rmcp::service::RequestContext;
+//! # use rmcp::RoleServer;
+//! use status_messenger::mcp::ProgressScope;
+//! use status_messenger::Hub;
+//!
+//! async fn on_behalf_of(hub: &Hub, session: &str, context: RequestContext<RoleServer>) -> u32 {
+//!     let Ok(task) = hub.start_task(session) else { return 0 };
+//!     ProgressScope::new(&context)
+//!         .task(task)
+//!         .run(async {
+//!             status_messenger::add_status_message("to the page and to the MCP client");
+//!             1
+//!         })
+//!         .await
+//! }
+//! # let _ = on_behalf_of;
+//! ```
+//!
+//! The whole round trip, with rmcp's own client and server, is in the crate's `tests/mcp.rs`,
+//! and the axum demo serves it at `/mcp`.
+//!
+//! # Supported Rust versions
+//!
+//! rmcp 3 needs Rust 1.88, above the crate's own minimum: so does this feature.
+
+// # Invariants
+//
+// - The slot (`Slot`) holds at most one update; `offer` numbers an update under the slot's
+//   lock, so the update in the slot always has the highest `progress` given so far, and the
+//   sender sends updates in the order it takes them: what reaches the client strictly
+//   increases.
+// - No lock is held across an await: the sender takes the update out under the lock and
+//   sends it after releasing it.
+// - The sender is polled in the same future as the tool, never spawned: rmcp ties a
+//   notification to the request it serves through a task-local of the handler's task, and the
+//   scope's end is the sender's end, so nothing can be sent after the scope returns.
+// - The inner messenger's direct consumer holds the messenger's stream, a reference cycle
+//   that only `clear_direct` breaks: the scope clears it when it ends (also when dropped).
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::RequestContext;
+use rmcp::{Peer, RoleServer};
+use tokio::sync::Notify;
+
+use crate::context::SessionContext;
+use crate::hub::{SessionId, Task};
+use crate::messenger::{self, Messenger, Payload};
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex};
+use crate::task::{TaskRef, TaskShared, Token};
+
+/// Runs an rmcp tool call so that the statuses added inside it also reach the MCP client as
+/// `notifications/progress` (see the [module docs](self)).
+///
+/// # Examples
+///
+/// ```
+/// # use rmcp::service::RequestContext;
+/// # use rmcp::RoleServer;
+/// use status_messenger::mcp::ProgressScope;
+///
+/// async fn tool(context: RequestContext<RoleServer>) -> &'static str {
+///     let scope = ProgressScope::new(&context);
+///     let report = scope.report();
+///     let answer = scope.run(async { status_messenger::add_status_message("working"); "done" }).await;
+///     // Offered once; sent to the client only if it asked for progress.
+///     assert_eq!(report.offered(), 1);
+///     answer
+/// }
+/// # let _ = tool;
+/// ```
+pub struct ProgressScope {
+    /// A clone of the call's context: its peer, its progress token and its cancellation.
+    context: RequestContext<RoleServer>,
+    progress_token: Option<ProgressToken>,
+    session: Option<String>,
+    task: Option<Task>,
+    sink: Arc<Sink>,
+}
+
+impl fmt::Debug for ProgressScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressScope")
+            .field("request", &self.context.id)
+            .field("progress_token", &self.progress_token)
+            .field("session", &self.session)
+            .field("task", &self.task)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProgressScope {
+    /// A scope for the tool call whose request context is `context`: progress goes to the
+    /// client that sent the request (when it sent a `progressToken`), and the request's
+    /// cancellation reaches the tool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rmcp::service::RequestContext;
+    /// # use rmcp::RoleServer;
+    /// use status_messenger::mcp::ProgressScope;
+    ///
+    /// fn asked_for_progress(context: &RequestContext<RoleServer>) -> bool {
+    ///     ProgressScope::new(context).progress_token().is_some()
+    /// }
+    /// # let _ = asked_for_progress;
+    /// ```
+    pub fn new(context: &RequestContext<RoleServer>) -> Self {
+        let progress_token = context.meta.get_progress_token();
+        Self {
+            context: context.clone(),
+            sink: Arc::new(Sink::new(progress_token.is_some())),
+            progress_token,
+            session: None,
+            task: None,
+        }
+    }
+
+    /// Also sends the statuses to the browser session `id` (through the messenger, so to its
+    /// streams through the attached hub), as [`with_session_id`](crate::with_session_id)
+    /// would. A task given with [`task`](ProgressScope::task) brings its own session instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rmcp::service::RequestContext;
+    /// # use rmcp::RoleServer;
+    /// use status_messenger::mcp::ProgressScope;
+    ///
+    /// async fn for_user(context: RequestContext<RoleServer>) -> Option<String> {
+    ///     let scope = ProgressScope::new(&context).session("user-1");
+    ///     let seen = scope.run(async { status_messenger::current_session_id() }).await;
+    ///     assert_eq!(seen.as_deref(), Some("user-1"));
+    ///     seen
+    /// }
+    /// # let _ = for_user;
+    /// ```
+    pub fn session(mut self, id: impl Into<String>) -> Self {
+        self.session = Some(id.into());
+        self
+    }
+
+    /// Runs the tool in the hub task `task` (from [`Hub::start_task`](crate::Hub::start_task)):
+    /// its session gets the statuses too, its page sees it as that task, a cancellation from
+    /// either side stops it, and the scope records its end when the tool returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rmcp::service::RequestContext;
+    /// # use rmcp::RoleServer;
+    /// use status_messenger::mcp::ProgressScope;
+    /// use status_messenger::Hub;
+    ///
+    /// async fn in_task(hub: &Hub, context: RequestContext<RoleServer>) -> Option<String> {
+    ///     let task = hub.start_task("user-1").ok()?;
+    ///     let id = task.id().to_owned();
+    ///     let seen = ProgressScope::new(&context).task(task).run(async {
+    ///         status_messenger::current_task_id()
+    ///     });
+    ///     let seen = seen.await;
+    ///     assert_eq!(seen.as_deref(), Some(id.as_str()));
+    ///     seen
+    /// }
+    /// # let _ = in_task;
+    /// ```
+    pub fn task(mut self, task: Task) -> Self {
+        self.task = Some(task);
+        self
+    }
+
+    /// The request's `progressToken`, if the client sent one: without it no notification is
+    /// sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rmcp::service::RequestContext;
+    /// # use rmcp::RoleServer;
+    /// fn token(context: &RequestContext<RoleServer>) -> bool {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(context);
+    ///     scope.progress_token() == context.meta.get_progress_token().as_ref()
+    /// }
+    /// # let _ = token;
+    /// ```
+    pub fn progress_token(&self) -> Option<&ProgressToken> {
+        self.progress_token.as_ref()
+    }
+
+    /// A handle on this scope's counters, readable while it runs and after.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rmcp::service::RequestContext;
+    /// # use rmcp::RoleServer;
+    /// async fn counted(context: RequestContext<RoleServer>) {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
+    ///     let report = scope.report();
+    ///     scope.run(async {}).await;
+    ///     assert_eq!(report.offered(), 0);
+    /// }
+    /// # let _ = counted;
+    /// ```
+    pub fn report(&self) -> ProgressReport {
+        ProgressReport {
+            sink: Arc::clone(&self.sink),
+        }
+    }
+
+    /// Runs `tool` in this scope and returns its output, after the last progress notification
+    /// was sent (or given up): nothing of this call is sent to the client after it returns.
+    ///
+    /// The tool runs with the session set (if any), in its task (the one given, the one
+    /// current, or one of the scope's own), with a messenger of the scope's as the scoped
+    /// default, so the crate's [`spawn_blocking`](crate::spawn_blocking),
+    /// [`spawn`](crate::spawn) and [`SessionContext`](crate::SessionContext) carry all of it
+    /// into the tool's threads and tasks. Work that outlives the scope (a thread not joined
+    /// before `tool` completes) has its later statuses dropped: await what you spawn.
+    ///
+    /// If this future is dropped before the tool completes, the tool's task is cancelled, so
+    /// a tool on a blocking thread stops at its next check.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rmcp::service::RequestContext;
+    /// # use rmcp::RoleServer;
+    /// use status_messenger::mcp::ProgressScope;
+    /// use status_messenger::{add_status, is_cancelled, StatusMessage};
+    ///
+    /// async fn tool(context: RequestContext<RoleServer>) -> u64 {
+    ///     ProgressScope::new(&context)
+    ///         .run(status_messenger::spawn_blocking(|| {
+    ///             let mut done = 0;
+    ///             for step in 1..=3 {
+    ///                 if is_cancelled() {
+    ///                     break;
+    ///                 }
+    ///                 add_status(StatusMessage::new(format!("step {step}/3")).progress(step, 3));
+    ///                 done = step;
+    ///             }
+    ///             done
+    ///         }))
+    ///         .await
+    ///         .unwrap_or(0)
+    /// }
+    /// # let _ = tool;
+    /// ```
+    pub async fn run<F: Future>(self, tool: F) -> F::Output {
+        let Self {
+            context,
+            progress_token,
+            session,
+            task,
+            sink,
+        } = self;
+        let (session, outer, current_task) = match &task {
+            Some(task) => task.context().into_parts(),
+            None => {
+                let (current, messenger, current_task) = SessionContext::current().into_parts();
+                (session.or(current), messenger, current_task)
+            }
+        };
+        let tool_task = current_task.unwrap_or_else(detached_task);
+        let inner = Messenger::new();
+        let ctx = match inner.set_direct(deliver(Arc::clone(&sink), outer.clone())) {
+            Ok(()) => SessionContext::from_parts(session, Some(inner.clone()), Some(Arc::clone(&tool_task))),
+            Err(error) => {
+                // A new messenger has no stream yet, so this cannot happen; if it did, the
+                // tool still runs, its statuses going where they would without the scope.
+                tracing::error!(
+                    target: "status_messenger::mcp",
+                    %error,
+                    "progress scope could not take its messenger; statuses are not sent as progress"
+                );
+                SessionContext::from_parts(session, outer, Some(Arc::clone(&tool_task)))
+            }
+        };
+        let end = EndGuard {
+            sink: &sink,
+            inner: &inner,
+            token: &tool_task.token,
+            completed: false,
+        };
+        let output = {
+            let mut tool = pin!(ctx.wrap(tool));
+            let mut sender = pin!(send_progress(&sink, &context.peer, progress_token));
+            let mut link = pin!(async {
+                context.ct.cancelled().await;
+                sink.stop();
+                match &task {
+                    Some(task) => {
+                        let _state = task.cancel();
+                    }
+                    None => cancel_token(&tool_task.token),
+                }
+            });
+            let (mut sender_done, mut link_done) = (false, false);
+            let output = poll_fn(|cx| {
+                // The link first: a cancellation that came with this wake-up is seen by the
+                // tool in the same poll.
+                if !link_done {
+                    link_done = link.as_mut().poll(cx).is_ready();
+                }
+                if !sender_done {
+                    sender_done = sender.as_mut().poll(cx).is_ready();
+                }
+                tool.as_mut().poll(cx)
+            })
+            .await;
+            sink.close();
+            if !sender_done {
+                sender.as_mut().await;
+            }
+            output
+        };
+        end.complete();
+        if let Some(task) = task {
+            let _state = task.finish();
+        }
+        output
+    }
+}
+
+/// What a [`ProgressScope`] did with the statuses added in it: how many it was offered, sent,
+/// coalesced, failed to send and skipped. Once the scope has returned,
+/// `offered == sent + coalesced + failed + skipped`.
+///
+/// # Examples
+///
+/// ```
+/// # use rmcp::service::RequestContext;
+/// # use rmcp::RoleServer;
+/// use status_messenger::mcp::{ProgressReport, ProgressScope};
+///
+/// async fn burst(context: RequestContext<RoleServer>) -> ProgressReport {
+///     let scope = ProgressScope::new(&context);
+///     let report = scope.report();
+///     scope
+///         .run(async {
+///             for i in 0..1_000 {
+///                 status_messenger::add_status_message(format!("item {i}"));
+///             }
+///         })
+///         .await;
+///     let accounted = report.sent() + report.coalesced() + report.failed() + report.skipped();
+///     assert_eq!(report.offered(), accounted);
+///     report
+/// }
+/// # let _ = burst;
+/// ```
+#[derive(Clone)]
+pub struct ProgressReport {
+    sink: Arc<Sink>,
+}
+
+impl fmt::Debug for ProgressReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressReport")
+            .field("offered", &self.offered())
+            .field("sent", &self.sent())
+            .field("coalesced", &self.coalesced())
+            .field("failed", &self.failed())
+            .field("skipped", &self.skipped())
+            .field("pending", &self.pending())
+            .field("not_forwarded", &self.not_forwarded())
+            .finish()
+    }
+}
+
+impl ProgressReport {
+    /// Statuses added in the scope.
+    ///
+    /// # Examples
+    ///
+    /// See [`ProgressReport`].
+    ///
+    /// ```
+    /// # fn f(report: status_messenger::mcp::ProgressReport) {
+    /// assert!(report.offered() >= report.sent());
+    /// # }
+    /// ```
+    pub fn offered(&self) -> u64 {
+        self.sink.offered.load(Ordering::Relaxed)
+    }
+
+    /// Progress notifications the client's transport took.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: status_messenger::mcp::ProgressReport) {
+    /// assert!(report.sent() <= report.offered());
+    /// # }
+    /// ```
+    pub fn sent(&self) -> u64 {
+        self.sink.sent.load(Ordering::Relaxed)
+    }
+
+    /// Statuses replaced by a newer one before they could be sent (the newer one carries a
+    /// higher `progress`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: status_messenger::mcp::ProgressReport) {
+    /// assert!(report.coalesced() <= report.offered());
+    /// # }
+    /// ```
+    pub fn coalesced(&self) -> u64 {
+        self.sink.coalesced.load(Ordering::Relaxed)
+    }
+
+    /// Notifications that could not be sent (the client's connection failed); each logged at
+    /// debug level.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: status_messenger::mcp::ProgressReport) {
+    /// assert!(report.failed() <= report.offered());
+    /// # }
+    /// ```
+    pub fn failed(&self) -> u64 {
+        self.sink.failed.load(Ordering::Relaxed)
+    }
+
+    /// Statuses not sent as progress by rule: the request had no `progressToken`, it was
+    /// cancelled, or the scope had ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: status_messenger::mcp::ProgressReport) {
+    /// assert!(report.skipped() <= report.offered());
+    /// # }
+    /// ```
+    pub fn skipped(&self) -> u64 {
+        self.sink.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Notifications waiting to be sent now: never more than one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: status_messenger::mcp::ProgressReport) {
+    /// assert!(report.pending() <= 1);
+    /// # }
+    /// ```
+    pub fn pending(&self) -> usize {
+        usize::from(lock(&self.sink.slot).next.is_some())
+    }
+
+    /// Statuses of a browser session that found no messenger to go to (no scoped default
+    /// and no global one set up): they reached the MCP client only. The first is warned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: status_messenger::mcp::ProgressReport) {
+    /// assert!(report.not_forwarded() <= report.offered());
+    /// # }
+    /// ```
+    pub fn not_forwarded(&self) -> u64 {
+        self.sink.not_forwarded.load(Ordering::Relaxed)
+    }
+}
+
+/// One progress notification waiting to be sent.
+#[derive(Debug)]
+struct Update {
+    progress: f64,
+    total: Option<f64>,
+    message: String,
+}
+
+/// The latest-wins slot between the tool's threads and the sender (see the invariants).
+#[derive(Debug, Default)]
+struct Slot {
+    next: Option<Update>,
+    /// The `progress` of the last update offered, so the next one is above it.
+    last_progress: f64,
+    /// The tool returned: nothing more is taken.
+    closed: bool,
+    /// The request was cancelled: nothing more is sent.
+    stopped: bool,
+}
+
+#[derive(Debug)]
+struct Sink {
+    /// Whether the request carried a progress token.
+    enabled: bool,
+    slot: Mutex<Slot>,
+    /// Wakes the sender when the slot is filled or closed.
+    wake: Notify,
+    offered: AtomicU64,
+    sent: AtomicU64,
+    coalesced: AtomicU64,
+    failed: AtomicU64,
+    skipped: AtomicU64,
+    not_forwarded: AtomicU64,
+    warned_not_forwarded: AtomicBool,
+}
+
+impl Sink {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            slot: Mutex::new(Slot::default()),
+            wake: Notify::new(),
+            offered: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            not_forwarded: AtomicU64::new(0),
+            warned_not_forwarded: AtomicBool::new(false),
+        }
+    }
+
+    /// Puts `payload` in the slot as the next notification, numbered above every earlier one,
+    /// replacing (and counting) one not yet sent. Never blocks beyond the slot's short lock.
+    fn offer(&self, payload: &Payload) {
+        self.offered.fetch_add(1, Ordering::Relaxed);
+        if !self.enabled {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let given = match payload {
+            Payload::Message(message) => message.get_progress(),
+            Payload::Text(_) => None,
+        };
+        let message = payload.text().to_owned();
+        let mut slot = lock(&self.slot);
+        if slot.closed || slot.stopped {
+            drop(slot);
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let progress = match given {
+            Some(given) if given.current() as f64 > slot.last_progress => given.current() as f64,
+            _ => slot.last_progress + 1.0,
+        };
+        slot.last_progress = progress;
+        let total = given
+            .map(|given| given.total() as f64)
+            .filter(|total| *total >= progress);
+        let replaced = slot.next.replace(Update {
+            progress,
+            total,
+            message,
+        });
+        drop(slot);
+        if replaced.is_some() {
+            self.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
+    /// The next update to send, and whether the slot is closed.
+    fn take(&self) -> (Option<Update>, bool) {
+        let mut slot = lock(&self.slot);
+        (slot.next.take(), slot.closed || slot.stopped)
+    }
+
+    /// The request was cancelled: what waits is skipped and nothing more is taken.
+    fn stop(&self) {
+        let mut slot = lock(&self.slot);
+        slot.stopped = true;
+        let dropped = slot.next.take();
+        drop(slot);
+        if dropped.is_some() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
+    /// The tool returned: what waits is still sent, nothing more is taken.
+    fn close(&self) {
+        lock(&self.slot).closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Sends what the slot holds as progress notifications until it is closed and empty.
+async fn send_progress(sink: &Sink, peer: &Peer<RoleServer>, token: Option<ProgressToken>) {
+    let Some(token) = token else {
+        return;
+    };
+    loop {
+        let notified = sink.wake.notified();
+        let mut notified = pin!(notified);
+        // Registered before the slot is read, so an offer in between still wakes it.
+        notified.as_mut().enable();
+        match sink.take() {
+            (Some(update), _) => {
+                let mut param = ProgressNotificationParam::new(token.clone(), update.progress)
+                    .with_message(update.message);
+                if let Some(total) = update.total {
+                    param = param.with_total(total);
+                }
+                match peer.notify_progress(param).await {
+                    Ok(()) => {
+                        sink.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        sink.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            target: "status_messenger::mcp",
+                            %error,
+                            "progress notification not sent"
+                        );
+                    }
+                }
+            }
+            (None, true) => return,
+            (None, false) => notified.await,
+        }
+    }
+}
+
+/// The scope's messenger's consumer: each status to the slot, and a session's also to the
+/// messenger it would have gone to without the scope.
+fn deliver(sink: Arc<Sink>, outer: Option<Messenger>) -> messenger::Deliver {
+    Box::new(move |session, task, payload| {
+        sink.offer(&payload);
+        let Some(session) = session else {
+            // No browser session: the MCP client is the only one to tell.
+            return Ok(());
+        };
+        let target = outer.as_ref().or_else(|| messenger::global_messenger());
+        match target {
+            Some(target) => {
+                target.dispatch(Some(session), task.cloned(), || Some(session.to_owned()), payload)
+            }
+            None => {
+                sink.not_forwarded.fetch_add(1, Ordering::Relaxed);
+                if !sink.warned_not_forwarded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "status_messenger::mcp",
+                        session,
+                        "status of a browser session in an MCP progress scope found no \
+                         messenger (none scoped, none set up); sent to the MCP client only \
+                         (counted in ProgressReport::not_forwarded, warned once)"
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Cancels a task no hub knows: its token is all there is.
+fn cancel_token(token: &Token) {
+    if token.set() {
+        token.wake();
+    }
+}
+
+/// A task of the scope's own, for a call made in no hub task: it gives the tool
+/// [`is_cancelled`](crate::is_cancelled) and [`cancelled`](crate::cancelled). Its session is
+/// a name of its own, so that no status carries the task: a status keeps its task only when
+/// its session is the task's.
+fn detached_task() -> TaskRef {
+    use std::hash::{BuildHasher, RandomState};
+
+    let id = format!(
+        "{:016x}{:016x}",
+        RandomState::new().hash_one(std::process::id()),
+        RandomState::new().hash_one(std::time::SystemTime::now())
+    );
+    Arc::new(TaskShared {
+        session: SessionId::from_checked(&format!("mcp-call-{id}")),
+        id: Arc::from(id),
+        token: Token::default(),
+    })
+}
+
+/// Ends the scope however its future ends: on drop before the tool completed, the tool's task
+/// is cancelled; always, the slot is closed and the scope's messenger let go.
+struct EndGuard<'a> {
+    sink: &'a Sink,
+    inner: &'a Messenger,
+    token: &'a Token,
+    completed: bool,
+}
+
+impl EndGuard<'_> {
+    fn complete(mut self) {
+        self.completed = true;
+    }
+}
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        if !self.completed {
+            cancel_token(self.token);
+            self.sink.stop();
+        }
+        self.sink.close();
+        self.inner.clear_direct();
+    }
+}
