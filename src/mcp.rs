@@ -70,6 +70,7 @@
 //! }
 //!
 //! #[derive(serde::Deserialize, rmcp::schemars::JsonSchema)]
+//! #[schemars(crate = "rmcp::schemars")]
 //! struct Steps {
 //!     steps: u32,
 //! }
@@ -324,7 +325,9 @@ impl ProgressScope {
     /// current, or one of the scope's own), with a messenger of the scope's as the scoped
     /// default, so the crate's [`spawn_blocking`](crate::spawn_blocking),
     /// [`spawn`](crate::spawn) and [`SessionContext`](crate::SessionContext) carry all of it
-    /// into the tool's threads and tasks. Work that outlives the scope (a thread not joined
+    /// into the tool's threads and tasks. They capture the context where they are called, so
+    /// call them inside `tool`: `run(spawn_blocking(f))` would spawn before the scope begins
+    /// ([`run_blocking`](ProgressScope::run_blocking) does it right). Work that outlives the scope (a thread not joined
     /// before `tool` completes) has its later statuses dropped: await what you spawn.
     ///
     /// If this future is dropped before the tool completes, the tool's task is cancelled, so
@@ -340,19 +343,22 @@ impl ProgressScope {
     ///
     /// async fn tool(context: RequestContext<RoleServer>) -> u64 {
     ///     ProgressScope::new(&context)
-    ///         .run(status_messenger::spawn_blocking(|| {
-    ///             let mut done = 0;
-    ///             for step in 1..=3 {
-    ///                 if is_cancelled() {
-    ///                     break;
+    ///         .run(async {
+    ///             // Spawned inside the scope, so the blocking thread gets the scope's context.
+    ///             let tool = status_messenger::spawn_blocking(|| {
+    ///                 let mut done = 0;
+    ///                 for step in 1..=3 {
+    ///                     if is_cancelled() {
+    ///                         break;
+    ///                     }
+    ///                     add_status(StatusMessage::new(format!("step {step}/3")).progress(step, 3));
+    ///                     done = step;
     ///                 }
-    ///                 add_status(StatusMessage::new(format!("step {step}/3")).progress(step, 3));
-    ///                 done = step;
-    ///             }
-    ///             done
-    ///         }))
+    ///                 done
+    ///             });
+    ///             tool.await.unwrap_or(0)
+    ///         })
     ///         .await
-    ///         .unwrap_or(0)
     /// }
     /// # let _ = tool;
     /// ```
@@ -374,7 +380,11 @@ impl ProgressScope {
         let tool_task = current_task.unwrap_or_else(detached_task);
         let inner = Messenger::new();
         let ctx = match inner.set_direct(deliver(Arc::clone(&sink), outer.clone())) {
-            Ok(()) => SessionContext::from_parts(session, Some(inner.clone()), Some(Arc::clone(&tool_task))),
+            Ok(()) => SessionContext::from_parts(
+                session,
+                Some(inner.clone()),
+                Some(Arc::clone(&tool_task)),
+            ),
             Err(error) => {
                 // A new messenger has no stream yet, so this cannot happen; if it did, the
                 // tool still runs, its statuses going where they would without the scope.
@@ -429,6 +439,45 @@ impl ProgressScope {
             let _state = task.finish();
         }
         output
+    }
+}
+
+impl ProgressScope {
+    /// Runs synchronous `tool` on tokio's blocking pool in this scope: the crate's
+    /// [`spawn_blocking`](crate::spawn_blocking) called inside [`run`](ProgressScope::run).
+    ///
+    /// # Errors
+    ///
+    /// The [`JoinError`](tokio::task::JoinError) of the blocking task, if `tool` panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use rmcp::service::RequestContext;
+    /// # use rmcp::RoleServer;
+    /// use status_messenger::mcp::ProgressScope;
+    /// use status_messenger::{add_status_message, is_cancelled};
+    ///
+    /// fn search() -> usize {
+    ///     if is_cancelled() {
+    ///         return 0;
+    ///     }
+    ///     add_status_message("Searching the web...");
+    ///     3
+    /// }
+    ///
+    /// async fn tool(context: RequestContext<RoleServer>) -> usize {
+    ///     let pages = ProgressScope::new(&context).run_blocking(search).await;
+    ///     pages.unwrap_or(0)
+    /// }
+    /// # let _ = tool;
+    /// ```
+    pub async fn run_blocking<R, F>(self, tool: F) -> Result<R, tokio::task::JoinError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.run(async { crate::spawn_blocking(tool).await }).await
     }
 }
 
@@ -741,9 +790,12 @@ fn deliver(sink: Arc<Sink>, outer: Option<Messenger>) -> messenger::Deliver {
         };
         let target = outer.as_ref().or_else(|| messenger::global_messenger());
         match target {
-            Some(target) => {
-                target.dispatch(Some(session), task.cloned(), || Some(session.to_owned()), payload)
-            }
+            Some(target) => target.dispatch(
+                Some(session),
+                task.cloned(),
+                || Some(session.to_owned()),
+                payload,
+            ),
             None => {
                 sink.not_forwarded.fetch_add(1, Ordering::Relaxed);
                 if !sink.warned_not_forwarded.swap(true, Ordering::Relaxed) {
