@@ -1,7 +1,10 @@
 //! MCP progress through rmcp (`status_messenger::mcp`), in-process with rmcp's own client and
 //! server over a tokio duplex. A tap between them records every message the server writes, in
 //! wire order, so the tests see exactly what a client gets and when: the progress
-//! notifications of a call, and its result.
+//! notifications of a call, and its result. The last test calls the axum demo's `/mcp` over
+//! rmcp's streamable HTTP transport.
+
+mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -468,4 +471,88 @@ async fn a_burst_of_100000_statuses_does_not_block_the_tool_and_stays_bounded() 
     );
     assert_eq!(values.last().copied(), Some(count as f64));
     assert!(progress.iter().all(|(at, _)| *at < response));
+}
+
+// ---- the demo's `/mcp` ----
+
+/// A client that keeps every progress notification it is handed.
+#[derive(Clone, Default)]
+struct Collecting {
+    progress: Arc<Mutex<Vec<rmcp::model::ProgressNotificationParam>>>,
+}
+
+impl rmcp::ClientHandler for Collecting {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(params);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_the_simulated_tool_at_mcp_to_the_page_and_the_client() {
+    let server = support::demo::Demo::Axum.start(&[]);
+    let http = support::http();
+    let created: Value = http
+        .post(server.url("/api/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = created["id"].as_str().unwrap().to_owned();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(server.ws_url(&format!("session={session}")))
+            .await
+            .expect("the session's WebSocket");
+
+    let collecting = Collecting::default();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(server.url("/mcp"));
+    let client = collecting
+        .clone()
+        .serve(transport)
+        .await
+        .expect("an MCP session");
+    let steps = 4;
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("simulated_tool").with_arguments(
+                json!({ "steps": steps, "delay_ms": 20, "session": session })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await
+        .expect("a result");
+    assert_eq!(
+        result.content[0].as_text().map(|t| t.text.as_str()),
+        Some(format!("done: {steps} steps").as_str())
+    );
+
+    let mut page = Vec::new();
+    while page.len() < steps {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame")
+            .expect("the stream is open")
+            .unwrap();
+        let Message::Text(text) = frame else { continue };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame.get("type").is_none() || frame["type"] == "status" {
+            page.push(frame["text"].as_str().unwrap().to_owned());
+        }
+    }
+    // The client's handler runs each notification on a task of its own: sorted by progress,
+    // they are the page's statuses.
+    let mut progress = collecting.progress.lock().unwrap().clone();
+    progress.sort_by(|a, b| a.progress.total_cmp(&b.progress));
+    let mcp: Vec<String> = progress.iter().filter_map(|p| p.message.clone()).collect();
+    assert_eq!(mcp, page);
+    assert!(page[0].starts_with(&format!("step 1/{steps} t_ns=")));
+    let _ = client.cancel().await;
+    server.stop().await.unwrap();
 }
