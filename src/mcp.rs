@@ -17,12 +17,13 @@
 //!   below `progress`); `message` is the status's text.
 //! - Only when the request carried a `progressToken`, as the specification asks; without one
 //!   nothing is sent to the client (the statuses still reach a browser session, below).
-//! - Sending never blocks the tool: a status is put in a one-place, latest-wins slot, and one
-//!   sender, polled with the tool in the handler's own task, takes it out and awaits
-//!   [`Peer::notify_progress`]. Statuses that come faster than the client takes them are
-//!   coalesced: the newest one is sent, with its (higher) `progress`, and the ones it replaced
-//!   are counted ([`ProgressReport::coalesced`]). Memory stays at one pending notification
-//!   however fast the tool goes.
+//! - Sending never blocks the tool: a status is put in a small queue ([`PENDING_CAPACITY`]
+//!   notifications), and one sender, polled with the tool in the handler's own task, takes
+//!   them out in order and awaits [`Peer::notify_progress`] for each. Statuses that come
+//!   faster than the client takes them are coalesced: when the queue is full, a new status
+//!   replaces the newest one waiting, with its (higher) `progress`, and the one replaced is
+//!   counted ([`ProgressReport::coalesced`]). Memory stays at [`PENDING_CAPACITY`] pending
+//!   notifications however fast the tool goes, and the last status is always sent.
 //! - Nothing is sent after the tool returns: [`ProgressScope::run`] sends the last pending
 //!   notification and stops its sender before it returns the tool's value, so the handler's
 //!   result is the last thing the client gets for the call.
@@ -130,10 +131,11 @@
 
 // # Invariants
 //
-// - The slot (`Slot`) holds at most one update; `offer` numbers an update under the slot's
-//   lock, so the update in the slot always has the highest `progress` given so far, and the
-//   sender sends updates in the order it takes them: what reaches the client strictly
-//   increases.
+// - The queue (`Slot::next`) holds at most `PENDING_CAPACITY` updates, in the order they were
+//   offered; `offer` numbers an update under the slot's lock and either appends it or
+//   replaces the newest (which has a lower number), so the queue is always in increasing
+//   order, and the sender sends updates in the order it takes them from the front: what
+//   reaches the client strictly increases.
 // - No lock is held across an await: the sender takes the update out under the lock and
 //   sends it after releasing it.
 // - The sender is polled in the same future as the tool, never spawned: rmcp ties a
@@ -142,6 +144,7 @@
 // - The inner messenger's direct consumer holds the messenger's stream, a reference cycle
 //   that only `clear_direct` breaks: the scope clears it when it ends (also when dropped).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -157,6 +160,16 @@ use crate::hub::{SessionId, Task};
 use crate::messenger::{self, Messenger, Payload};
 use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex};
 use crate::task::{TaskRef, TaskShared, Token};
+
+/// Progress notifications a [`ProgressScope`] keeps waiting at most; past it, a new status
+/// replaces the newest one waiting (coalescing).
+///
+/// # Examples
+///
+/// ```
+/// assert!(status_messenger::mcp::PENDING_CAPACITY >= 1);
+/// ```
+pub const PENDING_CAPACITY: usize = 8;
 
 /// Runs an rmcp tool call so that the statuses added inside it also reach the MCP client as
 /// `notifications/progress` (see the [module docs](self)).
@@ -598,17 +611,18 @@ impl ProgressReport {
         self.sink.skipped.load(Ordering::Relaxed)
     }
 
-    /// Notifications waiting to be sent now: never more than one.
+    /// Notifications waiting to be sent now: never more than [`PENDING_CAPACITY`].
     ///
     /// # Examples
     ///
     /// ```
     /// # fn f(report: status_messenger::mcp::ProgressReport) {
-    /// assert!(report.pending() <= 1);
+    /// use status_messenger::mcp::PENDING_CAPACITY;
+    /// assert!(report.pending() <= PENDING_CAPACITY);
     /// # }
     /// ```
     pub fn pending(&self) -> usize {
-        usize::from(lock(&self.sink.slot).next.is_some())
+        lock(&self.sink.slot).next.len()
     }
 
     /// Statuses of a browser session that found no messenger to go to (no scoped default
@@ -634,10 +648,10 @@ struct Update {
     message: String,
 }
 
-/// The latest-wins slot between the tool's threads and the sender (see the invariants).
+/// The queue between the tool's threads and the sender (see the invariants).
 #[derive(Debug, Default)]
 struct Slot {
-    next: Option<Update>,
+    next: VecDeque<Update>,
     /// The `progress` of the last update offered, so the next one is above it.
     last_progress: f64,
     /// The tool returned: nothing more is taken.
@@ -678,8 +692,9 @@ impl Sink {
         }
     }
 
-    /// Puts `payload` in the slot as the next notification, numbered above every earlier one,
-    /// replacing (and counting) one not yet sent. Never blocks beyond the slot's short lock.
+    /// Queues `payload` as the next notification, numbered above every earlier one; when the
+    /// queue is full it replaces (and counts) the newest one waiting. Never blocks beyond the
+    /// queue's short lock.
     fn offer(&self, payload: &Payload) {
         self.offered.fetch_add(1, Ordering::Relaxed);
         if !self.enabled {
@@ -705,11 +720,19 @@ impl Sink {
         let total = given
             .map(|given| given.total() as f64)
             .filter(|total| *total >= progress);
-        let replaced = slot.next.replace(Update {
+        let update = Update {
             progress,
             total,
             message,
-        });
+        };
+        let full = slot.next.len() >= PENDING_CAPACITY;
+        let replaced = match slot.next.back_mut() {
+            Some(newest) if full => Some(std::mem::replace(newest, update)),
+            _ => {
+                slot.next.push_back(update);
+                None
+            }
+        };
         drop(slot);
         if replaced.is_some() {
             self.coalesced.fetch_add(1, Ordering::Relaxed);
@@ -720,18 +743,17 @@ impl Sink {
     /// The next update to send, and whether the slot is closed.
     fn take(&self) -> (Option<Update>, bool) {
         let mut slot = lock(&self.slot);
-        (slot.next.take(), slot.closed || slot.stopped)
+        (slot.next.pop_front(), slot.closed || slot.stopped)
     }
 
     /// The request was cancelled: what waits is skipped and nothing more is taken.
     fn stop(&self) {
         let mut slot = lock(&self.slot);
         slot.stopped = true;
-        let dropped = slot.next.take();
+        let dropped = std::mem::take(&mut slot.next);
         drop(slot);
-        if dropped.is_some() {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.skipped
+            .fetch_add(dropped.len() as u64, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
