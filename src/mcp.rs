@@ -9,7 +9,7 @@
 //! so the tool's [`add_status_message`](crate::add_status_message) and
 //! [`add_status`](crate::add_status) calls, from async code and from synchronous code on the
 //! crate's [`spawn_blocking`](crate::spawn_blocking) or a carried
-//! [`SessionContext`](crate::SessionContext), also become progress notifications of that call:
+//! [`SessionContext`], also become progress notifications of that call:
 //!
 //! - `progress` strictly increases: a status's [`Progress::current`](crate::Progress::current)
 //!   where it has one and it is above the last value sent, else the last value plus one;
@@ -337,7 +337,7 @@ impl ProgressScope {
     /// The tool runs with the session set (if any), in its task (the one given, the one
     /// current, or one of the scope's own), with a messenger of the scope's as the scoped
     /// default, so the crate's [`spawn_blocking`](crate::spawn_blocking),
-    /// [`spawn`](crate::spawn) and [`SessionContext`](crate::SessionContext) carry all of it
+    /// [`spawn`](crate::spawn) and [`SessionContext`] carry all of it
     /// into the tool's threads and tasks. They capture the context where they are called, so
     /// call them inside `tool`: `run(spawn_blocking(f))` would spawn before the scope begins
     /// ([`run_blocking`](ProgressScope::run_blocking) does it right). Work that outlives the scope (a thread not joined
