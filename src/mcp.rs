@@ -104,12 +104,14 @@
 //! The same call on behalf of a web user, whose page watches it as a task:
 //!
 //! ```
-//! # use rmcp::service::RequestContext;
-//! # use rmcp::RoleServer;
+//! # include!("mcp/doc_harness.rs");
+//! use futures_util::StreamExt;
+//! use rmcp::service::RequestContext;
+//! use rmcp::RoleServer;
 //! use status_messenger::mcp::ProgressScope;
-//! use status_messenger::Hub;
+//! use status_messenger::{Event, Hub};
 //!
-//! async fn on_behalf_of(hub: &Hub, session: &str, context: RequestContext<RoleServer>) -> u32 {
+//! async fn on_behalf_of(hub: Hub, session: &str, context: RequestContext<RoleServer>) -> u32 {
 //!     let Ok(task) = hub.start_task(session) else { return 0 };
 //!     ProgressScope::new(&context)
 //!         .task(task)
@@ -119,7 +121,25 @@
 //!         })
 //!         .await
 //! }
-//! # let _ = on_behalf_of;
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let hub = Hub::new(Default::default()).unwrap();
+//! hub.attach_global().unwrap();
+//! let server_hub = hub.clone();
+//! let (done, progress) = call_tool(move |context| async move {
+//!     on_behalf_of(server_hub, "user-1", context).await
+//! })
+//! .await;
+//! assert_eq!(done, 1);
+//! assert_eq!(progress[0].message.as_deref(), Some("to the page and to the MCP client"));
+//! // The page: the task's state, then the status.
+//! let mut page = hub.subscribe("user-1", None);
+//! let Some(Event::Task(task)) = page.next().await else { panic!() };
+//! assert_eq!(task.state().as_str(), "finished");
+//! let Some(Event::Status(status)) = page.next().await else { panic!() };
+//! assert_eq!(status.text(), "to the page and to the MCP client");
+//! # }
 //! ```
 //!
 //! The whole round trip, with rmcp's own client and server, is in the crate's `tests/mcp.rs`,
@@ -167,7 +187,28 @@ use crate::task::{TaskRef, TaskShared, Token};
 /// # Examples
 ///
 /// ```
-/// assert!(status_messenger::mcp::PENDING_CAPACITY >= 1);
+/// # include!("mcp/doc_harness.rs");
+/// # #[tokio::main]
+/// # async fn main() {
+/// use status_messenger::mcp::{ProgressScope, PENDING_CAPACITY};
+///
+/// let (report, _) = call_tool(|context| async move {
+///     let scope = ProgressScope::new(&context);
+///     let report = scope.report();
+///     let (seen, report) = scope
+///         .run(async move {
+///             for i in 0..1_000 {
+///                 status_messenger::add_status_message(format!("item {i}"));
+///             }
+///             (report.pending(), report)
+///         })
+///         .await;
+///     assert_eq!(seen, PENDING_CAPACITY); // the rest coalesced
+///     report
+/// })
+/// .await;
+/// assert_eq!(report.coalesced(), 1_000 - PENDING_CAPACITY as u64);
+/// # }
 /// ```
 pub const PENDING_CAPACITY: usize = 8;
 
@@ -177,19 +218,23 @@ pub const PENDING_CAPACITY: usize = 8;
 /// # Examples
 ///
 /// ```
-/// # use rmcp::service::RequestContext;
-/// # use rmcp::RoleServer;
+/// # include!("mcp/doc_harness.rs");
+/// # #[tokio::main]
+/// # async fn main() {
 /// use status_messenger::mcp::ProgressScope;
 ///
-/// async fn tool(context: RequestContext<RoleServer>) -> &'static str {
-///     let scope = ProgressScope::new(&context);
-///     let report = scope.report();
-///     let answer = scope.run(async { status_messenger::add_status_message("working"); "done" }).await;
-///     // Offered once; sent to the client only if it asked for progress.
-///     assert_eq!(report.offered(), 1);
-///     answer
-/// }
-/// # let _ = tool;
+/// let (answer, progress) = call_tool(|context| async move {
+///     ProgressScope::new(&context)
+///         .run(async {
+///             status_messenger::add_status_message("working");
+///             "done"
+///         })
+///         .await
+/// })
+/// .await;
+/// assert_eq!(answer, "done");
+/// assert_eq!(progress[0].message.as_deref(), Some("working"));
+/// # }
 /// ```
 pub struct ProgressScope {
     /// A clone of the call's context: its peer, its progress token and its cancellation.
@@ -219,14 +264,18 @@ impl ProgressScope {
     /// # Examples
     ///
     /// ```
-    /// # use rmcp::service::RequestContext;
-    /// # use rmcp::RoleServer;
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
     /// use status_messenger::mcp::ProgressScope;
     ///
-    /// fn asked_for_progress(context: &RequestContext<RoleServer>) -> bool {
-    ///     ProgressScope::new(context).progress_token().is_some()
-    /// }
-    /// # let _ = asked_for_progress;
+    /// // rmcp's client sends a progress token with every request.
+    /// let (asked, _) = call_tool(|context| async move {
+    ///     ProgressScope::new(&context).progress_token().is_some()
+    /// })
+    /// .await;
+    /// assert!(asked);
+    /// # }
     /// ```
     pub fn new(context: &RequestContext<RoleServer>) -> Self {
         let progress_token = context.meta.get_progress_token();
@@ -246,17 +295,28 @@ impl ProgressScope {
     /// # Examples
     ///
     /// ```
-    /// # use rmcp::service::RequestContext;
-    /// # use rmcp::RoleServer;
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use futures_util::StreamExt;
     /// use status_messenger::mcp::ProgressScope;
+    /// use status_messenger::{Event, Hub, Messenger};
     ///
-    /// async fn for_user(context: RequestContext<RoleServer>) -> Option<String> {
-    ///     let scope = ProgressScope::new(&context).session("user-1");
-    ///     let seen = scope.run(async { status_messenger::current_session_id() }).await;
-    ///     assert_eq!(seen.as_deref(), Some("user-1"));
-    ///     seen
-    /// }
-    /// # let _ = for_user;
+    /// let (messenger, hub) = (Messenger::new(), Hub::new(Default::default()).unwrap());
+    /// hub.attach(&messenger).unwrap();
+    /// let scoped = messenger.clone();
+    /// let (seen, progress) = call_tool(move |context| {
+    ///     scoped.scope(ProgressScope::new(&context).session("user-1").run(async {
+    ///         status_messenger::add_status_message("to both");
+    ///         status_messenger::current_session_id()
+    ///     }))
+    /// })
+    /// .await;
+    /// assert_eq!(seen.as_deref(), Some("user-1"));
+    /// assert_eq!(progress[0].message.as_deref(), Some("to both"));
+    /// let Some(Event::Status(status)) = hub.subscribe("user-1", None).next().await else { panic!() };
+    /// assert_eq!(status.text(), "to both");
+    /// # }
     /// ```
     pub fn session(mut self, id: impl Into<String>) -> Self {
         self.session = Some(id.into());
@@ -270,22 +330,25 @@ impl ProgressScope {
     /// # Examples
     ///
     /// ```
-    /// # use rmcp::service::RequestContext;
-    /// # use rmcp::RoleServer;
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
     /// use status_messenger::mcp::ProgressScope;
-    /// use status_messenger::Hub;
+    /// use status_messenger::{Hub, TaskState};
     ///
-    /// async fn in_task(hub: &Hub, context: RequestContext<RoleServer>) -> Option<String> {
-    ///     let task = hub.start_task("user-1").ok()?;
-    ///     let id = task.id().to_owned();
-    ///     let seen = ProgressScope::new(&context).task(task).run(async {
-    ///         status_messenger::current_task_id()
-    ///     });
-    ///     let seen = seen.await;
-    ///     assert_eq!(seen.as_deref(), Some(id.as_str()));
-    ///     seen
-    /// }
-    /// # let _ = in_task;
+    /// let hub = Hub::new(Default::default()).unwrap();
+    /// let task = hub.start_task("user-1").unwrap();
+    /// let id = task.id().to_owned();
+    /// let (seen, _) = call_tool(move |context| {
+    ///     ProgressScope::new(&context)
+    ///         .task(task)
+    ///         .run(async { status_messenger::current_task_id() })
+    /// })
+    /// .await;
+    /// assert_eq!(seen.as_deref(), Some(id.as_str()));
+    /// // The scope recorded the task's end.
+    /// assert_eq!(hub.cancel_task("user-1", &id).await.unwrap(), TaskState::Finished);
+    /// # }
     /// ```
     pub fn task(mut self, task: Task) -> Self {
         self.task = Some(task);
@@ -298,13 +361,16 @@ impl ProgressScope {
     /// # Examples
     ///
     /// ```
-    /// # use rmcp::service::RequestContext;
-    /// # use rmcp::RoleServer;
-    /// fn token(context: &RequestContext<RoleServer>) -> bool {
-    ///     let scope = status_messenger::mcp::ProgressScope::new(context);
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (same, _) = call_tool(|context| async move {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
     ///     scope.progress_token() == context.meta.get_progress_token().as_ref()
-    /// }
-    /// # let _ = token;
+    /// })
+    /// .await;
+    /// assert!(same);
+    /// # }
     /// ```
     pub fn progress_token(&self) -> Option<&ProgressToken> {
         self.progress_token.as_ref()
@@ -315,15 +381,19 @@ impl ProgressScope {
     /// # Examples
     ///
     /// ```
-    /// # use rmcp::service::RequestContext;
-    /// # use rmcp::RoleServer;
-    /// async fn counted(context: RequestContext<RoleServer>) {
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (report, progress) = call_tool(|context| async move {
     ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
     ///     let report = scope.report();
     ///     scope.run(async {}).await;
-    ///     assert_eq!(report.offered(), 0);
-    /// }
-    /// # let _ = counted;
+    ///     report
+    /// })
+    /// .await;
+    /// assert_eq!((report.offered(), report.sent()), (0, 0));
+    /// assert!(progress.is_empty());
+    /// # }
     /// ```
     pub fn report(&self) -> ProgressReport {
         ProgressReport {
@@ -349,12 +419,13 @@ impl ProgressScope {
     /// # Examples
     ///
     /// ```
-    /// # use rmcp::service::RequestContext;
-    /// # use rmcp::RoleServer;
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
     /// use status_messenger::mcp::ProgressScope;
     /// use status_messenger::{add_status, is_cancelled, StatusMessage};
     ///
-    /// async fn tool(context: RequestContext<RoleServer>) -> u64 {
+    /// let (done, progress) = call_tool(|context| async move {
     ///     ProgressScope::new(&context)
     ///         .run(async {
     ///             // Spawned inside the scope, so the blocking thread gets the scope's context.
@@ -372,8 +443,12 @@ impl ProgressScope {
     ///             tool.await.unwrap_or(0)
     ///         })
     ///         .await
-    /// }
-    /// # let _ = tool;
+    /// })
+    /// .await;
+    /// assert_eq!(done, 3);
+    /// let last = progress.last().unwrap();
+    /// assert_eq!((last.progress, last.total, last.message.as_deref()), (3.0, Some(3.0), Some("step 3/3")));
+    /// # }
     /// ```
     pub async fn run<F: Future>(self, tool: F) -> F::Output {
         let Self {
@@ -466,8 +541,9 @@ impl ProgressScope {
     /// # Examples
     ///
     /// ```
-    /// # use rmcp::service::RequestContext;
-    /// # use rmcp::RoleServer;
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
     /// use status_messenger::mcp::ProgressScope;
     /// use status_messenger::{add_status_message, is_cancelled};
     ///
@@ -479,11 +555,13 @@ impl ProgressScope {
     ///     3
     /// }
     ///
-    /// async fn tool(context: RequestContext<RoleServer>) -> usize {
-    ///     let pages = ProgressScope::new(&context).run_blocking(search).await;
-    ///     pages.unwrap_or(0)
-    /// }
-    /// # let _ = tool;
+    /// let (pages, progress) = call_tool(|context| async move {
+    ///     ProgressScope::new(&context).run_blocking(search).await
+    /// })
+    /// .await;
+    /// assert_eq!(pages.unwrap(), 3);
+    /// assert_eq!(progress[0].message.as_deref(), Some("Searching the web..."));
+    /// # }
     /// ```
     pub async fn run_blocking<R, F>(self, tool: F) -> Result<R, tokio::task::JoinError>
     where
@@ -501,25 +579,30 @@ impl ProgressScope {
 /// # Examples
 ///
 /// ```
-/// # use rmcp::service::RequestContext;
-/// # use rmcp::RoleServer;
-/// use status_messenger::mcp::{ProgressReport, ProgressScope};
+/// # include!("mcp/doc_harness.rs");
+/// # #[tokio::main]
+/// # async fn main() {
+/// use status_messenger::mcp::ProgressScope;
 ///
-/// async fn burst(context: RequestContext<RoleServer>) -> ProgressReport {
+/// let (report, progress) = call_tool(|context| async move {
 ///     let scope = ProgressScope::new(&context);
 ///     let report = scope.report();
 ///     scope
 ///         .run(async {
-///             for i in 0..1_000 {
+///             for i in 1..=1_000 {
 ///                 status_messenger::add_status_message(format!("item {i}"));
 ///             }
 ///         })
 ///         .await;
-///     let accounted = report.sent() + report.coalesced() + report.failed() + report.skipped();
-///     assert_eq!(report.offered(), accounted);
 ///     report
-/// }
-/// # let _ = burst;
+/// })
+/// .await;
+/// let accounted = report.sent() + report.coalesced() + report.failed() + report.skipped();
+/// assert_eq!(report.offered(), 1_000);
+/// assert_eq!(accounted, 1_000);
+/// assert_eq!(progress.len() as u64, report.sent());
+/// assert_eq!(progress.last().unwrap().message.as_deref(), Some("item 1000"));
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct ProgressReport {
@@ -545,11 +628,18 @@ impl ProgressReport {
     ///
     /// # Examples
     ///
-    /// See [`ProgressReport`].
-    ///
     /// ```
-    /// # fn f(report: status_messenger::mcp::ProgressReport) {
-    /// assert!(report.offered() >= report.sent());
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (report, _) = call_tool(|context| async move {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
+    ///     let report = scope.report();
+    ///     scope.run(async { status_messenger::add_status_message("one") }).await;
+    ///     report
+    /// })
+    /// .await;
+    /// assert_eq!(report.offered(), 1);
     /// # }
     /// ```
     pub fn offered(&self) -> u64 {
@@ -561,8 +651,17 @@ impl ProgressReport {
     /// # Examples
     ///
     /// ```
-    /// # fn f(report: status_messenger::mcp::ProgressReport) {
-    /// assert!(report.sent() <= report.offered());
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (report, _) = call_tool(|context| async move {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
+    ///     let report = scope.report();
+    ///     scope.run(async { status_messenger::add_status_message("one") }).await;
+    ///     report
+    /// })
+    /// .await;
+    /// assert_eq!(report.sent(), 1);
     /// # }
     /// ```
     pub fn sent(&self) -> u64 {
@@ -575,8 +674,17 @@ impl ProgressReport {
     /// # Examples
     ///
     /// ```
-    /// # fn f(report: status_messenger::mcp::ProgressReport) {
-    /// assert!(report.coalesced() <= report.offered());
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (report, _) = call_tool(|context| async move {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
+    ///     let report = scope.report();
+    ///     scope.run(async { status_messenger::add_status_message("one") }).await;
+    ///     report
+    /// })
+    /// .await;
+    /// assert_eq!(report.coalesced(), 0); // one status, nothing to coalesce
     /// # }
     /// ```
     pub fn coalesced(&self) -> u64 {
@@ -589,8 +697,17 @@ impl ProgressReport {
     /// # Examples
     ///
     /// ```
-    /// # fn f(report: status_messenger::mcp::ProgressReport) {
-    /// assert!(report.failed() <= report.offered());
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (report, _) = call_tool(|context| async move {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
+    ///     let report = scope.report();
+    ///     scope.run(async { status_messenger::add_status_message("one") }).await;
+    ///     report
+    /// })
+    /// .await;
+    /// assert_eq!(report.failed(), 0);
     /// # }
     /// ```
     pub fn failed(&self) -> u64 {
@@ -603,8 +720,17 @@ impl ProgressReport {
     /// # Examples
     ///
     /// ```
-    /// # fn f(report: status_messenger::mcp::ProgressReport) {
-    /// assert!(report.skipped() <= report.offered());
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (report, _) = call_tool(|context| async move {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
+    ///     let report = scope.report();
+    ///     scope.run(async { status_messenger::add_status_message("one") }).await;
+    ///     report
+    /// })
+    /// .await;
+    /// assert_eq!(report.skipped(), 0); // the request carried a progress token
     /// # }
     /// ```
     pub fn skipped(&self) -> u64 {
@@ -616,9 +742,17 @@ impl ProgressReport {
     /// # Examples
     ///
     /// ```
-    /// # fn f(report: status_messenger::mcp::ProgressReport) {
-    /// use status_messenger::mcp::PENDING_CAPACITY;
-    /// assert!(report.pending() <= PENDING_CAPACITY);
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (report, _) = call_tool(|context| async move {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
+    ///     let report = scope.report();
+    ///     scope.run(async { status_messenger::add_status_message("one") }).await;
+    ///     report
+    /// })
+    /// .await;
+    /// assert_eq!(report.pending(), 0); // all sent before the scope returned
     /// # }
     /// ```
     pub fn pending(&self) -> usize {
@@ -631,8 +765,17 @@ impl ProgressReport {
     /// # Examples
     ///
     /// ```
-    /// # fn f(report: status_messenger::mcp::ProgressReport) {
-    /// assert!(report.not_forwarded() <= report.offered());
+    /// # include!("mcp/doc_harness.rs");
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let (report, _) = call_tool(|context| async move {
+    ///     let scope = status_messenger::mcp::ProgressScope::new(&context);
+    ///     let report = scope.report();
+    ///     scope.run(async { status_messenger::add_status_message("one") }).await;
+    ///     report
+    /// })
+    /// .await;
+    /// assert_eq!(report.not_forwarded(), 0); // no browser session
     /// # }
     /// ```
     pub fn not_forwarded(&self) -> u64 {
