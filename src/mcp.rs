@@ -413,8 +413,10 @@ impl ProgressScope {
     /// ([`run_blocking`](ProgressScope::run_blocking) does it right). Work that outlives the scope (a thread not joined
     /// before `tool` completes) has its later statuses dropped: await what you spawn.
     ///
-    /// If this future is dropped before the tool completes, the tool's task is cancelled, so
-    /// a tool on a blocking thread stops at its next check.
+    /// If this future is dropped before the tool completes, the task the scope runs the tool
+    /// in (the one given, or its own) is cancelled, so a tool on a blocking thread stops at its
+    /// next check; a task that was current where the scope runs is the caller's, and is left
+    /// alone then.
     ///
     /// # Examples
     ///
@@ -465,6 +467,12 @@ impl ProgressScope {
                 (session.or(current), messenger, current_task)
             }
         };
+        // A current task of another session than the call's is not the call's to cancel.
+        let current_task =
+            current_task.filter(|task| session.as_deref() == Some(task.session.as_str()));
+        // Only a task the scope runs (given, or its own) is cancelled if the scope is dropped:
+        // a current one belongs to the caller, who may go on after dropping the scope.
+        let owns_task = task.is_some() || current_task.is_none();
         let tool_task = current_task.unwrap_or_else(detached_task);
         let inner = Messenger::new();
         let ctx = match inner.set_direct(deliver(Arc::clone(&sink), outer.clone())) {
@@ -487,7 +495,7 @@ impl ProgressScope {
         let end = EndGuard {
             sink: &sink,
             inner: &inner,
-            token: &tool_task.token,
+            token: owns_task.then_some(&tool_task.token),
             completed: false,
         };
         let output = {
@@ -1004,12 +1012,13 @@ fn detached_task() -> TaskRef {
     })
 }
 
-/// Ends the scope however its future ends: on drop before the tool completed, the tool's task
-/// is cancelled; always, the slot is closed and the scope's messenger let go.
+/// Ends the scope however its future ends: on drop before the tool completed, the task the
+/// scope runs the tool in is cancelled (if it is the scope's to cancel); always, the queue is
+/// closed and the scope's messenger let go.
 struct EndGuard<'a> {
     sink: &'a Sink,
     inner: &'a Messenger,
-    token: &'a Token,
+    token: Option<&'a Token>,
     completed: bool,
 }
 
@@ -1022,7 +1031,9 @@ impl EndGuard<'_> {
 impl Drop for EndGuard<'_> {
     fn drop(&mut self) {
         if !self.completed {
-            cancel_token(self.token);
+            if let Some(token) = self.token {
+                cancel_token(token);
+            }
             self.sink.stop();
         }
         self.sink.close();

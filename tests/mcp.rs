@@ -115,6 +115,20 @@ impl ToolServer {
         outcome.to_owned()
     }
 
+    #[tool(description = "gives up on a blocking tool after 100 ms, dropping its scope")]
+    async fn gives_up(&self, context: RequestContext<RoleServer>) -> String {
+        let done = Arc::clone(&self.done);
+        let returned = self.returned.clone();
+        let scope = ProgressScope::new(&context).run_blocking(move || {
+            let steps = stepping_tool(1_000, Duration::from_millis(20), &done);
+            let _ = returned.send((steps, Instant::now()));
+        });
+        match tokio::time::timeout(Duration::from_millis(100), scope).await {
+            Ok(_) => "finished".to_owned(),
+            Err(_) => "gave up".to_owned(),
+        }
+    }
+
     #[tool(description = "a burst of statuses from one synchronous loop")]
     async fn burst(
         &self,
@@ -356,6 +370,31 @@ async fn a_client_cancel_stops_a_blocking_tool_before_its_next_step() {
         took < Duration::from_millis(delay_ms) + Duration::from_secs(1),
         "the tool took {took:?} to stop"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_scope_stops_its_blocking_tool() {
+    let mut h = start().await;
+    let handle = h
+        .client
+        .send_cancellable_request(
+            call("gives_up", json!({})),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    handle.await_response().await.expect("a result");
+    let given_up_at = Instant::now();
+    let (did, returned_at) = tokio::time::timeout(Duration::from_secs(10), h.returned.recv())
+        .await
+        .expect("the tool returned")
+        .unwrap();
+    println!(
+        "the tool did {did} steps, returned {:?} after the scope was dropped",
+        returned_at - given_up_at
+    );
+    assert!(did < 1_000, "the tool ran on after its scope was dropped");
+    assert!(returned_at - given_up_at < Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,8 +649,12 @@ async fn the_demo_serves_the_simulated_tool_at_mcp_to_the_page_and_the_client() 
             page.push(frame["text"].as_str().unwrap().to_owned());
         }
     }
-    // The client's handler runs each notification on a task of its own: sorted by progress,
-    // they are the page's statuses.
+    // The client's handler runs each notification on a task of its own, which may finish
+    // after the result is handed over: wait for them, then sort them by progress.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while collecting.progress.lock().unwrap().len() < steps && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut progress = collecting.progress.lock().unwrap().clone();
     progress.sort_by(|a, b| a.progress.total_cmp(&b.progress));
     let mcp: Vec<String> = progress.iter().filter_map(|p| p.message.clone()).collect();
