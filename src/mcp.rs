@@ -158,9 +158,9 @@
 //   reaches the client strictly increases.
 // - No lock is held across an await: the sender takes the update out under the lock and
 //   sends it after releasing it.
-// - The sender is polled in the same future as the tool, never spawned: rmcp ties a
-//   notification to the request it serves through a task-local of the handler's task, and the
-//   scope's end is the sender's end, so nothing can be sent after the scope returns.
+// - The sender is polled in the same future as the tool, never spawned: the scope's end is
+//   then the sender's end, so nothing can be sent after the scope returns, and it sends from
+//   the handler's own task, where rmcp keeps the request's task-locals.
 // - The inner messenger's direct consumer holds the messenger's stream, a reference cycle
 //   that only `clear_direct` breaks: the scope clears it when it ends (also when dropped).
 
@@ -168,7 +168,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::RequestContext;
@@ -178,7 +179,7 @@ use tokio::sync::Notify;
 use crate::context::SessionContext;
 use crate::hub::{SessionId, Task};
 use crate::messenger::{self, Messenger, Payload};
-use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex};
+use crate::sync::lock;
 use crate::task::{TaskRef, TaskShared, Token};
 
 /// Progress notifications a [`ProgressScope`] keeps waiting at most; past it, a new status
