@@ -663,3 +663,17 @@ async fn the_demo_serves_the_simulated_tool_at_mcp_to_the_page_and_the_client() 
     let _ = client.cancel().await;
     server.stop().await.unwrap();
 }
+
+// ---- compile-time checks ----
+
+/// The scope, its futures and its report cross threads, as rmcp's handlers need.
+#[allow(dead_code)]
+fn the_scope_and_its_futures_are_send(context: RequestContext<RoleServer>) {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let scope = ProgressScope::new(&context);
+    send_sync(&scope.report());
+    send(&scope);
+    send(&ProgressScope::new(&context).run(async {}));
+    send(&ProgressScope::new(&context).run_blocking(|| ()));
+}
