@@ -857,7 +857,6 @@ impl Sink {
             Payload::Message(message) => message.get_progress(),
             Payload::Text(_) => None,
         };
-        let message = payload.text().to_owned();
         let mut slot = lock(&self.slot);
         if slot.closed || slot.stopped {
             drop(slot);
@@ -872,22 +871,26 @@ impl Sink {
         let total = given
             .map(|given| given.total() as f64)
             .filter(|total| *total >= progress);
-        let update = Update {
-            progress,
-            total,
-            message,
-        };
         let full = slot.next.len() >= PENDING_CAPACITY;
-        let replaced = match slot.next.back_mut() {
-            Some(newest) if full => Some(std::mem::replace(newest, update)),
-            _ => {
-                slot.next.push_back(update);
-                None
+        match slot.next.back_mut() {
+            Some(newest) if full => {
+                // Coalesced into the newest waiting, reusing its text's buffer: a burst costs
+                // a copy per status, not an allocation.
+                newest.progress = progress;
+                newest.total = total;
+                newest.message.clear();
+                newest.message.push_str(payload.text());
+                drop(slot);
+                self.coalesced.fetch_add(1, Ordering::Relaxed);
             }
-        };
-        drop(slot);
-        if replaced.is_some() {
-            self.coalesced.fetch_add(1, Ordering::Relaxed);
+            _ => {
+                slot.next.push_back(Update {
+                    progress,
+                    total,
+                    message: payload.text().to_owned(),
+                });
+                drop(slot);
+            }
         }
         self.wake.notify_one();
     }
