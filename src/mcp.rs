@@ -1044,3 +1044,76 @@ impl Drop for EndGuard<'_> {
         self.inner.clear_direct();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StatusMessage;
+
+    fn offered(sink: &Sink) -> Vec<(f64, Option<f64>, String)> {
+        let mut slot = lock(&sink.slot);
+        slot.next
+            .drain(..)
+            .map(|u| (u.progress, u.total, u.message))
+            .collect()
+    }
+
+    #[test]
+    fn progress_takes_a_status_s_current_only_when_it_goes_up() {
+        let sink = Sink::new(true);
+        let with = |text: &str, current, total| {
+            Payload::Message(Box::new(StatusMessage::new(text).progress(current, total)))
+        };
+        sink.offer(&Payload::Text("plain".into()));
+        sink.offer(&with("five of ten", 5, 10));
+        sink.offer(&with("back to three", 3, 10));
+        sink.offer(&with("total below", 9, 4));
+        sink.offer(&Payload::Text("plain again".into()));
+        assert_eq!(
+            offered(&sink),
+            [
+                (1.0, None, "plain".to_owned()),
+                (5.0, Some(10.0), "five of ten".to_owned()),
+                (6.0, Some(10.0), "back to three".to_owned()),
+                (9.0, None, "total below".to_owned()),
+                (10.0, None, "plain again".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_coalesces_into_its_newest_and_keeps_increasing() {
+        let sink = Sink::new(true);
+        for i in 1..=100 {
+            sink.offer(&Payload::Text(format!("{i}")));
+        }
+        let waiting = offered(&sink);
+        assert_eq!(waiting.len(), PENDING_CAPACITY);
+        assert_eq!(
+            sink.coalesced.load(Ordering::Relaxed),
+            100 - PENDING_CAPACITY as u64
+        );
+        assert!(waiting.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(
+            waiting.last().map(|u| (u.0, u.2.as_str())),
+            Some((100.0, "100"))
+        );
+    }
+
+    #[test]
+    fn nothing_is_queued_without_a_token_after_a_stop_or_after_the_end() {
+        let untokened = Sink::new(false);
+        untokened.offer(&Payload::Text("a".into()));
+        let stopped = Sink::new(true);
+        stopped.offer(&Payload::Text("dropped by the stop".into()));
+        stopped.stop();
+        stopped.offer(&Payload::Text("b".into()));
+        let ended = Sink::new(true);
+        ended.close();
+        ended.offer(&Payload::Text("c".into()));
+        for (sink, skipped) in [(&untokened, 1), (&stopped, 2), (&ended, 1)] {
+            assert!(offered(sink).is_empty());
+            assert_eq!(sink.skipped.load(Ordering::Relaxed), skipped);
+        }
+    }
+}
