@@ -73,6 +73,9 @@ async fn serve(
         },
         &endpoints,
     );
+    // The MCP endpoint: the same simulated tool for an MCP client, its statuses as progress.
+    #[cfg(feature = "rmcp")]
+    let router = router.nest_service("/mcp", mcp::service(hub.clone()));
     let streams = endpoints.clone();
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
     let stopping = async move {
@@ -244,4 +247,84 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// `/mcp`: rmcp's streamable HTTP server with one tool, `simulated_tool` (see the contract).
+/// Its statuses reach the MCP client as progress, and the session's page too when the call
+/// names a `session`: the call then runs as a task of that session, which the page shows and
+/// can stop, as a cancellation from the MCP client does.
+#[cfg(feature = "rmcp")]
+mod mcp {
+    use rmcp::handler::server::wrapper::Parameters;
+    use rmcp::service::RequestContext;
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
+    use status_messenger::mcp::ProgressScope;
+    use status_messenger::Hub;
+
+    use super::common;
+
+    /// The arguments of `simulated_tool`.
+    #[derive(serde::Deserialize, rmcp::schemars::JsonSchema)]
+    #[schemars(crate = "rmcp::schemars")]
+    struct SimulatedToolArgs {
+        /// How many steps, 1..=100000.
+        steps: u64,
+        /// Milliseconds between steps, 0..=60000.
+        delay_ms: u64,
+        /// A browser session to show the run in as well.
+        session: Option<String>,
+    }
+
+    #[derive(Clone)]
+    pub(super) struct DemoMcp {
+        hub: Hub,
+    }
+
+    #[tool_router]
+    impl DemoMcp {
+        #[tool(description = "The demo's simulated tool: `steps` statuses, `delay_ms` apart")]
+        async fn simulated_tool(
+            &self,
+            Parameters(args): Parameters<SimulatedToolArgs>,
+            context: RequestContext<RoleServer>,
+        ) -> Result<String, ErrorData> {
+            let body = serde_json::json!({ "steps": args.steps, "delay_ms": args.delay_ms });
+            let spec = common::parse_task(body.to_string().as_bytes())
+                .map_err(|message| ErrorData::invalid_params(message, None))?;
+            let mut scope = ProgressScope::new(&context);
+            if let Some(session) = args.session.as_deref() {
+                let session = common::check_session(&self.hub, Some(session))
+                    .await
+                    .map_err(|refusal| {
+                        ErrorData::invalid_params(refusal.message().to_owned(), None)
+                    })?;
+                let task = self
+                    .hub
+                    .start_task(session)
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                scope = scope.task(task);
+            }
+            let done = scope
+                .run_blocking(move || common::simulated_tool(spec.steps, spec.delay))
+                .await
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            Ok(format!("done: {done} steps"))
+        }
+    }
+
+    #[tool_handler]
+    impl ServerHandler for DemoMcp {}
+
+    /// The tower service that `/mcp` nests.
+    pub(super) fn service(hub: Hub) -> StreamableHttpService<DemoMcp, LocalSessionManager> {
+        StreamableHttpService::new(
+            move || Ok(DemoMcp { hub: hub.clone() }),
+            LocalSessionManager::default().into(),
+            StreamableHttpServerConfig::default(),
+        )
+    }
 }

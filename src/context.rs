@@ -202,6 +202,27 @@ impl SessionContext {
         }
     }
 
+    /// A context of these parts, for scopes in the crate that run work in a context of their
+    /// own making (`mcp::ProgressScope`).
+    #[cfg_attr(not(feature = "rmcp"), allow(dead_code))]
+    pub(crate) fn from_parts(
+        session_id: Option<String>,
+        messenger: Option<Messenger>,
+        task: Option<TaskRef>,
+    ) -> Self {
+        Self {
+            session_id,
+            messenger,
+            task,
+        }
+    }
+
+    /// The session, messenger and task this context carries.
+    #[cfg_attr(not(feature = "rmcp"), allow(dead_code))]
+    pub(crate) fn into_parts(self) -> (Option<String>, Option<Messenger>, Option<TaskRef>) {
+        (self.session_id, self.messenger, self.task)
+    }
+
     /// A context for the session `id`, with no messenger.
     ///
     /// # Examples

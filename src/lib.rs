@@ -213,12 +213,14 @@
 //! | `actix-web` | `actix::configure`: the endpoints on actix-web 4 (and `web`) |
 //! | `serde_json` | [`JsonData`] from and to `serde_json::Value` |
 //! | `tracing-layer` | `tracing_layer::StatusLayer`: marked `tracing` events inside a session become its statuses |
+//! | `rmcp` | `mcp::ProgressScope`: the statuses of an [rmcp](https://docs.rs/rmcp/3) tool call also go to the MCP client as its progress notifications |
 //!
 //! # Supported Rust versions
 //!
 //! The minimum supported Rust version is 1.85, the oldest that the current releases of the
 //! dependencies build with (tokio asks for 1.85). Clippy checks the crate against it. The
-//! `actix-web` feature needs what actix-web itself needs: Rust 1.89 for its current releases.
+//! `actix-web` feature needs what actix-web itself needs: Rust 1.89 for its current releases;
+//! the `rmcp` feature Rust 1.88, as rmcp 3 does.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
@@ -230,6 +232,9 @@
 mod context;
 pub mod hub;
 mod json;
+#[cfg(feature = "rmcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rmcp")))]
+pub mod mcp;
 pub mod messenger;
 mod status;
 mod sync;

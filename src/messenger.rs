@@ -492,7 +492,7 @@ impl Messenger {
     }
 
     /// Hands `message` to the direct consumer if one is set, else puts it in the channel.
-    fn dispatch(
+    pub(crate) fn dispatch(
         &self,
         session: Option<&str>,
         task: Option<task::TaskRef>,

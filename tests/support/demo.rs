@@ -77,6 +77,7 @@ fn features() -> Vec<&'static str> {
         (cfg!(feature = "web"), "web"),
         (cfg!(feature = "axum"), "axum"),
         (cfg!(feature = "actix-web"), "actix-web"),
+        (cfg!(feature = "rmcp"), "rmcp"),
     ] {
         if on {
             features.push(name);
