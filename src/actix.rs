@@ -164,9 +164,12 @@ impl Endpoints {
 fn refused(refusal: &Refusal) -> HttpResponse {
     let status =
         StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status)
-        .content_type(ContentType::json())
-        .body(refusal.body())
+    let mut response = HttpResponse::build(status);
+    response.content_type(ContentType::json());
+    if let Some(seconds) = refusal.retry_after() {
+        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+    }
+    response.body(refusal.body())
 }
 
 /// The request as the framework-free view: its headers (copied into `http` 1 types, which is

@@ -166,12 +166,18 @@ impl Endpoints {
 fn refused(refusal: &Refusal) -> Response {
     let status =
         StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
         refusal.body(),
     )
-        .into_response()
+        .into_response();
+    if let Some(seconds) = refusal.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -> Response {
