@@ -81,11 +81,18 @@
 
 use std::convert::Infallible;
 use std::future::ready;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{dev, web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use futures_core::Stream;
 use futures_util::{SinkExt, StreamExt};
 
 use crate::web::ws::{self, Incoming, Outgoing};
@@ -195,6 +202,15 @@ async fn ws_handler(
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),
     };
+    let limit = endpoints.settings().effective_max_message_bytes();
+    // actix-ws waits for a whole frame before it checks its size: the gate refuses an
+    // oversized one from its header, before its payload is read.
+    let gate: Pin<Box<dyn Stream<Item = Result<web::Bytes, PayloadError>>>> =
+        Box::pin(FrameGate::new(body, limit));
+    let mut gated = dev::Payload::Stream { payload: gate };
+    let Ok(body) = web::Payload::from_request(&request, &mut gated).await else {
+        return refused(&Refusal::bad_request("unreadable request body"));
+    };
     let Ok((response, session, messages)) = actix_ws::handle(&request, body) else {
         return refused(&Refusal::bad_request(
             "expected a WebSocket upgrade request",
@@ -204,30 +220,46 @@ async fn ws_handler(
         Ok(opened) => opened,
         Err(refusal) => return refused(&refusal),
     };
-    let messages = messages.max_frame_size(endpoints.settings().effective_max_message_bytes());
+    let messages = messages.max_frame_size(limit);
+    let drop_connection = Arc::new(AtomicBool::new(false));
     actix_web::rt::spawn(forward(
         endpoints.into_inner(),
         session,
         messages,
         subscription,
         guard,
+        Arc::clone(&drop_connection),
     ));
     response
+        .map_body(|_, body| DropsConnection {
+            body,
+            drop_connection,
+        })
+        .map_into_boxed_body()
 }
 
 async fn forward(
-    endpoints: std::sync::Arc<Endpoints>,
+    endpoints: Arc<Endpoints>,
     session: actix_ws::Session,
     messages: actix_ws::MessageStream,
     subscription: Subscription,
     _guard: StreamGuard,
+    drop_connection: Arc<AtomicBool>,
 ) {
     let sink = session.with(|frame: Outgoing| ready(Ok::<_, actix_ws::Closed>(outgoing(frame))));
+    let incoming = messages.map(move |read| {
+        let frame = incoming(read);
+        if frame == Incoming::TooLarge {
+            // Before the close frame is queued, so the body ends knowing it.
+            drop_connection.store(true, Ordering::Release);
+        }
+        frame
+    });
     let ended = ws::forward(
         endpoints.hub(),
         subscription,
         sink,
-        messages.map(incoming),
+        incoming,
         endpoints.settings(),
     )
     .await;
@@ -252,7 +284,147 @@ fn incoming(read: Result<Message, ProtocolError>) -> Incoming {
         Ok(Message::Close(_)) => Incoming::Close,
         Ok(_) => Incoming::Other,
         Err(ProtocolError::Overflow) => Incoming::TooLarge,
+        Err(ProtocolError::Io(error))
+            if matches!(
+                error
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<PayloadError>()),
+                Some(PayloadError::Overflow)
+            ) =>
+        {
+            Incoming::TooLarge
+        }
         Err(_) => Incoming::Failed,
+    }
+}
+
+/// The WebSocket's response body, which ends the connection once it has sent the close frame
+/// when `drop_connection` is set: actix would otherwise keep reading (and discarding) what the
+/// client sends for as long as it sends. A body error is how a handler makes actix drop it.
+struct DropsConnection {
+    body: BoxBody,
+    drop_connection: Arc<AtomicBool>,
+}
+
+impl MessageBody for DropsConnection {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        match Pin::new(&mut self.body).poll_next(cx) {
+            Poll::Ready(None) if self.drop_connection.load(Ordering::Acquire) => Poll::Ready(Some(
+                Err("the WebSocket was closed for an oversized frame".into()),
+            )),
+            other => other,
+        }
+    }
+}
+
+/// The client's bytes on their way to actix-ws, read frame header by frame header: a frame
+/// whose header claims more than `limit` payload bytes ends the stream with
+/// [`PayloadError::Overflow`] at once, and nothing more is read from the connection.
+///
+/// # Invariants
+///
+/// - `header[..have]` is the start of the next frame's header while `remaining` is 0;
+///   otherwise `remaining` payload bytes of the current frame are still to pass.
+/// - After the overflow (or the end) `done` is set and `payload` is never polled again.
+struct FrameGate {
+    payload: web::Payload,
+    limit: u64,
+    header: [u8; 14],
+    have: usize,
+    remaining: u64,
+    done: bool,
+}
+
+impl FrameGate {
+    fn new(payload: web::Payload, limit: usize) -> FrameGate {
+        FrameGate {
+            payload,
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            header: [0; 14],
+            have: 0,
+            remaining: 0,
+            done: false,
+        }
+    }
+
+    /// Follows the frames through `chunk`; `Err` once a header claims too much.
+    fn pass(&mut self, chunk: &[u8]) -> Result<(), PayloadError> {
+        let mut at = 0;
+        while at < chunk.len() {
+            if self.remaining > 0 {
+                let left = u64::try_from(chunk.len() - at).unwrap_or(u64::MAX);
+                let skip = self.remaining.min(left);
+                self.remaining -= skip;
+                // `skip` is at most what is left of the chunk, a usize.
+                at += usize::try_from(skip).unwrap_or(chunk.len() - at);
+                continue;
+            }
+            self.header[self.have] = chunk[at];
+            self.have += 1;
+            at += 1;
+            if let Some(length) = frame_length(&self.header[..self.have]) {
+                if length > self.limit {
+                    return Err(PayloadError::Overflow);
+                }
+                self.have = 0;
+                self.remaining = length;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The payload length a complete WebSocket frame header claims (`None` while `header` is not
+/// complete yet): RFC 6455 section 5.2.
+fn frame_length(header: &[u8]) -> Option<u64> {
+    let second = *header.get(1)?;
+    let masked = second & 0x80 != 0;
+    let (extended, short) = match second & 0x7f {
+        126 => (2, None),
+        127 => (8, None),
+        short => (0, Some(u64::from(short))),
+    };
+    let complete = 2 + extended + if masked { 4 } else { 0 };
+    if header.len() < complete {
+        return None;
+    }
+    Some(short.unwrap_or_else(|| {
+        header[2..2 + extended]
+            .iter()
+            .fold(0u64, |length, byte| (length << 8) | u64::from(*byte))
+    }))
+}
+
+impl Stream for FrameGate {
+    type Item = Result<web::Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.payload).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => match self.pass(&chunk) {
+                Ok(()) => Poll::Ready(Some(Ok(chunk))),
+                Err(overflow) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(overflow)))
+                }
+            },
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
     }
 }
 

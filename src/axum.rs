@@ -198,11 +198,24 @@ async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -
     };
     let settings = endpoints.settings();
     let limit = settings.effective_max_message_bytes();
+    let write_buffer = settings.effective_write_buffer_bytes();
+    // What the write buffer may hold while the socket does not take it: one buffer's worth,
+    // plus room for the largest frame the hub can make (its text and its data each at most
+    // `max_status_bytes`, every byte escaped as `\u00XX`, plus its fields). Past it
+    // tungstenite refuses the frame (and keeps just the latest pong), so a client that never
+    // reads cannot grow it.
+    let max_frame = endpoints
+        .hub()
+        .config()
+        .max_status_bytes
+        .saturating_mul(12)
+        .saturating_add(64 * 1024);
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(settings.effective_write_buffer_bytes())
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer.saturating_add(max_frame))
         .on_upgrade(move |socket| forward(endpoints, socket, subscription, guard))
 }
 
@@ -241,7 +254,8 @@ fn incoming(read: Result<Message, axum::Error>) -> Incoming {
     match read {
         Ok(Message::Text(text)) => Incoming::Text(text.as_str().to_owned()),
         Ok(Message::Close(_)) => Incoming::Close,
-        // axum answers pings by itself.
+        // tungstenite queues the pong by itself; the loop sees that it leaves.
+        Ok(Message::Ping(_)) => Incoming::Pinged,
         Ok(_) => Incoming::Other,
         Err(error) => match error.into_inner().downcast::<tungstenite::Error>() {
             Ok(error) if matches!(*error, tungstenite::Error::Capacity(_)) => Incoming::TooLarge,

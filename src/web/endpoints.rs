@@ -248,6 +248,21 @@ impl Endpoints {
         self
     }
 
+    /// Sets [`Settings::write_timeout`] (default 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let endpoints = status_messenger::web::Endpoints::new(hub).write_timeout(Duration::from_secs(2));
+    /// assert_eq!(endpoints.settings().write_timeout, Duration::from_secs(2));
+    /// ```
+    pub fn write_timeout(mut self, limit: Duration) -> Endpoints {
+        self.settings.write_timeout = limit;
+        self
+    }
+
     /// The hub these endpoints serve.
     ///
     /// # Examples
