@@ -7,16 +7,24 @@
 //! application's. [`Endpoints`] sets the authorization hook (the same one as on axum) and the
 //! streams' settings, and tells when every stream has said goodbye.
 //!
-//! WebSockets go through [actix-ws](https://docs.rs/actix-ws), whose frame limit refuses an
-//! oversized frame as it arrives; Server-Sent Events are a streaming body of the library's
-//! `SseStream`.
+//! WebSockets go through [actix-ws](https://docs.rs/actix-ws); a frame whose header claims
+//! more than [`Settings::max_message_bytes`](crate::web::Settings::max_message_bytes) closes
+//! the socket (1009) and ends the connection before its payload is read. Server-Sent Events
+//! are a streaming body of the library's `SseStream`.
+//!
+//! # Server settings
+//!
+//! Serve with `HttpServer::h1_allow_half_closed(false)`: by default actix keeps a connection
+//! whose client has closed it (a FIN) until the next write to it fails, so a closed SSE stream
+//! stays subscribed until its next keep-alive, 15 to 30 s later. A browser never half-closes
+//! a request it still waits for.
 //!
 //! # A complete server
 //!
 //! actix runs blocking work on its own pool (`web::block`), which knows nothing of sessions, so
 //! the handler captures a [`SessionContext`](crate::SessionContext) and runs the tool in it.
 //! actix stops by itself on Ctrl-C, waiting for open connections; shutting the hub down on the
-//! same signal ends every stream, so it need not wait long (30 lines):
+//! same signal ends every stream, so it need not wait long (31 lines):
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpResponse, HttpServer};
@@ -47,7 +55,8 @@
 //!     let app = move || App::new().app_data(web::Data::new(hub.clone()))
 //!         .route("/api/sessions/{id}/tasks", web::post().to(start_task))
 //!         .configure(status_messenger::actix::configure(hub.clone()));
-//!     Ok(HttpServer::new(app).bind("127.0.0.1:3000")?.run().await?)
+//!     let server = HttpServer::new(app).h1_allow_half_closed(false); // see "Server settings"
+//!     Ok(server.bind("127.0.0.1:3000")?.run().await?)
 //! }
 //! ```
 //!

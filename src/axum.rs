@@ -187,6 +187,15 @@ async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),
     };
+    if !parts
+        .headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .is_some_and(|key| is_websocket_key(key.as_bytes()))
+    {
+        return refused(&Refusal::bad_request(
+            "`Sec-WebSocket-Key` must be 16 bytes in base64",
+        ));
+    }
     let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
         return refused(&Refusal::bad_request(
             "expected a WebSocket upgrade request",
@@ -217,6 +226,13 @@ async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -
         .write_buffer_size(write_buffer)
         .max_write_buffer_size(write_buffer.saturating_add(max_frame))
         .on_upgrade(move |socket| forward(endpoints, socket, subscription, guard))
+}
+
+/// Whether `key` is what RFC 6455 (section 4.1) asks of a `Sec-WebSocket-Key`: 16 bytes in
+/// base64, which is 22 characters of the alphabet and `==` (axum accepts any value).
+fn is_websocket_key(key: &[u8]) -> bool {
+    let base64 = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'+' || *byte == b'/';
+    key.len() == 24 && key[..22].iter().all(base64) && &key[22..] == b"=="
 }
 
 async fn forward(

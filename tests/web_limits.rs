@@ -28,7 +28,8 @@ async fn serve_axum(endpoints: &Endpoints) -> SocketAddr {
     addr
 }
 
-/// Serves `endpoints` with actix-web on a free port, on a thread of its own.
+/// Serves `endpoints` with actix-web on a free port, on a thread of its own, set up as the
+/// `status_messenger::actix` docs advise (a client's FIN ends its connection).
 fn serve_actix(endpoints: Endpoints) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -38,6 +39,7 @@ fn serve_actix(endpoints: Endpoints) -> SocketAddr {
                 actix_web::App::new().configure(endpoints.configure())
             })
             .workers(1)
+            .h1_allow_half_closed(false)
             .disable_signals()
             .listen(listener)
             .unwrap()
@@ -214,4 +216,105 @@ async fn actix_closes_on_an_oversized_frame_header_and_stops_reading() {
         assert!(Instant::now() < deadline, "a stream still counts as open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn axum_refuses_a_malformed_websocket_key() {
+    let hub = Hub::new(Default::default()).unwrap();
+    let id = session(&hub).await;
+    let endpoints = Endpoints::new(hub);
+    let addr = serve_axum(&endpoints).await;
+    let path = format!("/ws?session={id}");
+    for key in [
+        Some(""),
+        Some("not base64!"),
+        Some("AAAA"),
+        Some("!!!!!!!!!!!!!!!!!!!!!!=="),
+        None,
+    ] {
+        let (_, head) = upgrade(addr, &path, key).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{key:?}: {head}");
+        assert!(head.contains("application/json"), "{head}");
+    }
+    assert_eq!(endpoints.open_streams(), 0);
+    let (_, head) = upgrade(addr, &path, Some(KEY)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+/// Whether `server`'s `/ws` and `/events` refuse `after` beyond the head with 400 naming it.
+async fn refuses_resume_beyond_head(addr: SocketAddr, id: &str, head: u64) {
+    let client = reqwest::Client::new();
+    for url in [
+        format!(
+            "http://{addr}/events?session={id}&last_event_id={}",
+            head + 5
+        ),
+        format!("http://{addr}/events?session={id}&after={}", head + 1),
+    ] {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["head"], head, "{body}");
+    }
+    let response = client
+        .get(format!("http://{addr}/ws?session={id}&after={}", head + 1))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["head"], head, "{body}");
+    // At the head itself is fine: the stream waits for what comes next.
+    let (_, answer) = upgrade(addr, &format!("/ws?session={id}&after={head}"), Some(KEY)).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_point_beyond_the_head_is_refused_on_both_integrations() {
+    let hub = Hub::new(Default::default()).unwrap();
+    let id = session(&hub).await;
+    for text in ["one", "two", "three"] {
+        hub.publish(Some(&id), text).unwrap();
+    }
+    let endpoints = Endpoints::new(hub.clone());
+    refuses_resume_beyond_head(serve_axum(&endpoints).await, &id, 3).await;
+    refuses_resume_beyond_head(serve_actix(endpoints), &id, 3).await;
+}
+
+/// Opens an SSE stream on a raw socket, reads its first bytes, and closes the socket; returns
+/// how long the hub still counted it as a subscriber.
+async fn sse_lingers(addr: SocketAddr, hub: &Hub, id: &str) -> Duration {
+    let before = hub.stats().subscribers;
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /events?session={id} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    // Read all there is, so the close is a clean FIN (unread bytes would make it a reset,
+    // which any server notices at once).
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(read)) =
+        tokio::time::timeout(Duration::from_millis(300), socket.read(&mut buf)).await
+    {
+        assert!(read > 0, "the stream ended early");
+    }
+    assert_eq!(hub.stats().subscribers, before + 1);
+    drop(socket);
+    let closed = Instant::now();
+    while hub.stats().subscribers > before && closed.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    closed.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_drops_a_closed_sse_stream_at_once() {
+    let hub = Hub::new(Default::default()).unwrap();
+    let id = session(&hub).await;
+    let addr = serve_actix(Endpoints::new(hub.clone()));
+    let lingered = sse_lingers(addr, &hub, &id).await;
+    eprintln!("a closed SSE stream counted as a subscriber for {lingered:?}");
+    assert!(lingered < Duration::from_secs(1), "{lingered:?}");
 }

@@ -392,6 +392,13 @@ impl Endpoints {
                 SubscribeError::InvalidSessionId(_) => Refusal::not_found("unknown session"),
                 other => Refusal::unavailable(other.to_string()),
             })?;
+        // A resume point past the newest status would wait silently for statuses numbered
+        // below it that never come to it: say where the session is instead.
+        if let (Some(after), Some(head)) = (admitted.after, subscription.head_if_numbered_here()) {
+            if after > head {
+                return Err(Refusal::beyond_head(after, head));
+            }
+        }
         Ok((subscription, self.guard()))
     }
 
