@@ -30,6 +30,13 @@ pub(crate) struct Config {
     pub(crate) redis: Option<String>,
     /// Seed nodes of a Redis Cluster, comma-separated (`--redis-cluster`, `REDIS_CLUSTER_URLS`).
     pub(crate) redis_cluster: Option<String>,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection waits for the next request (`--header-timeout`,
+    /// `HEADER_TIMEOUT_SECS`; default 10 s).
+    pub(crate) header_timeout: Duration,
+    /// How long a client may take to send a request's body (`--body-timeout`,
+    /// `BODY_TIMEOUT_SECS`; default 30 s): 408 after it.
+    pub(crate) body_timeout: Duration,
 }
 
 impl Config {
@@ -47,6 +54,8 @@ impl Config {
         let mut port = env("PORT").filter(|v| !v.is_empty());
         let mut redis = env("REDIS_URL").filter(|v| !v.is_empty());
         let mut redis_cluster = env("REDIS_CLUSTER_URLS").filter(|v| !v.is_empty());
+        let mut header_timeout = env("HEADER_TIMEOUT_SECS").filter(|v| !v.is_empty());
+        let mut body_timeout = env("BODY_TIMEOUT_SECS").filter(|v| !v.is_empty());
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -58,6 +67,8 @@ impl Config {
                 "--bind" => &mut bind,
                 "--redis" => &mut redis,
                 "--redis-cluster" => &mut redis_cluster,
+                "--header-timeout" => &mut header_timeout,
+                "--body-timeout" => &mut body_timeout,
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 _ => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
             };
@@ -75,11 +86,24 @@ impl Config {
                 .parse::<u16>()
                 .map_err(|_| format!("invalid port `{text}`: expected 0..=65535"))?,
         };
+        let seconds = |name: &str, text: Option<String>, default: u64| match text {
+            None => Ok(Duration::from_secs(default)),
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|secs| secs.is_finite() && *secs > 0.0 && *secs <= 86_400.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    format!("invalid {name} `{text}`: expected seconds, 0 < s <= 86400")
+                }),
+        };
         Ok(Config {
             bind: bind.unwrap_or_else(|| "127.0.0.1".to_owned()),
             port,
             redis,
             redis_cluster,
+            header_timeout: seconds("header timeout", header_timeout, 10)?,
+            body_timeout: seconds("body timeout", body_timeout, 30)?,
         })
     }
 
@@ -133,8 +157,12 @@ impl Config {
 
 const USAGE: &str =
     "usage: [--port N] [--bind ADDR] [--redis URL | --redis-cluster URL[,URL...]]\n\
-    environment: PORT, BIND, REDIS_URL, REDIS_CLUSTER_URLS (arguments win); PORT=0 picks any \
-    free port";
+    \x20      [--header-timeout SECS] [--body-timeout SECS]\n\
+    environment: PORT, BIND, REDIS_URL, REDIS_CLUSTER_URLS, HEADER_TIMEOUT_SECS, \
+    BODY_TIMEOUT_SECS (arguments win); PORT=0 picks any free port\n\
+    --header-timeout: longest wait for a request's headers, and for the next request on an \
+    idle keep-alive connection (default 10)\n\
+    --body-timeout: longest wait for a request's body, then 408 (default 30)";
 
 /// The hub on a Redis Cluster given by comma-separated seed nodes, shared with every server
 /// using the same cluster.
@@ -197,6 +225,23 @@ pub(crate) async fn check_session<'a>(hub: &Hub, id: Option<&'a str>) -> Result<
         Ok(false) => Err(unknown()),
         Err(e) => Err(Refusal::unavailable(e.to_string())),
     }
+}
+
+/// The answer to a body that did not arrive within the body timeout.
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "the actix demo's; axum's timeout layer answers by itself"
+    )
+)]
+pub(crate) fn body_timed_out() -> Refusal {
+    Refusal::new(408, "the request body did not arrive in time")
+}
+
+/// The answer to a body over [`MAX_BODY_BYTES`].
+pub(crate) fn body_too_large() -> Refusal {
+    Refusal::new(413, "the body is over 64 KiB")
 }
 
 /// Issues a new session id and opens it in the hub.
