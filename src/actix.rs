@@ -335,21 +335,16 @@ impl MessageBody for DropsConnection {
     }
 }
 
-/// The client's bytes on their way to actix-ws, read frame header by frame header: a frame
-/// whose header claims more than `limit` payload bytes ends the stream with
+/// The client's bytes on their way to actix-ws, read frame header by frame header
+/// ([`Frames`]): a frame whose header claims more than the limit ends the stream with
 /// [`PayloadError::Overflow`] at once, and nothing more is read from the connection.
 ///
 /// # Invariants
 ///
-/// - `header[..have]` is the start of the next frame's header while `remaining` is 0;
-///   otherwise `remaining` payload bytes of the current frame are still to pass.
-/// - After the overflow (or the end) `done` is set and `payload` is never polled again.
+/// After the overflow (or the end) `done` is set and `payload` is never polled again.
 struct FrameGate {
     payload: web::Payload,
-    limit: u64,
-    header: [u8; 14],
-    have: usize,
-    remaining: u64,
+    frames: Frames,
     done: bool,
 }
 
@@ -357,15 +352,37 @@ impl FrameGate {
     fn new(payload: web::Payload, limit: usize) -> FrameGate {
         FrameGate {
             payload,
-            limit: u64::try_from(limit).unwrap_or(u64::MAX),
-            header: [0; 14],
-            have: 0,
-            remaining: 0,
+            frames: Frames::new(u64::try_from(limit).unwrap_or(u64::MAX)),
             done: false,
         }
     }
+}
 
-    /// Follows the frames through `chunk`; `Err` once a header claims too much.
+/// Where a stream of WebSocket bytes is among its frames.
+///
+/// # Invariants
+///
+/// `header[..have]` is the start of the next frame's header while `remaining` is 0; otherwise
+/// `remaining` payload bytes of the current frame are still to pass.
+#[derive(Debug)]
+struct Frames {
+    limit: u64,
+    header: [u8; 14],
+    have: usize,
+    remaining: u64,
+}
+
+impl Frames {
+    fn new(limit: u64) -> Frames {
+        Frames {
+            limit,
+            header: [0; 14],
+            have: 0,
+            remaining: 0,
+        }
+    }
+
+    /// Follows the frames through `chunk`; `Err` once a header claims more than the limit.
     fn pass(&mut self, chunk: &[u8]) -> Result<(), PayloadError> {
         let mut at = 0;
         while at < chunk.len() {
@@ -421,7 +438,7 @@ impl Stream for FrameGate {
             return Poll::Ready(None);
         }
         match Pin::new(&mut self.payload).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => match self.pass(&chunk) {
+            Poll::Ready(Some(Ok(chunk))) => match self.frames.pass(&chunk) {
                 Ok(()) => Poll::Ready(Some(Ok(chunk))),
                 Err(overflow) => {
                     self.done = true;
@@ -472,4 +489,71 @@ async fn client_handler() -> HttpResponse {
         .content_type(CLIENT_CONTENT_TYPE)
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(CLIENT_JS)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{frame_length, Frames};
+
+    /// A masked client frame header claiming `length` bytes, in the shortest form.
+    fn header(length: u64) -> Vec<u8> {
+        let mut header = vec![0x82];
+        match length {
+            0..=125 => header.push(0x80 | length as u8),
+            126..=0xffff => {
+                header.push(0x80 | 126);
+                header.extend_from_slice(&(length as u16).to_be_bytes());
+            }
+            _ => {
+                header.push(0x80 | 127);
+                header.extend_from_slice(&length.to_be_bytes());
+            }
+        }
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        header
+    }
+
+    /// What [`Frames`] says of `bytes` split at `cuts`, with the limit `limit`.
+    fn gate(bytes: &[u8], cuts: &[usize], limit: u64) -> Result<(), ()> {
+        let mut frames = Frames::new(limit);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(bytes.len());
+        let mut at = 0;
+        for point in points {
+            frames.pass(&bytes[at..point]).map_err(|_| ())?;
+            at = point;
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn frame_length_reads_every_header_form(length in 0u64..=u64::MAX >> 1) {
+            let header = header(length);
+            prop_assert_eq!(frame_length(&header), Some(length));
+            for cut in 0..header.len() {
+                prop_assert_eq!(frame_length(&header[..cut]), None);
+            }
+        }
+
+        #[test]
+        fn frames_under_the_limit_pass_however_split_and_one_over_is_caught(
+            lengths in proptest::collection::vec(0u64..300, 0..8),
+            over in proptest::option::of(301u64..=u64::MAX >> 1),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut bytes = Vec::new();
+            for length in &lengths {
+                bytes.extend(header(*length));
+                bytes.extend(std::iter::repeat_n(0u8, *length as usize));
+            }
+            if let Some(over) = over {
+                bytes.extend(header(over));
+            }
+            prop_assert_eq!(gate(&bytes, &cuts, 300).is_err(), over.is_some());
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Property tests over the endpoints' parsers and encoders with arbitrary input: resume
-//! points, request queries, the demo's task body, and `Frame::encode` (every frame is JSON that
+//! points, request queries, the demo's task body, the cancel frame (any client text through
+//! `ws::forward`), and `Frame::encode` (every frame is JSON that
 //! parses back to what was published, and SSE text keeps one event per frame). Inputs that
 //! failed once are kept in `web_props.proptest-regressions`. `FUZZ_CASES` sets the cases per
 //! property (default 256).
@@ -10,8 +11,9 @@ mod common;
 
 use futures_util::StreamExt;
 use proptest::prelude::*;
-use status_messenger::web::{parse_seq, resume_point, Frame, RequestInfo};
-use status_messenger::{Event, Hub};
+use status_messenger::web::ws::{self, Ended, Incoming, Outgoing};
+use status_messenger::web::{parse_seq, resume_point, Frame, RequestInfo, Settings};
+use status_messenger::{Event, Hub, TaskState};
 
 fn cases() -> u32 {
     std::env::var("FUZZ_CASES")
@@ -38,6 +40,44 @@ fn frame_of(text: &str) -> (String, String) {
         (Frame::encode(&event).unwrap().into_json(), stored)
     })
 }
+
+/// Sends the client's text `frame` on a WebSocket of session `s`, which runs a task; whether
+/// the task was cancelled by it. The frame may name the task: [`TASK`] in it is its id.
+fn cancels(frame: &str) -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let hub = Hub::new(Default::default()).unwrap();
+        let task = hub.start_task("s").unwrap();
+        let text = frame.replace(TASK, task.id());
+        let sink = futures_util::sink::drain::<Outgoing>();
+        let incoming = futures_util::stream::iter([Incoming::Text(text), Incoming::Close]);
+        let ended = ws::forward(
+            &hub,
+            hub.subscribe("s", None),
+            sink,
+            incoming,
+            &Settings::default(),
+        )
+        .await;
+        assert_eq!(ended, Ended::ClientClosed);
+        let cancelled = task.is_cancelled();
+        assert_eq!(
+            task.finish(),
+            if cancelled {
+                TaskState::Cancelled
+            } else {
+                TaskState::Finished
+            }
+        );
+        cancelled
+    })
+}
+
+/// Where a frame given to [`cancels`] names the running task.
+const TASK: &str = "@task@";
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
@@ -83,6 +123,28 @@ proptest! {
         prop_assert_eq!(value["session"].as_str(), Some("s"));
         // One line: an SSE `data:` line cannot be split by the text.
         prop_assert!(!json.contains('\n') && !json.contains('\r'));
+    }
+
+    #[test]
+    fn arbitrary_client_text_never_cancels(text in "\\PC{0,300}") {
+        let text = text.replace(TASK, "");
+        prop_assert!(!cancels(&text));
+    }
+
+    #[test]
+    fn a_cancel_frame_cancels_whatever_its_spacing_and_extra_fields(
+        space in "[ \t\r\n]{0,3}",
+        extra in proptest::option::of("[a-z]{1,8}"),
+        first in any::<bool>(),
+    ) {
+        let fields = [r#""type":"cancel""#.to_owned(), format!(r#""task":"{TASK}""#)];
+        let (a, b) = if first { (&fields[0], &fields[1]) } else { (&fields[1], &fields[0]) };
+        let extra = extra.map_or(String::new(), |name| format!(r#",{space}"{name}":[1,{{}}]"#));
+        let frame = format!("{space}{{{space}{a},{space}{b}{extra}{space}}}{space}");
+        prop_assert!(cancels(&frame), "{}", frame);
+        // The same frame naming another task cancels nothing.
+        let other = frame.replace(TASK, "0123456789abcdef0123456789abcdef");
+        prop_assert!(!cancels(&other));
     }
 
     #[test]
