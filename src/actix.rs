@@ -255,12 +255,15 @@ async fn forward(
     _guard: StreamGuard,
     drop_connection: Arc<AtomicBool>,
 ) {
+    // Holds the response body open until the end is known, so it ends knowing it. A close
+    // frame ends the body at once, so an oversized frame sets the flag as it arrives.
+    let body_open = session.clone();
     let sink = session.with(|frame: Outgoing| ready(Ok::<_, actix_ws::Closed>(outgoing(frame))));
+    let too_large = Arc::clone(&drop_connection);
     let incoming = messages.map(move |read| {
         let frame = incoming(read);
         if frame == Incoming::TooLarge {
-            // Before the close frame is queued, so the body ends knowing it.
-            drop_connection.store(true, Ordering::Release);
+            too_large.store(true, Ordering::Release);
         }
         frame
     });
@@ -272,6 +275,12 @@ async fn forward(
         endpoints.settings(),
     )
     .await;
+    if ended == ws::Ended::Stalled {
+        // A client that stopped reading: should the socket ever drain, end the connection
+        // instead of discarding what it sends.
+        drop_connection.store(true, Ordering::Release);
+    }
+    drop(body_open);
     tracing::debug!(target: "status_messenger::web", ?ended, "WebSocket stream ended");
 }
 
@@ -308,8 +317,9 @@ fn incoming(read: Result<Message, ProtocolError>) -> Incoming {
 }
 
 /// The WebSocket's response body, which ends the connection once it has sent the close frame
-/// when `drop_connection` is set: actix would otherwise keep reading (and discarding) what the
-/// client sends for as long as it sends. A body error is how a handler makes actix drop it.
+/// when `drop_connection` is set (an oversized frame, or a client that stopped reading): actix
+/// would otherwise keep reading (and discarding) what the client sends for as long as it
+/// sends. A body error is how a handler makes actix drop it.
 struct DropsConnection {
     body: BoxBody,
     drop_connection: Arc<AtomicBool>,

@@ -103,6 +103,21 @@ async fn axum_drops_a_client_that_floods_pings_and_never_reads() {
     let id = session(&hub).await;
     let endpoints = Endpoints::new(hub).write_timeout(Duration::from_secs(1));
     let addr = serve_axum(&endpoints).await;
+    ping_flood(addr, &endpoints, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_ends_the_stream_of_a_client_that_floods_pings_and_never_reads() {
+    let hub = Hub::new(Default::default()).unwrap();
+    let id = session(&hub).await;
+    let endpoints = Endpoints::new(hub).write_timeout(Duration::from_secs(1));
+    let addr = serve_actix(endpoints.clone());
+    ping_flood(addr, &endpoints, &id).await;
+}
+
+/// Floods pings on a WebSocket of `id` without reading: the stream must end (the socket
+/// dropped, or at least the stream gone) within 10 s, with this process's memory bounded.
+async fn ping_flood(addr: SocketAddr, endpoints: &Endpoints, id: &str) {
     let (mut socket, head) = upgrade(addr, &format!("/ws?session={id}"), Some(KEY)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert_eq!(endpoints.open_streams(), 1);
