@@ -30,6 +30,8 @@ use common::TaskSpec;
 struct AppState {
     hub: Hub,
     metrics: PrometheusHandle,
+    /// How long a request's body may take to arrive.
+    body_timeout: std::time::Duration,
 }
 
 /// The demo's routes and the library's endpoints, for one actix worker.
@@ -58,12 +60,14 @@ async fn serve(
     listener: std::net::TcpListener,
     hub: Hub,
     metrics: PrometheusHandle,
+    config: &common::Config,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<()> {
     let endpoints = Endpoints::new(hub.clone());
     let state = web::Data::new(AppState {
         hub: hub.clone(),
         metrics,
+        body_timeout: config.body_timeout,
     });
     let server = HttpServer::new({
         let endpoints = endpoints.clone();
@@ -78,6 +82,12 @@ async fn serve(
     // Signals are ours: the hub must end the long-lived streams before actix waits for
     // connections to finish.
     .disable_signals()
+    // A half-sent request, and an idle keep-alive connection, are closed after this.
+    .client_request_timeout(config.header_timeout)
+    .keep_alive(config.header_timeout)
+    // A client's FIN ends its connection at once, so a closed SSE stream leaves the hub at
+    // once instead of at its next keep-alive write.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(common::STREAM_CLOSE_GRACE.as_secs())
     .listen(listener)?
     .run();
@@ -129,7 +139,7 @@ async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
     hub.attach_global()?;
     let listener = std::net::TcpListener::bind((config.bind.as_str(), config.port))?;
     println!("listening on http://{}", listener.local_addr()?);
-    serve(listener, hub, metrics, common::shutdown_signal()).await?;
+    serve(listener, hub, metrics, &config, common::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -137,9 +147,12 @@ async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
 fn refused(refusal: &Refusal) -> HttpResponse {
     let status =
         StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status)
-        .content_type(ContentType::json())
-        .body(refusal.body())
+    let mut response = HttpResponse::build(status);
+    response.content_type(ContentType::json());
+    if let Some(seconds) = refusal.retry_after() {
+        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+    }
+    response.body(refusal.body())
 }
 
 async fn index() -> HttpResponse {
@@ -155,7 +168,15 @@ async fn healthz() -> HttpResponse {
         .body("ok")
 }
 
-async fn create_session(state: web::Data<AppState>) -> HttpResponse {
+async fn create_session(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    // The body is not used, but one over the limit is refused as on every route.
+    if let Err(response) = read_body(&req, payload, state.body_timeout).await {
+        return response;
+    }
     match common::create_session(&state.hub).await {
         Ok(id) => HttpResponse::Created()
             .content_type(ContentType::json())
@@ -164,10 +185,24 @@ async fn create_session(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Reads at most [`common::MAX_BODY_BYTES`]; a longer body is answered 413 without reading
-/// the rest.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, HttpResponse> {
-    let too_large = || refused(&Refusal::new(413, "the body is over 64 KiB"));
+/// Reads at most [`common::MAX_BODY_BYTES`] within `timeout`; a longer body is answered 413
+/// without reading the rest, a slower one 408.
+async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, HttpResponse> {
+    match actix_web::rt::time::timeout(timeout, read_body_within_limit(req, payload)).await {
+        Ok(read) => read,
+        Err(_) => Err(refused(&common::body_timed_out())),
+    }
+}
+
+async fn read_body_within_limit(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Vec<u8>, HttpResponse> {
+    let too_large = || refused(&common::body_too_large());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -196,7 +231,7 @@ async fn start_task(
     if let Err(refusal) = common::check_session(&state.hub, session.as_deref()).await {
         return refused(&refusal);
     }
-    let body = match read_body(&req, payload).await {
+    let body = match read_body(&req, payload, state.body_timeout).await {
         Ok(body) => body,
         Err(response) => return response,
     };

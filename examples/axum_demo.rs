@@ -27,10 +27,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use status_messenger::web::{Endpoints, Refusal};
 use status_messenger::Hub;
 use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
 
 mod common;
 
@@ -41,8 +44,9 @@ struct AppState {
     metrics: PrometheusHandle,
 }
 
-/// The demo's routes and the library's endpoints, ready to serve.
-fn app(state: AppState, endpoints: &Endpoints) -> Router {
+/// The demo's routes and the library's endpoints, ready to serve. A request's body must
+/// arrive within `body_timeout` (408 after it); the streams' responses are not bound by it.
+fn app(state: AppState, endpoints: &Endpoints, body_timeout: Duration) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
@@ -54,15 +58,26 @@ fn app(state: AppState, endpoints: &Endpoints) -> Router {
         .merge(endpoints.router())
         .fallback(|| async { refused(&Refusal::not_found("not found")) })
         .layer(DefaultBodyLimit::max(common::MAX_BODY_BYTES))
+        // Bounds the handlers, which read the bodies; a stream's handler answers at once and
+        // its body is the stream, so streams are not cut.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            body_timeout,
+        ))
 }
 
 /// Serves on `listener` until `shutdown` resolves; then the hub shuts down, which closes every
-/// open stream (a close frame on each WebSocket, a clean end of each SSE response), and the
-/// server stops once they are gone.
+/// open stream (a close frame on each WebSocket, a clean end of each SSE response), idle
+/// connections are closed, and the server stops once the requests in flight are answered.
+///
+/// Each connection is hyper's HTTP/1 with a header-read timeout, which also bounds how long an
+/// idle keep-alive connection waits for its next request: a client that sends half a request,
+/// or nothing, holds its connection for at most `config.header_timeout`.
 async fn serve(
     listener: TcpListener,
     hub: Hub,
     metrics: PrometheusHandle,
+    config: &common::Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let endpoints = Endpoints::new(hub.clone());
@@ -72,35 +87,90 @@ async fn serve(
             metrics,
         },
         &endpoints,
+        config.body_timeout,
     );
     // The MCP endpoint: the same simulated tool for an MCP client, its statuses as progress.
     #[cfg(feature = "rmcp")]
     let router = router.nest_service("/mcp", mcp::service(hub.clone()));
-    let streams = endpoints.clone();
-    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
-    let stopping = async move {
-        shutdown.await;
-        tracing::info!("shutting down: closing open streams");
-        let _ = stopping_tx.send(true);
-        hub.shutdown().await;
-        if tokio::time::timeout(common::STREAM_CLOSE_GRACE, streams.streams_closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(left = streams.open_streams(), "streams still open");
-        }
-    };
-    let server = axum::serve(listener, router).with_graceful_shutdown(stopping);
-    // A client that stops reading must not hold the process forever.
-    let deadline = async move {
-        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(common::STREAM_CLOSE_GRACE * 2).await;
-    };
-    tokio::select! {
-        served = std::future::IntoFuture::into_future(server) => served?,
-        () = deadline => tracing::warn!("connections still open after the grace period"),
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let connections = tokio_util_like::Tracker::default();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: wait a little instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => {
+                    // Closes it once the request in flight is answered; at once if idle.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: closing open streams");
+    hub.shutdown().await;
+    if tokio::time::timeout(common::STREAM_CLOSE_GRACE, endpoints.streams_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(left = endpoints.open_streams(), "streams still open");
+    }
+    let _ = stopping_tx.send(true);
+    if tokio::time::timeout(common::STREAM_CLOSE_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period");
     }
     Ok(())
+}
+
+/// Counts the connection tasks, so shutdown can wait for them (tokio-util's `TaskTracker`, in
+/// the few lines the demo needs).
+mod tokio_util_like {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    pub(crate) struct Tracker(Arc<tokio::sync::RwLock<()>>);
+
+    impl Tracker {
+        /// Runs `task`, counted until it ends.
+        pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+            let tracker = Arc::clone(&self.0);
+            tokio::spawn(async move {
+                let _running = tracker.read().await;
+                task.await;
+            });
+        }
+
+        /// Resolves once every task spawned so far has ended.
+        pub(crate) async fn wait(&self) {
+            let _all_done = self.0.write().await;
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -147,7 +217,7 @@ async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
     hub.attach_global()?;
     let listener = TcpListener::bind((config.bind.as_str(), config.port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    serve(listener, hub, metrics, common::shutdown_signal()).await?;
+    serve(listener, hub, metrics, &config, common::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -155,7 +225,13 @@ async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
 fn refused(refusal: &Refusal) -> Response {
     let status =
         StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json(status, refusal.body())
+    let mut response = json(status, refusal.body());
+    if let Some(seconds) = refusal.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    }
+    response
 }
 
 fn json(status: StatusCode, body: String) -> Response {
@@ -177,7 +253,17 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn create_session(State(state): State<AppState>) -> Response {
+async fn create_session(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // The body is not used, but one over the limit is refused as on every route.
+    if let Err(rejection) = body {
+        return match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => refused(&common::body_too_large()),
+            _ => refused(&Refusal::bad_request(rejection.body_text())),
+        };
+    }
     match common::create_session(&state.hub).await {
         Ok(id) => json(
             StatusCode::CREATED,
@@ -199,7 +285,7 @@ async fn start_task(
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return refused(&Refusal::new(413, "the body is over 64 KiB"));
+            return refused(&common::body_too_large());
         }
         Err(rejection) => return refused(&Refusal::bad_request(rejection.body_text())),
     };

@@ -7,16 +7,24 @@
 //! application's. [`Endpoints`] sets the authorization hook (the same one as on axum) and the
 //! streams' settings, and tells when every stream has said goodbye.
 //!
-//! WebSockets go through [actix-ws](https://docs.rs/actix-ws), whose frame limit refuses an
-//! oversized frame as it arrives; Server-Sent Events are a streaming body of the library's
-//! `SseStream`.
+//! WebSockets go through [actix-ws](https://docs.rs/actix-ws); a frame whose header claims
+//! more than [`Settings::max_message_bytes`](crate::web::Settings::max_message_bytes) closes
+//! the socket (1009) and ends the connection before its payload is read. Server-Sent Events
+//! are a streaming body of the library's `SseStream`.
+//!
+//! # Server settings
+//!
+//! Serve with `HttpServer::h1_allow_half_closed(false)`: by default actix keeps a connection
+//! whose client has closed it (a FIN) until the next write to it fails, so a closed SSE stream
+//! stays subscribed until its next keep-alive, 15 to 30 s later. A browser never half-closes
+//! a request it still waits for.
 //!
 //! # A complete server
 //!
 //! actix runs blocking work on its own pool (`web::block`), which knows nothing of sessions, so
 //! the handler captures a [`SessionContext`](crate::SessionContext) and runs the tool in it.
 //! actix stops by itself on Ctrl-C, waiting for open connections; shutting the hub down on the
-//! same signal ends every stream, so it need not wait long (30 lines):
+//! same signal ends every stream, so it need not wait long (31 lines):
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpResponse, HttpServer};
@@ -47,7 +55,8 @@
 //!     let app = move || App::new().app_data(web::Data::new(hub.clone()))
 //!         .route("/api/sessions/{id}/tasks", web::post().to(start_task))
 //!         .configure(status_messenger::actix::configure(hub.clone()));
-//!     Ok(HttpServer::new(app).bind("127.0.0.1:3000")?.run().await?)
+//!     let server = HttpServer::new(app).h1_allow_half_closed(false); // see "Server settings"
+//!     Ok(server.bind("127.0.0.1:3000")?.run().await?)
 //! }
 //! ```
 //!
@@ -81,11 +90,18 @@
 
 use std::convert::Infallible;
 use std::future::ready;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{dev, web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use futures_core::Stream;
 use futures_util::{SinkExt, StreamExt};
 
 use crate::web::ws::{self, Incoming, Outgoing};
@@ -164,9 +180,12 @@ impl Endpoints {
 fn refused(refusal: &Refusal) -> HttpResponse {
     let status =
         StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status)
-        .content_type(ContentType::json())
-        .body(refusal.body())
+    let mut response = HttpResponse::build(status);
+    response.content_type(ContentType::json());
+    if let Some(seconds) = refusal.retry_after() {
+        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+    }
+    response.body(refusal.body())
 }
 
 /// The request as the framework-free view: its headers (copied into `http` 1 types, which is
@@ -192,6 +211,15 @@ async fn ws_handler(
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),
     };
+    let limit = endpoints.settings().effective_max_message_bytes();
+    // actix-ws waits for a whole frame before it checks its size: the gate refuses an
+    // oversized one from its header, before its payload is read.
+    let gate: Pin<Box<dyn Stream<Item = Result<web::Bytes, PayloadError>>>> =
+        Box::pin(FrameGate::new(body, limit));
+    let mut gated = dev::Payload::Stream { payload: gate };
+    let Ok(body) = web::Payload::from_request(&request, &mut gated).await else {
+        return refused(&Refusal::bad_request("unreadable request body"));
+    };
     let Ok((response, session, messages)) = actix_ws::handle(&request, body) else {
         return refused(&Refusal::bad_request(
             "expected a WebSocket upgrade request",
@@ -201,33 +229,58 @@ async fn ws_handler(
         Ok(opened) => opened,
         Err(refusal) => return refused(&refusal),
     };
-    let messages = messages.max_frame_size(endpoints.settings().effective_max_message_bytes());
+    let messages = messages.max_frame_size(limit);
+    let drop_connection = Arc::new(AtomicBool::new(false));
     actix_web::rt::spawn(forward(
         endpoints.into_inner(),
         session,
         messages,
         subscription,
         guard,
+        Arc::clone(&drop_connection),
     ));
     response
+        .map_body(|_, body| DropsConnection {
+            body,
+            drop_connection,
+        })
+        .map_into_boxed_body()
 }
 
 async fn forward(
-    endpoints: std::sync::Arc<Endpoints>,
+    endpoints: Arc<Endpoints>,
     session: actix_ws::Session,
     messages: actix_ws::MessageStream,
     subscription: Subscription,
     _guard: StreamGuard,
+    drop_connection: Arc<AtomicBool>,
 ) {
+    // Holds the response body open until the end is known, so it ends knowing it. A close
+    // frame ends the body at once, so an oversized frame sets the flag as it arrives.
+    let body_open = session.clone();
     let sink = session.with(|frame: Outgoing| ready(Ok::<_, actix_ws::Closed>(outgoing(frame))));
+    let too_large = Arc::clone(&drop_connection);
+    let incoming = messages.map(move |read| {
+        let frame = incoming(read);
+        if frame == Incoming::TooLarge {
+            too_large.store(true, Ordering::Release);
+        }
+        frame
+    });
     let ended = ws::forward(
         endpoints.hub(),
         subscription,
         sink,
-        messages.map(incoming),
+        incoming,
         endpoints.settings(),
     )
     .await;
+    if ended == ws::Ended::Stalled {
+        // A client that stopped reading: should the socket ever drain, end the connection
+        // instead of discarding what it sends.
+        drop_connection.store(true, Ordering::Release);
+    }
+    drop(body_open);
     tracing::debug!(target: "status_messenger::web", ?ended, "WebSocket stream ended");
 }
 
@@ -249,7 +302,165 @@ fn incoming(read: Result<Message, ProtocolError>) -> Incoming {
         Ok(Message::Close(_)) => Incoming::Close,
         Ok(_) => Incoming::Other,
         Err(ProtocolError::Overflow) => Incoming::TooLarge,
+        Err(ProtocolError::Io(error))
+            if matches!(
+                error
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<PayloadError>()),
+                Some(PayloadError::Overflow)
+            ) =>
+        {
+            Incoming::TooLarge
+        }
         Err(_) => Incoming::Failed,
+    }
+}
+
+/// The WebSocket's response body, which ends the connection once it has sent the close frame
+/// when `drop_connection` is set (an oversized frame, or a client that stopped reading): actix
+/// would otherwise keep reading (and discarding) what the client sends for as long as it
+/// sends. A body error is how a handler makes actix drop it.
+struct DropsConnection {
+    body: BoxBody,
+    drop_connection: Arc<AtomicBool>,
+}
+
+impl MessageBody for DropsConnection {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        match Pin::new(&mut self.body).poll_next(cx) {
+            Poll::Ready(None) if self.drop_connection.load(Ordering::Acquire) => Poll::Ready(Some(
+                Err("the WebSocket was closed for an oversized frame".into()),
+            )),
+            other => other,
+        }
+    }
+}
+
+/// The client's bytes on their way to actix-ws, read frame header by frame header
+/// ([`Frames`]): a frame whose header claims more than the limit ends the stream with
+/// [`PayloadError::Overflow`] at once, and nothing more is read from the connection.
+///
+/// # Invariants
+///
+/// After the overflow (or the end) `done` is set and `payload` is never polled again.
+struct FrameGate {
+    payload: web::Payload,
+    frames: Frames,
+    done: bool,
+}
+
+impl FrameGate {
+    fn new(payload: web::Payload, limit: usize) -> FrameGate {
+        FrameGate {
+            payload,
+            frames: Frames::new(u64::try_from(limit).unwrap_or(u64::MAX)),
+            done: false,
+        }
+    }
+}
+
+/// Where a stream of WebSocket bytes is among its frames.
+///
+/// # Invariants
+///
+/// `header[..have]` is the start of the next frame's header while `remaining` is 0; otherwise
+/// `remaining` payload bytes of the current frame are still to pass.
+#[derive(Debug)]
+struct Frames {
+    limit: u64,
+    header: [u8; 14],
+    have: usize,
+    remaining: u64,
+}
+
+impl Frames {
+    fn new(limit: u64) -> Frames {
+        Frames {
+            limit,
+            header: [0; 14],
+            have: 0,
+            remaining: 0,
+        }
+    }
+
+    /// Follows the frames through `chunk`; `Err` once a header claims more than the limit.
+    fn pass(&mut self, chunk: &[u8]) -> Result<(), PayloadError> {
+        let mut at = 0;
+        while at < chunk.len() {
+            if self.remaining > 0 {
+                let left = u64::try_from(chunk.len() - at).unwrap_or(u64::MAX);
+                let skip = self.remaining.min(left);
+                self.remaining -= skip;
+                // `skip` is at most what is left of the chunk, a usize.
+                at += usize::try_from(skip).unwrap_or(chunk.len() - at);
+                continue;
+            }
+            self.header[self.have] = chunk[at];
+            self.have += 1;
+            at += 1;
+            if let Some(length) = frame_length(&self.header[..self.have]) {
+                if length > self.limit {
+                    return Err(PayloadError::Overflow);
+                }
+                self.have = 0;
+                self.remaining = length;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The payload length a complete WebSocket frame header claims (`None` while `header` is not
+/// complete yet): RFC 6455 section 5.2.
+fn frame_length(header: &[u8]) -> Option<u64> {
+    let second = *header.get(1)?;
+    let masked = second & 0x80 != 0;
+    let (extended, short) = match second & 0x7f {
+        126 => (2, None),
+        127 => (8, None),
+        short => (0, Some(u64::from(short))),
+    };
+    let complete = 2 + extended + if masked { 4 } else { 0 };
+    if header.len() < complete {
+        return None;
+    }
+    Some(short.unwrap_or_else(|| {
+        header[2..2 + extended]
+            .iter()
+            .fold(0u64, |length, byte| (length << 8) | u64::from(*byte))
+    }))
+}
+
+impl Stream for FrameGate {
+    type Item = Result<web::Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.payload).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => match self.frames.pass(&chunk) {
+                Ok(()) => Poll::Ready(Some(Ok(chunk))),
+                Err(overflow) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(overflow)))
+                }
+            },
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
     }
 }
 
@@ -288,4 +499,71 @@ async fn client_handler() -> HttpResponse {
         .content_type(CLIENT_CONTENT_TYPE)
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(CLIENT_JS)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{frame_length, Frames};
+
+    /// A masked client frame header claiming `length` bytes, in the shortest form.
+    fn header(length: u64) -> Vec<u8> {
+        let mut header = vec![0x82];
+        match length {
+            0..=125 => header.push(0x80 | length as u8),
+            126..=0xffff => {
+                header.push(0x80 | 126);
+                header.extend_from_slice(&(length as u16).to_be_bytes());
+            }
+            _ => {
+                header.push(0x80 | 127);
+                header.extend_from_slice(&length.to_be_bytes());
+            }
+        }
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        header
+    }
+
+    /// What [`Frames`] says of `bytes` split at `cuts`, with the limit `limit`.
+    fn gate(bytes: &[u8], cuts: &[usize], limit: u64) -> Result<(), ()> {
+        let mut frames = Frames::new(limit);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(bytes.len());
+        let mut at = 0;
+        for point in points {
+            frames.pass(&bytes[at..point]).map_err(|_| ())?;
+            at = point;
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn frame_length_reads_every_header_form(length in 0u64..=u64::MAX >> 1) {
+            let header = header(length);
+            prop_assert_eq!(frame_length(&header), Some(length));
+            for cut in 0..header.len() {
+                prop_assert_eq!(frame_length(&header[..cut]), None);
+            }
+        }
+
+        #[test]
+        fn frames_under_the_limit_pass_however_split_and_one_over_is_caught(
+            lengths in proptest::collection::vec(0u64..300, 0..8),
+            over in proptest::option::of(301u64..=u64::MAX >> 1),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut bytes = Vec::new();
+            for length in &lengths {
+                bytes.extend(header(*length));
+                bytes.extend(std::iter::repeat_n(0u8, *length as usize));
+            }
+            if let Some(over) = over {
+                bytes.extend(header(over));
+            }
+            prop_assert_eq!(gate(&bytes, &cuts, 300).is_err(), over.is_some());
+        }
+    }
 }

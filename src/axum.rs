@@ -166,12 +166,18 @@ impl Endpoints {
 fn refused(refusal: &Refusal) -> Response {
     let status =
         StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
         refusal.body(),
     )
-        .into_response()
+        .into_response();
+    if let Some(seconds) = refusal.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -> Response {
@@ -181,6 +187,15 @@ async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),
     };
+    if !parts
+        .headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .is_some_and(|key| is_websocket_key(key.as_bytes()))
+    {
+        return refused(&Refusal::bad_request(
+            "`Sec-WebSocket-Key` must be 16 bytes in base64",
+        ));
+    }
     let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
         return refused(&Refusal::bad_request(
             "expected a WebSocket upgrade request",
@@ -192,12 +207,32 @@ async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -
     };
     let settings = endpoints.settings();
     let limit = settings.effective_max_message_bytes();
+    let write_buffer = settings.effective_write_buffer_bytes();
+    // What the write buffer may hold while the socket does not take it: one buffer's worth,
+    // plus room for the largest frame the hub can make (its text and its data each at most
+    // `max_status_bytes`, every byte escaped as `\u00XX`, plus its fields). Past it
+    // tungstenite refuses the frame (and keeps just the latest pong), so a client that never
+    // reads cannot grow it.
+    let max_frame = endpoints
+        .hub()
+        .config()
+        .max_status_bytes
+        .saturating_mul(12)
+        .saturating_add(64 * 1024);
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(settings.effective_write_buffer_bytes())
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer.saturating_add(max_frame))
         .on_upgrade(move |socket| forward(endpoints, socket, subscription, guard))
+}
+
+/// Whether `key` is what RFC 6455 (section 4.1) asks of a `Sec-WebSocket-Key`: 16 bytes in
+/// base64, which is 22 characters of the alphabet and `==` (axum accepts any value).
+fn is_websocket_key(key: &[u8]) -> bool {
+    let base64 = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'+' || *byte == b'/';
+    key.len() == 24 && key[..22].iter().all(base64) && &key[22..] == b"=="
 }
 
 async fn forward(
@@ -235,7 +270,8 @@ fn incoming(read: Result<Message, axum::Error>) -> Incoming {
     match read {
         Ok(Message::Text(text)) => Incoming::Text(text.as_str().to_owned()),
         Ok(Message::Close(_)) => Incoming::Close,
-        // axum answers pings by itself.
+        // tungstenite queues the pong by itself; the loop sees that it leaves.
+        Ok(Message::Ping(_)) => Incoming::Pinged,
         Ok(_) => Incoming::Other,
         Err(error) => match error.into_inner().downcast::<tungstenite::Error>() {
             Ok(error) if matches!(*error, tungstenite::Error::Capacity(_)) => Incoming::TooLarge,

@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
-use status_messenger::hub::StartTaskError;
 use status_messenger::web::Refusal;
 use status_messenger::{add_status, is_cancelled, Hub, HubConfig, StatusMessage, Task};
 
@@ -32,6 +31,13 @@ pub(crate) struct Config {
     pub(crate) redis: Option<String>,
     /// Seed nodes of a Redis Cluster, comma-separated (`--redis-cluster`, `REDIS_CLUSTER_URLS`).
     pub(crate) redis_cluster: Option<String>,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection waits for the next request (`--header-timeout`,
+    /// `HEADER_TIMEOUT_SECS`; default 10 s).
+    pub(crate) header_timeout: Duration,
+    /// How long a client may take to send a request's body (`--body-timeout`,
+    /// `BODY_TIMEOUT_SECS`; default 30 s): 408 after it.
+    pub(crate) body_timeout: Duration,
 }
 
 impl Config {
@@ -49,6 +55,8 @@ impl Config {
         let mut port = env("PORT").filter(|v| !v.is_empty());
         let mut redis = env("REDIS_URL").filter(|v| !v.is_empty());
         let mut redis_cluster = env("REDIS_CLUSTER_URLS").filter(|v| !v.is_empty());
+        let mut header_timeout = env("HEADER_TIMEOUT_SECS").filter(|v| !v.is_empty());
+        let mut body_timeout = env("BODY_TIMEOUT_SECS").filter(|v| !v.is_empty());
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -60,6 +68,8 @@ impl Config {
                 "--bind" => &mut bind,
                 "--redis" => &mut redis,
                 "--redis-cluster" => &mut redis_cluster,
+                "--header-timeout" => &mut header_timeout,
+                "--body-timeout" => &mut body_timeout,
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 _ => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
             };
@@ -77,11 +87,24 @@ impl Config {
                 .parse::<u16>()
                 .map_err(|_| format!("invalid port `{text}`: expected 0..=65535"))?,
         };
+        let seconds = |name: &str, text: Option<String>, default: u64| match text {
+            None => Ok(Duration::from_secs(default)),
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|secs| secs.is_finite() && *secs > 0.0 && *secs <= 86_400.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    format!("invalid {name} `{text}`: expected seconds, 0 < s <= 86400")
+                }),
+        };
         Ok(Config {
             bind: bind.unwrap_or_else(|| "127.0.0.1".to_owned()),
             port,
             redis,
             redis_cluster,
+            header_timeout: seconds("header timeout", header_timeout, 10)?,
+            body_timeout: seconds("body timeout", body_timeout, 30)?,
         })
     }
 
@@ -135,8 +158,12 @@ impl Config {
 
 const USAGE: &str =
     "usage: [--port N] [--bind ADDR] [--redis URL | --redis-cluster URL[,URL...]]\n\
-    environment: PORT, BIND, REDIS_URL, REDIS_CLUSTER_URLS (arguments win); PORT=0 picks any \
-    free port";
+    \x20      [--header-timeout SECS] [--body-timeout SECS]\n\
+    environment: PORT, BIND, REDIS_URL, REDIS_CLUSTER_URLS, HEADER_TIMEOUT_SECS, \
+    BODY_TIMEOUT_SECS (arguments win); PORT=0 picks any free port\n\
+    --header-timeout: longest wait for a request's headers, and for the next request on an \
+    idle keep-alive connection (default 10)\n\
+    --body-timeout: longest wait for a request's body, then 408 (default 30)";
 
 /// The hub on a Redis Cluster given by comma-separated seed nodes, shared with every server
 /// using the same cluster.
@@ -199,6 +226,23 @@ pub(crate) async fn check_session<'a>(hub: &Hub, id: Option<&'a str>) -> Result<
         Ok(false) => Err(unknown()),
         Err(e) => Err(Refusal::unavailable(e.to_string())),
     }
+}
+
+/// The answer to a body that did not arrive within the body timeout.
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "the actix demo's; axum's timeout layer answers by itself"
+    )
+)]
+pub(crate) fn body_timed_out() -> Refusal {
+    Refusal::new(408, "the request body did not arrive in time")
+}
+
+/// The answer to a body over [`MAX_BODY_BYTES`].
+pub(crate) fn body_too_large() -> Refusal {
+    Refusal::new(413, "the body is over 64 KiB")
 }
 
 /// Issues a new session id and opens it in the hub.
@@ -282,13 +326,8 @@ pub(crate) fn simulated_tool(steps: u32, delay: Duration) -> u32 {
 /// Starts a task in `session` for the simulated tool: the caller runs it (with [`Task::run`]
 /// on a blocking thread), and its id is the `task` of the 202 answer.
 pub(crate) fn start_task(hub: &Hub, session: &str) -> Result<Task, Refusal> {
-    hub.start_task(session).map_err(|error| match error {
-        StartTaskError::InvalidSessionId(_) | StartTaskError::SessionClosed => {
-            Refusal::not_found("unknown session")
-        }
-        StartTaskError::TooManyTasks => Refusal::new(429, error.to_string()),
-        other => Refusal::unavailable(other.to_string()),
-    })
+    hub.start_task(session)
+        .map_err(|error| Refusal::from_start_task(&error))
 }
 
 /// `POST /api/sessions/{id}/tasks/{task}/cancel`: the JSON of the 202 answer,

@@ -63,6 +63,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Starts background work, once, right after the hub was made.
     fn start(&self, hub: BackendHandle);
 
+    /// Whether this process numbers every status of its sessions, so the local log's head is
+    /// the session's newest seq (a shared backend's may trail what the store holds).
+    fn numbers_here(&self) -> bool {
+        false
+    }
+
     /// Takes a checked status. Never blocks.
     fn publish(&self, hub: Local<'_>, status: Outgoing<'_>) -> Result<Published, PublishError>;
 
@@ -213,6 +219,10 @@ pub(crate) struct Memory;
 
 impl Backend for Memory {
     fn start(&self, _hub: BackendHandle) {}
+
+    fn numbers_here(&self) -> bool {
+        true
+    }
 
     fn publish(&self, hub: Local<'_>, status: Outgoing<'_>) -> Result<Published, PublishError> {
         hub.append(status).map(Published::Numbered)

@@ -3,7 +3,7 @@
 //!
 //! # Invariants
 //!
-//! A config that passed [`HubConfig::validate`](crate::HubConfig::validate) has every bound at least 1 (`task_capacity` too), a TTL that fits in
+//! A config that passed [`HubConfig::validate`](crate::HubConfig::validate) has every bound at least 1 (`task_capacity` and the running-task caps too), a TTL that fits in
 //! `u64` milliseconds, a `max_status_bytes` longer than [`TRUNCATION_MARKER`] (so [`truncate`]
 //! always has room to cut), and a valid [`NoSessionPolicy::Deliver`] id.
 
@@ -91,6 +91,8 @@ pub enum HistoryExpiry {
 /// assert_eq!(config.max_status_bytes, 4096);
 /// assert_eq!(config.max_sessions, 100_000);
 /// assert_eq!(config.task_capacity, 100);
+/// assert_eq!(config.max_running_tasks_per_session, 8);
+/// assert_eq!(config.max_running_tasks, 256);
 /// assert_eq!(config.no_session, NoSessionPolicy::Drop);
 ///
 /// let mut small = HubConfig::default();
@@ -122,6 +124,18 @@ pub struct HubConfig {
     /// refused ([`StartTaskError::TooManyTasks`](crate::hub::StartTaskError::TooManyTasks)).
     /// Tasks are forgotten with their session.
     pub task_capacity: usize,
+    /// Most tasks of one session running at once, in this process (at least 1; default 8): one
+    /// more is refused with
+    /// [`StartTaskError::SessionBusy`](crate::hub::StartTaskError::SessionBusy) (the endpoints'
+    /// 429) until one of them ends, so one visitor cannot take every thread the tools run on.
+    pub max_running_tasks_per_session: usize,
+    /// Most tasks running at once in this process, over all sessions (at least 1; default
+    /// 256): one more is refused with
+    /// [`StartTaskError::HubBusy`](crate::hub::StartTaskError::HubBusy) (the endpoints' 503).
+    /// Keep it under what the tools really run on: tokio's blocking pool has 512 threads by
+    /// default (`max_blocking_threads`), actix-web's `web::block` pool fewer, and a task whose
+    /// tool waits for a thread is running but silent.
+    pub max_running_tasks: usize,
     /// What happens to statuses with no session (default [`NoSessionPolicy::Drop`](crate::NoSessionPolicy::Drop)).
     pub no_session: NoSessionPolicy,
 }
@@ -136,6 +150,8 @@ impl Default for HubConfig {
             max_status_bytes: 4096,
             max_sessions: 100_000,
             task_capacity: 100,
+            max_running_tasks_per_session: 8,
+            max_running_tasks: 256,
             no_session: NoSessionPolicy::Drop,
         }
     }
@@ -182,6 +198,12 @@ impl HubConfig {
         }
         if self.task_capacity == 0 {
             return fail("task_capacity", "must be at least 1");
+        }
+        if self.max_running_tasks_per_session == 0 {
+            return fail("max_running_tasks_per_session", "must be at least 1");
+        }
+        if self.max_running_tasks == 0 {
+            return fail("max_running_tasks", "must be at least 1");
         }
         if let NoSessionPolicy::Deliver(id) = &self.no_session {
             if SessionId::check_str(id).is_err() {

@@ -325,6 +325,15 @@ display_and_source!(CloseError {} backend: Backend invalid: InvalidSessionId);
 /// running.finish();
 /// assert!(hub.start_task("s1").is_ok()); // the ended task is forgotten to make room
 /// assert!(matches!(hub.start_task(""), Err(StartTaskError::InvalidSessionId(_))));
+///
+/// let mut config = HubConfig::default();
+/// config.max_running_tasks_per_session = 1;
+/// config.max_running_tasks = 2;
+/// let hub = Hub::new(config).unwrap();
+/// let _a = hub.start_task("a").unwrap();
+/// assert_eq!(hub.start_task("a").unwrap_err(), StartTaskError::SessionBusy);
+/// let _b = hub.start_task("b").unwrap();
+/// assert_eq!(hub.start_task("c").unwrap_err(), StartTaskError::HubBusy);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -337,6 +346,12 @@ pub enum StartTaskError {
     /// The session remembers [`HubConfig::task_capacity`](crate::HubConfig::task_capacity)
     /// tasks and none of them has ended.
     TooManyTasks,
+    /// [`HubConfig::max_running_tasks_per_session`](crate::HubConfig::max_running_tasks_per_session)
+    /// tasks of the session are running in this process; try again once one has ended.
+    SessionBusy,
+    /// [`HubConfig::max_running_tasks`](crate::HubConfig::max_running_tasks) tasks are running
+    /// in this process; try again once one has ended.
+    HubBusy,
     /// The session is being closed.
     SessionClosed,
     /// The hub was shut down.
@@ -346,6 +361,8 @@ pub enum StartTaskError {
 display_and_source!(StartTaskError {
     TooManySessions => "too many sessions",
     TooManyTasks => "too many running tasks in the session",
+    SessionBusy => "too many tasks of the session are running at once",
+    HubBusy => "too many tasks are running at once",
     SessionClosed => "the session is being closed",
     ShutDown => "the hub is shut down",
 } invalid: InvalidSessionId);

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use super::backend::{Backend, BackendHandle, Local, Memory};
 use super::core::Core;
+use super::task::RunningTasks;
 use super::{
     CancelError, CloseError, ConfigError, HubConfig, HubStats, LookupError, OpenError,
     PublishError, Published, SessionId, StartTaskError, SubscribeError, Subscription, Task,
@@ -54,6 +55,7 @@ use crate::StatusMessage;
 #[derive(Clone)]
 pub struct Hub {
     pub(super) core: Arc<Core>,
+    running: Arc<RunningTasks>,
     _handles: Arc<Handles>,
 }
 
@@ -114,6 +116,7 @@ impl Hub {
             _handles: Arc::new(Handles {
                 core: Arc::clone(&core),
             }),
+            running: Arc::default(),
             core,
         }
     }
@@ -211,7 +214,11 @@ impl Hub {
     /// # Errors
     ///
     /// [`StartTaskError::InvalidSessionId`], [`StartTaskError::TooManySessions`],
-    /// [`StartTaskError::TooManyTasks`], [`StartTaskError::SessionClosed`],
+    /// [`StartTaskError::TooManyTasks`], [`StartTaskError::SessionBusy`] and
+    /// [`StartTaskError::HubBusy`] (the running-task caps,
+    /// [`HubConfig::max_running_tasks_per_session`](crate::HubConfig::max_running_tasks_per_session)
+    /// and [`HubConfig::max_running_tasks`](crate::HubConfig::max_running_tasks): a task counts
+    /// from here until its end is recorded), [`StartTaskError::SessionClosed`],
     /// [`StartTaskError::ShutDown`].
     ///
     /// # Examples
@@ -232,8 +239,18 @@ impl Hub {
     /// ```
     pub fn start_task(&self, session: &str) -> Result<Task, StartTaskError> {
         let id = SessionId::check_str(session).map_err(StartTaskError::InvalidSessionId)?;
+        if self.core.is_shut_down() {
+            return Err(StartTaskError::ShutDown);
+        }
+        let config = &self.core.config;
+        // The place first: a refused task is never remembered, so subscribers never hear of it.
+        let running = self.running.acquire(
+            id,
+            config.max_running_tasks_per_session,
+            config.max_running_tasks,
+        )?;
         let (session, task) = self.core.start_task(id)?;
-        Ok(Task::new(Arc::clone(&self.core), session, task))
+        Ok(Task::new(Arc::clone(&self.core), session, task, running))
     }
 
     /// Asks the task `task` of `session` to stop, and answers its state after the request,

@@ -95,6 +95,12 @@
 //!   one is refused. Each remembered task costs about 200 bytes, and its last three changes
 //!   about 200 more, in sessions that have tasks only. Take the most tasks a session runs at
 //!   once, with room for the ended ones a page should still see.
+//! - [`max_running_tasks_per_session`](HubConfig::max_running_tasks_per_session) (default 8)
+//!   and [`max_running_tasks`](HubConfig::max_running_tasks) (default 256): tasks running at
+//!   once in this process, per session and in all; one more is refused
+//!   ([`StartTaskError::SessionBusy`], [`StartTaskError::HubBusy`]), so one visitor cannot take
+//!   every thread the tools run on. Take the second under the threads that run the tools
+//!   (tokio's blocking pool: 512), the first at what one page may sensibly run at once.
 //!
 //! # Tasks
 //!

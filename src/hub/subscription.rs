@@ -155,6 +155,21 @@ impl Subscription {
         self.live.is_some()
     }
 
+    /// The session's newest seq, where this process numbers every status of it (the
+    /// in-memory backend); `None` with a shared backend, or once the stream ended.
+    #[cfg_attr(
+        not(feature = "web"),
+        allow(dead_code, reason = "used by the endpoints")
+    )]
+    pub(crate) fn head_if_numbered_here(&self) -> Option<u64> {
+        let live = self.live.as_ref()?;
+        if !live.hub.backend.numbers_here() {
+            return None;
+        }
+        let head = live.session.lock().log.head();
+        Some(head)
+    }
+
     /// Items copied out of history and not yet handed out; never more than a small batch.
     ///
     /// # Examples

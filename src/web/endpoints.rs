@@ -248,6 +248,21 @@ impl Endpoints {
         self
     }
 
+    /// Sets [`Settings::write_timeout`] (default 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let endpoints = status_messenger::web::Endpoints::new(hub).write_timeout(Duration::from_secs(2));
+    /// assert_eq!(endpoints.settings().write_timeout, Duration::from_secs(2));
+    /// ```
+    pub fn write_timeout(mut self, limit: Duration) -> Endpoints {
+        self.settings.write_timeout = limit;
+        self
+    }
+
     /// The hub these endpoints serve.
     ///
     /// # Examples
@@ -377,6 +392,13 @@ impl Endpoints {
                 SubscribeError::InvalidSessionId(_) => Refusal::not_found("unknown session"),
                 other => Refusal::unavailable(other.to_string()),
             })?;
+        // A resume point past the newest status would wait silently for statuses numbered
+        // below it that never come to it: say where the session is instead.
+        if let (Some(after), Some(head)) = (admitted.after, subscription.head_if_numbered_here()) {
+            if after > head {
+                return Err(Refusal::beyond_head(after, head));
+            }
+        }
         Ok((subscription, self.guard()))
     }
 

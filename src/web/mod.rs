@@ -28,7 +28,10 @@
 //! - The session is the one the authorization hook names: by default the `session` query
 //!   parameter, which must be a session the hub holds ([`session_from_query`]). Its
 //!   [`Refusal`] (404 `{"error": "..."}` for an unknown or malformed session) is answered
-//!   before any upgrade; then a bad resume point is 400.
+//!   before any upgrade; then a bad resume point is 400, and so is one beyond the session's
+//!   newest status, with `"head": n` in the body ([`Refusal::beyond_head`]; checked where this
+//!   process numbers the session's statuses, the in-memory hub: a shared backend's local head
+//!   may trail its store).
 //! - Statuses are `{"session": "ID", "seq": n, "text": "..."}`, with the optional fields `task`,
 //!   `progress`, `level`, `key` and `data` when they are set ([`Frame`]); what a client cannot
 //!   have is one `{"type": "gap", "from": a, "to": b}` (SSE: `event: gap`), and the stream goes

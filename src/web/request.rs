@@ -14,7 +14,7 @@ use std::fmt;
 use http::HeaderMap;
 
 use super::resume::{self, ResumeError};
-use crate::hub::LookupError;
+use crate::hub::{LookupError, StartTaskError};
 use crate::{Hub, SessionId};
 
 /// The parts of a request that decide who may read which session: headers (with cookies) and
@@ -215,6 +215,8 @@ impl RequestInfo {
 pub struct Refusal {
     status: u16,
     message: Cow<'static, str>,
+    retry_after: Option<u64>,
+    head: Option<u64>,
 }
 
 impl Refusal {
@@ -230,7 +232,99 @@ impl Refusal {
         Refusal {
             status,
             message: message.into(),
+            retry_after: None,
+            head: None,
         }
+    }
+
+    /// The refusal of a task [`Hub::start_task`] did not start, as the endpoints answer it:
+    /// 429 with `Retry-After: 1` when the session runs its most tasks at once (or remembers
+    /// only running ones), 503 with `Retry-After: 1` when the hub does, 404 for an invalid
+    /// session id or one being closed, 503 for too many sessions or a hub shut down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::StartTaskError;
+    /// use status_messenger::web::Refusal;
+    ///
+    /// let busy = Refusal::from_start_task(&StartTaskError::SessionBusy);
+    /// assert_eq!((busy.status(), busy.retry_after()), (429, Some(1)));
+    /// assert!(busy.body().contains("running at once"));
+    /// let full = Refusal::from_start_task(&StartTaskError::HubBusy);
+    /// assert_eq!((full.status(), full.retry_after()), (503, Some(1)));
+    /// ```
+    pub fn from_start_task(error: &StartTaskError) -> Refusal {
+        let message = error.to_string();
+        match error {
+            StartTaskError::SessionBusy | StartTaskError::TooManyTasks => {
+                Refusal::new(429, message).with_retry_after(TASK_RETRY_AFTER_SECS)
+            }
+            StartTaskError::HubBusy => {
+                Refusal::unavailable(message).with_retry_after(TASK_RETRY_AFTER_SECS)
+            }
+            StartTaskError::InvalidSessionId(_) | StartTaskError::SessionClosed => {
+                Refusal::not_found(message)
+            }
+            _ => Refusal::unavailable(message),
+        }
+    }
+
+    /// The same refusal, telling the client to try again after `seconds`: the integrations
+    /// answer it with a `Retry-After` header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let refusal = status_messenger::web::Refusal::unavailable("busy").with_retry_after(5);
+    /// assert_eq!(refusal.retry_after(), Some(5));
+    /// ```
+    pub fn with_retry_after(mut self, seconds: u64) -> Refusal {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Seconds after which the client may try again (the `Retry-After` header), if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(status_messenger::web::Refusal::not_found("no").retry_after(), None);
+    /// ```
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// The refusal of a resume point beyond the session's newest status `head`: 400, with
+    /// `"head": head` in the body so the client can resume from there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let refusal = status_messenger::web::Refusal::beyond_head(50, 3);
+    /// assert_eq!(refusal.status(), 400);
+    /// assert_eq!(refusal.head(), Some(3));
+    /// let body: serde_json::Value = serde_json::from_str(&refusal.body()).unwrap();
+    /// assert_eq!(body["head"], 3);
+    /// assert_eq!(body["error"], "resume point 50 is beyond the session's newest status, 3");
+    /// ```
+    pub fn beyond_head(after: u64, head: u64) -> Refusal {
+        let mut refusal = Refusal::bad_request(format!(
+            "resume point {after} is beyond the session's newest status, {head}"
+        ));
+        refusal.head = Some(head);
+        refusal
+    }
+
+    /// The session's newest status seq, for a refused resume point beyond it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(status_messenger::web::Refusal::bad_request("no").head(), None);
+    /// ```
+    pub fn head(&self) -> Option<u64> {
+        self.head
     }
 
     /// 400 Bad Request.
@@ -317,7 +411,7 @@ impl Refusal {
         &self.message
     }
 
-    /// The JSON body: `{"error": message}`.
+    /// The JSON body: `{"error": message}`, with `"head"` for a resume point beyond it.
     ///
     /// # Examples
     ///
@@ -326,7 +420,7 @@ impl Refusal {
     /// assert_eq!(body, r#"{"error":"say \"please\""}"#);
     /// ```
     pub fn body(&self) -> String {
-        error_body(&self.message)
+        error_body(&self.message, self.head)
     }
 }
 
@@ -345,13 +439,23 @@ impl From<ResumeError> for Refusal {
 }
 
 /// `{"error": message}`.
-fn error_body(message: &str) -> String {
+/// `Retry-After` of a task refused for the running-task caps: tasks take seconds, so a second
+/// is long enough not to spin and short enough not to keep a page waiting.
+const TASK_RETRY_AFTER_SECS: u64 = 1;
+
+fn error_body(message: &str, head: Option<u64>) -> String {
     #[derive(serde::Serialize)]
     struct Body<'a> {
         error: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        head: Option<u64>,
     }
-    // Serializing one string field cannot fail.
-    serde_json::to_string(&Body { error: message }).unwrap_or_default()
+    // Serializing a string and a number cannot fail.
+    serde_json::to_string(&Body {
+        error: message,
+        head,
+    })
+    .unwrap_or_default()
 }
 
 /// The default authorization: the `session` query parameter names the session, and the

@@ -18,6 +18,7 @@ use std::time::Duration;
 /// assert_eq!(settings.write_batch, 256);
 /// assert_eq!(settings.write_buffer_bytes, 128 * 1024);
 /// assert_eq!(settings.sse_retry, Duration::from_secs(1));
+/// assert_eq!(settings.write_timeout, Duration::from_secs(10));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -43,6 +44,12 @@ pub struct Settings {
     /// The `retry:` hint an SSE stream starts with: how long an `EventSource` waits before it
     /// reconnects by itself. Default 1 s.
     pub sse_retry: Duration,
+    /// Longest a WebSocket may take to write a frame out (a status, a keep-alive, the answer
+    /// to a ping, a close): a socket that does not take it in this long belongs to a client
+    /// that stopped reading, and is dropped ([`Ended::Stalled`](super::ws::Ended::Stalled)).
+    /// With [`write_buffer_bytes`](Settings::write_buffer_bytes) it bounds what such a client
+    /// holds, however many pings it sends. Default 10 s, at least 1 ms.
+    pub write_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -53,6 +60,7 @@ impl Default for Settings {
             write_batch: 256,
             write_buffer_bytes: 128 * 1024,
             sse_retry: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -68,6 +76,10 @@ impl Settings {
     )]
     pub(crate) fn effective_max_message_bytes(&self) -> usize {
         self.max_message_bytes.max(125)
+    }
+
+    pub(crate) fn effective_write_timeout(&self) -> Duration {
+        self.write_timeout.max(Duration::from_millis(1))
     }
 
     pub(crate) fn effective_write_batch(&self) -> usize {

@@ -9,8 +9,13 @@
 //! - The loop sends a close frame whenever it ends on its own (1001 when the subscription
 //!   ended, 1009 for an oversized client frame, 1000 in answer to the client's close), and
 //!   none when the connection itself failed.
+//! - Every write to the sink (a frame, a flush, a close) finishes within
+//!   [`Settings::write_timeout`] or ends the loop, so a client that stops reading holds its
+//!   socket's write buffer for at most that long, however much it sends.
 
+use std::future::Future;
 use std::pin::pin;
+use std::time::Duration;
 
 use futures_core::Stream;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
@@ -88,8 +93,12 @@ pub enum Incoming {
     /// A text frame: read for a cancel frame `{"type": "cancel", "task": "ID"}`, else ignored.
     Text(String),
     /// A ping to answer with [`Outgoing::Pong`]. Frameworks that answer pings themselves (axum)
-    /// map pings to [`Incoming::Other`] instead.
+    /// map pings to [`Incoming::Pinged`] instead.
     Ping(Vec<u8>),
+    /// A ping the framework answered by itself (axum, through tungstenite): the loop flushes
+    /// the socket, so the answer leaves within [`Settings::write_timeout`] or the socket is
+    /// dropped ([`Ended::Stalled`]).
+    Pinged,
     /// The client's close frame: the loop answers it and ends.
     Close,
     /// The client sent a frame over the size limit; the loop closes with [`CLOSE_TOO_BIG`].
@@ -121,6 +130,9 @@ pub enum Ended {
     TooLarge,
     /// The connection failed, or the sink refused a frame.
     Disconnected,
+    /// A frame was not written within [`Settings::write_timeout`]: the client stopped reading.
+    /// No close frame could be sent; dropping the socket closes the connection.
+    Stalled,
 }
 
 /// Forwards `subscription` to a WebSocket until one side ends: each event as one text frame
@@ -128,7 +140,8 @@ pub enum Ended {
 /// [`Settings::write_batch`]), a [`KEEPALIVE_FRAME`] when nothing was written for
 /// [`Settings::keep_alive`], pings answered, cancel frames acted on for the subscription's own
 /// session (through `hub`), other client frames ignored, and a close frame when it ends on its
-/// own (see [`Ended`]).
+/// own (see [`Ended`]). A write that does not finish within [`Settings::write_timeout`] ends
+/// it ([`Ended::Stalled`]).
 ///
 /// `sink` takes [`Outgoing`] frames and `incoming` yields [`Incoming`] ones: wrap your
 /// framework's socket with `SinkExt::with` and `StreamExt::map`. Refuse oversized frames in the
@@ -188,16 +201,17 @@ where
     let session = subscription.session().cloned();
     let keep_alive = settings.effective_keep_alive();
     let batch = settings.effective_write_batch();
+    let limit = settings.effective_write_timeout();
     let mut last_write = Instant::now();
     let mut idle = pin!(tokio::time::sleep_until(last_write + keep_alive));
     loop {
         tokio::select! {
             event = subscription.next() => {
                 let Some(event) = event else {
-                    return close(&mut sink, CLOSE_GOING_AWAY, "going away", Ended::HubClosed).await;
+                    return close(&mut sink, limit, CLOSE_GOING_AWAY, "going away", Ended::HubClosed).await;
                 };
-                if feed(&mut sink, &event).await.is_err() {
-                    return Ended::Disconnected;
+                if let Err(ended) = within(limit, feed(&mut sink, &event)).await {
+                    return ended;
                 }
                 // Write what is already waiting, then flush once: one system call for a burst.
                 for _ in 1..batch {
@@ -205,12 +219,12 @@ where
                         // Nothing more ready now, or the end, which the next turn sees.
                         break;
                     };
-                    if feed(&mut sink, &event).await.is_err() {
-                        return Ended::Disconnected;
+                    if let Err(ended) = within(limit, feed(&mut sink, &event)).await {
+                        return ended;
                     }
                 }
-                if sink.flush().await.is_err() {
-                    return Ended::Disconnected;
+                if let Err(ended) = within(limit, sink.flush()).await {
+                    return ended;
                 }
                 last_write = Instant::now();
             }
@@ -227,15 +241,22 @@ where
                     }
                 }
                 Some(Incoming::Ping(payload)) => {
-                    if sink.send(Outgoing::Pong(payload)).await.is_err() {
-                        return Ended::Disconnected;
+                    if let Err(ended) = within(limit, sink.send(Outgoing::Pong(payload))).await {
+                        return ended;
+                    }
+                }
+                Some(Incoming::Pinged) => {
+                    // The framework queued the answer; it must leave within the limit, or a
+                    // client that pings and never reads would have the answers pile up.
+                    if let Err(ended) = within(limit, sink.flush()).await {
+                        return ended;
                     }
                 }
                 Some(Incoming::Close) => {
-                    return close(&mut sink, CLOSE_NORMAL, "", Ended::ClientClosed).await;
+                    return close(&mut sink, limit, CLOSE_NORMAL, "", Ended::ClientClosed).await;
                 }
                 Some(Incoming::TooLarge) => {
-                    return close(&mut sink, CLOSE_TOO_BIG, "message too big", Ended::TooLarge).await;
+                    return close(&mut sink, limit, CLOSE_TOO_BIG, "message too big", Ended::TooLarge).await;
                 }
                 Some(Incoming::Failed) | None => return Ended::Disconnected,
                 Some(Incoming::Other) => {}
@@ -244,8 +265,9 @@ where
                 let now = Instant::now();
                 let due = last_write + keep_alive;
                 if now >= due {
-                    if sink.send(Outgoing::Text(KEEPALIVE_FRAME.to_owned())).await.is_err() {
-                        return Ended::Disconnected;
+                    let keepalive = sink.send(Outgoing::Text(KEEPALIVE_FRAME.to_owned()));
+                    if let Err(ended) = within(limit, keepalive).await {
+                        return ended;
                     }
                     last_write = Instant::now();
                     idle.as_mut().reset(last_write + keep_alive);
@@ -255,6 +277,19 @@ where
                 }
             }
         }
+    }
+}
+
+/// Runs one write to the sink: [`Ended::Disconnected`] if the sink refused it,
+/// [`Ended::Stalled`] if it did not finish within `limit`.
+async fn within<E>(
+    limit: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), Ended> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ended::Disconnected),
+        Err(_) => Err(Ended::Stalled),
     }
 }
 
@@ -269,15 +304,21 @@ where
     }
 }
 
-async fn close<Tx>(sink: &mut Tx, code: u16, reason: &'static str, ended: Ended) -> Ended
+async fn close<Tx>(
+    sink: &mut Tx,
+    limit: Duration,
+    code: u16,
+    reason: &'static str,
+    ended: Ended,
+) -> Ended
 where
     Tx: Sink<Outgoing> + Unpin,
 {
-    if sink.send(Outgoing::Close { code, reason }).await.is_err() {
-        return Ended::Disconnected;
+    if let Err(failed) = within(limit, sink.send(Outgoing::Close { code, reason })).await {
+        return failed;
     }
     // Flushes the close frame out; a peer that is already gone changes nothing now.
-    if sink.close().await.is_err() {
+    if within(limit, sink.close()).await.is_err() {
         tracing::debug!(target: "status_messenger::web", "the socket failed while closing");
     }
     ended
