@@ -823,6 +823,10 @@ macro_rules! demo_cases {
         async fn demo_cancel_route_stops_the_tool() {
             support::demo_cancel_route_stops_the_tool($start).await;
         }
+        #[tokio::test]
+        async fn one_sessions_tasks_cannot_starve_another() {
+            support::one_sessions_tasks_cannot_starve_another($start).await;
+        }
     };
 }
 pub(crate) use demo_cases;

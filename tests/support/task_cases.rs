@@ -304,6 +304,50 @@ pub(crate) async fn demo_cancel_route_stops_the_tool(start: StartFn) {
     .await;
 }
 
+/// A session that keeps starting slow tasks is refused with 429 and `Retry-After` once it runs
+/// its most at once, and another session's task still starts and delivers at once.
+pub(crate) async fn one_sessions_tasks_cannot_starve_another(start: StartFn) {
+    let server = start();
+    let greedy = create_session(&server).await;
+    let body = json!({ "steps": 100, "delay_ms": 60_000 }).to_string();
+    let mut started = Vec::new();
+    let refused = loop {
+        let res = post_task_raw(&server, &greedy, body.clone()).await;
+        if res.status() != StatusCode::ACCEPTED {
+            break res;
+        }
+        let answer: Value = res.json().await.expect("JSON body");
+        started.push(answer["task"].as_str().expect("a task id").to_owned());
+        assert!(started.len() <= 64, "no cap after {} tasks", started.len());
+    };
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = refused.headers().get("retry-after").cloned();
+    let message = expect_error(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(
+        retry_after.is_some_and(|value| value.to_str().is_ok_and(|v| v.parse::<u64>().is_ok())),
+        "429 tells when to try again ({message})"
+    );
+    let other = create_session(&server).await;
+    let mut ws = ws_connect(&server, &other, None).await;
+    let asked = Instant::now();
+    start_task(&server, &other, 1, 0).await;
+    let frames = ws_take(&mut ws, 1).await;
+    assert_steps(&frames, &other, 1, 1);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the other session's step took {:?}",
+        asked.elapsed()
+    );
+    for task in started {
+        let (status, _) = post_json(
+            &server,
+            &format!("/api/sessions/{greedy}/tasks/{task}/cancel"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+}
+
 pub(crate) async fn ws_cancel_frame_stops_only_the_sockets_own_sessions_task(start: StartFn) {
     let server = start();
     let a = create_session(&server).await;
