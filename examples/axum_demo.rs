@@ -33,7 +33,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use status_messenger::web::{Endpoints, Refusal};
 use status_messenger::Hub;
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
 
 mod common;
 
@@ -60,9 +59,14 @@ fn app(state: AppState, endpoints: &Endpoints, body_timeout: Duration) -> Router
         .layer(DefaultBodyLimit::max(common::MAX_BODY_BYTES))
         // Bounds the handlers, which read the bodies; a stream's handler answers at once and
         // its body is the stream, so streams are not cut.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            body_timeout,
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                // The contract's errors are JSON, so the 408 is the demo's own refusal.
+                match tokio::time::timeout(body_timeout, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => refused(&common::body_timed_out()),
+                }
+            },
         ))
 }
 

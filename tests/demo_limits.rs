@@ -99,6 +99,13 @@ async fn limits(demo: Demo) {
         answer.lines().next().unwrap_or("")
     );
     assert!(answer.starts_with("HTTP/1.1 408"), "{demo:?}: {answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")
+            && answer.contains("\"error\""),
+        "{demo:?}: the 408 is a JSON error: {answer}"
+    );
     assert!(closed.is_some() || !answer.is_empty());
 
     // A 1 MiB body on POST /api/sessions.

@@ -229,13 +229,6 @@ pub(crate) async fn check_session<'a>(hub: &Hub, id: Option<&'a str>) -> Result<
 }
 
 /// The answer to a body that did not arrive within the body timeout.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "the actix demo's; axum's timeout layer answers by itself"
-    )
-)]
 pub(crate) fn body_timed_out() -> Refusal {
     Refusal::new(408, "the request body did not arrive in time")
 }
