@@ -805,3 +805,125 @@ async fn a_session_closed_while_a_hub_was_cut_off_ends_its_streams_there_too() {
     .await;
     assert!(ended.is_ok(), "B's stream did not end within {WAIT:?}");
 }
+
+/// How Redis goes away in [`with_redis_away_calls_fail_fast_and_work_again_once_it_is_back`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Away {
+    /// SIGKILL; restarted (empty) afterwards.
+    Killed,
+    /// The proxy drops every connection and refuses new ones.
+    Cut,
+    /// The proxy holds every byte, so nothing tells the hub that Redis is gone.
+    Blackholed,
+}
+
+/// With Redis away, every call a request makes (opening a session, looking one up, cancelling a
+/// task; closing one too once Redis is known to be away) answers within half a second with an
+/// error that says Redis is unavailable and when to try again, on the default timeouts, and
+/// publishing goes on taking statuses. Once
+/// Redis is back the same calls work again. Before, opening a session waited up to
+/// `RedisConfig::timeout` (2 s) for a connection and as long again for the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_away_calls_fail_fast_and_work_again_once_it_is_back() {
+    const FAST: Duration = Duration::from_millis(500);
+    for away in [Away::Killed, Away::Cut, Away::Blackholed] {
+        let Some(mut server) = RedisServer::start() else {
+            return;
+        };
+        let proxy = Proxy::start(server.port()).await;
+        let mut redis = RedisConfig::new(proxy.url());
+        redis.key_prefix = prefix("fail-fast");
+        let hub = timeout(
+            Duration::from_secs(5),
+            Hub::with_redis(HubConfig::default(), redis),
+        )
+        .await
+        .expect("connect within its timeout")
+        .expect("connect to redis");
+        hub.open_session("before").await.expect("redis is there");
+
+        match away {
+            Away::Killed => server.kill(),
+            Away::Cut => {
+                proxy.refuse();
+                proxy.cut();
+            }
+            Away::Blackholed => proxy.set_mode(Mode::Blackhole),
+        }
+        // Every call, over and over for a while: each answers within the bound, with an error.
+        let started = Instant::now();
+        let mut slowest = Duration::ZERO;
+        let mut round = 0;
+        while started.elapsed() < Duration::from_millis(1500) {
+            round += 1;
+            let id = format!("during-{round}");
+            let t = Instant::now();
+            let opened = timeout(FAST, hub.open_session(&id))
+                .await
+                .unwrap_or_else(|_| panic!("{away:?}: open_session took over {FAST:?}"));
+            let error = opened.expect_err("opened a session with redis away");
+            assert!(
+                error.to_string().starts_with("redis: "),
+                "{away:?}: {error}"
+            );
+            assert!(error.retry_after().is_some(), "{away:?}: {error}");
+            let looked = timeout(FAST, hub.session_exists("before"))
+                .await
+                .unwrap_or_else(|_| panic!("{away:?}: session_exists took over {FAST:?}"));
+            let error = looked.expect_err("looked a session up with redis away");
+            assert!(error.retry_after().is_some(), "{away:?}: {error}");
+            // A close waits for its confirmation (up to twice `RedisConfig::timeout`) unless
+            // Redis is known to be away; no request waits on it.
+            if away != Away::Blackholed {
+                let closed = timeout(FAST, hub.close_session(&id))
+                    .await
+                    .unwrap_or_else(|_| panic!("{away:?}: close_session took over {FAST:?}"));
+                assert!(
+                    closed.is_err(),
+                    "{away:?}: a close confirmed with redis away"
+                );
+            }
+            let cancelled = timeout(FAST, hub.cancel_task("before", "some-task"))
+                .await
+                .unwrap_or_else(|_| panic!("{away:?}: cancel_task took over {FAST:?}"));
+            assert!(cancelled.is_err(), "{away:?}: {cancelled:?}");
+            assert_eq!(
+                hub.publish(Some("before"), format!("msg {round}")),
+                Ok(Published::Queued)
+            );
+            slowest = slowest.max(t.elapsed() / 4);
+            // Not a tight loop: a request now and then.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let back = Instant::now();
+        match away {
+            Away::Killed => tokio::task::block_in_place(|| server.restart()),
+            Away::Cut | Away::Blackholed => proxy.forward().await,
+        }
+        // Within the default backoff (at most 5 s between attempts), it works again.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let opened = timeout(FAST, hub.open_session("after"))
+                .await
+                .unwrap_or_else(|_| panic!("{away:?}: open_session took over {FAST:?}"));
+            if opened.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{away:?}: still {opened:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let recovered = back.elapsed();
+        assert!(hub.session_exists("after").await.expect("redis is back"));
+        assert!(hub.close_session("after").await.expect("redis is back"));
+        println!(
+            "redis {away:?}: {round} rounds of calls, slowest {} ms; working again {} ms after \
+             redis was",
+            slowest.as_millis(),
+            recovered.as_millis()
+        );
+        timeout(Duration::from_secs(10), hub.shutdown())
+            .await
+            .expect("shutdown");
+    }
+}
