@@ -11,9 +11,9 @@
 //! each hub delivered after it, and to when each hub had caught up with the first status
 //! published after it.
 //!
-//! Below the cases, two tests pin down single faults exactly (a batch of unknown fate when
-//! Redis restarts without its data), and two ignored tests reproduce faults the backend still
-//! has (run them with `-- --ignored`).
+//! Below the cases, tests pin down single faults exactly: a batch of unknown fate when Redis
+//! restarts without its data, Redis restarted from an older snapshot, a session closed while a
+//! hub was cut off, and every call a request makes failing fast while Redis is away.
 //!
 //! Run with: cargo test --all-features --test redis_chaos -- --nocapture
 #![cfg(feature = "redis")]
@@ -691,21 +691,23 @@ async fn a_batch_lost_on_the_way_while_another_hub_published_still_leaves_a_gap_
     }
 }
 
-/// Known bug, not fixed here: Redis restarted from a snapshot older than what it had answered
-/// (an RDB file saved earlier, or a replica that lagged) keeps its epoch, so no process treats it
-/// as data loss and nobody raises the session's counter back. A writer that has no floor of its
-/// own for the session (here a process started after the restart) then numbers new statuses
-/// under numbers subscribers already had, and every reader skips them as duplicates: lost,
-/// with no gap.
+/// Redis restarted from a snapshot older than what it had answered (an RDB file saved earlier,
+/// or a replica that lagged) keeps its epoch, so no process sees it as data loss, and the
+/// session's counter stands below numbers subscribers already had. A process that numbered the
+/// session puts its counter back when it reconnects, so a writer with no floor of its own for
+/// the session (here a process started after the restart) numbers new statuses after them.
+/// Before, they came under numbers subscribers already had, and every reader skipped them as
+/// duplicates: lost, with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a restart from an older snapshot reuses numbers (see the test's docs)"]
 async fn redis_restarted_from_an_older_snapshot_loses_nothing_silently() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
     let prefix = prefix("stale");
-    let a = hub(server.url(), &prefix).await;
-    let b = hub(server.url(), &prefix).await;
+    let to_a = Proxy::start(server.port()).await;
+    let to_b = Proxy::start(server.port()).await;
+    let a = hub(to_a.url(), &prefix).await;
+    let b = hub(to_b.url(), &prefix).await;
     let mut on_b = b.subscribe("s", None);
     for i in 1..=10 {
         a.publish(Some("s"), format!("a {i}")).unwrap();
@@ -717,11 +719,24 @@ async fn redis_restarted_from_an_older_snapshot_loses_nothing_silently() {
         a.publish(Some("s"), format!("a {i}")).unwrap();
     }
     common::read_more(&mut on_b, &mut events, 20, WAIT).await;
+    // Both hubs are kept away until Redis is back from the snapshot, and it has gone back.
+    for proxy in [&to_a, &to_b] {
+        proxy.refuse();
+        proxy.cut();
+    }
     tokio::task::block_in_place(|| server.restart());
     assert_eq!(counter_in_redis(&server, &prefix, "s"), Some(10));
+    for proxy in [&to_a, &to_b] {
+        proxy.forward().await;
+    }
     let deadline = Instant::now() + WAIT;
     while b.stats().backend_reconnects < 2 || a.stats().backend_reconnects < 2 {
         assert!(Instant::now() < deadline, "hubs did not reconnect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A, which numbered the session, put its counter back on reconnecting.
+    while counter_in_redis(&server, &prefix, "s") != Some(20) {
+        assert!(Instant::now() < deadline, "A did not put the counter back");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // A process started since publishes to the session, then A goes on.
@@ -757,12 +772,13 @@ async fn redis_restarted_from_an_older_snapshot_loses_nothing_silently() {
     );
 }
 
-/// Known bug, not fixed here: a session closed (and used again) while a hub was cut off from
-/// Redis. That hub misses the close message; when it reconnects it finds the session's counter
-/// below what it had applied and applies nothing, so its subscribers' streams never end and the
-/// new session's statuses up to the old number never reach them, with no gap.
+/// A session closed (and used again) while a hub was cut off from Redis: that hub misses the
+/// close message, and finds out when it reconnects and reads the session again (Redis counts
+/// each session's closes), so its subscribers' streams end there too, and none of them gets a
+/// status of the new session under a number it already had. Before, the hub found the counter
+/// below what it had applied and applied nothing: its streams never ended, and the new
+/// session's statuses up to the old number never reached them, with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a close missed during a partition never ends the streams (see the test's docs)"]
 async fn a_session_closed_while_a_hub_was_cut_off_ends_its_streams_there_too() {
     let Some(server) = RedisServer::start() else {
         return;
