@@ -17,88 +17,35 @@
 //! - A status of a task is checked against the task's token under its session's lock, where a
 //!   cancel sets the token and records the `cancelling` change: so every status of the task
 //!   numbered here is numbered before that change, and every later one is refused.
+//!
+//! The core is one type over three files: here what every status passes (checks, numbering
+//! here or delivery from elsewhere); `sessions`, the table of sessions (lookup, opening,
+//! closing, eviction and sweeping); `tasks`, the tasks of its sessions.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::backend::{Backend, Local, Outgoing, TaskChange};
+use super::backend::{Backend, Local, Outgoing};
 use super::config::{cut_at_char_boundary, truncate};
 use super::counters::Counters;
 use super::event::Extra;
-use super::log::SessionLog;
-use super::state::{End, Session, State, Wake};
-use super::task::{Outcome, TaskState, TaskUpdate};
-use super::task_table::{Cancel, Full};
-use super::{
-    HubConfig, NoSessionPolicy, OpenError, PublishError, Published, SessionId, StartTaskError,
-    SubscribeError, MAX_KEY_BYTES,
-};
+use super::state::{End, Session};
+use super::{HubConfig, NoSessionPolicy, PublishError, Published, SessionId, MAX_KEY_BYTES};
 use crate::messenger::Payload;
 use crate::status::Fields;
 use crate::sync::lock;
-use crate::task::{TaskRef, TaskShared, Token};
+use crate::task::TaskRef;
 
-type Shard = Mutex<HashMap<SessionId, Arc<Session>>>;
+mod sessions;
+mod tasks;
 
-const SHARDS: usize = 16;
-
-/// Why a session could not be had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    ShutDown,
-    TooMany,
-    Missing,
-}
-
-impl From<Refusal> for PublishError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::ShutDown => PublishError::ShutDown,
-            Refusal::TooMany => PublishError::TooManySessions,
-            // Only asked for when creating is allowed, so a shut-down race at worst.
-            Refusal::Missing => PublishError::ShutDown,
-        }
-    }
-}
-
-impl From<Refusal> for OpenError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::TooMany => OpenError::TooManySessions,
-            Refusal::ShutDown | Refusal::Missing => OpenError::ShutDown,
-        }
-    }
-}
-
-impl From<Refusal> for StartTaskError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::TooMany => StartTaskError::TooManySessions,
-            Refusal::ShutDown | Refusal::Missing => StartTaskError::ShutDown,
-        }
-    }
-}
-
-/// What a session lookup counts in the session, under the shard lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Count {
-    Nothing,
-    Subscriber,
-    RunningTask,
-}
-
-impl From<Refusal> for SubscribeError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::TooMany => SubscribeError::TooManySessions,
-            Refusal::ShutDown | Refusal::Missing => SubscribeError::ShutDown,
-        }
-    }
-}
+pub(crate) use self::sessions::Refusal;
+use self::sessions::{lock_shard, Count};
+use self::sessions::{Shard, SHARDS};
+pub(crate) use self::tasks::{CancelHere, TaskRecord};
 
 /// Milliseconds since the hub was created, on tokio's clock (so paused time applies).
 #[derive(Debug)]
@@ -133,63 +80,12 @@ fn is_watched(session: &Session) -> bool {
         || session.running_tasks.load(Ordering::Acquire) > 0
 }
 
-/// Counts in a session being handed out what the lookup is for (under the shard lock).
-fn counted(session: &Session, count: Count) {
-    match count {
-        Count::Nothing => {}
-        Count::Subscriber => {
-            session.subscribers.fetch_add(1, Ordering::AcqRel);
-        }
-        Count::RunningTask => {
-            session.running_tasks.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// What [`Core::cancel_task`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CancelHere {
-    /// The task was started here; its state after.
-    Done(TaskState),
-    /// The session knows the task, started in another process.
-    Elsewhere,
-    /// The session has no such task here.
-    UnknownTask,
-    /// The session is not held here.
-    UnknownSession,
-}
-
-/// A task change as a shared store has it, for [`Core::deliver_task`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TaskRecord {
-    pub(crate) task: Arc<str>,
-    pub(crate) state: TaskState,
-    pub(crate) last_seq: u64,
-    pub(crate) message: Option<Arc<str>>,
-}
-
 /// A status numbered elsewhere, for [`Core::deliver`].
 #[derive(Debug)]
 pub(crate) struct Delivered {
     pub(crate) seq: u64,
     pub(crate) text: Arc<str>,
     pub(crate) extra: Option<Arc<Extra>>,
-}
-
-/// A new task id: 128 bits as hex, unique in this process and unpredictable enough that a
-/// client cannot guess another's (the standard library's per-process random hash keys,
-/// mixed with the time and a counter).
-fn new_task_id() -> String {
-    use std::hash::{BuildHasher, RandomState};
-
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let count = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos());
-    let high = RandomState::new().hash_one((nanos, count, std::process::id()));
-    let low = RandomState::new().hash_one((count, nanos));
-    format!("{high:016x}{low:016x}")
 }
 
 pub(crate) struct Core {
@@ -222,10 +118,6 @@ impl fmt::Debug for Core {
             .field("shut_down", &self.is_shut_down())
             .finish()
     }
-}
-
-pub(crate) fn lock_shard(shard: &Shard) -> MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
-    lock(shard)
 }
 
 impl Core {
@@ -344,7 +236,7 @@ impl Core {
 
     /// The fields a status keeps, bounded: a key is cut to [`MAX_KEY_BYTES`], data longer
     /// than `max_status_bytes` is left out (either sets `cut`).
-    fn extra(
+    pub(super) fn extra(
         &self,
         fields: Option<Box<Fields>>,
         task: Option<&TaskRef>,
@@ -380,7 +272,7 @@ impl Core {
     }
 
     /// Counts a status refused because its task was cancelled.
-    fn refuse_cancelled(&self, session: &str) {
+    pub(super) fn refuse_cancelled(&self, session: &str) {
         self.counters.dropped_cancelled.add(1);
         if first_time(&self.warned.cancelled) {
             tracing::debug!(
@@ -527,226 +419,6 @@ impl Core {
         Ok(session)
     }
 
-    /// Starts a task in the checked session `id` (opening it if needed): remembered as
-    /// `running`, counted as running until its handle ends it.
-    pub(crate) fn start_task(&self, id: &str) -> Result<(Arc<Session>, TaskRef), StartTaskError> {
-        if self.is_shut_down() {
-            return Err(StartTaskError::ShutDown);
-        }
-        let now = self.clock.now_ms();
-        self.maybe_sweep(now);
-        // As in `append`: an eviction can win only against a TTL shorter than this step.
-        for _ in 0..3 {
-            let session = self.session(id, now, true, Count::RunningTask)?;
-            let mut state = session.lock();
-            let refused = match state.end {
-                Some(End::Evicted) => None,
-                Some(End::Closed) => Some(StartTaskError::SessionClosed),
-                None => {
-                    let task = Arc::new(TaskShared {
-                        id: Arc::from(new_task_id()),
-                        session: session.id.clone(),
-                        token: Token::default(),
-                    });
-                    match state
-                        .tasks
-                        .add(Arc::clone(&task), self.config.task_capacity)
-                    {
-                        Ok(forgotten) => {
-                            self.changed(&mut state, &task);
-                            let wake = state.take_wakers();
-                            drop(state);
-                            self.counters.tasks.add(1);
-                            self.counters.tasks.sub(forgotten);
-                            wake.wake();
-                            self.running_changed(&session, true);
-                            return Ok((session, task));
-                        }
-                        Err(Full) => {
-                            tracing::debug!(
-                                target: "status_messenger::hub",
-                                session = id,
-                                task_capacity = self.config.task_capacity,
-                                "task refused: every task the session remembers is still running"
-                            );
-                            Some(StartTaskError::TooManyTasks)
-                        }
-                    }
-                }
-            };
-            drop(state);
-            session.running_tasks.fetch_sub(1, Ordering::AcqRel);
-            if let Some(refused) = refused {
-                return Err(refused);
-            }
-        }
-        Err(StartTaskError::SessionClosed)
-    }
-
-    /// Hands the current state of `task` (just changed, under `state`'s lock) to the backend,
-    /// and tells the session's subscribers at once when the backend says so; a shared backend
-    /// tells them when the change comes back from its store ([`Core::deliver_task`]).
-    fn changed(&self, state: &mut State, task: &TaskRef) {
-        let Some((task_state, message)) = state.tasks.state_of(task) else {
-            return;
-        };
-        let change = TaskChange {
-            session: &task.session,
-            task,
-            state: task_state,
-            message: message.as_deref(),
-        };
-        if self.backend.task_changed(Local(self), &change) {
-            let head = state.log.head();
-            state.tasks.tell(task, head, self.config.task_capacity);
-        }
-    }
-
-    /// A task of `session` started (`true`) or ended: a shared backend follows a session
-    /// while a task runs in it here, as while it has subscribers here.
-    fn running_changed(&self, session: &Session, started: bool) {
-        let running = session.running_tasks.load(Ordering::Acquire);
-        if (started && running == 1) || (!started && running == 0) {
-            self.backend.interest(&session.id);
-        }
-    }
-
-    /// Records the end of `task` in `session`, and that it no longer runs; its state after.
-    pub(crate) fn end_task(
-        &self,
-        session: &Session,
-        task: &TaskRef,
-        outcome: Outcome,
-    ) -> TaskState {
-        let (ended, wake) = {
-            let mut state = session.lock();
-            let ended = state.tasks.end(task, outcome);
-            let wake = if ended.changed {
-                self.changed(&mut state, task);
-                state.take_wakers()
-            } else {
-                Wake::Nobody
-            };
-            (ended, wake)
-        };
-        wake.wake();
-        // A session stays for its time to live after its last task ended, for a page that
-        // reloads to see how it ended.
-        session
-            .last_activity_ms
-            .fetch_max(self.clock.now_ms(), Ordering::Relaxed);
-        let before = session.running_tasks.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(before > 0, "running task count went below zero");
-        self.running_changed(session, false);
-        ended.state
-    }
-
-    /// Asks the task `task` of `session` to stop, if it was started here; see [`Cancel`].
-    /// Its state after, as the contract answers it, when it was.
-    pub(crate) fn cancel_in(&self, session: &Session, task: &str) -> Cancel {
-        let (found, wake) = {
-            let mut state = session.lock();
-            let found = state.tasks.cancel(task);
-            let wake = match &found {
-                Cancel::Now(task) => {
-                    self.changed(&mut state, task);
-                    state.take_wakers()
-                }
-                _ => Wake::Nobody,
-            };
-            (found, wake)
-        };
-        wake.wake();
-        if let Cancel::Now(task) = &found {
-            task.token.wake();
-        }
-        found
-    }
-
-    /// Asks the task `task` of the checked session `id` to stop, if it was started here.
-    pub(crate) fn cancel_task(&self, id: &str, task: &str) -> CancelHere {
-        let now = self.clock.now_ms();
-        let Ok(session) = self.session(id, now, false, Count::Nothing) else {
-            return CancelHere::UnknownSession;
-        };
-        match self.cancel_in(&session, task) {
-            Cancel::Unknown => CancelHere::UnknownTask,
-            Cancel::Elsewhere(_) => CancelHere::Elsewhere,
-            Cancel::Was(state) => CancelHere::Done(state),
-            Cancel::Now(_) => CancelHere::Done(TaskState::Cancelling),
-        }
-    }
-
-    /// Whether the task `task` of the checked session `id` runs here (started here, not
-    /// ended).
-    pub(crate) fn runs_here(&self, id: &str, task: &str) -> bool {
-        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
-            return false;
-        };
-        let runs = session.lock().tasks.runs_here(task);
-        runs
-    }
-
-    /// A change of a task of `id` that came back from a shared store, for the subscribers
-    /// here, placed after status `after` (`None`: after what the session holds now, as for
-    /// what a subscription starts with). Only sessions this process holds take them.
-    pub(crate) fn deliver_task(&self, id: &str, change: TaskRecord, after: Option<u64>) {
-        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
-            return;
-        };
-        let (told, remembered, wake) = {
-            let mut state = session.lock();
-            if state.end.is_some() {
-                return;
-            }
-            let before = state.tasks.len();
-            let after = after.unwrap_or_else(|| state.log.head());
-            let update = TaskUpdate::new(
-                session.id.clone(),
-                change.task,
-                change.state,
-                change.last_seq,
-                change.message,
-            );
-            let told = state
-                .tasks
-                .deliver(update, after, self.config.task_capacity);
-            let remembered = state.tasks.len() as i64 - before as i64;
-            let wake = if told {
-                state.take_wakers()
-            } else {
-                Wake::Nobody
-            };
-            (told, remembered, wake)
-        };
-        if told && remembered > 0 {
-            self.counters.tasks.add(1);
-        }
-        wake.wake();
-    }
-
-    /// The tasks the checked session `id` remembers here, oldest first, with their states.
-    pub(crate) fn tasks(&self, id: &str) -> Option<Vec<TaskUpdate>> {
-        let now = self.clock.now_ms();
-        let session = self.session(id, now, false, Count::Nothing).ok()?;
-        let state = session.lock();
-        Some(state.tasks.snapshot().collect())
-    }
-
-    /// Ends the session `id` here: its subscribers get what it holds, then their streams end.
-    /// Returns whether this process held it.
-    pub(crate) fn close(&self, id: &str) -> bool {
-        let removed = lock_shard(self.shard(id)).remove(id);
-        match removed {
-            Some(session) => {
-                self.counters.sessions.sub(1);
-                self.end_session(&session, End::Closed);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Refuses statuses from now on and stops the consumers; `false` if it was done before.
     pub(crate) fn stop_accepting(&self) -> bool {
         if self.shut_down.swap(true, Ordering::AcqRel) {
@@ -764,185 +436,5 @@ impl Core {
         if let Some(messenger) = attached {
             messenger.clear_direct();
         }
-    }
-
-    pub(crate) fn close_sessions(&self) {
-        for shard in self.shards.iter() {
-            let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
-            self.counters.sessions.sub(sessions.len() as u64);
-            for session in sessions {
-                self.end_session(&session, End::Closed);
-            }
-        }
-        tracing::debug!(target: "status_messenger::hub", "hub shut down");
-    }
-
-    fn shard(&self, id: &str) -> &Shard {
-        // FNV-1a: cheap, and it only spreads lock contention; each map hashes with SipHash.
-        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
-        &self.shards[(hash % self.shards.len() as u64) as usize]
-    }
-
-    fn idle_expired(&self, session: &Session, now: u64) -> bool {
-        session.subscribers.load(Ordering::Acquire) == 0
-            && session.running_tasks.load(Ordering::Acquire) == 0
-            && now.saturating_sub(session.last_activity_ms.load(Ordering::Relaxed)) >= self.ttl_ms
-    }
-
-    /// Finds (or, with `create`, opens) the session `id` and marks it active; counts in it what
-    /// `count` says. Evicts it first if it has been idle past its TTL.
-    fn session(
-        &self,
-        id: &str,
-        now: u64,
-        create: bool,
-        count: Count,
-    ) -> Result<Arc<Session>, Refusal> {
-        let mut map = lock_shard(self.shard(id));
-        // Checked under the shard lock: `shutdown` sets the flag before draining the shards,
-        // so no session can be opened behind its back.
-        if self.is_shut_down() {
-            return Err(Refusal::ShutDown);
-        }
-        let mut expired = None;
-        if let Some(session) = map.get(id) {
-            if self.idle_expired(session, now) {
-                expired = map.remove(id);
-            } else {
-                if create {
-                    // Opening, publishing and subscribing keep a session alive; looking does not.
-                    session.last_activity_ms.fetch_max(now, Ordering::Relaxed);
-                }
-                counted(session, count);
-                return Ok(Arc::clone(session));
-            }
-        }
-        let result = if !create {
-            Err(Refusal::Missing)
-        } else if self.counters.sessions.get() >= self.config.max_sessions as u64 {
-            Err(Refusal::TooMany)
-        } else {
-            let session = Arc::new(Session::new(SessionId::from_checked(id), now));
-            counted(&session, count);
-            map.insert(session.id.clone(), Arc::clone(&session));
-            self.counters.sessions.add(1);
-            Ok(session)
-        };
-        drop(map);
-        if let Some(session) = expired {
-            self.counters.sessions.sub(1);
-            self.evict(&session);
-        }
-        result
-    }
-
-    fn count_refusal(&self, refusal: Refusal) {
-        match refusal {
-            Refusal::ShutDown | Refusal::Missing => self.counters.dropped_closed.add(1),
-            Refusal::TooMany => {
-                self.counters.dropped_session_limit.add(1);
-                if first_time(&self.warned.limit) {
-                    tracing::warn!(
-                        target: "status_messenger::hub",
-                        max_sessions = self.config.max_sessions,
-                        "session limit reached; statuses for new sessions are dropped \
-                         (counted in HubStats::dropped_session_limit, warned once)"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Ends a session already removed from its shard, asking its tasks to stop.
-    fn end_session(&self, session: &Session, end: End) {
-        let (freed, forgotten, stopped, wake) = {
-            let mut state = session.lock();
-            if state.end.is_some() {
-                return;
-            }
-            state.end = Some(end);
-            let stopped = state.tasks.cancel_all();
-            let (freed, forgotten) = if state.members() == 0 {
-                (state.log.clear(), state.tasks.clear())
-            } else {
-                (0, 0)
-            };
-            (freed, forgotten, stopped, state.take_wakers())
-        };
-        self.counters.retained.sub(freed);
-        self.counters.tasks.sub(forgotten);
-        wake.wake();
-        for task in stopped {
-            task.token.wake();
-        }
-    }
-
-    fn evict(&self, session: &Session) {
-        self.counters.evicted_sessions.add(1);
-        tracing::debug!(
-            target: "status_messenger::hub",
-            session = %session.id,
-            "idle session evicted"
-        );
-        self.end_session(session, End::Evicted);
-    }
-
-    fn maybe_sweep(&self, now: u64) {
-        let due = self.next_sweep_ms.load(Ordering::Relaxed);
-        if now >= due
-            && self
-                .next_sweep_ms
-                .compare_exchange(
-                    due,
-                    now.saturating_add(self.sweep_every_ms),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            self.sweep(now);
-        }
-    }
-
-    fn trim(&self, log: &mut SessionLog, now: u64) -> u64 {
-        let config = &self.config;
-        log.trim(
-            config.history_capacity,
-            config.history_expiry,
-            self.ttl_ms,
-            now,
-        )
-    }
-
-    /// Evicts idle sessions and trims expired history everywhere, now; returns how many were
-    /// evicted.
-    pub(crate) fn sweep_now(&self) -> usize {
-        let now = self.clock.now_ms();
-        self.next_sweep_ms
-            .store(now.saturating_add(self.sweep_every_ms), Ordering::Relaxed);
-        self.sweep(now)
-    }
-
-    fn sweep(&self, now: u64) -> usize {
-        let mut evicted = Vec::new();
-        for shard in self.shards.iter() {
-            let mut map = lock_shard(shard);
-            map.retain(|_, session| {
-                if self.idle_expired(session, now) {
-                    evicted.push(Arc::clone(session));
-                    return false;
-                }
-                let removed = self.trim(&mut session.lock().log, now);
-                self.counters.retained.sub(removed);
-                true
-            });
-        }
-        self.counters.sessions.sub(evicted.len() as u64);
-        for session in &evicted {
-            self.evict(session);
-        }
-        evicted.len()
     }
 }

@@ -132,13 +132,14 @@
 // # Layout
 //
 // One file per concept, each opening with what it holds and its invariants: `config`
-// (HubConfig and its policies), `error` (a result type per operation), `event` (SessionId,
-// Event, Status, Gap), `stats` and `counters` (what is counted and under which names),
-// `core` (this process's sessions), `backend` (the seam to where sessions live, and the
-// in-memory backend), `handle` and `feed` (the Hub handle, and feeding it from messengers),
-// `state`, `log` and `subscription` (one session's state, history and readers), `task` and
-// `task_table` (tasks and their handle, and one session's tasks), and one folder per shared
-// backend.
+// (HubConfig and its policies), `error` (a result type per operation), `session_id`
+// (SessionId), `event` (Event, Status, Gap), `stats` and `counters` (what is counted and under
+// which names), `core` (this process's sessions: the checks and numbering, with its session
+// table and its tasks beside it in `core/`), `backend` (the seam to where sessions live, and
+// the in-memory backend), `handle` and `feed` (the Hub handle, and feeding it from
+// messengers), `state`, `log` and `subscription` (one session's state, history and readers),
+// `task` and `task_table` (tasks and their handle, and one session's tasks), and one folder
+// per shared backend.
 
 mod backend;
 mod config;
@@ -152,6 +153,7 @@ mod log;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+mod session_id;
 mod state;
 mod stats;
 mod subscription;
@@ -163,10 +165,9 @@ pub use self::error::{
     BackendError, CancelError, CloseError, LookupError, OpenError, PublishError, Published,
     StartTaskError, SubscribeError,
 };
-pub use self::event::{
-    Event, Gap, InvalidSessionId, SessionId, Status, MAX_KEY_BYTES, MAX_SESSION_ID_BYTES,
-};
+pub use self::event::{Event, Gap, Status, MAX_KEY_BYTES};
 pub use self::handle::Hub;
+pub use self::session_id::{InvalidSessionId, SessionId, MAX_SESSION_ID_BYTES};
 pub use self::stats::{metric_names, HubStats};
 pub use self::subscription::Subscription;
 pub use self::task::{Task, TaskState, TaskUpdate, UnknownTaskState};

@@ -1,7 +1,9 @@
 //! The writer task: takes statuses from the outbox and appends them to Redis, one batch at a
 //! time: one script call per group of sessions (all of them on one Redis, a partition on a
 //! cluster), over one multiplexed connection (one pipeline on one Redis; each partition's calls
-//! in order, the partitions side by side, on a cluster).
+//! in order, the partitions side by side, on a cluster). Here the connection loop, what it
+//! keeps per session and what it does with Redis's answers; `batch` builds and encodes the
+//! calls, `by_group` runs them.
 //!
 //! # Invariants
 //!
@@ -28,17 +30,18 @@
 //!   one per status, and a busy writer never waits.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Cmd, RedisError, RedisResult, RetryMethod, Value};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::outbox::Item;
-use super::wire::{self, Append, Backoff, Body, Conn, Layout, Scripts};
+mod batch;
+mod by_group;
+
+use self::batch::{Batch, Call};
+use self::by_group::run_by_group;
+use super::wire::{self, Backoff, Conn, Layout, Scripts};
 use super::Shared;
 use crate::hub::backend::BackendHandle;
 
@@ -48,65 +51,6 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// `batch_delay` to gather more; with as many, statuses come fast enough to fill batches
 /// without waiting.
 const LINGER_BELOW: usize = 128;
-
-/// One session's statuses in an append call.
-struct Part {
-    session: Arc<str>,
-    /// `(numbers skipped before it, status)` per status, in order.
-    items: Vec<(u64, Body)>,
-    /// Numbers skipped after the last status.
-    trailing: u64,
-    /// Numbers of statuses whose fate is unknown after Redis lost its data, reserved after the
-    /// floor (see `Writer::reserve_pending`).
-    reserve: u64,
-    /// The call renews the session's keys.
-    renew: bool,
-}
-
-enum Call {
-    Append {
-        group: u32,
-        parts: Vec<Part>,
-        token: u64,
-    },
-    Close {
-        group: u32,
-        session: Arc<str>,
-        token: u64,
-        /// Hears whether the session existed; dropped unanswered when the close fails.
-        reply: Option<oneshot::Sender<bool>>,
-    },
-}
-
-impl Call {
-    fn statuses(&self) -> u64 {
-        match self {
-            Call::Append { parts, .. } => parts.iter().map(|p| p.items.len() as u64).sum(),
-            Call::Close { .. } => 0,
-        }
-    }
-
-    fn group(&self) -> u32 {
-        match self {
-            Call::Append { group, .. } | Call::Close { group, .. } => *group,
-        }
-    }
-
-    fn set_token(&mut self, new: u64) {
-        match self {
-            Call::Append { token, .. } | Call::Close { token, .. } => *token = new,
-        }
-    }
-}
-
-struct Batch {
-    /// Each call, and whether Redis confirmed it (or it was given up and counted).
-    calls: Vec<(Call, bool)>,
-    /// It was sent before: calls not confirmed may have run.
-    sent: bool,
-    /// When it was made: what a renewal it carries counts from.
-    made: Instant,
-}
 
 /// What this writer knows of a session.
 struct Known {
@@ -362,127 +306,6 @@ impl Writer {
         }
     }
 
-    fn token(&mut self) -> u64 {
-        let token = self.next_token;
-        self.next_token += 1;
-        token
-    }
-
-    /// Whether a call made now renews `session`'s keys.
-    fn renews(&self, session: &str) -> bool {
-        let quarter = Duration::from_millis(self.shared.settings.ttl_ms / 4);
-        self.known
-            .get(session)
-            .and_then(|known| known.renewed)
-            .is_none_or(|at| at.elapsed() >= quarter)
-    }
-
-    /// Groups items into one append call per group, with one part per session (a group's call
-    /// ends where one of its sessions is closed).
-    fn build(&mut self, items: Vec<Item>) -> Batch {
-        let keys = self.shared.settings.keys.clone();
-        let mut calls: Vec<(Call, bool)> = Vec::new();
-        // The open append call of each group, and each session's part in it.
-        let mut open: HashMap<u32, usize> = HashMap::new();
-        let mut parts: HashMap<Arc<str>, (usize, usize)> = HashMap::new();
-        for item in items {
-            let session = Arc::clone(item.session());
-            let group = keys.group(&session);
-            if let Item::Close { reply, .. } = item {
-                open.remove(&group);
-                let token = self.token();
-                calls.push((
-                    Call::Close {
-                        group,
-                        session,
-                        token,
-                        reply,
-                    },
-                    false,
-                ));
-                continue;
-            }
-            let index = match open.get(&group) {
-                Some(&index) => index,
-                None => {
-                    let token = self.token();
-                    calls.push((
-                        Call::Append {
-                            group,
-                            parts: Vec::new(),
-                            token,
-                        },
-                        false,
-                    ));
-                    open.insert(group, calls.len() - 1);
-                    calls.len() - 1
-                }
-            };
-            let Call::Append { parts: list, .. } = &mut calls[index].0 else {
-                continue;
-            };
-            let part = match parts.get(&session) {
-                Some(&(call, part)) if call == index => part,
-                _ => {
-                    list.push(Part {
-                        session: Arc::clone(&session),
-                        items: Vec::new(),
-                        trailing: 0,
-                        reserve: 0,
-                        renew: self.renews(&session),
-                    });
-                    parts.insert(session, (index, list.len() - 1));
-                    list.len() - 1
-                }
-            };
-            let part = &mut list[part];
-            match item {
-                Item::Status { status, skip, .. } => {
-                    part.items
-                        .push((skip + std::mem::take(&mut part.trailing), status));
-                }
-                Item::Skip { count, .. } => part.trailing += count,
-                Item::Close { .. } => {}
-            }
-        }
-        Batch {
-            calls,
-            sent: false,
-            made: Instant::now(),
-        }
-    }
-
-    fn command(&self, call: &Call, scripts: &Scripts, check: bool) -> Cmd {
-        let settings = &self.shared.settings;
-        match call {
-            Call::Append {
-                group,
-                parts,
-                token,
-            } => {
-                let appends: Vec<Append<'_>> = parts
-                    .iter()
-                    .map(|part| Append {
-                        session: &part.session,
-                        floor: self.known.get(&part.session).map_or(0, |k| k.seq),
-                        items: &part.items,
-                        trailing: part.trailing,
-                        reserve: part.reserve,
-                        renew: part.renew,
-                    })
-                    .collect();
-                scripts.append_cmd(
-                    &settings.keys,
-                    &settings.call(*group, &self.id, *token, check),
-                    &appends,
-                )
-            }
-            Call::Close { session, token, .. } => {
-                scripts.close_cmd(&settings.keys, settings.ttl_ms, session, &self.id, *token)
-            }
-        }
-    }
-
     /// Sends the calls of `batch` not yet confirmed. `Err` when some could not be sent or their
     /// fate is unknown: those stay unconfirmed.
     async fn send(
@@ -696,92 +519,4 @@ impl Writer {
         self.hub
             .with(|hub| hub.counters().dropped_backend.add(statuses));
     }
-}
-
-impl Batch {
-    fn open_statuses(&self) -> u64 {
-        self.calls
-            .iter()
-            .filter(|(_, done)| !done)
-            .map(|(call, _)| call.statuses())
-            .sum()
-    }
-}
-
-type GroupRun<'a> = Pin<Box<dyn Future<Output = Vec<(usize, RedisResult<Value>)>> + Send + 'a>>;
-
-/// Runs the commands of each group in order, the groups side by side (each on the shard that
-/// owns it), each command within `timeout`; the results in the order of `commands`. A command
-/// after a failed one in its group is not sent: it fails with the same transient error.
-async fn run_by_group(
-    conn: &Conn,
-    commands: Vec<Cmd>,
-    groups: &[u32],
-    timeout: Duration,
-) -> Vec<RedisResult<Value>> {
-    let count = commands.len();
-    let mut by_group: HashMap<u32, Vec<(usize, Cmd)>> = HashMap::new();
-    for (index, (cmd, group)) in commands.into_iter().zip(groups).enumerate() {
-        by_group.entry(*group).or_default().push((index, cmd));
-    }
-    let runs: Vec<GroupRun<'_>> = by_group
-        .into_values()
-        .map(|list| {
-            let mut conn = conn.clone();
-            Box::pin(async move {
-                let mut out = Vec::with_capacity(list.len());
-                let mut failed: Option<RedisError> = None;
-                for (index, cmd) in list {
-                    if let Some(error) = &failed {
-                        out.push((index, Err(error.clone())));
-                        continue;
-                    }
-                    let result: RedisResult<Value> =
-                        wire::within(timeout, cmd.query_async(&mut conn)).await;
-                    if let Err(error) = &result {
-                        if transient(error) {
-                            failed = Some(error.clone());
-                        }
-                    }
-                    out.push((index, result));
-                }
-                out
-            }) as GroupRun<'_>
-        })
-        .collect();
-    let mut results: Vec<Option<RedisResult<Value>>> = (0..count).map(|_| None).collect();
-    for (index, result) in join_all(runs).await.into_iter().flatten() {
-        results[index] = Some(result);
-    }
-    results
-        .into_iter()
-        .map(|result| result.unwrap_or_else(|| Err(wire::timed_out())))
-        .collect()
-}
-
-/// Polls every future until all are done; their outputs in order.
-async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
-    let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
-    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => {
-                        *output = Some(value);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }

@@ -74,8 +74,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, RedisResult};
 
 pub(super) use self::reader::Reader;
+use super::config::Common;
 use super::wire::{self, Conn, Layout, Scripts};
-use super::{backend_error, Backing, Common, ConnectError, RedisBackend};
+use super::{backend_error, Backing, ConnectError, RedisBackend};
 use crate::hub::{ConfigError, Hub, HubConfig};
 
 /// How to reach a Redis Cluster and how to ride out its faults; for [`Hub::with_redis_cluster`].

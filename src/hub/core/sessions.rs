@@ -1,0 +1,293 @@
+//! The core's table of sessions: sixteen shards of a map from id to session, the lookup that
+//! opens a session or finds it, and its end (closed, evicted when idle, or at shutdown), with
+//! the sweep that evicts idle sessions and trims expired history.
+//!
+//! # Invariants
+//!
+//! - Locks: a shard's map, then a session's state; neither is held while waking a task.
+//! - A session is counted in `counters.sessions` exactly while it is in a shard: every
+//!   removal subtracts it, then ends the session outside the shard lock.
+//! - A session with a subscriber or a running task here is never idle, so never evicted; an
+//!   idle one is evicted by the first lookup or sweep after its time to live.
+//! - `shut_down` is checked under the shard lock before a session opens (see the core).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{first_time, Core};
+use crate::hub::log::SessionLog;
+use crate::hub::state::{End, Session};
+use crate::hub::{OpenError, PublishError, SessionId, StartTaskError, SubscribeError};
+use crate::sync::lock;
+
+pub(super) type Shard = Mutex<HashMap<SessionId, Arc<Session>>>;
+
+pub(super) const SHARDS: usize = 16;
+
+/// Why a session could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    ShutDown,
+    TooMany,
+    Missing,
+}
+
+impl From<Refusal> for PublishError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::ShutDown => PublishError::ShutDown,
+            Refusal::TooMany => PublishError::TooManySessions,
+            // Only asked for when creating is allowed, so a shut-down race at worst.
+            Refusal::Missing => PublishError::ShutDown,
+        }
+    }
+}
+
+impl From<Refusal> for OpenError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::TooMany => OpenError::TooManySessions,
+            Refusal::ShutDown | Refusal::Missing => OpenError::ShutDown,
+        }
+    }
+}
+
+impl From<Refusal> for StartTaskError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::TooMany => StartTaskError::TooManySessions,
+            Refusal::ShutDown | Refusal::Missing => StartTaskError::ShutDown,
+        }
+    }
+}
+
+/// What a session lookup counts in the session, under the shard lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    Nothing,
+    Subscriber,
+    RunningTask,
+}
+
+impl From<Refusal> for SubscribeError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::TooMany => SubscribeError::TooManySessions,
+            Refusal::ShutDown | Refusal::Missing => SubscribeError::ShutDown,
+        }
+    }
+}
+
+/// Counts in a session being handed out what the lookup is for (under the shard lock).
+fn counted(session: &Session, count: Count) {
+    match count {
+        Count::Nothing => {}
+        Count::Subscriber => {
+            session.subscribers.fetch_add(1, Ordering::AcqRel);
+        }
+        Count::RunningTask => {
+            session.running_tasks.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+pub(crate) fn lock_shard(shard: &Shard) -> MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
+    lock(shard)
+}
+
+impl Core {
+    /// Ends the session `id` here: its subscribers get what it holds, then their streams end.
+    /// Returns whether this process held it.
+    pub(crate) fn close(&self, id: &str) -> bool {
+        let removed = lock_shard(self.shard(id)).remove(id);
+        match removed {
+            Some(session) => {
+                self.counters.sessions.sub(1);
+                self.end_session(&session, End::Closed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn close_sessions(&self) {
+        for shard in self.shards.iter() {
+            let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
+            self.counters.sessions.sub(sessions.len() as u64);
+            for session in sessions {
+                self.end_session(&session, End::Closed);
+            }
+        }
+        tracing::debug!(target: "status_messenger::hub", "hub shut down");
+    }
+
+    pub(super) fn shard(&self, id: &str) -> &Shard {
+        // FNV-1a: cheap, and it only spreads lock contention; each map hashes with SipHash.
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.shards[(hash % self.shards.len() as u64) as usize]
+    }
+
+    fn idle_expired(&self, session: &Session, now: u64) -> bool {
+        session.subscribers.load(Ordering::Acquire) == 0
+            && session.running_tasks.load(Ordering::Acquire) == 0
+            && now.saturating_sub(session.last_activity_ms.load(Ordering::Relaxed)) >= self.ttl_ms
+    }
+
+    /// Finds (or, with `create`, opens) the session `id` and marks it active; counts in it what
+    /// `count` says. Evicts it first if it has been idle past its TTL.
+    pub(super) fn session(
+        &self,
+        id: &str,
+        now: u64,
+        create: bool,
+        count: Count,
+    ) -> Result<Arc<Session>, Refusal> {
+        let mut map = lock_shard(self.shard(id));
+        // Checked under the shard lock: `shutdown` sets the flag before draining the shards,
+        // so no session can be opened behind its back.
+        if self.is_shut_down() {
+            return Err(Refusal::ShutDown);
+        }
+        let mut expired = None;
+        if let Some(session) = map.get(id) {
+            if self.idle_expired(session, now) {
+                expired = map.remove(id);
+            } else {
+                if create {
+                    // Opening, publishing and subscribing keep a session alive; looking does not.
+                    session.last_activity_ms.fetch_max(now, Ordering::Relaxed);
+                }
+                counted(session, count);
+                return Ok(Arc::clone(session));
+            }
+        }
+        let result = if !create {
+            Err(Refusal::Missing)
+        } else if self.counters.sessions.get() >= self.config.max_sessions as u64 {
+            Err(Refusal::TooMany)
+        } else {
+            let session = Arc::new(Session::new(SessionId::from_checked(id), now));
+            counted(&session, count);
+            map.insert(session.id.clone(), Arc::clone(&session));
+            self.counters.sessions.add(1);
+            Ok(session)
+        };
+        drop(map);
+        if let Some(session) = expired {
+            self.counters.sessions.sub(1);
+            self.evict(&session);
+        }
+        result
+    }
+
+    pub(super) fn count_refusal(&self, refusal: Refusal) {
+        match refusal {
+            Refusal::ShutDown | Refusal::Missing => self.counters.dropped_closed.add(1),
+            Refusal::TooMany => {
+                self.counters.dropped_session_limit.add(1);
+                if first_time(&self.warned.limit) {
+                    tracing::warn!(
+                        target: "status_messenger::hub",
+                        max_sessions = self.config.max_sessions,
+                        "session limit reached; statuses for new sessions are dropped \
+                         (counted in HubStats::dropped_session_limit, warned once)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ends a session already removed from its shard, asking its tasks to stop.
+    fn end_session(&self, session: &Session, end: End) {
+        let (freed, forgotten, stopped, wake) = {
+            let mut state = session.lock();
+            if state.end.is_some() {
+                return;
+            }
+            state.end = Some(end);
+            let stopped = state.tasks.cancel_all();
+            let (freed, forgotten) = if state.members() == 0 {
+                (state.log.clear(), state.tasks.clear())
+            } else {
+                (0, 0)
+            };
+            (freed, forgotten, stopped, state.take_wakers())
+        };
+        self.counters.retained.sub(freed);
+        self.counters.tasks.sub(forgotten);
+        wake.wake();
+        for task in stopped {
+            task.token.wake();
+        }
+    }
+
+    fn evict(&self, session: &Session) {
+        self.counters.evicted_sessions.add(1);
+        tracing::debug!(
+            target: "status_messenger::hub",
+            session = %session.id,
+            "idle session evicted"
+        );
+        self.end_session(session, End::Evicted);
+    }
+
+    pub(super) fn maybe_sweep(&self, now: u64) {
+        let due = self.next_sweep_ms.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .next_sweep_ms
+                .compare_exchange(
+                    due,
+                    now.saturating_add(self.sweep_every_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.sweep(now);
+        }
+    }
+
+    pub(super) fn trim(&self, log: &mut SessionLog, now: u64) -> u64 {
+        let config = &self.config;
+        log.trim(
+            config.history_capacity,
+            config.history_expiry,
+            self.ttl_ms,
+            now,
+        )
+    }
+
+    /// Evicts idle sessions and trims expired history everywhere, now; returns how many were
+    /// evicted.
+    pub(crate) fn sweep_now(&self) -> usize {
+        let now = self.clock.now_ms();
+        self.next_sweep_ms
+            .store(now.saturating_add(self.sweep_every_ms), Ordering::Relaxed);
+        self.sweep(now)
+    }
+
+    fn sweep(&self, now: u64) -> usize {
+        let mut evicted = Vec::new();
+        for shard in self.shards.iter() {
+            let mut map = lock_shard(shard);
+            map.retain(|_, session| {
+                if self.idle_expired(session, now) {
+                    evicted.push(Arc::clone(session));
+                    return false;
+                }
+                let removed = self.trim(&mut session.lock().log, now);
+                self.counters.retained.sub(removed);
+                true
+            });
+        }
+        self.counters.sessions.sub(evicted.len() as u64);
+        for session in &evicted {
+            self.evict(session);
+        }
+        evicted.len()
+    }
+}

@@ -1,0 +1,263 @@
+//! How to reach one Redis and ride out its absence ([`RedisConfig`]), why a hub could not be
+//! made on it ([`ConnectError`]), and the settings the backend's tasks share.
+//!
+//! # Invariants
+//!
+//! - A config is checked whole before anything connects: [`RedisConfig::validate`] and
+//!   `Hub::with_redis` run the same checks, and a cluster's config the same ones on the fields
+//!   it shares (`Common`).
+//! - `Settings` are made only from a checked config and a checked hub config, so the tasks
+//!   never meet a zero buffer, an empty prefix or a backoff whose least exceeds its longest.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::wire::{self, Keys, Layout};
+use crate::hub::{BackendError, ConfigError, HubConfig};
+
+/// How to reach Redis and how to ride out its absence; for [`Hub::with_redis`](crate::Hub::with_redis).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use status_messenger::RedisConfig;
+///
+/// let mut config = RedisConfig::new("redis://127.0.0.1:6379/");
+/// assert_eq!(config.key_prefix, "status-messenger");
+/// assert_eq!(config.buffer_capacity, 100_000);
+/// config.reconnect_max = Duration::from_secs(2);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The Redis URL, e.g. `redis://host:6379/0` (`rediss://` is not supported by this build).
+    pub url: String,
+    /// Prefix of every key and channel, so several applications can share one Redis (not
+    /// empty; default `status-messenger`).
+    pub key_prefix: String,
+    /// Statuses held while Redis is slow or away, counting those in flight; beyond it they are
+    /// dropped and counted (at least 1; default 100,000).
+    pub buffer_capacity: usize,
+    /// First delay before reconnecting; it doubles with each failed attempt (at least 1 ms;
+    /// default 100 ms).
+    pub reconnect_min: Duration,
+    /// Longest delay between reconnect attempts (at least `reconnect_min`; default 5 s).
+    pub reconnect_max: Duration,
+    /// Longest wait for a connection or an answer before the connection counts as lost (at
+    /// least 1 ms; default 2 s).
+    pub timeout: Duration,
+    /// Least time between the starts of two batches sent to Redis, unless a full batch is
+    /// waiting: statuses that arrive meanwhile go in one script call per session group, so a
+    /// steady trickle costs Redis one call per delay instead of one per status, for at most this
+    /// much latency (at most 1 s; 0: send as soon as the previous batch is confirmed; default
+    /// 1 ms). See [What a status costs Redis](super#what-a-status-costs-redis).
+    pub batch_delay: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults, with `url`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = status_messenger::RedisConfig::new("redis://localhost/");
+    /// assert_eq!(config.url, "redis://localhost/");
+    /// assert_eq!(config.timeout, std::time::Duration::from_secs(2));
+    /// ```
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key_prefix: "status-messenger".to_owned(),
+            buffer_capacity: 100_000,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            batch_delay: Duration::from_millis(1),
+        }
+    }
+
+    /// Checks every field; [`Hub::with_redis`](crate::Hub::with_redis) does the same.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field that is out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut config = status_messenger::RedisConfig::new("not a url");
+    /// assert_eq!(config.validate().unwrap_err().field(), "url");
+    /// config.url = "redis://localhost/".to_owned();
+    /// config.buffer_capacity = 0;
+    /// assert_eq!(config.validate().unwrap_err().field(), "buffer_capacity");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client().map(drop)
+    }
+
+    pub(super) fn client(&self) -> Result<redis::Client, ConfigError> {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return Err(ConfigError {
+                field: "url",
+                reason: "is not a valid redis url",
+            });
+        };
+        self.common().check()?;
+        Ok(client)
+    }
+
+    pub(super) fn common(&self) -> Common<'_> {
+        Common {
+            key_prefix: &self.key_prefix,
+            buffer_capacity: self.buffer_capacity,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            timeout: self.timeout,
+            batch_delay: self.batch_delay,
+        }
+    }
+}
+
+/// What the configs of one Redis and of a cluster share, and its checks.
+pub(super) struct Common<'a> {
+    pub(super) key_prefix: &'a str,
+    pub(super) buffer_capacity: usize,
+    pub(super) reconnect_min: Duration,
+    pub(super) reconnect_max: Duration,
+    pub(super) timeout: Duration,
+    pub(super) batch_delay: Duration,
+}
+
+impl Common<'_> {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason| Err(ConfigError { field, reason });
+        if self.key_prefix.is_empty() {
+            return fail("key_prefix", "must not be empty");
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return fail(
+                "key_prefix",
+                "must not contain `{` or `}` (they mark hash tags)",
+            );
+        }
+        if self.buffer_capacity == 0 {
+            return fail("buffer_capacity", "must be at least 1");
+        }
+        if self.reconnect_min < Duration::from_millis(1) {
+            return fail("reconnect_min", "must be at least 1 ms");
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return fail("reconnect_max", "must be at least reconnect_min");
+        }
+        if self.timeout < Duration::from_millis(1) {
+            return fail("timeout", "must be at least 1 ms");
+        }
+        if self.batch_delay > Duration::from_secs(1) {
+            return fail("batch_delay", "must be at most 1 s");
+        }
+        Ok(())
+    }
+
+    /// The settings the tasks share, for a validated hub config.
+    pub(super) fn settings(&self, config: &HubConfig, layout: Layout) -> Settings {
+        let ttl_ms = u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX);
+        Settings {
+            keys: Keys::new(self.key_prefix, layout),
+            history_capacity: config.history_capacity,
+            task_capacity: config.task_capacity,
+            ttl_ms,
+            buffer_capacity: self.buffer_capacity,
+            batch: self.buffer_capacity.min(1024),
+            batch_delay: self.batch_delay,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Validated settings the tasks share.
+#[derive(Debug)]
+pub(super) struct Settings {
+    pub(super) keys: Keys,
+    pub(super) history_capacity: usize,
+    pub(super) task_capacity: usize,
+    pub(super) ttl_ms: u64,
+    pub(super) buffer_capacity: usize,
+    /// Most items per batch.
+    pub(super) batch: usize,
+    pub(super) batch_delay: Duration,
+    pub(super) reconnect_min: Duration,
+    pub(super) reconnect_max: Duration,
+    pub(super) timeout: Duration,
+}
+
+impl Settings {
+    /// What an append call of `group` by `writer` carries besides its sessions.
+    pub(super) fn call<'a>(
+        &self,
+        group: u32,
+        writer: &'a str,
+        token: u64,
+        check: bool,
+    ) -> wire::Call<'a> {
+        wire::Call {
+            group,
+            writer,
+            token,
+            check,
+            capacity: self.history_capacity,
+            // Renewed at most every quarter of the TTL, so they live at least the TTL after
+            // the last status (see the writer).
+            key_ttl_ms: self.ttl_ms.saturating_add(self.ttl_ms / 4),
+        }
+    }
+}
+
+/// Why [`Hub::with_redis`](crate::Hub::with_redis) could not make a hub.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::hub::redis::ConnectError;
+/// use status_messenger::{Hub, HubConfig, RedisConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Nothing listens on port 1.
+/// let mut redis = RedisConfig::new("redis://127.0.0.1:1/");
+/// redis.timeout = std::time::Duration::from_millis(200);
+/// let Err(ConnectError::Backend(error)) = Hub::with_redis(HubConfig::default(), redis).await else {
+///     panic!("connected to nothing?");
+/// };
+/// assert!(error.to_string().starts_with("redis: "));
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// A field of the [`HubConfig`] or the [`RedisConfig`] is out of range.
+    Config(ConfigError),
+    /// Redis did not answer within [`RedisConfig::timeout`].
+    Backend(BackendError),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Config(error) => error.fmt(f),
+            ConnectError::Backend(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Config(error) => Some(error),
+            ConnectError::Backend(error) => Some(error),
+        }
+    }
+}
