@@ -121,6 +121,7 @@ impl Reader {
                 tracing::debug!(target: "status_messenger::redis", %error, "reconnect failed");
             }
             let delay = backoff.next_delay();
+            shared.set_down(&error, delay);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = stop.changed() => {}
@@ -214,9 +215,15 @@ impl Reader {
                 .collect();
             wire::within(settings.timeout, link.sink.subscribe(channels)).await?;
             // A subscriber opens the session, as a status would.
-            self.follow
+            let closed = self
+                .follow
                 .attach(&mut link.conn, chunk.to_vec(), true)
                 .await?;
+            if !closed.is_empty() {
+                let channels: Vec<String> =
+                    closed.iter().map(|s| settings.keys.channel(s)).collect();
+                wire::within(settings.timeout, link.sink.unsubscribe(channels)).await?;
+            }
         }
         Ok(())
     }
@@ -284,6 +291,7 @@ impl Reader {
         redis::cmd("PING")
             .query_async::<Value>(&mut link.conn)
             .await?;
+        self.follow.prune();
         if !refresh_due(&mut self.last_refresh, settings.ttl_ms) || self.follow.is_empty() {
             return Ok(());
         }

@@ -98,6 +98,7 @@ impl Reader {
                     self.with_counters(|c| c.backend_errors.add(1));
                     tracing::warn!(target: "status_messenger::redis", %error, "redis cluster unreachable");
                     let delay = backoff.next_delay();
+                    shared.set_down(&error, delay);
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => {}
@@ -285,16 +286,24 @@ impl Reader {
         partition.confirmed = true;
         let sessions: Vec<Arc<str>> = partition.sessions.iter().cloned().collect();
         let heads = self.heads(sessions);
-        let result = self.follow.attach(conn, heads, true).await;
-        if result.is_err() {
-            if let Some(partition) = self.wanted.get_mut(&group) {
-                partition.confirmed = false;
+        match self.follow.attach(conn, heads, true).await {
+            Ok(closed) => {
+                for session in closed {
+                    // A subscription left behind only brings frames that are skipped.
+                    let _ = self.forget(conn, group, &session).await;
+                }
+                Ok(())
             }
-            // The scripts may be missing on a newly promoted master.
-            let timeout = self.follow.shared.settings.timeout;
-            let _ = wire::within(timeout, Scripts::load(conn)).await;
+            Err(error) => {
+                if let Some(partition) = self.wanted.get_mut(&group) {
+                    partition.confirmed = false;
+                }
+                // The scripts may be missing on a newly promoted master.
+                let timeout = self.follow.shared.settings.timeout;
+                let _ = wire::within(timeout, Scripts::load(conn)).await;
+                Err(error)
+            }
         }
-        result
     }
 
     /// Each session with the number the local history holds.
@@ -373,12 +382,19 @@ impl Reader {
         let mut failed = Ok(());
         if !now.is_empty() {
             let groups: Vec<u32> = now.iter().map(|(s, _)| keys.group(s)).collect();
-            if let Err(error) = self.follow.attach(conn, now, true).await {
-                // Not attached: the recovery subscribes again and reads them.
-                for group in groups {
-                    self.unconfirm(group);
+            match self.follow.attach(conn, now, true).await {
+                Ok(closed) => {
+                    for session in closed {
+                        let _ = self.forget(conn, keys.group(&session), &session).await;
+                    }
                 }
-                failed = Err(error);
+                Err(error) => {
+                    // Not attached: the recovery subscribes again and reads them.
+                    for group in groups {
+                        self.unconfirm(group);
+                    }
+                    failed = Err(error);
+                }
             }
         }
         for group in subscribe {
@@ -392,6 +408,7 @@ impl Reader {
     /// Keeps the keys of served sessions alive while they have subscribers.
     async fn refresh(&mut self, conn: &mut Conn) -> RedisResult<()> {
         let shared = Arc::clone(&self.follow.shared);
+        self.follow.prune();
         if !refresh_due(&mut self.last_refresh, shared.settings.ttl_ms) || self.follow.is_empty() {
             return Ok(());
         }
