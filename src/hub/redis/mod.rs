@@ -359,11 +359,13 @@ impl Shared {
             let went_down = self.went_down.notified();
             let mut went_down = std::pin::pin!(went_down);
             went_down.as_mut().enable();
-            if let Some(conn) = &*lock(&self.conn) {
-                return Ok(conn.clone());
-            }
+            // Known down first: a cluster keeps its last connection while it cannot make a new
+            // one.
             if let Some(error) = self.unavailable() {
                 return Err(error);
+            }
+            if let Some(conn) = &*lock(&self.conn) {
+                return Ok(conn.clone());
             }
             let either = async {
                 tokio::select! {
