@@ -157,7 +157,8 @@ impl BackendError {
     /// use std::time::Duration;
     /// use status_messenger::hub::BackendError;
     ///
-    /// let error = BackendError::new("redis", "unavailable").with_retry_after(Duration::from_secs(2));
+    /// let error = BackendError::new("redis", "unavailable")
+    ///     .with_retry_after(Duration::from_secs(2));
     /// assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
     /// ```
     #[must_use]
@@ -338,7 +339,8 @@ impl LookupError {
     /// use std::time::Duration;
     /// use status_messenger::hub::{BackendError, LookupError};
     ///
-    /// let away = BackendError::new("redis", "unavailable").with_retry_after(Duration::from_secs(1));
+    /// let away = BackendError::new("redis", "unavailable")
+    ///     .with_retry_after(Duration::from_secs(1));
     /// assert_eq!(LookupError::Backend(away).retry_after(), Some(Duration::from_secs(1)));
     /// ```
     pub fn retry_after(&self) -> Option<Duration> {

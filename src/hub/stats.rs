@@ -110,8 +110,9 @@ pub struct HubStats {
     pub gaps: u64,
     /// Statuses covered by those gap items.
     pub lagged: u64,
-    /// Sessions evicted after [`HubConfig::history_ttl`](crate::HubConfig::history_ttl) with no subscriber and no status,
-    /// or earlier to make room (those are also counted in `evicted_under_pressure`).
+    /// Sessions evicted after [`HubConfig::history_ttl`](crate::HubConfig::history_ttl) with no
+    /// subscriber and no status, or earlier to make room (those are also counted in
+    /// `evicted_under_pressure`).
     pub evicted_sessions: u64,
     /// Statuses held in history now, over all sessions.
     pub retained: u64,

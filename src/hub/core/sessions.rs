@@ -148,8 +148,8 @@ impl Core {
 
     /// Finds (or, with `create`, opens) the session `id` and marks it active; counts in it what
     /// `count` says. Evicts it first if it has been idle past its TTL. When
-    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) are held, the sessions idle longest make room for a new one
-    /// (see `make_room`); only when none can is it refused.
+    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) are held, the sessions idle
+    /// longest make room for a new one (see `make_room`); only when none can is it refused.
     pub(super) fn session(
         &self,
         id: &str,

@@ -48,13 +48,16 @@ pub struct RedisConfig {
     /// Longest wait for a connection or an answer before the connection counts as lost (at
     /// least 1 ms; default 2 s).
     pub timeout: Duration,
-    /// Longest a call that a request waits on may wait for Redis: [`Hub::open_session`],
-    /// [`Hub::session_exists`] and [`Hub::cancel_task`], a wait for a connection and the
-    /// command together (at least 1 ms; default 250 ms). While the connection is known to be
-    /// down (the last attempt to reconnect failed) they, and [`Hub::close_session`], answer at
-    /// once instead. Either way the error says when to try again
+    /// Longest a call that a request waits on may wait for Redis:
+    /// [`Hub::open_session`](crate::Hub::open_session),
+    /// [`Hub::session_exists`](crate::Hub::session_exists) and
+    /// [`Hub::cancel_task`](crate::Hub::cancel_task), a wait for a connection and the command
+    /// together (at least 1 ms; default 250 ms). While the connection is known to be down (the
+    /// last attempt to reconnect failed) they, and
+    /// [`Hub::close_session`](crate::Hub::close_session), answer at once instead. Either way the
+    /// error says when to try again
     /// ([`BackendError::retry_after`](crate::hub::BackendError::retry_after)), what a server
-    /// answers as `Retry-After` with its 503. See [Faults](self#faults).
+    /// answers as `Retry-After` with its 503. See [Faults](super#faults).
     pub request_timeout: Duration,
     /// Least time between the starts of two batches sent to Redis, unless a full batch is
     /// waiting: statuses that arrive meanwhile go in one script call per session group, so a
