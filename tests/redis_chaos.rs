@@ -13,7 +13,8 @@
 //!
 //! Below the cases, tests pin down single faults exactly: a batch of unknown fate when Redis
 //! restarts without its data, Redis restarted from an older snapshot, a session closed while a
-//! hub was cut off, and every call a request makes failing fast while Redis is away.
+//! hub was cut off (ended there too, and not reopened by a writer putting counters back), and
+//! every call a request makes failing fast while Redis is away.
 //!
 //! Run with: cargo test --all-features --test redis_chaos -- --nocapture
 #![cfg(feature = "redis")]
@@ -952,4 +953,41 @@ async fn with_redis_away_calls_fail_fast_and_work_again_once_it_is_back() {
             .await
             .expect("shutdown");
     }
+}
+
+/// The other side of putting counters back on reconnecting: a session another process closed
+/// while this one was cut off stays closed; putting its counter back must not open it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_reconnecting_does_not_reopen_a_session_closed_meanwhile() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let to_a = Proxy::start(server.port()).await;
+    let prefix = prefix("closed-stays");
+    let a = hub(to_a.url(), &prefix).await;
+    let b = hub(server.url(), &prefix).await;
+    let mut on_b = b.subscribe("s", None);
+    for i in 1..=5 {
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
+    }
+    common::read_through(&mut on_b, 5, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while a.stats().backend_buffered > 0 {
+        assert!(Instant::now() < deadline, "A's statuses not confirmed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    to_a.refuse();
+    to_a.cut();
+    assert!(timeout(OP_BOUND, b.close_session("s"))
+        .await
+        .expect("close")
+        .expect("redis is there"));
+    let reconnects = a.stats().backend_reconnects;
+    to_a.forward().await;
+    while a.stats().backend_reconnects < reconnects + 2 {
+        assert!(Instant::now() < deadline, "A did not reconnect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!b.session_exists("s").await.expect("redis is there"));
+    assert_eq!(counter_in_redis(&server, &prefix, "s"), None);
 }
