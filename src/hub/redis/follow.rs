@@ -10,6 +10,9 @@
 //! - Statuses heard for a session that is not attached are ignored: the read that attaches it
 //!   comes after the subscription, so it holds them.
 //! - Numbers at or below the applied one are duplicates of what was read and are skipped.
+//!   While the hub's history holds less than was applied (its session was evicted and opened
+//!   again before this process stopped following it), the session is read again from what the
+//!   hub holds (`is_behind`).
 //! - A number above the next one expected leaves a hole. Before the later status is applied the
 //!   hole is read back from the stream; whatever the stream no longer holds is applied as lost,
 //!   so subscribers see it as a gap, never as a silent skip.
@@ -81,6 +84,15 @@ impl Follow {
 
     pub(super) fn is_attached(&self, session: &str) -> bool {
         self.attached.contains_key(session)
+    }
+
+    /// Whether `session` is followed while the hub's history of it holds less than was applied:
+    /// the hub's session was evicted and opened again before this process stopped following
+    /// it, so the new one must be read from history again.
+    pub(super) fn is_behind(&self, session: &str, head: u64) -> bool {
+        self.attached
+            .get(session)
+            .is_some_and(|&applied| applied > head)
     }
 
     pub(super) fn is_empty(&self) -> bool {

@@ -255,11 +255,15 @@ impl Reader {
         let dirty = shared.take_interest();
         let mut attach = Vec::new();
         let mut detach = Vec::new();
+        let mut again = Vec::new();
         let follow = &self.follow;
         let looked = follow.hub.with(|hub| {
             for session in dirty {
                 match (hub.watched_head(&session), follow.is_attached(&session)) {
                     (Some(head), false) => attach.push((session, head)),
+                    (Some(head), true) if follow.is_behind(&session, head) => {
+                        again.push((session, head));
+                    }
                     (None, true) => detach.push(session),
                     _ => {}
                 }
@@ -268,6 +272,11 @@ impl Reader {
         if looked.is_none() {
             return Ok(());
         }
+        // Still subscribed: read again from what the hub holds now.
+        for (session, _) in &again {
+            self.follow.detach(session);
+        }
+        attach.extend(again);
         if !detach.is_empty() {
             let keys = &shared.settings.keys;
             let channels: Vec<String> = detach.iter().map(|s| keys.channel(s)).collect();

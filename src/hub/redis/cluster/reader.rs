@@ -346,8 +346,10 @@ impl Reader {
         let dirty = shared.take_interest();
         let mut join = Vec::new();
         let mut leave = Vec::new();
+        let mut again = Vec::new();
         let wanted = &self.wanted;
-        let looked = self.follow.hub.with(|hub| {
+        let follow = &self.follow;
+        let looked = follow.hub.with(|hub| {
             for session in dirty {
                 let group = keys.group(&session);
                 let known = wanted
@@ -355,6 +357,10 @@ impl Reader {
                     .is_some_and(|p| p.sessions.contains(&session));
                 match (hub.watched_head(&session), known) {
                     (Some(head), false) => join.push((session, head)),
+                    // The hub's session was evicted and opened again: read it again.
+                    (Some(head), true) if follow.is_behind(&session, head) => {
+                        again.push((session, head));
+                    }
                     (None, true) => leave.push(session),
                     _ => {}
                 }
@@ -367,6 +373,11 @@ impl Reader {
             // A subscription left behind only brings frames that are skipped.
             let _ = self.forget(conn, keys.group(&session), &session).await;
         }
+        // Still wanted and subscribed: read again from what the hub holds now.
+        for (session, _) in &again {
+            self.follow.detach(session);
+        }
+        join.extend(again);
         let mut now: Vec<(Arc<str>, u64)> = Vec::new();
         let mut subscribe = Vec::new();
         for (session, head) in join {
