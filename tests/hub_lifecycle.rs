@@ -236,6 +236,9 @@ async fn the_session_limit_refuses_new_sessions_only() {
     let hub = Hub::new(config(|c| c.max_sessions = 2)).unwrap();
     assert_eq!(hub.publish(Some("a"), "x").map(|p| p.seq()), Ok(Some(1)));
     hub.open_session("b").await.unwrap();
+    // Both are read: neither may give way to a new session (idle ones do, see hub_pressure).
+    let _a = hub.subscribe("a", None);
+    let _b = hub.subscribe("b", None);
     assert_eq!(
         hub.publish(Some("c"), "x"),
         Err(PublishError::TooManySessions)

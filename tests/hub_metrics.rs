@@ -90,14 +90,21 @@ async fn metrics_mirror_the_stats() {
     );
     hub.publish(Some("b"), "b").unwrap();
     hub.publish(Some("c"), "c").unwrap();
+    // Every session read: none gives way.
+    let on_b = hub.subscribe("b", None);
+    let on_c = hub.subscribe("c", None);
     assert_eq!(
         hub.publish(Some("d"), "over the session limit"),
         Err(PublishError::TooManySessions)
     );
+    // No longer read, b makes room for e.
+    drop(on_b);
+    hub.publish(Some("e"), "e").unwrap();
     for _ in 0..4 {
         sub.next().await;
     }
     hub.close_session("c").await.unwrap();
+    drop(on_c);
     tokio::time::advance(Duration::from_secs(11)).await;
     hub.evict_idle();
     hub.shutdown().await;
@@ -113,6 +120,10 @@ async fn metrics_mirror_the_stats() {
     assert_eq!(recorder.counter(names::GAPS), stats.gaps);
     assert_eq!(recorder.counter(names::LAGGED), stats.lagged);
     assert_eq!(recorder.counter(names::EVICTED), stats.evicted_sessions);
+    assert_eq!(
+        recorder.counter(names::EVICTED_UNDER_PRESSURE),
+        stats.evicted_under_pressure
+    );
     let dropped =
         |reason: &str| recorder.counter(&format!("{}{{reason={reason}}}", names::DROPPED));
     assert_eq!(dropped("no_session"), stats.dropped_no_session);
@@ -124,9 +135,11 @@ async fn metrics_mirror_the_stats() {
     assert_eq!(recorder.gauge(names::RETAINED), stats.retained);
 
     // The scenario touched every counter, so the comparison above means something.
-    assert_eq!(stats.accepted, 8);
+    assert_eq!(stats.accepted, 9);
     assert_eq!((stats.delivered, stats.gaps, stats.lagged), (3, 1, 3));
-    assert_eq!((stats.truncated, stats.evicted_sessions), (1, 1));
+    // b to make room, e after the TTL.
+    assert_eq!((stats.truncated, stats.evicted_sessions), (1, 2));
+    assert_eq!(stats.evicted_under_pressure, 1);
     assert_eq!((stats.dropped_no_session, stats.dropped_invalid), (1, 1));
     assert_eq!((stats.dropped_session_limit, stats.dropped_closed), (1, 1));
     // Session a kept its subscriber, but its history expired 10 s after its last status.

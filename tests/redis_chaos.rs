@@ -11,9 +11,10 @@
 //! each hub delivered after it, and to when each hub had caught up with the first status
 //! published after it.
 //!
-//! Below the cases, two tests pin down single faults exactly (a batch of unknown fate when
-//! Redis restarts without its data), and two ignored tests reproduce faults the backend still
-//! has (run them with `-- --ignored`).
+//! Below the cases, tests pin down single faults exactly: a batch of unknown fate when Redis
+//! restarts without its data, Redis restarted from an older snapshot, a session closed while a
+//! hub was cut off (ended there too, and not reopened by a writer putting counters back), and
+//! every call a request makes failing fast while Redis is away.
 //!
 //! Run with: cargo test --all-features --test redis_chaos -- --nocapture
 #![cfg(feature = "redis")]
@@ -391,21 +392,25 @@ async fn run_case(name: &str, fault: Fault, server: RedisServer) {
     }
 
     // Every number once, in order, each status under its own number; gaps only where Redis
-    // lost what it had not confirmed.
+    // lost what it had: statuses published just before it died, in flight (their fate unknown,
+    // counted as dropped) or applied but not yet heard by that hub when Redis died with them.
     let stats = hubs[0].stats();
     let mut gap_numbers = 0;
+    let at_risk = (fault_start - Duration::from_millis(500))..=(fault_start + TIMEOUT);
     for timeline in &timelines {
         let missing = check_exact(&timeline.events, total);
         gap_numbers += missing.len();
         if fault.loses_data() {
-            assert!(
-                missing.len() as u64 <= stats.dropped_backend,
-                "{name}, {}: {} numbers in gaps, {} statuses dropped: {:?}",
-                timeline.label,
-                missing.len(),
-                stats.dropped_backend,
-                shape(&timeline.events)
-            );
+            for n in &missing {
+                let published = rounds[*n as usize - 1];
+                assert!(
+                    at_risk.contains(&published),
+                    "{name}, {}: {n} in a gap, published {:?} after the fault began: {:?}",
+                    timeline.label,
+                    published.saturating_duration_since(fault_start),
+                    shape(&timeline.events)
+                );
+            }
             let gaps = shape(&timeline.events)
                 .iter()
                 .filter(|(kind, ..)| *kind == 'g')
@@ -691,21 +696,23 @@ async fn a_batch_lost_on_the_way_while_another_hub_published_still_leaves_a_gap_
     }
 }
 
-/// Known bug, not fixed here: Redis restarted from a snapshot older than what it had answered
-/// (an RDB file saved earlier, or a replica that lagged) keeps its epoch, so no process treats it
-/// as data loss and nobody raises the session's counter back. A writer that has no floor of its
-/// own for the session (here a process started after the restart) then numbers new statuses
-/// under numbers subscribers already had, and every reader skips them as duplicates: lost,
-/// with no gap.
+/// Redis restarted from a snapshot older than what it had answered (an RDB file saved earlier,
+/// or a replica that lagged) keeps its epoch, so no process sees it as data loss, and the
+/// session's counter stands below numbers subscribers already had. A process that numbered the
+/// session puts its counter back when it reconnects, so a writer with no floor of its own for
+/// the session (here a process started after the restart) numbers new statuses after them.
+/// Before, they came under numbers subscribers already had, and every reader skipped them as
+/// duplicates: lost, with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a restart from an older snapshot reuses numbers (see the test's docs)"]
 async fn redis_restarted_from_an_older_snapshot_loses_nothing_silently() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
     let prefix = prefix("stale");
-    let a = hub(server.url(), &prefix).await;
-    let b = hub(server.url(), &prefix).await;
+    let to_a = Proxy::start(server.port()).await;
+    let to_b = Proxy::start(server.port()).await;
+    let a = hub(to_a.url(), &prefix).await;
+    let b = hub(to_b.url(), &prefix).await;
     let mut on_b = b.subscribe("s", None);
     for i in 1..=10 {
         a.publish(Some("s"), format!("a {i}")).unwrap();
@@ -717,11 +724,24 @@ async fn redis_restarted_from_an_older_snapshot_loses_nothing_silently() {
         a.publish(Some("s"), format!("a {i}")).unwrap();
     }
     common::read_more(&mut on_b, &mut events, 20, WAIT).await;
+    // Both hubs are kept away until Redis is back from the snapshot, and it has gone back.
+    for proxy in [&to_a, &to_b] {
+        proxy.refuse();
+        proxy.cut();
+    }
     tokio::task::block_in_place(|| server.restart());
     assert_eq!(counter_in_redis(&server, &prefix, "s"), Some(10));
+    for proxy in [&to_a, &to_b] {
+        proxy.forward().await;
+    }
     let deadline = Instant::now() + WAIT;
     while b.stats().backend_reconnects < 2 || a.stats().backend_reconnects < 2 {
         assert!(Instant::now() < deadline, "hubs did not reconnect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A, which numbered the session, put its counter back on reconnecting.
+    while counter_in_redis(&server, &prefix, "s") != Some(20) {
+        assert!(Instant::now() < deadline, "A did not put the counter back");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // A process started since publishes to the session, then A goes on.
@@ -757,12 +777,13 @@ async fn redis_restarted_from_an_older_snapshot_loses_nothing_silently() {
     );
 }
 
-/// Known bug, not fixed here: a session closed (and used again) while a hub was cut off from
-/// Redis. That hub misses the close message; when it reconnects it finds the session's counter
-/// below what it had applied and applies nothing, so its subscribers' streams never end and the
-/// new session's statuses up to the old number never reach them, with no gap.
+/// A session closed (and used again) while a hub was cut off from Redis: that hub misses the
+/// close message, and finds out when it reconnects and reads the session again (Redis counts
+/// each session's closes), so its subscribers' streams end there too, and none of them gets a
+/// status of the new session under a number it already had. Before, the hub found the counter
+/// below what it had applied and applied nothing: its streams never ended, and the new
+/// session's statuses up to the old number never reached them, with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a close missed during a partition never ends the streams (see the test's docs)"]
 async fn a_session_closed_while_a_hub_was_cut_off_ends_its_streams_there_too() {
     let Some(server) = RedisServer::start() else {
         return;
@@ -804,4 +825,169 @@ async fn a_session_closed_while_a_hub_was_cut_off_ends_its_streams_there_too() {
     })
     .await;
     assert!(ended.is_ok(), "B's stream did not end within {WAIT:?}");
+}
+
+/// How Redis goes away in [`with_redis_away_calls_fail_fast_and_work_again_once_it_is_back`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Away {
+    /// SIGKILL; restarted (empty) afterwards.
+    Killed,
+    /// The proxy drops every connection and refuses new ones.
+    Cut,
+    /// The proxy holds every byte, so nothing tells the hub that Redis is gone.
+    Blackholed,
+}
+
+/// With Redis away, every call a request makes (opening a session, looking one up, cancelling a
+/// task; closing one too once Redis is known to be away) answers within half a second with an
+/// error that says Redis is unavailable and when to try again, on the default timeouts, and
+/// publishing goes on taking statuses. Once
+/// Redis is back the same calls work again. Before, opening a session waited up to
+/// `RedisConfig::timeout` (2 s) for a connection and as long again for the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_away_calls_fail_fast_and_work_again_once_it_is_back() {
+    const FAST: Duration = Duration::from_millis(500);
+    for away in [Away::Killed, Away::Cut, Away::Blackholed] {
+        let Some(mut server) = RedisServer::start() else {
+            return;
+        };
+        let proxy = Proxy::start(server.port()).await;
+        let mut redis = RedisConfig::new(proxy.url());
+        redis.key_prefix = prefix("fail-fast");
+        let hub = timeout(
+            Duration::from_secs(5),
+            Hub::with_redis(HubConfig::default(), redis),
+        )
+        .await
+        .expect("connect within its timeout")
+        .expect("connect to redis");
+        hub.open_session("before").await.expect("redis is there");
+
+        match away {
+            Away::Killed => server.kill(),
+            Away::Cut => {
+                proxy.refuse();
+                proxy.cut();
+            }
+            Away::Blackholed => proxy.set_mode(Mode::Blackhole),
+        }
+        // Every call, over and over for a while: each answers within the bound, with an error.
+        let started = Instant::now();
+        let mut slowest = Duration::ZERO;
+        let mut round = 0;
+        while started.elapsed() < Duration::from_millis(1500) {
+            round += 1;
+            let id = format!("during-{round}");
+            let t = Instant::now();
+            let opened = timeout(FAST, hub.open_session(&id))
+                .await
+                .unwrap_or_else(|_| panic!("{away:?}: open_session took over {FAST:?}"));
+            let error = opened.expect_err("opened a session with redis away");
+            assert!(
+                error.to_string().starts_with("redis: "),
+                "{away:?}: {error}"
+            );
+            assert!(error.retry_after().is_some(), "{away:?}: {error}");
+            slowest = slowest.max(t.elapsed());
+            let t = Instant::now();
+            let looked = timeout(FAST, hub.session_exists("before"))
+                .await
+                .unwrap_or_else(|_| panic!("{away:?}: session_exists took over {FAST:?}"));
+            let error = looked.expect_err("looked a session up with redis away");
+            assert!(error.retry_after().is_some(), "{away:?}: {error}");
+            slowest = slowest.max(t.elapsed());
+            // A close waits for its confirmation (up to twice `RedisConfig::timeout`) unless
+            // Redis is known to be away; no request waits on it.
+            if away != Away::Blackholed {
+                let t = Instant::now();
+                let closed = timeout(FAST, hub.close_session(&id))
+                    .await
+                    .unwrap_or_else(|_| panic!("{away:?}: close_session took over {FAST:?}"));
+                assert!(
+                    closed.is_err(),
+                    "{away:?}: a close confirmed with redis away"
+                );
+                slowest = slowest.max(t.elapsed());
+            }
+            let t = Instant::now();
+            let cancelled = timeout(FAST, hub.cancel_task("before", "some-task"))
+                .await
+                .unwrap_or_else(|_| panic!("{away:?}: cancel_task took over {FAST:?}"));
+            assert!(cancelled.is_err(), "{away:?}: {cancelled:?}");
+            slowest = slowest.max(t.elapsed());
+            assert_eq!(
+                hub.publish(Some("before"), format!("msg {round}")),
+                Ok(Published::Queued)
+            );
+            // Not a tight loop: a request now and then.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let back = Instant::now();
+        match away {
+            Away::Killed => tokio::task::block_in_place(|| server.restart()),
+            Away::Cut | Away::Blackholed => proxy.forward().await,
+        }
+        // Within the default backoff (at most 5 s between attempts), it works again.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let opened = timeout(FAST, hub.open_session("after"))
+                .await
+                .unwrap_or_else(|_| panic!("{away:?}: open_session took over {FAST:?}"));
+            if opened.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{away:?}: still {opened:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let recovered = back.elapsed();
+        assert!(hub.session_exists("after").await.expect("redis is back"));
+        assert!(hub.close_session("after").await.expect("redis is back"));
+        println!(
+            "redis {away:?}: {round} rounds of calls, slowest {} us; working again {} ms after \
+             redis was",
+            slowest.as_micros(),
+            recovered.as_millis()
+        );
+        timeout(Duration::from_secs(10), hub.shutdown())
+            .await
+            .expect("shutdown");
+    }
+}
+
+/// The other side of putting counters back on reconnecting: a session another process closed
+/// while this one was cut off stays closed; putting its counter back must not open it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_reconnecting_does_not_reopen_a_session_closed_meanwhile() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let to_a = Proxy::start(server.port()).await;
+    let prefix = prefix("closed-stays");
+    let a = hub(to_a.url(), &prefix).await;
+    let b = hub(server.url(), &prefix).await;
+    let mut on_b = b.subscribe("s", None);
+    for i in 1..=5 {
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
+    }
+    common::read_through(&mut on_b, 5, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while a.stats().backend_buffered > 0 {
+        assert!(Instant::now() < deadline, "A's statuses not confirmed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    to_a.refuse();
+    to_a.cut();
+    assert!(timeout(OP_BOUND, b.close_session("s"))
+        .await
+        .expect("close")
+        .expect("redis is there"));
+    let reconnects = a.stats().backend_reconnects;
+    to_a.forward().await;
+    while a.stats().backend_reconnects < reconnects + 2 {
+        assert!(Instant::now() < deadline, "A did not reconnect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!b.session_exists("s").await.expect("redis is there"));
+    assert_eq!(counter_in_redis(&server, &prefix, "s"), None);
 }

@@ -1,8 +1,11 @@
 //! The Redis Cluster backend against a real local cluster started by the test (three masters,
 //! one replica each): hubs standing for separate processes share sessions, sessions spread over
 //! every shard, a master killed mid-task is replaced by its replica with every status delivered
-//! once or covered by exactly one gap, and a partition's slot moved to another master mid-task
-//! loses nothing.
+//! once or covered by exactly one gap, a master killed and then another frozen with SIGSTOP
+//! mid-task lose nothing silently and hang nothing, and a partition's slot moved to another
+//! master mid-task loses nothing.
+//!
+//! Run with: cargo test --all-features --test redis_cluster -- --nocapture
 #![cfg(feature = "redis-cluster")]
 
 mod common;
@@ -10,7 +13,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{check_exact, prefix, read_through, shape, RedisCluster};
+use common::{check_exact, prefix, read_through, shape, ClusterNode, RedisCluster};
 use futures_util::StreamExt;
 use status_messenger::{Event, Hub, HubConfig, RedisClusterConfig, Subscription};
 
@@ -265,6 +268,271 @@ async fn a_master_killed_mid_task_is_replaced_and_delivery_resumes() {
     while a.stats().backend_buffered > 0 {
         assert!(tokio::time::Instant::now() < deadline, "{:?}", a.stats());
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One reader's items with when each arrived, read until it accounts for the target set once
+/// publishing stops (`u64::MAX` until then).
+async fn timed_until(
+    mut sub: Subscription,
+    mut target: tokio::sync::watch::Receiver<u64>,
+) -> Vec<(Event, Instant)> {
+    let mut events: Vec<(Event, Instant)> = Vec::new();
+    loop {
+        let seen = events.last().map_or(0, |(e, _)| e.last_seq());
+        let want = *target.borrow_and_update();
+        if seen >= want {
+            return events;
+        }
+        tokio::select! {
+            event = tokio::time::timeout(WAIT, sub.next()) => {
+                let event = event
+                    .unwrap_or_else(|_| panic!("stalled at {seen} for {WAIT:?}"))
+                    .expect("stream ended early");
+                events.push((event, Instant::now()));
+            }
+            _ = target.changed() => {}
+        }
+    }
+}
+
+/// The masters holding at least one of `names`' histories, with the names each holds.
+fn holders(
+    cluster: &RedisCluster,
+    prefix: &str,
+    names: &[String],
+) -> Vec<(ClusterNode, Vec<String>)> {
+    cluster
+        .masters()
+        .into_iter()
+        .map(|master| {
+            let keys = cluster.cli(
+                master.port,
+                &["--scan", "--pattern", &format!("{prefix}:*:log:*")],
+            );
+            let held: Vec<String> = names
+                .iter()
+                .filter(|name| {
+                    keys.lines()
+                        .any(|key| key.trim().ends_with(&format!(":log:{name}")))
+                })
+                .cloned()
+                .collect();
+            (master, held)
+        })
+        .filter(|(_, held)| !held.is_empty())
+        .collect()
+}
+
+/// When delivery of `affected` sessions resumed after `fault`: the latest, over their
+/// readers, of the first item each received well after it.
+fn resumed(
+    timelines: &[(String, Vec<(Event, Instant)>)],
+    affected: &[String],
+    fault: Instant,
+) -> Instant {
+    timelines
+        .iter()
+        .filter(|(name, _)| affected.contains(name))
+        .map(|(_, events)| {
+            events
+                .iter()
+                .map(|(_, at)| *at)
+                .find(|at| *at > fault + Duration::from_millis(50))
+                .expect("delivery resumed")
+        })
+        .max()
+        .expect("some session was affected")
+}
+
+/// Chaos on the cluster, mid-task, with a subscriber of every session on both hubs: one master
+/// killed (its replica takes over), then another stopped with SIGSTOP for longer than the
+/// cluster's node timeout (its replica takes over while it is frozen; continued, it rejoins as a
+/// replica). Every status reaches every subscriber once or is covered by exactly one gap, no
+/// call hangs beyond its timeout, and the time from each fault to delivery going on is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_killed_and_paused_mid_task_lose_nothing_silently() {
+    let Some(mut cluster) = RedisCluster::start() else {
+        return;
+    };
+    let prefix = prefix("cluster-chaos");
+    let a = hub(&cluster, &prefix).await;
+    let b = hub(&cluster, &prefix).await;
+    const SESSIONS: usize = 12;
+    // A call's own bound (a wait for a connection and a command) plus slack for a busy machine.
+    let op_bound = config(&cluster, &prefix).timeout * 2 + Duration::from_millis(750);
+    let names: Vec<String> = (0..SESSIONS).map(|i| format!("job-{i}")).collect();
+    let (target, target_rx) = tokio::sync::watch::channel(u64::MAX);
+    let mut readers = Vec::new();
+    for name in &names {
+        for hub in [&a, &b] {
+            let sub = hub.subscribe(name.as_str(), None);
+            let reader = tokio::spawn(timed_until(sub, target_rx.clone()));
+            readers.push((name.clone(), reader));
+        }
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn({
+        let a = a.clone();
+        let names = names.clone();
+        let mut stop = stop_rx.clone();
+        async move {
+            let mut rounds = 0u64;
+            let mut slowest = Duration::ZERO;
+            while !*stop.borrow_and_update() {
+                rounds += 1;
+                for name in &names {
+                    let started = Instant::now();
+                    assert!(a.publish(Some(name), format!("msg {rounds}")).is_ok());
+                    slowest = slowest.max(started.elapsed());
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            (rounds, slowest)
+        }
+    });
+    // Calls on a request's path, on both hubs, over and over: none may hang.
+    let prober = tokio::spawn({
+        let hubs = [a.clone(), b.clone()];
+        let mut stop = stop_rx;
+        async move {
+            let mut slowest = Duration::ZERO;
+            for round in 0u64.. {
+                for (h, hub) in hubs.iter().enumerate() {
+                    let id = format!("probe-{h}-{round}");
+                    let started = Instant::now();
+                    let opened = tokio::time::timeout(op_bound, hub.open_session(&id)).await;
+                    assert!(opened.is_ok(), "open_session hung on hub {h}");
+                    let checked = Instant::now();
+                    let exists = tokio::time::timeout(op_bound, hub.session_exists(&id)).await;
+                    assert!(exists.is_ok(), "session_exists hung on hub {h}");
+                    slowest = slowest.max(checked - started).max(checked.elapsed());
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+            slowest
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A master holding some of the sessions is killed; its replica takes over.
+    let held = holders(&cluster, &prefix, &names);
+    let (killed_master, killed_sessions) = held.first().cloned().expect("a master holds some");
+    cluster.kill(killed_master.port);
+    let killed = Instant::now();
+    let promoted_first = tokio::task::block_in_place(|| {
+        cluster.wait_promoted(&killed_master.id, Duration::from_secs(15))
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Another master that still has its replica (not the one just promoted) is frozen past the
+    // node timeout, so its replica takes over while it cannot tell; then it goes on.
+    let held = holders(&cluster, &prefix, &names);
+    let topology = cluster.topology();
+    let (paused_master, paused_sessions) = held
+        .into_iter()
+        .find(|(master, _)| {
+            topology
+                .iter()
+                .any(|n| !n.failed && n.master_id.as_deref() == Some(master.id.as_str()))
+        })
+        .expect("a master with a replica holds some sessions");
+    cluster.pause(paused_master.port);
+    let paused = Instant::now();
+    let promoted_second = tokio::task::block_in_place(|| {
+        cluster.wait_promoted(&paused_master.id, Duration::from_secs(15))
+    });
+    cluster.resume(paused_master.port);
+    let continued = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.send_replace(true);
+
+    let (total, slowest_publish) = tokio::time::timeout(WAIT, publisher)
+        .await
+        .expect("the publisher stops")
+        .expect("publisher task");
+    let slowest_op = tokio::time::timeout(WAIT, prober)
+        .await
+        .expect("the prober stops")
+        .expect("prober task");
+    target.send_replace(total);
+    let mut timelines = Vec::new();
+    for (name, reader) in readers {
+        let events = tokio::time::timeout(WAIT * 2, reader)
+            .await
+            .expect("a reader returns")
+            .expect("reader task");
+        timelines.push((name, events));
+    }
+    let mut numbers_in_gaps = 0;
+    for (name, events) in &timelines {
+        let items: Vec<Event> = events.iter().map(|(e, _)| e.clone()).collect();
+        // Every number once: a status, or within exactly one gap.
+        let missing = check_exact(&items, total);
+        assert!(
+            missing.len() as u64 <= a.stats().dropped_backend,
+            "{name}: {} numbers in gaps, {} dropped: {:?}",
+            missing.len(),
+            a.stats().dropped_backend,
+            shape(&items)
+        );
+        numbers_in_gaps += missing.len();
+    }
+    let after_kill = resumed(&timelines, &killed_sessions, killed);
+    let after_pause = resumed(&timelines, &paused_sessions, paused);
+    eprintln!(
+        "cluster chaos: {total} statuses per session. Master killed ({} of {SESSIONS} sessions): \
+         replica promoted {:?} after, delivery resumed {:?} after the kill ({:?} after the \
+         promotion was seen). Master paused ({} sessions): replica promoted {:?} after, delivery \
+         resumed {:?} after the pause ({:?} after the promotion), continued {:?} after the \
+         pause. {numbers_in_gaps} numbers in gaps over {} subscribers; dropped {}, errors A {} \
+         B {}; slowest call {:?}, slowest publish {:?}",
+        killed_sessions.len(),
+        promoted_first - killed,
+        after_kill - killed,
+        after_kill.saturating_duration_since(promoted_first),
+        paused_sessions.len(),
+        promoted_second - paused,
+        after_pause - paused,
+        after_pause.saturating_duration_since(promoted_second),
+        continued - paused,
+        timelines.len(),
+        a.stats().dropped_backend,
+        a.stats().backend_errors,
+        b.stats().backend_errors,
+        slowest_op,
+        slowest_publish,
+    );
+    for (fault, resumed_at, promoted_at) in [
+        ("kill", after_kill, promoted_first),
+        ("pause", after_pause, promoted_second),
+    ] {
+        let lag = resumed_at.saturating_duration_since(promoted_at);
+        assert!(
+            lag <= Duration::from_secs(2),
+            "{fault}: delivery resumed {lag:?} after the promotion"
+        );
+    }
+    assert!(
+        slowest_publish < Duration::from_millis(100),
+        "{slowest_publish:?}"
+    );
+    // Every status was confirmed by Redis in the end, or counted as dropped.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.stats().backend_buffered > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", a.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for hub in [&a, &b] {
+        tokio::time::timeout(WAIT, hub.shutdown())
+            .await
+            .expect("shutdown");
     }
 }
 

@@ -167,6 +167,11 @@ impl<'a> Local<'a> {
         self.0.watched_head(session)
     }
 
+    /// Whether this process holds `session` (not closed, evicted or never opened here).
+    pub(crate) fn holds(self, session: &str) -> bool {
+        self.0.holds(session)
+    }
+
     /// The hub's counters.
     pub(crate) fn counters(self) -> &'a Counters {
         &self.0.counters

@@ -117,7 +117,9 @@ pub struct HubConfig {
     /// Longest status text in bytes; longer ones are cut at a char boundary and end with
     /// [`TRUNCATION_MARKER`] (more than the marker's length; default 4,096).
     pub max_status_bytes: usize,
-    /// Most sessions held at once (at least 1; default 100,000).
+    /// Most sessions held at once (at least 1; default 100,000); when it is reached, the
+    /// sessions idle longest with no subscriber and no running task give way to new ones (see
+    /// [Choosing the bounds](crate::hub#choosing-the-bounds)).
     pub max_sessions: usize,
     /// Tasks remembered per session (at least 1; default 100). A new task makes room by
     /// forgetting the oldest one that has ended; when every remembered task still runs, it is

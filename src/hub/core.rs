@@ -66,6 +66,7 @@ struct Warned {
     no_session: AtomicBool,
     invalid: AtomicBool,
     limit: AtomicBool,
+    room: AtomicBool,
     truncated: AtomicBool,
     cancelled: AtomicBool,
 }
@@ -103,6 +104,9 @@ pub(crate) struct Core {
     pub(crate) consumers: AtomicUsize,
     pub(crate) consumer_left: Notify,
     next_sweep_ms: AtomicU64,
+    /// Held by the one caller making room in a full table (see `make_room`), so that a crowd
+    /// of new sessions arriving together makes room once, not once each.
+    making_room: Mutex<()>,
     warned: Warned,
     /// The messenger that hands its messages straight to this hub (`Hub::attach`).
     pub(crate) attached: Mutex<Option<crate::Messenger>>,
@@ -146,6 +150,7 @@ impl Core {
             consumers: AtomicUsize::new(0),
             consumer_left: Notify::new(),
             next_sweep_ms: AtomicU64::new(sweep_every_ms),
+            making_room: Mutex::new(()),
             warned: Warned::default(),
             attached: Mutex::new(None),
             backend,
@@ -394,6 +399,11 @@ impl Core {
         }
         let head = session.lock().log.head();
         Some(head)
+    }
+
+    /// Whether the session `id` is held here, as it stands (no eviction, no activity).
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        lock_shard(self.shard(id)).contains_key(id)
     }
 
     /// Opens (or marks active) the checked session `id` here.

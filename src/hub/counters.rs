@@ -97,6 +97,7 @@ pub(crate) struct Counters {
     pub(crate) backend_reconnects: Counter,
     pub(crate) dropped_cancelled: Counter,
     pub(crate) tasks: Gauge,
+    pub(crate) evicted_under_pressure: Counter,
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -132,6 +133,7 @@ impl Counters {
             backend_reconnects: c(),
             dropped_cancelled: c(),
             tasks: g(),
+            evicted_under_pressure: c(),
         }
     }
 }
@@ -184,6 +186,11 @@ impl Counters {
             backend_reconnects: c(n::BACKEND_RECONNECTS, Unit::Count, "reconnections to redis"),
             dropped_cancelled: dropped("task_cancelled"),
             tasks: g(n::TASKS, "tasks remembered now"),
+            evicted_under_pressure: c(
+                n::EVICTED_UNDER_PRESSURE,
+                Unit::Count,
+                "sessions evicted early to make room for new ones",
+            ),
         }
     }
 }
@@ -210,6 +217,7 @@ impl Counters {
             backend_reconnects: self.backend_reconnects.get(),
             dropped_cancelled: self.dropped_cancelled.get(),
             tasks: self.tasks.get(),
+            evicted_under_pressure: self.evicted_under_pressure.get(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - a shared backend's failures: [`BackendError`], the source of the `Backend` variants.
 
 use std::fmt;
+use std::time::Duration;
 
 use super::InvalidSessionId;
 
@@ -76,7 +77,8 @@ pub enum PublishError {
     /// The session id is not valid (counted in `dropped_invalid`).
     InvalidSessionId,
     /// It would have opened a session beyond
-    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) (counted in
+    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions), and none of those held
+    /// could give way (each has a subscriber or a running task; counted in
     /// `dropped_session_limit`).
     TooManySessions,
     /// Its session is being closed (counted in `dropped_closed`).
@@ -123,6 +125,7 @@ impl std::error::Error for PublishError {}
 pub struct BackendError {
     backend: &'static str,
     source: Box<dyn std::error::Error + Send + Sync>,
+    retry_after: Option<Duration>,
 }
 
 impl BackendError {
@@ -141,7 +144,42 @@ impl BackendError {
         Self {
             backend,
             source: source.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, saying that trying again after `wait` may succeed (the backend is away
+    /// or did not answer in time, and reconnects by itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use status_messenger::hub::BackendError;
+    ///
+    /// let error = BackendError::new("redis", "unavailable")
+    ///     .with_retry_after(Duration::from_secs(2));
+    /// assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
+    /// ```
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// How long to wait before trying again, when a retry may succeed: what an HTTP server
+    /// answers as `Retry-After` with its 503. `None` when the backend refused the request
+    /// (trying again would not help).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::BackendError;
+    ///
+    /// assert_eq!(BackendError::new("redis", "refused").retry_after(), None);
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// The backend's name (`"redis"`).
@@ -214,7 +252,8 @@ macro_rules! display_and_source {
 pub enum OpenError {
     /// The id is not a valid [`SessionId`](crate::SessionId).
     InvalidSessionId(InvalidSessionId),
-    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) sessions are held already.
+    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) sessions are held already
+    /// and none of them could give way (each has a subscriber or a running task).
     TooManySessions,
     /// The hub was shut down.
     ShutDown,
@@ -226,6 +265,44 @@ display_and_source!(OpenError {
     TooManySessions => "too many sessions",
     ShutDown => "the hub is shut down",
 } backend: Backend invalid: InvalidSessionId);
+
+/// How long a caller refused for want of room is told to wait: sessions give way as their
+/// readers leave, which for a page is seconds, not milliseconds.
+pub(crate) const SESSION_ROOM_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl OpenError {
+    /// How long to wait before trying again, when a retry may succeed: every held session is
+    /// in use ([`OpenError::TooManySessions`], 5 s), or the backend is away
+    /// ([`BackendError::retry_after`]). What an HTTP server answers as `Retry-After` with its
+    /// 503.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use status_messenger::hub::OpenError;
+    /// use status_messenger::{Hub, HubConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut config = HubConfig::default();
+    /// config.max_sessions = 1;
+    /// let hub = Hub::new(config).unwrap();
+    /// let _reader = hub.subscribe("in-use", None);
+    /// let error = hub.open_session("another").await.unwrap_err();
+    /// assert!(matches!(error, OpenError::TooManySessions));
+    /// assert_eq!(error.retry_after(), Some(Duration::from_secs(5)));
+    /// assert_eq!(OpenError::ShutDown.retry_after(), None);
+    /// # }
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            OpenError::TooManySessions => Some(SESSION_ROOM_RETRY_AFTER),
+            OpenError::Backend(error) => error.retry_after(),
+            OpenError::InvalidSessionId(_) | OpenError::ShutDown => None,
+        }
+    }
+}
 
 /// Why [`Hub::session_exists`](crate::Hub::session_exists) could not tell.
 ///
@@ -251,6 +328,29 @@ pub enum LookupError {
 
 display_and_source!(LookupError {} backend: Backend invalid: InvalidSessionId);
 
+impl LookupError {
+    /// How long to wait before trying again, when the backend is away
+    /// ([`BackendError::retry_after`]); what an HTTP server answers as `Retry-After` with its
+    /// 503.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use status_messenger::hub::{BackendError, LookupError};
+    ///
+    /// let away = BackendError::new("redis", "unavailable")
+    ///     .with_retry_after(Duration::from_secs(1));
+    /// assert_eq!(LookupError::Backend(away).retry_after(), Some(Duration::from_secs(1)));
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LookupError::Backend(error) => error.retry_after(),
+            LookupError::InvalidSessionId(_) => None,
+        }
+    }
+}
+
 /// Why [`Hub::try_subscribe`](crate::Hub::try_subscribe) refused a subscription.
 ///
 /// # Examples
@@ -271,8 +371,9 @@ display_and_source!(LookupError {} backend: Backend invalid: InvalidSessionId);
 pub enum SubscribeError {
     /// The id is not a valid [`SessionId`](crate::SessionId).
     InvalidSessionId(InvalidSessionId),
-    /// The session does not exist and [`HubConfig::max_sessions`](crate::HubConfig::max_sessions)
-    /// sessions are held already.
+    /// The session does not exist, [`HubConfig::max_sessions`](crate::HubConfig::max_sessions)
+    /// sessions are held already and none of them could give way (each has a subscriber or a
+    /// running task).
     TooManySessions,
     /// The hub was shut down.
     ShutDown,

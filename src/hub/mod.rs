@@ -84,9 +84,15 @@
 //!   a char boundary and end with [`TRUNCATION_MARKER`], counted in [`HubStats::truncated`].
 //!   It caps what one careless `add_status_message(whole_document)` costs in every session's
 //!   history.
-//! - [`max_sessions`](HubConfig::max_sessions) (default 100,000): sessions held at once; beyond
-//!   it, statuses and subscribers for new sessions are refused and counted. Take the number of
-//!   users active within `history_ttl`, with room to spare.
+//! - [`max_sessions`](HubConfig::max_sessions) (default 100,000): sessions held at once. When
+//!   it is reached, a new session makes room: the sessions idle longest with no subscriber and
+//!   no task running here are evicted early (a sixty-fourth of the limit at a time, counted in
+//!   [`HubStats::evicted_under_pressure`]), so a flood of sessions nobody reads cannot lock new
+//!   visitors out. Only when every session held has a subscriber or a running task are statuses
+//!   and subscribers for new sessions refused and counted;
+//!   [`OpenError::retry_after`](crate::hub::OpenError::retry_after) then says when to try
+//!   again, for a 503's `Retry-After`. Take the number of users active within `history_ttl`,
+//!   with room to spare. With Redis it bounds the sessions this process serves.
 //! - [`no_session`](HubConfig::no_session) (default [`NoSessionPolicy::Drop`]): what happens to
 //!   statuses added outside any session.
 //! - [`task_capacity`](HubConfig::task_capacity) (default 100): tasks remembered per session, so

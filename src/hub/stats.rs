@@ -19,7 +19,7 @@
 /// assert_eq!(DELIVERED, "status_messenger_hub_delivered_total");
 /// // Every name is distinct, prefixed, and counters end in `_total`.
 /// let counters = [ACCEPTED, DELIVERED, DROPPED, TRUNCATED, GAPS, LAGGED, EVICTED, BACKEND_ERRORS,
-///     BACKEND_RECONNECTS];
+///     BACKEND_RECONNECTS, EVICTED_UNDER_PRESSURE];
 /// let gauges = [SESSIONS, SUBSCRIBERS, RETAINED, BACKEND_BUFFERED, TASKS];
 /// assert!(counters.iter().all(|name| name.ends_with("_total")));
 /// assert!(gauges.iter().all(|name| !name.ends_with("_total")));
@@ -51,6 +51,9 @@ pub mod metric_names {
     /// Counter: idle sessions evicted
     /// ([`HubStats::evicted_sessions`](super::HubStats::evicted_sessions)).
     pub const EVICTED: &str = "status_messenger_hub_evicted_sessions_total";
+    /// Counter: sessions evicted early to make room
+    /// ([`HubStats::evicted_under_pressure`](super::HubStats::evicted_under_pressure)).
+    pub const EVICTED_UNDER_PRESSURE: &str = "status_messenger_hub_evicted_under_pressure_total";
     /// Gauge: statuses waiting for Redis
     /// ([`HubStats::backend_buffered`](super::HubStats::backend_buffered)).
     pub const BACKEND_BUFFERED: &str = "status_messenger_hub_backend_buffered";
@@ -107,7 +110,9 @@ pub struct HubStats {
     pub gaps: u64,
     /// Statuses covered by those gap items.
     pub lagged: u64,
-    /// Sessions evicted after [`HubConfig::history_ttl`](crate::HubConfig::history_ttl) with no subscriber and no status.
+    /// Sessions evicted after [`HubConfig::history_ttl`](crate::HubConfig::history_ttl) with no
+    /// subscriber and no status, or earlier to make room (those are also counted in
+    /// `evicted_under_pressure`).
     pub evicted_sessions: u64,
     /// Statuses held in history now, over all sessions.
     pub retained: u64,
@@ -127,6 +132,11 @@ pub struct HubStats {
     /// Tasks remembered now, over all sessions (running or ended, up to
     /// [`HubConfig::task_capacity`](crate::HubConfig::task_capacity) per session).
     pub tasks: u64,
+    /// Sessions evicted before their time to live to make room for a new one, because
+    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) were held: those idle
+    /// longest, with no subscriber and no running task, go first (also counted in
+    /// `evicted_sessions`).
+    pub evicted_under_pressure: u64,
 }
 
 impl HubStats {

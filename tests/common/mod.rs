@@ -346,6 +346,8 @@ pub fn cluster_tools_present() -> bool {
 /// about two seconds (`cluster-node-timeout` 1000 ms). Every node is killed when dropped.
 pub struct RedisCluster {
     nodes: Vec<(u16, Option<Child>)>,
+    /// Nodes stopped with SIGSTOP: asked nothing (they would not answer) until continued.
+    paused: Vec<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -380,7 +382,11 @@ impl RedisCluster {
                 let _ = child.wait();
             }
         }
-        let cluster = Self { nodes, dir };
+        let cluster = Self {
+            nodes,
+            paused: Vec::new(),
+            dir,
+        };
         let addresses: Vec<String> = cluster
             .nodes
             .iter()
@@ -429,7 +435,7 @@ impl RedisCluster {
     /// The cluster as a live node sees it.
     pub fn topology(&self) -> Vec<ClusterNode> {
         for (port, child) in &self.nodes {
-            if child.is_none() {
+            if child.is_none() || self.paused.contains(port) {
                 continue;
             }
             let text = cli(*port, &["cluster", "nodes"]);
@@ -461,6 +467,33 @@ impl RedisCluster {
         }
     }
 
+    /// Stops the node on `port` where it stands (SIGSTOP): its connections stay open and
+    /// nothing is answered, as with a process stuck or a machine frozen.
+    pub fn pause(&mut self, port: u16) {
+        self.signal(port, "-STOP");
+        self.paused.push(port);
+    }
+
+    /// Lets a paused node go on (SIGCONT).
+    pub fn resume(&mut self, port: u16) {
+        self.signal(port, "-CONT");
+        self.paused.retain(|p| *p != port);
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let child = self
+            .nodes
+            .iter()
+            .find(|(p, _)| *p == port)
+            .and_then(|(_, child)| child.as_ref())
+            .expect("the node runs");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Waits until the replica of the master with id `master_id` has taken its slots and the
     /// cluster is healthy again; returns when that was seen.
     pub fn wait_promoted(&self, master_id: &str, within: Duration) -> Instant {
@@ -486,7 +519,7 @@ impl RedisCluster {
     fn state_ok(&self) -> bool {
         self.nodes
             .iter()
-            .filter(|(_, child)| child.is_some())
+            .filter(|(port, child)| child.is_some() && !self.paused.contains(port))
             .all(|(port, _)| cli(*port, &["cluster", "info"]).contains("cluster_state:ok"))
     }
 
@@ -521,6 +554,7 @@ impl RedisCluster {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
+        // SIGKILL ends paused nodes too.
         for (_, child) in &mut self.nodes {
             if let Some(mut child) = child.take() {
                 let _ = child.kill();

@@ -78,11 +78,26 @@ impl Proxy {
         if self.listener.lock().unwrap().is_some() {
             return;
         }
-        // The same port again: clients keep their URL.
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-        socket.bind(self.addr).expect("bind the proxy's port again");
-        self.listen(socket.listen(1024).expect("listen"));
+        // The same port again: clients keep their URL. The listener `refuse` aborted may not
+        // have been dropped yet (an abort takes effect when its task next runs), so the port
+        // can still be taken for a moment.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let listener = loop {
+            let socket = TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            match socket.bind(self.addr).and_then(|()| socket.listen(1024)) {
+                Ok(listener) => break listener,
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the proxy's port stays taken: {error}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(error) => panic!("bind the proxy's port again: {error}"),
+            }
+        };
+        self.listen(listener);
     }
 
     fn listen(&self, listener: TcpListener) {

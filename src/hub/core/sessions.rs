@@ -8,7 +8,9 @@
 //! - A session is counted in `counters.sessions` exactly while it is in a shard: every
 //!   removal subtracts it, then ends the session outside the shard lock.
 //! - A session with a subscriber or a running task here is never idle, so never evicted; an
-//!   idle one is evicted by the first lookup or sweep after its time to live.
+//!   idle one is evicted by the first lookup or sweep after its time to live, or earlier, the
+//!   idle longest first, when the table is full and a new session needs its place
+//!   (`make_room`, which takes one shard lock at a time).
 //! - `shut_down` is checked under the shard lock before a session opens (see the core).
 
 use std::collections::HashMap;
@@ -79,6 +81,14 @@ impl From<Refusal> for SubscribeError {
     }
 }
 
+/// Whether `session` may give way to a new one when the table is full: no subscriber and no
+/// task running here. Both are counted under the shard lock, so a check made under it holds
+/// until the lock is released.
+fn may_give_way(session: &Session) -> bool {
+    session.subscribers.load(Ordering::Acquire) == 0
+        && session.running_tasks.load(Ordering::Acquire) == 0
+}
+
 /// Counts in a session being handed out what the lookup is for (under the shard lock).
 fn counted(session: &Session, count: Count) {
     match count {
@@ -137,8 +147,28 @@ impl Core {
     }
 
     /// Finds (or, with `create`, opens) the session `id` and marks it active; counts in it what
-    /// `count` says. Evicts it first if it has been idle past its TTL.
+    /// `count` says. Evicts it first if it has been idle past its TTL. When
+    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) are held, the sessions idle
+    /// longest make room for a new one (see `make_room`); only when none can is it refused.
     pub(super) fn session(
+        &self,
+        id: &str,
+        now: u64,
+        create: bool,
+        count: Count,
+    ) -> Result<Arc<Session>, Refusal> {
+        // Once more after making room: others may have taken it meanwhile, then it is refused.
+        for _ in 0..2 {
+            match self.find_or_open(id, now, create, count) {
+                Err(Refusal::TooMany) if self.make_room() > 0 => continue,
+                result => return result,
+            }
+        }
+        Err(Refusal::TooMany)
+    }
+
+    /// One attempt of [`Core::session`].
+    fn find_or_open(
         &self,
         id: &str,
         now: u64,
@@ -222,6 +252,59 @@ impl Core {
         for task in stopped {
             task.token.wake();
         }
+    }
+
+    /// The table is full: evicts the sessions idle longest that may give way (no subscriber,
+    /// no running task), a sixty-fourth of the table at a time so that a flood of new sessions
+    /// scans the table once per many of them; returns how many (0: none could give way, the new
+    /// session is refused). Takes one shard lock at a time, never two.
+    fn make_room(&self) -> usize {
+        let max = self.config.max_sessions;
+        let _one_at_a_time = lock(&self.making_room);
+        if self.counters.sessions.get() < max as u64 {
+            // Another caller made room meanwhile.
+            return 1;
+        }
+        let batch = (max / 64).clamp(1, 4096);
+        let mut idle: Vec<(u64, usize, Arc<Session>)> = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
+            for session in lock_shard(shard).values() {
+                if may_give_way(session) {
+                    let at = session.last_activity_ms.load(Ordering::Relaxed);
+                    idle.push((at, index, Arc::clone(session)));
+                }
+            }
+        }
+        if idle.len() > batch {
+            idle.select_nth_unstable_by_key(batch - 1, |(at, ..)| *at);
+            idle.truncate(batch);
+        }
+        let mut evicted = 0;
+        for (_, index, session) in idle {
+            let mut map = lock_shard(&self.shards[index]);
+            // A subscriber or a task may have come since it was looked at.
+            let still = map
+                .get(&session.id)
+                .is_some_and(|held| Arc::ptr_eq(held, &session) && may_give_way(held));
+            if !still {
+                continue;
+            }
+            map.remove(&session.id);
+            drop(map);
+            self.counters.sessions.sub(1);
+            self.counters.evicted_under_pressure.add(1);
+            self.evict(&session);
+            evicted += 1;
+        }
+        if evicted > 0 && first_time(&self.warned.room) {
+            tracing::warn!(
+                target: "status_messenger::hub",
+                max_sessions = max,
+                "session limit reached; the sessions idle longest are evicted to make room \
+                 (counted in HubStats::evicted_under_pressure, warned once)"
+            );
+        }
+        evicted
     }
 
     fn evict(&self, session: &Session) {

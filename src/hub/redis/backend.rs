@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use redis::Value;
 use tokio::sync::{oneshot, watch, Notify};
@@ -22,7 +23,10 @@ use super::outbox::Outbox;
 use super::outbox::Pushed;
 use super::tasks::{Queued, TaskQueue};
 use super::wire::{self, Conn, Scripts};
-use super::{backend_error, reader, tasks, writer, Backing, LinkState, Settings, Shared};
+use super::{
+    backend_error, reader, request_error, retry_after, tasks, writer, Backing, LinkState, Settings,
+    Shared,
+};
 use crate::hub::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing, TaskChange};
 use crate::hub::core::CancelHere;
 use crate::hub::{
@@ -133,7 +137,12 @@ impl Backend for RedisBackend {
 
     fn open<'a>(&'a self, _hub: Local<'a>, id: &'a str) -> BoxFuture<'a, Result<(), OpenError>> {
         Box::pin(async move {
-            let mut conn = self.shared.connection().await.map_err(OpenError::Backend)?;
+            let deadline = self.shared.request_deadline();
+            let mut conn = self
+                .shared
+                .connection(deadline)
+                .await
+                .map_err(OpenError::Backend)?;
             let settings = &self.shared.settings;
             let open = self.shared.scripts.read_cmd(
                 &settings.keys,
@@ -142,20 +151,17 @@ impl Backend for RedisBackend {
                 None,
                 settings.ttl_ms.max(1),
             );
-            let mut result =
-                wire::within(settings.timeout, open.query_async::<Value>(&mut conn)).await;
+            let mut result = wire::by(deadline, open.query_async::<Value>(&mut conn)).await;
             if result.as_ref().is_err_and(wire::is_noscript) {
                 // A server that restarted or took over has not been given the scripts yet.
-                result = match wire::within(settings.timeout, Scripts::load(&mut conn)).await {
-                    Ok(()) => {
-                        wire::within(settings.timeout, open.query_async::<Value>(&mut conn)).await
-                    }
+                result = match wire::by(deadline, Scripts::load(&mut conn)).await {
+                    Ok(()) => wire::by(deadline, open.query_async::<Value>(&mut conn)).await,
                     Err(error) => Err(error),
                 };
             }
             result
                 .map(drop)
-                .map_err(|error| OpenError::Backend(backend_error(error)))
+                .map_err(|error| OpenError::Backend(request_error(error)))
         })
     }
 
@@ -165,16 +171,17 @@ impl Backend for RedisBackend {
         id: &'a str,
     ) -> BoxFuture<'a, Result<bool, LookupError>> {
         Box::pin(async move {
+            let deadline = self.shared.request_deadline();
             let mut conn = self
                 .shared
-                .connection()
+                .connection(deadline)
                 .await
                 .map_err(LookupError::Backend)?;
             let settings = &self.shared.settings;
             let exists = redis::cmd("EXISTS").arg(settings.keys.log(id)).clone();
-            wire::within(settings.timeout, exists.query_async(&mut conn))
+            wire::by(deadline, exists.query_async(&mut conn))
                 .await
-                .map_err(|error| LookupError::Backend(backend_error(error)))
+                .map_err(|error| LookupError::Backend(request_error(error)))
         })
     }
 
@@ -191,10 +198,30 @@ impl Backend for RedisBackend {
                 // Shutting down: the hub closes every session itself.
                 return Ok(here);
             }
-            match tokio::time::timeout(wait, answer).await {
+            let went_down = self.shared.went_down.notified();
+            let mut went_down = std::pin::pin!(went_down);
+            went_down.as_mut().enable();
+            if let Some(error) = self.shared.unavailable() {
+                // Nothing will confirm it soon: say so now. It stays queued and is applied when
+                // Redis is back.
+                return Err(CloseError::Backend(error));
+            }
+            let answer = tokio::select! {
+                biased;
+                answer = tokio::time::timeout(wait, answer) => answer,
+                () = went_down => {
+                    let error = self.shared.unavailable().unwrap_or_else(|| {
+                        backend_error("unavailable; reconnecting in the background")
+                            .with_retry_after(retry_after(Duration::ZERO))
+                    });
+                    return Err(CloseError::Backend(error));
+                }
+            };
+            match answer {
                 Ok(Ok(existed)) => {
                     // Its tasks go with it; they would expire with its other keys otherwise.
-                    if let Ok(mut conn) = self.shared.connection().await {
+                    let deadline = self.shared.request_deadline();
+                    if let Ok(mut conn) = self.shared.connection(deadline).await {
                         let forgotten: redis::RedisResult<()> = redis::cmd("DEL")
                             .arg(self.shared.settings.keys.tasks(id))
                             .query_async(&mut conn)
@@ -212,9 +239,10 @@ impl Backend for RedisBackend {
                 Ok(Err(_unanswered)) => Err(CloseError::Backend(backend_error(
                     "the close could not be applied",
                 ))),
-                Err(_elapsed) => Err(CloseError::Backend(backend_error(
-                    "redis did not confirm the close in time; it stays queued",
-                ))),
+                Err(_elapsed) => Err(CloseError::Backend(
+                    backend_error("redis did not confirm the close in time; it stays queued")
+                        .with_retry_after(retry_after(Duration::ZERO)),
+                )),
             }
         })
     }
@@ -233,9 +261,13 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let shared = &self.shared;
             let settings = &shared.settings;
-            let mut conn = shared.connection().await.map_err(CancelError::Backend)?;
-            let reply: redis::Value = wire::within(
-                settings.timeout,
+            let deadline = shared.request_deadline();
+            let mut conn = shared
+                .connection(deadline)
+                .await
+                .map_err(CancelError::Backend)?;
+            let reply: redis::Value = wire::by(
+                deadline,
                 wire::cancel_cmd(
                     &settings.keys,
                     settings.ttl_ms,
@@ -246,7 +278,7 @@ impl Backend for RedisBackend {
                 .query_async(&mut conn),
             )
             .await
-            .map_err(|error| CancelError::Backend(backend_error(error)))?;
+            .map_err(|error| CancelError::Backend(request_error(error)))?;
             match wire::parse_cancel_reply(&reply) {
                 Some(wire::Cancelled::State(state)) => Ok(state),
                 Some(wire::Cancelled::UnknownTask) => Err(CancelError::UnknownTask),
@@ -344,6 +376,8 @@ impl RedisBackend {
             interest: Mutex::new(HashSet::new()),
             interest_ready: Notify::new(),
             conn: Mutex::new(conn),
+            down: Mutex::new(None),
+            went_down: Notify::new(),
             conn_ready: Notify::new(),
             stop: watch::Sender::new(false),
             progress: Notify::new(),

@@ -48,6 +48,17 @@ pub struct RedisConfig {
     /// Longest wait for a connection or an answer before the connection counts as lost (at
     /// least 1 ms; default 2 s).
     pub timeout: Duration,
+    /// Longest a call that a request waits on may wait for Redis:
+    /// [`Hub::open_session`](crate::Hub::open_session),
+    /// [`Hub::session_exists`](crate::Hub::session_exists) and
+    /// [`Hub::cancel_task`](crate::Hub::cancel_task), a wait for a connection and the command
+    /// together (at least 1 ms; default 250 ms). While the connection is known to be down (the
+    /// last attempt to reconnect failed) they, and
+    /// [`Hub::close_session`](crate::Hub::close_session), answer at once instead. Either way the
+    /// error says when to try again
+    /// ([`BackendError::retry_after`](crate::hub::BackendError::retry_after)), what a server
+    /// answers as `Retry-After` with its 503. See [Faults](super#faults).
+    pub request_timeout: Duration,
     /// Least time between the starts of two batches sent to Redis, unless a full batch is
     /// waiting: statuses that arrive meanwhile go in one script call per session group, so a
     /// steady trickle costs Redis one call per delay instead of one per status, for at most this
@@ -65,6 +76,7 @@ impl RedisConfig {
     /// let config = status_messenger::RedisConfig::new("redis://localhost/");
     /// assert_eq!(config.url, "redis://localhost/");
     /// assert_eq!(config.timeout, std::time::Duration::from_secs(2));
+    /// assert_eq!(config.request_timeout, std::time::Duration::from_millis(250));
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -74,6 +86,7 @@ impl RedisConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(250),
             batch_delay: Duration::from_millis(1),
         }
     }
@@ -115,6 +128,7 @@ impl RedisConfig {
             reconnect_min: self.reconnect_min,
             reconnect_max: self.reconnect_max,
             timeout: self.timeout,
+            request_timeout: self.request_timeout,
             batch_delay: self.batch_delay,
         }
     }
@@ -127,6 +141,7 @@ pub(super) struct Common<'a> {
     pub(super) reconnect_min: Duration,
     pub(super) reconnect_max: Duration,
     pub(super) timeout: Duration,
+    pub(super) request_timeout: Duration,
     pub(super) batch_delay: Duration,
 }
 
@@ -154,6 +169,9 @@ impl Common<'_> {
         if self.timeout < Duration::from_millis(1) {
             return fail("timeout", "must be at least 1 ms");
         }
+        if self.request_timeout < Duration::from_millis(1) {
+            return fail("request_timeout", "must be at least 1 ms");
+        }
         if self.batch_delay > Duration::from_secs(1) {
             return fail("batch_delay", "must be at most 1 s");
         }
@@ -174,6 +192,7 @@ impl Common<'_> {
             reconnect_min: self.reconnect_min,
             reconnect_max: self.reconnect_max,
             timeout: self.timeout,
+            request_timeout: self.request_timeout,
         }
     }
 }
@@ -192,6 +211,7 @@ pub(super) struct Settings {
     pub(super) reconnect_min: Duration,
     pub(super) reconnect_max: Duration,
     pub(super) timeout: Duration,
+    pub(super) request_timeout: Duration,
 }
 
 impl Settings {

@@ -10,9 +10,19 @@
 //! - Statuses heard for a session that is not attached are ignored: the read that attaches it
 //!   comes after the subscription, so it holds them.
 //! - Numbers at or below the applied one are duplicates of what was read and are skipped.
+//!   While the hub's history holds less than was applied (its session was evicted and opened
+//!   again before this process stopped following it), the session is read again from what the
+//!   hub holds (`is_behind`).
 //! - A number above the next one expected leaves a hole. Before the later status is applied the
 //!   hole is read back from the stream; whatever the stream no longer holds is applied as lost,
 //!   so subscribers see it as a gap, never as a silent skip.
+//! - `closes` holds, per session the hub holds, the close count Redis had when this process last
+//!   read the session. A read that finds it higher means the session was closed while this
+//!   process was not listening (cut off from Redis): it is closed here too, as the close message
+//!   would have done, and not followed; its streams end. A counter below what was applied
+//!   without a close means Redis went back (restarted from an older snapshot): the writers that
+//!   numbered the session put it back on reconnecting (see the writer), and it is counted and
+//!   logged here.
 //! - Attaching also reads the session's tasks, before its history, and hands them to the hub as
 //!   what a subscription starts with; a stop asked for a task running here while this process
 //!   was not following the session is applied then. A task change heard later is applied where
@@ -45,6 +55,9 @@ pub(super) struct Follow {
     pub(super) shared: Arc<Shared>,
     pub(super) hub: BackendHandle,
     attached: HashMap<Arc<str>, u64>,
+    /// The close count last read per session; kept across reconnects and while the hub holds
+    /// the session (see `prune`).
+    closes: HashMap<Arc<str>, u64>,
 }
 
 impl Follow {
@@ -53,11 +66,33 @@ impl Follow {
             shared,
             hub,
             attached: HashMap::new(),
+            closes: HashMap::new(),
         }
+    }
+
+    /// Forgets the close counts of sessions neither followed nor held by the hub any more.
+    pub(super) fn prune(&mut self) {
+        if self.closes.len() <= self.attached.len() {
+            return;
+        }
+        let attached = &self.attached;
+        let closes = &mut self.closes;
+        self.hub.with(|hub| {
+            closes.retain(|session, _| attached.contains_key(session) || hub.holds(session));
+        });
     }
 
     pub(super) fn is_attached(&self, session: &str) -> bool {
         self.attached.contains_key(session)
+    }
+
+    /// Whether `session` is followed while the hub's history of it holds less than was applied:
+    /// the hub's session was evicted and opened again before this process stopped following
+    /// it, so the new one must be read from history again.
+    pub(super) fn is_behind(&self, session: &str, head: u64) -> bool {
+        self.attached
+            .get(session)
+            .is_some_and(|&applied| applied > head)
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -80,13 +115,16 @@ impl Follow {
 
     /// Reads each of `sessions` from history after `head` (the number it holds) and follows it
     /// from there; with `touch` the read also opens the session and renews its keys, as a
-    /// subscriber does. On a cluster the reads of one pipeline are of one partition.
+    /// subscriber does. On a cluster the reads of one pipeline are of one partition. Returns
+    /// the sessions found closed since this process last read them: closed here too, and not
+    /// followed.
     pub(super) async fn attach(
         &mut self,
         conn: &mut Conn,
         sessions: Vec<(Arc<str>, u64)>,
         touch: bool,
-    ) -> RedisResult<()> {
+    ) -> RedisResult<Vec<Arc<str>>> {
+        let mut closed = Vec::new();
         let shared = Arc::clone(&self.shared);
         let settings = &shared.settings;
         let keys = &settings.keys;
@@ -123,16 +161,54 @@ impl Follow {
                 for ((session, head), read) in chunk.iter().zip(reads) {
                     let applied = self.attached.entry(Arc::clone(session)).or_insert(*head);
                     *applied = (*applied).max(*head);
-                    let Some((counter, entries)) = wire::parse_read(read, head + 1, u64::MAX)
-                    else {
+                    let Some(read) = wire::parse_read(read, head + 1, u64::MAX) else {
                         self.unexpected("read");
                         continue;
                     };
-                    self.apply(session, entries, counter);
+                    let seen = self.closes.insert(Arc::clone(session), read.closes);
+                    if seen.is_some_and(|seen| read.closes > seen) {
+                        self.closed_away(session);
+                        closed.push(Arc::clone(session));
+                        continue;
+                    }
+                    if read.counter < *head {
+                        self.went_back(session, read.counter, *head);
+                    }
+                    self.apply(session, read.statuses, read.counter);
                 }
             }
         }
-        Ok(())
+        Ok(closed)
+    }
+
+    /// `session` was closed while this process was not listening: it ends here now, as the
+    /// close message would have ended it.
+    fn closed_away(&mut self, session: &Arc<str>) {
+        self.attached.remove(session);
+        self.closes.remove(session);
+        self.hub.with(|hub| hub.close(session));
+        self.shared.progress.notify_waiters();
+        tracing::warn!(
+            target: "status_messenger::redis",
+            session = %session,
+            "session closed while this process was cut off from redis; its streams end here too"
+        );
+    }
+
+    /// Redis numbers `session` below what was applied here, without a close: it went back
+    /// (restarted from an older snapshot, or a replica that lagged took over). Numbers up to
+    /// `applied` given again would be skipped here as duplicates; the writers that numbered
+    /// the session put its counter back when they reconnect.
+    fn went_back(&self, session: &Arc<str>, counter: u64, applied: u64) {
+        self.hub.with(|hub| hub.counters().backend_errors.add(1));
+        tracing::warn!(
+            target: "status_messenger::redis",
+            session = %session,
+            counter,
+            applied,
+            "redis numbers the session below what this process delivered (restored from an older \
+             snapshot?); the writers that numbered it put the counter back"
+        );
     }
 
     /// Reads the tasks of `sessions` (of one group) and hands them to the hub, as what a
@@ -233,6 +309,7 @@ impl Follow {
                 Record::Closed => {
                     self.flush(&session, &mut fresh, last);
                     self.attached.remove(&session);
+                    self.closes.remove(&session);
                     self.hub.with(|hub| hub.close(&session));
                     self.shared.progress.notify_waiters();
                     return Ok(After::Closed);
@@ -304,7 +381,7 @@ impl Follow {
         )
         .await?;
         match wire::parse_read(read, from, to) {
-            Some((_, entries)) => self.apply(session, entries, to),
+            Some(read) => self.apply(session, read.statuses, to),
             None => {
                 self.unexpected("read");
                 self.apply(session, Vec::new(), to);

@@ -84,6 +84,15 @@
 //!   ([`HubStats::dropped_backend`](crate::HubStats::dropped_backend)), and their numbers are
 //!   still taken when Redis is back, so subscribers get one gap covering exactly the dropped
 //!   statuses, in the place they would have had.
+//! - **Calls a request waits on.** [`Hub::open_session`], [`Hub::session_exists`] and
+//!   [`Hub::cancel_task`] wait at most [`RedisConfig::request_timeout`] (250 ms by default) for
+//!   a connection and their command together. While Redis is known to be away (the reader's
+//!   last attempt to reconnect failed) they answer at once, and so does [`Hub::close_session`]
+//!   (its close stays queued): the error says Redis is unavailable and, through
+//!   [`BackendError::retry_after`](crate::hub::BackendError::retry_after), when to try again
+//!   (when the next attempt to reconnect is due, at least a second), which a server answers as
+//!   a 503 with `Retry-After`. The reader connecting again wakes the writer from its backoff, so
+//!   what was buffered leaves at once.
 //! - **Reconnecting.** Both tasks reconnect with exponential backoff from
 //!   [`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`]. The reader resubscribes to
 //!   every session that has local subscribers and reads each stream from the last number it
@@ -101,6 +110,22 @@
 //!   skipped, so its subscribers see no gap and later statuses keep their places. Only where
 //!   another process numbered statuses of the same session meanwhile are as many fresh numbers
 //!   skipped instead, so that nobody misses the batch without a gap.
+//! - **Redis restarted from an older snapshot** (an RDB file saved earlier, or a replica that
+//!   lagged taking over under the same epoch). A session's counter may then stand below numbers
+//!   subscribers already had. Each time a writer reconnects, before it sends anything, it puts
+//!   the counter of every session it was given numbers for (within the TTL) back to at least the
+//!   highest of them, so a process that never numbered the session does not number statuses
+//!   under them; what the snapshot lost reaches subscribers that missed it as a gap. A reader
+//!   that finds a counter below what it applied counts it as an error and logs it. Left open:
+//!   statuses published to the session by a process that never numbered it, in the moments
+//!   between Redis coming back and the first writer that did reconnecting, come under numbers
+//!   the processes that had the old statuses skip.
+//! - **A session closed while a process was cut off.** Redis counts each session's closes
+//!   (field `closes` of its hash `meta`, renewed while the session is served). A process that
+//!   reads a session again (after reconnecting, or when it starts serving it again) and finds
+//!   more closes than it last read ends the session here, as the close message would have: its
+//!   streams end, and no status of the session opened since reaches them under a number they
+//!   already had.
 //!
 //! # Semantics
 //!
@@ -158,6 +183,12 @@
 //! out, within memory (each costs about its text plus 64 bytes). The backoff bounds decide how
 //! soon a returning Redis is noticed ([`RedisConfig::reconnect_max`], default 5 s) and how hard
 //! a missing one is hammered ([`RedisConfig::reconnect_min`], default 100 ms).
+//!
+//! [`RedisConfig::request_timeout`] (default 250 ms) bounds how long a request waits on a Redis
+//! that is slow, or gone without a word (every byte lost, so nothing tells the hub yet): above
+//! Redis's slowest answer under load (a few milliseconds on a healthy server), below what a page
+//! should wait for a new session. [`RedisConfig::timeout`] (default 2 s) is the background
+//! tasks' bound: how long a connection may stay silent before it counts as lost.
 //!
 //! [`CancelError::UnknownTask`]: crate::hub::CancelError::UnknownTask
 //! [`Published::Queued`]: crate::hub::Published::Queued
@@ -254,6 +285,11 @@ struct Shared {
     /// The reader's command connection, for `open_session` and `session_exists`; `None` while
     /// Redis is away.
     conn: Mutex<Option<Conn>>,
+    /// Set while Redis is known to be away (the reader's last attempt to connect failed), so
+    /// that calls on a request's path answer at once; cleared when a connection is made.
+    down: Mutex<Option<Down>>,
+    /// `down` was set: calls waiting for a connection or a confirmation answer now.
+    went_down: Notify,
     /// `conn` was set.
     conn_ready: Notify,
     stop: watch::Sender<bool>,
@@ -273,8 +309,35 @@ impl Shared {
         let ready = conn.is_some();
         *lock(&self.conn) = conn;
         if ready {
+            *lock(&self.down) = None;
             self.conn_ready.notify_waiters();
         }
+    }
+
+    /// The reader failed to connect and tries again after `retry_in`: until a connection is
+    /// made, calls on a request's path fail at once.
+    fn set_down(&self, error: &redis::RedisError, retry_in: Duration) {
+        *lock(&self.down) = Some(Down {
+            reason: error.to_string(),
+            retry_at: tokio::time::Instant::now() + retry_in,
+        });
+        self.went_down.notify_waiters();
+    }
+
+    /// The error to answer at once while Redis is known to be away.
+    fn unavailable(&self) -> Option<BackendError> {
+        let down = lock(&self.down);
+        let down = down.as_ref()?;
+        let wait = down
+            .retry_at
+            .saturating_duration_since(tokio::time::Instant::now());
+        Some(
+            backend_error(format!(
+                "unavailable ({}); reconnecting in the background",
+                down.reason
+            ))
+            .with_retry_after(retry_after(wait)),
+        )
     }
 
     fn take_interest(&self) -> HashSet<Arc<str>> {
@@ -285,24 +348,72 @@ impl Shared {
         *lock(&self.final_heads) = Some(heads);
     }
 
-    /// A command connection; while Redis is away, waits up to the timeout for the reader to
-    /// reconnect.
-    async fn connection(&self) -> Result<Conn, BackendError> {
-        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+    /// A command connection for a call on a request's path, by `deadline`: at once while Redis
+    /// is known to be away; while the reader is reconnecting (and has not failed yet), waits
+    /// for it until then.
+    async fn connection(&self, deadline: tokio::time::Instant) -> Result<Conn, BackendError> {
         loop {
             let ready = self.conn_ready.notified();
             let mut ready = std::pin::pin!(ready);
             ready.as_mut().enable();
+            let went_down = self.went_down.notified();
+            let mut went_down = std::pin::pin!(went_down);
+            went_down.as_mut().enable();
+            // Known down first: a cluster keeps its last connection while it cannot make a new
+            // one.
+            if let Some(error) = self.unavailable() {
+                return Err(error);
+            }
             if let Some(conn) = &*lock(&self.conn) {
                 return Ok(conn.clone());
             }
-            if tokio::time::timeout_at(deadline, ready).await.is_err() {
+            let either = async {
+                tokio::select! {
+                    () = ready => {}
+                    () = went_down => {}
+                }
+            };
+            if tokio::time::timeout_at(deadline, either).await.is_err() {
                 return Err(backend_error(std::io::Error::new(
                     std::io::ErrorKind::NotConnected,
                     "not connected (reconnecting)",
-                )));
+                ))
+                .with_retry_after(retry_after(Duration::ZERO)));
             }
         }
+    }
+
+    /// When a call on a request's path must be answered by.
+    fn request_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.settings.request_timeout
+    }
+}
+
+/// Redis known to be away: why, and when the reader tries again.
+#[derive(Debug)]
+struct Down {
+    reason: String,
+    retry_at: tokio::time::Instant,
+}
+
+/// `Retry-After` for a wait: whole seconds (HTTP has no finer unit), at least one.
+fn retry_after(wait: Duration) -> Duration {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Duration::from_secs(seconds.max(1))
+}
+
+/// A failure of a call on a request's path as the hub reports it: one a retry may cure (the
+/// connection, a timeout) says so.
+fn request_error(error: redis::RedisError) -> BackendError {
+    let transient = error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal();
+    let error = backend_error(error);
+    if transient {
+        error.with_retry_after(retry_after(Duration::ZERO))
+    } else {
+        error
     }
 }
 

@@ -121,6 +121,7 @@ impl Reader {
                 tracing::debug!(target: "status_messenger::redis", %error, "reconnect failed");
             }
             let delay = backoff.next_delay();
+            shared.set_down(&error, delay);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = stop.changed() => {}
@@ -214,9 +215,15 @@ impl Reader {
                 .collect();
             wire::within(settings.timeout, link.sink.subscribe(channels)).await?;
             // A subscriber opens the session, as a status would.
-            self.follow
+            let closed = self
+                .follow
                 .attach(&mut link.conn, chunk.to_vec(), true)
                 .await?;
+            if !closed.is_empty() {
+                let channels: Vec<String> =
+                    closed.iter().map(|s| settings.keys.channel(s)).collect();
+                wire::within(settings.timeout, link.sink.unsubscribe(channels)).await?;
+            }
         }
         Ok(())
     }
@@ -248,11 +255,15 @@ impl Reader {
         let dirty = shared.take_interest();
         let mut attach = Vec::new();
         let mut detach = Vec::new();
+        let mut again = Vec::new();
         let follow = &self.follow;
         let looked = follow.hub.with(|hub| {
             for session in dirty {
                 match (hub.watched_head(&session), follow.is_attached(&session)) {
                     (Some(head), false) => attach.push((session, head)),
+                    (Some(head), true) if follow.is_behind(&session, head) => {
+                        again.push((session, head));
+                    }
                     (None, true) => detach.push(session),
                     _ => {}
                 }
@@ -261,6 +272,11 @@ impl Reader {
         if looked.is_none() {
             return Ok(());
         }
+        // Still subscribed: read again from what the hub holds now.
+        for (session, _) in &again {
+            self.follow.detach(session);
+        }
+        attach.extend(again);
         if !detach.is_empty() {
             let keys = &shared.settings.keys;
             let channels: Vec<String> = detach.iter().map(|s| keys.channel(s)).collect();
@@ -284,6 +300,7 @@ impl Reader {
         redis::cmd("PING")
             .query_async::<Value>(&mut link.conn)
             .await?;
+        self.follow.prune();
         if !refresh_due(&mut self.last_refresh, settings.ttl_ms) || self.follow.is_empty() {
             return Ok(());
         }

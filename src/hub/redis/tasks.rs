@@ -154,7 +154,10 @@ pub(super) async fn run(shared: Arc<Shared>, hub: BackendHandle) {
 /// Runs the task script for `change`; whether a stop had been asked for the task.
 async fn write(shared: &Shared, change: &Queued) -> Result<bool, crate::hub::BackendError> {
     let settings = &shared.settings;
-    let mut conn = shared.connection().await?;
+    // Background work: it may wait as long as the connection's own timeout.
+    let mut conn = shared
+        .connection(tokio::time::Instant::now() + settings.timeout)
+        .await?;
     let reply: Value = wire::within(
         settings.timeout,
         wire::task_cmd(

@@ -27,7 +27,7 @@ pub(super) use self::records::{
 };
 pub(super) use self::scripts::{
     cancel_cmd, parse_append, parse_cancel_reply, parse_close, parse_read, parse_task_reply,
-    parse_tasks, task_cmd, touch, Append, Call, Cancelled, Scripts, Stored,
+    parse_tasks, raise_cmd, task_cmd, touch, Append, Call, Cancelled, Scripts, Stored,
 };
 
 /// A command connection: to one Redis, or to a cluster (which routes each command to the shard
@@ -106,6 +106,16 @@ pub(super) fn timed_out() -> redis::RedisError {
         std::io::ErrorKind::TimedOut,
         "redis did not answer in time",
     ))
+}
+
+/// Runs `fut` until `deadline`, turning the timeout into an I/O error.
+pub(super) async fn by<T>(
+    deadline: tokio::time::Instant,
+    fut: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    tokio::time::timeout_at(deadline, fut)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
 }
 
 /// Runs `fut` within `timeout`, turning the timeout into an I/O error.

@@ -134,10 +134,12 @@ impl Writer {
                         return;
                     }
                     let delay = backoff.next_delay();
-                    // Shutting down, it tries once more at once, then gives up.
+                    // Shutting down, it tries once more at once, then gives up. The reader
+                    // connecting means Redis is back: no reason to wait out the backoff.
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = self.shared.outbox.wait_shut() => {}
+                        () = self.shared.conn_ready.notified() => {}
                     }
                     continue;
                 }
@@ -233,7 +235,39 @@ impl Writer {
             );
         }
         self.epoch = Some(epoch);
+        self.raise_known(&mut conn).await?;
         Ok((conn, lost))
+    }
+
+    /// Puts the counter of every session this writer was given numbers for back to at least
+    /// the highest of them. Redis may have come back from an older snapshot, which keeps its
+    /// epoch: a process that never numbered the session would then be given numbers its
+    /// subscribers already had. Every reconnect does it, before this writer sends anything.
+    async fn raise_known(&self, conn: &mut Conn) -> RedisResult<()> {
+        let settings = &self.shared.settings;
+        let floors: Vec<(&str, u64)> = self
+            .known
+            .iter()
+            .filter(|(_, known)| known.seq > 0)
+            .map(|(session, known)| (&**session, known.seq))
+            .collect();
+        let ttl_ms = settings.ttl_ms.saturating_add(settings.ttl_ms / 4);
+        for chunk in floors.chunks(256) {
+            let raised: u64 = wire::within(
+                settings.timeout,
+                wire::raise_cmd(&settings.keys, ttl_ms, chunk).query_async(conn),
+            )
+            .await?;
+            if raised > 0 {
+                tracing::warn!(
+                    target: "status_messenger::redis",
+                    sessions = raised,
+                    "redis had counters below numbers this process was given (restored from \
+                     an older snapshot?); put back, so no number is given twice"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Sends the pending batch, then batches from the outbox, until the connection breaks or the

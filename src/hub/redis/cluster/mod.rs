@@ -114,6 +114,8 @@ pub struct RedisClusterConfig {
     pub reconnect_max: Duration,
     /// As [`RedisConfig::timeout`](crate::RedisConfig::timeout).
     pub timeout: Duration,
+    /// As [`RedisConfig::request_timeout`](crate::RedisConfig::request_timeout).
+    pub request_timeout: Duration,
     /// As [`RedisConfig::batch_delay`](crate::RedisConfig::batch_delay).
     pub batch_delay: Duration,
 }
@@ -142,6 +144,7 @@ impl RedisClusterConfig {
             reconnect_min: single.reconnect_min,
             reconnect_max: single.reconnect_max,
             timeout: single.timeout,
+            request_timeout: single.request_timeout,
             batch_delay: single.batch_delay,
         }
     }
@@ -192,6 +195,7 @@ impl RedisClusterConfig {
             reconnect_min: self.reconnect_min,
             reconnect_max: self.reconnect_max,
             timeout: self.timeout,
+            request_timeout: self.request_timeout,
             batch_delay: self.batch_delay,
         }
     }

@@ -98,6 +98,7 @@ impl Reader {
                     self.with_counters(|c| c.backend_errors.add(1));
                     tracing::warn!(target: "status_messenger::redis", %error, "redis cluster unreachable");
                     let delay = backoff.next_delay();
+                    shared.set_down(&error, delay);
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => {}
@@ -285,16 +286,24 @@ impl Reader {
         partition.confirmed = true;
         let sessions: Vec<Arc<str>> = partition.sessions.iter().cloned().collect();
         let heads = self.heads(sessions);
-        let result = self.follow.attach(conn, heads, true).await;
-        if result.is_err() {
-            if let Some(partition) = self.wanted.get_mut(&group) {
-                partition.confirmed = false;
+        match self.follow.attach(conn, heads, true).await {
+            Ok(closed) => {
+                for session in closed {
+                    // A subscription left behind only brings frames that are skipped.
+                    let _ = self.forget(conn, group, &session).await;
+                }
+                Ok(())
             }
-            // The scripts may be missing on a newly promoted master.
-            let timeout = self.follow.shared.settings.timeout;
-            let _ = wire::within(timeout, Scripts::load(conn)).await;
+            Err(error) => {
+                if let Some(partition) = self.wanted.get_mut(&group) {
+                    partition.confirmed = false;
+                }
+                // The scripts may be missing on a newly promoted master.
+                let timeout = self.follow.shared.settings.timeout;
+                let _ = wire::within(timeout, Scripts::load(conn)).await;
+                Err(error)
+            }
         }
-        result
     }
 
     /// Each session with the number the local history holds.
@@ -337,8 +346,10 @@ impl Reader {
         let dirty = shared.take_interest();
         let mut join = Vec::new();
         let mut leave = Vec::new();
+        let mut again = Vec::new();
         let wanted = &self.wanted;
-        let looked = self.follow.hub.with(|hub| {
+        let follow = &self.follow;
+        let looked = follow.hub.with(|hub| {
             for session in dirty {
                 let group = keys.group(&session);
                 let known = wanted
@@ -346,6 +357,10 @@ impl Reader {
                     .is_some_and(|p| p.sessions.contains(&session));
                 match (hub.watched_head(&session), known) {
                     (Some(head), false) => join.push((session, head)),
+                    // The hub's session was evicted and opened again: read it again.
+                    (Some(head), true) if follow.is_behind(&session, head) => {
+                        again.push((session, head));
+                    }
                     (None, true) => leave.push(session),
                     _ => {}
                 }
@@ -358,6 +373,11 @@ impl Reader {
             // A subscription left behind only brings frames that are skipped.
             let _ = self.forget(conn, keys.group(&session), &session).await;
         }
+        // Still wanted and subscribed: read again from what the hub holds now.
+        for (session, _) in &again {
+            self.follow.detach(session);
+        }
+        join.extend(again);
         let mut now: Vec<(Arc<str>, u64)> = Vec::new();
         let mut subscribe = Vec::new();
         for (session, head) in join {
@@ -373,12 +393,19 @@ impl Reader {
         let mut failed = Ok(());
         if !now.is_empty() {
             let groups: Vec<u32> = now.iter().map(|(s, _)| keys.group(s)).collect();
-            if let Err(error) = self.follow.attach(conn, now, true).await {
-                // Not attached: the recovery subscribes again and reads them.
-                for group in groups {
-                    self.unconfirm(group);
+            match self.follow.attach(conn, now, true).await {
+                Ok(closed) => {
+                    for session in closed {
+                        let _ = self.forget(conn, keys.group(&session), &session).await;
+                    }
                 }
-                failed = Err(error);
+                Err(error) => {
+                    // Not attached: the recovery subscribes again and reads them.
+                    for group in groups {
+                        self.unconfirm(group);
+                    }
+                    failed = Err(error);
+                }
             }
         }
         for group in subscribe {
@@ -392,6 +419,7 @@ impl Reader {
     /// Keeps the keys of served sessions alive while they have subscribers.
     async fn refresh(&mut self, conn: &mut Conn) -> RedisResult<()> {
         let shared = Arc::clone(&self.follow.shared);
+        self.follow.prune();
         if !refresh_due(&mut self.last_refresh, shared.settings.ttl_ms) || self.follow.is_empty() {
             return Ok(());
         }

@@ -26,23 +26,34 @@ const CLOSE: &str = include_str!("../close.lua");
 const TASK: &str = include_str!("../task.lua");
 /// Asks a task to stop, wherever it runs.
 const CANCEL: &str = include_str!("../cancel.lua");
+/// Puts counters back (see the script).
+const RAISE: &str = include_str!("../raise.lua");
 
 /// A status read back from history: its number, text and fields.
 pub(in crate::hub::redis) type Stored = (u64, String, Option<Arc<Extra>>);
 
-/// The result of the read script: the session's counter, and the statuses numbered
-/// `from..=to` that its history holds, in order.
-pub(in crate::hub::redis) fn parse_read(
-    value: Value,
-    from: u64,
-    to: u64,
-) -> Option<(u64, Vec<Stored>)> {
+/// What the read script answers.
+pub(in crate::hub::redis) struct Read {
+    /// The session's counter: the highest number given.
+    pub(in crate::hub::redis) counter: u64,
+    /// The statuses numbered in the range asked for that its history holds, in order.
+    pub(in crate::hub::redis) statuses: Vec<Stored>,
+    /// How many times a session of that id was closed (while its close hash lives).
+    pub(in crate::hub::redis) closes: u64,
+}
+
+/// The result of the read script, keeping the statuses numbered `from..=to`.
+pub(in crate::hub::redis) fn parse_read(value: Value, from: u64, to: u64) -> Option<Read> {
     let Value::Array(mut parts) = value else {
         return None;
     };
-    if parts.len() != 2 {
+    if parts.len() != 3 {
         return None;
     }
+    let closes = match parts.pop()? {
+        Value::Int(n) => u64::try_from(n).ok()?,
+        _ => return None,
+    };
     let entries = parts.pop()?;
     let head = match parts.pop()? {
         Value::Int(n) => u64::try_from(n).ok()?,
@@ -84,7 +95,11 @@ pub(in crate::hub::redis) fn parse_read(
             }
         }
     }
-    Some((head, out))
+    Some(Read {
+        counter: head,
+        statuses: out,
+        closes,
+    })
 }
 
 /// Reads `{applied, counter...}` as returned by the append script: whether it ran, and each
@@ -166,7 +181,10 @@ impl Scripts {
         touch_ms: u64,
     ) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.read).arg(1).arg(keys.log(session));
+        cmd.arg(&self.read)
+            .arg(2)
+            .arg(keys.log(session))
+            .arg(keys.meta(session));
         match from {
             Some(from) => cmd.arg(from),
             None => cmd.arg("-"),
@@ -290,6 +308,21 @@ impl Scripts {
             .arg(session);
         cmd
     }
+}
+
+/// `EVAL` of the raise script: puts each session's counter back to at least its floor, unless
+/// it was closed. Sent once per reconnect, so the script travels with the call.
+pub(in crate::hub::redis) fn raise_cmd(keys: &Keys, ttl_ms: u64, floors: &[(&str, u64)]) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(RAISE).arg(floors.len() * 2);
+    for (session, _) in floors {
+        cmd.arg(keys.log(session)).arg(keys.meta(session));
+    }
+    cmd.arg(ttl_ms.max(1));
+    for (_, floor) in floors {
+        cmd.arg(*floor);
+    }
+    cmd
 }
 
 /// `EVAL` of the task script: records `state` for `task` of `session` and tells every process
@@ -430,11 +463,16 @@ fn bulk(value: Value) -> Option<String> {
     }
 }
 
-/// Adds to `pipe` what renews the time to live of `session`'s history and of its tasks (which
-/// a long quiet task would otherwise outlive).
+/// Adds to `pipe` what renews the time to live of `session`'s history, of its tasks (which
+/// a long quiet task would otherwise outlive) and of its close count (which a process serving
+/// it compares after a partition).
 pub(in crate::hub::redis) fn touch(pipe: &mut Pipeline, keys: &Keys, session: &str, ttl_ms: u64) {
     pipe.cmd("PEXPIRE")
         .arg(keys.log(session))
+        .arg(ttl_ms)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(keys.meta(session))
         .arg(ttl_ms)
         .ignore()
         .cmd("PEXPIRE")
