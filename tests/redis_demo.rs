@@ -141,3 +141,73 @@ async fn a_stop_sent_to_one_demo_server_stops_the_tool_running_on_the_other() {
     on_a.stop().await.expect("A stopped cleanly");
     on_b.stop().await.expect("B stopped cleanly");
 }
+
+/// With Redis gone, both demos answer session creation and session lookups at once with a 503
+/// JSON error telling when to try again, and work again once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_demos_answer_503_with_retry_after_at_once() {
+    let Some(mut redis) = RedisServer::start_persistent() else {
+        return;
+    };
+    let url = redis.url();
+    let (on_a, on_b) = tokio::task::spawn_blocking(move || {
+        (
+            Demo::Axum.start(&["--redis", &url]),
+            Demo::Actix.start(&["--redis", &url]),
+        )
+    })
+    .await
+    .expect("start the demos");
+    let known = create_session(&on_a).await;
+    redis.kill();
+    for server in [&on_a, &on_b] {
+        for (path, body) in [
+            ("/api/sessions".to_owned(), String::new()),
+            (
+                format!("/api/sessions/{known}/tasks"),
+                r#"{"steps": 1, "delay_ms": 0}"#.to_owned(),
+            ),
+        ] {
+            // The first call may be the one that finds Redis gone; later ones answer at once.
+            for attempt in 0..3 {
+                let asked = std::time::Instant::now();
+                let res = http()
+                    .post(server.url(&path))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("an answer");
+                let took = asked.elapsed();
+                let retry_after = res.headers().get("retry-after").cloned();
+                let message =
+                    support::expect_error(res, reqwest::StatusCode::SERVICE_UNAVAILABLE).await;
+                assert!(
+                    retry_after.is_some_and(|v| v.to_str().is_ok_and(|v| v.parse::<u64>().is_ok())),
+                    "{path}: 503 with Retry-After ({message})"
+                );
+                assert!(
+                    took < Duration::from_secs(1),
+                    "{path} attempt {attempt}: answered after {took:?}"
+                );
+            }
+        }
+    }
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = http()
+            .post(on_b.url("/api/sessions"))
+            .send()
+            .await
+            .expect("an answer");
+        if res.status() == reqwest::StatusCode::CREATED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

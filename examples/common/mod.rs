@@ -224,7 +224,7 @@ pub(crate) async fn check_session<'a>(hub: &Hub, id: Option<&'a str>) -> Result<
     match hub.session_exists(id).await {
         Ok(true) => Ok(id),
         Ok(false) => Err(unknown()),
-        Err(e) => Err(Refusal::unavailable(e.to_string())),
+        Err(e) => Err(Refusal::from_lookup_error(&e)),
     }
 }
 
@@ -243,7 +243,7 @@ pub(crate) async fn create_session(hub: &Hub) -> Result<String, Refusal> {
     let id = new_id().map_err(|e| Refusal::new(500, e.to_string()))?;
     hub.open_session(&id)
         .await
-        .map_err(|e| Refusal::unavailable(e.to_string()))?;
+        .map_err(|e| Refusal::from_open_error(&e))?;
     Ok(id)
 }
 
@@ -335,8 +335,7 @@ pub(crate) async fn cancel_task(
     let task = task.unwrap_or_default();
     match hub.cancel_task(session, task).await {
         Ok(state) => Ok(serde_json::json!({ "task": task, "state": state.as_str() }).to_string()),
-        Err(error) if error.is_not_found() => Err(Refusal::not_found(error.to_string())),
-        Err(error) => Err(Refusal::unavailable(error.to_string())),
+        Err(error) => Err(Refusal::from_cancel_error(&error)),
     }
 }
 

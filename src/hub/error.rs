@@ -519,6 +519,25 @@ impl CancelError {
     pub fn is_not_found(&self) -> bool {
         !matches!(self, CancelError::Backend(_))
     }
+
+    /// When to try again, if the error says: a backend known to be away.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use status_messenger::hub::{BackendError, CancelError};
+    ///
+    /// assert_eq!(CancelError::UnknownTask.retry_after(), None);
+    /// let away = BackendError::new("redis", "refused").with_retry_after(Duration::from_secs(1));
+    /// assert_eq!(CancelError::Backend(away).retry_after(), Some(Duration::from_secs(1)));
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CancelError::Backend(error) => error.retry_after(),
+            _ => None,
+        }
+    }
 }
 
 display_and_source!(CancelError {

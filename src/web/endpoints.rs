@@ -416,8 +416,7 @@ impl Endpoints {
         let task = task.ok_or_else(|| Refusal::bad_request("missing `task` parameter"))?;
         match cancel::cancel(&self.hub, &session, &task).await {
             Ok(state) => Ok(CancelAnswer { task, state }),
-            Err(error) if error.is_not_found() => Err(Refusal::not_found(error.to_string())),
-            Err(error) => Err(Refusal::unavailable(error.to_string())),
+            Err(error) => Err(Refusal::from_cancel_error(&error)),
         }
     }
 

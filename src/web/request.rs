@@ -14,7 +14,7 @@ use std::fmt;
 use http::HeaderMap;
 
 use super::resume::{self, ResumeError};
-use crate::hub::{LookupError, StartTaskError};
+use crate::hub::{CancelError, LookupError, OpenError, StartTaskError};
 use crate::{Hub, SessionId};
 
 /// The parts of a request that decide who may read which session: headers (with cookies) and
@@ -234,6 +234,81 @@ impl Refusal {
             message: message.into(),
             retry_after: None,
             head: None,
+        }
+    }
+
+    /// The refusal of a session [`Hub::open_session`] did not open: 404 for an invalid id, else
+    /// 503, with `Retry-After` (whole seconds, rounded up) when the error says when to try
+    /// again: a backend known to be away, or a session table full of sessions in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::OpenError;
+    /// use status_messenger::web::Refusal;
+    ///
+    /// let full = Refusal::from_open_error(&OpenError::TooManySessions);
+    /// assert_eq!(full.status(), 503);
+    /// assert!(full.retry_after().is_some_and(|seconds| seconds >= 1));
+    /// assert_eq!(Refusal::from_open_error(&OpenError::ShutDown).retry_after(), None);
+    /// ```
+    pub fn from_open_error(error: &OpenError) -> Refusal {
+        match error {
+            OpenError::InvalidSessionId(_) => Refusal::not_found(error.to_string()),
+            _ => Refusal::unavailable(error.to_string()).retry_after_of(error.retry_after()),
+        }
+    }
+
+    /// The refusal when [`Hub::session_exists`] could not tell: 404 for an invalid id, else 503,
+    /// with `Retry-After` (whole seconds, rounded up) when the error says when to try again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use status_messenger::hub::{BackendError, LookupError};
+    /// use status_messenger::web::Refusal;
+    ///
+    /// let away = BackendError::new("redis", "connection refused")
+    ///     .with_retry_after(Duration::from_millis(250));
+    /// let refusal = Refusal::from_lookup_error(&LookupError::Backend(away));
+    /// assert_eq!((refusal.status(), refusal.retry_after()), (503, Some(1)));
+    /// ```
+    pub fn from_lookup_error(error: &LookupError) -> Refusal {
+        match error {
+            LookupError::InvalidSessionId(_) => Refusal::not_found(error.to_string()),
+            _ => Refusal::unavailable(error.to_string()).retry_after_of(error.retry_after()),
+        }
+    }
+
+    /// The refusal of a cancel [`Hub::cancel_task`] could not do: 404 for an unknown session or
+    /// a task that is not the session's, else 503, with `Retry-After` (whole seconds, rounded
+    /// up) when the error says when to try again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::CancelError;
+    /// use status_messenger::web::Refusal;
+    ///
+    /// assert_eq!(Refusal::from_cancel_error(&CancelError::UnknownTask).status(), 404);
+    /// ```
+    pub fn from_cancel_error(error: &CancelError) -> Refusal {
+        if error.is_not_found() {
+            Refusal::not_found(error.to_string())
+        } else {
+            Refusal::unavailable(error.to_string()).retry_after_of(error.retry_after())
+        }
+    }
+
+    /// `Retry-After` from a wait, rounded up to whole seconds (at least 1), when there is one.
+    fn retry_after_of(self, wait: Option<std::time::Duration>) -> Refusal {
+        match wait {
+            Some(wait) => {
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                self.with_retry_after(seconds.max(1))
+            }
+            None => self,
         }
     }
 
@@ -496,6 +571,6 @@ pub async fn session_from_query(hub: &Hub, request: &RequestInfo) -> Result<Sess
     match hub.session_exists(&id).await {
         Ok(true) => Ok(id),
         Ok(false) | Err(LookupError::InvalidSessionId(_)) => Err(unknown()),
-        Err(error) => Err(Refusal::unavailable(error.to_string())),
+        Err(error) => Err(Refusal::from_lookup_error(&error)),
     }
 }
