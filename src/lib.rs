@@ -231,6 +231,7 @@ mod context;
 pub mod hub;
 mod json;
 pub mod messenger;
+mod pool;
 mod status;
 mod sync;
 mod task;
@@ -266,6 +267,10 @@ pub use messenger::{
     set_global_default, setup_status_messenger_async, stream_status_updates,
     try_stream_status_updates, with_default, DefaultGuard, Messenger, SetGlobalDefaultError,
     StatusMessages, StatusStream, StatusUpdate, StreamError, WithMessenger,
+};
+pub use pool::{
+    BlockingPool, BlockingPoolConfig, PoolConfigError, PoolJoinError, PoolJoinHandle,
+    PoolSpawnError,
 };
 pub use status::{InvalidJson, JsonData, Level, Progress, StatusMessage, UnknownLevel};
 pub use task::{cancelled, current_task_id, is_cancelled, Cancelled};
