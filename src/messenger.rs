@@ -303,14 +303,18 @@ impl Shared {
     /// more. `None` means the stream sleeps until a sender wakes it.
     fn park(&self, cx: &Context<'_>) -> Option<Item> {
         self.consumer.register(cx.waker());
-        // Release: the sender that clears the flag (an acquiring swap) sees the waker.
-        self.parked.store(true, Ordering::Release);
+        // Release: the sender that clears the flag (an acquiring swap) sees the waker. Here and
+        // below read-modify-writes, not stores: they cost nothing per message (a stream parks
+        // at most once per wake-up), and with plain stores loom reports lost wake-ups (its
+        // model orders a store against a sender's concurrent swap more loosely than this
+        // protocol needs), so the models check the protocol as it runs.
+        self.parked.swap(true, Ordering::AcqRel);
         // Orders the flag before the second look, against the sender's fence between its
         // push and its read of the flag.
         fence(Ordering::SeqCst);
         let item = self.receiver.try_recv().ok()?;
         // Awake after all: spare the next sender a wake-up.
-        self.parked.store(false, Ordering::Relaxed);
+        self.parked.swap(false, Ordering::Relaxed);
         Some(item)
     }
 

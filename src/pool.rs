@@ -50,7 +50,6 @@ use crate::sync::lock;
 /// assert_eq!(pool.capacity(), 5_120);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct BlockingPoolConfig {
     /// Most threads, so most jobs running at once (at least 1, at most 65,536; default
     /// 1,024). Threads start as jobs need them and end after `keep_alive` without work.
