@@ -731,6 +731,7 @@ impl Messenger {
             live: Some(Live {
                 buffer,
                 home: Arc::clone(&self.shared),
+                idle_polls: 0,
             }),
         })
     }
@@ -886,7 +887,20 @@ struct Live {
     /// `Shared::leftover` on drop.
     buffer: VecDeque<Item>,
     home: Arc<Shared>,
+    /// Polls in a row that found the channel empty and yielded instead of sleeping.
+    idle_polls: u32,
 }
+
+/// How many times in a row a stream that finds the channel empty yields to the runtime (waking
+/// itself) before it sleeps. While producers are sending, the next message is usually a few
+/// hundred nanoseconds away: a consumer that sleeps at once is woken again at once, and each
+/// wake-up costs the sender a system call and the consumer a trip through the scheduler. A
+/// few yields (a few microseconds, in which other tasks run) let it take that message awake.
+/// Model builds sleep at once: a yield is a plain self-wake, and the models check the sleep.
+#[cfg(not(status_messenger_loom))]
+const YIELDS_BEFORE_SLEEP: u32 = 16;
+#[cfg(status_messenger_loom)]
+const YIELDS_BEFORE_SLEEP: u32 = 0;
 
 impl fmt::Debug for StatusStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -986,12 +1000,18 @@ impl StatusStream {
             Some(item) => item,
             None => match live.home.receiver.try_recv() {
                 Ok(item) => item,
+                Err(_empty) if live.idle_polls < YIELDS_BEFORE_SLEEP => {
+                    live.idle_polls += 1;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Err(_empty) => match live.home.park(cx) {
                     Some(item) => item,
                     None => return Poll::Pending,
                 },
             },
         };
+        live.idle_polls = 0;
         // Only the one consuming stream writes this counter (`stream_taken` orders one
         // consumer after the next), so a plain load and store suffices and keeps a locked
         // read-modify-write off the per-message path.
@@ -1063,7 +1083,7 @@ impl Drop for StatusStream {
         let Some(live) = self.live.take() else {
             return;
         };
-        let Live { buffer, home } = live;
+        let Live { buffer, home, .. } = live;
         // Forget this stream's waker and park what it took but did not yield before the next
         // stream may start.
         home.parked.store(false, Ordering::Relaxed);
