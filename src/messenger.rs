@@ -57,13 +57,15 @@
 //   sender and a receiver), so a send on the channel cannot fail and a message waits in the
 //   channel until a consumer takes it.
 // - At most one [`StatusStream`] consumes at a time: `Shared::stream_taken` is set by the one
-//   stream that holds receiver clones and cleared when it is dropped, after its pending
-//   receive has been unregistered and what it had drained but not yielded has been parked in
-//   `Shared::leftover`. Receivers are only woken, never handed a message, so a dropped stream
-//   takes nothing with it: the next one yields the leftover first (it is older than anything
-//   still in the channel), then the channel, in order.
-// - The consumer is woken only when it sleeps. A stream that finds the channel empty registers
-//   its waker, sets `Shared::parked` and looks again; a send pushes, then reads `parked`, and
+//   stream that receives through `Shared::receiver` and cleared when it is dropped, after its
+//   waker has been forgotten and what it had taken but not yielded has been parked in
+//   `Shared::leftover`. A stream takes a message only when it yields it (or, from direct
+//   delivery's switch, into its buffer), so a dropped stream takes nothing with it: the next one
+//   yields the leftover first (it is older than anything still in the channel), then the
+//   channel, in order.
+// - The consumer is woken only when it sleeps. A stream that finds the channel empty yields to
+//   the runtime a few times (`YIELDS_BEFORE_SLEEP`), then registers its waker, sets
+//   `Shared::parked` and looks again; a send pushes, then reads `parked`, and
 //   only the sender that clears it wakes the stream. A SeqCst fence sits between the write and
 //   the read on both sides (the store-buffering pattern), so either the stream's second look
 //   finds the message or the sender sees the flag: no wake-up is lost, and a stream that is
