@@ -11,7 +11,8 @@
 //! 513th waits for a thread, with `--tools pool` (the default) every tool starts at once. A
 //! task the pool has no room for is answered 503. Options: `--port` / `PORT` (default 3000, 0:
 //! any free port), `--bind` / `BIND` (default `127.0.0.1`), `--pool-threads N` (default
-//! 4,096), `--pool-queue N` (default 1,024). It prints `listening on http://ADDR:PORT`.
+//! 4,096), `--pool-queue N` (default 1,024). It prints `listening on http://ADDR:PORT` and stops
+//! on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -196,11 +197,28 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(options.addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            drop(tokio::signal::ctrl_c().await);
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what the end-to-end driver sends).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => drop(ctrl_c.await),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(ctrl_c.await);
 }
 
 fn main() {
