@@ -1,6 +1,6 @@
-//! `add_status_message` -> `stream_status_updates` throughput against the raw tokio unbounded
-//! mpsc floor: the same `(Option<String>, String)` tuple, the same producer threads, one
-//! consumer, measured in the same group.
+//! `add_status_message` -> `stream_status_updates` throughput against two raw channels, tokio's
+//! unbounded mpsc and crossbeam's unbounded channel: the same `(Option<String>, String)` tuple,
+//! the same producer threads, one consumer, measured in the same group.
 //!
 //! The same group measures what the newer entry points cost beside it: `structured_status`
 //! sends each status with progress, level, key and JSON data through `add_status`, and
@@ -82,6 +82,37 @@ fn compare(
                             let mut received = 0;
                             while received < expected {
                                 if rx.recv().await.is_none() {
+                                    break;
+                                }
+                                received += 1;
+                            }
+                            received
+                        })
+                    })
+                    .sum()
+            });
+        },
+    );
+    group.bench_with_input(
+        BenchmarkId::new("raw_crossbeam_unbounded", threads),
+        &threads,
+        |b, &threads| {
+            b.iter_custom(|iterations| {
+                (0..iterations)
+                    .map(|_| {
+                        let (tx, rx) = crossbeam_channel::unbounded::<(Option<String>, String)>();
+                        let produce = move |thread: u64, count: u64| {
+                            let session = format!("session-{thread}");
+                            for _ in 0..count {
+                                let _sent = tx.send((Some(session.clone()), TEXT.to_owned()));
+                            }
+                        };
+                        // crossbeam has no async receive: the consumer blocks in `recv`, as a
+                        // dedicated consumer thread would (it spins briefly before it sleeps).
+                        run_once(runtime, threads, messages, produce, async move {
+                            let mut received = 0;
+                            while received < expected {
+                                if rx.recv().is_err() {
                                     break;
                                 }
                                 received += 1;

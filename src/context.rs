@@ -416,6 +416,10 @@ impl std::error::Error for SpawnError {}
 /// through the caller's messenger, and [`is_cancelled`](crate::is_cancelled) answers for the
 /// caller's task.
 ///
+/// It runs on tokio's blocking pool, at most 512 threads by default: with that many slow tools
+/// running, the next one waits for a thread before it starts. For many tools that sleep or
+/// wait, raise the runtime's `max_blocking_threads` or use a [`BlockingPool`](crate::BlockingPool).
+///
 /// # Panics
 ///
 /// Outside a tokio runtime, as tokio's does; [`try_spawn_blocking`] returns an error instead.

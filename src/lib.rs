@@ -131,6 +131,38 @@
 //! # }
 //! ```
 //!
+//! # Many slow tools at once
+//!
+//! [`spawn_blocking`] runs work on tokio's blocking pool, which has at most 512 threads unless
+//! the runtime is built with another `max_blocking_threads`. A tool that sleeps or waits holds
+//! its thread the whole time, so the 513th slow tool waits for one of the first 512 to end
+//! before it starts, and so does every other user of that pool (`tokio::fs`, DNS lookups).
+//! Raise the runtime's limit, or run tools on a [`BlockingPool`] of their own: dedicated
+//! threads up to [`BlockingPoolConfig::threads`], a bounded queue past them
+//! ([`BlockingPool::try_spawn`] refuses with the job given back, [`BlockingPool::spawn`] waits
+//! asynchronously for room), and the session, task and scoped default messenger carried as
+//! [`spawn_blocking`] carries them:
+//!
+//! ```
+//! use status_messenger::{current_session_id, with_session_id, BlockingPool, BlockingPoolConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut config = BlockingPoolConfig::default();
+//! config.threads = 4096;
+//! let tools = BlockingPool::new(config).unwrap();
+//! let seen = with_session_id("user-1", async {
+//!     let job = tools.try_spawn(|| {
+//!         std::thread::sleep(std::time::Duration::from_millis(5));
+//!         current_session_id()
+//!     });
+//!     job.unwrap().await.unwrap()
+//! })
+//! .await;
+//! assert_eq!(seen.as_deref(), Some("user-1"));
+//! # }
+//! ```
+//!
 //! # Tasks and cancel
 //!
 //! The request handler starts a task, hands its id to the client, and runs the tool in it;
@@ -236,6 +268,7 @@ mod json;
 #[cfg_attr(docsrs, doc(cfg(feature = "rmcp")))]
 pub mod mcp;
 pub mod messenger;
+mod pool;
 mod status;
 mod sync;
 mod task;
@@ -271,6 +304,10 @@ pub use messenger::{
     set_global_default, setup_status_messenger_async, stream_status_updates,
     try_stream_status_updates, with_default, DefaultGuard, Messenger, SetGlobalDefaultError,
     StatusMessages, StatusStream, StatusUpdate, StreamError, WithMessenger,
+};
+pub use pool::{
+    BlockingPool, BlockingPoolConfig, PoolConfigError, PoolJoinError, PoolJoinHandle,
+    PoolSpawnError,
 };
 pub use status::{InvalidJson, JsonData, Level, Progress, StatusMessage, UnknownLevel};
 pub use task::{cancelled, current_task_id, is_cancelled, Cancelled};

@@ -57,24 +57,34 @@
 //   sender and a receiver), so a send on the channel cannot fail and a message waits in the
 //   channel until a consumer takes it.
 // - At most one [`StatusStream`] consumes at a time: `Shared::stream_taken` is set by the one
-//   stream that holds receiver clones and cleared when it is dropped, after its pending
-//   receive has been unregistered and what it had drained but not yielded has been parked in
-//   `Shared::leftover`. Receivers are only woken, never handed a message, so a dropped stream
-//   takes nothing with it: the next one yields the leftover first (it is older than anything
-//   still in the channel), then the channel, in order.
-// - A stream drains the channel in bulk (one lock for everything queued) into its own buffer
-//   and yields from there; that halves the lock traffic producers contend with.
+//   stream that receives through `Shared::receiver` and cleared when it is dropped, after its
+//   waker has been forgotten and what it had taken but not yielded has been parked in
+//   `Shared::leftover`. A stream takes a message only when it yields it (or, from direct
+//   delivery's switch, into its buffer), so a dropped stream takes nothing with it: the next one
+//   yields the leftover first (it is older than anything still in the channel), then the
+//   channel, in order.
+// - The consumer is woken only when it sleeps. A stream that finds the channel empty yields to
+//   the runtime a few times (`YIELDS_BEFORE_SLEEP`), then registers its waker, sets
+//   `Shared::parked` and looks again; a send pushes, then reads `parked`, and
+//   only the sender that clears it wakes the stream. A SeqCst fence sits between the write and
+//   the read on both sides (the store-buffering pattern), so either the stream's second look
+//   finds the message or the sender sees the flag: no wake-up is lost, and a stream that is
+//   awake costs a sender one read of a flag that stays in its cache. Waking on every send
+//   instead (flume's signal per message) put a cross-thread wake-up, and a lock the consumer
+//   shares with the producers, on most sends.
 // - While a consumer is set for direct delivery (`Hub::attach`), every send runs under the
 //   read side of `Shared::direct` and hands the message to it; the switch drains the leftover
 //   and the channel under the write side, so nothing sent before it is overtaken or left
 //   behind. The direct consumer holds the stream meanwhile, so the one-consumer rule holds.
-// - The channel is `flume`'s unbounded one rather than tokio's: tokio's unbounded list channel
-//   lets a producer that was preempted between reserving a slot and writing it hold back the
-//   shared tail pointer, and every other producer then walks the block list from there. With
-//   many more blocking threads than cores (100 tool threads on 2 cores) tokio's channel fell to
-//   about 60,000 messages/s where flume's kept about 3,000,000. Model builds swap in a
-//   stand-in for it (`crate::sync::channel`), and `loom/` checks the stream hand-off and the
-//   direct-delivery switch above in every interleaving within its bounds.
+//   The lock is sharded by thread (`crate::sync::ShardedLock`): a send takes only its own
+//   thread's shard, so producers do not share a lock word; the rare switch takes every shard.
+// - The channel is crossbeam's unbounded one: lock-free, so neither a producer preempted in a
+//   send nor the consumer holds the others up. tokio's unbounded list channel lets a producer
+//   that was preempted between reserving a slot and writing it hold back the shared tail
+//   pointer, and every other producer then walks the block list from there: with 100 tool
+//   threads on 2 cores it fell to about 60,000 messages/s. Model builds swap in a stand-in for
+//   it (`crate::sync::channel`), and `loom/` checks the stream hand-off, the wake-up protocol
+//   and the direct-delivery switch above in every interleaving within its bounds.
 // - The scoped default is a thread-local `RefCell` (`SCOPED`). It is borrowed mutably only to
 //   swap a messenger in or out, with no other code running meanwhile, and shared only for one
 //   hand-over by a free function. A change can thus meet a borrow only when it is made by code
@@ -95,8 +105,10 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 
 use crate::status::StatusMessage;
-use crate::sync::channel::{self, RecvStream};
-use crate::sync::{lock, read, write, Arc, AtomicBool, AtomicU64, Mutex, RwLock};
+use crate::sync::channel;
+use crate::sync::{
+    fence, lock, read, write, Arc, AtomicBool, AtomicU64, Mutex, ShardedLock, TaskWaker,
+};
 use crate::task;
 
 tokio::task_local! {
@@ -246,10 +258,15 @@ pub(crate) type Item = (Origin, Payload);
 #[derive(Debug)]
 struct Shared {
     sender: channel::Sender<Item>,
-    /// Kept so the channel stays open and so each new stream can take a clone.
+    /// Kept so the channel stays open; the live stream receives through it.
     receiver: channel::Receiver<Item>,
     /// Set while a stream consumes the channel.
     stream_taken: AtomicBool,
+    /// Set by the live stream when it found the channel empty and is about to sleep; cleared
+    /// by the one sender that wakes it (see the module invariants).
+    parked: AtomicBool,
+    /// The live stream's waker, registered before it sets `parked`.
+    consumer: TaskWaker,
     /// Messages a dropped stream had drained from the channel but not yielded; the next
     /// stream yields them first. Locked only when a stream starts or ends.
     leftover: Mutex<VecDeque<Item>>,
@@ -258,7 +275,7 @@ struct Shared {
     /// Streams refused because another one was consuming.
     refused_streams: AtomicU64,
     /// Set while messages go straight to a consumer instead of through the channel.
-    direct: RwLock<Option<Direct>>,
+    direct: ShardedLock<Option<Direct>>,
 }
 
 /// Takes one message (its session, its task, the status) on the sender's thread, or gives it
@@ -279,6 +296,37 @@ struct Direct {
 impl fmt::Debug for Direct {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Direct").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The live stream's side of the wake-up protocol (see the module invariants), after it
+    /// found the channel empty: registers `cx`'s waker, says so in `parked`, and looks once
+    /// more. `None` means the stream sleeps until a sender wakes it.
+    fn park(&self, cx: &Context<'_>) -> Option<Item> {
+        self.consumer.register(cx.waker());
+        // Release: the sender that clears the flag (an acquiring swap) sees the waker. Here and
+        // below read-modify-writes, not stores: they cost nothing per message (a stream parks
+        // at most once per wake-up), and with plain stores loom reports lost wake-ups (its
+        // model orders a store against a sender's concurrent swap more loosely than this
+        // protocol needs), so the models check the protocol as it runs.
+        self.parked.swap(true, Ordering::AcqRel);
+        // Orders the flag before the second look, against the sender's fence between its
+        // push and its read of the flag.
+        fence(Ordering::SeqCst);
+        let item = self.receiver.try_recv().ok()?;
+        // Awake after all: spare the next sender a wake-up.
+        self.parked.swap(false, Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// The sender's side, after a push: wakes the live stream if it sleeps, once.
+    fn wake_consumer(&self) {
+        // Orders the push before the read of the flag (see `park`).
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::Acquire) {
+            self.consumer.wake();
+        }
     }
 }
 
@@ -362,10 +410,12 @@ impl Messenger {
                 sender,
                 receiver,
                 stream_taken: AtomicBool::new(false),
+                parked: AtomicBool::new(false),
+                consumer: TaskWaker::default(),
                 leftover: Mutex::new(VecDeque::new()),
                 received: AtomicU64::new(0),
                 refused_streams: AtomicU64::new(0),
-                direct: RwLock::new(None),
+                direct: ShardedLock::new(None),
             }),
         }
     }
@@ -535,7 +585,9 @@ impl Messenger {
         );
         if sent.is_err() {
             tracing::error!(target: "status_messenger", "status channel closed; message dropped");
+            return;
         }
+        self.shared.wake_consumer();
     }
 
     /// Routes every message straight to `deliver` from now on, after handing it what waits in
@@ -679,10 +731,9 @@ impl Messenger {
         let buffer = std::mem::take(&mut *lock(&self.shared.leftover));
         Ok(StatusStream {
             live: Some(Live {
-                waiting: self.shared.receiver.clone().into_stream(),
-                draining: self.shared.receiver.clone(),
                 buffer,
                 home: Arc::clone(&self.shared),
+                idle_polls: 0,
             }),
         })
     }
@@ -834,14 +885,24 @@ pub struct StatusStream {
 
 /// What a consuming stream holds.
 struct Live {
-    /// Registers the stream's waker when the channel is empty.
-    waiting: RecvStream<'static, Item>,
-    /// Takes everything queued under one lock.
-    draining: channel::Receiver<Item>,
-    /// Drained, not yet yielded; parked in `Shared::leftover` on drop.
+    /// Taken from the channel (or an earlier stream's leftover), not yet yielded; parked in
+    /// `Shared::leftover` on drop.
     buffer: VecDeque<Item>,
     home: Arc<Shared>,
+    /// Polls in a row that found the channel empty and yielded instead of sleeping.
+    idle_polls: u32,
 }
+
+/// How many times in a row a stream that finds the channel empty yields to the runtime (waking
+/// itself) before it sleeps. While producers are sending, the next message is usually a few
+/// hundred nanoseconds away: a consumer that sleeps at once is woken again at once, and each
+/// wake-up costs the sender a system call and the consumer a trip through the scheduler. A
+/// few yields (a few microseconds, in which other tasks run) let it take that message awake.
+/// Model builds sleep at once: a yield is a plain self-wake, and the models check the sleep.
+#[cfg(not(status_messenger_loom))]
+const YIELDS_BEFORE_SLEEP: u32 = 16;
+#[cfg(status_messenger_loom)]
+const YIELDS_BEFORE_SLEEP: u32 = 0;
 
 impl fmt::Debug for StatusStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -886,7 +947,7 @@ impl StatusStream {
     pub fn pending(&self) -> usize {
         self.live
             .as_ref()
-            .map_or(0, |live| live.buffer.len() + live.draining.len())
+            .map_or(0, |live| live.buffer.len() + live.home.receiver.len())
     }
 }
 
@@ -937,25 +998,28 @@ impl StatusStream {
         let Some(live) = self.live.as_mut() else {
             return Poll::Ready(None);
         };
-        if live.buffer.is_empty() {
-            live.buffer.extend(live.draining.drain());
-        }
         let next = match live.buffer.pop_front() {
-            Some(update) => Some(update),
-            // Nothing queued: wait, registering the waker (or take what arrived meanwhile).
-            None => match Pin::new(&mut live.waiting).poll_next(cx) {
-                Poll::Ready(update) => update,
-                Poll::Pending => return Poll::Pending,
+            Some(item) => item,
+            None => match live.home.receiver.try_recv() {
+                Ok(item) => item,
+                Err(_empty) if live.idle_polls < YIELDS_BEFORE_SLEEP => {
+                    live.idle_polls += 1;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Err(_empty) => match live.home.park(cx) {
+                    Some(item) => item,
+                    None => return Poll::Pending,
+                },
             },
         };
-        if next.is_some() {
-            // Only the one consuming stream writes this counter (`stream_taken` orders one
-            // consumer after the next), so a plain load and store suffices and keeps a locked
-            // read-modify-write off the per-message path.
-            let received = live.home.received.load(Ordering::Relaxed);
-            live.home.received.store(received + 1, Ordering::Relaxed);
-        }
-        Poll::Ready(next)
+        live.idle_polls = 0;
+        // Only the one consuming stream writes this counter (`stream_taken` orders one
+        // consumer after the next), so a plain load and store suffices and keeps a locked
+        // read-modify-write off the per-message path.
+        let received = live.home.received.load(Ordering::Relaxed);
+        live.home.received.store(received + 1, Ordering::Relaxed);
+        Poll::Ready(Some(next))
     }
 }
 
@@ -1021,16 +1085,11 @@ impl Drop for StatusStream {
         let Some(live) = self.live.take() else {
             return;
         };
-        let Live {
-            waiting,
-            draining,
-            buffer,
-            home,
-        } = live;
-        // Unregister the pending receive and park what was drained before the next stream
-        // may start.
-        drop(waiting);
-        drop(draining);
+        let Live { buffer, home, .. } = live;
+        // Forget this stream's waker and park what it took but did not yield before the next
+        // stream may start.
+        home.parked.store(false, Ordering::Relaxed);
+        home.consumer.forget();
         {
             let mut leftover = lock(&home.leftover);
             // This stream took the leftover when it started and only one stream lives at a

@@ -11,22 +11,65 @@
 //!
 //! # Model checking
 //!
-//! Built with `--cfg status_messenger_loom`, the primitives below are `loom`'s and the channel
-//! is a small stand-in over a `loom` mutex, so that the model checker (the `loom/` crate) runs
-//! the messenger's own code and sees every step where threads can interleave. Nothing else in
+//! Built with `--cfg status_messenger_loom`, the primitives below (locks, atomics, fences, the
+//! task waker) are `loom`'s and the channel is a small stand-in over a `loom` mutex, so that the
+//! model checker (the `loom/` crate) runs the messenger's own code, its wake-up protocol
+//! included, and sees every step where threads can interleave. Nothing else in
 //! the crate names the cfg, except a hidden hook that lets the models switch direct delivery.
 
 #[cfg(not(status_messenger_loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU64},
-    Arc, Mutex, RwLock,
+    atomic::{fence, AtomicBool, AtomicU64},
+    Arc, Mutex,
 };
 
 #[cfg(status_messenger_loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU64},
-    Arc, Mutex, RwLock,
+    atomic::{fence, AtomicBool, AtomicU64},
+    Arc, Mutex,
 };
+
+/// A read-write lock for data read on every status and written rarely: crossbeam's sharded
+/// lock, whose readers each take the shard of their own thread, so producers on different
+/// threads do not bounce one lock word between their caches. The model builds use `loom`'s
+/// plain `RwLock`: the sharding changes the cost of a read, not what it guarantees.
+#[cfg(not(status_messenger_loom))]
+pub(crate) use crossbeam_utils::sync::ShardedLock;
+#[cfg(status_messenger_loom)]
+pub(crate) use loom::sync::RwLock as ShardedLock;
+
+/// The waker of a task waiting for something another thread provides: `atomic-waker`'s, and
+/// `loom`'s in model builds, behind the one interface the messenger uses.
+#[derive(Debug, Default)]
+pub(crate) struct TaskWaker {
+    #[cfg(not(status_messenger_loom))]
+    inner: atomic_waker::AtomicWaker,
+    #[cfg(status_messenger_loom)]
+    inner: loom::future::AtomicWaker,
+}
+
+impl TaskWaker {
+    /// Makes `waker` the one the next [`wake`](TaskWaker::wake) wakes.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        #[cfg(not(status_messenger_loom))]
+        self.inner.register(waker);
+        #[cfg(status_messenger_loom)]
+        self.inner.register_by_ref(waker);
+    }
+
+    /// Wakes the registered waker, if any, and forgets it.
+    pub(crate) fn wake(&self) {
+        self.inner.wake();
+    }
+
+    /// Forgets the registered waker without waking it.
+    pub(crate) fn forget(&self) {
+        #[cfg(not(status_messenger_loom))]
+        drop(self.inner.take());
+        #[cfg(status_messenger_loom)]
+        drop(self.inner.take_waker());
+    }
+}
 
 use std::sync::{LockResult, PoisonError};
 
@@ -100,42 +143,49 @@ impl_locks!(std::sync);
 #[cfg(status_messenger_loom)]
 impl_locks!(loom::sync);
 
-/// The messenger's channel: `flume`'s unbounded one (see the messenger's invariants for why).
 #[cfg(not(status_messenger_loom))]
-pub(crate) mod channel {
-    pub(crate) use flume::r#async::RecvStream;
-    pub(crate) use flume::{unbounded, Receiver, Sender};
+impl<T: ?Sized> ReadWrite for crossbeam_utils::sync::ShardedLock<T> {
+    type Read<'a>
+        = crossbeam_utils::sync::ShardedLockReadGuard<'a, T>
+    where
+        Self: 'a;
+    type Write<'a>
+        = crossbeam_utils::sync::ShardedLockWriteGuard<'a, T>
+    where
+        Self: 'a;
+
+    fn read_poisoned(&self) -> LockResult<Self::Read<'_>> {
+        self.read()
+    }
+
+    fn write_poisoned(&self) -> LockResult<Self::Write<'_>> {
+        self.write()
+    }
 }
 
-/// The part of `flume`'s unbounded channel the messenger uses, over one `loom` mutex, with
-/// flume's semantics where the messenger relies on them: a send never fails while a receiver
-/// lives; `drain` takes everything queued under one lock; a waiting stream is only woken,
-/// never handed a message, and a dropped one leaves every message in the queue.
+/// The messenger's channel: crossbeam's unbounded one (see the messenger's invariants for why).
+#[cfg(not(status_messenger_loom))]
+pub(crate) mod channel {
+    pub(crate) use crossbeam_channel::{unbounded, Receiver, Sender};
+}
+
+/// The part of crossbeam's unbounded channel the messenger uses, over one `loom` mutex: a send
+/// never fails while a receiver lives, `try_recv` takes the oldest item, `len` counts them. The
+/// channel wakes no one: the messenger's own wake-up protocol (see its invariants), which the
+/// models check, sits on top of it in both builds.
 #[cfg(status_messenger_loom)]
 pub(crate) mod channel {
     use std::collections::VecDeque;
     use std::fmt;
-    use std::marker::PhantomData;
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
-
-    use futures_core::Stream;
 
     use super::{lock, Arc, Mutex};
 
-    struct Queue<T> {
-        items: VecDeque<T>,
-        /// The wakers of streams waiting for an item, by stream.
-        waiting: Vec<(u64, Waker)>,
-        next_stream: u64,
-    }
-
     pub(crate) struct Sender<T> {
-        queue: Arc<Mutex<Queue<T>>>,
+        queue: Arc<Mutex<VecDeque<T>>>,
     }
 
     pub(crate) struct Receiver<T> {
-        queue: Arc<Mutex<Queue<T>>>,
+        queue: Arc<Mutex<VecDeque<T>>>,
     }
 
     /// Never returned: the messenger keeps a receiver for as long as its sender lives.
@@ -147,11 +197,7 @@ pub(crate) mod channel {
     pub(crate) struct Empty;
 
     pub(crate) fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
-        let queue = Arc::new(Mutex::new(Queue {
-            items: VecDeque::new(),
-            waiting: Vec::new(),
-            next_stream: 0,
-        }));
+        let queue = Arc::new(Mutex::new(VecDeque::new()));
         (
             Sender {
                 queue: Arc::clone(&queue),
@@ -162,82 +208,18 @@ pub(crate) mod channel {
 
     impl<T> Sender<T> {
         pub(crate) fn send(&self, item: T) -> Result<(), SendError<T>> {
-            let woken = {
-                let mut queue = lock(&*self.queue);
-                queue.items.push_back(item);
-                std::mem::take(&mut queue.waiting)
-            };
-            for (_, waker) in woken {
-                waker.wake();
-            }
+            lock(&*self.queue).push_back(item);
             Ok(())
         }
     }
 
     impl<T> Receiver<T> {
         pub(crate) fn try_recv(&self) -> Result<T, Empty> {
-            lock(&*self.queue).items.pop_front().ok_or(Empty)
-        }
-
-        pub(crate) fn drain(&self) -> std::collections::vec_deque::IntoIter<T> {
-            std::mem::take(&mut lock(&*self.queue).items).into_iter()
+            lock(&*self.queue).pop_front().ok_or(Empty)
         }
 
         pub(crate) fn len(&self) -> usize {
-            lock(&*self.queue).items.len()
-        }
-
-        pub(crate) fn into_stream(self) -> RecvStream<'static, T> {
-            let id = {
-                let mut queue = lock(&*self.queue);
-                queue.next_stream += 1;
-                queue.next_stream
-            };
-            RecvStream {
-                receiver: self,
-                id,
-                _like_flume: PhantomData,
-            }
-        }
-    }
-
-    impl<T> Clone for Receiver<T> {
-        fn clone(&self) -> Self {
-            Self {
-                queue: Arc::clone(&self.queue),
-            }
-        }
-    }
-
-    /// Yields items as they come; never ends, since the messenger keeps a sender.
-    pub(crate) struct RecvStream<'a, T> {
-        receiver: Receiver<T>,
-        id: u64,
-        /// flume's stream may borrow its receiver; the messenger only uses `'static` ones.
-        _like_flume: PhantomData<&'a ()>,
-    }
-
-    impl<T> Stream for RecvStream<'_, T> {
-        type Item = T;
-
-        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-            let mut queue = lock(&*self.receiver.queue);
-            queue.waiting.retain(|(id, _)| *id != self.id);
-            match queue.items.pop_front() {
-                Some(item) => Poll::Ready(Some(item)),
-                None => {
-                    queue.waiting.push((self.id, cx.waker().clone()));
-                    Poll::Pending
-                }
-            }
-        }
-    }
-
-    impl<T> Drop for RecvStream<'_, T> {
-        fn drop(&mut self) {
-            lock(&*self.receiver.queue)
-                .waiting
-                .retain(|(id, _)| *id != self.id);
+            lock(&*self.queue).len()
         }
     }
 

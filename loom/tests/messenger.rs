@@ -1,7 +1,9 @@
-//! Model checks of the messenger: a stream handing over to the next one, and the switch to and
-//! from direct delivery, each raced against senders. Every interleaving loom explores (within
-//! each model's preemption bound) must deliver every message exactly once, each producer's
-//! messages in the order it sent them.
+//! Model checks of the messenger: a stream handing over to the next one, a sleeping stream
+//! woken by the senders it waits for, and the switch to and from direct delivery, each raced
+//! against senders. Every interleaving loom explores (within each model's preemption bound)
+//! must deliver every message exactly once, each producer's messages in the order it sent
+//! them; a stream that sleeps with a message waiting and no wake-up to come is a deadlock,
+//! which loom reports.
 #![cfg(status_messenger_loom)]
 
 use std::pin::Pin;
@@ -69,6 +71,16 @@ fn assert_exactly_once_in_order(consumed: &[String], producers: &[&[&str]]) {
     }
 }
 
+/// The next message of `stream`, waiting for it as an async consumer does: `Pending` with the
+/// waker registered, then asleep in `block_on` until something wakes it.
+fn next_blocking(stream: &mut StatusStream) -> String {
+    let next = std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx));
+    match loom::future::block_on(next) {
+        Some((_, text)) => text,
+        None => panic!("a live stream ended"),
+    }
+}
+
 /// What a direct consumer was handed, in order.
 type Record = Arc<Mutex<Vec<String>>>;
 
@@ -126,6 +138,59 @@ fn a_stream_dropped_mid_way_hands_everything_to_the_next_one_in_order() {
         assert_exactly_once_in_order(&consumed, &[&["early"], &["p0", "p1"]]);
         assert_eq!(messenger.received(), 3);
         assert!(!messenger.stream_live());
+    });
+}
+
+#[test]
+fn a_sleeping_stream_is_woken_for_every_message_it_waits_for() {
+    // Two senders race each other for the stream's `parked` flag and the stream's second look
+    // at the channel; the stream sleeps in between whenever it finds nothing.
+    model(3, || {
+        let messenger = Messenger::new();
+        let mut stream = messenger.stream();
+        let producers: Vec<_> = [["a0", "a1"], ["b0", "b1"]]
+            .into_iter()
+            .map(|texts| {
+                let messenger = messenger.clone();
+                thread::spawn(move || {
+                    for text in texts {
+                        messenger.send(None, text);
+                    }
+                })
+            })
+            .collect();
+        let consumed: Vec<String> = (0..4).map(|_| next_blocking(&mut stream)).collect();
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        assert_exactly_once_in_order(&consumed, &[&["a0", "a1"], &["b0", "b1"]]);
+        assert_eq!(stream.pending(), 0);
+    });
+}
+
+#[test]
+fn a_stream_that_replaces_a_sleeping_one_is_woken_too() {
+    // The first stream sleeps and is dropped with its waker registered; the next one, on
+    // another thread, must still be woken for a message sent meanwhile.
+    model(3, || {
+        let messenger = Messenger::new();
+        let mut first = messenger.stream();
+        assert!(take_ready(&mut first, 1).is_empty());
+        let producer = {
+            let messenger = messenger.clone();
+            thread::spawn(move || messenger.send(None, "p0"))
+        };
+        drop(first);
+        let consumer = {
+            let messenger = messenger.clone();
+            thread::spawn(move || {
+                let mut second = messenger.try_stream().expect("the first stream is gone");
+                next_blocking(&mut second)
+            })
+        };
+        producer.join().unwrap();
+        assert_eq!(consumer.join().unwrap(), "p0");
+        assert_eq!(messenger.received(), 1);
     });
 }
 

@@ -19,7 +19,13 @@
 //! - memory: `--idle-sessions` (10,000) sessions each given `--idle-steps` (100) statuses with no
 //!   subscriber, a sample read back, then the peak RSS (`--idle-subscribed` instead keeps a
 //!   socket open on every session while the statuses arrive, and closes them after; the peak
-//!   then includes the open sockets).
+//!   then includes the open sockets);
+//! - many_tools (only when named): `--many-tools S,N,D` (default 2,000 sessions whose tools add
+//!   20 statuses 50 ms apart, sleeping in between, all at once), 256 requests in flight, with
+//!   the floor's blocking pool raised to 4,096 threads; it prints when the last tool started and
+//!   each server's p99 beside the floor's. The server `pool` (`tools/src/bin/tool_server.rs`,
+//!   the library with its tools on a `BlockingPool`; not among the default servers) is meant
+//!   for it: `--servers floor,pool --scenarios many_tools`.
 //!
 //! A server missing from the source tree is an error naming it. Each run's load average goes
 //! into the results, since the machine may be shared; server logs go to `target/e2e/logs/`.
@@ -59,7 +65,7 @@ const LOADGEN: Target = Target {
 };
 
 /// The servers the driver knows: name, how cargo names its target, and whether it has a Redis mode.
-const SERVERS: [(&str, Target, bool); 3] = [
+const SERVERS: [(&str, Target, bool); 4] = [
     (
         "floor",
         Target {
@@ -90,7 +96,20 @@ const SERVERS: [(&str, Target, bool); 3] = [
         },
         true,
     ),
+    (
+        "pool",
+        Target {
+            package: TOOLS,
+            kind: Kind::Bin,
+            name: "tool_server",
+            source: "tools/src/bin/tool_server.rs",
+        },
+        false,
+    ),
 ];
+
+/// The servers run when `--servers` is not given.
+const DEFAULT_SERVERS: [&str; 3] = ["floor", "axum", "actix"];
 
 /// A binary the driver builds, in one of the workspace's packages.
 #[derive(Clone, Copy)]
@@ -125,6 +144,7 @@ struct Options {
     steps: u64,
     runs: u32,
     paced: (u64, u64, u64),
+    many_tools: (u64, u64, u64),
     idle: (u64, u64),
     idle_subscribed: bool,
     /// Which of `throughput`, `paced`, `memory` to run.
@@ -139,8 +159,8 @@ struct Options {
 
 const USAGE: &str =
     "usage: cargo bench -p status-messenger-tools --bench e2e -- [--servers floor,axum,actix] \
-[--scenarios throughput,paced,memory] [--sessions 1,10,100,1000] [--steps 1000] [--runs 5] \
-[--paced 10,200,10] [--idle-sessions 10000] [--idle-steps 100] [--idle-subscribed] [--sse] \
+[--scenarios throughput,paced,memory,many_tools] [--sessions 1,10,100,1000] [--steps 1000] [--runs 5] \
+[--paced 10,200,10] [--many-tools 2000,20,50] [--idle-sessions 10000] [--idle-steps 100] [--idle-subscribed] [--sse] \
 [--redis URL | --redis-cluster URL[,URL...] [--redis-split]] [--loadgen-threads 1] [--out DIR]";
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -154,11 +174,12 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             .collect()
     }
     let mut options = Options {
-        servers: SERVERS.iter().map(|s| s.0).collect(),
+        servers: DEFAULT_SERVERS.to_vec(),
         sessions: vec![1, 10, 100, 1000],
         steps: MAX_THROUGHPUT_STEPS,
         runs: 5,
         paced: (10, 200, 10),
+        many_tools: (2000, 20, 50),
         idle: (10_000, 100),
         idle_subscribed: false,
         scenarios: vec!["throughput".into(), "paced".into(), "memory".into()],
@@ -183,7 +204,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                             .find(|s| s.0 == name.trim())
                             .map(|s| s.0)
                             .ok_or_else(|| {
-                                format!("unknown server {name:?} (known: floor, axum, actix)")
+                                format!("unknown server {name:?} (known: floor, axum, actix, pool)")
                             })
                     })
                     .collect::<Result<_, _>>()?;
@@ -195,15 +216,17 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                 [s, n, d] => options.paced = (s, n, d),
                 _ => return Err("--paced takes S,N,D".into()),
             },
+            "--many-tools" => match list(&value()?, "--many-tools")?[..] {
+                [s, n, d] if s > 0 && n > 0 => options.many_tools = (s, n, d),
+                _ => return Err("--many-tools takes S,N,D".into()),
+            },
             "--scenarios" => {
                 options.scenarios = value()?.split(',').map(|s| s.trim().to_string()).collect();
-                if let Some(bad) = options
-                    .scenarios
-                    .iter()
-                    .find(|s| !["throughput", "paced", "memory"].contains(&s.as_str()))
-                {
+                if let Some(bad) = options.scenarios.iter().find(|s| {
+                    !["throughput", "paced", "memory", "many_tools"].contains(&s.as_str())
+                }) {
                     return Err(format!(
-                        "unknown scenario {bad:?} (known: throughput, paced, memory)"
+                        "unknown scenario {bad:?} (known: throughput, paced, memory, many_tools)"
                     ));
                 }
             }
@@ -282,7 +305,7 @@ fn build(options: &Options, target: &Path) -> Result<BTreeMap<String, PathBuf>, 
         if !root.join(server.source).exists() {
             return Err(format!(
                 "server {name:?} is selected but {} does not exist; choose others with \
-                 --servers (floor, axum, actix)",
+                 --servers (floor, axum, actix, pool)",
                 server.source
             ));
         }
@@ -443,6 +466,10 @@ impl UnderTest {
         let (_, target, redis_mode) = server_entry(name);
         let exe = &ctx.binaries[target.name];
         let mut extra = Vec::new();
+        if label == "many_tools" && name == "floor" {
+            // One thread per tool: the floor must not be the one that makes tools wait.
+            extra = vec!["--max-blocking-threads".to_string(), "4096".to_string()];
+        }
         if let (Some(url), true) = (&ctx.options.redis, redis_mode) {
             extra = vec!["--redis".to_string(), url.clone()];
         }
@@ -633,6 +660,31 @@ fn run(options: &Options) -> Result<bool, String> {
             ));
         }
     }
+    let (tools, tool_steps, tool_delay) = options.many_tools;
+    if wanted("many_tools") {
+        for server in &options.servers {
+            eprintln!(
+                "e2e: {server}: many_tools, {tools} tools x {tool_steps} steps, {tool_delay} ms apart"
+            );
+            let mut args = flags(&[
+                ("--sessions", tools),
+                ("--steps", tool_steps),
+                ("--delay-ms", tool_delay),
+                ("--runs", runs),
+                ("--concurrency", 256),
+            ]);
+            args.push("--grace-ms".into());
+            args.push("200".into());
+            rows.push(measure(
+                &ctx,
+                server,
+                "many_tools",
+                "many_tools",
+                &args,
+                Duration::ZERO,
+            ));
+        }
+    }
     if wanted("memory") {
         let (sessions, steps) = options.idle;
         for server in &options.servers {
@@ -660,6 +712,7 @@ fn run(options: &Options) -> Result<bool, String> {
             "steps_per_session": options.steps,
             "runs": options.runs,
             "paced": { "sessions": s, "steps": n, "delay_ms": d },
+            "many_tools": { "sessions": tools, "steps": tool_steps, "delay_ms": tool_delay },
             "scenarios": options.scenarios,
             "memory": {
                 "sessions": options.idle.0,
@@ -774,6 +827,24 @@ fn print_table(options: &Options, rows: &[Value]) {
             cell(number(row, "/loadgen/median/latency/p999_ms"), 3),
             cell(number(row, "/peak_rss_mib"), 1),
             if ok { "yes" } else { "NO" },
+        ));
+    }
+    let floor_p99 = rows
+        .iter()
+        .find(|r| r["server"] == "floor" && r["scenario"] == "many_tools")
+        .and_then(|r| number(r, "/loadgen/median/latency/p99_ms"));
+    for row in rows.iter().filter(|r| r["scenario"] == "many_tools") {
+        let server = row["server"].as_str().unwrap_or("?");
+        let started = number(row, "/loadgen/median/started_max_ms");
+        let p99 = number(row, "/loadgen/median/latency/p99_ms");
+        let ratio = match (p99, floor_p99) {
+            (Some(p99), Some(floor)) if floor > 0.0 => format!("{:.2}x the floor's", p99 / floor),
+            _ => "no floor to compare with".into(),
+        };
+        table.push_str(&format!(
+            "{server:<7} many_tools: last tool started after {} ms (median of runs); p99 {} ms, {ratio}\n",
+            cell(started, 1),
+            cell(p99, 3),
         ));
     }
     println!("{table}");

@@ -19,6 +19,9 @@
 //! Like the demo servers it serves on `127.0.0.1:3000` unless `--port` / `PORT` (`0`: any free
 //! port) or `--bind` / `BIND` say otherwise, and prints `listening on http://ADDR:PORT`; the
 //! end-to-end benchmark (`tools/benches/e2e.rs`) starts it itself on port 0.
+//! `--max-blocking-threads N` sizes tokio's blocking pool, where the tools run (default 512,
+//! tokio's): with more tools at once than that, the later ones wait for a thread, so the floor
+//! of a scenario with thousands of sleeping tools gives it one thread per tool.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -294,8 +297,10 @@ async fn shutdown_signal() {
     drop(ctrl_c.await);
 }
 
-/// `--port` / `PORT` and `--bind` / `BIND`, by default `127.0.0.1:3000`.
-fn parse_args() -> Result<SocketAddr, String> {
+/// `--port` / `PORT` and `--bind` / `BIND`, by default `127.0.0.1:3000`, and
+/// `--max-blocking-threads`.
+fn parse_args() -> Result<(SocketAddr, usize), String> {
+    let mut max_blocking_threads = 512;
     let mut port = std::env::var("PORT").unwrap_or_else(|_| String::from("3000"));
     let mut bind = std::env::var("BIND").unwrap_or_else(|_| String::from("127.0.0.1"));
     let mut args = std::env::args().skip(1);
@@ -303,6 +308,14 @@ fn parse_args() -> Result<SocketAddr, String> {
         match arg.as_str() {
             "--port" => port = args.next().ok_or("--port needs a value")?,
             "--bind" => bind = args.next().ok_or("--bind needs a value")?,
+            "--max-blocking-threads" => {
+                let raw = args.next().ok_or("--max-blocking-threads needs a value")?;
+                max_blocking_threads = raw
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("bad --max-blocking-threads {raw:?}"))?;
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -312,18 +325,31 @@ fn parse_args() -> Result<SocketAddr, String> {
     let ip = bind
         .parse()
         .map_err(|e| format!("bad bind {bind:?}: {e}"))?;
-    Ok(SocketAddr::new(ip, port))
+    Ok((SocketAddr::new(ip, port), max_blocking_threads))
 }
 
-#[tokio::main]
-async fn main() {
-    let addr = match parse_args() {
-        Ok(addr) => addr,
+fn main() {
+    let (addr, max_blocking_threads) = match parse_args() {
+        Ok(args) => args,
         Err(e) => {
             eprintln!("floor: {e}");
             std::process::exit(2);
         }
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(max_blocking_threads)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(serve(addr)),
+        Err(e) => {
+            eprintln!("floor: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn serve(addr: SocketAddr) {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {

@@ -8,8 +8,9 @@
 //! every session (`POST /api/sessions/{id}/tasks`). It checks that every session receives
 //! `seq` 1..=N exactly once, in order, with the text `step {i}/{N} t_ns={T}` and no gap item,
 //! and reports delivered statuses per second (from the first task start to the last status
-//! received) and the latency from `T` to receipt (p50, p99, p99.9; client and server on one
-//! machine share the clock). With `--runs R` it repeats and also prints the median of the runs.
+//! received), the latency from `T` to receipt (p50, p99, p99.9; client and server on one
+//! machine share the clock), and when the tools started: from the first task request to each
+//! session's step 1 `T` (p50, p99, max), which shows tools waiting for a thread. With `--runs R` it repeats and also prints the median of the runs.
 //! Any violation is printed and makes the exit code 1; a failed setup (a refused request, a
 //! socket that does not connect) makes it 2.
 //!
@@ -161,6 +162,8 @@ struct SessionReport {
     received: u64,
     last_receipt_ns: u64,
     latencies_ns: Vec<u64>,
+    /// `T` of step 1: when the session's tool started.
+    first_step_ns: Option<u64>,
     violations: Vec<String>,
     violation_count: usize,
 }
@@ -193,6 +196,7 @@ impl Checker {
                 received: 0,
                 last_receipt_ns: 0,
                 latencies_ns: Vec::with_capacity(capacity),
+                first_step_ns: None,
                 violations: Vec::new(),
                 violation_count: 0,
             },
@@ -262,6 +266,9 @@ impl Checker {
         let text = frame.text.as_deref().unwrap_or("");
         match parse_step(text) {
             Some((i, n, t_ns)) if i == seq && n == self.steps => {
+                if i == 1 {
+                    self.report.first_step_ns = Some(t_ns);
+                }
                 if self.keep_latencies {
                     self.report
                         .latencies_ns
@@ -544,6 +551,8 @@ struct RunResult {
     seconds: f64,
     per_second: f64,
     latency: Option<Latency>,
+    /// From the first task request to each tool's first step.
+    started: Option<Latency>,
     violations: Vec<String>,
     violation_count: usize,
 }
@@ -666,6 +675,7 @@ async fn run_once(args: &Arc<Args>, client: &reqwest::Client) -> Result<RunResul
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
         .map_err(|e| format!("histogram: {e}"))?;
+    let mut started = histogram.clone();
     let (mut statuses, mut last_ns) = (0, start_ns);
     let (mut violations, mut violation_count) = (Vec::new(), 0);
     for report in reports {
@@ -673,6 +683,9 @@ async fn run_once(args: &Arc<Args>, client: &reqwest::Client) -> Result<RunResul
         last_ns = last_ns.max(report.last_receipt_ns);
         for latency in &report.latencies_ns {
             histogram.saturating_record(*latency);
+        }
+        if let Some(first_step_ns) = report.first_step_ns {
+            started.saturating_record(first_step_ns.saturating_sub(start_ns).max(1));
         }
         violation_count += report.violation_count;
         let room = MAX_REPORTED.saturating_sub(violations.len());
@@ -700,6 +713,7 @@ async fn run_once(args: &Arc<Args>, client: &reqwest::Client) -> Result<RunResul
             0.0
         },
         latency: Latency::of(&histogram),
+        started: Latency::of(&started),
         violations,
         violation_count,
     })
@@ -730,6 +744,7 @@ async fn run_idle(args: &Arc<Args>, client: &reqwest::Client) -> Result<RunResul
         seconds: started_ns.saturating_sub(start_ns) as f64 / 1e9,
         per_second: 0.0,
         latency: None,
+        started: None,
         violations: Vec::new(),
         violation_count: 0,
     };
@@ -786,6 +801,12 @@ fn describe(result: &RunResult) -> String {
         line.push_str(&format!(
             "; latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
             l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+        ));
+    }
+    if let Some(s) = result.started {
+        line.push_str(&format!(
+            "; tools started p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms after the first request",
+            s.p50_ms, s.p99_ms, s.max_ms
         ));
     }
     line.push_str(&format!("; {} violations", result.violation_count));
@@ -868,6 +889,7 @@ async fn run(args: Args) -> Result<bool, String> {
         _ => None,
     };
     let violations: usize = results.iter().map(|r| r.violation_count).sum();
+    let median_started_max = pick(&|r| r.started.map(|s| s.max_ms));
     if !args.idle && args.runs > 1 {
         let mut line = format!(
             "median of {} runs: {} statuses/s",
@@ -880,6 +902,9 @@ async fn run(args: Args) -> Result<bool, String> {
                 l.p50_ms, l.p99_ms, l.p999_ms
             ));
         }
+        if let Some(max_ms) = median_started_max {
+            line.push_str(&format!("; last tool started after {max_ms:.3} ms"));
+        }
         eprintln!("{line}; {violations} violations in all");
     }
     if args.json {
@@ -891,6 +916,7 @@ async fn run(args: Args) -> Result<bool, String> {
                     "seconds": json_number(r.seconds),
                     "statuses_per_s": json_number(r.per_second),
                     "latency": latency_json(r.latency),
+                    "started": latency_json(r.started),
                     "violations": r.violation_count,
                 })
             })
@@ -907,6 +933,7 @@ async fn run(args: Args) -> Result<bool, String> {
             "median": {
                 "statuses_per_s": json_number(median_rate),
                 "latency": latency_json(median_latency),
+                "started_max_ms": median_started_max.map_or(serde_json::Value::Null, json_number),
             },
             "violations": violations,
             "ok": violations == 0,
@@ -984,6 +1011,7 @@ mod tests {
         assert_eq!(report.received, 3);
         assert_eq!(report.latencies_ns, vec![501, 502, 503]);
         assert_eq!(report.last_receipt_ns, 1_503);
+        assert_eq!(report.first_step_ns, Some(1_000));
     }
 
     #[test]

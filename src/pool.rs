@@ -1,0 +1,734 @@
+//! A bounded pool of dedicated threads for blocking tool work, carrying the session.
+//!
+//! The crate's [`spawn_blocking`](crate::spawn_blocking) runs tools on tokio's blocking pool,
+//! which has at most 512 threads unless the runtime is built with another
+//! `max_blocking_threads`. A tool that sleeps or waits holds its thread the whole time, so with
+//! 512 slow tools running the 513th waits for one of them to finish before it even starts, and
+//! so does everything else that needs that pool (`tokio::fs`, DNS lookups, other
+//! `spawn_blocking` calls). A [`BlockingPool`] is a pool of the server's own for tools: its
+//! own threads, as many as [`BlockingPoolConfig::threads`] allows, and a bounded queue beyond
+//! them that refuses work with an error instead of letting it wait without limit.
+//!
+//! # Invariants
+//!
+//! - `Counts::jobs` is the number of jobs accepted and not finished (running or queued), each
+//!   holding one permit of `Inner::room`, so there are never more than `threads + queue`.
+//! - A job is accepted only after a thread is sure to take it: when `jobs` would exceed the
+//!   live `threads`, a thread is started first (up to the maximum); past the maximum the job
+//!   queues behind running ones. A thread ends after `keep_alive` without work only while
+//!   fewer jobs than threads remain, so every queued job keeps a thread to run it.
+//! - Neither counter is touched by user code: the lock is held only to adjust them and to
+//!   start a thread.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::context::SessionContext;
+use crate::sync::lock;
+
+/// What a [`BlockingPool`] is made with.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{BlockingPool, BlockingPoolConfig};
+///
+/// let config = BlockingPoolConfig {
+///     threads: 4_096,
+///     queue: 1_024,
+///     ..BlockingPoolConfig::default()
+/// };
+/// let pool = BlockingPool::new(config).unwrap();
+/// assert_eq!(pool.capacity(), 5_120);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockingPoolConfig {
+    /// Most threads, so most jobs running at once (at least 1, at most 65,536; default
+    /// 1,024). Threads start as jobs need them and end after `keep_alive` without work.
+    pub threads: usize,
+    /// Most jobs waiting for a thread while every thread runs one (default 1,024; 0: a job is
+    /// refused unless a thread is free for it).
+    pub queue: usize,
+    /// How long a thread with no job waits for one before it ends (at least 1 ms; default
+    /// 10 s, as tokio's blocking pool).
+    pub keep_alive: Duration,
+    /// Stack size of each thread in bytes (at least 64 KiB; default 2 MiB, as std's). Only
+    /// what a thread touches becomes resident.
+    pub stack_size: usize,
+    /// The name of the pool's threads (default `status-messenger-tool`).
+    pub thread_name: String,
+}
+
+impl Default for BlockingPoolConfig {
+    fn default() -> Self {
+        Self {
+            threads: 1024,
+            queue: 1024,
+            keep_alive: Duration::from_secs(10),
+            stack_size: 2 * 1024 * 1024,
+            thread_name: String::from("status-messenger-tool"),
+        }
+    }
+}
+
+impl BlockingPoolConfig {
+    /// Most threads the pool may have.
+    const MAX_THREADS: usize = 1 << 16;
+
+    /// Checks every field; [`BlockingPool::new`] does the same.
+    ///
+    /// # Errors
+    ///
+    /// A [`PoolConfigError`] naming the first field that is out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::BlockingPoolConfig;
+    ///
+    /// let mut config = BlockingPoolConfig::default();
+    /// config.threads = 0;
+    /// assert_eq!(config.validate().unwrap_err().field(), "threads");
+    /// ```
+    pub fn validate(&self) -> Result<(), PoolConfigError> {
+        let fail = |field, reason| Err(PoolConfigError { field, reason });
+        if self.threads == 0 {
+            return fail("threads", "must be at least 1");
+        }
+        if self.threads > Self::MAX_THREADS {
+            return fail("threads", "must be at most 65,536");
+        }
+        if self.queue > Semaphore::MAX_PERMITS - self.threads {
+            return fail("queue", "is too long");
+        }
+        if self.keep_alive < Duration::from_millis(1) {
+            return fail("keep_alive", "must be at least 1 ms");
+        }
+        if self.stack_size < 64 * 1024 {
+            return fail("stack_size", "must be at least 64 KiB");
+        }
+        if self.thread_name.contains('\0') {
+            return fail("thread_name", "must not contain a NUL byte");
+        }
+        Ok(())
+    }
+}
+
+/// A [`BlockingPoolConfig`] field out of range: which one and why.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{BlockingPool, BlockingPoolConfig};
+///
+/// let mut config = BlockingPoolConfig::default();
+/// config.keep_alive = std::time::Duration::ZERO;
+/// let error = BlockingPool::new(config).unwrap_err();
+/// assert_eq!((error.field(), error.reason()), ("keep_alive", "must be at least 1 ms"));
+/// assert_eq!(error.to_string(), "invalid blocking pool config: keep_alive must be at least 1 ms");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfigError {
+    field: &'static str,
+    reason: &'static str,
+}
+
+impl PoolConfigError {
+    /// The name of the offending [`BlockingPoolConfig`] field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut config = status_messenger::BlockingPoolConfig::default();
+    /// config.stack_size = 0;
+    /// assert_eq!(config.validate().unwrap_err().field(), "stack_size");
+    /// ```
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// Why its value is refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut config = status_messenger::BlockingPoolConfig::default();
+    /// config.threads = 0;
+    /// assert_eq!(config.validate().unwrap_err().reason(), "must be at least 1");
+    /// ```
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for PoolConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid blocking pool config: {} {}",
+            self.field, self.reason
+        )
+    }
+}
+
+impl std::error::Error for PoolConfigError {}
+
+/// A job as the pool's threads run it: the closure in its session, its result sent back, and
+/// the permit given back when it is done.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The counters of the module invariants.
+#[derive(Debug, Default)]
+struct Counts {
+    jobs: usize,
+    threads: usize,
+}
+
+struct Inner {
+    config: BlockingPoolConfig,
+    /// One permit per job accepted and not finished.
+    room: Arc<Semaphore>,
+    /// Shared with the jobs and threads, which must not keep the pool itself alive.
+    counts: Arc<Mutex<Counts>>,
+    /// Held by the pool only: when the last pool handle drops, the threads run what is queued
+    /// and end.
+    jobs: crossbeam_channel::Sender<Job>,
+    queued: crossbeam_channel::Receiver<Job>,
+}
+
+/// A bounded pool of dedicated threads for blocking tool code, whose jobs run with the
+/// caller's session, task and scoped default messenger, as with the crate's
+/// [`spawn_blocking`](crate::spawn_blocking).
+///
+/// Use it for tools that sleep or wait (on a subprocess, a remote API, a lock) and may run by
+/// the hundreds at once: each holds one of the pool's threads while it runs, not one of
+/// tokio's 512 blocking threads. Threads start when jobs need them, up to
+/// [`BlockingPoolConfig::threads`], and end after [`BlockingPoolConfig::keep_alive`] without
+/// work; beyond them up to [`BlockingPoolConfig::queue`] jobs wait in order, and a job past
+/// that is refused ([`try_spawn`](BlockingPool::try_spawn)) or waits asynchronously for room
+/// ([`spawn`](BlockingPool::spawn)), never blocking a runtime thread. A sleeping thread costs
+/// little CPU; its memory is the stack it touched (tens of KiB for a simple tool).
+///
+/// Clones share the pool. When the last clone is dropped, the threads finish the jobs already
+/// accepted and end. A job that panics fails its own handle only ([`PoolJoinError`]).
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{add_status_message, current_session_id, with_session_id};
+/// use status_messenger::{BlockingPool, BlockingPoolConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let tools = BlockingPool::new(BlockingPoolConfig::default()).unwrap();
+/// let seen = with_session_id("user-7", async {
+///     let handle = tools.try_spawn(|| {
+///         std::thread::sleep(std::time::Duration::from_millis(10));
+///         current_session_id()
+///     });
+///     handle.unwrap().await.unwrap()
+/// })
+/// .await;
+/// assert_eq!(seen.as_deref(), Some("user-7"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct BlockingPool {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for BlockingPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts = lock(&*self.inner.counts);
+        f.debug_struct("BlockingPool")
+            .field("threads", &counts.threads)
+            .field("jobs", &counts.jobs)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl BlockingPool {
+    /// Creates a pool; it starts no thread until a job needs one. Needs no runtime.
+    ///
+    /// # Errors
+    ///
+    /// A [`PoolConfigError`] when a field of `config` is out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{BlockingPool, BlockingPoolConfig};
+    ///
+    /// let pool = BlockingPool::new(BlockingPoolConfig::default()).unwrap();
+    /// assert_eq!((pool.threads(), pool.jobs()), (0, 0));
+    /// ```
+    pub fn new(config: BlockingPoolConfig) -> Result<Self, PoolConfigError> {
+        config.validate()?;
+        let (jobs, queued) = crossbeam_channel::unbounded();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                room: Arc::new(Semaphore::new(config.threads + config.queue)),
+                config,
+                counts: Arc::new(Mutex::new(Counts::default())),
+                jobs,
+                queued,
+            }),
+        })
+    }
+
+    /// Runs `f` on one of the pool's threads with the caller's session, task and scoped
+    /// default messenger, or refuses it at once when `threads + queue` jobs are running or
+    /// waiting.
+    ///
+    /// Synchronous and never blocking: call it from async handlers and from any thread. The
+    /// job runs whether or not the handle is kept.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolSpawnError`], carrying `f` back: [`is_full`](PoolSpawnError::is_full) when
+    /// there is no room, or the OS refused the pool's first thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{BlockingPool, BlockingPoolConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let config = BlockingPoolConfig { threads: 1, queue: 0, ..Default::default() };
+    /// let pool = BlockingPool::new(config).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let busy = pool.try_spawn(move || wait.recv().is_ok()).unwrap();
+    /// // One thread, no queue: the next job is refused, and comes back.
+    /// let refused = pool.try_spawn(|| 2).unwrap_err();
+    /// assert!(refused.is_full());
+    /// assert_eq!((refused.into_inner())(), 2);
+    /// release.send(()).unwrap();
+    /// assert!(busy.await.unwrap());
+    /// # }
+    /// ```
+    pub fn try_spawn<F, R>(&self, f: F) -> Result<PoolJoinHandle<R>, PoolSpawnError<F>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        match Arc::clone(&self.inner.room).try_acquire_owned() {
+            Ok(permit) => self.submit(f, permit),
+            Err(_no_room) => Err(PoolSpawnError {
+                job: f,
+                cause: Cause::Full,
+            }),
+        }
+    }
+
+    /// Runs `f` on one of the pool's threads with the caller's session, task and scoped
+    /// default messenger, waiting (asynchronously, in order of arrival) for room when
+    /// `threads + queue` jobs are running or waiting.
+    ///
+    /// The context is captured when `spawn` is called. Dropping the returned future before
+    /// it is ready gives up the job.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolSpawnError`], carrying `f` back, when the OS refused the pool's first thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{add_status_message, with_session_id, BlockingPool, Messenger};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = BlockingPool::new(Default::default()).unwrap();
+    /// let messenger = Messenger::new();
+    /// let job = messenger.scope(with_session_id("s1", async {
+    ///     pool.spawn(|| add_status_message("from the pool")).await
+    /// }));
+    /// job.await.unwrap().await.unwrap();
+    /// // The status reached the caller's messenger, in the caller's session.
+    /// let mut stream = messenger.stream();
+    /// assert_eq!(stream.pending(), 1);
+    /// # use futures_util::StreamExt;
+    /// assert_eq!(stream.next().await.unwrap().0.as_deref(), Some("s1"));
+    /// # }
+    /// ```
+    pub fn spawn<F, R>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<PoolJoinHandle<R>, PoolSpawnError<F>>> + Send + 'static
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let context = SessionContext::current();
+        let pool = self.clone();
+        async move {
+            match Arc::clone(&pool.inner.room).acquire_owned().await {
+                Ok(permit) => pool.submit_in(context, f, permit),
+                // The pool never closes its semaphore; kept so a broken invariant is loud.
+                Err(_closed) => Err(PoolSpawnError {
+                    job: f,
+                    cause: Cause::Full,
+                }),
+            }
+        }
+    }
+
+    /// Threads the pool has now (running a job or waiting for one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = status_messenger::BlockingPool::new(Default::default()).unwrap();
+    /// assert_eq!(pool.threads(), 0);
+    /// ```
+    pub fn threads(&self) -> usize {
+        lock(&*self.inner.counts).threads
+    }
+
+    /// Jobs accepted and not finished: running, or waiting for a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = status_messenger::BlockingPool::new(Default::default()).unwrap();
+    /// assert_eq!(pool.jobs(), 0);
+    /// ```
+    pub fn jobs(&self) -> usize {
+        lock(&*self.inner.counts).jobs
+    }
+
+    /// Most jobs the pool holds at once: `threads + queue` of its config.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{BlockingPool, BlockingPoolConfig};
+    ///
+    /// let config = BlockingPoolConfig { threads: 8, queue: 2, ..Default::default() };
+    /// assert_eq!(BlockingPool::new(config).unwrap().capacity(), 10);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.inner.config.threads + self.inner.config.queue
+    }
+
+    fn submit<F, R>(
+        &self,
+        f: F,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<PoolJoinHandle<R>, PoolSpawnError<F>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit_in(SessionContext::current(), f, permit)
+    }
+
+    /// Accepts `f` under `permit`, starting a thread for it if every live one is taken.
+    fn submit_in<F, R>(
+        &self,
+        context: SessionContext,
+        f: F,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<PoolJoinHandle<R>, PoolSpawnError<F>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        {
+            let mut counts = lock(&*self.inner.counts);
+            if counts.jobs >= counts.threads && counts.threads < self.inner.config.threads {
+                match self.start_thread() {
+                    Ok(()) => counts.threads += 1,
+                    // With no thread at all the job would never run: give it back.
+                    Err(error) if counts.threads == 0 => {
+                        return Err(PoolSpawnError {
+                            job: f,
+                            cause: Cause::NoThread(error),
+                        });
+                    }
+                    // The live threads will take it, later.
+                    Err(error) => tracing::warn!(
+                        target: "status_messenger",
+                        %error,
+                        threads = counts.threads,
+                        "cannot start another blocking pool thread; the job waits for one"
+                    ),
+                }
+            }
+            counts.jobs += 1;
+        }
+        let (done, result) = oneshot::channel();
+        let counts = Arc::clone(&self.inner.counts);
+        let job: Job = Box::new(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(|| context.run(f)));
+            // Counted before the result is out, so a caller that saw its result sees the job
+            // gone from `jobs()`.
+            lock(&*counts).jobs -= 1;
+            drop(permit);
+            // The caller may have dropped the handle: the job ran anyway, nothing is lost.
+            let _unwanted = done.send(outcome);
+        });
+        // The pool holds a receiver, so this cannot fail; the job would then be dropped with
+        // its result sender, which its handle reports.
+        if self.inner.jobs.send(job).is_err() {
+            tracing::error!(target: "status_messenger", "blocking pool queue closed");
+        }
+        Ok(PoolJoinHandle { result })
+    }
+
+    fn start_thread(&self) -> std::io::Result<()> {
+        let queued = self.inner.queued.clone();
+        let counts = Arc::clone(&self.inner.counts);
+        let keep_alive = self.inner.config.keep_alive;
+        std::thread::Builder::new()
+            .name(self.inner.config.thread_name.clone())
+            .stack_size(self.inner.config.stack_size)
+            .spawn(move || worker(&queued, &counts, keep_alive))
+            .map(drop)
+    }
+}
+
+/// A pool thread: runs jobs until it has been idle for `keep_alive` while others can take
+/// what remains, or until the pool is gone and the queue is empty.
+fn worker(queued: &crossbeam_channel::Receiver<Job>, counts: &Mutex<Counts>, keep_alive: Duration) {
+    loop {
+        match queued.recv_timeout(keep_alive) {
+            Ok(job) => job(),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                lock(counts).threads -= 1;
+                return;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let mut counts = lock(counts);
+                // Every job still held has a thread besides this one.
+                if counts.jobs < counts.threads {
+                    counts.threads -= 1;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Why a job was not accepted by a [`BlockingPool`]; it carries the job back.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{BlockingPool, BlockingPoolConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = BlockingPool::new(BlockingPoolConfig { threads: 1, queue: 0, ..Default::default() })
+///     .unwrap();
+/// let (release, wait) = std::sync::mpsc::channel::<()>();
+/// let busy = pool.try_spawn(move || drop(wait.recv())).unwrap();
+/// let error = pool.try_spawn(|| ()).unwrap_err();
+/// assert_eq!(error.to_string(), "the blocking pool is full");
+/// release.send(()).unwrap();
+/// busy.await.unwrap();
+/// # }
+/// ```
+pub struct PoolSpawnError<F> {
+    job: F,
+    cause: Cause,
+}
+
+#[derive(Debug)]
+enum Cause {
+    Full,
+    NoThread(std::io::Error),
+}
+
+impl<F> PoolSpawnError<F> {
+    /// Whether every thread runs a job and the queue is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{BlockingPool, BlockingPoolConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = BlockingPool::new(BlockingPoolConfig { threads: 1, queue: 0, ..Default::default() })
+    ///     .unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let busy = pool.try_spawn(move || drop(wait.recv())).unwrap();
+    /// assert!(pool.try_spawn(|| ()).unwrap_err().is_full());
+    /// release.send(()).unwrap();
+    /// busy.await.unwrap();
+    /// # }
+    /// ```
+    pub fn is_full(&self) -> bool {
+        matches!(self.cause, Cause::Full)
+    }
+
+    /// The job that was not accepted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{BlockingPool, BlockingPoolConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = BlockingPool::new(BlockingPoolConfig { threads: 1, queue: 0, ..Default::default() })
+    ///     .unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let busy = pool.try_spawn(move || drop(wait.recv())).unwrap();
+    /// let job = pool.try_spawn(|| 40 + 2).unwrap_err().into_inner();
+    /// assert_eq!(job(), 42);
+    /// release.send(()).unwrap();
+    /// busy.await.unwrap();
+    /// # }
+    /// ```
+    pub fn into_inner(self) -> F {
+        self.job
+    }
+}
+
+impl<F> fmt::Debug for PoolSpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolSpawnError")
+            .field("cause", &self.cause)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for PoolSpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.cause {
+            Cause::Full => f.write_str("the blocking pool is full"),
+            Cause::NoThread(_) => f.write_str("the blocking pool cannot start a thread"),
+        }
+    }
+}
+
+impl<F> std::error::Error for PoolSpawnError<F> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            Cause::Full => None,
+            Cause::NoThread(error) => Some(error),
+        }
+    }
+}
+
+/// The result of a job on a [`BlockingPool`]: a future of its return value, or of a
+/// [`PoolJoinError`] when it panicked. Dropping it leaves the job running.
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::{BlockingPool, PoolJoinHandle};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = BlockingPool::new(Default::default()).unwrap();
+/// let handle: PoolJoinHandle<u32> = pool.try_spawn(|| 7).unwrap();
+/// assert_eq!(handle.await.unwrap(), 7);
+/// # }
+/// ```
+#[must_use = "dropping the handle leaves the job running; await it for its result"]
+#[derive(Debug)]
+pub struct PoolJoinHandle<R> {
+    result: oneshot::Receiver<std::thread::Result<R>>,
+}
+
+impl<R> Future for PoolJoinHandle<R> {
+    type Output = Result<R, PoolJoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.result)
+            .poll(cx)
+            .map(|outcome| match outcome {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(panic)) => Err(PoolJoinError { panic: Some(panic) }),
+                // The job was dropped without running: only if the pool's queue broke.
+                Err(_dropped) => Err(PoolJoinError { panic: None }),
+            })
+    }
+}
+
+/// A job on a [`BlockingPool`] that did not return: it panicked (the pool's thread goes on).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = status_messenger::BlockingPool::new(Default::default()).unwrap();
+/// let error = pool.try_spawn(|| panic!("tool bug")).unwrap().await.unwrap_err();
+/// assert!(error.is_panic());
+/// assert_eq!(error.to_string(), "a blocking pool job panicked");
+/// assert_eq!(error.into_panic().unwrap().downcast_ref::<&str>(), Some(&"tool bug"));
+/// // The pool still runs jobs.
+/// assert_eq!(pool.try_spawn(|| 1).unwrap().await.unwrap(), 1);
+/// # }
+/// ```
+pub struct PoolJoinError {
+    panic: Option<Box<dyn Any + Send + 'static>>,
+}
+
+impl PoolJoinError {
+    /// Whether the job panicked (otherwise it was dropped without running).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = status_messenger::BlockingPool::new(Default::default()).unwrap();
+    /// let error = pool.try_spawn(|| panic!("bug")).unwrap().await.unwrap_err();
+    /// assert!(error.is_panic());
+    /// # }
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        self.panic.is_some()
+    }
+
+    /// The panic's payload, to resume it with `std::panic::resume_unwind` or to log it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = status_messenger::BlockingPool::new(Default::default()).unwrap();
+    /// let error = pool.try_spawn(|| panic!("bug")).unwrap().await.unwrap_err();
+    /// assert_eq!(error.into_panic().unwrap().downcast_ref::<&str>(), Some(&"bug"));
+    /// # }
+    /// ```
+    pub fn into_panic(self) -> Option<Box<dyn Any + Send + 'static>> {
+        self.panic
+    }
+}
+
+impl fmt::Debug for PoolJoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolJoinError")
+            .field("panic", &self.is_panic())
+            .finish()
+    }
+}
+
+impl fmt::Display for PoolJoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_panic() {
+            "a blocking pool job panicked"
+        } else {
+            "a blocking pool job was dropped without running"
+        })
+    }
+}
+
+impl std::error::Error for PoolJoinError {}
