@@ -57,8 +57,9 @@ fn app(state: AppState, endpoints: &Endpoints, body_timeout: Duration) -> Router
         .merge(endpoints.router())
         .fallback(|| async { refused(&Refusal::not_found("not found")) })
         .layer(DefaultBodyLimit::max(common::MAX_BODY_BYTES))
-        // Bounds the handlers, which read the bodies; a stream's handler answers at once and
-        // its body is the stream, so streams are not cut.
+        // Bounds each handler, body read included (the demo's handlers wait on nothing slower
+        // than the hub's request timeout besides the body); a stream's handler answers at once
+        // and its body is the stream, so streams are not cut.
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| async move {
                 // The contract's errors are JSON, so the 408 is the demo's own refusal.

@@ -215,7 +215,7 @@
 //!
 //! The session in the query is the capability by default; `web::Endpoints::authorize` ties
 //! sessions to your users instead (a login cookie, say), the same hook on both frameworks. The
-//! module docs of `axum` and `actix` each hold a complete server of 30 lines; `web` holds the
+//! module docs of `axum` and `actix` each hold a complete server of about 30 lines; `web` holds the
 //! framework-free pieces (frame encoding, resume points, an SSE body, a WebSocket forwarding
 //! loop over any `Sink`/`Stream`) for servers on other frameworks.
 //!

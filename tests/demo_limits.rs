@@ -66,8 +66,9 @@ async fn limits(demo: Demo) {
         let (_, closed) = until_closed(socket, Duration::from_secs(8)).await;
         let closed = closed.unwrap_or_else(|| panic!("{demo:?}: the {name} connection is open"));
         eprintln!("{demo:?}: {name} connection closed after {closed:?}");
+        // The timeout is 1 s: well under 3 s, whatever the machine's load.
         assert!(
-            closed < Duration::from_secs(7),
+            closed < Duration::from_secs(3),
             "{demo:?} {name}: {closed:?}"
         );
     }
@@ -106,7 +107,10 @@ async fn limits(demo: Demo) {
             && answer.contains("\"error\""),
         "{demo:?}: the 408 is a JSON error: {answer}"
     );
-    assert!(closed.is_some() || !answer.is_empty());
+    assert!(
+        closed.is_some(),
+        "{demo:?}: the connection of a slow body is closed after its 408"
+    );
 
     // A 1 MiB body on POST /api/sessions.
     let response = reqwest::Client::new()

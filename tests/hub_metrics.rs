@@ -88,7 +88,8 @@ async fn metrics_mirror_the_stats() {
         hub.publish(Some(""), "invalid"),
         Err(PublishError::InvalidSessionId)
     );
-    hub.publish(Some("b"), "b").unwrap();
+    // b holds no statuses, so it may give way once no longer read; c holds one.
+    hub.open_session("b").await.unwrap();
     hub.publish(Some("c"), "c").unwrap();
     // Every session read: none gives way.
     let on_b = hub.subscribe("b", None);

@@ -107,6 +107,9 @@ pub(crate) struct Core {
     /// Held by the one caller making room in a full table (see `make_room`), so that a crowd
     /// of new sessions arriving together makes room once, not once each.
     making_room: Mutex<()>,
+    /// Until when (hub ms) a full table is known to have no session that may give way: new
+    /// sessions are refused at once instead of each scanning the whole table again.
+    no_room_until_ms: AtomicU64,
     warned: Warned,
     /// The messenger that hands its messages straight to this hub (`Hub::attach`).
     pub(crate) attached: Mutex<Option<crate::Messenger>>,
@@ -151,6 +154,7 @@ impl Core {
             consumer_left: Notify::new(),
             next_sweep_ms: AtomicU64::new(sweep_every_ms),
             making_room: Mutex::new(()),
+            no_room_until_ms: AtomicU64::new(0),
             warned: Warned::default(),
             attached: Mutex::new(None),
             backend,

@@ -90,6 +90,19 @@ impl Session {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
+
+    /// Whether the session holds no statuses, if that can be told without waiting: `None`
+    /// while another thread holds its state. For callers that hold a shard lock, which must
+    /// not wait on a session's lock.
+    pub(crate) fn holds_no_statuses_now(&self) -> Option<bool> {
+        match self.state.try_lock() {
+            Ok(state) => Some(state.log.len() == 0),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                Some(poisoned.into_inner().log.len() == 0)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
 }
 
 impl State {

@@ -17,7 +17,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{cancel, session_from_query, Refusal, RequestInfo, Settings};
-use crate::hub::SubscribeError;
 use crate::{Hub, SessionId, Subscription};
 
 type Authorized = Result<SessionId, Refusal>;
@@ -388,10 +387,7 @@ impl Endpoints {
         let subscription = self
             .hub
             .try_subscribe(&admitted.session, admitted.after)
-            .map_err(|error| match error {
-                SubscribeError::InvalidSessionId(_) => Refusal::not_found("unknown session"),
-                other => Refusal::unavailable(other.to_string()),
-            })?;
+            .map_err(|error| Refusal::from_subscribe_error(&error))?;
         // A resume point past the newest status would wait silently for statuses numbered
         // below it that never come to it: say where the session is instead.
         if let (Some(after), Some(head)) = (admitted.after, subscription.head_if_numbered_here()) {

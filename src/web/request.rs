@@ -14,7 +14,7 @@ use std::fmt;
 use http::HeaderMap;
 
 use super::resume::{self, ResumeError};
-use crate::hub::{CancelError, LookupError, OpenError, StartTaskError};
+use crate::hub::{CancelError, LookupError, OpenError, StartTaskError, SubscribeError};
 use crate::{Hub, SessionId};
 
 /// The parts of a request that decide who may read which session: headers (with cookies) and
@@ -305,7 +305,9 @@ impl Refusal {
     fn retry_after_of(self, wait: Option<std::time::Duration>) -> Refusal {
         match wait {
             Some(wait) => {
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let seconds = wait
+                    .as_secs()
+                    .saturating_add(u64::from(wait.subsec_nanos() > 0));
                 self.with_retry_after(seconds.max(1))
             }
             None => self,
@@ -341,7 +343,32 @@ impl Refusal {
             StartTaskError::InvalidSessionId(_) | StartTaskError::SessionClosed => {
                 Refusal::not_found(message)
             }
+            StartTaskError::TooManySessions => Refusal::unavailable(message)
+                .retry_after_of(OpenError::TooManySessions.retry_after()),
             _ => Refusal::unavailable(message),
+        }
+    }
+
+    /// The refusal of a subscription [`Hub::try_subscribe`] did not make: 404 for an invalid
+    /// id, else 503, with `Retry-After` when the session table is full of sessions in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::SubscribeError;
+    /// use status_messenger::web::Refusal;
+    ///
+    /// let full = Refusal::from_subscribe_error(&SubscribeError::TooManySessions);
+    /// assert_eq!(full.status(), 503);
+    /// assert!(full.retry_after().is_some_and(|seconds| seconds >= 1));
+    /// assert_eq!(Refusal::from_subscribe_error(&SubscribeError::ShutDown).retry_after(), None);
+    /// ```
+    pub fn from_subscribe_error(error: &SubscribeError) -> Refusal {
+        match error {
+            SubscribeError::InvalidSessionId(_) => Refusal::not_found("unknown session"),
+            SubscribeError::TooManySessions => Refusal::unavailable(error.to_string())
+                .retry_after_of(OpenError::TooManySessions.retry_after()),
+            _ => Refusal::unavailable(error.to_string()),
         }
     }
 
@@ -513,11 +540,11 @@ impl From<ResumeError> for Refusal {
     }
 }
 
-/// `{"error": message}`.
 /// `Retry-After` of a task refused for the running-task caps: tasks take seconds, so a second
 /// is long enough not to spin and short enough not to keep a page waiting.
 const TASK_RETRY_AFTER_SECS: u64 = 1;
 
+/// `{"error": message}`, with `"head": n` when the refusal names the session's newest status.
 fn error_body(message: &str, head: Option<u64>) -> String {
     #[derive(serde::Serialize)]
     struct Body<'a> {

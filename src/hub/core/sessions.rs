@@ -81,13 +81,23 @@ impl From<Refusal> for SubscribeError {
     }
 }
 
-/// Whether `session` may give way to a new one when the table is full: no subscriber and no
-/// task running here. Both are counted under the shard lock, so a check made under it holds
-/// until the lock is released.
-fn may_give_way(session: &Session) -> bool {
+/// Whether `session` may give way to a new one when the table is full: no subscriber, no task
+/// running here, and, where this process holds the history (`history_here`: the in-memory
+/// hub; a shared backend keeps it in its store), no statuses held: a session with history
+/// keeps it for its whole TTL, as the history guarantee says, so a flood of new sessions
+/// cannot wipe a page's history while it reloads. Subscribers and tasks are counted under the
+/// shard lock, so a check made under it holds until the lock is released; a session whose
+/// state is busy is taken as in use.
+fn may_give_way(session: &Session, history_here: bool) -> bool {
     session.subscribers.load(Ordering::Acquire) == 0
         && session.running_tasks.load(Ordering::Acquire) == 0
+        && (!history_here || session.holds_no_statuses_now() == Some(true))
 }
+
+/// How long a full table with nothing that may give way is taken as such before it is scanned
+/// again: sessions expire or lose their subscribers on a scale of seconds, and a scan costs a
+/// pass over the whole table.
+const NO_ROOM_RECHECK_MS: u64 = 250;
 
 /// Counts in a session being handed out what the lookup is for (under the shard lock).
 fn counted(session: &Session, count: Count) {
@@ -160,7 +170,7 @@ impl Core {
         // Once more after making room: others may have taken it meanwhile, then it is refused.
         for _ in 0..2 {
             match self.find_or_open(id, now, create, count) {
-                Err(Refusal::TooMany) if self.make_room() > 0 => continue,
+                Err(Refusal::TooMany) if self.make_room(now) > 0 => continue,
                 result => return result,
             }
         }
@@ -258,18 +268,25 @@ impl Core {
     /// no running task), a sixty-fourth of the table at a time so that a flood of new sessions
     /// scans the table once per many of them; returns how many (0: none could give way, the new
     /// session is refused). Takes one shard lock at a time, never two.
-    fn make_room(&self) -> usize {
+    fn make_room(&self, now: u64) -> usize {
         let max = self.config.max_sessions;
+        if now < self.no_room_until_ms.load(Ordering::Relaxed) {
+            return 0;
+        }
         let _one_at_a_time = lock(&self.making_room);
         if self.counters.sessions.get() < max as u64 {
             // Another caller made room meanwhile.
             return 1;
         }
+        if now < self.no_room_until_ms.load(Ordering::Relaxed) {
+            // Another caller just found nothing to evict.
+            return 0;
+        }
         let batch = (max / 64).clamp(1, 4096);
         let mut idle: Vec<(u64, usize, Arc<Session>)> = Vec::new();
         for (index, shard) in self.shards.iter().enumerate() {
             for session in lock_shard(shard).values() {
-                if may_give_way(session) {
+                if self.may_give_way_at(session, now) {
                     let at = session.last_activity_ms.load(Ordering::Relaxed);
                     idle.push((at, index, Arc::clone(session)));
                 }
@@ -285,7 +302,7 @@ impl Core {
             // A subscriber or a task may have come since it was looked at.
             let still = map
                 .get(&session.id)
-                .is_some_and(|held| Arc::ptr_eq(held, &session) && may_give_way(held));
+                .is_some_and(|held| Arc::ptr_eq(held, &session) && self.may_give_way_at(held, now));
             if !still {
                 continue;
             }
@@ -296,6 +313,10 @@ impl Core {
             self.evict(&session);
             evicted += 1;
         }
+        if evicted == 0 {
+            self.no_room_until_ms
+                .store(now.saturating_add(NO_ROOM_RECHECK_MS), Ordering::Relaxed);
+        }
         if evicted > 0 && first_time(&self.warned.room) {
             tracing::warn!(
                 target: "status_messenger::hub",
@@ -305,6 +326,11 @@ impl Core {
             );
         }
         evicted
+    }
+
+    /// [`may_give_way`], or idle past its TTL (its history is due to go anyway).
+    fn may_give_way_at(&self, session: &Session, now: u64) -> bool {
+        may_give_way(session, self.backend.numbers_here()) || self.idle_expired(session, now)
     }
 
     fn evict(&self, session: &Session) {
