@@ -155,10 +155,12 @@ async fn task_updates_reach_the_subscribers_of_every_process_in_order() {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        // The end comes after the last step everywhere.
-        assert_eq!(seen.last().map(String::as_str), Some("finished"));
-        assert_eq!(seen.iter().filter(|s| s.starts_with('s')).count(), 5);
-        assert!(seen.contains(&"running".to_owned()));
+        // The start comes before the first step and the end after the last, everywhere.
+        let expected: Vec<String> = std::iter::once("running".to_owned())
+            .chain((2..=6).map(|seq| format!("s{seq}")))
+            .chain(std::iter::once("finished".to_owned()))
+            .collect();
+        assert_eq!(seen, expected);
     }
 
     // A page that connects to the other process now gets the state first, then the history.
@@ -213,6 +215,11 @@ async fn a_cancel_sent_to_another_process_reaches_the_tool() {
             status_messenger::with_default(&messenger, || task.run(tool))
         })
     };
+    // Every process hears the start before the first step.
+    for sub in [&mut on_b, &mut on_a] {
+        let before = until_task(sub, &id, TaskState::Running).await;
+        assert!(before.is_empty(), "before running: {before:?}");
+    }
     // Wait until the other process has seen a few steps, then press Stop there.
     let mut steps = 0;
     while steps < 3 {
