@@ -185,6 +185,70 @@ async fn task_updates_reach_the_subscribers_of_every_process_in_order() {
     assert_eq!(next(&mut fresh).await.seq(), Some(1));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_started_behind_a_burst_is_heard_before_its_steps_and_ends_after_them() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("burst");
+    let (a, messenger) = process(&server, &prefix).await;
+    let b = hub(&server, &prefix).await;
+    let mut on_b = b.subscribe("s", None);
+    let mut on_a = a.subscribe("s", None);
+    // Both follow the session live from here on.
+    a.publish(Some("s"), "hello").unwrap();
+    for sub in [&mut on_b, &mut on_a] {
+        assert_eq!(next(sub).await.seq(), Some(1));
+    }
+    // Statuses still on their way to Redis when each task starts, and steps queued at once
+    // behind it: the writer is busy on both sides of the task's change.
+    const BURST: u64 = 150;
+    let mut seq = 1;
+    for round in 0..5 {
+        for n in 0..BURST {
+            a.publish(Some("s"), &format!("before {round}.{n}"))
+                .unwrap();
+        }
+        let task = a.start_task("s").unwrap();
+        let id = task.id().to_owned();
+        let ctx = task.context().with_messenger(&messenger);
+        ctx.run(|| {
+            for step in 1..=BURST {
+                add_status(StatusMessage::new(format!("step {step}")).progress(step, BURST));
+            }
+        });
+        assert_eq!(task.finish(), TaskState::Finished);
+        for sub in [&mut on_b, &mut on_a] {
+            let mut running = None;
+            let mut steps = 0;
+            loop {
+                match next(sub).await {
+                    Event::Status(status) if status.task() == Some(id.as_str()) => {
+                        assert_eq!(running, Some(seq + BURST), "step {} first", status.seq());
+                        steps += 1;
+                    }
+                    Event::Status(status) => assert!(running.is_none(), "{status:?}"),
+                    Event::Task(update) if update.state() == TaskState::Running => {
+                        assert_eq!(update.task(), id);
+                        running = Some(update.last_seq());
+                    }
+                    Event::Task(update) => {
+                        assert_eq!(
+                            (update.task(), update.state()),
+                            (id.as_str(), TaskState::Finished)
+                        );
+                        assert_eq!(steps, BURST, "finished after {steps} steps");
+                        assert_eq!(update.last_seq(), seq + 2 * BURST);
+                        break;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        seq += 2 * BURST;
+    }
+}
+
 /// The simulated tool: a step every few milliseconds until asked to stop.
 fn tool() -> u32 {
     for step in 1..=10_000 {
