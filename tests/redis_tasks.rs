@@ -249,6 +249,50 @@ async fn a_task_started_behind_a_burst_is_heard_before_its_steps_and_ends_after_
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_starts_following_as_a_task_starts_hears_it_before_its_steps() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("follow-start");
+    let (a, messenger) = process(&server, &prefix).await;
+    a.publish(Some("s"), "hello").unwrap();
+    for round in 0..10 {
+        // The other process starts following the session while the task starts.
+        let b = hub(&server, &prefix).await;
+        let mut on_b = b.subscribe("s", None);
+        for _ in 0..round {
+            tokio::task::yield_now().await;
+        }
+        let task = a.start_task("s").unwrap();
+        let id = task.id().to_owned();
+        let ctx = task.context().with_messenger(&messenger);
+        ctx.run(|| {
+            for step in 1..=50 {
+                add_status(StatusMessage::new(format!("step {step}")).progress(step, 50));
+            }
+        });
+        assert_eq!(task.finish(), TaskState::Finished);
+        let mut heard = false;
+        let mut steps = 0;
+        while steps < 50 {
+            match next(&mut on_b).await {
+                Event::Status(status) if status.task() == Some(id.as_str()) => {
+                    assert!(
+                        heard,
+                        "round {round}: step {} before the task",
+                        status.seq()
+                    );
+                    steps += 1;
+                }
+                Event::Task(update) if update.task() == id => heard = true,
+                _ => {}
+            }
+        }
+        b.shutdown().await;
+    }
+}
+
 /// The simulated tool: a step every few milliseconds until asked to stop.
 fn tool() -> u32 {
     for step in 1..=10_000 {

@@ -389,4 +389,29 @@ mod tests {
         assert_eq!(outbox.discard(), 2);
         assert!(outbox.is_shut());
     }
+
+    #[test]
+    fn statuses_queued_after_a_task_change_wait_until_it_is_written() {
+        let outbox = Outbox::new(8);
+        outbox.push("a", text("1"));
+        assert!(outbox.barrier(|pushed| pushed == 1));
+        outbox.push("a", text("2"));
+        assert!(
+            !outbox.barrier(|_| false),
+            "a change not queued sets no barrier"
+        );
+        assert!(outbox.barrier(|pushed| pushed == 2));
+        outbox.push("b", text("1"));
+        let mut out = Vec::new();
+        assert_eq!(outbox.try_take(10, &mut out), Some(1));
+        assert_eq!(shape(&out), vec!["a:1+0"]);
+        assert_eq!(outbox.try_take(10, &mut out), None);
+        outbox.lift();
+        assert_eq!(outbox.try_take(10, &mut out), Some(1));
+        assert_eq!(shape(&out), vec!["a:1+0", "a:2+0"]);
+        assert_eq!(outbox.try_take(10, &mut out), None);
+        outbox.lift_all();
+        assert_eq!(outbox.try_take(10, &mut out), Some(1));
+        assert_eq!(shape(&out)[2], "b:1+0");
+    }
 }
