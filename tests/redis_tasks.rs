@@ -206,8 +206,7 @@ async fn a_task_started_behind_a_burst_is_heard_before_its_steps_and_ends_after_
     let mut seq = 1;
     for round in 0..5 {
         for n in 0..BURST {
-            a.publish(Some("s"), &format!("before {round}.{n}"))
-                .unwrap();
+            a.publish(Some("s"), format!("before {round}.{n}")).unwrap();
         }
         let task = a.start_task("s").unwrap();
         let id = task.id().to_owned();
