@@ -155,10 +155,12 @@ async fn task_updates_reach_the_subscribers_of_every_process_in_order() {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        // The end comes after the last step everywhere.
-        assert_eq!(seen.last().map(String::as_str), Some("finished"));
-        assert_eq!(seen.iter().filter(|s| s.starts_with('s')).count(), 5);
-        assert!(seen.contains(&"running".to_owned()));
+        // The start comes before the first step and the end after the last, everywhere.
+        let expected: Vec<String> = std::iter::once("running".to_owned())
+            .chain((2..=6).map(|seq| format!("s{seq}")))
+            .chain(std::iter::once("finished".to_owned()))
+            .collect();
+        assert_eq!(seen, expected);
     }
 
     // A page that connects to the other process now gets the state first, then the history.
@@ -181,6 +183,113 @@ async fn task_updates_reach_the_subscribers_of_every_process_in_order() {
         other => panic!("expected the task first, got {other:?}"),
     }
     assert_eq!(next(&mut fresh).await.seq(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_started_behind_a_burst_is_heard_before_its_steps_and_ends_after_them() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("burst");
+    let (a, messenger) = process(&server, &prefix).await;
+    let b = hub(&server, &prefix).await;
+    let mut on_b = b.subscribe("s", None);
+    let mut on_a = a.subscribe("s", None);
+    // Both follow the session live from here on.
+    a.publish(Some("s"), "hello").unwrap();
+    for sub in [&mut on_b, &mut on_a] {
+        assert_eq!(next(sub).await.seq(), Some(1));
+    }
+    // Statuses still on their way to Redis when each task starts, and steps queued at once
+    // behind it: the writer is busy on both sides of the task's change.
+    const BURST: u64 = 150;
+    let mut seq = 1;
+    for round in 0..5 {
+        for n in 0..BURST {
+            a.publish(Some("s"), format!("before {round}.{n}")).unwrap();
+        }
+        let task = a.start_task("s").unwrap();
+        let id = task.id().to_owned();
+        let ctx = task.context().with_messenger(&messenger);
+        ctx.run(|| {
+            for step in 1..=BURST {
+                add_status(StatusMessage::new(format!("step {step}")).progress(step, BURST));
+            }
+        });
+        assert_eq!(task.finish(), TaskState::Finished);
+        for sub in [&mut on_b, &mut on_a] {
+            let mut running = None;
+            let mut steps = 0;
+            loop {
+                match next(sub).await {
+                    Event::Status(status) if status.task() == Some(id.as_str()) => {
+                        assert_eq!(running, Some(seq + BURST), "step {} first", status.seq());
+                        steps += 1;
+                    }
+                    Event::Status(status) => assert!(running.is_none(), "{status:?}"),
+                    Event::Task(update) if update.state() == TaskState::Running => {
+                        assert_eq!(update.task(), id);
+                        running = Some(update.last_seq());
+                    }
+                    Event::Task(update) => {
+                        assert_eq!(
+                            (update.task(), update.state()),
+                            (id.as_str(), TaskState::Finished)
+                        );
+                        assert_eq!(steps, BURST, "finished after {steps} steps");
+                        assert_eq!(update.last_seq(), seq + 2 * BURST);
+                        break;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        seq += 2 * BURST;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_starts_following_as_a_task_starts_hears_it_before_its_steps() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("follow-start");
+    let (a, messenger) = process(&server, &prefix).await;
+    a.publish(Some("s"), "hello").unwrap();
+    for round in 0..10 {
+        // The other process starts following the session while the task starts.
+        let b = hub(&server, &prefix).await;
+        let mut on_b = b.subscribe("s", None);
+        for _ in 0..round {
+            tokio::task::yield_now().await;
+        }
+        let task = a.start_task("s").unwrap();
+        let id = task.id().to_owned();
+        let ctx = task.context().with_messenger(&messenger);
+        ctx.run(|| {
+            for step in 1..=50 {
+                add_status(StatusMessage::new(format!("step {step}")).progress(step, 50));
+            }
+        });
+        assert_eq!(task.finish(), TaskState::Finished);
+        let mut heard = false;
+        let mut steps = 0;
+        while steps < 50 {
+            match next(&mut on_b).await {
+                Event::Status(status) if status.task() == Some(id.as_str()) => {
+                    assert!(
+                        heard,
+                        "round {round}: step {} before the task",
+                        status.seq()
+                    );
+                    steps += 1;
+                }
+                Event::Task(update) if update.task() == id => heard = true,
+                _ => {}
+            }
+        }
+        b.shutdown().await;
+    }
 }
 
 /// The simulated tool: a step every few milliseconds until asked to stop.
@@ -213,6 +322,11 @@ async fn a_cancel_sent_to_another_process_reaches_the_tool() {
             status_messenger::with_default(&messenger, || task.run(tool))
         })
     };
+    // Every process hears the start before the first step.
+    for sub in [&mut on_b, &mut on_a] {
+        let before = until_task(sub, &id, TaskState::Running).await;
+        assert!(before.is_empty(), "before running: {before:?}");
+    }
     // Wait until the other process has seen a few steps, then press Stop there.
     let mut steps = 0;
     while steps < 3 {

@@ -138,23 +138,23 @@ async fn fields_task_frames_and_cancels_cross_servers_through_redis() {
     assert_eq!(resumed.take(1).await[0].json(), expected[1]);
 
     // A task running behind A: its frames reach B's streams; a `POST /cancel` to B stops it.
+    let mut ws_a = ws_connect(&on_a, SESSION, Some(2)).await;
     let (task, tool_run) = start_tool(&a, &messenger);
-    // Through Redis the `running` update may come after the task's first steps (it travels
-    // apart from them); nothing else comes before it.
+    // On every process its `running` frame comes before any of its steps, placed after the
+    // last status before it started.
     let (before, running) = ws_until_task(&mut ws_b, &task, "running").await;
+    assert!(before.is_empty(), "before running: {before:?}");
+    assert_eq!(running["last_seq"], 2, "{running}");
+    let (before, sse_running) = sse_until_task(&mut sse_b, &task, "running").await;
+    assert!(before.is_empty(), "before running on SSE: {before:?}");
+    assert_eq!(sse_running, running);
+    let (before, _) = ws_until_task(&mut ws_a, &task, "running").await;
+    assert!(before.is_empty(), "before running on A: {before:?}");
+    let steps = ws_take(&mut ws_b, 3).await;
     assert!(
-        before.iter().all(|f| f["task"] == task.as_str()),
-        "{before:?}"
+        steps.iter().all(|f| f["task"] == task.as_str()),
+        "{steps:?}"
     );
-    let last_seq = running["last_seq"].as_u64().expect("last_seq");
-    assert!(
-        (2..=2 + before.len() as u64).contains(&last_seq),
-        "{running}"
-    );
-    let mut steps = before;
-    while steps.len() < 3 {
-        steps.push(ws_take(&mut ws_b, 1).await.remove(0));
-    }
     assert_eq!(steps[2]["task"], task.as_str());
     assert_eq!(steps[2]["progress"], json!({ "current": 3, "total": 2000 }));
     let (status, answer) =
@@ -166,6 +166,8 @@ async fn fields_task_frames_and_cancels_cross_servers_through_redis() {
     nothing_after_the_cancel(&frames, &task);
     let (sse_frames, sse_cancelled) = sse_until_task(&mut sse_b, &task, "cancelled").await;
     nothing_after_the_cancel(&sse_frames, &task);
+    let (frames, _) = ws_until_task(&mut ws_a, &task, "cancelled").await;
+    nothing_after_the_cancel(&frames, &task);
     assert_eq!(sse_cancelled, cancelled);
     // A page that connects to A afterwards learns the end from the snapshot.
     let mut late = ws_connect(&on_a, SESSION, cancelled["last_seq"].as_u64()).await;
@@ -173,8 +175,16 @@ async fn fields_task_frames_and_cancels_cross_servers_through_redis() {
 
     // The WebSocket cancel frame, sent on B's socket, stops the next task running behind A.
     let (task, tool_run) = start_tool(&a, &messenger);
-    ws_until_task(&mut ws_b, &task, "running").await;
-    ws_take(&mut ws_b, 2).await;
+    let (before, _) = ws_until_task(&mut ws_b, &task, "running").await;
+    assert!(
+        before.iter().all(|f| f["task"] != task.as_str()),
+        "steps before running: {before:?}"
+    );
+    let steps = ws_take(&mut ws_b, 2).await;
+    assert!(
+        steps.iter().all(|f| f["task"] == task.as_str()),
+        "{steps:?}"
+    );
     let frame = json!({ "type": "cancel", "task": task }).to_string();
     futures_util::SinkExt::send(&mut ws_b, Message::text(frame))
         .await

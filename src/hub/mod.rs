@@ -118,6 +118,12 @@
 //! task's later statuses are refused, and its subscribers get no status of the task after its
 //! `cancelling` update. A running task keeps its session from being evicted; its state is
 //! forgotten with the session.
+//!
+//! Task updates keep their place among the session's statuses, on every backend and in every
+//! process that serves the session: a subscriber gets a task's `running` update before any
+//! status carrying its id, and its `cancelling` and final updates after every status of the
+//! task numbered before them. A subscription that starts (or resumes) gets the state of every
+//! task the session remembers first, then the history.
 //! # Where sessions live
 //!
 //! [`Hub::new`] keeps sessions in this process and numbers each status as it is published. A

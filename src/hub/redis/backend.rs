@@ -81,18 +81,22 @@ impl Backend for RedisBackend {
         *lock(&self.task_writer) = Some(task_writer);
     }
 
-    /// Queues the change for Redis behind the statuses queued before it; the subscribers here
+    /// Queues the change for Redis behind the statuses queued before it and ahead of those
+    /// queued after it; the subscribers here
     /// hear of it when it comes back, as every process's do.
     fn task_changed(&self, hub: Local<'_>, change: &TaskChange<'_>) -> bool {
         let shared = &self.shared;
-        let queued = Queued {
-            session: change.session.clone().into_shared(),
-            task: Arc::clone(&change.task.id),
-            state: change.state,
-            message: change.message.map(Arc::from),
-            after_pushed: shared.outbox.pushed(),
-        };
-        if !shared.tasks.push(queued, shared.settings.buffer_capacity) {
+        let queued = shared.outbox.barrier(|pushed| {
+            let queued = Queued {
+                session: change.session.clone().into_shared(),
+                task: Arc::clone(&change.task.id),
+                state: change.state,
+                message: change.message.map(Arc::from),
+                after_pushed: pushed,
+            };
+            shared.tasks.push(queued, shared.settings.buffer_capacity)
+        });
+        if !queued {
             hub.counters().backend_errors.add(1);
         }
         false

@@ -23,9 +23,11 @@
 //!   without a close means Redis went back (restarted from an older snapshot): the writers that
 //!   numbered the session put it back on reconnecting (see the writer), and it is counted and
 //!   logged here.
-//! - Attaching also reads the session's tasks, before its history, and hands them to the hub as
-//!   what a subscription starts with; a stop asked for a task running here while this process
-//!   was not following the session is applied then. A task change heard later is applied where
+//! - Attaching also reads the session's tasks, after its history in the same pipeline (so the
+//!   hash holds every task whose statuses the read returned: a task's `running` is written
+//!   before its first step), and hands them to the hub as what a subscription starts with,
+//!   ahead of the statuses read; a stop asked for a task running here while this process was
+//!   not following the session is applied then. A task change heard later is applied where
 //!   it comes among the statuses, after the numbers up to its `last_seq` (holes read back
 //!   first, as for a status).
 
@@ -145,7 +147,6 @@ impl Follow {
         }
         for sessions in by_group.into_values() {
             for chunk in sessions.chunks(CHUNK) {
-                self.load_tasks(conn, chunk).await?;
                 let mut pipe = redis::pipe();
                 for (session, head) in chunk {
                     pipe.add_command(shared.scripts.read_cmd(
@@ -156,9 +157,14 @@ impl Follow {
                         touch_ms,
                     ));
                 }
-                let reads: Vec<Value> =
+                // After the reads: every task whose statuses they hold is in its hash by then.
+                for (session, _) in chunk {
+                    pipe.cmd("HGETALL").arg(keys.tasks(session));
+                }
+                let mut reads: Vec<Value> =
                     wire::within(settings.timeout, pipe.query_async(conn)).await?;
-                for ((session, head), read) in chunk.iter().zip(reads) {
+                let tasks = reads.split_off(chunk.len().min(reads.len()));
+                for (((session, head), read), tasks) in chunk.iter().zip(reads).zip(tasks) {
                     let applied = self.attached.entry(Arc::clone(session)).or_insert(*head);
                     *applied = (*applied).max(*head);
                     let Some(read) = wire::parse_read(read, head + 1, u64::MAX) else {
@@ -174,6 +180,7 @@ impl Follow {
                     if read.counter < *head {
                         self.went_back(session, read.counter, *head);
                     }
+                    self.load_tasks(session, tasks);
                     self.apply(session, read.statuses, read.counter);
                 }
             }
@@ -211,37 +218,24 @@ impl Follow {
         );
     }
 
-    /// Reads the tasks of `sessions` (of one group) and hands them to the hub, as what a
-    /// subscription starts with; applies the stops asked for tasks running here.
-    async fn load_tasks(
-        &mut self,
-        conn: &mut Conn,
-        sessions: &[(Arc<str>, u64)],
-    ) -> RedisResult<()> {
-        let settings = &self.shared.settings;
-        let keys = &settings.keys;
-        let mut pipe = redis::pipe();
-        for (session, _) in sessions {
-            pipe.cmd("HGETALL").arg(keys.tasks(session));
-        }
-        let all: Vec<Value> = wire::within(settings.timeout, pipe.query_async(conn)).await?;
-        for ((session, _), tasks) in sessions.iter().zip(all) {
-            let Some((tasks, asked)) = wire::parse_tasks(tasks) else {
-                self.unexpected("tasks");
-                continue;
-            };
-            self.hub.with(|hub| {
-                for task in tasks {
-                    hub.deliver_task(session, task, None);
+    /// Hands the tasks of `session` (its tasks hash, read after its history) to the hub, as
+    /// what a subscription starts with, ahead of the statuses just read; applies the stops
+    /// asked for tasks running here.
+    fn load_tasks(&self, session: &Arc<str>, tasks: Value) {
+        let Some((tasks, asked)) = wire::parse_tasks(tasks) else {
+            self.unexpected("tasks");
+            return;
+        };
+        self.hub.with(|hub| {
+            for task in tasks {
+                hub.deliver_task(session, task, None);
+            }
+            for task in asked {
+                if hub.runs_here(session, &task) {
+                    let _state = hub.cancel_here(session, &task);
                 }
-                for task in asked {
-                    if hub.runs_here(session, &task) {
-                        let _state = hub.cancel_here(session, &task);
-                    }
-                }
-            });
-        }
-        Ok(())
+            }
+        });
     }
 
     /// Applies statuses read from the stream, and `counter` as the highest number given.

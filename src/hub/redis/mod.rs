@@ -45,11 +45,13 @@
 //!   `last_seq` and its order, and the stops asked). The process that runs a task writes each
 //!   change of it with a script that records it and publishes it on the session's channel (its
 //!   partition's on a cluster) as a frame of its own (`<first>` is `t`), after the statuses it
-//!   queued before the change were appended, so every process's subscribers get the change
-//!   after those statuses: none of a task's statuses follows its `cancelling` or `cancelled`
-//!   update anywhere. A process follows a session while a task of it runs there, as while it
-//!   has subscribers. A process that starts following a session reads its tasks first, and its
-//!   subscriptions start with their states, then the history.
+//!   queued before the change were appended and before those queued after it (they wait for
+//!   it), so every process's subscribers get the change in that place: a task's `running`
+//!   comes before its first step, and none of its statuses follows its `cancelling` or
+//!   `cancelled` update anywhere. A process follows a session while a task of it runs there,
+//!   as while it has subscribers. A process that starts following a session reads its tasks
+//!   right after its history, and its subscriptions start with their states, then the
+//!   history.
 //! - **Cancel.** [`Hub::cancel_task`] for a task that runs in this process asks it at once.
 //!   Otherwise a script looks the task up in the session's hash, records the stop there and
 //!   publishes it on the session's channel (a frame whose `<first>` is `c`), where the process

@@ -17,6 +17,11 @@
 //!   `released` reaches the `pushed` of some moment, every status queued before it has been
 //!   numbered by Redis (or given up), which is what a task change waits for
 //!   ([`Outbox::released_up_to`]).
+//! - A task change queued in the task queue sets a barrier at the `pushed` of that moment
+//!   ([`Outbox::barrier`], under this lock): statuses queued after it are not taken until the
+//!   change is written ([`Outbox::lift`]). With the wait above, a task's change runs in Redis
+//!   after every status queued before it and before every status queued after it, so every
+//!   process hears them in that order (one connection per process hears the channel).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -81,6 +86,11 @@ struct State {
     pushed: u64,
     /// Statuses ever released or discarded.
     released: u64,
+    /// Statuses ever taken (or discarded).
+    taken: u64,
+    /// The `pushed` of each task change not yet written, oldest first: no status queued after
+    /// the oldest is taken.
+    barriers: VecDeque<u64>,
 }
 
 #[derive(Debug)]
@@ -189,21 +199,39 @@ impl Outbox {
         state.closed && state.queue.is_empty() && state.dropped.is_empty()
     }
 
-    /// Moves up to `max` items into `out`; returns the statuses among them, or `None` when there
-    /// is nothing to take. They keep their place in the bound until released.
+    /// Moves up to `max` items into `out`, stopping at the first status queued after a task
+    /// change not yet written; returns the statuses among them, or `None` when there is nothing
+    /// to take (or only what waits for a task change). They keep their place in the bound until released.
     pub(super) fn try_take(&self, max: usize, out: &mut Vec<Item>) -> Option<usize> {
         let mut state = self.lock();
         if state.queue.is_empty() && state.dropped.is_empty() {
             return None;
         }
-        let n = state.queue.len().min(max);
+        // Statuses that may be taken before the oldest task change not yet written.
+        let allowed = state
+            .barriers
+            .front()
+            .map_or(u64::MAX, |&barrier| barrier.saturating_sub(state.taken));
+        let mut n = 0;
         let mut statuses = 0;
-        for item in state.queue.drain(..n) {
-            statuses += usize::from(matches!(item, Item::Status { .. }));
-            out.push(item);
+        for item in &state.queue {
+            if n == max {
+                break;
+            }
+            let status = matches!(item, Item::Status { .. });
+            if status && statuses as u64 >= allowed {
+                break;
+            }
+            statuses += usize::from(status);
+            n += 1;
         }
+        if n == 0 && !state.queue.is_empty() {
+            return None;
+        }
+        out.extend(state.queue.drain(..n));
         state.queued -= statuses;
         state.unconfirmed += statuses;
+        state.taken += statuses as u64;
         if state.queue.is_empty() {
             out.extend(
                 state
@@ -235,9 +263,30 @@ impl Outbox {
         self.progress.notify_waiters();
     }
 
-    /// Statuses queued so far, for [`released_up_to`](Outbox::released_up_to).
-    pub(super) fn pushed(&self) -> u64 {
-        self.lock().pushed
+    /// Runs `queue` with the number of statuses queued so far (for
+    /// [`released_up_to`](Outbox::released_up_to)), under the lock so no status is queued
+    /// meanwhile; when it returns `true` (the task change was queued), statuses queued from now
+    /// on wait for the matching [`lift`](Outbox::lift).
+    pub(super) fn barrier(&self, queue: impl FnOnce(u64) -> bool) -> bool {
+        let mut state = self.lock();
+        let pushed = state.pushed;
+        let queued = queue(pushed);
+        if queued {
+            state.barriers.push_back(pushed);
+        }
+        queued
+    }
+
+    /// The oldest task change was written (or given up): statuses queued after it may go.
+    pub(super) fn lift(&self) {
+        self.lock().barriers.pop_front();
+        self.ready.notify_one();
+    }
+
+    /// No task change will be written any more (the task writer stopped): nothing waits for one.
+    pub(super) fn lift_all(&self) {
+        self.lock().barriers.clear();
+        self.ready.notify_one();
     }
 
     /// Resolves once `pushed` statuses have been released: every status queued before
@@ -261,6 +310,7 @@ impl Outbox {
         state.queue.clear();
         state.dropped.clear();
         state.released = state.pushed;
+        state.taken = state.pushed;
         let discarded = std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed);
         drop(state);
         self.progress.notify_waiters();
@@ -338,5 +388,30 @@ mod tests {
         assert_eq!(outbox.push("a", text("3")), Pushed::Closed);
         assert_eq!(outbox.discard(), 2);
         assert!(outbox.is_shut());
+    }
+
+    #[test]
+    fn statuses_queued_after_a_task_change_wait_until_it_is_written() {
+        let outbox = Outbox::new(8);
+        outbox.push("a", text("1"));
+        assert!(outbox.barrier(|pushed| pushed == 1));
+        outbox.push("a", text("2"));
+        assert!(
+            !outbox.barrier(|_| false),
+            "a change not queued sets no barrier"
+        );
+        assert!(outbox.barrier(|pushed| pushed == 2));
+        outbox.push("b", text("1"));
+        let mut out = Vec::new();
+        assert_eq!(outbox.try_take(10, &mut out), Some(1));
+        assert_eq!(shape(&out), vec!["a:1+0"]);
+        assert_eq!(outbox.try_take(10, &mut out), None);
+        outbox.lift();
+        assert_eq!(outbox.try_take(10, &mut out), Some(1));
+        assert_eq!(shape(&out), vec!["a:1+0", "a:2+0"]);
+        assert_eq!(outbox.try_take(10, &mut out), None);
+        outbox.lift_all();
+        assert_eq!(outbox.try_take(10, &mut out), Some(1));
+        assert_eq!(shape(&out)[2], "b:1+0");
     }
 }

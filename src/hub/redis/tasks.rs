@@ -10,6 +10,10 @@
 //!   numbers: no status of a task is numbered above its `cancelling` or `cancelled` change,
 //!   and a page sees a task end after its last step. Changes are written one at a time, in the
 //!   order they were queued.
+//! - Statuses queued after a change wait in the outbox until it is written
+//!   ([`Outbox::barrier`](super::outbox::Outbox::barrier)): the task script runs before their
+//!   appends, so every process hears a task's `running` before its first step. When this task
+//!   stops, nothing waits for it any more.
 //! - At most [`RedisConfig::buffer_capacity`](super::RedisConfig::buffer_capacity) changes
 //!   wait; beyond it a change is dropped, counted as a backend error and logged once.
 //! - The task script says whether a stop was asked for the task before it was known (on
@@ -106,6 +110,7 @@ pub(super) async fn run(shared: Arc<Shared>, hub: BackendHandle) {
     let settings = &shared.settings;
     let mut stop = shared.stop.subscribe();
     let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
+    let _lift = LiftOnExit(&shared);
     loop {
         let change = loop {
             let ready = shared.tasks.ready.notified();
@@ -148,6 +153,17 @@ pub(super) async fn run(shared: Arc<Shared>, hub: BackendHandle) {
             }
         }
         shared.tasks.pop();
+        shared.outbox.lift();
+    }
+}
+
+/// Lets the statuses waiting for task changes go when the task writer ends (stopped or
+/// aborted), so the status writer can still drain.
+struct LiftOnExit<'a>(&'a Shared);
+
+impl Drop for LiftOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.outbox.lift_all();
     }
 }
 
