@@ -157,3 +157,34 @@ async fn on_redis_sessions_no_longer_read_here_give_way_too() {
     assert!(common::check_exact(&events, 1).is_empty());
     hub.shutdown().await;
 }
+
+// Paused time, so "idle longest" has one answer.
+#[tokio::test(start_paused = true)]
+async fn sessions_without_history_give_way_before_a_session_that_holds_some() {
+    const CAP: usize = 10;
+    let hub = Hub::new(capped(CAP)).unwrap();
+    // Idle longest, but it holds a page's history.
+    hub.publish(Some("history"), "kept").unwrap();
+    for i in 0..CAP - 1 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        hub.open_session(&format!("empty-{i}")).await.unwrap();
+    }
+    for i in 0..CAP - 1 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        hub.open_session(&format!("visitor-{i}")).await.unwrap();
+        assert!(hub.session_exists("history").await.unwrap(), "after {i}");
+    }
+    assert!(!hub.session_exists("empty-0").await.unwrap());
+    let mut read = hub.subscribe("history", None);
+    assert_eq!(text_of(read.next().await), "kept");
+    drop(read);
+    // With no empty session left but the newest visitor, history gives way rather than a new
+    // visitor being locked out.
+    for i in 0..CAP - 1 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        hub.publish(Some(&format!("visitor-{i}")), "x").unwrap();
+    }
+    tokio::time::advance(Duration::from_millis(1)).await;
+    hub.open_session("late").await.unwrap();
+    assert_eq!(hub.stats().dropped_session_limit, 0);
+}

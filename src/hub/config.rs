@@ -118,7 +118,8 @@ pub struct HubConfig {
     /// [`TRUNCATION_MARKER`] (more than the marker's length; default 4,096).
     pub max_status_bytes: usize,
     /// Most sessions held at once (at least 1; default 100,000); when it is reached, the
-    /// sessions idle longest with no subscriber and no running task give way to new ones (see
+    /// sessions with no subscriber and no running task give way to new ones, those holding no
+    /// statuses first, then the idle longest (see
     /// [Choosing the bounds](crate::hub#choosing-the-bounds)).
     pub max_sessions: usize,
     /// Tasks remembered per session (at least 1; default 100). A new task makes room by

@@ -212,6 +212,7 @@ impl Subscription {
         let before = live.session.subscribers.fetch_sub(1, Ordering::Release);
         if before == 1 {
             live.hub.backend.interest(&live.session.id);
+            live.hub.room_may_have_freed();
         }
         debug_assert!(before > 0, "subscriber count went below zero");
         counters.subscribers.sub(1);

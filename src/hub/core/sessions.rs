@@ -81,17 +81,25 @@ impl From<Refusal> for SubscribeError {
     }
 }
 
-/// Whether `session` may give way to a new one when the table is full: no subscriber, no task
-/// running here, and, where this process holds the history (`history_here`: the in-memory
-/// hub; a shared backend keeps it in its store), no statuses held: a session with history
-/// keeps it for its whole TTL, as the history guarantee says, so a flood of new sessions
-/// cannot wipe a page's history while it reloads. Subscribers and tasks are counted under the
-/// shard lock, so a check made under it holds until the lock is released; a session whose
-/// state is busy is taken as in use.
-fn may_give_way(session: &Session, history_here: bool) -> bool {
+/// Whether `session` may give way to a new one when the table is full: no subscriber and no
+/// task running here. Both are counted under the shard lock, so a check made under it holds
+/// until the lock is released.
+fn may_give_way(session: &Session) -> bool {
     session.subscribers.load(Ordering::Acquire) == 0
         && session.running_tasks.load(Ordering::Acquire) == 0
-        && (!history_here || session.holds_no_statuses_now() == Some(true))
+}
+
+/// Which of the sessions that may give way go first, smallest first: where this process holds
+/// the history (`history_here`: the in-memory hub; a shared backend keeps it in its store),
+/// sessions holding no statuses go before any that hold some, so that a flood of new sessions
+/// takes a page's history only once no empty session is left; then the idle longest. A
+/// session whose state is busy right now counts as holding statuses.
+fn give_way_order(session: &Session, history_here: bool) -> (bool, u64) {
+    let holds_history = history_here && session.holds_no_statuses_now() != Some(true);
+    (
+        holds_history,
+        session.last_activity_ms.load(Ordering::Relaxed),
+    )
 }
 
 /// How long a full table with nothing that may give way is taken as such before it is scanned
@@ -264,8 +272,9 @@ impl Core {
         }
     }
 
-    /// The table is full: evicts the sessions idle longest that may give way (no subscriber,
-    /// no running task), a sixty-fourth of the table at a time so that a flood of new sessions
+    /// The table is full: evicts sessions that may give way (no subscriber, no running task),
+    /// those holding no statuses first, then the idle longest (see [`give_way_order`]), a
+    /// sixty-fourth of the table at a time so that a flood of new sessions
     /// scans the table once per many of them; returns how many (0: none could give way, the new
     /// session is refused). Takes one shard lock at a time, never two.
     fn make_room(&self, now: u64) -> usize {
@@ -283,12 +292,13 @@ impl Core {
             return 0;
         }
         let batch = (max / 64).clamp(1, 4096);
-        let mut idle: Vec<(u64, usize, Arc<Session>)> = Vec::new();
+        let history_here = self.backend.numbers_here();
+        let mut idle: Vec<((bool, u64), usize, Arc<Session>)> = Vec::new();
         for (index, shard) in self.shards.iter().enumerate() {
             for session in lock_shard(shard).values() {
                 if self.may_give_way_at(session, now) {
-                    let at = session.last_activity_ms.load(Ordering::Relaxed);
-                    idle.push((at, index, Arc::clone(session)));
+                    let order = give_way_order(session, history_here);
+                    idle.push((order, index, Arc::clone(session)));
                 }
             }
         }
@@ -328,9 +338,15 @@ impl Core {
         evicted
     }
 
+    /// A session lost its last subscriber or its last running task here: a full table may
+    /// have room again, so the next new session looks instead of being refused at once.
+    pub(crate) fn room_may_have_freed(&self) {
+        self.no_room_until_ms.store(0, Ordering::Relaxed);
+    }
+
     /// [`may_give_way`], or idle past its TTL (its history is due to go anyway).
     fn may_give_way_at(&self, session: &Session, now: u64) -> bool {
-        may_give_way(session, self.backend.numbers_here()) || self.idle_expired(session, now)
+        may_give_way(session) || self.idle_expired(session, now)
     }
 
     fn evict(&self, session: &Session) {

@@ -170,6 +170,9 @@ impl Core {
             .fetch_max(self.clock.now_ms(), Ordering::Relaxed);
         let before = session.running_tasks.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "running task count went below zero");
+        if before == 1 {
+            self.room_may_have_freed();
+        }
         self.running_changed(session, false);
         ended.state
     }
