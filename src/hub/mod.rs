@@ -173,6 +173,7 @@ mod log;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+mod running;
 mod session_id;
 mod state;
 mod stats;
