@@ -142,25 +142,6 @@ pub fn configure(hub: Hub) -> impl FnOnce(&mut web::ServiceConfig) + Clone + Sen
 }
 
 impl Endpoints {
-    /// These endpoints as what actix-web's `App::configure` and `Scope::configure` take
-    /// (feature `actix-web`). `HttpServer::new` builds the app once per worker: call this in
-    /// its factory (clones are cheap and share everything).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use actix_web::{test, App};
-    /// use status_messenger::web::Endpoints;
-    ///
-    /// # #[actix_web::main]
-    /// # async fn main() {
-    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
-    /// let endpoints = Endpoints::new(hub);
-    /// let app = test::init_service(App::new().configure(endpoints.configure())).await;
-    /// let request = test::TestRequest::post().uri("/cancel?session=nobody&task=t").to_request();
-    /// assert_eq!(test::call_service(&app, request).await.status(), 404);
-    /// # }
-    /// ```
     /// What actix-web's `HttpServer::on_connect` takes, so that a connection whose client
     /// stops reading is dropped (feature `actix-web`): it gives each TCP connection a
     /// `TCP_USER_TIMEOUT` of [`Settings::write_timeout`](crate::web::Settings::write_timeout).
@@ -225,6 +206,25 @@ impl Endpoints {
         }
     }
 
+    /// These endpoints as what actix-web's `App::configure` and `Scope::configure` take
+    /// (feature `actix-web`). `HttpServer::new` builds the app once per worker: call this in
+    /// its factory (clones are cheap and share everything).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actix_web::{test, App};
+    /// use status_messenger::web::Endpoints;
+    ///
+    /// # #[actix_web::main]
+    /// # async fn main() {
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let endpoints = Endpoints::new(hub);
+    /// let app = test::init_service(App::new().configure(endpoints.configure())).await;
+    /// let request = test::TestRequest::post().uri("/cancel?session=nobody&task=t").to_request();
+    /// assert_eq!(test::call_service(&app, request).await.status(), 404);
+    /// # }
+    /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
     pub fn configure(&self) -> impl FnOnce(&mut web::ServiceConfig) + Clone + Send + 'static {
         let endpoints = web::Data::new(self.clone());

@@ -16,7 +16,7 @@
 //!   `total` is the status's [`Progress::total`](crate::Progress::total) where given (and not
 //!   below `progress`); `message` is the status's text, cut to
 //!   [`MAX_PROGRESS_MESSAGE_BYTES`] at a char boundary and ended with
-//!   [`TRUNCATION_MARKER`](crate::hub::TRUNCATION_MARKER) when longer.
+//!   [`TRUNCATION_MARKER`] when longer.
 //! - `progress` stops at 2<sup>53</sup> ([`MAX_PROGRESS`]), the last integer an `f64` (a JSON
 //!   number) still tells from the next: a status that cannot go above the last value sent
 //!   once it is there is not sent, and is counted in [`ProgressReport::skipped`].
@@ -219,7 +219,7 @@ use crate::task::{TaskRef, TaskShared, Token};
 pub const PENDING_CAPACITY: usize = 8;
 
 /// The most bytes of a status's text one progress notification carries: a longer text is cut
-/// at a char boundary and ends with [`TRUNCATION_MARKER`](crate::hub::TRUNCATION_MARKER), so
+/// at a char boundary and ends with [`TRUNCATION_MARKER`], so
 /// the [`PENDING_CAPACITY`] notifications waiting hold at most this many bytes each. The
 /// same as the hub's default `max_status_bytes`.
 ///
