@@ -88,6 +88,8 @@ async fn serve(
     // A client's FIN ends its connection at once, so a closed SSE stream leaves the hub at
     // once instead of at its next keep-alive write.
     .h1_allow_half_closed(false)
+    // A client that stops reading is dropped after the streams' write timeout.
+    .on_connect(endpoints.on_connect())
     .shutdown_timeout(common::STREAM_CLOSE_GRACE.as_secs())
     .listen(listener)?
     .run();

@@ -45,8 +45,16 @@ struct AppState {
 
 /// The demo's routes and the library's endpoints, ready to serve. A request's body must
 /// arrive within `body_timeout` (408 after it); the streams' responses are not bound by it.
-fn app(state: AppState, endpoints: &Endpoints, body_timeout: Duration) -> Router {
-    Router::new()
+/// `/mcp` (with the `rmcp` feature) runs at most `mcp_max_calls` tool calls at once.
+fn app(
+    state: AppState,
+    endpoints: &Endpoints,
+    body_timeout: Duration,
+    mcp_max_calls: usize,
+) -> Router {
+    #[cfg(feature = "rmcp")]
+    let hub = state.hub.clone();
+    let router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/api/sessions", post(create_session))
@@ -54,7 +62,15 @@ fn app(state: AppState, endpoints: &Endpoints, body_timeout: Duration) -> Router
         .route("/api/sessions/{id}/tasks/{task}/cancel", post(cancel_task))
         .route("/metrics", get(metrics))
         .with_state(state)
-        .merge(endpoints.router())
+        .merge(endpoints.router());
+    // The MCP endpoint: the same simulated tool for an MCP client, its statuses as progress.
+    // Nested before the layers below, so the body timeout bounds it too; rmcp reads the body
+    // itself, past `DefaultBodyLimit`, so it is given the same limit (413 over it).
+    #[cfg(feature = "rmcp")]
+    let router = router.nest_service("/mcp", mcp::service(hub, mcp_max_calls));
+    #[cfg(not(feature = "rmcp"))]
+    let _ = mcp_max_calls;
+    router
         .fallback(|| async { refused(&Refusal::not_found("not found")) })
         .layer(DefaultBodyLimit::max(common::MAX_BODY_BYTES))
         // Bounds each handler, body read included (the demo's handlers wait on nothing slower
@@ -93,10 +109,8 @@ async fn serve(
         },
         &endpoints,
         config.body_timeout,
+        config.mcp_max_calls,
     );
-    // The MCP endpoint: the same simulated tool for an MCP client, its statuses as progress.
-    #[cfg(feature = "rmcp")]
-    let router = router.nest_service("/mcp", mcp::service(hub.clone()));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout);
@@ -344,9 +358,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// Its statuses reach the MCP client as progress, and the session's page too when the call
 /// names a `session`: the call then runs as a task of that session, which the page shows and
 /// can stop, as a cancellation from the MCP client does.
+///
+/// Every call takes one of `max_calls` permits for as long as it runs (a call in a session is
+/// also one of the hub's running tasks): with none left it is refused with a busy error, as
+/// is a call whose session's backend is away; both say when to retry.
 #[cfg(feature = "rmcp")]
 mod mcp {
+    use std::sync::Arc;
+
     use rmcp::handler::server::wrapper::Parameters;
+    use rmcp::model::ErrorCode;
     use rmcp::service::RequestContext;
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::streamable_http_server::{
@@ -354,7 +375,9 @@ mod mcp {
     };
     use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
     use status_messenger::mcp::ProgressScope;
+    use status_messenger::web::Refusal;
     use status_messenger::Hub;
+    use tokio::sync::Semaphore;
 
     use super::common;
 
@@ -370,9 +393,38 @@ mod mcp {
         session: Option<String>,
     }
 
+    /// The JSON-RPC code (in the range kept for servers) of a call refused for now: the
+    /// server is busy or its backend away, and the same call may succeed later.
+    const BUSY: ErrorCode = ErrorCode(-32000);
+
+    /// Seconds to wait before retrying a call refused for want of a permit.
+    const BUSY_RETRY_SECS: u64 = 1;
+
+    /// The MCP error for a refusal of the demo's HTTP API: a bad or unknown session is the
+    /// caller's mistake (`invalid_params`); a busy server or an absent backend is [`BUSY`],
+    /// its message saying to retry and its data carrying the `retry_after` seconds.
+    fn mcp_error(refusal: &Refusal) -> ErrorData {
+        match (refusal.status(), refusal.retry_after()) {
+            (_, Some(seconds)) => busy(refusal.message(), seconds),
+            (503, None) => busy(refusal.message(), BUSY_RETRY_SECS),
+            (400..=499, None) => ErrorData::invalid_params(refusal.message().to_owned(), None),
+            _ => ErrorData::internal_error(refusal.message().to_owned(), None),
+        }
+    }
+
+    fn busy(why: &str, retry_after: u64) -> ErrorData {
+        ErrorData::new(
+            BUSY,
+            format!("{why}; retry in {retry_after} s"),
+            Some(serde_json::json!({ "retry_after": retry_after })),
+        )
+    }
+
     #[derive(Clone)]
     pub(super) struct DemoMcp {
         hub: Hub,
+        /// One per running call, so calls without a session are capped too.
+        calls: Arc<Semaphore>,
     }
 
     #[tool_router]
@@ -386,17 +438,17 @@ mod mcp {
             let body = serde_json::json!({ "steps": args.steps, "delay_ms": args.delay_ms });
             let spec = common::parse_task(body.to_string().as_bytes())
                 .map_err(|message| ErrorData::invalid_params(message, None))?;
+            // Held until the tool returns: the blocking thread it runs on is what is capped.
+            let _permit = Arc::clone(&self.calls)
+                .try_acquire_owned()
+                .map_err(|_| busy("too many MCP tool calls running", BUSY_RETRY_SECS))?;
             let mut scope = ProgressScope::new(&context);
             if let Some(session) = args.session.as_deref() {
                 let session = common::check_session(&self.hub, Some(session))
                     .await
-                    .map_err(|refusal| {
-                        ErrorData::invalid_params(refusal.message().to_owned(), None)
-                    })?;
-                let task = self
-                    .hub
-                    .start_task(session)
-                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                    .map_err(|refusal| mcp_error(&refusal))?;
+                let task = common::start_task(&self.hub, session)
+                    .map_err(|refusal| mcp_error(&refusal))?;
                 scope = scope.task(task);
             }
             let done = scope
@@ -410,12 +462,23 @@ mod mcp {
     #[tool_handler]
     impl ServerHandler for DemoMcp {}
 
-    /// The tower service that `/mcp` nests.
-    pub(super) fn service(hub: Hub) -> StreamableHttpService<DemoMcp, LocalSessionManager> {
+    /// The tower service that `/mcp` nests: at most `max_calls` tool calls at once, bodies
+    /// up to [`common::MAX_BODY_BYTES`] (413 over it).
+    pub(super) fn service(
+        hub: Hub,
+        max_calls: usize,
+    ) -> StreamableHttpService<DemoMcp, LocalSessionManager> {
+        let calls = Arc::new(Semaphore::new(max_calls.min(Semaphore::MAX_PERMITS)));
         StreamableHttpService::new(
-            move || Ok(DemoMcp { hub: hub.clone() }),
+            move || {
+                Ok(DemoMcp {
+                    hub: hub.clone(),
+                    calls: Arc::clone(&calls),
+                })
+            },
             LocalSessionManager::default().into(),
-            StreamableHttpServerConfig::default(),
+            StreamableHttpServerConfig::default()
+                .with_max_request_body_bytes(common::MAX_BODY_BYTES),
         )
     }
 }

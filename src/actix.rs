@@ -19,12 +19,18 @@
 //! stays subscribed until its next keep-alive, 15 to 30 s later. A browser never half-closes
 //! a request it still waits for.
 //!
+//! Serve with `HttpServer::on_connect(endpoints.on_connect())` ([`Endpoints::on_connect`]):
+//! actix polls a response body only while its write buffer has room, so without it the
+//! connection of a client that never reads is never dropped, not even once its WebSocket
+//! stream has ended after [`Settings::write_timeout`](crate::web::Settings::write_timeout);
+//! with it the kernel gives the connection up after that timeout.
+//!
 //! # A complete server
 //!
 //! actix runs blocking work on its own pool (`web::block`), which knows nothing of sessions, so
 //! the handler captures a [`SessionContext`](crate::SessionContext) and runs the tool in it.
 //! actix stops by itself on Ctrl-C, waiting for open connections; shutting the hub down on the
-//! same signal ends every stream, so it need not wait long (31 lines):
+//! same signal ends every stream, so it need not wait long (33 lines):
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpResponse, HttpServer};
@@ -52,10 +58,12 @@
 //!     hub.open_session("demo").await?; // a real application opens one per user
 //!     let stop = hub.clone(); // on Ctrl-C every stream ends, so actix's own stop completes
 //!     actix_web::rt::spawn(async move { actix_web::rt::signal::ctrl_c().await.ok(); stop.shutdown().await });
+//!     let endpoints = status_messenger::web::Endpoints::new(hub.clone());
+//!     let on_connect = endpoints.on_connect(); // see "Server settings", as is the next line
 //!     let app = move || App::new().app_data(web::Data::new(hub.clone()))
 //!         .route("/api/sessions/{id}/tasks", web::post().to(start_task))
-//!         .configure(status_messenger::actix::configure(hub.clone()));
-//!     let server = HttpServer::new(app).h1_allow_half_closed(false); // see "Server settings"
+//!         .configure(endpoints.configure());
+//!     let server = HttpServer::new(app).h1_allow_half_closed(false).on_connect(on_connect);
 //!     Ok(server.bind("127.0.0.1:3000")?.run().await?)
 //! }
 //! ```
@@ -91,7 +99,7 @@
 use std::convert::Infallible;
 use std::future::ready;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -104,6 +112,7 @@ use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
 use futures_core::Stream;
 use futures_util::{SinkExt, StreamExt};
 
+use crate::sync::TaskWaker;
 use crate::web::ws::{self, Incoming, Outgoing};
 pub use crate::web::Endpoints;
 use crate::web::{Refusal, RequestInfo, SseStream, StreamGuard, CLIENT_CONTENT_TYPE, CLIENT_JS};
@@ -133,6 +142,70 @@ pub fn configure(hub: Hub) -> impl FnOnce(&mut web::ServiceConfig) + Clone + Sen
 }
 
 impl Endpoints {
+    /// What actix-web's `HttpServer::on_connect` takes, so that a connection whose client
+    /// stops reading is dropped (feature `actix-web`): it gives each TCP connection a
+    /// `TCP_USER_TIMEOUT` of [`Settings::write_timeout`](crate::web::Settings::write_timeout).
+    ///
+    /// actix polls a response body only while its write buffer has room: once a client's
+    /// socket is full nothing reaches actix from the handler, so a WebSocket (or any response)
+    /// to a client that never reads would hold its connection and the bytes buffered for it
+    /// forever. With the option, the kernel gives up on a connection whose sent data has not
+    /// been taken for that long, and actix drops it on the failed write. It applies to every
+    /// connection of the server, so a slow but reading client is not affected, only one that
+    /// takes nothing for the whole timeout. On systems without the option (other than Linux
+    /// and Android) and on connections that are not plain TCP it does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use status_messenger::web::Endpoints;
+    ///
+    /// # #[actix_web::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let endpoints = Endpoints::new(status_messenger::Hub::new(Default::default()).unwrap());
+    /// let app = endpoints.clone();
+    /// let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(app.configure()))
+    ///     .on_connect(endpoints.on_connect())
+    ///     .workers(1)
+    ///     .bind("127.0.0.1:0")?;
+    /// let addr = server.addrs()[0];
+    /// actix_web::rt::spawn(server.run());
+    /// let head = actix_web::rt::task::spawn_blocking(move || {
+    ///     let mut socket = std::net::TcpStream::connect(addr)?;
+    ///     socket.write_all(b"GET /status-messenger.js HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    ///     let mut head = [0u8; 12];
+    ///     socket.read_exact(&mut head)?;
+    ///     std::io::Result::Ok(head)
+    /// })
+    /// .await??;
+    /// assert_eq!(&head, b"HTTP/1.1 200");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+    pub fn on_connect(
+        &self,
+    ) -> impl Fn(&dyn std::any::Any, &mut dev::Extensions) + Send + Sync + 'static {
+        let timeout = self.settings().effective_write_timeout();
+        move |connection, _| {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Err(error) =
+                    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout))
+                {
+                    tracing::debug!(
+                        target: "status_messenger::web",
+                        %error,
+                        "TCP_USER_TIMEOUT not set: a client that stops reading keeps its connection"
+                    );
+                }
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let _ = (connection, timeout);
+        }
+    }
+
     /// These endpoints as what actix-web's `App::configure` and `Scope::configure` take
     /// (feature `actix-web`). `HttpServer::new` builds the app once per worker: call this in
     /// its factory (clones are cheap and share everything).
@@ -230,7 +303,7 @@ async fn ws_handler(
         Err(refusal) => return refused(&refusal),
     };
     let messages = messages.max_frame_size(limit);
-    let drop_connection = Arc::new(AtomicBool::new(false));
+    let drop_connection = Arc::new(DropConnection::default());
     actix_web::rt::spawn(forward(
         endpoints.into_inner(),
         session,
@@ -253,7 +326,7 @@ async fn forward(
     messages: actix_ws::MessageStream,
     subscription: Subscription,
     _guard: StreamGuard,
-    drop_connection: Arc<AtomicBool>,
+    drop_connection: Arc<DropConnection>,
 ) {
     // Holds the response body open until the end is known, so it ends knowing it. A close
     // frame ends the body at once, so an oversized frame sets the flag as it arrives.
@@ -263,7 +336,7 @@ async fn forward(
     let incoming = messages.map(move |read| {
         let frame = incoming(read);
         if frame == Incoming::TooLarge {
-            too_large.store(true, Ordering::Release);
+            too_large.set(DropCause::Oversized);
         }
         frame
     });
@@ -276,9 +349,10 @@ async fn forward(
     )
     .await;
     if ended == ws::Ended::Stalled {
-        // A client that stopped reading: should the socket ever drain, end the connection
-        // instead of discarding what it sends.
-        drop_connection.store(true, Ordering::Release);
+        // A client that stopped reading: the body errs at once, so actix drops the
+        // connection and what is buffered for it, instead of waiting for a drain that a
+        // client that never reads never lets happen.
+        drop_connection.set(DropCause::Stalled);
     }
     drop(body_open);
     tracing::debug!(target: "status_messenger::web", ?ended, "WebSocket stream ended");
@@ -316,13 +390,51 @@ fn incoming(read: Result<Message, ProtocolError>) -> Incoming {
     }
 }
 
-/// The WebSocket's response body, which ends the connection once it has sent the close frame
-/// when `drop_connection` is set (an oversized frame, or a client that stopped reading): actix
+/// Why a WebSocket's connection is to be dropped, in a [`DropConnection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum DropCause {
+    /// A client frame over the message limit: the close frame (1009) goes out first.
+    Oversized = 1,
+    /// A write did not finish within the write timeout: the client stopped reading.
+    Stalled = 2,
+}
+
+/// The flag the forwarding task sets for the WebSocket's response body (see
+/// [`DropsConnection`]): the cause, and the body's task to wake so it sees it.
+///
+/// # Invariants
+///
+/// `cause` is 0 (keep the connection) or a [`DropCause`]; once set it only changes from
+/// `Oversized` to `Stalled`, never back to 0.
+#[derive(Debug, Default)]
+struct DropConnection {
+    cause: AtomicU8,
+    body: TaskWaker,
+}
+
+impl DropConnection {
+    fn set(&self, cause: DropCause) {
+        self.cause.fetch_max(cause as u8, Ordering::AcqRel);
+        self.body.wake();
+    }
+
+    fn cause(&self) -> Option<DropCause> {
+        match self.cause.load(Ordering::Acquire) {
+            1 => Some(DropCause::Oversized),
+            2 => Some(DropCause::Stalled),
+            _ => None,
+        }
+    }
+}
+
+/// The WebSocket's response body, which makes actix drop the connection (a body error is how
+/// a handler does that): after the close frame has been sent for an oversized frame, as actix
 /// would otherwise keep reading (and discarding) what the client sends for as long as it
-/// sends. A body error is how a handler makes actix drop it.
+/// sends; at once for a client that stopped reading, whose socket may never drain.
 struct DropsConnection {
     body: BoxBody,
-    drop_connection: Arc<AtomicBool>,
+    drop_connection: Arc<DropConnection>,
 }
 
 impl MessageBody for DropsConnection {
@@ -336,10 +448,24 @@ impl MessageBody for DropsConnection {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        // Registered before the flag is read, so a cause set in between still wakes this.
+        self.drop_connection.body.register(cx.waker());
+        if self.drop_connection.cause() == Some(DropCause::Stalled) {
+            return Poll::Ready(Some(Err(
+                "the WebSocket's client stopped reading: dropped after the write timeout".into(),
+            )));
+        }
         match Pin::new(&mut self.body).poll_next(cx) {
-            Poll::Ready(None) if self.drop_connection.load(Ordering::Acquire) => Poll::Ready(Some(
-                Err("the WebSocket was closed for an oversized frame".into()),
-            )),
+            Poll::Ready(None) => match self.drop_connection.cause() {
+                Some(DropCause::Oversized) => Poll::Ready(Some(Err(
+                    "the WebSocket was closed for an oversized frame".into(),
+                ))),
+                Some(DropCause::Stalled) => Poll::Ready(Some(Err(
+                    "the WebSocket's client stopped reading: dropped after the write timeout"
+                        .into(),
+                ))),
+                None => Poll::Ready(None),
+            },
             other => other,
         }
     }

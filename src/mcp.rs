@@ -14,7 +14,12 @@
 //! - `progress` strictly increases: a status's [`Progress::current`](crate::Progress::current)
 //!   where it has one and it is above the last value sent, else the last value plus one;
 //!   `total` is the status's [`Progress::total`](crate::Progress::total) where given (and not
-//!   below `progress`); `message` is the status's text.
+//!   below `progress`); `message` is the status's text, cut to
+//!   [`MAX_PROGRESS_MESSAGE_BYTES`] at a char boundary and ended with
+//!   [`TRUNCATION_MARKER`] when longer.
+//! - `progress` stops at 2<sup>53</sup> ([`MAX_PROGRESS`]), the last integer an `f64` (a JSON
+//!   number) still tells from the next: a status that cannot go above the last value sent
+//!   once it is there is not sent, and is counted in [`ProgressReport::skipped`].
 //! - Only when the request carried a `progressToken`, as the specification asks; without one
 //!   nothing is sent to the client (the statuses still reach a browser session, below).
 //! - Sending never blocks the tool: a status is put in a small queue ([`PENDING_CAPACITY`]
@@ -177,7 +182,7 @@ use rmcp::{Peer, RoleServer};
 use tokio::sync::Notify;
 
 use crate::context::SessionContext;
-use crate::hub::{SessionId, Task};
+use crate::hub::{SessionId, Task, TRUNCATION_MARKER};
 use crate::messenger::{self, Messenger, Payload};
 use crate::sync::lock;
 use crate::task::{TaskRef, TaskShared, Token};
@@ -212,6 +217,32 @@ use crate::task::{TaskRef, TaskShared, Token};
 /// # }
 /// ```
 pub const PENDING_CAPACITY: usize = 8;
+
+/// The most bytes of a status's text one progress notification carries: a longer text is cut
+/// at a char boundary and ends with [`TRUNCATION_MARKER`], so
+/// the [`PENDING_CAPACITY`] notifications waiting hold at most this many bytes each. The
+/// same as the hub's default `max_status_bytes`.
+///
+/// ```
+/// use status_messenger::hub::TRUNCATION_MARKER;
+/// use status_messenger::mcp::MAX_PROGRESS_MESSAGE_BYTES;
+///
+/// assert_eq!(MAX_PROGRESS_MESSAGE_BYTES, 4096);
+/// assert!(MAX_PROGRESS_MESSAGE_BYTES > TRUNCATION_MARKER.len());
+/// ```
+pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 4096;
+
+/// The highest `progress` sent, 2<sup>53</sup>: above it an `f64` no longer holds every
+/// integer, so `+ 1` would no longer increase it. A status's
+/// [`Progress::current`](crate::Progress::current) above it counts as this.
+///
+/// ```
+/// use status_messenger::mcp::MAX_PROGRESS;
+///
+/// assert_eq!(MAX_PROGRESS, (1u64 << 53) as f64);
+/// assert_eq!(MAX_PROGRESS + 1.0, MAX_PROGRESS); // why it stops there
+/// ```
+pub const MAX_PROGRESS: f64 = 9_007_199_254_740_992.0;
 
 /// Runs an rmcp tool call so that the statuses added inside it also reach the MCP client as
 /// `notifications/progress` (see the [module docs](self)).
@@ -724,7 +755,7 @@ impl ProgressReport {
     }
 
     /// Statuses not sent as progress by rule: the request had no `progressToken`, it was
-    /// cancelled, or the scope had ended.
+    /// cancelled, the scope had ended, or `progress` was already at [`MAX_PROGRESS`].
     ///
     /// # Examples
     ///
@@ -863,9 +894,17 @@ impl Sink {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let progress = match given {
-            Some(given) if given.current() as f64 > slot.last_progress => given.current() as f64,
-            _ => slot.last_progress + 1.0,
+        let last = slot.last_progress;
+        // `last` is an integer no higher than MAX_PROGRESS, so `last + 1.0` is exact.
+        let progress = match given.map(|given| (given.current() as f64).min(MAX_PROGRESS)) {
+            Some(current) if current > last => current,
+            _ if last < MAX_PROGRESS => last + 1.0,
+            _ => {
+                // It cannot go up any more: sending it would break "strictly increases".
+                drop(slot);
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         };
         slot.last_progress = progress;
         let total = given
@@ -879,7 +918,7 @@ impl Sink {
                 newest.progress = progress;
                 newest.total = total;
                 newest.message.clear();
-                newest.message.push_str(payload.text());
+                push_capped(&mut newest.message, payload.text());
                 drop(slot);
                 self.coalesced.fetch_add(1, Ordering::Relaxed);
             }
@@ -887,7 +926,11 @@ impl Sink {
                 slot.next.push_back(Update {
                     progress,
                     total,
-                    message: payload.text().to_owned(),
+                    message: {
+                        let mut message = String::new();
+                        push_capped(&mut message, payload.text());
+                        message
+                    },
                 });
                 drop(slot);
             }
@@ -917,6 +960,21 @@ impl Sink {
         lock(&self.slot).closed = true;
         self.wake.notify_one();
     }
+}
+
+/// Appends `text` to `into`, cut to [`MAX_PROGRESS_MESSAGE_BYTES`] at a char boundary and
+/// marked when longer: only what is kept is copied.
+fn push_capped(into: &mut String, text: &str) {
+    if text.len() <= MAX_PROGRESS_MESSAGE_BYTES {
+        into.push_str(text);
+        return;
+    }
+    let mut cut = MAX_PROGRESS_MESSAGE_BYTES - TRUNCATION_MARKER.len();
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    into.push_str(&text[..cut]);
+    into.push_str(TRUNCATION_MARKER);
 }
 
 /// Sends what the slot holds as progress notifications until it is closed and empty.
@@ -1098,6 +1156,56 @@ mod tests {
             waiting.last().map(|u| (u.0, u.2.as_str())),
             Some((100.0, "100"))
         );
+    }
+
+    #[test]
+    fn a_long_text_is_cut_to_the_limit_at_a_char_boundary_and_marked() {
+        let sink = Sink::new(true);
+        // Two-byte chars, so the cut point falls inside one and must move back.
+        let long = "é".repeat(MAX_PROGRESS_MESSAGE_BYTES);
+        let fits = "x".repeat(MAX_PROGRESS_MESSAGE_BYTES);
+        sink.offer(&Payload::Text(long.clone()));
+        sink.offer(&Payload::Text(fits.clone()));
+        let waiting = offered(&sink);
+        let cut = &waiting[0].2;
+        assert!(cut.len() <= MAX_PROGRESS_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.len() > MAX_PROGRESS_MESSAGE_BYTES - TRUNCATION_MARKER.len() - 2);
+        let kept = cut.strip_suffix(TRUNCATION_MARKER).expect("marked");
+        assert!(long.starts_with(kept));
+        assert_eq!(waiting[1].2, fits, "a text at the limit is kept whole");
+
+        // Coalescing into a full queue cuts too.
+        for _ in 0..PENDING_CAPACITY + 1 {
+            sink.offer(&Payload::Text(long.clone()));
+        }
+        let waiting = offered(&sink);
+        assert_eq!(waiting.len(), PENDING_CAPACITY);
+        assert!(waiting
+            .iter()
+            .all(|u| u.2.len() <= MAX_PROGRESS_MESSAGE_BYTES));
+    }
+
+    #[test]
+    fn progress_stops_at_two_to_the_53_and_what_cannot_go_up_is_not_sent() {
+        let sink = Sink::new(true);
+        let with = |current| {
+            Payload::Message(Box::new(
+                StatusMessage::new("big").progress(current, u64::MAX),
+            ))
+        };
+        sink.offer(&with((1 << 53) - 2));
+        sink.offer(&Payload::Text("plus one".into()));
+        sink.offer(&with(u64::MAX));
+        sink.offer(&Payload::Text("no room".into()));
+        sink.offer(&with(u64::MAX));
+        let waiting = offered(&sink);
+        let progress: Vec<f64> = waiting.iter().map(|u| u.0).collect();
+        assert_eq!(
+            progress,
+            [MAX_PROGRESS - 2.0, MAX_PROGRESS - 1.0, MAX_PROGRESS]
+        );
+        assert!(progress.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(sink.skipped.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -673,6 +673,171 @@ async fn the_demo_serves_the_simulated_tool_at_mcp_to_the_page_and_the_client() 
     server.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_refuses_an_mcp_body_over_64_kib_with_413() {
+    let server = support::demo::Demo::Axum.start(&[]);
+    let http = support::http();
+    // A well-formed JSON-RPC request whose arguments carry 100 KiB of padding.
+    let padding = "x".repeat(100 * 1024);
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-03-26", "capabilities": {},
+                    "clientInfo": { "name": "t", "version": "1" }, "padding": padding },
+    })
+    .to_string();
+    assert!(body.len() > 100 * 1024);
+    let response = http
+        .post(server.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // A small request on the same endpoint is still served.
+    let small = http
+        .post(server.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({
+                "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": { "protocolVersion": "2025-03-26", "capabilities": {},
+                            "clientInfo": { "name": "t", "version": "1" } },
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_answers_408_to_an_mcp_body_that_stalls() {
+    let server = support::demo::Demo::Axum.start(&["--body-timeout", "1"]);
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{{",
+        server.addr
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut lines = BufReader::new(socket).lines();
+    let status = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("an answer before the client's own timeout")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_refuses_an_mcp_call_beyond_its_call_limit_with_a_busy_error_to_retry() {
+    let server = support::demo::Demo::Axum.start(&["--mcp-max-calls", "1"]);
+    let connect = || async {
+        let collecting = Collecting::default();
+        let transport =
+            rmcp::transport::StreamableHttpClientTransport::from_uri(server.url("/mcp"));
+        let client = collecting
+            .clone()
+            .serve(transport)
+            .await
+            .expect("an MCP session");
+        (collecting, client)
+    };
+    let slow = |steps: u64| {
+        CallToolRequestParams::new("simulated_tool").with_arguments(
+            json!({ "steps": steps, "delay_ms": 500 })
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+    };
+    let (first_progress, first) = connect().await;
+    let (_, second) = connect().await;
+    // The first call, without a session, holds the one permit while it runs.
+    let running = {
+        let peer = first.peer().clone();
+        let call = slow(6);
+        tokio::spawn(async move { peer.call_tool(call).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first_progress.progress.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the first call never reported");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = second.call_tool(slow(1)).await;
+    let Err(rmcp::ServiceError::McpError(error)) = refused else {
+        panic!("not refused as busy: {refused:?}");
+    };
+    assert_eq!(error.code.0, -32000, "{error:?}");
+    assert!(error.message.contains("retry"), "{}", error.message);
+    assert_eq!(error.data, Some(json!({ "retry_after": 1 })));
+
+    // The first call still finishes, and with its permit back the next call runs.
+    let done = running.await.unwrap().expect("the first call's result");
+    assert_eq!(
+        done.content[0].as_text().map(|t| t.text.as_str()),
+        Some("done: 6 steps")
+    );
+    let again = second
+        .call_tool(slow(1))
+        .await
+        .expect("a permit is free again");
+    assert_eq!(
+        again.content[0].as_text().map(|t| t.text.as_str()),
+        Some("done: 1 steps")
+    );
+    let _ = first.cancel().await;
+    let _ = second.cancel().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_tells_an_unknown_mcp_session_as_invalid_params() {
+    let server = support::demo::Demo::Axum.start(&[]);
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(server.url("/mcp"));
+    let client = Collecting::default()
+        .serve(transport)
+        .await
+        .expect("an MCP session");
+    let refused = client
+        .call_tool(
+            CallToolRequestParams::new("simulated_tool").with_arguments(
+                json!({ "steps": 1, "delay_ms": 0, "session": "0".repeat(32) })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await;
+    let Err(rmcp::ServiceError::McpError(error)) = refused else {
+        panic!("not refused: {refused:?}");
+    };
+    assert_eq!(
+        error.code,
+        rmcp::model::ErrorCode::INVALID_PARAMS,
+        "{error:?}"
+    );
+    assert!(
+        error.message.contains("unknown session"),
+        "{}",
+        error.message
+    );
+    let _ = client.cancel().await;
+    server.stop().await.unwrap();
+}
+
 // ---- compile-time checks ----
 
 /// The scope, its futures and its report cross threads, as rmcp's handlers need.

@@ -29,15 +29,18 @@ async fn serve_axum(endpoints: &Endpoints) -> SocketAddr {
 }
 
 /// Serves `endpoints` with actix-web on a free port, on a thread of its own, set up as the
-/// `status_messenger::actix` docs advise (a client's FIN ends its connection).
+/// `status_messenger::actix` docs advise (a client's FIN ends its connection, and one that
+/// stops reading is dropped after the write timeout).
 fn serve_actix(endpoints: Endpoints) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
+            let on_connect = endpoints.on_connect();
             actix_web::HttpServer::new(move || {
                 actix_web::App::new().configure(endpoints.configure())
             })
+            .on_connect(on_connect)
             .workers(1)
             .h1_allow_half_closed(false)
             .disable_signals()
@@ -332,4 +335,86 @@ async fn actix_drops_a_closed_sse_stream_at_once() {
     let lingered = sse_lingers(addr, &hub, &id).await;
     eprintln!("a closed SSE stream counted as a subscriber for {lingered:?}");
     assert!(lingered < Duration::from_secs(1), "{lingered:?}");
+}
+
+/// Whether this process still holds the server's end of the TCP connection from `server` to
+/// the client port `client` (Linux `/proc`; `None` elsewhere): the kernel lists each socket
+/// with its inode, and a descriptor of this process links to `socket:[inode]` while it is
+/// open. A closed one is gone from the list, or orphaned there with inode 0.
+fn server_holds_connection(server: SocketAddr, client: u16) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port_of = |address: &str| {
+        let port = address.rsplit(':').next()?;
+        u16::from_str_radix(port, 16).ok()
+    };
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, inode) = (fields.get(1)?, fields.get(2)?, fields.get(9)?);
+        (port_of(local)? == server.port() && port_of(remote)? == client).then_some(*inode)
+    });
+    let Some(inode) = inode.filter(|inode| *inode != "0") else {
+        return Some(false);
+    };
+    let link = format!("socket:[{inode}]");
+    let held = std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .filter_map(Result::ok)
+        .any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == link.as_str())
+        });
+    Some(held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_closes_the_connection_of_a_websocket_client_that_never_reads() {
+    let hub = Hub::new(Default::default()).unwrap();
+    let id = session(&hub).await;
+    let write_timeout = Duration::from_secs(1);
+    let endpoints = Endpoints::new(hub.clone()).write_timeout(write_timeout);
+    let addr = serve_actix(endpoints.clone());
+    let (mut socket, head) = upgrade(addr, &format!("/ws?session={id}"), Some(KEY)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let client_port = socket.local_addr().unwrap().port();
+    if server_holds_connection(addr, client_port).is_none() {
+        eprintln!("skipped: no /proc/net/tcp to find the server's socket in");
+        return;
+    }
+    assert_eq!(server_holds_connection(addr, client_port), Some(true));
+
+    // Statuses until the socket's buffers are full and a write stalls: the stream ends.
+    let text = "s".repeat(4000);
+    let started = Instant::now();
+    while endpoints.open_streams() != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the stream never stalled"
+        );
+        for _ in 0..64 {
+            let _ = hub.publish(Some(&id), text.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stalled = Instant::now();
+    eprintln!("stream ended after {:?} of statuses", stalled - started);
+
+    // Without a byte read by the client, the server lets go of the connection.
+    let margin = Duration::from_secs(2);
+    while server_holds_connection(addr, client_port) == Some(true) {
+        assert!(
+            stalled.elapsed() < write_timeout + margin,
+            "the server still holds the connection {:?} after the stall",
+            stalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("connection closed {:?} after the stall", stalled.elapsed());
+
+    // Reading now gets what was buffered, then the end (a FIN, or a reset).
+    let mut back = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut back)).await;
+    assert!(
+        read.is_ok(),
+        "the connection is still open after {} bytes",
+        back.len()
+    );
 }

@@ -38,6 +38,11 @@ pub(crate) struct Config {
     /// How long a client may take to send a request's body (`--body-timeout`,
     /// `BODY_TIMEOUT_SECS`; default 30 s): 408 after it.
     pub(crate) body_timeout: Duration,
+    /// How many `/mcp` tool calls may run at once (`--mcp-max-calls`, `MCP_MAX_CALLS`; default
+    /// the hub's `max_running_tasks`): one more is refused with a busy error to retry.
+    // Only the axum demo serves `/mcp`.
+    #[allow(dead_code)]
+    pub(crate) mcp_max_calls: usize,
 }
 
 impl Config {
@@ -57,6 +62,7 @@ impl Config {
         let mut redis_cluster = env("REDIS_CLUSTER_URLS").filter(|v| !v.is_empty());
         let mut header_timeout = env("HEADER_TIMEOUT_SECS").filter(|v| !v.is_empty());
         let mut body_timeout = env("BODY_TIMEOUT_SECS").filter(|v| !v.is_empty());
+        let mut mcp_max_calls = env("MCP_MAX_CALLS").filter(|v| !v.is_empty());
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -70,6 +76,7 @@ impl Config {
                 "--redis-cluster" => &mut redis_cluster,
                 "--header-timeout" => &mut header_timeout,
                 "--body-timeout" => &mut body_timeout,
+                "--mcp-max-calls" => &mut mcp_max_calls,
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 _ => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
             };
@@ -98,6 +105,14 @@ impl Config {
                     format!("invalid {name} `{text}`: expected seconds, 0 < s <= 86400")
                 }),
         };
+        let mcp_max_calls = match mcp_max_calls {
+            None => hub_config().max_running_tasks,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|calls| *calls > 0)
+                .ok_or_else(|| format!("invalid MCP call limit `{text}`: expected 1 or more"))?,
+        };
         Ok(Config {
             bind: bind.unwrap_or_else(|| "127.0.0.1".to_owned()),
             port,
@@ -105,6 +120,7 @@ impl Config {
             redis_cluster,
             header_timeout: seconds("header timeout", header_timeout, 10)?,
             body_timeout: seconds("body timeout", body_timeout, 30)?,
+            mcp_max_calls,
         })
     }
 
@@ -158,12 +174,14 @@ impl Config {
 
 const USAGE: &str =
     "usage: [--port N] [--bind ADDR] [--redis URL | --redis-cluster URL[,URL...]]\n\
-    \x20      [--header-timeout SECS] [--body-timeout SECS]\n\
+    \x20      [--header-timeout SECS] [--body-timeout SECS] [--mcp-max-calls N]\n\
     environment: PORT, BIND, REDIS_URL, REDIS_CLUSTER_URLS, HEADER_TIMEOUT_SECS, \
-    BODY_TIMEOUT_SECS (arguments win); PORT=0 picks any free port\n\
+    BODY_TIMEOUT_SECS, MCP_MAX_CALLS (arguments win); PORT=0 picks any free port\n\
     --header-timeout: longest wait for a request's headers, and for the next request on an \
     idle keep-alive connection (default 10)\n\
-    --body-timeout: longest wait for a request's body, then 408 (default 30)";
+    --body-timeout: longest wait for a request's body, then 408 (default 30)\n\
+    --mcp-max-calls: most `/mcp` tool calls running at once, then a busy error to retry \
+    (axum demo; default 256, the hub's max_running_tasks)";
 
 /// The hub on a Redis Cluster given by comma-separated seed nodes, shared with every server
 /// using the same cluster.
