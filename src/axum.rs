@@ -106,7 +106,7 @@ use crate::{Hub, Subscription};
 /// frame, and the reader clears this room on every poll, so tungstenite's 128 KiB default cost
 /// a 128 KiB memset per socket each time frames were written; larger frames still arrive, over
 /// several reads.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// The endpoints of `hub` with the default authorization (the `session` query parameter names
 /// a session the hub holds) and [`Settings`](crate::web::Settings): `GET /ws`, `GET /events`,

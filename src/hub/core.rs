@@ -254,10 +254,7 @@ impl Core {
         if fields.is_none() && task.is_none() {
             return None;
         }
-        let mut extra = Extra {
-            task: task.map(|task| Arc::clone(&task.id)),
-            ..Extra::default()
-        };
+        let mut extra = Extra::new(task.map(|task| Arc::clone(&task.id)), None);
         if let Some(fields) = fields {
             let Fields {
                 progress,
@@ -266,16 +263,16 @@ impl Core {
                 data,
             } = *fields;
             extra.progress = progress;
-            extra.level = level;
-            extra.key = key.map(|mut key| {
+            let key = key.map(|mut key| {
                 *cut |= cut_at_char_boundary(&mut key, MAX_KEY_BYTES);
                 key.into_boxed_str()
             });
-            extra.data = data.filter(|data| {
+            let data = data.filter(|data| {
                 let fits = data.len() <= self.config.max_status_bytes;
                 *cut |= !fits;
                 fits
             });
+            extra.set_rare(level, key, data);
         }
         Some(Arc::new(extra))
     }

@@ -36,14 +36,55 @@ use crate::status::{JsonData, Level, Progress};
 pub const MAX_KEY_BYTES: usize = 256;
 
 /// A status's optional fields, as the hub keeps them: shared by its history entry and every
-/// [`Status`] handed out, so a plain status pays one pointer for them.
+/// [`Status`] handed out, so a plain status pays one pointer for them. A task's statuses
+/// carry its id and usually a progress, kept inline; level, key and data are rarer and share
+/// one box, so the common record is 48 bytes instead of 80.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Extra {
     pub(crate) task: Option<Arc<str>>,
     pub(crate) progress: Option<Progress>,
-    pub(crate) level: Option<Level>,
-    pub(crate) key: Option<Box<str>>,
-    pub(crate) data: Option<JsonData>,
+    rare: Option<Box<RareFields>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RareFields {
+    level: Option<Level>,
+    key: Option<Box<str>>,
+    data: Option<JsonData>,
+}
+
+impl Extra {
+    /// Fields of a task's status (either may be absent) with no level, key or data.
+    pub(crate) fn new(task: Option<Arc<str>>, progress: Option<Progress>) -> Self {
+        Extra {
+            task,
+            progress,
+            rare: None,
+        }
+    }
+
+    /// Sets the rarer fields; a box only when one of them is present.
+    pub(crate) fn set_rare(
+        &mut self,
+        level: Option<Level>,
+        key: Option<Box<str>>,
+        data: Option<JsonData>,
+    ) {
+        self.rare = (level.is_some() || key.is_some() || data.is_some())
+            .then(|| Box::new(RareFields { level, key, data }));
+    }
+
+    pub(crate) fn level(&self) -> Option<Level> {
+        self.rare.as_ref().and_then(|rare| rare.level)
+    }
+
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.rare.as_ref().and_then(|rare| rare.key.as_deref())
+    }
+
+    pub(crate) fn data(&self) -> Option<&JsonData> {
+        self.rare.as_ref().and_then(|rare| rare.data.as_ref())
+    }
 }
 
 /// One item of a [`Subscription`](crate::Subscription).
@@ -275,7 +316,7 @@ impl Status {
     /// # }
     /// ```
     pub fn level(&self) -> Option<Level> {
-        self.extra().and_then(|extra| extra.level)
+        self.extra().and_then(Extra::level)
     }
 
     /// Its key (the frame field `"key"`), if it has one: a later status with the same key
@@ -295,7 +336,7 @@ impl Status {
     /// # }
     /// ```
     pub fn key(&self) -> Option<&str> {
-        self.extra().and_then(|extra| extra.key.as_deref())
+        self.extra().and_then(Extra::key)
     }
 
     /// Its JSON data (the frame field `"data"`, to be written into the frame as it is: it is
@@ -316,7 +357,7 @@ impl Status {
     /// # }
     /// ```
     pub fn data(&self) -> Option<&JsonData> {
-        self.extra().and_then(|extra| extra.data.as_ref())
+        self.extra().and_then(Extra::data)
     }
 
     /// The session it belongs to.

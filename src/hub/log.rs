@@ -16,6 +16,16 @@
 //! - `extras` holds the fields of the retained statuses that have any, sorted by `seq`, each
 //!   `seq` that of a retained entry: it leaves with its entry. Plain statuses, the common
 //!   case, so cost nothing for fields.
+//! - An entry keeps its number and its age as 32-bit offsets from `base_seq` and `base_ms`
+//!   (a 24-byte slot instead of 32: a tenth of what a held status costs). `base_seq` is at
+//!   most every retained number and `base_ms` at most every retained age, and when a new
+//!   status would not fit, the log is rebased on its oldest entry. Two cases cannot fit and
+//!   give way, neither silently: entries more than `u32::MAX` numbers below a new one leave as
+//!   if trimmed (readers get a gap; the next [`SessionLog::trim`] counts them), and ages more
+//!   than `u32::MAX` ms (49 days) before the newest are kept as that old.
+//! - The ring grows by a quarter of its length (at least [`MIN_GROWTH`] slots) when full, not
+//!   by doubling: a history that stops short of its capacity (most do) leaves at most a
+//!   quarter of its slots empty instead of up to half.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,14 +33,18 @@ use std::sync::Arc;
 use super::event::Extra;
 use super::{Event, Gap, HistoryExpiry, SessionId, Status};
 
-/// One retained status: 32 bytes here plus the shared text allocation (a status with fields
+/// The fewest slots the ring grows by.
+const MIN_GROWTH: usize = 4;
+
+/// One retained status: 24 bytes here plus the shared text allocation (a status with fields
 /// also has one entry in `extras`).
 #[derive(Debug)]
-pub(crate) struct Entry {
-    pub(crate) seq: u64,
-    /// Milliseconds since the hub's epoch when the status was added.
-    pub(crate) at_ms: u64,
-    pub(crate) text: Arc<str>,
+struct Entry {
+    text: Arc<str>,
+    /// Its number, less the log's `base_seq`.
+    seq: u32,
+    /// When it was added, in milliseconds since the hub's epoch, less the log's `base_ms`.
+    age: u32,
 }
 
 /// What [`SessionLog::insert`] did with an externally numbered status.
@@ -65,6 +79,11 @@ pub(crate) struct SessionLog {
     head: u64,
     /// When the newest status was added (`0` before the first).
     last_at_ms: u64,
+    /// What the entries' `seq` and `age` are offsets from (see the module invariants).
+    base_seq: u64,
+    base_ms: u64,
+    /// Entries that left to keep the numbers representable, not yet returned by `trim`.
+    dropped: u64,
 }
 
 impl SessionLog {
@@ -78,17 +97,81 @@ impl SessionLog {
 
     #[cfg(test)]
     pub(crate) fn first_seq(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.seq)
+        self.entries.front().map(|e| self.seq_of(e))
+    }
+
+    fn seq_of(&self, entry: &Entry) -> u64 {
+        self.base_seq + u64::from(entry.seq)
+    }
+
+    fn at_ms_of(&self, entry: &Entry) -> u64 {
+        self.base_ms + u64::from(entry.age)
+    }
+
+    /// An entry for `seq` added at `at_ms`, rebasing the log first if its offsets would not fit,
+    /// with room in the ring for it.
+    fn entry(&mut self, seq: u64, at_ms: u64, text: Arc<str>) -> Entry {
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
+            self.entries.reserve_exact((len / 4).max(MIN_GROWTH));
+        }
+        if self.entries.is_empty() {
+            self.base_seq = seq;
+            self.base_ms = at_ms;
+        }
+        let fits = |value: u64, base: u64| {
+            value
+                .checked_sub(base)
+                .is_some_and(|offset| offset <= u64::from(u32::MAX))
+        };
+        if !fits(seq, self.base_seq) || !fits(at_ms, self.base_ms) {
+            self.rebase(seq, at_ms);
+        }
+        Entry {
+            text,
+            seq: offset(seq, self.base_seq),
+            age: offset(at_ms, self.base_ms),
+        }
+    }
+
+    /// Moves the bases so that `seq` and `at_ms` fit beside what is retained (see the module
+    /// invariants for what gives way when they cannot).
+    #[cold]
+    fn rebase(&mut self, seq: u64, at_ms: u64) {
+        let span = u64::from(u32::MAX);
+        while let Some(front) = self.entries.front() {
+            if seq.saturating_sub(self.seq_of(front)) <= span {
+                break;
+            }
+            self.entries.pop_front();
+            self.dropped += 1;
+        }
+        let first = self.entries.front().map_or(seq, |e| self.seq_of(e));
+        while self.extras.front().is_some_and(|(held, _)| *held < first) {
+            self.extras.pop_front();
+        }
+        let (mut oldest, mut newest) = (at_ms, at_ms);
+        for entry in &self.entries {
+            let at = self.at_ms_of(entry);
+            oldest = oldest.min(at);
+            newest = newest.max(at);
+        }
+        let base_seq = first.min(seq);
+        let base_ms = oldest.max(newest.saturating_sub(span));
+        let (old_seq, old_ms) = (self.base_seq, self.base_ms);
+        for entry in &mut self.entries {
+            entry.seq = offset(old_seq + u64::from(entry.seq), base_seq);
+            entry.age = offset(old_ms + u64::from(entry.age), base_ms);
+        }
+        self.base_seq = base_seq;
+        self.base_ms = base_ms;
     }
 
     /// Appends a locally published status as `head + 1` and returns its number.
     pub(crate) fn append(&mut self, text: Arc<str>, extra: Option<Arc<Extra>>, now_ms: u64) -> u64 {
         self.head += 1;
-        self.entries.push_back(Entry {
-            seq: self.head,
-            at_ms: now_ms,
-            text,
-        });
+        let entry = self.entry(self.head, now_ms, text);
+        self.entries.push_back(entry);
         if let Some(extra) = extra {
             self.extras.push_back((self.head, extra));
         }
@@ -111,26 +194,27 @@ impl SessionLog {
         if seq > self.head {
             self.head = seq;
             self.last_at_ms = now_ms;
-            self.entries.push_back(Entry {
-                seq,
-                at_ms: now_ms,
-                text,
-            });
+            let entry = self.entry(seq, now_ms, text);
+            self.entries.push_back(entry);
             if let Some(extra) = extra {
                 self.extras.push_back((seq, extra));
             }
             return Inserted::Appended;
         }
-        let at = self.entries.partition_point(|e| e.seq < seq);
-        if self.entries.get(at).is_some_and(|e| e.seq == seq) {
+        let at = self.entries.partition_point(|e| self.seq_of(e) < seq);
+        if self.entries.get(at).is_some_and(|e| self.seq_of(e) == seq) {
             return Inserted::Duplicate;
         }
-        if at == 0 && self.entries.len() >= capacity {
+        let newest = self.entries.back().map_or(seq, |e| self.seq_of(e));
+        if at == 0 && (self.entries.len() >= capacity || newest - seq > u64::from(u32::MAX)) {
             return Inserted::TooOld;
         }
         // A filled hole keeps the age of its neighbour so it leaves history with it.
-        let at_ms = self.entries.get(at).map_or(now_ms, |e| e.at_ms);
-        self.entries.insert(at, Entry { seq, at_ms, text });
+        let at_ms = self.entries.get(at).map_or(now_ms, |e| self.at_ms_of(e));
+        let entry = self.entry(seq, at_ms, text);
+        // A rebase may have moved the entries, so the place is found again.
+        let at = self.entries.partition_point(|e| self.seq_of(e) < seq);
+        self.entries.insert(at, entry);
         if let Some(extra) = extra {
             let at = self.extras.partition_point(|(held, _)| *held < seq);
             self.extras.insert(at, (seq, extra));
@@ -152,7 +236,7 @@ impl SessionLog {
         ttl_ms: u64,
         now_ms: u64,
     ) -> u64 {
-        let mut removed = 0;
+        let mut removed = std::mem::take(&mut self.dropped);
         while self.entries.len() > capacity {
             self.entries.pop_front();
             removed += 1;
@@ -162,7 +246,7 @@ impl SessionLog {
                 while self
                     .entries
                     .front()
-                    .is_some_and(|e| now_ms.saturating_sub(e.at_ms) >= ttl_ms)
+                    .is_some_and(|e| now_ms.saturating_sub(self.at_ms_of(e)) >= ttl_ms)
                 {
                     self.entries.pop_front();
                     removed += 1;
@@ -175,7 +259,7 @@ impl SessionLog {
             }
         }
         if removed > 0 {
-            let first = self.entries.front().map_or(u64::MAX, |e| e.seq);
+            let first = self.entries.front().map_or(u64::MAX, |e| self.seq_of(e));
             while self.extras.front().is_some_and(|(seq, _)| *seq < first) {
                 self.extras.pop_front();
             }
@@ -185,7 +269,7 @@ impl SessionLog {
 
     /// Drops every entry (keeping `head`); returns how many left.
     pub(crate) fn clear(&mut self) -> u64 {
-        let removed = self.entries.len() as u64;
+        let removed = self.entries.len() as u64 + std::mem::take(&mut self.dropped);
         self.entries = VecDeque::new();
         self.extras = VecDeque::new();
         removed
@@ -197,11 +281,11 @@ impl SessionLog {
         match (self.entries.front(), self.entries.back()) {
             // Contiguous numbers (always so for locally published statuses): no search, which
             // would touch a cold cache line per probe.
-            (Some(first), Some(last)) if last.seq - first.seq + 1 == len as u64 => {
-                let offset = cursor.saturating_add(1).saturating_sub(first.seq);
+            (Some(first), Some(last)) if u64::from(last.seq - first.seq) + 1 == len as u64 => {
+                let offset = cursor.saturating_add(1).saturating_sub(self.seq_of(first));
                 usize::try_from(offset).map_or(len, |offset| offset.min(len))
             }
-            _ => self.entries.partition_point(|e| e.seq <= cursor),
+            _ => self.entries.partition_point(|e| self.seq_of(e) <= cursor),
         }
     }
 
@@ -238,29 +322,30 @@ impl SessionLog {
             let Some(entry) = self.entries.get(at) else {
                 break;
             };
-            if entry.seq > cursor + 1 {
+            let seq = self.seq_of(entry);
+            if seq > cursor + 1 {
                 gap_from.get_or_insert(cursor + 1);
-                cursor = entry.seq - 1;
+                cursor = seq - 1;
             }
             flush_gap(out, &mut gap_from, cursor);
             while self
                 .extras
                 .get(extra_at)
-                .is_some_and(|(seq, _)| *seq < entry.seq)
+                .is_some_and(|(held, _)| *held < seq)
             {
                 extra_at += 1;
             }
             let extra = match self.extras.get(extra_at) {
-                Some((seq, extra)) if *seq == entry.seq => Some(Arc::clone(extra)),
+                Some((held, extra)) if *held == seq => Some(Arc::clone(extra)),
                 _ => None,
             };
             out.push_back(Event::Status(Status::new(
                 session.clone(),
-                entry.seq,
+                seq,
                 Arc::clone(&entry.text),
                 extra,
             )));
-            cursor = entry.seq;
+            cursor = seq;
             statuses += 1;
             at += 1;
         }
@@ -274,6 +359,12 @@ impl SessionLog {
         read.statuses = statuses as u64;
         read
     }
+}
+
+/// `value - base` as an entry keeps it: the callers have made it fit, and anything else is
+/// clamped rather than wrapped.
+fn offset(value: u64, base: u64) -> u32 {
+    u32::try_from(value.saturating_sub(base)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -417,7 +508,7 @@ mod tests {
         }
         for log in [&contiguous, &holey, &SessionLog::default()] {
             for cursor in (0..14).chain([u64::MAX - 1, u64::MAX]) {
-                let searched = log.entries.partition_point(|e| e.seq <= cursor);
+                let searched = log.entries.partition_point(|e| log.seq_of(e) <= cursor);
                 assert_eq!(log.index_after(cursor), searched, "cursor {cursor}");
             }
         }
@@ -435,10 +526,9 @@ mod tests {
     #[test]
     fn fields_stay_with_their_status_and_leave_with_it() {
         let fields = |key: &str| {
-            Some(Arc::new(Extra {
-                key: Some(key.into()),
-                ..Extra::default()
-            }))
+            let mut extra = Extra::default();
+            extra.set_rare(None, Some(key.into()), None);
+            Some(Arc::new(extra))
         };
         let keys = |log: &SessionLog, cursor: u64| -> Vec<(u64, Option<String>)> {
             read_all(log, cursor, 100)
@@ -474,6 +564,87 @@ mod tests {
         assert_eq!(keys(&log, 0)[0], (4, Some("d".into())));
         log.clear();
         assert!(log.extras.is_empty());
+    }
+
+    #[test]
+    fn the_ring_grows_by_a_quarter_not_by_doubling() {
+        let mut log = SessionLog::default();
+        for _ in 0..100 {
+            log.append(text("x"), None, 0);
+        }
+        // Doubling would have made room for 128.
+        let capacity = log.entries.capacity();
+        assert!((100..=125).contains(&capacity), "capacity {capacity}");
+    }
+
+    #[test]
+    fn an_entry_is_24_bytes_and_common_fields_48() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        // And the fields of a task's status: its id and progress inline, the rarer ones boxed.
+        assert_eq!(std::mem::size_of::<Extra>(), 48);
+    }
+
+    #[test]
+    fn numbers_far_apart_rebase_and_the_unrepresentable_leave_as_a_gap() {
+        let far = u64::from(u32::MAX);
+        let mut log = SessionLog::default();
+        log.insert(10, text("a"), None, 0, 10);
+        log.insert(far, text("b"), None, 0, 10);
+        // u32::MAX - 10 above 10: both fit.
+        assert_eq!(log.first_seq(), Some(10));
+        log.insert(far + 20, text("c"), None, 0, 10);
+        // 10 is more than u32::MAX below the newest: it leaves, and the next trim counts it.
+        assert_eq!(log.first_seq(), Some(far));
+        assert_eq!(log.trim(10, HistoryExpiry::EachStatus, 1000, 0), 1);
+        let (events, _) = read_all(&log, 0, u64::MAX);
+        assert_eq!(
+            shape(&events),
+            vec![
+                ('g', 1, far - 1),
+                ('s', far, far),
+                ('g', far + 1, far + 19),
+                ('s', far + 20, far + 20)
+            ]
+        );
+        // A hole below everything, too far below the newest, is refused; one in reach fills.
+        assert_eq!(log.insert(5, text("x"), None, 0, 10), Inserted::TooOld);
+        assert_eq!(
+            log.insert(far - 1, text("d"), None, 0, 10),
+            Inserted::Filled
+        );
+        assert_eq!(log.first_seq(), Some(far - 1));
+        let (events, _) = read_all(&log, far - 2, u64::MAX);
+        assert_eq!(
+            shape(&events)[..2],
+            [('s', far - 1, far - 1), ('s', far, far)]
+        );
+    }
+
+    #[test]
+    fn ages_far_apart_rebase_and_expire_in_order() {
+        let day = 86_400_000;
+        let mut log = SessionLog::default();
+        log.append(text("old"), None, 0);
+        log.append(text("mid"), None, 30 * day);
+        // 60 days after the first: more than u32::MAX ms, so the base moves.
+        log.append(text("new"), None, 60 * day);
+        assert_eq!(log.len(), 3);
+        // "old" is kept as 49.7 days old, still older than a 40-day limit...
+        assert_eq!(
+            log.trim(10, HistoryExpiry::EachStatus, 40 * day, 60 * day),
+            1
+        );
+        assert_eq!(log.first_seq(), Some(2));
+        // ...and the others keep their exact ages.
+        assert_eq!(
+            log.trim(10, HistoryExpiry::EachStatus, 30 * day, 60 * day - 1),
+            0
+        );
+        assert_eq!(
+            log.trim(10, HistoryExpiry::EachStatus, 30 * day, 60 * day),
+            1
+        );
+        assert_eq!(log.first_seq(), Some(3));
     }
 
     #[test]

@@ -65,13 +65,13 @@ pub(in crate::hub::redis) fn push_status(body: &mut Vec<u8>, skipped: u64, statu
             format!("{}/{}", progress.current(), progress.total()).as_bytes(),
         );
     }
-    if let Some(level) = extra.level {
+    if let Some(level) = extra.level() {
         field("l", level.as_str().as_bytes());
     }
-    if let Some(key) = &extra.key {
+    if let Some(key) = extra.key() {
         field("k", key.as_bytes());
     }
-    if let Some(data) = &extra.data {
+    if let Some(data) = extra.data() {
         field("d", data.as_str().as_bytes());
     }
     body.extend_from_slice(format!("*{skipped} {}\n", fields.len()).as_bytes());
@@ -82,6 +82,7 @@ pub(in crate::hub::redis) fn push_status(body: &mut Vec<u8>, skipped: u64, statu
 fn parse_fields(mut fields: &[u8]) -> Option<(&[u8], Extra)> {
     let mut text: &[u8] = b"";
     let mut extra = Extra::default();
+    let (mut level, mut key, mut data) = (None, None, None);
     while !fields.is_empty() {
         let (line, rest) = split_line(fields)?;
         let (tag, len) = line.split_once(' ')?;
@@ -96,13 +97,14 @@ fn parse_fields(mut fields: &[u8]) -> Option<(&[u8], Extra)> {
                 let (current, total) = as_str()?.split_once('/')?;
                 extra.progress = Some(Progress::new(current.parse().ok()?, total.parse().ok()?));
             }
-            "l" => extra.level = as_str()?.parse().ok(),
-            "k" => extra.key = Some(Box::from(as_str()?)),
+            "l" => level = as_str()?.parse().ok(),
+            "k" => key = Some(Box::from(as_str()?)),
             // Checked again: it goes into frames as it is.
-            "d" => extra.data = JsonData::new(as_str()?).ok(),
+            "d" => data = JsonData::new(as_str()?).ok(),
             _ => {}
         }
     }
+    extra.set_rare(level, key, data);
     Some((text, extra))
 }
 

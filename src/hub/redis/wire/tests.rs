@@ -95,13 +95,12 @@ fn one_redis_keeps_a_tag_per_session_and_a_cluster_one_per_partition() {
 
 #[test]
 fn fields_and_task_frames_go_through() {
-    let extra = Extra {
-        task: Some(Arc::from("t1")),
-        progress: Some(Progress::new(3, 10)),
-        level: Some(crate::Level::Warn),
-        key: Some(Box::from("k\ney")),
-        data: Some(JsonData::new(r#"{"a": [1, "x\ny"]}"#).unwrap()),
-    };
+    let mut extra = Extra::new(Some(Arc::from("t1")), Some(Progress::new(3, 10)));
+    extra.set_rare(
+        Some(crate::Level::Warn),
+        Some(Box::from("k\ney")),
+        Some(JsonData::new(r#"{"a": [1, "x\ny"]}"#).unwrap()),
+    );
     let full = Body {
         text: Arc::from("line\nbreak"),
         extra: Some(Arc::new(extra.clone())),
