@@ -168,7 +168,8 @@ async fn with_redis_down_the_demos_answer_503_with_retry_after_at_once() {
                 r#"{"steps": 1, "delay_ms": 0}"#.to_owned(),
             ),
         ] {
-            // The first call may be the one that finds Redis gone; later ones answer at once.
+            // The first call may be the one that finds Redis gone, within the request timeout
+            // (250 ms); later ones answer from what it found, well within it.
             for attempt in 0..3 {
                 let asked = std::time::Instant::now();
                 let res = http()
@@ -186,8 +187,13 @@ async fn with_redis_down_the_demos_answer_503_with_retry_after_at_once() {
                     retry_after.is_some_and(|v| v.to_str().is_ok_and(|v| v.parse::<u64>().is_ok())),
                     "{path}: 503 with Retry-After ({message})"
                 );
+                let bound = if attempt == 0 {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(500)
+                };
                 assert!(
-                    took < Duration::from_secs(1),
+                    took < bound,
                     "{path} attempt {attempt}: answered after {took:?}"
                 );
             }

@@ -202,7 +202,7 @@ async fn send_oversized(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn actix_closes_on_an_oversized_frame_header_and_stops_reading() {
+async fn actix_drops_the_connection_on_an_oversized_frame_header_and_stops_reading() {
     let hub = Hub::new(Default::default()).unwrap();
     let id = session(&hub).await;
     let endpoints = Endpoints::new(hub);

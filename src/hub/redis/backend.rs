@@ -226,10 +226,11 @@ impl Backend for RedisBackend {
                     // Its tasks go with it; they would expire with its other keys otherwise.
                     let deadline = self.shared.request_deadline();
                     if let Ok(mut conn) = self.shared.connection(deadline).await {
-                        let forgotten: redis::RedisResult<()> = redis::cmd("DEL")
+                        let forget = redis::cmd("DEL")
                             .arg(self.shared.settings.keys.tasks(id))
-                            .query_async(&mut conn)
-                            .await;
+                            .to_owned();
+                        let forgotten: redis::RedisResult<()> =
+                            wire::by(deadline, forget.query_async(&mut conn)).await;
                         if let Err(error) = forgotten {
                             tracing::debug!(
                                 target: "status_messenger::redis",
