@@ -58,11 +58,15 @@ export interface ClosedDetail {
   /**
    * `"closed"`: `close()` was called; `"unknown-session"`: the server answered 404;
    * `"error"`: the WebSocket or EventSource constructor refused the URL (e.g. `ws:` from an
-   * `https:` page), which no retry would mend.
+   * `https:` page), which no retry would mend; `"resume-refused"`: the server's newest status
+   * of the session is below `lastSeq` (it lost history this stream saw), so no resume can
+   * continue it: connect anew (for example with `after: 0`) to start over.
    */
-  reason: "closed" | "unknown-session" | "error";
+  reason: "closed" | "unknown-session" | "error" | "resume-refused";
   /** With `"error"`: what the constructor threw (also reported as an uncaught error). */
   error?: unknown;
+  /** With `"resume-refused"`: the session's newest seq on the server. */
+  head?: number;
 }
 
 /** The answer to `cancel`. */

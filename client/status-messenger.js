@@ -244,22 +244,38 @@ export function connect(options) {
     // and an EventSource error carry no status), so ask the same URL over plain HTTP: the
     // server answers 404 for an unknown session before any upgrade or stream.
     const at = epoch;
-    probe().then((status) => {
+    probe().then(({ status, head }) => {
       if (at !== epoch || closed) return;
       if (status === 404) finish("unknown-session");
+      else if (head !== undefined) finish("resume-refused", undefined, head);
       else schedule();
     });
   }
 
+  // Resuming, it asks the events URL with the resume point: a WebSocket URL asked over plain
+  // HTTP is refused for the missing upgrade before the resume point is looked at, while the
+  // events URL answers 400 with the session's `head` for a resume point beyond it (the server
+  // lost history this client saw, so no retry can resume it).
   async function probe() {
-    const path = transport === "ws" ? "/ws" : "/events";
+    const resuming = lastSeq > 0;
+    const path = transport === "ws" && !resuming ? "/ws" : "/events";
+    const params = resuming ? { session, last_event_id: lastSeq } : { session };
     const controller = typeof AbortController === "function" ? new AbortController() : undefined;
     try {
-      const res = await fetchFn(endpoint(path, { session }), { cache: "no-store", signal: controller?.signal });
+      const res = await fetchFn(endpoint(path, params), { cache: "no-store", signal: controller?.signal });
+      let head;
+      if (resuming && res.status === 400) {
+        try {
+          const body = await res.json();
+          if (Number.isSafeInteger(body?.head) && body.head < lastSeq) head = body.head;
+        } catch {
+          // not the JSON of a resume refusal: an ordinary failure
+        }
+      }
       controller?.abort(); // only the status was wanted; an SSE answer would stream on
-      return res.status;
+      return { status: res.status, head };
     } catch {
-      return 0; // unreachable, or unreadable (CORS): not a reason to give up
+      return { status: 0 }; // unreachable, or unreadable (CORS): not a reason to give up
     }
   }
 
@@ -295,13 +311,16 @@ export function connect(options) {
     }
   }
 
-  function finish(reason, error) {
+  function finish(reason, error, head) {
     if (closed) return;
     closed = true;
     teardown();
     win.removeEventListener?.("online", onOnline);
     if (pauseWhenHidden) doc?.removeEventListener?.("visibilitychange", onVisibility);
-    setState("closed", error === undefined ? { reason } : { reason, error });
+    const detail = { reason };
+    if (error !== undefined) detail.error = error;
+    if (head !== undefined) detail.head = head;
+    setState("closed", detail);
   }
 
   // ---- cancel ----

@@ -355,3 +355,43 @@ test("a constructor that throws ends the stream with the error, reported", async
     else globalThis.reportError = previous;
   }
 });
+
+test("a resume point the server no longer has (400 with a lower head) closes the stream", async () => {
+  const { stream, clock, last, http, seen } = await setup({
+    respond: (url) =>
+      url.includes("/events")
+        ? [400, { error: "resume point 3 is beyond the session's newest status, 1", head: 1 }]
+        : [400, { error: "expected a WebSocket upgrade request" }],
+  });
+  last().accept();
+  for (const seq of [1, 2, 3]) last().frame(status(seq));
+  last().drop(); // live: reconnects without asking
+  clock.advance(250);
+  last().drop(); // refused before it opened: asks why, with its resume point
+  await settle();
+  assert.deepEqual(http.calls, [
+    { url: "http://example.test/events?session=s1&last_event_id=3", method: "GET" },
+  ]);
+  assert.equal(stream.state, "closed");
+  assert.deepEqual(seen.details.at(-1), { reason: "resume-refused", head: 1 });
+  assert.equal(stream.lastSeq, 3);
+  clock.advance(600_000);
+  assert.equal(http.calls.length, 1);
+});
+
+test("a plain 400 on the resuming probe is an ordinary failure: it reconnects", async () => {
+  const { stream, clock, sockets, last, http } = await setup({
+    respond: () => [400, { error: "expected a WebSocket upgrade request" }],
+  });
+  last().accept();
+  last().frame(status(1));
+  last().drop();
+  clock.advance(250);
+  last().drop();
+  await settle();
+  assert.equal(http.calls.length, 1);
+  assert.equal(stream.state, "reconnecting");
+  clock.advance(1_000);
+  assert.equal(sockets.length, 3);
+  stream.close();
+});
