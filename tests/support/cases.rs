@@ -249,7 +249,7 @@ pub(crate) async fn bad_task_bodies_are_400_and_change_nothing(start: StartFn) {
         (br#"{"steps": 100001, "delay_ms": 0}"#, "steps"),
         (
             br#"{"steps": 18446744073709551616, "delay_ms": 0}"#,
-            "steps",
+            "`steps` must be between 1 and 100000",
         ),
         (br#"{"steps": 5}"#, "delay_ms"),
         (br#"{"steps": 5, "delay_ms": "10"}"#, "delay_ms"),
