@@ -188,3 +188,27 @@ async fn sessions_without_history_give_way_before_a_session_that_holds_some() {
     hub.open_session("late").await.unwrap();
     assert_eq!(hub.stats().dropped_session_limit, 0);
 }
+
+// Paused time. A table of 128 gives way 2 at a time: with one empty session left, it goes
+// alone, and no session with history goes along with it.
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_evictions_takes_no_history_while_an_empty_session_is_left() {
+    const CAP: usize = 128;
+    let hub = Hub::new(capped(CAP)).unwrap();
+    for i in 0..CAP - 1 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        hub.publish(Some(&format!("history-{i}")), "kept").unwrap();
+    }
+    tokio::time::advance(Duration::from_millis(1)).await;
+    hub.open_session("empty").await.unwrap();
+    tokio::time::advance(Duration::from_millis(1)).await;
+    hub.open_session("visitor").await.unwrap();
+    assert!(!hub.session_exists("empty").await.unwrap());
+    for i in 0..CAP - 1 {
+        assert!(
+            hub.session_exists(&format!("history-{i}")).await.unwrap(),
+            "history-{i}"
+        );
+    }
+    assert_eq!(hub.stats().evicted_under_pressure, 1);
+}

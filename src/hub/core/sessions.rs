@@ -303,8 +303,12 @@ impl Core {
             }
         }
         if idle.len() > batch {
-            idle.select_nth_unstable_by_key(batch - 1, |(at, ..)| *at);
+            idle.select_nth_unstable_by_key(batch - 1, |(order, ..)| *order);
             idle.truncate(batch);
+        }
+        // While any session without statuses can go, no session's history goes with it.
+        if idle.iter().any(|((holds_history, _), ..)| !holds_history) {
+            idle.retain(|((holds_history, _), ..)| !holds_history);
         }
         let mut evicted = 0;
         for (_, index, session) in idle {
@@ -331,7 +335,7 @@ impl Core {
             tracing::warn!(
                 target: "status_messenger::hub",
                 max_sessions = max,
-                "session limit reached; the sessions idle longest are evicted to make room \
+                "session limit reached; sessions nobody reads are evicted to make room \
                  (counted in HubStats::evicted_under_pressure, warned once)"
             );
         }
