@@ -337,19 +337,27 @@ pub(in crate::hub::redis) fn task_cmd(
     state: TaskState,
     message: Option<&str>,
 ) -> Cmd {
+    let mut cmd = task_script(TASK, keys, session, task);
+    cmd.arg(state.as_str())
+        .arg(message.unwrap_or(""))
+        .arg(ttl_ms.max(1))
+        .arg(capacity);
+    cmd
+}
+
+/// `EVAL` of `script`, a script of a session's tasks, with what the task and cancel scripts
+/// both take first: the session's task hash and history stream, the publish command, its
+/// channel, the session and the task.
+fn task_script(script: &str, keys: &Keys, session: &str, task: &str) -> Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(TASK)
+    cmd.arg(script)
         .arg(2)
         .arg(keys.tasks(session))
         .arg(keys.log(session))
         .arg(keys.publish())
         .arg(keys.channel(session))
         .arg(session)
-        .arg(task)
-        .arg(state.as_str())
-        .arg(message.unwrap_or(""))
-        .arg(ttl_ms.max(1))
-        .arg(capacity);
+        .arg(task);
     cmd
 }
 
@@ -373,17 +381,8 @@ pub(in crate::hub::redis) fn cancel_cmd(
     session: &str,
     task: &str,
 ) -> Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(CANCEL)
-        .arg(2)
-        .arg(keys.tasks(session))
-        .arg(keys.log(session))
-        .arg(keys.publish())
-        .arg(keys.channel(session))
-        .arg(session)
-        .arg(task)
-        .arg(ttl_ms.max(1))
-        .arg(capacity);
+    let mut cmd = task_script(CANCEL, keys, session, task);
+    cmd.arg(ttl_ms.max(1)).arg(capacity);
     cmd
 }
 
