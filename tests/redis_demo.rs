@@ -17,6 +17,20 @@ use support::{
     ws_take,
 };
 
+/// The axum demo and the actix demo, both on `redis` (started on a blocking thread: each waits
+/// for its process to say where it listens).
+async fn demos_on(redis: &RedisServer) -> (support::Server, support::Server) {
+    let url = redis.url();
+    tokio::task::spawn_blocking(move || {
+        (
+            Demo::Axum.start(&["--redis", &url]),
+            Demo::Actix.start(&["--redis", &url]),
+        )
+    })
+    .await
+    .expect("start the demos")
+}
+
 /// Asserts that `frames` are statuses `first..` of a task of `total` steps whose step 1 got the
 /// number `first`.
 fn assert_task(frames: &[Value], session: &str, first: u64, total: u64) {
@@ -37,15 +51,7 @@ async fn two_demo_servers_share_sessions_through_redis() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let url = redis.url();
-    let (on_a, on_b) = tokio::task::spawn_blocking(move || {
-        (
-            Demo::Axum.start(&["--redis", &url]),
-            Demo::Actix.start(&["--redis", &url]),
-        )
-    })
-    .await
-    .expect("start the demos");
+    let (on_a, on_b) = demos_on(&redis).await;
 
     // Created through A, known to B.
     let id = create_session(&on_a).await;
@@ -104,15 +110,7 @@ async fn a_stop_sent_to_one_demo_server_stops_the_tool_running_on_the_other() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let url = redis.url();
-    let (on_a, on_b) = tokio::task::spawn_blocking(move || {
-        (
-            Demo::Axum.start(&["--redis", &url]),
-            Demo::Actix.start(&["--redis", &url]),
-        )
-    })
-    .await
-    .expect("start the demos");
+    let (on_a, on_b) = demos_on(&redis).await;
     let id = create_session(&on_a).await;
     let mut ws_a = ws_connect(&on_a, &id, None).await;
     let mut ws_b = ws_connect(&on_b, &id, None).await;
@@ -149,15 +147,7 @@ async fn with_redis_down_the_demos_answer_503_with_retry_after_at_once() {
     let Some(mut redis) = RedisServer::start_persistent() else {
         return;
     };
-    let url = redis.url();
-    let (on_a, on_b) = tokio::task::spawn_blocking(move || {
-        (
-            Demo::Axum.start(&["--redis", &url]),
-            Demo::Actix.start(&["--redis", &url]),
-        )
-    })
-    .await
-    .expect("start the demos");
+    let (on_a, on_b) = demos_on(&redis).await;
     let known = create_session(&on_a).await;
     redis.kill();
     for server in [&on_a, &on_b] {
