@@ -32,6 +32,7 @@ use super::backend::{Backend, Local, Outgoing};
 use super::config::{cut_at_char_boundary, truncate};
 use super::counters::Counters;
 use super::event::Extra;
+use super::log::hot_window;
 use super::state::{End, Session};
 use super::{HubConfig, NoSessionPolicy, PublishError, Published, SessionId, MAX_KEY_BYTES};
 use crate::messenger::Payload;
@@ -331,9 +332,13 @@ impl Core {
             }
             // Expire first: a status arriving after a quiet spell must not revive old history.
             let mut removed = self.trim(&mut state.log, now);
+            let window = hot_window(
+                session.subscribers.load(Ordering::Relaxed),
+                self.config.subscriber_buffer,
+            );
             let seq = state
                 .log
-                .append(Arc::clone(&status.text), status.extra.clone(), now);
+                .append(Arc::clone(&status.text), status.extra.clone(), now, window);
             removed += self.trim(&mut state.log, now);
             let wake = state.take_wakers();
             drop(state);
@@ -363,8 +368,12 @@ impl Core {
         // Quiet history expires before the new statuses join it, as in `append`.
         let mut removed = self.trim(&mut state.log, now);
         let before = state.log.len() as u64;
+        let window = hot_window(
+            session.subscribers.load(Ordering::Relaxed),
+            self.config.subscriber_buffer,
+        );
         for Delivered { seq, text, extra } in statuses {
-            state.log.insert(seq, text, extra, now, capacity);
+            state.log.insert(seq, text, extra, now, capacity, window);
         }
         state.log.skip_to(head);
         removed += self.trim(&mut state.log, now);

@@ -74,6 +74,11 @@ impl Extra {
             .then(|| Box::new(RareFields { level, key, data }));
     }
 
+    /// Whether it has a level, key or data.
+    pub(crate) fn has_rare(&self) -> bool {
+        self.rare.is_some()
+    }
+
     pub(crate) fn level(&self) -> Option<Level> {
         self.rare.as_ref().and_then(|rare| rare.level)
     }

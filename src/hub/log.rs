@@ -11,40 +11,100 @@
 //!   Statuses numbered elsewhere (a shared backend assigns them) go in with [`SessionLog::insert`]:
 //!   a number above `head + 1` leaves a hole that readers report as a gap unless the missing
 //!   numbers are inserted before they read past it; a number below `head` fills a hole in place
-//!   if it is not already held and not older than everything retained.
+//!   if it is not already held and not older than everything retained (nor, among the cold
+//!   entries, one that would take `bytes` past `u32::MAX` bytes: then it is not kept either).
 //! - Entries leave only from the front (the oldest), so "first retained seq" only grows.
-//! - `extras` holds the fields of the retained statuses that have any, sorted by `seq`, each
-//!   `seq` that of a retained entry: it leaves with its entry. Plain statuses, the common
-//!   case, so cost nothing for fields.
+//! - An entry is hot or cold. The hot ones are the newest `hot.len()` entries (a suffix of
+//!   `entries`), and `hot` holds, in the same order, the text and fields each was published
+//!   with: a reader gets those shared allocations, a reference count each. The cold ones are
+//!   the rest (a prefix), and each keeps its text and fields as one record in `bytes`, in entry
+//!   order: a record ends at its entry's `end` and starts where the one before it ends (the
+//!   first at `bytes_front`); a hot entry's `end` means nothing. Reading a cold entry makes a
+//!   new `Arc<str>` (and fields) for that reader, so history nobody reads costs no allocation
+//!   per status.
+//! - After [`SessionLog::append`] or [`SessionLog::insert`], `hot` has at most the window the
+//!   caller passed ([`hot_window`]: what a subscriber can still read while the session has
+//!   any, none while it has none), unless cooling one more would take `bytes` past `u32::MAX`
+//!   bytes. Entries cool oldest first, and `hot` gives back room it no longer needs.
+//! - A record is a tag byte ([`HAS_FIELDS`], [`HAS_PROGRESS`], [`HAS_TASK`], [`FIELDS_ASIDE`]),
+//!   the progress as two LEB128 numbers if it has one, its task's index if it has one, then the
+//!   text's UTF-8 bytes. `bytes` holds at most `u32::MAX` bytes, so positions, kept as `u32`,
+//!   are told apart by wrapping differences from `bytes_front`.
+//! - `tasks` holds the task ids the cold records name, oldest first, one per run of records of
+//!   the same task, each with the highest `seq` naming it (nondecreasing along `tasks`); a
+//!   record names one by its index counted since the log began (`tasks_base` is that of the
+//!   front). An id leaves once no retained entry is numbered up to its `seq`, so a task's id
+//!   is held once per run of its statuses, not once per status.
+//! - `extras` holds the fields of the cold entries whose record does not carry them (a level,
+//!   key or data, or a hole filled among cold entries), sorted by `seq`, each `seq` that of a
+//!   retained entry: it leaves with its entry.
 //! - An entry keeps its number and its age as 32-bit offsets from `base_seq` and `base_ms`
-//!   (a 24-byte slot instead of 32: a tenth of what a held status costs). `base_seq` is at
-//!   most every retained number and `base_ms` at most every retained age, and when a new
-//!   status would not fit, the log is rebased on its oldest entry. Two cases cannot fit and
-//!   give way, neither silently: entries more than `u32::MAX` numbers below a new one leave as
-//!   if trimmed (readers get a gap; the next [`SessionLog::trim`] counts them), and ages more
-//!   than `u32::MAX` ms (49 days) before the newest are kept as that old.
-//! - The ring grows by a quarter of its length (at least [`MIN_GROWTH`] slots) when full, not
-//!   by doubling: a history that stops short of its capacity (most do) leaves at most a
-//!   quarter of its slots empty instead of up to half.
+//!   (with `end`, a 12-byte slot). `base_seq` is at most every retained number and `base_ms`
+//!   at most every retained age, and when a new status would not fit, the log is rebased on
+//!   its oldest entry. Two cases cannot fit and give way, neither silently: entries more than
+//!   `u32::MAX` numbers below a new one leave as if trimmed (readers get a gap; the next
+//!   [`SessionLog::trim`] counts them), and ages more than `u32::MAX` ms (49 days) before the
+//!   newest are kept as that old.
+//! - Each ring (`entries`, `hot`, `bytes`) grows by a quarter of its length (at least
+//!   [`MIN_GROWTH`] slots, [`MIN_BYTES_GROWTH`] bytes) when full, not by doubling: a history
+//!   that stops short of its capacity (most do) leaves at most a quarter of its room empty
+//!   instead of up to half.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 
 use super::event::Extra;
 use super::{Event, Gap, HistoryExpiry, SessionId, Status};
+use crate::status::Progress;
 
-/// The fewest slots the ring grows by.
+/// The fewest slots the rings of entries and hot statuses grow by.
 const MIN_GROWTH: usize = 4;
+/// The fewest bytes the ring of records grows by.
+const MIN_BYTES_GROWTH: usize = 64;
 
-/// One retained status: 24 bytes here plus the shared text allocation (a status with fields
-/// also has one entry in `extras`).
+/// Record tag: the status has fields (perhaps none of them set).
+const HAS_FIELDS: u8 = 1;
+/// Record tag: a progress follows.
+const HAS_PROGRESS: u8 = 2;
+/// Record tag: a task's index follows.
+const HAS_TASK: u8 = 4;
+/// Record tag: the fields are in `extras`.
+const FIELDS_ASIDE: u8 = 8;
+/// The longest record header: the tag and three LEB128 numbers of at most 10 bytes.
+const MAX_HEADER: usize = 31;
+
+/// How many of a session's newest statuses stay hot (see the module invariants). While the
+/// session has subscribers, every one a subscriber may still read (`subscriber_buffer`; no
+/// reader is further behind), so that delivering one is a reference count per subscriber, and
+/// one more: an append at capacity adds its status before the trim takes the oldest, which
+/// would otherwise be cooled only to leave. While it has none, none, so that held history
+/// costs its bytes and not an allocation each; a subscriber that comes later reads what it
+/// missed from the records.
+pub(crate) fn hot_window(subscribers: usize, subscriber_buffer: usize) -> usize {
+    if subscribers > 0 {
+        subscriber_buffer.saturating_add(1)
+    } else {
+        0
+    }
+}
+
+/// One retained status: 12 bytes here, and either its record in `bytes` or a slot in `hot`.
 #[derive(Debug)]
 struct Entry {
-    text: Arc<str>,
     /// Its number, less the log's `base_seq`.
     seq: u32,
     /// When it was added, in milliseconds since the hub's epoch, less the log's `base_ms`.
     age: u32,
+    /// Where its record ends in `bytes`, if it is cold.
+    end: u32,
+}
+
+/// A hot status's text and fields, as published.
+#[derive(Debug)]
+struct Hot {
+    text: Arc<str>,
+    extra: Option<Arc<Extra>>,
 }
 
 /// What [`SessionLog::insert`] did with an externally numbered status.
@@ -71,10 +131,20 @@ pub(crate) struct Read {
     pub(crate) lagged: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct SessionLog {
     entries: VecDeque<Entry>,
-    /// The fields of the entries that have any, by `seq` (see the module invariants).
+    /// The text and fields of the newest entries (see the module invariants).
+    hot: VecDeque<Hot>,
+    /// The records of the cold entries, oldest first.
+    bytes: VecDeque<u8>,
+    /// The position of `bytes[0]`.
+    bytes_front: u32,
+    /// The task ids the records name, each with the last `seq` naming it.
+    tasks: VecDeque<(u64, Arc<str>)>,
+    /// The index of `tasks[0]`.
+    tasks_base: u64,
+    /// The fields of the cold entries whose records do not carry them, by `seq`.
     extras: VecDeque<(u64, Arc<Extra>)>,
     head: u64,
     /// When the newest status was added (`0` before the first).
@@ -84,6 +154,81 @@ pub(crate) struct SessionLog {
     base_ms: u64,
     /// Entries that left to keep the numbers representable, not yet returned by `trim`.
     dropped: u64,
+}
+
+impl fmt::Debug for SessionLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLog")
+            .field("head", &self.head)
+            .field("entries", &self.entries.len())
+            .field("hot", &self.hot.len())
+            .field("bytes", &self.bytes.len())
+            .field("tasks", &self.tasks.len())
+            .field("extras", &self.extras.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes room in `ring` for `additional` more items, growing by a quarter (at least `min`).
+fn grow<T>(ring: &mut VecDeque<T>, additional: usize, min: usize) {
+    let len = ring.len();
+    if ring.capacity() - len < additional {
+        ring.reserve_exact((len / 4).max(min).max(additional));
+    }
+}
+
+/// Appends `value` to `out` as LEB128.
+fn put_number(out: &mut [u8; MAX_HEADER], at: &mut usize, mut value: u64) {
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if let Some(slot) = out.get_mut(*at) {
+            *slot = if value == 0 { low } else { low | 0x80 };
+        }
+        *at += 1;
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+/// Reads a LEB128 number written by [`put_number`] from `bytes[*at..end]`, moving `at` past it.
+fn take_number(bytes: &VecDeque<u8>, at: &mut usize, end: usize) -> u64 {
+    let mut value = 0u64;
+    let mut shift = 0u32;
+    while *at < end {
+        let Some(&byte) = bytes.get(*at) else {
+            break;
+        };
+        *at += 1;
+        if shift < u64::BITS {
+            value |= u64::from(byte & 0x7f) << shift;
+        }
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    value
+}
+
+/// `ring[from..to]` as its two slices (the second empty unless the range wraps).
+fn slices(ring: &VecDeque<u8>, from: usize, to: usize) -> (&[u8], &[u8]) {
+    let (first, second) = ring.as_slices();
+    let split = first.len();
+    if to <= split {
+        (first.get(from..to).unwrap_or_default(), &[])
+    } else if from >= split {
+        (
+            second.get(from - split..to - split).unwrap_or_default(),
+            &[],
+        )
+    } else {
+        (
+            first.get(from..).unwrap_or_default(),
+            second.get(..to - split).unwrap_or_default(),
+        )
+    }
 }
 
 impl SessionLog {
@@ -108,13 +253,28 @@ impl SessionLog {
         self.base_ms + u64::from(entry.age)
     }
 
+    /// How many entries are cold: the first ones.
+    fn cold_len(&self) -> usize {
+        self.entries.len() - self.hot.len()
+    }
+
+    /// The position just past the last record.
+    fn bytes_end(&self) -> u32 {
+        self.bytes_front.wrapping_add(self.bytes.len() as u32)
+    }
+
+    /// Whether `more` bytes of records still keep `bytes` within `u32::MAX`.
+    fn bytes_fit(&self, more: usize) -> bool {
+        self.bytes
+            .len()
+            .checked_add(more)
+            .is_some_and(|len| len <= u32::MAX as usize)
+    }
+
     /// An entry for `seq` added at `at_ms`, rebasing the log first if its offsets would not fit,
     /// with room in the ring for it.
-    fn entry(&mut self, seq: u64, at_ms: u64, text: Arc<str>) -> Entry {
-        let len = self.entries.len();
-        if len == self.entries.capacity() {
-            self.entries.reserve_exact((len / 4).max(MIN_GROWTH));
-        }
+    fn entry(&mut self, seq: u64, at_ms: u64) -> Entry {
+        grow(&mut self.entries, 1, MIN_GROWTH);
         if self.entries.is_empty() {
             self.base_seq = seq;
             self.base_ms = at_ms;
@@ -128,9 +288,9 @@ impl SessionLog {
             self.rebase(seq, at_ms);
         }
         Entry {
-            text,
             seq: offset(seq, self.base_seq),
             age: offset(at_ms, self.base_ms),
+            end: self.bytes_end(),
         }
     }
 
@@ -143,13 +303,11 @@ impl SessionLog {
             if seq.saturating_sub(self.seq_of(front)) <= span {
                 break;
             }
-            self.entries.pop_front();
+            self.pop_front();
             self.dropped += 1;
         }
         let first = self.entries.front().map_or(seq, |e| self.seq_of(e));
-        while self.extras.front().is_some_and(|(held, _)| *held < first) {
-            self.extras.pop_front();
-        }
+        self.forget_before(first);
         let (mut oldest, mut newest) = (at_ms, at_ms);
         for entry in &self.entries {
             let at = self.at_ms_of(entry);
@@ -167,19 +325,147 @@ impl SessionLog {
         self.base_ms = base_ms;
     }
 
-    /// Appends a locally published status as `head + 1` and returns its number.
-    pub(crate) fn append(&mut self, text: Arc<str>, extra: Option<Arc<Extra>>, now_ms: u64) -> u64 {
-        self.head += 1;
-        let entry = self.entry(self.head, now_ms, text);
-        self.entries.push_back(entry);
-        if let Some(extra) = extra {
-            self.extras.push_back((self.head, extra));
+    /// Removes the oldest entry with its text and fields, leaving `extras` and `tasks` to
+    /// [`forget_before`](Self::forget_before).
+    fn pop_front(&mut self) {
+        let Some(entry) = self.entries.pop_front() else {
+            return;
+        };
+        if self.hot.len() > self.entries.len() {
+            // Every entry was hot, this one too.
+            self.hot.pop_front();
+        } else {
+            let len = entry.end.wrapping_sub(self.bytes_front) as usize;
+            self.bytes.drain(..len.min(self.bytes.len()));
+            self.bytes_front = entry.end;
         }
+    }
+
+    /// Drops the fields and task ids of entries numbered below `first`, which have left.
+    fn forget_before(&mut self, first: u64) {
+        while self.extras.front().is_some_and(|(seq, _)| *seq < first) {
+            self.extras.pop_front();
+        }
+        while self.tasks.front().is_some_and(|(last, _)| *last < first) {
+            self.tasks.pop_front();
+            self.tasks_base += 1;
+        }
+    }
+
+    /// The index of `task` for a record numbered `seq`, newer than every record so far: the
+    /// newest id's if it is the same task, else a new one's.
+    fn task_index(&mut self, seq: u64, task: &Arc<str>) -> u64 {
+        match self.tasks.back_mut() {
+            Some((last, id)) if **id == **task => *last = seq,
+            _ => {
+                grow(&mut self.tasks, 1, 1);
+                self.tasks.push_back((seq, Arc::clone(task)));
+            }
+        }
+        self.tasks_base + self.tasks.len() as u64 - 1
+    }
+
+    /// The record header of a status numbered `seq`, newer than every record so far, and
+    /// where its fields go if the header cannot carry them.
+    fn header(&mut self, seq: u64, extra: Option<&Arc<Extra>>) -> ([u8; MAX_HEADER], usize) {
+        let mut header = [0; MAX_HEADER];
+        let mut len = 1;
+        let mut tag = 0;
+        if let Some(extra) = extra {
+            tag |= HAS_FIELDS;
+            if extra.has_rare() {
+                tag |= FIELDS_ASIDE;
+                grow(&mut self.extras, 1, 1);
+                self.extras.push_back((seq, Arc::clone(extra)));
+            } else {
+                if let Some(progress) = extra.progress {
+                    tag |= HAS_PROGRESS;
+                    put_number(&mut header, &mut len, progress.current());
+                    put_number(&mut header, &mut len, progress.total());
+                }
+                if let Some(task) = &extra.task {
+                    tag |= HAS_TASK;
+                    let index = self.task_index(seq, task);
+                    put_number(&mut header, &mut len, index);
+                }
+            }
+        }
+        header[0] = tag;
+        (header, len)
+    }
+
+    /// Writes the record of a status numbered `seq`, newer than every record so far, at the
+    /// end of `bytes`; returns where it ends, or `None` (nothing changed) if it does not fit.
+    fn push_record(&mut self, seq: u64, text: &str, extra: Option<&Arc<Extra>>) -> Option<u32> {
+        if !self.bytes_fit(MAX_HEADER + text.len()) {
+            return None;
+        }
+        let (header, len) = self.header(seq, extra);
+        grow(&mut self.bytes, len + text.len(), MIN_BYTES_GROWTH);
+        self.bytes.extend(&header[..len]);
+        self.bytes.extend(text.as_bytes());
+        Some(self.bytes_end())
+    }
+
+    /// Cools the oldest hot entries until at most `window` are hot (see the module invariants).
+    fn cool(&mut self, window: usize) {
+        let mut cooled = false;
+        while self.hot.len() > window {
+            let at = self.cold_len();
+            let Some(seq) = self.entries.get(at).map(|e| self.seq_of(e)) else {
+                break;
+            };
+            let Some(hot) = self.hot.pop_front() else {
+                break;
+            };
+            let Some(end) = self.push_record(seq, &hot.text, hot.extra.as_ref()) else {
+                // No room in `bytes`: it stays hot until older records leave.
+                self.hot.push_front(hot);
+                break;
+            };
+            if let Some(entry) = self.entries.get_mut(at) {
+                entry.end = end;
+            }
+            cooled = true;
+        }
+        // Room a burst or a subscriber needed goes back once they are gone.
+        if cooled && self.hot.capacity() > 2 * self.hot.len() + MIN_GROWTH {
+            self.hot.shrink_to(self.hot.len());
+        }
+    }
+
+    /// Adds the newest entry, hot or (with a window of none) straight into a record.
+    fn push_newest(&mut self, entry: Entry, seq: u64, hot: Hot, window: usize) {
+        if window == 0 && self.hot.is_empty() {
+            if let Some(end) = self.push_record(seq, &hot.text, hot.extra.as_ref()) {
+                self.entries.push_back(Entry { end, ..entry });
+                return;
+            }
+        }
+        self.entries.push_back(entry);
+        grow(&mut self.hot, 1, MIN_GROWTH);
+        self.hot.push_back(hot);
+        self.cool(window);
+    }
+
+    /// Appends a locally published status as `head + 1` and returns its number; at most
+    /// `window` entries stay hot ([`hot_window`]).
+    pub(crate) fn append(
+        &mut self,
+        text: Arc<str>,
+        extra: Option<Arc<Extra>>,
+        now_ms: u64,
+        window: usize,
+    ) -> u64 {
+        self.head += 1;
+        let entry = self.entry(self.head, now_ms);
+        self.push_newest(entry, self.head, Hot { text, extra }, window);
         self.last_at_ms = now_ms;
         self.head
     }
 
     /// Inserts a status numbered elsewhere (see the module invariants); `seq` must be at least 1.
+    /// At most `window` entries stay hot ([`hot_window`]).
     pub(crate) fn insert(
         &mut self,
         seq: u64,
@@ -187,18 +473,18 @@ impl SessionLog {
         extra: Option<Arc<Extra>>,
         now_ms: u64,
         capacity: usize,
+        window: usize,
     ) -> Inserted {
+        // Whatever becomes of this one, the window holds after (see the module invariants).
+        self.cool(window);
         if seq == 0 {
             return Inserted::TooOld;
         }
         if seq > self.head {
             self.head = seq;
             self.last_at_ms = now_ms;
-            let entry = self.entry(seq, now_ms, text);
-            self.entries.push_back(entry);
-            if let Some(extra) = extra {
-                self.extras.push_back((seq, extra));
-            }
+            let entry = self.entry(seq, now_ms);
+            self.push_newest(entry, seq, Hot { text, extra }, window);
             return Inserted::Appended;
         }
         let at = self.entries.partition_point(|e| self.seq_of(e) < seq);
@@ -211,15 +497,74 @@ impl SessionLog {
         }
         // A filled hole keeps the age of its neighbour so it leaves history with it.
         let at_ms = self.entries.get(at).map_or(now_ms, |e| self.at_ms_of(e));
-        let entry = self.entry(seq, at_ms, text);
+        let entry = self.entry(seq, at_ms);
         // A rebase may have moved the entries, so the place is found again.
         let at = self.entries.partition_point(|e| self.seq_of(e) < seq);
-        self.entries.insert(at, entry);
+        let cold = self.cold_len();
+        if at >= cold {
+            self.entries.insert(at, entry);
+            grow(&mut self.hot, 1, MIN_GROWTH);
+            self.hot.insert(at - cold, Hot { text, extra });
+            self.cool(window);
+            return Inserted::Filled;
+        }
+        if !self.fill_cold(at, seq, entry, &text, extra) {
+            return Inserted::TooOld;
+        }
+        Inserted::Filled
+    }
+
+    /// Puts a filled hole among the cold entries, at index `at`: its record goes between its
+    /// neighbours' (its fields aside, since `tasks` only grows at the end); `false` if it does
+    /// not fit in `bytes`.
+    #[cold]
+    fn fill_cold(
+        &mut self,
+        at: usize,
+        seq: u64,
+        entry: Entry,
+        text: &str,
+        extra: Option<Arc<Extra>>,
+    ) -> bool {
+        let len = 1 + text.len();
+        if !self.bytes_fit(len) {
+            return false;
+        }
+        let start = match at
+            .checked_sub(1)
+            .and_then(|before| self.entries.get(before))
+        {
+            Some(before) => before.end,
+            None => self.bytes_front,
+        };
+        let tag = match &extra {
+            Some(_) => HAS_FIELDS | FIELDS_ASIDE,
+            None => 0,
+        };
+        let from = start.wrapping_sub(self.bytes_front) as usize;
+        grow(&mut self.bytes, len, MIN_BYTES_GROWTH);
+        self.bytes.push_back(tag);
+        self.bytes.extend(text.as_bytes());
+        if let Some(moved) = self.bytes.make_contiguous().get_mut(from..) {
+            moved.rotate_right(len);
+        }
+        let grown = len as u32;
+        let cold = self.cold_len();
+        for later in self.entries.range_mut(at..cold) {
+            later.end = later.end.wrapping_add(grown);
+        }
+        self.entries.insert(
+            at,
+            Entry {
+                end: start.wrapping_add(grown),
+                ..entry
+            },
+        );
         if let Some(extra) = extra {
             let at = self.extras.partition_point(|(held, _)| *held < seq);
             self.extras.insert(at, (seq, extra));
         }
-        Inserted::Filled
+        true
     }
 
     /// Records that numbers up to `seq` were given elsewhere: those not held are lost, and
@@ -238,7 +583,7 @@ impl SessionLog {
     ) -> u64 {
         let mut removed = std::mem::take(&mut self.dropped);
         while self.entries.len() > capacity {
-            self.entries.pop_front();
+            self.pop_front();
             removed += 1;
         }
         match expiry {
@@ -248,7 +593,7 @@ impl SessionLog {
                     .front()
                     .is_some_and(|e| now_ms.saturating_sub(self.at_ms_of(e)) >= ttl_ms)
                 {
-                    self.entries.pop_front();
+                    self.pop_front();
                     removed += 1;
                 }
             }
@@ -260,9 +605,7 @@ impl SessionLog {
         }
         if removed > 0 {
             let first = self.entries.front().map_or(u64::MAX, |e| self.seq_of(e));
-            while self.extras.front().is_some_and(|(seq, _)| *seq < first) {
-                self.extras.pop_front();
-            }
+            self.forget_before(first);
         }
         removed
     }
@@ -271,6 +614,10 @@ impl SessionLog {
     pub(crate) fn clear(&mut self) -> u64 {
         let removed = self.entries.len() as u64 + std::mem::take(&mut self.dropped);
         self.entries = VecDeque::new();
+        self.hot = VecDeque::new();
+        self.bytes = VecDeque::new();
+        self.tasks_base += self.tasks.len() as u64;
+        self.tasks = VecDeque::new();
         self.extras = VecDeque::new();
         removed
     }
@@ -287,6 +634,57 @@ impl SessionLog {
             }
             _ => self.entries.partition_point(|e| self.seq_of(e) <= cursor),
         }
+    }
+
+    /// The text and fields of the cold entry at `at`, numbered `seq`, made anew from its
+    /// record.
+    fn cold(&self, at: usize, seq: u64) -> (Arc<str>, Option<Arc<Extra>>) {
+        let start = match at
+            .checked_sub(1)
+            .and_then(|before| self.entries.get(before))
+        {
+            Some(before) => before.end,
+            None => self.bytes_front,
+        };
+        let end = self.entries.get(at).map_or(start, |entry| entry.end);
+        let len = self.bytes.len();
+        let to = (end.wrapping_sub(self.bytes_front) as usize).min(len);
+        let from = (start.wrapping_sub(self.bytes_front) as usize).min(to);
+        let mut at_byte = from;
+        let tag = self.bytes.get(at_byte).copied().unwrap_or(0);
+        at_byte += 1;
+        let progress = (tag & HAS_PROGRESS != 0).then(|| {
+            let current = take_number(&self.bytes, &mut at_byte, to);
+            Progress::new(current, take_number(&self.bytes, &mut at_byte, to))
+        });
+        let task = (tag & HAS_TASK != 0)
+            .then(|| take_number(&self.bytes, &mut at_byte, to))
+            .and_then(|index| index.checked_sub(self.tasks_base))
+            .and_then(|index| self.tasks.get(usize::try_from(index).ok()?))
+            .map(|(_, id)| Arc::clone(id));
+        let extra = if tag & FIELDS_ASIDE != 0 {
+            self.extras
+                .binary_search_by_key(&seq, |(held, _)| *held)
+                .ok()
+                .and_then(|at| self.extras.get(at))
+                .map(|(_, extra)| Arc::clone(extra))
+        } else {
+            (tag & HAS_FIELDS != 0).then(|| Arc::new(Extra::new(task, progress)))
+        };
+        let text: Arc<str> = match slices(&self.bytes, at_byte.min(to), to) {
+            (whole, []) => match std::str::from_utf8(whole) {
+                Ok(text) => Arc::from(text),
+                Err(_) => Arc::from(String::from_utf8_lossy(whole)),
+            },
+            (first, second) => {
+                let joined = [first, second].concat();
+                match String::from_utf8(joined) {
+                    Ok(text) => Arc::from(text),
+                    Err(e) => Arc::from(String::from_utf8_lossy(e.as_bytes())),
+                }
+            }
+        };
+        (text, extra)
     }
 
     /// Reads what follows `cursor` into `out`: at most `max_statuses` statuses, each preceded by a
@@ -316,7 +714,7 @@ impl SessionLog {
             cursor = floor;
         }
         let mut at = self.index_after(cursor);
-        let mut extra_at = self.extras.partition_point(|(seq, _)| *seq <= cursor);
+        let cold = self.cold_len();
         let mut statuses = 0;
         while statuses < max_statuses {
             let Some(entry) = self.entries.get(at) else {
@@ -328,21 +726,14 @@ impl SessionLog {
                 cursor = seq - 1;
             }
             flush_gap(out, &mut gap_from, cursor);
-            while self
-                .extras
-                .get(extra_at)
-                .is_some_and(|(held, _)| *held < seq)
-            {
-                extra_at += 1;
-            }
-            let extra = match self.extras.get(extra_at) {
-                Some((held, extra)) if *held == seq => Some(Arc::clone(extra)),
-                _ => None,
+            let (text, extra) = match at.checked_sub(cold).and_then(|i| self.hot.get(i)) {
+                Some(hot) => (Arc::clone(&hot.text), hot.extra.clone()),
+                None => self.cold(at, seq),
             };
             out.push_back(Event::Status(Status::new(
                 session.clone(),
                 seq,
-                Arc::clone(&entry.text),
+                text,
                 extra,
             )));
             cursor = seq;
