@@ -390,8 +390,10 @@ fn cold_reads_rebuild_text_and_fields_sharing_the_task_id() {
 
 #[test]
 fn records_wrap_around_their_positions() {
-    let mut log = SessionLog::default();
-    log.bytes_front = u32::MAX - 10;
+    let mut log = SessionLog {
+        bytes_front: u32::MAX - 10,
+        ..SessionLog::default()
+    };
     for i in 0..20 {
         log.append(text(&format!("status {i}")), None, 0, COLD);
     }
