@@ -2,7 +2,8 @@
 //!
 //! # Invariants
 //!
-//! - `entries` is sorted by strictly increasing `seq`, and every `seq` is at most `head`.
+//! - The entries, `entries` (the cold ones) then `hot`, are sorted by strictly increasing
+//!   `seq`, and every `seq` is at most `head`.
 //! - `head` is the highest sequence number the log has ever held (0 before the first); it never
 //!   decreases, not even when entries leave by count or age or the log is cleared. A reader whose
 //!   cursor is below `head` is therefore owed `cursor + 1 ..= head`: each of those is either still
@@ -14,12 +15,11 @@
 //!   if it is not already held and not older than everything retained (nor, among the cold
 //!   entries, one that would take `bytes` past `u32::MAX` bytes: then it is not kept either).
 //! - Entries leave only from the front (the oldest), so "first retained seq" only grows.
-//! - An entry is hot or cold. The hot ones are the newest `hot.len()` entries (a suffix of
-//!   `entries`), and `hot` holds, in the same order, the text and fields each was published
-//!   with: a reader gets those shared allocations, a reference count each. The cold ones are
-//!   the rest (a prefix), and each keeps its text and fields as one record in `bytes`, in entry
-//!   order: a record ends at its entry's `end` and starts where the one before it ends (the
-//!   first at `bytes_front`); a hot entry's `end` means nothing. Reading a cold entry makes a
+//! - An entry is hot or cold. The hot ones, in `hot`, are the newest, and each holds the text
+//!   and fields it was published with: a reader gets those shared allocations, a reference
+//!   count each. The cold ones, in `entries`, are the rest, and each keeps its text and fields
+//!   as one record in `bytes`, in entry order: a record ends at its entry's `end` and starts
+//!   where the one before it ends (the first at `bytes_front`). Reading a cold entry makes a
 //!   new `Arc<str>` (and fields) for that reader, so history nobody reads costs no allocation
 //!   per status.
 //! - After [`SessionLog::append`] or [`SessionLog::insert`], `hot` has at most the window the
@@ -39,7 +39,7 @@
 //!   key or data, or a hole filled among cold entries), sorted by `seq`, each `seq` that of a
 //!   retained entry: it leaves with its entry.
 //! - An entry keeps its number and its age as 32-bit offsets from `base_seq` and `base_ms`
-//!   (with `end`, a 12-byte slot). `base_seq` is at most every retained number and `base_ms`
+//!   (with `end`, a 12-byte slot; 32 bytes with the shared text and fields of a hot one). `base_seq` is at most every retained number and `base_ms`
 //!   at most every retained age, and when a new status would not fit, the log is rebased on
 //!   its oldest entry. Two cases cannot fit and give way, neither silently: entries more than
 //!   `u32::MAX` numbers below a new one leave as if trimmed (readers get a gap; the next
@@ -89,22 +89,25 @@ pub(crate) fn hot_window(subscribers: usize, subscriber_buffer: usize) -> usize 
     }
 }
 
-/// One retained status: 12 bytes here, and either its record in `bytes` or a slot in `hot`.
+/// One cold status: 12 bytes here, and its record in `bytes`.
 #[derive(Debug)]
 struct Entry {
     /// Its number, less the log's `base_seq`.
     seq: u32,
     /// When it was added, in milliseconds since the hub's epoch, less the log's `base_ms`.
     age: u32,
-    /// Where its record ends in `bytes`, if it is cold.
+    /// Where its record ends in `bytes`.
     end: u32,
 }
 
-/// A hot status's text and fields, as published.
+/// One hot status: its number and age as an [`Entry`] keeps them, and the text and fields it
+/// was published with (32 bytes, one ring slot).
 #[derive(Debug)]
 struct Hot {
     text: Arc<str>,
     extra: Option<Arc<Extra>>,
+    seq: u32,
+    age: u32,
 }
 
 /// What [`SessionLog::insert`] did with an externally numbered status.
@@ -133,8 +136,9 @@ pub(crate) struct Read {
 
 #[derive(Default)]
 pub(crate) struct SessionLog {
+    /// The cold entries, oldest first (see the module invariants).
     entries: VecDeque<Entry>,
-    /// The text and fields of the newest entries (see the module invariants).
+    /// The hot entries, the newest, after the cold ones.
     hot: VecDeque<Hot>,
     /// The records of the cold entries, oldest first.
     bytes: VecDeque<u8>,
@@ -237,25 +241,60 @@ impl SessionLog {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.hot.len()
     }
 
     #[cfg(test)]
     pub(crate) fn first_seq(&self) -> Option<u64> {
-        self.entries.front().map(|e| self.seq_of(e))
+        self.seq_at(0)
     }
 
     fn seq_of(&self, entry: &Entry) -> u64 {
         self.base_seq + u64::from(entry.seq)
     }
 
-    fn at_ms_of(&self, entry: &Entry) -> u64 {
-        self.base_ms + u64::from(entry.age)
+    /// The number and age offsets of the entry at `at`, counting cold then hot.
+    fn offsets_at(&self, at: usize) -> Option<(u32, u32)> {
+        match self.entries.get(at) {
+            Some(entry) => Some((entry.seq, entry.age)),
+            None => self
+                .hot
+                .get(at - self.entries.len())
+                .map(|hot| (hot.seq, hot.age)),
+        }
+    }
+
+    /// The number of the entry at `at`.
+    fn seq_at(&self, at: usize) -> Option<u64> {
+        self.offsets_at(at)
+            .map(|(seq, _)| self.base_seq + u64::from(seq))
+    }
+
+    /// When the entry at `at` was added.
+    fn at_ms_at(&self, at: usize) -> Option<u64> {
+        self.offsets_at(at)
+            .map(|(_, age)| self.base_ms + u64::from(age))
+    }
+
+    /// The number of the newest entry.
+    fn back_seq(&self) -> Option<u64> {
+        self.len().checked_sub(1).and_then(|at| self.seq_at(at))
+    }
+
+    /// The index of the first entry whose number is not `below`, counting cold then hot.
+    fn partition(&self, below: impl Fn(u64) -> bool) -> usize {
+        let cold = self.entries.partition_point(|e| below(self.seq_of(e)));
+        if cold < self.entries.len() {
+            return cold;
+        }
+        cold + self
+            .hot
+            .partition_point(|h| below(self.base_seq + u64::from(h.seq)))
     }
 
     /// How many entries are cold: the first ones.
     fn cold_len(&self) -> usize {
-        self.entries.len() - self.hot.len()
+        self.entries.len()
     }
 
     /// The position just past the last record.
@@ -271,11 +310,10 @@ impl SessionLog {
             .is_some_and(|len| len <= u32::MAX as usize)
     }
 
-    /// An entry for `seq` added at `at_ms`, rebasing the log first if its offsets would not fit,
-    /// with room in the ring for it.
-    fn entry(&mut self, seq: u64, at_ms: u64) -> Entry {
-        grow(&mut self.entries, 1, MIN_GROWTH);
-        if self.entries.is_empty() {
+    /// The offsets of an entry for `seq` added at `at_ms`, rebasing the log first if they would
+    /// not fit.
+    fn offsets(&mut self, seq: u64, at_ms: u64) -> (u32, u32) {
+        if self.len() == 0 {
             self.base_seq = seq;
             self.base_ms = at_ms;
         }
@@ -287,11 +325,7 @@ impl SessionLog {
         if !fits(seq, self.base_seq) || !fits(at_ms, self.base_ms) {
             self.rebase(seq, at_ms);
         }
-        Entry {
-            seq: offset(seq, self.base_seq),
-            age: offset(at_ms, self.base_ms),
-            end: self.bytes_end(),
-        }
+        (offset(seq, self.base_seq), offset(at_ms, self.base_ms))
     }
 
     /// Moves the bases so that `seq` and `at_ms` fit beside what is retained (see the module
@@ -299,18 +333,19 @@ impl SessionLog {
     #[cold]
     fn rebase(&mut self, seq: u64, at_ms: u64) {
         let span = u64::from(u32::MAX);
-        while let Some(front) = self.entries.front() {
-            if seq.saturating_sub(self.seq_of(front)) <= span {
+        while let Some(front) = self.seq_at(0) {
+            if seq.saturating_sub(front) <= span {
                 break;
             }
             self.pop_front();
             self.dropped += 1;
         }
-        let first = self.entries.front().map_or(seq, |e| self.seq_of(e));
+        let first = self.seq_at(0).unwrap_or(seq);
         self.forget_before(first);
         let (mut oldest, mut newest) = (at_ms, at_ms);
-        for entry in &self.entries {
-            let at = self.at_ms_of(entry);
+        let ages = self.entries.iter().map(|e| e.age);
+        for age in ages.chain(self.hot.iter().map(|h| h.age)) {
+            let at = self.base_ms + u64::from(age);
             oldest = oldest.min(at);
             newest = newest.max(at);
         }
@@ -321,6 +356,10 @@ impl SessionLog {
             entry.seq = offset(old_seq + u64::from(entry.seq), base_seq);
             entry.age = offset(old_ms + u64::from(entry.age), base_ms);
         }
+        for hot in &mut self.hot {
+            hot.seq = offset(old_seq + u64::from(hot.seq), base_seq);
+            hot.age = offset(old_ms + u64::from(hot.age), base_ms);
+        }
         self.base_seq = base_seq;
         self.base_ms = base_ms;
     }
@@ -328,16 +367,15 @@ impl SessionLog {
     /// Removes the oldest entry with its text and fields, leaving `extras` and `tasks` to
     /// [`forget_before`](Self::forget_before).
     fn pop_front(&mut self) {
-        let Some(entry) = self.entries.pop_front() else {
-            return;
-        };
-        if self.hot.len() > self.entries.len() {
-            // Every entry was hot, this one too.
-            self.hot.pop_front();
-        } else {
-            let len = entry.end.wrapping_sub(self.bytes_front) as usize;
-            self.bytes.drain(..len.min(self.bytes.len()));
-            self.bytes_front = entry.end;
+        match self.entries.pop_front() {
+            Some(entry) => {
+                let len = entry.end.wrapping_sub(self.bytes_front) as usize;
+                self.bytes.drain(..len.min(self.bytes.len()));
+                self.bytes_front = entry.end;
+            }
+            None => {
+                self.hot.pop_front();
+            }
         }
     }
 
@@ -411,21 +449,21 @@ impl SessionLog {
     fn cool(&mut self, window: usize) {
         let mut cooled = false;
         while self.hot.len() > window {
-            let at = self.cold_len();
-            let Some(seq) = self.entries.get(at).map(|e| self.seq_of(e)) else {
-                break;
-            };
             let Some(hot) = self.hot.pop_front() else {
                 break;
             };
+            let seq = self.base_seq + u64::from(hot.seq);
             let Some(end) = self.push_record(seq, &hot.text, hot.extra.as_ref()) else {
                 // No room in `bytes`: it stays hot until older records leave.
                 self.hot.push_front(hot);
                 break;
             };
-            if let Some(entry) = self.entries.get_mut(at) {
-                entry.end = end;
-            }
+            grow(&mut self.entries, 1, MIN_GROWTH);
+            self.entries.push_back(Entry {
+                seq: hot.seq,
+                age: hot.age,
+                end,
+            });
             cooled = true;
         }
         // Room a burst or a subscriber needed goes back once they are gone.
@@ -435,16 +473,33 @@ impl SessionLog {
     }
 
     /// Adds the newest entry, hot or (with a window of none) straight into a record.
-    fn push_newest(&mut self, entry: Entry, seq: u64, hot: Hot, window: usize) {
+    fn push_newest(
+        &mut self,
+        seq: u64,
+        at_ms: u64,
+        text: Arc<str>,
+        extra: Option<Arc<Extra>>,
+        window: usize,
+    ) {
+        let (seq_offset, age) = self.offsets(seq, at_ms);
         if window == 0 && self.hot.is_empty() {
-            if let Some(end) = self.push_record(seq, &hot.text, hot.extra.as_ref()) {
-                self.entries.push_back(Entry { end, ..entry });
+            if let Some(end) = self.push_record(seq, &text, extra.as_ref()) {
+                grow(&mut self.entries, 1, MIN_GROWTH);
+                self.entries.push_back(Entry {
+                    seq: seq_offset,
+                    age,
+                    end,
+                });
                 return;
             }
         }
-        self.entries.push_back(entry);
         grow(&mut self.hot, 1, MIN_GROWTH);
-        self.hot.push_back(hot);
+        self.hot.push_back(Hot {
+            text,
+            extra,
+            seq: seq_offset,
+            age,
+        });
         self.cool(window);
     }
 
@@ -458,8 +513,7 @@ impl SessionLog {
         window: usize,
     ) -> u64 {
         self.head += 1;
-        let entry = self.entry(self.head, now_ms);
-        self.push_newest(entry, self.head, Hot { text, extra }, window);
+        self.push_newest(self.head, now_ms, text, extra, window);
         self.last_at_ms = now_ms;
         self.head
     }
@@ -483,31 +537,42 @@ impl SessionLog {
         if seq > self.head {
             self.head = seq;
             self.last_at_ms = now_ms;
-            let entry = self.entry(seq, now_ms);
-            self.push_newest(entry, seq, Hot { text, extra }, window);
+            self.push_newest(seq, now_ms, text, extra, window);
             return Inserted::Appended;
         }
-        let at = self.entries.partition_point(|e| self.seq_of(e) < seq);
-        if self.entries.get(at).is_some_and(|e| self.seq_of(e) == seq) {
+        let at = self.partition(|held| held < seq);
+        if self.seq_at(at) == Some(seq) {
             return Inserted::Duplicate;
         }
-        let newest = self.entries.back().map_or(seq, |e| self.seq_of(e));
-        if at == 0 && (self.entries.len() >= capacity || newest - seq > u64::from(u32::MAX)) {
+        let newest = self.back_seq().unwrap_or(seq);
+        if at == 0 && (self.len() >= capacity || newest - seq > u64::from(u32::MAX)) {
             return Inserted::TooOld;
         }
         // A filled hole keeps the age of its neighbour so it leaves history with it.
-        let at_ms = self.entries.get(at).map_or(now_ms, |e| self.at_ms_of(e));
-        let entry = self.entry(seq, at_ms);
+        let at_ms = self.at_ms_at(at).unwrap_or(now_ms);
+        let (seq_offset, age) = self.offsets(seq, at_ms);
         // A rebase may have moved the entries, so the place is found again.
-        let at = self.entries.partition_point(|e| self.seq_of(e) < seq);
+        let at = self.partition(|held| held < seq);
         let cold = self.cold_len();
         if at >= cold {
-            self.entries.insert(at, entry);
             grow(&mut self.hot, 1, MIN_GROWTH);
-            self.hot.insert(at - cold, Hot { text, extra });
+            self.hot.insert(
+                at - cold,
+                Hot {
+                    text,
+                    extra,
+                    seq: seq_offset,
+                    age,
+                },
+            );
             self.cool(window);
             return Inserted::Filled;
         }
+        let entry = Entry {
+            seq: seq_offset,
+            age,
+            end: 0,
+        };
         if !self.fill_cold(at, seq, entry, &text, extra) {
             return Inserted::TooOld;
         }
@@ -549,10 +614,10 @@ impl SessionLog {
             moved.rotate_right(len);
         }
         let grown = len as u32;
-        let cold = self.cold_len();
-        for later in self.entries.range_mut(at..cold) {
+        for later in self.entries.range_mut(at..) {
             later.end = later.end.wrapping_add(grown);
         }
+        grow(&mut self.entries, 1, MIN_GROWTH);
         self.entries.insert(
             at,
             Entry {
@@ -582,29 +647,28 @@ impl SessionLog {
         now_ms: u64,
     ) -> u64 {
         let mut removed = std::mem::take(&mut self.dropped);
-        while self.entries.len() > capacity {
+        while self.len() > capacity {
             self.pop_front();
             removed += 1;
         }
         match expiry {
             HistoryExpiry::EachStatus => {
                 while self
-                    .entries
-                    .front()
-                    .is_some_and(|e| now_ms.saturating_sub(self.at_ms_of(e)) >= ttl_ms)
+                    .at_ms_at(0)
+                    .is_some_and(|at| now_ms.saturating_sub(at) >= ttl_ms)
                 {
                     self.pop_front();
                     removed += 1;
                 }
             }
             HistoryExpiry::AfterLastStatus => {
-                if !self.entries.is_empty() && now_ms.saturating_sub(self.last_at_ms) >= ttl_ms {
+                if self.len() > 0 && now_ms.saturating_sub(self.last_at_ms) >= ttl_ms {
                     removed += self.clear();
                 }
             }
         }
         if removed > 0 {
-            let first = self.entries.front().map_or(u64::MAX, |e| self.seq_of(e));
+            let first = self.seq_at(0).unwrap_or(u64::MAX);
             self.forget_before(first);
         }
         removed
@@ -612,7 +676,7 @@ impl SessionLog {
 
     /// Drops every entry (keeping `head`); returns how many left.
     pub(crate) fn clear(&mut self) -> u64 {
-        let removed = self.entries.len() as u64 + std::mem::take(&mut self.dropped);
+        let removed = self.len() as u64 + std::mem::take(&mut self.dropped);
         self.entries = VecDeque::new();
         self.hot = VecDeque::new();
         self.bytes = VecDeque::new();
@@ -624,15 +688,15 @@ impl SessionLog {
 
     /// The index of the first entry numbered above `cursor`.
     fn index_after(&self, cursor: u64) -> usize {
-        let len = self.entries.len();
-        match (self.entries.front(), self.entries.back()) {
+        let len = self.len();
+        match (self.seq_at(0), self.back_seq()) {
             // Contiguous numbers (always so for locally published statuses): no search, which
             // would touch a cold cache line per probe.
-            (Some(first), Some(last)) if u64::from(last.seq - first.seq) + 1 == len as u64 => {
-                let offset = cursor.saturating_add(1).saturating_sub(self.seq_of(first));
+            (Some(first), Some(last)) if last - first + 1 == len as u64 => {
+                let offset = cursor.saturating_add(1).saturating_sub(first);
                 usize::try_from(offset).map_or(len, |offset| offset.min(len))
             }
-            _ => self.entries.partition_point(|e| self.seq_of(e) <= cursor),
+            _ => self.partition(|held| held <= cursor),
         }
     }
 
@@ -717,16 +781,25 @@ impl SessionLog {
         let cold = self.cold_len();
         let mut statuses = 0;
         while statuses < max_statuses {
-            let Some(entry) = self.entries.get(at) else {
+            let hot = match at.checked_sub(cold) {
+                Some(i) => match self.hot.get(i) {
+                    Some(hot) => Some(hot),
+                    None => break,
+                },
+                None => None,
+            };
+            let Some(seq) = hot.map_or_else(
+                || self.seq_at(at),
+                |hot| Some(self.base_seq + u64::from(hot.seq)),
+            ) else {
                 break;
             };
-            let seq = self.seq_of(entry);
             if seq > cursor + 1 {
                 gap_from.get_or_insert(cursor + 1);
                 cursor = seq - 1;
             }
             flush_gap(out, &mut gap_from, cursor);
-            let (text, extra) = match at.checked_sub(cold).and_then(|i| self.hot.get(i)) {
+            let (text, extra) = match hot {
                 Some(hot) => (Arc::clone(&hot.text), hot.extra.clone()),
                 None => self.cold(at, seq),
             };
@@ -740,7 +813,7 @@ impl SessionLog {
             statuses += 1;
             at += 1;
         }
-        if at >= self.entries.len() && cursor < self.head {
+        if at >= self.len() && cursor < self.head {
             // Everything up to `head` left history before this reader got to it.
             gap_from.get_or_insert(cursor + 1);
             cursor = self.head;

@@ -160,7 +160,7 @@ fn index_after_agrees_with_a_search() {
     }
     for log in [&contiguous, &holey, &SessionLog::default()] {
         for cursor in (0..14).chain([u64::MAX - 1, u64::MAX]) {
-            let searched = log.entries.partition_point(|e| log.seq_of(e) <= cursor);
+            let searched = log.partition(|held| held <= cursor);
             assert_eq!(log.index_after(cursor), searched, "cursor {cursor}");
         }
     }
@@ -230,9 +230,9 @@ fn the_ring_grows_by_a_quarter_not_by_doubling() {
 }
 
 #[test]
-fn an_entry_is_12_bytes_a_hot_status_24_and_common_fields_48() {
+fn an_entry_is_12_bytes_a_hot_one_32_and_common_fields_48() {
     assert_eq!(std::mem::size_of::<Entry>(), 12);
-    assert_eq!(std::mem::size_of::<Hot>(), 24);
+    assert_eq!(std::mem::size_of::<Hot>(), 32);
     // And the fields of a task's status: its id and progress inline, the rarer ones boxed.
     assert_eq!(std::mem::size_of::<Extra>(), 48);
 }
@@ -468,10 +468,10 @@ impl Lcg {
 
 /// Checks the invariants of the module docs that the other tests cannot see from outside.
 fn check_invariants(log: &SessionLog, window: usize) {
-    let seqs: Vec<u64> = log.entries.iter().map(|e| log.seq_of(e)).collect();
+    let seqs: Vec<u64> = (0..log.len()).filter_map(|at| log.seq_at(at)).collect();
+    assert_eq!(seqs.len(), log.len());
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sorted {seqs:?}");
     assert!(seqs.last().is_none_or(|last| *last <= log.head));
-    assert!(log.hot.len() <= log.entries.len());
     assert!(
         log.hot.len() <= window,
         "{} hot, window {window}",
@@ -480,7 +480,7 @@ fn check_invariants(log: &SessionLog, window: usize) {
     // The cold records fill `bytes` exactly, in order.
     let cold = log.cold_len();
     let mut start = log.bytes_front;
-    for entry in log.entries.range(..cold) {
+    for entry in &log.entries {
         let len = entry.end.wrapping_sub(start);
         assert!(len >= 1 && len as usize <= log.bytes.len());
         start = entry.end;
@@ -549,7 +549,7 @@ fn every_window_reads_the_same() {
                         *given = window;
                     }
                     50..=89 => {
-                        let newest = log.entries.back().map(|e| log.seq_of(e));
+                        let newest = log.back_seq();
                         let inserted = log.insert(
                             seq,
                             Arc::clone(&text),
