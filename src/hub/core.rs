@@ -43,7 +43,7 @@ mod sessions;
 mod tasks;
 
 pub(crate) use self::sessions::Refusal;
-use self::sessions::{lock_shard, Count};
+use self::sessions::{lock_shard, touch, Count};
 use self::sessions::{Shard, SHARDS};
 pub(crate) use self::tasks::{CancelHere, TaskRecord};
 
@@ -96,6 +96,8 @@ pub(crate) struct Core {
     ttl_ms: u64,
     sweep_every_ms: u64,
     shards: Box<[Shard]>,
+    /// Picks a session's shard (see `Shard` on the hasher).
+    shard_hasher: foldhash::fast::RandomState,
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
     shut_down: AtomicBool,
@@ -144,6 +146,7 @@ impl Core {
             ttl_ms,
             sweep_every_ms,
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shard_hasher: foldhash::fast::RandomState::default(),
             clock: Clock {
                 epoch: tokio::time::Instant::now(),
             },
@@ -331,15 +334,15 @@ impl Core {
             }
             // Expire first: a status arriving after a quiet spell must not revive old history.
             let mut removed = self.trim(&mut state.log, now);
-            let seq = state
-                .log
-                .append(Arc::clone(&status.text), status.extra.clone(), now);
+            // Moved, not cloned: every path after this returns, so the text's count is not
+            // raised and lowered again for each status.
+            let seq = state.log.append(status.text, status.extra, now);
             removed += self.trim(&mut state.log, now);
             let wake = state.take_wakers();
             drop(state);
             counters.accepted.add(1);
-            counters.retained.add(1);
-            counters.retained.sub(removed);
+            // At capacity one status leaves as one comes: the gauge is then not touched.
+            counters.retained.shift(1, removed);
             wake.wake();
             return Ok(seq);
         }
@@ -371,9 +374,10 @@ impl Core {
         let after = state.log.len() as u64;
         let wake = state.take_wakers();
         drop(state);
-        session.last_activity_ms.fetch_max(now, Ordering::Relaxed);
-        self.counters.retained.add(after + removed - before);
-        self.counters.retained.sub(removed);
+        touch(&session, now);
+        self.counters
+            .retained
+            .shift(after + removed - before, removed);
         wake.wake();
     }
 

@@ -262,21 +262,21 @@ impl Stream for Subscription {
             return Poll::Ready(Some(event));
         }
         let config = &live.hub.config;
+        // The subscription's own copy of the id (always set while live): the session's sits
+        // on a cache line reading does not otherwise touch.
+        let id = this.session.as_ref().unwrap_or(&live.session.id);
         let mut state = live.session.lock();
         let read = state.log.read(
             this.cursor,
             config.subscriber_buffer as u64,
             BATCH,
-            &live.session.id,
+            id,
             &mut live.buf,
         );
         this.cursor = read.cursor;
-        state.tasks.merge(
-            &live.session.id,
-            &mut this.task_cursor,
-            this.cursor,
-            &mut live.buf,
-        );
+        state
+            .tasks
+            .merge(id, &mut this.task_cursor, this.cursor, &mut live.buf);
         if live.buf.is_empty() {
             if state.end.is_some() {
                 drop(state);
