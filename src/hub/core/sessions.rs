@@ -172,7 +172,7 @@ impl Core {
         &self.shards[(hash % self.shards.len() as u64) as usize]
     }
 
-    fn idle_expired(&self, session: &Session, now: u64) -> bool {
+    pub(super) fn idle_expired(&self, session: &Session, now: u64) -> bool {
         session.subscribers.load(Ordering::Acquire) == 0
             && session.running_tasks.load(Ordering::Acquire) == 0
             && now.saturating_sub(session.last_activity_ms.load(Ordering::Relaxed)) >= self.ttl_ms
