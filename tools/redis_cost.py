@@ -245,7 +245,10 @@ def run_once(args, redis, scenario, log_dir):
             perf.wait()
         after = {p: (cpu_us(p), proc_cpu_us(redis.procs[p].pid), wakeups(redis.procs[p].pid))
                  for p in redis.procs}
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        lines = out.stdout.strip().splitlines()
+        if out.returncode != 0 or not lines:
+            sys.exit(f"the load generator failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+        result = json.loads(lines[-1])
         delivered = sum(r["statuses"] for r in result["runs"])
         stats = {}
         net_in = 0
