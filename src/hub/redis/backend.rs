@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Value;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 

@@ -23,7 +23,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redis::Value;
 use tokio::sync::Notify;
 
 use super::wire::{self, Backoff};
