@@ -219,19 +219,28 @@ impl Frame {
     pub fn encode(event: &Event) -> Option<Frame> {
         // Serializing strings and integers cannot fail; a failure would only drop the frame.
         match event {
-            Event::Status(status) => serde_json::to_string(&StatusJson {
-                session: status.session(),
-                seq: status.seq(),
-                text: status.text(),
-                task: status.task(),
-                progress: status.progress().map(|progress| ProgressJson {
-                    current: progress.current(),
-                    total: progress.total(),
-                }),
-                level: status.level().map(|level| level.as_str()),
-                key: status.key(),
-            })
-            .ok()
+            Event::Status(status) => to_json(
+                &StatusJson {
+                    session: status.session(),
+                    seq: status.seq(),
+                    text: status.text(),
+                    task: status.task(),
+                    progress: status.progress().map(|progress| ProgressJson {
+                        current: progress.current(),
+                        total: progress.total(),
+                    }),
+                    level: status.level().map(|level| level.as_str()),
+                    key: status.key(),
+                },
+                // The strings as they are, the data, and the names, numbers and punctuation
+                // around them: room for the whole frame at once unless the text needs escapes.
+                status.session().len()
+                    + status.text().len()
+                    + status.task().map_or(0, str::len)
+                    + status.key().map_or(0, str::len)
+                    + status.data().map_or(0, |data| data.as_str().len())
+                    + 160,
+            )
             .map(|mut json| {
                 if let Some(data) = status.data() {
                     with_raw_field(&mut json, "data", data.as_str());
@@ -431,6 +440,15 @@ impl Frame {
         self.write_sse(&mut out);
         out
     }
+}
+
+/// `value` as JSON, written into a buffer of `capacity` bytes: one allocation for a frame
+/// whose size is known, where `serde_json::to_string` starts at 128 bytes and grows.
+fn to_json(value: &impl Serialize, capacity: usize) -> Option<String> {
+    let mut json = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut json, value).ok()?;
+    // serde_json writes UTF-8 only; the check cannot fail.
+    String::from_utf8(json).ok()
 }
 
 /// Appends `"name": raw` as the last field of the JSON object `json`. `raw` is [`JsonData`]

@@ -44,8 +44,9 @@ pub struct Settings {
     /// The `retry:` hint an SSE stream starts with: how long an `EventSource` waits before it
     /// reconnects by itself. Default 1 s.
     pub sse_retry: Duration,
-    /// Longest a WebSocket may take to write a frame out (a status, a keep-alive, the answer
-    /// to a ping, a close): a socket that does not take it in this long belongs to a client
+    /// Longest a WebSocket may take to write a frame out (a burst of statuses, at most
+    /// [`write_batch`](Settings::write_batch) of them, with its flush; a keep-alive; the answer
+    /// to a ping; a close): a socket that does not take it in this long belongs to a client
     /// that stopped reading, and is dropped ([`Ended::Stalled`](super::ws::Ended::Stalled)).
     /// With [`write_buffer_bytes`](Settings::write_buffer_bytes) it bounds what such a client
     /// holds, however many pings it sends. Default 10 s, at least 1 ms.
