@@ -7,9 +7,14 @@
 //! application's. [`Endpoints`] sets the authorization hook (the same one as on axum) and the
 //! streams' settings, and tells when every stream has said goodbye.
 //!
-//! WebSockets go through [actix-ws](https://docs.rs/actix-ws); a frame whose header claims
+//! WebSockets go through [actix-ws](https://docs.rs/actix-ws) (the handshake and the client's
+//! frames); a frame whose header claims
 //! more than [`Settings::max_message_bytes`](crate::web::Settings::max_message_bytes) closes
-//! the socket (1009) and ends the connection before its payload is read. Server-Sent Events
+//! the socket (1009) and ends the connection before its payload is read. The frames sent are
+//! encoded into one buffer of at most
+//! [`Settings::write_buffer_bytes`](crate::web::Settings::write_buffer_bytes) that the response
+//! body hands to actix whole, so a burst of statuses leaves in one write, as on axum, and each
+//! status is still its own WebSocket message. Server-Sent Events
 //! are a streaming body of the library's `SseStream`.
 //!
 //! # Server settings

@@ -36,6 +36,9 @@ pub(super) struct Gone;
 
 /// The smallest room made for a chunk: a few frames.
 const MIN_CHUNK_BYTES: usize = 512;
+/// The most room made for a chunk at once: a larger burst grows the buffer as it comes, so a
+/// thousand sockets that each once sent a large burst do not each set aside that much again.
+const MAX_CHUNK_ROOM: usize = 16 * 1024;
 
 struct State {
     buf: BytesMut,
@@ -161,7 +164,10 @@ impl Sink<Outgoing> for OutboxSink {
             return Err(Gone);
         }
         if state.buf.is_empty() {
-            let room = state.last_chunk.clamp(MIN_CHUNK_BYTES, state.limit);
+            let room = state.last_chunk.clamp(
+                MIN_CHUNK_BYTES,
+                MAX_CHUNK_ROOM.min(state.limit).max(MIN_CHUNK_BYTES),
+            );
             state.buf.reserve(room);
         }
         // A close frame is the last: the body ends after it.

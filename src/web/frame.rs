@@ -466,9 +466,9 @@ fn status_json(status: &crate::Status) -> String {
 /// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
 fn push_json_str(json: &mut String, text: &str) {
     // One pass over all the bytes, without an early exit, so that it runs a block at a time.
-    let needs_escape = text
-        .bytes()
-        .fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let needs_escape = text.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if needs_escape {
         // Rare (a quote, a backslash, a control character): serde's own escapes.
         match serde_json::to_string(text) {
@@ -561,7 +561,9 @@ mod tests {
         let mut subscription = hub.subscribe("s\"1", None);
         let mut checked = 0;
         while let Some(Some(event)) = subscription.next().now_or_never() {
-            let Event::Status(status) = event else { continue };
+            let Event::Status(status) = event else {
+                continue;
+            };
             let mut serde = serde_json::to_string(&StatusJson {
                 session: status.session(),
                 seq: status.seq(),

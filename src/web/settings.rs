@@ -39,7 +39,7 @@ pub struct Settings {
     pub write_batch: usize,
     /// Bytes a WebSocket buffers before it writes to the socket; writing waits while the socket
     /// does not take them, so this (plus one frame) bounds what a slow client holds in memory.
-    /// Default 128 KiB, at least 4 KiB. (On actix-web, actix-ws bounds it by 32 frames instead.)
+    /// Default 128 KiB, at least 4 KiB, on axum and on actix-web alike.
     pub write_buffer_bytes: usize,
     /// The `retry:` hint an SSE stream starts with: how long an `EventSource` waits before it
     /// reconnects by itself. Default 1 s.

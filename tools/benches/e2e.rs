@@ -760,7 +760,12 @@ fn run(options: &Options) -> Result<bool, String> {
     let (s, n, d) = options.paced;
     if wanted("paced") && options.alternate {
         eprintln!("e2e: paced, {s} sessions x {n} steps, {d} ms apart, {runs} alternating rounds");
-        let args = flags(&[("--sessions", s), ("--steps", n), ("--delay-ms", d), ("--runs", 1)]);
+        let args = flags(&[
+            ("--sessions", s),
+            ("--steps", n),
+            ("--delay-ms", d),
+            ("--runs", 1),
+        ]);
         rows.extend(measure_alternating(&ctx, "paced", &args, options.runs));
     } else if wanted("paced") {
         for server in &options.servers {
