@@ -107,7 +107,8 @@ use futures_core::Stream;
 use crate::status::StatusMessage;
 use crate::sync::channel;
 use crate::sync::{
-    fence, lock, read, write, Arc, AtomicBool, AtomicU64, Mutex, ShardedLock, TaskWaker,
+    fence, lock, read, write, Arc, AtomicBool, AtomicU64, CachePadded, Mutex, ShardedLock,
+    TaskWaker,
 };
 use crate::task;
 
@@ -226,6 +227,18 @@ pub(crate) enum Origin {
 }
 
 impl Origin {
+    /// `task` if the status was added in one (its session needs no copy: the task has it),
+    /// else the session `owned` gives, if any.
+    fn new(task: Option<task::TaskRef>, owned: impl FnOnce() -> Option<String>) -> Self {
+        match (task, owned) {
+            (Some(task), _) => Origin::Task(task),
+            (None, owned) => match owned() {
+                Some(session) => Origin::Session(session),
+                None => Origin::NoSession,
+            },
+        }
+    }
+
     fn session(&self) -> Option<&str> {
         match self {
             Origin::NoSession => None,
@@ -267,14 +280,22 @@ struct Shared {
     parked: AtomicBool,
     /// The live stream's waker, registered before it sets `parked`.
     consumer: TaskWaker,
-    /// Messages a dropped stream had drained from the channel but not yielded; the next
-    /// stream yields them first. Locked only when a stream starts or ends.
+    /// Messages a dropped stream had drained from the channel but not yielded, then those a
+    /// direct consumer gave back; the next stream yields them first. Locked only when a stream
+    /// starts or ends and when a direct consumer gives a message back.
     leftover: Mutex<VecDeque<Item>>,
-    /// Messages handed out by streams so far, across every stream this messenger has had.
-    received: AtomicU64,
+    /// Messages handed out by streams so far, across every stream this messenger has had. On
+    /// a cache line of its own: the stream writes it for every message, and a line it shared
+    /// with `parked` or the sender would move to the stream's core and back on every send.
+    received: CachePadded<AtomicU64>,
     /// Streams refused because another one was consuming.
     refused_streams: AtomicU64,
-    /// Set while messages go straight to a consumer instead of through the channel.
+    /// Set while messages go straight to a consumer instead of through the channel: from
+    /// the moment a switch starts until direct delivery ends. A send reads it before and after
+    /// it puts a message in the channel, so that the read side of `direct` is taken only while
+    /// direct delivery may be on (see the module invariants).
+    direct_set: AtomicBool,
+    /// The direct consumer, if any; read-locked by sends only while `direct_set` is set.
     direct: ShardedLock<Option<Direct>>,
 }
 
@@ -320,14 +341,29 @@ impl Shared {
         Some(item)
     }
 
-    /// The sender's side, after a push: wakes the live stream if it sleeps, once.
-    fn wake_consumer(&self) {
-        // Orders the push before the read of the flag (see `park`).
+    /// The sender's side, after a push: what is left to do. `Wake` when the live stream
+    /// sleeps and this sender is the one to wake it (once); `Switching` when a switch to direct
+    /// delivery has begun, which may have drained the channel before the push.
+    fn after_push(&self) -> AfterPush {
+        // Orders the push before the reads of both flags, against the fences of `park` and of
+        // `Messenger::set_direct` between their flag and their look at the channel: either
+        // they see the message or this sender sees their flag.
         fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::Acquire) {
-            self.consumer.wake();
+        if self.direct_set.load(Ordering::Relaxed) {
+            return AfterPush::Switching;
         }
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::Acquire) {
+            return AfterPush::Wake;
+        }
+        AfterPush::Done
     }
+}
+
+/// What a sender does after its push (see `Shared::after_push`).
+enum AfterPush {
+    Done,
+    Wake,
+    Switching,
 }
 
 /// A channel from status producers (any thread, any task) to one consumer stream.
@@ -413,8 +449,9 @@ impl Messenger {
                 parked: AtomicBool::new(false),
                 consumer: TaskWaker::default(),
                 leftover: Mutex::new(VecDeque::new()),
-                received: AtomicU64::new(0),
+                received: CachePadded::new(AtomicU64::new(0)),
                 refused_streams: AtomicU64::new(0),
+                direct_set: AtomicBool::new(false),
                 direct: ShardedLock::new(None),
             }),
         }
@@ -555,30 +592,59 @@ impl Messenger {
             message = %message.text(),
             "status message"
         );
-        // Both routes run under the read lock: `set_direct` drains the channel under the write
-        // lock, so no message can land in the channel behind the drain or overtake one in it.
+        if self.shared.direct_set.load(Ordering::Acquire) {
+            self.dispatch_direct(session, task, owned_session, message);
+            return;
+        }
+        // Direct delivery is off (or a switch has only just begun): into the channel, with no
+        // lock. A switch that starts meanwhile is caught after the push (see
+        // `Shared::after_push`).
+        let sent = self
+            .shared
+            .sender
+            .send((Origin::new(task, owned_session), message));
+        self.after_send(sent);
+    }
+
+    /// `dispatch` while direct delivery may be on: under the read side of `direct`, so that a
+    /// switch (under the write side) cannot overtake the message or leave it behind.
+    #[cold]
+    fn dispatch_direct(
+        &self,
+        session: Option<&str>,
+        task: Option<task::TaskRef>,
+        owned_session: impl FnOnce() -> Option<String>,
+        message: Payload,
+    ) {
         let direct = read(&self.shared.direct);
-        let message = match direct.as_ref() {
-            Some(direct) => match (direct.deliver)(session, task.as_ref(), message) {
-                Ok(()) => {
-                    self.shared.received.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(message) => message,
-            },
-            None => message,
+        let Some(direct) = direct.as_ref() else {
+            // Ended (or a switch gave up) after the flag was read: the channel, as usual, still
+            // under the lock, so a new switch waits for this message.
+            let sent = self
+                .shared
+                .sender
+                .send((Origin::new(task, owned_session), message));
+            self.after_send(sent);
+            return;
         };
-        // A task's session needs no copy: the task has it.
-        let origin = match (task, owned_session) {
-            (Some(task), _) => Origin::Task(task),
-            (None, owned) => match owned() {
-                Some(session) => Origin::Session(session),
-                None => Origin::NoSession,
-            },
-        };
+        match (direct.deliver)(session, task.as_ref(), message) {
+            Ok(()) => {
+                self.shared.received.fetch_add(1, Ordering::Relaxed);
+            }
+            // The target is gone: kept for the next consumer, after what waits already
+            // (nothing goes into the channel while a direct consumer holds the stream, so the
+            // next stream yields this before anything sent later).
+            Err(message) => {
+                lock(&self.shared.leftover).push_back((Origin::new(task, owned_session), message));
+            }
+        }
+    }
+
+    /// After a send into the channel: says so if it failed, hands the message on if a switch
+    /// to direct delivery started meanwhile, and wakes the stream if it sleeps.
+    fn after_send(&self, sent: Result<(), channel::SendError<Item>>) {
         // The receiver lives as long as `self.shared` (see the module invariants), so this
         // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
-        let sent = self.shared.sender.send((origin, message));
         debug_assert!(
             sent.is_ok(),
             "the messenger's own receiver keeps the channel open"
@@ -587,7 +653,40 @@ impl Messenger {
             tracing::error!(target: "status_messenger", "status channel closed; message dropped");
             return;
         }
-        self.shared.wake_consumer();
+        match self.shared.after_push() {
+            AfterPush::Done => {}
+            AfterPush::Wake => self.shared.consumer.wake(),
+            AfterPush::Switching => self.hand_over_late_sends(),
+        }
+    }
+
+    /// A send saw a switch to direct delivery begin after its message went into the channel,
+    /// and the switch's drain may have missed it: hands the channel to the direct consumer
+    /// before the send returns, so that the sender's next message (direct) cannot overtake it.
+    #[cold]
+    fn hand_over_late_sends(&self) {
+        // The write side: one hand-over at a time, each message in channel order, and none
+        // while the switch itself drains (it holds the write side until it is done).
+        let direct = write(&self.shared.direct);
+        let Some(direct) = direct.as_ref() else {
+            // The switch gave up, or direct delivery has ended since: the message waits in the
+            // channel for the next stream, after what the switch left (the stream's leftover).
+            // A stream may already be live and asleep.
+            if self.shared.parked.load(Ordering::Relaxed)
+                && self.shared.parked.swap(false, Ordering::Acquire)
+            {
+                self.shared.consumer.wake();
+            }
+            return;
+        };
+        while let Ok((origin, message)) = self.shared.receiver.try_recv() {
+            match (direct.deliver)(origin.session(), origin.task(), message) {
+                Ok(()) => {
+                    self.shared.received.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(message) => lock(&self.shared.leftover).push_back((origin, message)),
+            }
+        }
     }
 
     /// Routes every message straight to `deliver` from now on, after handing it what waits in
@@ -597,8 +696,15 @@ impl Messenger {
         let mut stream = self.try_stream()?;
         // A direct consumer holds the stream, so the stream just taken proves there is none.
         debug_assert!(direct.is_none(), "a direct consumer without the stream");
-        // Senders wait for the write lock, so this hands over everything sent before the
-        // switch: first what an earlier stream drained but did not yield, then the channel.
+        // From here senders take the read side, which waits for this switch. One that read the
+        // flag before it was set may still push into the channel; the fence pairs with the one
+        // after its push (`Shared::after_push`): either the drain below finds its message, or
+        // it sees the flag and hands the channel over itself, under the write side, after this
+        // switch. A read-modify-write, as in `park`, so the models check the protocol as it runs.
+        self.shared.direct_set.swap(true, Ordering::AcqRel);
+        fence(Ordering::SeqCst);
+        // This hands over everything sent before the switch: first what an earlier stream
+        // drained but did not yield, then the channel.
         let buffered = stream
             .live
             .as_mut()
@@ -616,6 +722,9 @@ impl Messenger {
                 if let Some(live) = stream.live.as_mut() {
                     live.buffer = rest;
                 }
+                // Under the write side, so no sender is between its read of the flag and the
+                // lock; a late sender finds no consumer and leaves its message in the channel.
+                self.shared.direct_set.store(false, Ordering::Release);
                 return Ok(());
             }
             self.shared.received.fetch_add(1, Ordering::Relaxed);
@@ -629,7 +738,13 @@ impl Messenger {
 
     /// Ends direct delivery: messages go into the channel again and a stream may take them.
     pub(crate) fn clear_direct(&self) {
-        let old = write(&self.shared.direct).take();
+        let old = {
+            let mut direct = write(&self.shared.direct);
+            // Under the write side: a sender that still sees the flag takes the read side after
+            // this and finds no consumer, so its message goes into the channel.
+            self.shared.direct_set.store(false, Ordering::Release);
+            direct.take()
+        };
         // Dropping the stream outside the lock gives the receiver back.
         drop(old);
     }
@@ -1093,9 +1208,10 @@ impl Drop for StatusStream {
         {
             let mut leftover = lock(&home.leftover);
             // This stream took the leftover when it started and only one stream lives at a
-            // time, so nothing else can have parked messages meanwhile.
-            debug_assert!(leftover.is_empty(), "leftover parked under a live stream");
-            *leftover = buffer;
+            // time; what is there now a direct consumer gave back while it held this stream,
+            // all of it sent after what the buffer holds.
+            let given_back = std::mem::replace(&mut *leftover, buffer);
+            leftover.extend(given_back);
         }
         debug_assert!(
             home.stream_taken.load(Ordering::Relaxed),
