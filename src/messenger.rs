@@ -1015,7 +1015,7 @@ struct Live {
 /// few yields (a few microseconds, in which other tasks run) let it take that message awake.
 /// Model builds sleep at once: a yield is a plain self-wake, and the models check the sleep.
 #[cfg(not(status_messenger_loom))]
-const YIELDS_BEFORE_SLEEP: u32 = 16;
+const YIELDS_BEFORE_SLEEP: u32 = 64;
 #[cfg(status_messenger_loom)]
 const YIELDS_BEFORE_SLEEP: u32 = 0;
 
