@@ -65,26 +65,38 @@
 //   channel, in order.
 // - The consumer is woken only when it sleeps. A stream that finds the channel empty yields to
 //   the runtime a few times (`YIELDS_BEFORE_SLEEP`), then registers its waker, sets
-//   `Shared::parked` and looks again; a send pushes, then reads `parked`, and
-//   only the sender that clears it wakes the stream. A SeqCst fence sits between the write and
-//   the read on both sides (the store-buffering pattern), so either the stream's second look
-//   finds the message or the sender sees the flag: no wake-up is lost, and a stream that is
-//   awake costs a sender one read of a flag that stays in its cache. Waking on every send
-//   instead (flume's signal per message) put a cross-thread wake-up, and a lock the consumer
-//   shares with the producers, on most sends.
-// - While a consumer is set for direct delivery (`Hub::attach`), every send runs under the
-//   read side of `Shared::direct` and hands the message to it; the switch drains the leftover
-//   and the channel under the write side, so nothing sent before it is overtaken or left
-//   behind. The direct consumer holds the stream meanwhile, so the one-consumer rule holds.
-//   The lock is sharded by thread (`crate::sync::ShardedLock`): a send takes only its own
-//   thread's shard, so producers do not share a lock word; the rare switch takes every shard.
+//   `Shared::parked` and looks again; a send pushes, then reads `parked`, and only the sender
+//   that clears it wakes the stream. A SeqCst fence sits between the write and the read on both
+//   sides (the store-buffering pattern), so either the stream's second look finds the message
+//   or the sender sees the flag: no wake-up is lost, and a stream that is awake costs a sender
+//   one read of a flag that stays in its cache. Waking on every send instead (flume's signal
+//   per message) put a cross-thread wake-up, and a lock the consumer shares with the
+//   producers, on most sends. The count of received messages, which the stream writes per
+//   message, has a cache line of its own, so that the flag's line does not move to the
+//   consumer's core and back on every send.
+// - Direct delivery (`Hub::attach`) is on from the moment a switch sets `Shared::direct_set`
+//   (under the write side of `Shared::direct`) until it is cleared, again under the write
+//   side. A send reads the flag first: while it is set the send runs under the read side and
+//   hands the message to the direct consumer, so the switch, which drains the leftover and the
+//   channel under the write side, is neither overtaken nor left behind by it. While it is
+//   clear the send takes no lock: it pushes into the channel and reads the flag again after
+//   the fence above. The switch sets the flag, fences, then drains, so either its drain finds
+//   the message or the sender sees the flag and, under the write side (after the switch),
+//   hands what is in the channel to the direct consumer itself before it returns; nothing sent
+//   before a send returns is left in the channel behind a direct consumer, and a sender's next
+//   message (direct) cannot overtake it. A message the direct consumer gives back (its target
+//   gone) goes to `Shared::leftover`, after what waits there, for the next stream. The direct
+//   consumer holds the stream meanwhile, so the one-consumer rule holds. The lock is sharded
+//   by thread (`crate::sync::ShardedLock`): a direct send takes only its own thread's shard,
+//   so producers do not share a lock word; the rare switch takes every shard.
 // - The channel is crossbeam's unbounded one: lock-free, so neither a producer preempted in a
 //   send nor the consumer holds the others up. tokio's unbounded list channel lets a producer
 //   that was preempted between reserving a slot and writing it hold back the shared tail
 //   pointer, and every other producer then walks the block list from there: with 100 tool
 //   threads on 2 cores it fell to about 60,000 messages/s. Model builds swap in a stand-in for
-//   it (`crate::sync::channel`), and `loom/` checks the stream hand-off, the wake-up protocol
-//   and the direct-delivery switch above in every interleaving within its bounds.
+//   it (`crate::sync::channel`), and `loom/` checks the stream hand-off, the wake-up protocol,
+//   the direct-delivery switch above and a sender's own hand-over after a late push in every
+//   interleaving within its bounds.
 // - The scoped default is a thread-local `RefCell` (`SCOPED`). It is borrowed mutably only to
 //   swap a messenger in or out, with no other code running meanwhile, and shared only for one
 //   hand-over by a free function. A change can thus meet a borrow only when it is made by code
@@ -1011,9 +1023,12 @@ struct Live {
 /// How many times in a row a stream that finds the channel empty yields to the runtime (waking
 /// itself) before it sleeps. While producers are sending, the next message is usually a few
 /// hundred nanoseconds away: a consumer that sleeps at once is woken again at once, and each
-/// wake-up costs the sender a system call and the consumer a trip through the scheduler. A
-/// few yields (a few microseconds, in which other tasks run) let it take that message awake.
-/// Model builds sleep at once: a yield is a plain self-wake, and the models check the sleep.
+/// wake-up costs the sender a system call and the consumer a trip through the scheduler.
+/// Yielding lets it take that message awake, and lets other tasks run meanwhile. 64 yields (a
+/// few microseconds on an idle runtime, about as long as crossbeam's blocking receive spins
+/// before it sleeps) measured faster than 16 with one producer thread, where the consumer
+/// keeps catching up (see `benches/README.md`). Model builds sleep at once: a yield is a plain
+/// self-wake, and the models check the sleep.
 #[cfg(not(status_messenger_loom))]
 const YIELDS_BEFORE_SLEEP: u32 = 64;
 #[cfg(status_messenger_loom)]
