@@ -620,7 +620,6 @@ impl Messenger {
 
     /// `dispatch` while direct delivery may be on: under the read side of `direct`, so that a
     /// switch (under the write side) cannot overtake the message or leave it behind.
-    #[cold]
     fn dispatch_direct(
         &self,
         session: Option<&str>,
@@ -628,14 +627,16 @@ impl Messenger {
         owned_session: impl FnOnce() -> Option<String>,
         message: Payload,
     ) {
-        let direct = read(&self.shared.direct);
-        let Some(direct) = direct.as_ref() else {
-            // Ended (or a switch gave up) after the flag was read: the channel, as usual, still
-            // under the lock, so a new switch waits for this message.
+        let guard = read(&self.shared.direct);
+        let Some(direct) = guard.as_ref() else {
+            // Ended (or a switch gave up) after the flag was read: into the channel, as usual.
+            // Pushed under the lock, so a switch that starts next drains after this message;
+            // the rest outside it, as `after_send` may take the write side.
             let sent = self
                 .shared
                 .sender
                 .send((Origin::new(task, owned_session), message));
+            drop(guard);
             self.after_send(sent);
             return;
         };
