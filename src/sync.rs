@@ -36,8 +36,8 @@ pub(crate) use crossbeam_utils::CachePadded;
 /// A read-write lock for data read on every status while it is in use (the messenger's direct
 /// consumer) and written rarely: crossbeam's sharded lock, whose readers each take the shard
 /// of their own thread, so producers on different threads do not bounce one lock word between
-/// their caches. The model builds use `loom`'s
-/// plain `RwLock`: the sharding changes the cost of a read, not what it guarantees.
+/// their caches. The model builds use `loom`'s plain `RwLock`: the sharding changes the cost
+/// of a read, not what it guarantees.
 #[cfg(not(status_messenger_loom))]
 pub(crate) use crossbeam_utils::sync::ShardedLock;
 #[cfg(status_messenger_loom)]
