@@ -7,9 +7,14 @@
 //! application's. [`Endpoints`] sets the authorization hook (the same one as on axum) and the
 //! streams' settings, and tells when every stream has said goodbye.
 //!
-//! WebSockets go through [actix-ws](https://docs.rs/actix-ws); a frame whose header claims
+//! WebSockets go through [actix-ws](https://docs.rs/actix-ws) (the handshake and the client's
+//! frames); a frame whose header claims
 //! more than [`Settings::max_message_bytes`](crate::web::Settings::max_message_bytes) closes
-//! the socket (1009) and ends the connection before its payload is read. Server-Sent Events
+//! the socket (1009) and ends the connection before its payload is read. The frames sent are
+//! encoded into one buffer of at most
+//! [`Settings::write_buffer_bytes`](crate::web::Settings::write_buffer_bytes) that the response
+//! body hands to actix whole, so a burst of statuses leaves in one write, as on axum, and each
+//! status is still its own WebSocket message. Server-Sent Events
 //! are a streaming body of the library's `SseStream`.
 //!
 //! # Server settings
@@ -97,7 +102,6 @@
 //! ```
 
 use std::convert::Infallible;
-use std::future::ready;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -108,15 +112,17 @@ use actix_web::error::PayloadError;
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
 use actix_web::{dev, web, FromRequest, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use actix_ws::{Message, ProtocolError};
 use futures_core::Stream;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 
 use crate::sync::TaskWaker;
-use crate::web::ws::{self, Incoming, Outgoing};
+use crate::web::ws::{self, Incoming};
 pub use crate::web::Endpoints;
 use crate::web::{Refusal, RequestInfo, SseStream, StreamGuard, CLIENT_CONTENT_TYPE, CLIENT_JS};
 use crate::{Hub, Subscription};
+
+mod outbox;
 
 /// The endpoints of `hub` with the default authorization (the `session` query parameter names
 /// a session the hub holds) and [`Settings`](crate::web::Settings), as what `App::configure`
@@ -302,19 +308,26 @@ async fn ws_handler(
         Ok(opened) => opened,
         Err(refusal) => return refused(&refusal),
     };
+    // actix-ws's session and body are replaced by the outbox: its frames go to the
+    // connection as one chunk per burst, not through a channel of 32 messages.
+    drop(session);
     let messages = messages.max_frame_size(limit);
     let drop_connection = Arc::new(DropConnection::default());
+    let write_buffer = endpoints.settings().effective_write_buffer_bytes();
+    let (response, replaced) = response.into_parts();
+    let (sink, body, body_open) = outbox::outbox(write_buffer, replaced);
     actix_web::rt::spawn(forward(
         endpoints.into_inner(),
-        session,
+        sink,
+        body_open,
         messages,
         subscription,
         guard,
         Arc::clone(&drop_connection),
     ));
     response
-        .map_body(|_, body| DropsConnection {
-            body,
+        .set_body(DropsConnection {
+            body: body.boxed(),
             drop_connection,
         })
         .map_into_boxed_body()
@@ -322,16 +335,16 @@ async fn ws_handler(
 
 async fn forward(
     endpoints: Arc<Endpoints>,
-    session: actix_ws::Session,
+    sink: outbox::OutboxSink,
+    body_open: outbox::BodyOpen,
     messages: actix_ws::MessageStream,
     subscription: Subscription,
     _guard: StreamGuard,
     drop_connection: Arc<DropConnection>,
 ) {
-    // Holds the response body open until the end is known, so it ends knowing it. A close
-    // frame ends the body at once, so an oversized frame sets the flag as it arrives.
-    let body_open = session.clone();
-    let sink = session.with(|frame: Outgoing| ready(Ok::<_, actix_ws::Closed>(outgoing(frame))));
+    // `body_open` holds the response body open until the end is known, so it ends knowing
+    // it. A close frame ends the body at once, so an oversized frame sets the flag as it
+    // arrives.
     let too_large = Arc::clone(&drop_connection);
     let incoming = messages.map(move |read| {
         let frame = incoming(read);
@@ -356,17 +369,6 @@ async fn forward(
     }
     drop(body_open);
     tracing::debug!(target: "status_messenger::web", ?ended, "WebSocket stream ended");
-}
-
-fn outgoing(frame: Outgoing) -> Message {
-    match frame {
-        Outgoing::Text(text) => Message::Text(text.into()),
-        Outgoing::Pong(payload) => Message::Pong(payload.into()),
-        Outgoing::Close { code, reason } => Message::Close(Some(CloseReason {
-            code: CloseCode::from(code),
-            description: (!reason.is_empty()).then(|| reason.to_owned()),
-        })),
-    }
 }
 
 fn incoming(read: Result<Message, ProtocolError>) -> Incoming {

@@ -65,26 +65,38 @@
 //   channel, in order.
 // - The consumer is woken only when it sleeps. A stream that finds the channel empty yields to
 //   the runtime a few times (`YIELDS_BEFORE_SLEEP`), then registers its waker, sets
-//   `Shared::parked` and looks again; a send pushes, then reads `parked`, and
-//   only the sender that clears it wakes the stream. A SeqCst fence sits between the write and
-//   the read on both sides (the store-buffering pattern), so either the stream's second look
-//   finds the message or the sender sees the flag: no wake-up is lost, and a stream that is
-//   awake costs a sender one read of a flag that stays in its cache. Waking on every send
-//   instead (flume's signal per message) put a cross-thread wake-up, and a lock the consumer
-//   shares with the producers, on most sends.
-// - While a consumer is set for direct delivery (`Hub::attach`), every send runs under the
-//   read side of `Shared::direct` and hands the message to it; the switch drains the leftover
-//   and the channel under the write side, so nothing sent before it is overtaken or left
-//   behind. The direct consumer holds the stream meanwhile, so the one-consumer rule holds.
-//   The lock is sharded by thread (`crate::sync::ShardedLock`): a send takes only its own
-//   thread's shard, so producers do not share a lock word; the rare switch takes every shard.
+//   `Shared::parked` and looks again; a send pushes, then reads `parked`, and only the sender
+//   that clears it wakes the stream. A SeqCst fence sits between the write and the read on both
+//   sides (the store-buffering pattern), so either the stream's second look finds the message
+//   or the sender sees the flag: no wake-up is lost, and a stream that is awake costs a sender
+//   one read of a flag that stays in its cache. Waking on every send instead (flume's signal
+//   per message) put a cross-thread wake-up, and a lock the consumer shares with the
+//   producers, on most sends. The count of received messages, which the stream writes per
+//   message, has a cache line of its own, so that the flag's line does not move to the
+//   consumer's core and back on every send.
+// - Direct delivery (`Hub::attach`) is on from the moment a switch sets `Shared::direct_set`
+//   (under the write side of `Shared::direct`) until it is cleared, again under the write
+//   side. A send reads the flag first: while it is set the send runs under the read side and
+//   hands the message to the direct consumer, so the switch, which drains the leftover and the
+//   channel under the write side, is neither overtaken nor left behind by it. While it is
+//   clear the send takes no lock: it pushes into the channel and reads the flag again after
+//   the fence above. The switch sets the flag, fences, then drains, so either its drain finds
+//   the message or the sender sees the flag and, under the write side (after the switch),
+//   hands what is in the channel to the direct consumer itself before it returns; nothing sent
+//   before a send returns is left in the channel behind a direct consumer, and a sender's next
+//   message (direct) cannot overtake it. A message the direct consumer gives back (its target
+//   gone) goes to `Shared::leftover`, after what waits there, for the next stream. The direct
+//   consumer holds the stream meanwhile, so the one-consumer rule holds. The lock is sharded
+//   by thread (`crate::sync::ShardedLock`): a direct send takes only its own thread's shard,
+//   so producers do not share a lock word; the rare switch takes every shard.
 // - The channel is crossbeam's unbounded one: lock-free, so neither a producer preempted in a
 //   send nor the consumer holds the others up. tokio's unbounded list channel lets a producer
 //   that was preempted between reserving a slot and writing it hold back the shared tail
 //   pointer, and every other producer then walks the block list from there: with 100 tool
 //   threads on 2 cores it fell to about 60,000 messages/s. Model builds swap in a stand-in for
-//   it (`crate::sync::channel`), and `loom/` checks the stream hand-off, the wake-up protocol
-//   and the direct-delivery switch above in every interleaving within its bounds.
+//   it (`crate::sync::channel`), and `loom/` checks the stream hand-off, the wake-up protocol,
+//   the direct-delivery switch above and a sender's own hand-over after a late push in every
+//   interleaving within its bounds.
 // - The scoped default is a thread-local `RefCell` (`SCOPED`). It is borrowed mutably only to
 //   swap a messenger in or out, with no other code running meanwhile, and shared only for one
 //   hand-over by a free function. A change can thus meet a borrow only when it is made by code
@@ -107,7 +119,8 @@ use futures_core::Stream;
 use crate::status::StatusMessage;
 use crate::sync::channel;
 use crate::sync::{
-    fence, lock, read, write, Arc, AtomicBool, AtomicU64, Mutex, ShardedLock, TaskWaker,
+    fence, lock, read, write, Arc, AtomicBool, AtomicU64, CachePadded, Mutex, ShardedLock,
+    TaskWaker,
 };
 use crate::task;
 
@@ -226,6 +239,18 @@ pub(crate) enum Origin {
 }
 
 impl Origin {
+    /// `task` if the status was added in one (its session needs no copy: the task has it),
+    /// else the session `owned` gives, if any.
+    fn new(task: Option<task::TaskRef>, owned: impl FnOnce() -> Option<String>) -> Self {
+        match (task, owned) {
+            (Some(task), _) => Origin::Task(task),
+            (None, owned) => match owned() {
+                Some(session) => Origin::Session(session),
+                None => Origin::NoSession,
+            },
+        }
+    }
+
     fn session(&self) -> Option<&str> {
         match self {
             Origin::NoSession => None,
@@ -267,14 +292,22 @@ struct Shared {
     parked: AtomicBool,
     /// The live stream's waker, registered before it sets `parked`.
     consumer: TaskWaker,
-    /// Messages a dropped stream had drained from the channel but not yielded; the next
-    /// stream yields them first. Locked only when a stream starts or ends.
+    /// Messages a dropped stream had drained from the channel but not yielded, then those a
+    /// direct consumer gave back; the next stream yields them first. Locked only when a stream
+    /// starts or ends and when a direct consumer gives a message back.
     leftover: Mutex<VecDeque<Item>>,
-    /// Messages handed out by streams so far, across every stream this messenger has had.
-    received: AtomicU64,
+    /// Messages handed out by streams so far, across every stream this messenger has had. On
+    /// a cache line of its own: the stream writes it for every message, and a line it shared
+    /// with `parked` or the sender would move to the stream's core and back on every send.
+    received: CachePadded<AtomicU64>,
     /// Streams refused because another one was consuming.
     refused_streams: AtomicU64,
-    /// Set while messages go straight to a consumer instead of through the channel.
+    /// Set while messages go straight to a consumer instead of through the channel: from
+    /// the moment a switch starts until direct delivery ends. A send reads it before and after
+    /// it puts a message in the channel, so that the read side of `direct` is taken only while
+    /// direct delivery may be on (see the module invariants).
+    direct_set: AtomicBool,
+    /// The direct consumer, if any; read-locked by sends only while `direct_set` is set.
     direct: ShardedLock<Option<Direct>>,
 }
 
@@ -320,14 +353,29 @@ impl Shared {
         Some(item)
     }
 
-    /// The sender's side, after a push: wakes the live stream if it sleeps, once.
-    fn wake_consumer(&self) {
-        // Orders the push before the read of the flag (see `park`).
+    /// The sender's side, after a push: what is left to do. `Wake` when the live stream
+    /// sleeps and this sender is the one to wake it (once); `Switching` when a switch to direct
+    /// delivery has begun, which may have drained the channel before the push.
+    fn after_push(&self) -> AfterPush {
+        // Orders the push before the reads of both flags, against the fences of `park` and of
+        // `Messenger::set_direct` between their flag and their look at the channel: either
+        // they see the message or this sender sees their flag.
         fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::Acquire) {
-            self.consumer.wake();
+        if self.direct_set.load(Ordering::Relaxed) {
+            return AfterPush::Switching;
         }
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::Acquire) {
+            return AfterPush::Wake;
+        }
+        AfterPush::Done
     }
+}
+
+/// What a sender does after its push (see `Shared::after_push`).
+enum AfterPush {
+    Done,
+    Wake,
+    Switching,
 }
 
 /// A channel from status producers (any thread, any task) to one consumer stream.
@@ -413,8 +461,9 @@ impl Messenger {
                 parked: AtomicBool::new(false),
                 consumer: TaskWaker::default(),
                 leftover: Mutex::new(VecDeque::new()),
-                received: AtomicU64::new(0),
+                received: CachePadded::new(AtomicU64::new(0)),
                 refused_streams: AtomicU64::new(0),
+                direct_set: AtomicBool::new(false),
                 direct: ShardedLock::new(None),
             }),
         }
@@ -555,30 +604,60 @@ impl Messenger {
             message = %message.text(),
             "status message"
         );
-        // Both routes run under the read lock: `set_direct` drains the channel under the write
-        // lock, so no message can land in the channel behind the drain or overtake one in it.
-        let direct = read(&self.shared.direct);
-        let message = match direct.as_ref() {
-            Some(direct) => match (direct.deliver)(session, task.as_ref(), message) {
-                Ok(()) => {
-                    self.shared.received.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(message) => message,
-            },
-            None => message,
+        if self.shared.direct_set.load(Ordering::Acquire) {
+            self.dispatch_direct(session, task, owned_session, message);
+            return;
+        }
+        // Direct delivery is off (or a switch has only just begun): into the channel, with no
+        // lock. A switch that starts meanwhile is caught after the push (see
+        // `Shared::after_push`).
+        let sent = self
+            .shared
+            .sender
+            .send((Origin::new(task, owned_session), message));
+        self.after_send(sent);
+    }
+
+    /// `dispatch` while direct delivery may be on: under the read side of `direct`, so that a
+    /// switch (under the write side) cannot overtake the message or leave it behind.
+    fn dispatch_direct(
+        &self,
+        session: Option<&str>,
+        task: Option<task::TaskRef>,
+        owned_session: impl FnOnce() -> Option<String>,
+        message: Payload,
+    ) {
+        let guard = read(&self.shared.direct);
+        let Some(direct) = guard.as_ref() else {
+            // Ended (or a switch gave up) after the flag was read: into the channel, as usual.
+            // Pushed under the lock, so a switch that starts next drains after this message;
+            // the rest outside it, as `after_send` may take the write side.
+            let sent = self
+                .shared
+                .sender
+                .send((Origin::new(task, owned_session), message));
+            drop(guard);
+            self.after_send(sent);
+            return;
         };
-        // A task's session needs no copy: the task has it.
-        let origin = match (task, owned_session) {
-            (Some(task), _) => Origin::Task(task),
-            (None, owned) => match owned() {
-                Some(session) => Origin::Session(session),
-                None => Origin::NoSession,
-            },
-        };
+        match (direct.deliver)(session, task.as_ref(), message) {
+            Ok(()) => {
+                self.shared.received.fetch_add(1, Ordering::Relaxed);
+            }
+            // The target is gone: kept for the next consumer, after what waits already
+            // (nothing goes into the channel while a direct consumer holds the stream, so the
+            // next stream yields this before anything sent later).
+            Err(message) => {
+                lock(&self.shared.leftover).push_back((Origin::new(task, owned_session), message));
+            }
+        }
+    }
+
+    /// After a send into the channel: says so if it failed, hands the message on if a switch
+    /// to direct delivery started meanwhile, and wakes the stream if it sleeps.
+    fn after_send(&self, sent: Result<(), channel::SendError<Item>>) {
         // The receiver lives as long as `self.shared` (see the module invariants), so this
         // send cannot fail; the branch is kept so that a broken invariant is loud, not silent.
-        let sent = self.shared.sender.send((origin, message));
         debug_assert!(
             sent.is_ok(),
             "the messenger's own receiver keeps the channel open"
@@ -587,7 +666,40 @@ impl Messenger {
             tracing::error!(target: "status_messenger", "status channel closed; message dropped");
             return;
         }
-        self.shared.wake_consumer();
+        match self.shared.after_push() {
+            AfterPush::Done => {}
+            AfterPush::Wake => self.shared.consumer.wake(),
+            AfterPush::Switching => self.hand_over_late_sends(),
+        }
+    }
+
+    /// A send saw a switch to direct delivery begin after its message went into the channel,
+    /// and the switch's drain may have missed it: hands the channel to the direct consumer
+    /// before the send returns, so that the sender's next message (direct) cannot overtake it.
+    #[cold]
+    fn hand_over_late_sends(&self) {
+        // The write side: one hand-over at a time, each message in channel order, and none
+        // while the switch itself drains (it holds the write side until it is done).
+        let direct = write(&self.shared.direct);
+        let Some(direct) = direct.as_ref() else {
+            // The switch gave up, or direct delivery has ended since: the message waits in the
+            // channel for the next stream, after what the switch left (the stream's leftover).
+            // A stream may already be live and asleep.
+            if self.shared.parked.load(Ordering::Relaxed)
+                && self.shared.parked.swap(false, Ordering::Acquire)
+            {
+                self.shared.consumer.wake();
+            }
+            return;
+        };
+        while let Ok((origin, message)) = self.shared.receiver.try_recv() {
+            match (direct.deliver)(origin.session(), origin.task(), message) {
+                Ok(()) => {
+                    self.shared.received.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(message) => lock(&self.shared.leftover).push_back((origin, message)),
+            }
+        }
     }
 
     /// Routes every message straight to `deliver` from now on, after handing it what waits in
@@ -597,8 +709,15 @@ impl Messenger {
         let mut stream = self.try_stream()?;
         // A direct consumer holds the stream, so the stream just taken proves there is none.
         debug_assert!(direct.is_none(), "a direct consumer without the stream");
-        // Senders wait for the write lock, so this hands over everything sent before the
-        // switch: first what an earlier stream drained but did not yield, then the channel.
+        // From here senders take the read side, which waits for this switch. One that read the
+        // flag before it was set may still push into the channel; the fence pairs with the one
+        // after its push (`Shared::after_push`): either the drain below finds its message, or
+        // it sees the flag and hands the channel over itself, under the write side, after this
+        // switch. A read-modify-write, as in `park`, so the models check the protocol as it runs.
+        self.shared.direct_set.swap(true, Ordering::AcqRel);
+        fence(Ordering::SeqCst);
+        // This hands over everything sent before the switch: first what an earlier stream
+        // drained but did not yield, then the channel.
         let buffered = stream
             .live
             .as_mut()
@@ -616,6 +735,9 @@ impl Messenger {
                 if let Some(live) = stream.live.as_mut() {
                     live.buffer = rest;
                 }
+                // Under the write side, so no sender is between its read of the flag and the
+                // lock; a late sender finds no consumer and leaves its message in the channel.
+                self.shared.direct_set.store(false, Ordering::Release);
                 return Ok(());
             }
             self.shared.received.fetch_add(1, Ordering::Relaxed);
@@ -629,7 +751,13 @@ impl Messenger {
 
     /// Ends direct delivery: messages go into the channel again and a stream may take them.
     pub(crate) fn clear_direct(&self) {
-        let old = write(&self.shared.direct).take();
+        let old = {
+            let mut direct = write(&self.shared.direct);
+            // Under the write side: a sender that still sees the flag takes the read side after
+            // this and finds no consumer, so its message goes into the channel.
+            self.shared.direct_set.store(false, Ordering::Release);
+            direct.take()
+        };
         // Dropping the stream outside the lock gives the receiver back.
         drop(old);
     }
@@ -896,11 +1024,15 @@ struct Live {
 /// How many times in a row a stream that finds the channel empty yields to the runtime (waking
 /// itself) before it sleeps. While producers are sending, the next message is usually a few
 /// hundred nanoseconds away: a consumer that sleeps at once is woken again at once, and each
-/// wake-up costs the sender a system call and the consumer a trip through the scheduler. A
-/// few yields (a few microseconds, in which other tasks run) let it take that message awake.
-/// Model builds sleep at once: a yield is a plain self-wake, and the models check the sleep.
+/// wake-up costs the sender a system call and the consumer a trip through the scheduler.
+/// Yielding lets it take that message awake, and lets other tasks run meanwhile. 64 yields
+/// are a few microseconds on an idle runtime, about as long as crossbeam's blocking receive
+/// spins before it sleeps; with one producer thread, where the consumer keeps catching up,
+/// runs with 64 measured as fast as those with 16 or faster, by less than the shared
+/// benchmark machine's noise (see `benches/README.md`). Model builds sleep at once: a yield is
+/// a plain self-wake, and the models check the sleep.
 #[cfg(not(status_messenger_loom))]
-const YIELDS_BEFORE_SLEEP: u32 = 16;
+const YIELDS_BEFORE_SLEEP: u32 = 64;
 #[cfg(status_messenger_loom)]
 const YIELDS_BEFORE_SLEEP: u32 = 0;
 
@@ -1093,9 +1225,10 @@ impl Drop for StatusStream {
         {
             let mut leftover = lock(&home.leftover);
             // This stream took the leftover when it started and only one stream lives at a
-            // time, so nothing else can have parked messages meanwhile.
-            debug_assert!(leftover.is_empty(), "leftover parked under a live stream");
-            *leftover = buffer;
+            // time; what is there now a direct consumer gave back while it held this stream,
+            // all of it sent after what the buffer holds.
+            let given_back = std::mem::replace(&mut *leftover, buffer);
+            leftover.extend(given_back);
         }
         debug_assert!(
             home.stream_taken.load(Ordering::Relaxed),

@@ -29,10 +29,15 @@ pub(crate) use loom::sync::{
     Arc, Mutex,
 };
 
-/// A read-write lock for data read on every status and written rarely: crossbeam's sharded
-/// lock, whose readers each take the shard of their own thread, so producers on different
-/// threads do not bounce one lock word between their caches. The model builds use `loom`'s
-/// plain `RwLock`: the sharding changes the cost of a read, not what it guarantees.
+/// Pads a value to a cache line of its own, so that writes to it do not take the line away
+/// from threads reading its neighbours (in model builds too: it changes layout, nothing else).
+pub(crate) use crossbeam_utils::CachePadded;
+
+/// A read-write lock for data read on every status while it is in use (the messenger's direct
+/// consumer) and written rarely: crossbeam's sharded lock, whose readers each take the shard
+/// of their own thread, so producers on different threads do not bounce one lock word between
+/// their caches. The model builds use `loom`'s plain `RwLock`: the sharding changes the cost
+/// of a read, not what it guarantees.
 #[cfg(not(status_messenger_loom))]
 pub(crate) use crossbeam_utils::sync::ShardedLock;
 #[cfg(status_messenger_loom)]
@@ -166,7 +171,7 @@ impl<T: ?Sized> ReadWrite for crossbeam_utils::sync::ShardedLock<T> {
 /// The messenger's channel: crossbeam's unbounded one (see the messenger's invariants for why).
 #[cfg(not(status_messenger_loom))]
 pub(crate) mod channel {
-    pub(crate) use crossbeam_channel::{unbounded, Receiver, Sender};
+    pub(crate) use crossbeam_channel::{unbounded, Receiver, SendError, Sender};
 }
 
 /// The part of crossbeam's unbounded channel the messenger uses, over one `loom` mutex: a send

@@ -188,7 +188,7 @@ async fn sessions_opened_or_closed_through_one_hub_are_known_to_the_other() {
 }
 
 #[tokio::test]
-async fn a_process_subscribes_only_to_the_sessions_it_serves() {
+async fn a_process_follows_only_the_sessions_it_serves_and_listens_only_while_it_serves_one() {
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -211,7 +211,11 @@ async fn a_process_subscribes_only_to_the_sessions_it_serves() {
         a.publish(Some("other"), format!("msg {i}")).unwrap();
     }
     read_through(&mut served, 20, WAIT).await;
-    assert_eq!(channels(), vec![format!("{prefix}:{{served}}:ch")]);
+    // One channel for every session, and only `b` (which serves one) listens to it.
+    assert_eq!(channels(), vec![format!("{prefix}:ch")]);
+    let listeners = server.command(&format!("PUBSUB NUMSUB {prefix}:ch"));
+    let count = listeners.lines().find(|line| line.starts_with(':'));
+    assert_eq!(count, Some(":1"), "{listeners}");
     // `b` holds only what it serves.
     let stats = b.stats();
     assert_eq!((stats.sessions, stats.retained), (1, 20));

@@ -43,6 +43,10 @@ pub(crate) struct Config {
     // Only the axum demo serves `/mcp`.
     #[allow(dead_code)]
     pub(crate) mcp_max_calls: usize,
+    /// How many tasks may run at once in this process (`--max-running-tasks`,
+    /// `MAX_RUNNING_TASKS`; default the hub's 256): one more is refused with 503 and
+    /// `Retry-After`.
+    pub(crate) max_running_tasks: usize,
 }
 
 impl Config {
@@ -63,6 +67,7 @@ impl Config {
         let mut header_timeout = env("HEADER_TIMEOUT_SECS").filter(|v| !v.is_empty());
         let mut body_timeout = env("BODY_TIMEOUT_SECS").filter(|v| !v.is_empty());
         let mut mcp_max_calls = env("MCP_MAX_CALLS").filter(|v| !v.is_empty());
+        let mut max_running_tasks = env("MAX_RUNNING_TASKS").filter(|v| !v.is_empty());
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -77,6 +82,7 @@ impl Config {
                 "--header-timeout" => &mut header_timeout,
                 "--body-timeout" => &mut body_timeout,
                 "--mcp-max-calls" => &mut mcp_max_calls,
+                "--max-running-tasks" => &mut max_running_tasks,
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 _ => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
             };
@@ -105,8 +111,18 @@ impl Config {
                     format!("invalid {name} `{text}`: expected seconds, 0 < s <= 86400")
                 }),
         };
+        let max_running_tasks = match max_running_tasks {
+            None => HubConfig::default().max_running_tasks,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|tasks| *tasks > 0)
+                .ok_or_else(|| {
+                    format!("invalid running-task limit `{text}`: expected 1 or more")
+                })?,
+        };
         let mcp_max_calls = match mcp_max_calls {
-            None => hub_config().max_running_tasks,
+            None => max_running_tasks,
             Some(text) => text
                 .parse::<usize>()
                 .ok()
@@ -121,6 +137,7 @@ impl Config {
             header_timeout: seconds("header timeout", header_timeout, 10)?,
             body_timeout: seconds("body timeout", body_timeout, 30)?,
             mcp_max_calls,
+            max_running_tasks,
         })
     }
 
@@ -152,13 +169,13 @@ impl Config {
     /// URL was given.
     pub(crate) async fn hub(&self) -> Result<Hub, Box<dyn std::error::Error>> {
         if let Some(urls) = &self.redis_cluster {
-            return cluster_hub(urls).await;
+            return cluster_hub(urls, self.hub_config()).await;
         }
         match &self.redis {
             #[cfg(feature = "redis")]
             Some(url) => {
                 let hub = Hub::with_redis(
-                    hub_config(),
+                    self.hub_config(),
                     status_messenger::RedisConfig::new(url.as_str()),
                 )
                 .await?;
@@ -167,7 +184,7 @@ impl Config {
             }
             #[cfg(not(feature = "redis"))]
             Some(_) => Err(self.check_backend().err().unwrap_or_default().into()),
-            None => Ok(Hub::new(hub_config())?),
+            None => Ok(Hub::new(self.hub_config())?),
         }
     }
 }
@@ -175,22 +192,26 @@ impl Config {
 const USAGE: &str =
     "usage: [--port N] [--bind ADDR] [--redis URL | --redis-cluster URL[,URL...]]\n\
     \x20      [--header-timeout SECS] [--body-timeout SECS] [--mcp-max-calls N]\n\
+    \x20      [--max-running-tasks N]\n\
     environment: PORT, BIND, REDIS_URL, REDIS_CLUSTER_URLS, HEADER_TIMEOUT_SECS, \
-    BODY_TIMEOUT_SECS, MCP_MAX_CALLS (arguments win); PORT=0 picks any free port\n\
+    BODY_TIMEOUT_SECS, MCP_MAX_CALLS, MAX_RUNNING_TASKS (arguments win); PORT=0 picks any \
+    free port\n\
     --header-timeout: longest wait for a request's headers, and for the next request on an \
     idle keep-alive connection (default 10)\n\
     --body-timeout: longest wait for a request's body, then 408 (default 30)\n\
     --mcp-max-calls: most `/mcp` tool calls running at once, then a busy error to retry \
-    (axum demo; default 256, the hub's max_running_tasks)";
+    (axum demo; default: the running-task limit)\n\
+    --max-running-tasks: most tasks running at once in this process, then 503 with \
+    Retry-After (default 256)";
 
 /// The hub on a Redis Cluster given by comma-separated seed nodes, shared with every server
 /// using the same cluster.
-async fn cluster_hub(urls: &str) -> Result<Hub, Box<dyn std::error::Error>> {
+async fn cluster_hub(urls: &str, hub_config: HubConfig) -> Result<Hub, Box<dyn std::error::Error>> {
     #[cfg(feature = "redis-cluster")]
     {
         let nodes = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
         let config = status_messenger::RedisClusterConfig::new(nodes);
-        let hub = Hub::with_redis_cluster(hub_config(), config).await?;
+        let hub = Hub::with_redis_cluster(hub_config, config).await?;
         tracing::info!("sessions live in a redis cluster, shared with other servers");
         Ok(hub)
     }
@@ -198,15 +219,18 @@ async fn cluster_hub(urls: &str) -> Result<Hub, Box<dyn std::error::Error>> {
     Err(format!("this build has no Redis Cluster backend (cluster {urls})").into())
 }
 
-/// The hub settings the contract asks for: at least 1,000 statuses per session, kept at
-/// least 10 minutes.
-pub(crate) fn hub_config() -> HubConfig {
-    let mut config = HubConfig::default();
-    config.history_capacity = config.history_capacity.max(1000);
-    config.history_ttl = config.history_ttl.max(Duration::from_secs(600));
-    // The buffer also bounds a fresh subscriber's replay: a late page gets all the history.
-    config.subscriber_buffer = config.subscriber_buffer.max(config.history_capacity);
-    config
+impl Config {
+    /// The hub settings the contract asks for (at least 1,000 statuses per session, kept at
+    /// least 10 minutes) with this process's running-task limit.
+    fn hub_config(&self) -> HubConfig {
+        let mut config = HubConfig::default();
+        config.max_running_tasks = self.max_running_tasks;
+        config.history_capacity = config.history_capacity.max(1000);
+        config.history_ttl = config.history_ttl.max(Duration::from_secs(600));
+        // The buffer also bounds a fresh subscriber's replay: a late page gets all the history.
+        config.subscriber_buffer = config.subscriber_buffer.max(config.history_capacity);
+        config
+    }
 }
 
 /// Logs go to stderr: stdout carries only the `listening on` line.

@@ -239,6 +239,39 @@ fn switching_to_direct_delivery_loses_duplicates_and_reorders_nothing() {
 }
 
 #[test]
+fn a_send_racing_the_switch_is_handed_to_the_direct_consumer_before_it_returns() {
+    // The senders read the switch's flag without a lock: one that read it before the switch
+    // began pushes into the channel, and either the switch's drain finds the message or the
+    // sender sees the flag after its push and hands the channel over itself. Two senders, so
+    // that one may hand over the other's message.
+    model(3, || {
+        let messenger = Messenger::new();
+        let direct = Record::default();
+        let producers: Vec<_> = [["a0", "a1"], ["b0", "b1"]]
+            .into_iter()
+            .map(|texts| {
+                let messenger = messenger.clone();
+                thread::spawn(move || {
+                    for text in texts {
+                        messenger.send(None, text);
+                    }
+                })
+            })
+            .collect();
+        messenger.model_set_direct(recorder(&direct)).unwrap();
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        // Every send has returned with direct delivery on: nothing may wait in the channel.
+        let delivered: Vec<String> = direct.lock().unwrap().drain(..).collect();
+        assert_exactly_once_in_order(&delivered, &[&["a0", "a1"], &["b0", "b1"]]);
+        assert_eq!(messenger.received(), 4);
+        messenger.model_clear_direct();
+        assert!(drain(&messenger).is_empty());
+    });
+}
+
+#[test]
 fn ending_direct_delivery_leaves_later_messages_in_order_for_the_next_stream() {
     model(5, || {
         let messenger = Messenger::new();

@@ -33,7 +33,7 @@ use super::config::{cut_at_char_boundary, truncate};
 use super::counters::Counters;
 use super::event::Extra;
 use super::log::hot_window;
-use super::state::{End, Session};
+use super::state::{End, Session, State};
 use super::{HubConfig, NoSessionPolicy, PublishError, Published, SessionId, MAX_KEY_BYTES};
 use crate::messenger::Payload;
 use crate::status::Fields;
@@ -44,7 +44,7 @@ mod sessions;
 mod tasks;
 
 pub(crate) use self::sessions::Refusal;
-use self::sessions::{lock_shard, Count};
+use self::sessions::{lock_shard, touch, Count};
 use self::sessions::{Shard, SHARDS};
 pub(crate) use self::tasks::{CancelHere, TaskRecord};
 
@@ -97,6 +97,8 @@ pub(crate) struct Core {
     ttl_ms: u64,
     sweep_every_ms: u64,
     shards: Box<[Shard]>,
+    /// Picks a session's shard (see `Shard` on the hasher).
+    shard_hasher: foldhash::fast::RandomState,
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
     shut_down: AtomicBool,
@@ -145,6 +147,7 @@ impl Core {
             ttl_ms,
             sweep_every_ms,
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shard_hasher: foldhash::fast::RandomState::default(),
             clock: Clock {
                 epoch: tokio::time::Instant::now(),
             },
@@ -293,6 +296,10 @@ impl Core {
 
     /// Numbers a checked status here, as the next of its session (opening it if needed).
     pub(crate) fn append(&self, status: Outgoing<'_>) -> Result<u64, PublishError> {
+        let status = match self.append_to_held(status) {
+            Ok(seq) => return Ok(seq),
+            Err(status) => status,
+        };
         let counters = &self.counters;
         let now = status.at_ms;
         // An eviction can only win against this append when the TTL is shorter than the time
@@ -330,26 +337,83 @@ impl Core {
                 self.refuse_cancelled(status.session);
                 return Err(PublishError::TaskCancelled);
             }
-            // Expire first: a status arriving after a quiet spell must not revive old history.
-            let mut removed = self.trim(&mut state.log, now);
-            let window = hot_window(
-                session.subscribers.load(Ordering::Relaxed),
-                self.config.subscriber_buffer,
-            );
-            let seq = state
-                .log
-                .append(Arc::clone(&status.text), status.extra.clone(), now, window);
-            removed += self.trim(&mut state.log, now);
+            // Moved, not cloned: every path after this returns, so the text's count is not
+            // raised and lowered again for each status.
+            let (seq, removed) = self.push(&session, &mut state, status.text, status.extra, now);
             let wake = state.take_wakers();
             drop(state);
-            counters.accepted.add(1);
-            counters.retained.add(1);
-            counters.retained.sub(removed);
+            self.count_appended(removed);
             wake.wake();
             return Ok(seq);
         }
         counters.dropped_closed.add(1);
         Err(PublishError::SessionClosed)
+    }
+
+    /// [`Core::append`] where it is most often called: to a session held here, open and not
+    /// idle past its TTL, for no cancelled task. It appends while still holding the shard lock
+    /// (shard, then session: the lock order), which spares raising and lowering the session's
+    /// reference count for every status, and the shard's other sessions wait no longer than
+    /// the append itself. Gives the status back for [`Core::append`]'s general path in every
+    /// other case (that path decides what to do, under its own locks).
+    fn append_to_held<'a>(&self, status: Outgoing<'a>) -> Result<u64, Outgoing<'a>> {
+        let now = status.at_ms;
+        let map = lock_shard(self.shard(status.session));
+        // Under the shard lock, as when a session is opened (see the module invariants).
+        if self.is_shut_down() {
+            return Err(status);
+        }
+        let Some(session) = map.get(status.session) else {
+            return Err(status);
+        };
+        if self.idle_expired(session, now) {
+            return Err(status);
+        }
+        let mut state = session.lock();
+        let cancelled = status
+            .task
+            .as_ref()
+            .is_some_and(|task| task.token.is_cancelled());
+        if state.end.is_some() || cancelled {
+            return Err(status);
+        }
+        // Under the shard lock before appending, as `find_or_open` does (see `state`).
+        touch(session, now);
+        let (seq, removed) = self.push(session, &mut state, status.text, status.extra, now);
+        let wake = state.take_wakers();
+        drop(state);
+        drop(map);
+        self.count_appended(removed);
+        wake.wake();
+        Ok(seq)
+    }
+
+    /// Numbers a status in a live session's log, under its lock; returns its number and how
+    /// many statuses left history.
+    fn push(
+        &self,
+        session: &Session,
+        state: &mut State,
+        text: Arc<str>,
+        extra: Option<Arc<Extra>>,
+        now: u64,
+    ) -> (u64, u64) {
+        // Expire first: a status arriving after a quiet spell must not revive old history.
+        let mut removed = self.trim(&mut state.log, now);
+        let window = hot_window(
+            session.subscribers.load(Ordering::Relaxed),
+            self.config.subscriber_buffer,
+        );
+        let seq = state.log.append(text, extra, now, window);
+        removed += self.trim(&mut state.log, now);
+        (seq, removed)
+    }
+
+    /// Counts a status numbered here and those it pushed out of history.
+    fn count_appended(&self, removed: u64) {
+        self.counters.accepted.add(1);
+        // At capacity one status leaves as one comes: the gauge is then not touched.
+        self.counters.retained.shift(1, removed);
     }
 
     /// Puts statuses numbered elsewhere into `id`'s history, and records that numbers up to
@@ -380,9 +444,10 @@ impl Core {
         let after = state.log.len() as u64;
         let wake = state.take_wakers();
         drop(state);
-        session.last_activity_ms.fetch_max(now, Ordering::Relaxed);
-        self.counters.retained.add(after + removed - before);
-        self.counters.retained.sub(removed);
+        touch(&session, now);
+        self.counters
+            .retained
+            .shift(after + removed - before, removed);
         wake.wake();
     }
 

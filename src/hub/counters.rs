@@ -74,6 +74,15 @@ impl Gauge {
     pub(crate) fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }
+
+    /// Adds `added` and subtracts `removed` as one change (none when they are equal).
+    pub(crate) fn shift(&self, added: u64, removed: u64) {
+        if added >= removed {
+            self.add(added - removed);
+        } else {
+            self.sub(removed - added);
+        }
+    }
 }
 
 #[derive(Debug)]

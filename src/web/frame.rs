@@ -133,6 +133,8 @@ pub struct Frame {
     id: Option<u64>,
 }
 
+/// The status frame as serde writes it: what [`status_json`] must write, byte for byte.
+#[cfg(test)]
 #[derive(Serialize)]
 struct StatusJson<'a> {
     session: &'a str,
@@ -148,6 +150,7 @@ struct StatusJson<'a> {
     key: Option<&'a str>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct ProgressJson {
     current: u64,
@@ -219,28 +222,10 @@ impl Frame {
     pub fn encode(event: &Event) -> Option<Frame> {
         // Serializing strings and integers cannot fail; a failure would only drop the frame.
         match event {
-            Event::Status(status) => serde_json::to_string(&StatusJson {
-                session: status.session(),
-                seq: status.seq(),
-                text: status.text(),
-                task: status.task(),
-                progress: status.progress().map(|progress| ProgressJson {
-                    current: progress.current(),
-                    total: progress.total(),
-                }),
-                level: status.level().map(|level| level.as_str()),
-                key: status.key(),
-            })
-            .ok()
-            .map(|mut json| {
-                if let Some(data) = status.data() {
-                    with_raw_field(&mut json, "data", data.as_str());
-                }
-                Frame {
-                    json,
-                    kind: FrameKind::Status,
-                    id: Some(status.seq()),
-                }
+            Event::Status(status) => Some(Frame {
+                json: status_json(status),
+                kind: FrameKind::Status,
+                id: Some(status.seq()),
             }),
             Event::Gap(gap) => serde_json::to_string(&GapJson {
                 kind: "gap",
@@ -433,6 +418,76 @@ impl Frame {
     }
 }
 
+/// A status's frame, the JSON serde would write for it (`StatusJson`, then `data` raw), written
+/// straight into one buffer of the frame's size: this runs once per status per stream, and
+/// serde's string writer checks and copies byte by byte, where most texts and every id need
+/// no escape at all and are copied whole.
+fn status_json(status: &crate::Status) -> String {
+    let mut json = String::with_capacity(
+        status.session().len()
+            + status.text().len()
+            + status.task().map_or(0, str::len)
+            + status.key().map_or(0, str::len)
+            + status.data().map_or(0, |data| data.as_str().len())
+            + 160,
+    );
+    json.push_str("{\"session\":");
+    push_json_str(&mut json, status.session());
+    json.push_str(",\"seq\":");
+    push_u64(&mut json, status.seq());
+    json.push_str(",\"text\":");
+    push_json_str(&mut json, status.text());
+    if let Some(task) = status.task() {
+        json.push_str(",\"task\":");
+        push_json_str(&mut json, task);
+    }
+    if let Some(progress) = status.progress() {
+        json.push_str(",\"progress\":{\"current\":");
+        push_u64(&mut json, progress.current());
+        json.push_str(",\"total\":");
+        push_u64(&mut json, progress.total());
+        json.push('}');
+    }
+    if let Some(level) = status.level() {
+        json.push_str(",\"level\":");
+        push_json_str(&mut json, level.as_str());
+    }
+    if let Some(key) = status.key() {
+        json.push_str(",\"key\":");
+        push_json_str(&mut json, key);
+    }
+    json.push('}');
+    if let Some(data) = status.data() {
+        with_raw_field(&mut json, "data", data.as_str());
+    }
+    json
+}
+
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_json_str(json: &mut String, text: &str) {
+    // One pass over all the bytes, without an early exit, so that it runs a block at a time.
+    let needs_escape = text.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        // Rare (a quote, a backslash, a control character): serde's own escapes.
+        match serde_json::to_string(text) {
+            Ok(quoted) => json.push_str(&quoted),
+            // Serializing a string cannot fail.
+            Err(_) => json.push_str("\"\""),
+        }
+    } else {
+        json.reserve(text.len() + 2);
+        json.push('"');
+        json.push_str(text);
+        json.push('"');
+    }
+}
+
+fn push_u64(json: &mut String, n: u64) {
+    json.push_str(itoa::Buffer::new().format(n));
+}
+
 /// Appends `"name": raw` as the last field of the JSON object `json`. `raw` is [`JsonData`]
 /// text, already checked and compact (no newline outside an escape), so it goes in as it is,
 /// with no second parse and no `serde_json` raw-value feature.
@@ -472,7 +527,64 @@ impl ClientFrame {
 
 #[cfg(test)]
 mod tests {
-    use super::ClientFrame;
+    use super::{status_json, ClientFrame, ProgressJson, StatusJson};
+    use crate::{Event, Hub, JsonData, Level, StatusMessage};
+    use futures_util::{FutureExt, StreamExt};
+
+    /// The hand-written status encoder writes what serde writes, for texts that need every
+    /// kind of escape and for the optional fields (the task's, set only by a tool's messenger,
+    /// is the same string writer; the demo tests see it in frames).
+    #[tokio::test]
+    async fn status_frames_are_what_serde_writes() {
+        let texts = [
+            "plain",
+            "",
+            "quote \" and backslash \\",
+            "controls \n\r\t\u{8}\u{c}\u{1}\u{1f} end",
+            "unicode é 漢字 \u{7f} 🎉",
+            "</script>",
+        ];
+        let hub = Hub::new(Default::default()).unwrap();
+        for (i, text) in texts.iter().enumerate() {
+            let mut message = StatusMessage::new(*text);
+            if i % 2 == 1 {
+                message = message.progress(i as u64, 99).level(Level::Warn);
+            }
+            if i % 3 == 1 {
+                message = message.key(format!("k\"{i}"));
+            }
+            if i % 3 == 2 {
+                message = message.data(JsonData::new(r#"{"a": [1, "x"]}"#).unwrap());
+            }
+            hub.publish_message(Some("s\"1"), message).unwrap();
+        }
+        let mut subscription = hub.subscribe("s\"1", None);
+        let mut checked = 0;
+        while let Some(Some(event)) = subscription.next().now_or_never() {
+            let Event::Status(status) = event else {
+                continue;
+            };
+            let mut serde = serde_json::to_string(&StatusJson {
+                session: status.session(),
+                seq: status.seq(),
+                text: status.text(),
+                task: status.task(),
+                progress: status.progress().map(|p| ProgressJson {
+                    current: p.current(),
+                    total: p.total(),
+                }),
+                level: status.level().map(|level| level.as_str()),
+                key: status.key(),
+            })
+            .unwrap();
+            if let Some(data) = status.data() {
+                super::with_raw_field(&mut serde, "data", data.as_str());
+            }
+            assert_eq!(status_json(&status), serde);
+            checked += 1;
+        }
+        assert_eq!(checked, texts.len());
+    }
 
     #[test]
     fn client_frames() {

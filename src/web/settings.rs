@@ -39,13 +39,14 @@ pub struct Settings {
     pub write_batch: usize,
     /// Bytes a WebSocket buffers before it writes to the socket; writing waits while the socket
     /// does not take them, so this (plus one frame) bounds what a slow client holds in memory.
-    /// Default 128 KiB, at least 4 KiB. (On actix-web, actix-ws bounds it by 32 frames instead.)
+    /// Default 128 KiB, at least 4 KiB, on axum and on actix-web alike.
     pub write_buffer_bytes: usize,
     /// The `retry:` hint an SSE stream starts with: how long an `EventSource` waits before it
     /// reconnects by itself. Default 1 s.
     pub sse_retry: Duration,
-    /// Longest a WebSocket may take to write a frame out (a status, a keep-alive, the answer
-    /// to a ping, a close): a socket that does not take it in this long belongs to a client
+    /// Longest a WebSocket may take to write a frame out (a burst of statuses, at most
+    /// [`write_batch`](Settings::write_batch) of them, with its flush; a keep-alive; the answer
+    /// to a ping; a close): a socket that does not take it in this long belongs to a client
     /// that stopped reading, and is dropped ([`Ended::Stalled`](super::ws::Ended::Stalled)).
     /// With [`write_buffer_bytes`](Settings::write_buffer_bytes) it bounds what such a client
     /// holds, however many pings it sends. Default 10 s, at least 1 ms.

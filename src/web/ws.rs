@@ -9,9 +9,10 @@
 //! - The loop sends a close frame whenever it ends on its own (1001 when the subscription
 //!   ended, 1009 for an oversized client frame, 1000 in answer to the client's close), and
 //!   none when the connection itself failed.
-//! - Every write to the sink (a frame, a flush, a close) finishes within
-//!   [`Settings::write_timeout`] or ends the loop, so a client that stops reading holds its
-//!   socket's write buffer for at most that long, however much it sends.
+//! - Every write to the sink (a burst of at most [`Settings::write_batch`] frames and its
+//!   flush, a pong, a keep-alive, a close) finishes within [`Settings::write_timeout`] or ends
+//!   the loop, so a client that stops reading holds its socket's write buffer for at most that
+//!   long, however much it sends.
 
 use std::future::Future;
 use std::pin::pin;
@@ -140,8 +141,8 @@ pub enum Ended {
 /// [`Settings::write_batch`]), a [`KEEPALIVE_FRAME`] when nothing was written for
 /// [`Settings::keep_alive`], pings answered, cancel frames acted on for the subscription's own
 /// session (through `hub`), other client frames ignored, and a close frame when it ends on its
-/// own (see [`Ended`]). A write that does not finish within [`Settings::write_timeout`] ends
-/// it ([`Ended::Stalled`]).
+/// own (see [`Ended`]). A write (a burst and its flush, a pong, a keep-alive, a close) that
+/// does not finish within [`Settings::write_timeout`] ends it ([`Ended::Stalled`]).
 ///
 /// `sink` takes [`Outgoing`] frames and `incoming` yields [`Incoming`] ones: wrap your
 /// framework's socket with `SinkExt::with` and `StreamExt::map`. Refuse oversized frames in the
@@ -210,20 +211,20 @@ where
                 let Some(event) = event else {
                     return close(&mut sink, limit, CLOSE_GOING_AWAY, "going away", Ended::HubClosed).await;
                 };
-                if let Err(ended) = within(limit, feed(&mut sink, &event)).await {
-                    return ended;
-                }
-                // Write what is already waiting, then flush once: one system call for a burst.
-                for _ in 1..batch {
-                    let Some(Some(event)) = subscription.next().now_or_never() else {
-                        // Nothing more ready now, or the end, which the next turn sees.
-                        break;
-                    };
-                    if let Err(ended) = within(limit, feed(&mut sink, &event)).await {
-                        return ended;
+                // Write what is already waiting, then flush once: one system call for a burst,
+                // and one deadline for it, not a timer per frame.
+                let burst = async {
+                    feed(&mut sink, &event).await?;
+                    for _ in 1..batch {
+                        let Some(Some(event)) = subscription.next().now_or_never() else {
+                            // Nothing more ready now, or the end, which the next turn sees.
+                            break;
+                        };
+                        feed(&mut sink, &event).await?;
                     }
-                }
-                if let Err(ended) = within(limit, sink.flush()).await {
+                    sink.flush().await
+                };
+                if let Err(ended) = within(limit, burst).await {
                     return ended;
                 }
                 last_write = Instant::now();

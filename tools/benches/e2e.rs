@@ -16,6 +16,11 @@
 //!   demos' history and subscriber buffer) is refused: a client that falls that far behind gets
 //!   a gap item, as the contract says, and the run could no longer check clean delivery;
 //! - paced latency: `--paced S,N,D` (default 10 sessions of 200 steps 10 ms apart), p50/p99/p99.9;
+//!   with `--alternate`, every server is started once and the runs alternate between them (one
+//!   run each of floor, axum, actix, then again, `--runs` rounds), so that a burst of other load
+//!   on a shared machine falls on all of them alike; it prints each run's p99, each server's
+//!   median p99 and its ratio to the floor's (the ratio of the medians, and the median of the
+//!   rounds' ratios);
 //! - memory: `--idle-sessions` (10,000) sessions each given `--idle-steps` (100) statuses with no
 //!   subscriber, a sample read back, then the peak RSS (`--idle-subscribed` instead keeps a
 //!   socket open on every session while the statuses arrive, and closes them after; the peak
@@ -147,6 +152,8 @@ struct Options {
     many_tools: (u64, u64, u64),
     idle: (u64, u64),
     idle_subscribed: bool,
+    /// Paced runs alternate between the servers, one run each per round.
+    alternate: bool,
     /// Which of `throughput`, `paced`, `memory` to run.
     scenarios: Vec<String>,
     sse: bool,
@@ -160,7 +167,7 @@ struct Options {
 const USAGE: &str =
     "usage: cargo bench -p status-messenger-tools --bench e2e -- [--servers floor,axum,actix] \
 [--scenarios throughput,paced,memory,many_tools] [--sessions 1,10,100,1000] [--steps 1000] [--runs 5] \
-[--paced 10,200,10] [--many-tools 2000,20,50] [--idle-sessions 10000] [--idle-steps 100] [--idle-subscribed] [--sse] \
+[--paced 10,200,10] [--alternate] [--many-tools 2000,20,50] [--idle-sessions 10000] [--idle-steps 100] [--idle-subscribed] [--sse] \
 [--redis URL | --redis-cluster URL[,URL...] [--redis-split]] [--loadgen-threads 1] [--out DIR]";
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -182,6 +189,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         many_tools: (2000, 20, 50),
         idle: (10_000, 100),
         idle_subscribed: false,
+        alternate: false,
         scenarios: vec!["throughput".into(), "paced".into(), "memory".into()],
         sse: false,
         redis: None,
@@ -233,6 +241,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             "--idle-sessions" => options.idle.0 = list(&value()?, "--idle-sessions")?[0],
             "--idle-steps" => options.idle.1 = list(&value()?, "--idle-steps")?[0],
             "--idle-subscribed" => options.idle_subscribed = true,
+            "--alternate" => options.alternate = true,
             "--sse" => options.sse = true,
             "--redis" => options.redis = Some(value()?),
             "--redis-cluster" => options.redis_cluster = Some(value()?),
@@ -587,6 +596,114 @@ fn measure(
     row
 }
 
+/// Rows of one scenario run `rounds` times over every server in turn: all servers started
+/// first, then one load-generator run (`args` asks for one) of each per round; each row holds
+/// its server's runs in order and their medians, as the load generator's own `--runs` would.
+fn measure_alternating(
+    ctx: &Context<'_>,
+    scenario: &str,
+    args: &[String],
+    rounds: u32,
+) -> Vec<Value> {
+    let servers = &ctx.options.servers;
+    let mut started = Vec::new();
+    for server in servers {
+        match UnderTest::start(ctx, server, scenario) {
+            Ok(under_test) => started.push(Some(under_test)),
+            Err(e) => {
+                eprintln!("e2e: {server}: {e}");
+                started.push(None);
+            }
+        }
+    }
+    let mut results: Vec<Vec<Value>> = vec![Vec::new(); servers.len()];
+    let mut errors: Vec<Option<String>> = vec![None; servers.len()];
+    for round in 1..=rounds {
+        for (i, server) in servers.iter().enumerate() {
+            let Some(under_test) = &started[i] else {
+                continue;
+            };
+            eprintln!("e2e: {server}: {scenario}, round {round}/{rounds}");
+            match loadgen(ctx, under_test, args) {
+                Ok(result) => results[i].push(result),
+                Err(e) => {
+                    errors[i].get_or_insert(e);
+                }
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let Some(under_test) = started[i].take() else {
+            rows.push(json!({ "server": server, "scenario": scenario, "error": "did not start" }));
+            continue;
+        };
+        let peak_rss_mib = under_test.peak_rss_mib();
+        let clean_exit = under_test.stop();
+        let mut row = json!({
+            "server": server,
+            "scenario": scenario,
+            "alternated": true,
+            "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
+            "clean_exit": clean_exit,
+        });
+        match (errors[i].take(), merge_runs(&results[i])) {
+            (Some(e), _) => row["error"] = Value::String(e),
+            (None, Some(merged)) => row["loadgen"] = merged,
+            (None, None) => row["error"] = Value::String("no runs".into()),
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+/// One load-generator result out of several of one run each: every run in order, the medians
+/// of their figures, the violations summed.
+fn merge_runs(results: &[Value]) -> Option<Value> {
+    let mut merged = results.first()?.clone();
+    let runs: Vec<Value> = results
+        .iter()
+        .flat_map(|r| r["runs"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let median_of = |pointer: &str| {
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.pointer(pointer).and_then(Value::as_f64))
+            .collect();
+        median(&mut values).map_or(Value::Null, |v| json!(v))
+    };
+    let latency = json!({
+        "p50_ms": median_of("/latency/p50_ms"),
+        "p99_ms": median_of("/latency/p99_ms"),
+        "p999_ms": median_of("/latency/p999_ms"),
+        "max_ms": median_of("/latency/max_ms"),
+    });
+    merged["median"] = json!({
+        "statuses_per_s": median_of("/statuses_per_s"),
+        "latency": latency,
+        "started_max_ms": median_of("/started/max_ms"),
+    });
+    let violations: u64 = results
+        .iter()
+        .filter_map(|r| r["violations"].as_u64())
+        .sum();
+    merged["violations"] = json!(violations);
+    merged["ok"] = json!(results.iter().all(|r| r["ok"] == Value::Bool(true)));
+    merged["runs"] = Value::Array(runs);
+    Some(merged)
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` if empty.
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 /// The most steps per session a throughput run asks for: the demos keep 1,000 statuses of
 /// history and buffer as many per subscriber, so every status of such a run can be delivered
 /// without a gap however late a socket reads.
@@ -641,7 +758,16 @@ fn run(options: &Options) -> Result<bool, String> {
         }
     }
     let (s, n, d) = options.paced;
-    if wanted("paced") {
+    if wanted("paced") && options.alternate {
+        eprintln!("e2e: paced, {s} sessions x {n} steps, {d} ms apart, {runs} alternating rounds");
+        let args = flags(&[
+            ("--sessions", s),
+            ("--steps", n),
+            ("--delay-ms", d),
+            ("--runs", 1),
+        ]);
+        rows.extend(measure_alternating(&ctx, "paced", &args, options.runs));
+    } else if wanted("paced") {
         for server in &options.servers {
             eprintln!("e2e: {server}: paced, {s} sessions x {n} steps, {d} ms apart");
             let args = flags(&[
@@ -829,6 +955,7 @@ fn print_table(options: &Options, rows: &[Value]) {
             if ok { "yes" } else { "NO" },
         ));
     }
+    print_alternated(rows, &mut table);
     let floor_p99 = rows
         .iter()
         .find(|r| r["server"] == "floor" && r["scenario"] == "many_tools")
@@ -848,6 +975,53 @@ fn print_table(options: &Options, rows: &[Value]) {
         ));
     }
     println!("{table}");
+}
+
+/// Each alternated run's p99 beside the floor's of the same round, the median p99s, and their
+/// ratios to the floor's: of the medians, and the median of the rounds' ratios.
+fn print_alternated(rows: &[Value], table: &mut String) {
+    let p99s = |row: &Value| -> Vec<f64> {
+        row.pointer("/loadgen/runs")
+            .and_then(Value::as_array)
+            .map(|runs| {
+                runs.iter()
+                    .filter_map(|r| r.pointer("/latency/p99_ms").and_then(Value::as_f64))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let alternated: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["alternated"] == Value::Bool(true) && r.get("error").is_none())
+        .collect();
+    let Some(floor) = alternated.iter().find(|r| r["server"] == "floor") else {
+        return;
+    };
+    let floor_p99s = p99s(floor);
+    let Some(floor_median) = median(&mut floor_p99s.clone()) else {
+        return;
+    };
+    table.push_str("\nalternating paced runs, p99 ms per round:\n");
+    for row in &alternated {
+        let server = row["server"].as_str().unwrap_or("?");
+        let runs = p99s(row);
+        let cells: Vec<String> = runs.iter().map(|p| format!("{p:.3}")).collect();
+        let Some(median_p99) = median(&mut runs.clone()) else {
+            continue;
+        };
+        let mut ratios: Vec<f64> = runs
+            .iter()
+            .zip(&floor_p99s)
+            .filter(|(_, floor)| **floor > 0.0)
+            .map(|(p99, floor)| p99 / floor)
+            .collect();
+        let round_ratio = median(&mut ratios).map_or("-".into(), |r| format!("{r:.2}"));
+        table.push_str(&format!(
+            "{server:<7} {}  median {median_p99:.3} ms, {:.2}x the floor's median, median of the rounds' ratios {round_ratio}\n",
+            cells.join(" "),
+            median_p99 / floor_median,
+        ));
+    }
 }
 
 /// One throughput result on the chart.

@@ -15,13 +15,13 @@
 -- before the call, so the entry would be above it), the call ran, and nothing is added twice.
 --
 -- KEYS: per session its history stream
--- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 the channel of the whole call ('': each session publishes
---       on its own), 3 history capacity, 4 time to live of a renewed key (ms), 5 token ('':
---       none), 6 '1' to check whether the call ran before, then 8 per session: its id, the head
---       of its frame (`<id length> <records length> `), its channel ('' when the call has one),
---       floor (its numbers go on after at least this), the numbers the batch takes (0: only
---       raise the counter to the floor), '1' to renew its key's time to live, reserve (see
---       below; '0': none), its records
+-- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 the channel of the whole call (on one Redis every
+--       session's, on a cluster its partition's), 3 history capacity, 4 time to live of a
+--       renewed key (ms), 5 token ('': none), 6 '1' to check whether the call ran before, then
+--       7 per session: its id, the head of its frame (`<id length> <records length> `), floor
+--       (its numbers go on after at least this), the numbers the batch takes (0: only raise the
+--       counter to the floor), '1' to renew its key's time to live, reserve (see below; '0':
+--       none), its records
 -- A reserve is a part of unknown fate after Redis lost its data: if it ran, it took the
 -- `reserve` numbers after the floor (the writer's last confirmed counter). A counter exactly at
 -- their end was raised there by a process that saw it: the part takes nothing more. Otherwise
@@ -30,8 +30,8 @@
 -- still gets a gap.
 -- Each session's part is published as the frame `<id length> <records length> <first>\n<id>
 -- <records>`, `<first>` being the first number it takes: one message of every frame on the
--- call's channel, or one message per session on its own channel. (Nothing here formats a
--- number: the frame is made of strings the writer sent and the id Redis gave.)
+-- call's channel, so a call costs one publish however many sessions it serves. (Nothing here
+-- formats a number: the frame is made of strings the writer sent and the id Redis gave.)
 -- Returns {1, counter after, ...} (a counter per session, in order), or {0, counter, ...} when
 -- the token shows the call was applied before.
 local function number(id)
@@ -58,9 +58,9 @@ local sessions = #KEYS
 local token = ARGV[5]
 if token ~= '' and ARGV[6] == '1' then
   for i = 1, sessions do
-    local b = 7 + 8 * (i - 1)
-    if tonumber(ARGV[b + 4]) > 0 then
-      local after = '0-' .. (tonumber(ARGV[b + 3]) + 1)
+    local b = 7 + 7 * (i - 1)
+    if tonumber(ARGV[b + 3]) > 0 then
+      local after = '0-' .. (tonumber(ARGV[b + 2]) + 1)
       for _, entry in ipairs(redis.call('XRANGE', KEYS[i], after, '+')) do
         if entry[2][6] == token then
           local out = {0}
@@ -71,13 +71,13 @@ if token ~= '' and ARGV[6] == '1' then
         end
       end
       -- The token goes with the first part that adds an entry; only a reserve may add none.
-      if tonumber(ARGV[b + 6]) == 0 then
+      if tonumber(ARGV[b + 5]) == 0 then
         break
       end
     end
   end
 end
-local publish, shared = ARGV[1], ARGV[2]
+local publish, channel = ARGV[1], ARGV[2]
 local capacity = tonumber(ARGV[3])
 local ttl = ARGV[4]
 local frames = {}
@@ -85,10 +85,10 @@ local out = {1}
 local a = 7
 for i = 1, sessions do
   local log = KEYS[i]
-  local id, head, channel, floor = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local numbers, renew = tonumber(ARGV[a + 4]), ARGV[a + 5]
-  local reserve, records = tonumber(ARGV[a + 6]), ARGV[a + 7]
-  a = a + 8
+  local id, head, floor = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local numbers, renew = tonumber(ARGV[a + 3]), ARGV[a + 4]
+  local reserve, records = tonumber(ARGV[a + 5]), ARGV[a + 6]
+  a = a + 7
   local cur
   if reserve > 0 and counter(log) == floor + reserve then
     -- A process that saw this reserved part raised the counter to its end: nothing more.
@@ -135,12 +135,7 @@ for i = 1, sessions do
         redis.call('XTRIM', log, 'MINID', keep[1])
       end
     end
-    local frame = head .. string.sub(added, 3) .. '\n' .. id .. records
-    if shared == '' then
-      redis.call(publish, channel, frame)
-    else
-      frames[#frames + 1] = frame
-    end
+    frames[#frames + 1] = head .. string.sub(added, 3) .. '\n' .. id .. records
     if renew == '1' then
       redis.call('PEXPIRE', log, ttl)
     end
@@ -148,6 +143,6 @@ for i = 1, sessions do
   out[i + 1] = cur
 end
 if #frames > 0 then
-  redis.call(publish, shared, table.concat(frames))
+  redis.call(publish, channel, table.concat(frames))
 end
 return out

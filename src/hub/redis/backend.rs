@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Value;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -155,14 +154,7 @@ impl Backend for RedisBackend {
                 None,
                 settings.ttl_ms.max(1),
             );
-            let mut result = wire::by(deadline, open.query_async::<Value>(&mut conn)).await;
-            if result.as_ref().is_err_and(wire::is_noscript) {
-                // A server that restarted or took over has not been given the scripts yet.
-                result = match wire::by(deadline, Scripts::load(&mut conn)).await {
-                    Ok(()) => wire::by(deadline, open.query_async::<Value>(&mut conn)).await,
-                    Err(error) => Err(error),
-                };
-            }
+            let result = wire::run_script(&mut conn, &open, deadline).await;
             result
                 .map(drop)
                 .map_err(|error| OpenError::Backend(request_error(error)))
@@ -271,19 +263,16 @@ impl Backend for RedisBackend {
                 .connection(deadline)
                 .await
                 .map_err(CancelError::Backend)?;
-            let reply: redis::Value = wire::by(
-                deadline,
-                wire::cancel_cmd(
-                    &settings.keys,
-                    settings.ttl_ms,
-                    settings.task_capacity,
-                    id,
-                    task,
-                )
-                .query_async(&mut conn),
-            )
-            .await
-            .map_err(|error| CancelError::Backend(request_error(error)))?;
+            let cancel = shared.scripts.cancel_cmd(
+                &settings.keys,
+                settings.ttl_ms,
+                settings.task_capacity,
+                id,
+                task,
+            );
+            let reply = wire::run_script(&mut conn, &cancel, deadline)
+                .await
+                .map_err(|error| CancelError::Backend(request_error(error)))?;
             match wire::parse_cancel_reply(&reply) {
                 Some(wire::Cancelled::State(state)) => Ok(state),
                 Some(wire::Cancelled::UnknownTask) => Err(CancelError::UnknownTask),

@@ -13,25 +13,30 @@
 //! the id `0-<first number it takes>`, added with the id `0-*` so that Redis itself gives the next
 //! number, trimmed to the batches holding the last [`HubConfig::history_capacity`] numbers (so it
 //! keeps at least that many statuses, and at most one batch more); the stream exists while the
-//! session does. Beside it, a pub/sub channel (`ch`), and a hash (`meta`) that only a close
-//! writes. Keys live [`HubConfig::history_ttl`] to 1.25 times that after the session's last
-//! status, and are renewed while a process has subscribers of the session.
+//! session does. Beside it, a hash of its tasks (`tasks`) and a hash (`meta`) that only a close
+//! writes. Every session's statuses travel on one pub/sub channel, `{prefix}:ch`. Keys live
+//! [`HubConfig::history_ttl`] to 1.25 times that after the session's last status, and are
+//! renewed while a process has subscribers of the session.
 //!
 //! - **Writing.** [`Hub::publish`] puts the status in a bounded buffer and returns at once. One
 //!   writer task per hub takes what is buffered, at most one batch per
 //!   [`RedisConfig::batch_delay`] (unless a full batch is waiting), and sends it as **one** call
 //!   of a Lua script (`EVALSHA`) for all the sessions in it, over one multiplexed connection.
-//!   For each session the script adds the batch to its stream (one `XADD`, which numbers it) and
-//!   publishes it on its channel, all atomically: that is what gives every process one numbering
-//!   and one order per session. Key lifetimes are renewed by the first call after a quarter of
-//!   the TTL, not by every status. So a batch costs Redis one call, and two commands per session
-//!   in it, however the statuses are spread over sessions.
-//! - **Reading.** A process subscribes to a session's channel only while it has local
-//!   subscribers of that session (one pub/sub connection, channels added and removed as
-//!   subscribers come and go), so its traffic grows with the sessions it serves, not with all of
-//!   them. It subscribes first and then reads the stream after what it holds, and copies both
-//!   into the hub's local per-session history with the numbers Redis gave; subscriptions read
-//!   that local history exactly as with the in-memory hub. A jump in the numbers received is
+//!   For each session the script adds the batch to its stream (one `XADD`, which numbers it),
+//!   and publishes what it added for all the sessions as one message on the channel, all
+//!   atomically: that is what gives every process one numbering and one order per session. Key
+//!   lifetimes are renewed by the first call after a quarter of the TTL, not by every status.
+//!   So a batch costs Redis one call, one publish and one command per session in it, however
+//!   the statuses are spread over sessions.
+//! - **Reading.** A process subscribes to the channel while it has local subscribers of any
+//!   session (one pub/sub connection), and follows the sessions it has subscribers of: before
+//!   it follows one it is subscribed, then it reads the session's stream after what it holds,
+//!   and copies both into the hub's local per-session history with the numbers Redis gave;
+//!   subscriptions read that local history exactly as with the in-memory hub. It hears the
+//!   statuses of every session while it listens and keeps those of the sessions it follows: a
+//!   session costs Redis no subscription of its own and a batch one message, for traffic to
+//!   each listening process that grows with all the sessions' statuses (frames it skips by
+//!   their session's id), not only those it serves. A jump in the numbers received is
 //!   read back from the stream before anything after it is applied; what the stream no longer
 //!   holds reaches subscribers as a [`Gap`](crate::Gap).
 //! - **Sessions.** [`Hub::open_session`] makes the session's stream (empty) and
@@ -65,14 +70,17 @@
 //!
 //! # Key layout
 //!
-//! This is the second layout. The first (release 0.1.0) kept each session's counter and writer
+//! This is the third layout. The first (release 0.1.0) kept each session's counter and writer
 //! tokens in its hash, numbered stream entries `<first>-0`, and had one script call per session
-//! per batch. Now the stream is the counter (entries `0-<first>`, each call's token in the field
-//! `t` of its first entry) and a published message carries one frame per session (`<id length>
-//! <records length> <first>\n<id><records>`; `<first>` is `x` for a close, `t` for a task's
-//! change and `c` for a stop asked). Processes of the two layouts must not share a
-//! Redis: give the new ones another [`RedisConfig::key_prefix`], or let the old sessions expire
-//! first (a stream of the first layout that is written to again is replaced).
+//! per batch. The second made the stream the counter (entries `0-<first>`, each call's token in
+//! the field `t` of its first entry) and a published message carry one frame per session
+//! (`<id length> <records length> <first>\n<id><records>`; `<first>` is `x` for a close, `t`
+//! for a task's change and `c` for a stop asked), on a channel per session
+//! (`{prefix}:{<session>}:ch`). The third publishes those frames on one channel, `{prefix}:ch`,
+//! one message per call.
+//! Processes of different layouts must not share a Redis (they would not hear each other): give
+//! the new ones another [`RedisConfig::key_prefix`], or let the old sessions expire first (a
+//! stream of the first layout that is written to again is replaced).
 //!
 //! # Faults
 //!
@@ -159,20 +167,22 @@
 //! (`tools/redis_cost.py`) and every figure are in `benches/README.md` (section "What a status
 //! costs Redis"). Medians on a shared 2-core machine:
 //!
-//! | shape | before (a call per session per batch) | one Redis | cluster (masters; replicas) |
+//! | shape | one Redis: before (a publish and a subscription per session) | one Redis: now | cluster (masters; replicas) |
 //! | --- | ---: | ---: | ---: |
-//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.48 µs, 46 B | 0.50 µs, 45 B | 0.82 µs; 0.34 µs |
-//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 28.7 µs, 438 B | 16.3 µs, 280 B | 30.4 µs; 13.0 µs |
+//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.81 µs, 106 B | 0.70 µs, 100 B | 1.17 µs; 0.45 µs |
+//! | sparse: 250 sessions x 20 statuses, 12 ms apart | 21.3 µs, 633 B | 17.5 µs, 314 B | 36.4 µs; 13.5 µs |
 //!
-//! (Redis CPU and bytes in per delivered status.) So one Redis core carries about 2,000,000
-//! statuses/s in the bulk shape and 61,000/s in the sparse one (35,000 before); on a cluster a
-//! master core carries about 33,000/s sparse (a call there serves the few statuses of one
-//! partition, and its effects are replicated), and the cluster grows with its masters. A sparse
-//! batch holds about one status per session, and each still costs an `XADD` to its session's
-//! stream (about 2 µs on that machine even in a tight Lua loop) and its share of the session's
-//! own costs (creating, checking, subscribing, attaching: about 70 µs per session): that, not
-//! the number of calls, is what is left on one Redis. [`RedisConfig::batch_delay`] and
-//! [`cluster::RedisClusterConfig::partitions`] trade latency and spreading for bigger calls.
+//! (Redis CPU and bytes in per delivered status; the sparse shape is 20,000 statuses/s with
+//! about one status per session in each 1 ms batch.) So one Redis core carries about 1,400,000
+//! statuses/s in the bulk shape and 57,000/s in the sparse one; on a cluster a master core
+//! carries about 27,000/s sparse (a call there serves the few statuses of one partition, and
+//! its effects are replicated), and the cluster grows with its masters. A sparse batch holds
+//! about one status per session, and each still costs an `XADD` to its session's stream (about
+//! 3 µs on that machine) and its share of the session's own requests (creating, checking,
+//! starting a task, its changes, attaching in each process: about 100 µs per session, mostly
+//! system calls): that, not the number of calls, is what is left on one Redis.
+//! [`RedisConfig::batch_delay`] and [`cluster::RedisClusterConfig::partitions`] trade latency
+//! and spreading for bigger calls.
 //!
 //! # Choosing the bounds
 //!

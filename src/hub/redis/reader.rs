@@ -1,16 +1,20 @@
 //! The reader task: subscribes to the channels of the sessions this process serves and copies
 //! their statuses, with the numbers Redis gave them, into the hub's local history.
 //!
-//! One Redis: a channel per session, on one pub/sub connection. What is done with each session's
-//! statuses is in `follow`.
+//! One Redis: one channel for every session, on one pub/sub connection, subscribed while this
+//! process follows any session (each append call publishes once for all its sessions, so a
+//! session costs no subscription of its own). What is done with each session's statuses is in
+//! `follow`; frames of sessions not followed here are skipped.
 //!
 //! # Invariants
 //!
-//! - A session is followed exactly while its channel is subscribed on the current connection.
-//! - Attaching subscribes first and reads the stream second. Every append runs atomically in
-//!   Redis (stream entry and publish together), so each status is either in what was read or
-//!   published after the subscription took effect: nothing falls between. Numbers at or below
-//!   the applied one are duplicates of what was read and are skipped.
+//! - The channel is subscribed (Redis confirmed it) on the current connection whenever a
+//!   session is followed, and unsubscribed once none is.
+//! - Attaching subscribes first (unless subscribed already) and reads the stream second. Every
+//!   append runs atomically in Redis (stream entry and publish together), so each status is
+//!   either in what was read or published after the subscription took effect: nothing falls
+//!   between. Numbers at or below the applied one are duplicates of what was read and are
+//!   skipped.
 //! - Every reconnect starts from scratch: resubscribe to the sessions that have local
 //!   subscribers now and read each stream from its applied number on.
 
@@ -35,6 +39,8 @@ struct Link {
     sink: PubSubSink,
     stream: PubSubStream,
     conn: Conn,
+    /// The channel is subscribed on this connection.
+    subscribed: bool,
 }
 
 pub(super) struct Reader {
@@ -155,7 +161,13 @@ impl Reader {
         let (sink, stream) = wire::connect_pubsub(client, settings.timeout).await?;
         let lost = self.epoch.as_ref().is_some_and(|seen| *seen != epoch);
         self.epoch = Some(epoch);
-        Ok((Link { sink, stream, conn }, lost))
+        let link = Link {
+            sink,
+            stream,
+            conn,
+            subscribed: false,
+        };
+        Ok((link, lost))
     }
 
     async fn serve(
@@ -204,27 +216,39 @@ impl Reader {
         }
     }
 
-    /// Subscribes to `sessions`, then reads each stream after what the local history holds.
+    /// Subscribes to the channel unless it is, then reads each of `sessions` after what the
+    /// local history holds.
     async fn attach(&mut self, link: &mut Link, sessions: Vec<(Arc<str>, u64)>) -> RedisResult<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
         let shared = Arc::clone(self.shared());
         let settings = &shared.settings;
+        if !link.subscribed {
+            let channel = settings.keys.group_channel(0);
+            wire::within(settings.timeout, link.sink.subscribe(channel)).await?;
+            link.subscribed = true;
+        }
         for chunk in sessions.chunks(CHUNK) {
-            let channels: Vec<String> = chunk
-                .iter()
-                .map(|(s, _)| settings.keys.channel(s))
-                .collect();
-            wire::within(settings.timeout, link.sink.subscribe(channels)).await?;
-            // A subscriber opens the session, as a status would.
-            let closed = self
-                .follow
+            // A subscriber opens the session, as a status would. Sessions found closed are not
+            // followed.
+            self.follow
                 .attach(&mut link.conn, chunk.to_vec(), true)
                 .await?;
-            if !closed.is_empty() {
-                let channels: Vec<String> =
-                    closed.iter().map(|s| settings.keys.channel(s)).collect();
-                wire::within(settings.timeout, link.sink.unsubscribe(channels)).await?;
-            }
         }
+        self.unsubscribe_if_idle(link).await
+    }
+
+    /// Unsubscribes from the channel once no session is followed, so an idle process hears
+    /// nothing.
+    async fn unsubscribe_if_idle(&mut self, link: &mut Link) -> RedisResult<()> {
+        if !link.subscribed || !self.follow.is_empty() {
+            return Ok(());
+        }
+        let settings = &self.shared().settings;
+        let channel = settings.keys.group_channel(0);
+        wire::within(settings.timeout, link.sink.unsubscribe(channel)).await?;
+        link.subscribed = false;
         Ok(())
     }
 
@@ -233,17 +257,16 @@ impl Reader {
             self.follow.unexpected("message");
             return Ok(());
         };
+        let mut closed = false;
         for (session, segment) in frames {
-            if self
+            closed |= self
                 .follow
                 .on_segment(&mut link.conn, session, &segment)
                 .await?
-                == After::Closed
-            {
-                let shared = self.shared();
-                let channel = shared.settings.keys.channel(session);
-                wire::within(shared.settings.timeout, link.sink.unsubscribe(channel)).await?;
-            }
+                == After::Closed;
+        }
+        if closed {
+            self.unsubscribe_if_idle(link).await?;
         }
         Ok(())
     }
@@ -277,18 +300,13 @@ impl Reader {
             self.follow.detach(session);
         }
         attach.extend(again);
-        if !detach.is_empty() {
-            let keys = &shared.settings.keys;
-            let channels: Vec<String> = detach.iter().map(|s| keys.channel(s)).collect();
-            for session in &detach {
-                self.follow.detach(session);
-            }
-            wire::within(shared.settings.timeout, link.sink.unsubscribe(channels)).await?;
+        for session in &detach {
+            self.follow.detach(session);
         }
-        if !attach.is_empty() {
-            self.attach(link, attach).await?;
+        if attach.is_empty() {
+            return self.unsubscribe_if_idle(link).await;
         }
-        Ok(())
+        self.attach(link, attach).await
     }
 
     /// Pings both connections, so a dead one is noticed even when nothing happens, and keeps

@@ -23,7 +23,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redis::Value;
 use tokio::sync::Notify;
 
 use super::wire::{self, Backoff};
@@ -174,21 +173,19 @@ async fn write(shared: &Shared, change: &Queued) -> Result<bool, crate::hub::Bac
     let mut conn = shared
         .connection(tokio::time::Instant::now() + settings.timeout)
         .await?;
-    let reply: Value = wire::within(
-        settings.timeout,
-        wire::task_cmd(
-            &settings.keys,
-            settings.ttl_ms,
-            settings.task_capacity,
-            &change.session,
-            &change.task,
-            change.state,
-            change.message.as_deref(),
-        )
-        .query_async(&mut conn),
-    )
-    .await
-    .map_err(super::backend_error)?;
+    let deadline = tokio::time::Instant::now() + settings.timeout;
+    let cmd = shared.scripts.task_cmd(
+        &settings.keys,
+        settings.ttl_ms,
+        settings.task_capacity,
+        &change.session,
+        &change.task,
+        change.state,
+        change.message.as_deref(),
+    );
+    let reply = wire::run_script(&mut conn, &cmd, deadline)
+        .await
+        .map_err(super::backend_error)?;
     let (_last_seq, asked) = wire::parse_task_reply(&reply)
         .ok_or_else(|| super::backend_error("unexpected reply from the task script"))?;
     Ok(asked)

@@ -26,8 +26,8 @@ pub(super) use self::records::{
     parse_frames, parse_records, push_head, push_status, Body, Record, Segment,
 };
 pub(super) use self::scripts::{
-    cancel_cmd, parse_append, parse_cancel_reply, parse_close, parse_read, parse_task_reply,
-    parse_tasks, raise_cmd, task_cmd, touch, Append, Call, Cancelled, Scripts, Stored,
+    parse_append, parse_cancel_reply, parse_close, parse_read, parse_task_reply, parse_tasks,
+    raise_cmd, touch, Append, Call, Cancelled, Scripts, Stored,
 };
 
 /// A command connection: to one Redis, or to a cluster (which routes each command to the shard
@@ -74,6 +74,22 @@ impl ConnectionLike for Conn {
 /// command did not run, so sending it again after loading is safe.
 pub(super) fn is_noscript(error: &redis::RedisError) -> bool {
     error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// Runs `cmd`, an `EVALSHA` of one of [`Scripts`], by `deadline`. A server that restarted or
+/// took over may not have been given the scripts yet: it answers `NOSCRIPT` without running
+/// anything, so the scripts are loaded and the command is sent once more.
+pub(super) async fn run_script(
+    conn: &mut Conn,
+    cmd: &Cmd,
+    deadline: tokio::time::Instant,
+) -> RedisResult<Value> {
+    let result = by(deadline, cmd.query_async::<Value>(conn)).await;
+    if !result.as_ref().is_err_and(is_noscript) {
+        return result;
+    }
+    by(deadline, Scripts::load(conn)).await?;
+    by(deadline, cmd.query_async::<Value>(conn)).await
 }
 
 /// Opens a multiplexed command connection; every command on it times out after `timeout`.

@@ -11,6 +11,11 @@
 //! history, no gap handling. Comparing a demo server with this floor shows what the crate adds
 //! over the transport.
 //!
+//! The bytes are the demos' own: each status carries its task and progress
+//! (`{"session", "seq", "text", "task", "progress": {"current", "total"}}`), and each task sends
+//! its `running` task frame as it starts and its `finished` one after its last step, so a demo
+//! and the floor write the same frames, the same number of them, of the same length.
+//!
 //! Differences from the contract, on purpose: a session has one reader at a time (a second
 //! socket waits until the first closes) and statuses leave the queue once they are sent, so
 //! there is no resume (`after=`, `Last-Event-ID` are ignored). Until a socket drains it, the
@@ -44,8 +49,23 @@ use tokio::sync::OwnedMutexGuard;
 /// How many queued statuses a socket task takes at once before flushing the socket.
 const BATCH: usize = 256;
 
-/// One status in a session's queue: its sequence number and text.
-type Status = (u64, String);
+/// One frame in a session's queue, encoded by the socket task as the demos encode theirs.
+enum Item {
+    /// A status of step `current` of `total`, added by `task`.
+    Status {
+        seq: u64,
+        text: String,
+        task: Arc<str>,
+        current: u64,
+        total: u64,
+    },
+    /// A task's state, as of the session's status `last_seq`.
+    Task {
+        task: Arc<str>,
+        state: &'static str,
+        last_seq: u64,
+    },
+}
 
 struct Session {
     id: String,
@@ -53,12 +73,12 @@ struct Session {
     /// even when two tasks of one session run at once.
     producer: Mutex<Producer>,
     /// The draining side, held by the one socket that currently reads the session.
-    queue: Arc<tokio::sync::Mutex<UnboundedReceiver<Status>>>,
+    queue: Arc<tokio::sync::Mutex<UnboundedReceiver<Item>>>,
 }
 
 struct Producer {
     seq: u64,
-    tx: UnboundedSender<Status>,
+    tx: UnboundedSender<Item>,
 }
 
 impl Session {
@@ -71,14 +91,35 @@ impl Session {
         }
     }
 
-    fn push(&self, text: String) {
+    /// Queues step `current` of `total` of `task` under the next `seq`.
+    fn push(&self, text: String, task: &Arc<str>, current: u64, total: u64) {
         let mut producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
         producer.seq += 1;
         let seq = producer.seq;
+        let item = Item::Status {
+            seq,
+            text,
+            task: Arc::clone(task),
+            current,
+            total,
+        };
         // The receiver lives in `self.queue` as long as the session, so this cannot fail; if it
         // ever did, say so rather than lose the status quietly.
-        if producer.tx.send((seq, text)).is_err() {
+        if producer.tx.send(item).is_err() {
             eprintln!("floor: session {} lost status {seq}: queue closed", self.id);
+        }
+    }
+
+    /// Queues `task`'s new state, as of the latest `seq`, in order with the statuses.
+    fn tell(&self, task: &Arc<str>, state: &'static str) {
+        let producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        let item = Item::Task {
+            task: Arc::clone(task),
+            state,
+            last_seq: producer.seq,
+        };
+        if producer.tx.send(item).is_err() {
+            eprintln!("floor: session {} lost a task frame: queue closed", self.id);
         }
     }
 }
@@ -95,11 +136,31 @@ impl AppState {
     }
 }
 
+/// A status frame, field for field in the demos' order.
 #[derive(Serialize)]
-struct Frame<'a> {
+struct StatusFrame<'a> {
     session: &'a str,
     seq: u64,
     text: &'a str,
+    task: &'a str,
+    progress: Progress,
+}
+
+#[derive(Serialize)]
+struct Progress {
+    current: u64,
+    total: u64,
+}
+
+/// A task frame, as the demos send it.
+#[derive(Serialize)]
+struct TaskFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    session: &'a str,
+    task: &'a str,
+    state: &'static str,
+    last_seq: u64,
 }
 
 #[derive(Deserialize)]
@@ -147,9 +208,44 @@ fn unix_nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-fn frame_json(session: &str, seq: u64, text: &str) -> String {
-    let frame = Frame { session, seq, text };
-    serde_json::to_string(&frame).unwrap_or_else(|_| String::from("{}"))
+/// The item's JSON, and its SSE `id:` and `event:` (a status has an id, a task frame an event).
+fn frame_json(session: &str, item: &Item) -> (String, Option<u64>, Option<&'static str>) {
+    let (json, id, event) = match item {
+        Item::Status {
+            seq,
+            text,
+            task,
+            current,
+            total,
+        } => {
+            let frame = StatusFrame {
+                session,
+                seq: *seq,
+                text,
+                task,
+                progress: Progress {
+                    current: *current,
+                    total: *total,
+                },
+            };
+            (serde_json::to_string(&frame), Some(*seq), None)
+        }
+        Item::Task {
+            task,
+            state,
+            last_seq,
+        } => {
+            let frame = TaskFrame {
+                kind: "task",
+                session,
+                task,
+                state,
+                last_seq: *last_seq,
+            };
+            (serde_json::to_string(&frame), None, Some("task"))
+        }
+    };
+    (json.unwrap_or_else(|_| String::from("{}")), id, event)
 }
 
 async fn create_session(State(state): State<AppState>) -> Response {
@@ -163,15 +259,17 @@ async fn create_session(State(state): State<AppState>) -> Response {
     json(StatusCode::CREATED, serde_json::json!({ "id": id }))
 }
 
-/// The simulated synchronous tool, as in the contract: `steps` statuses, `delay_ms` apart.
-fn tool(session: &Session, steps: u64, delay_ms: u64) {
+/// The simulated synchronous tool, as in the contract: `steps` statuses, `delay_ms` apart,
+/// each with its task and progress, then the task's `finished` frame.
+fn tool(session: &Session, task: &Arc<str>, steps: u64, delay_ms: u64) {
     for i in 1..=steps {
-        let t_ns = unix_nanos();
-        session.push(format!("step {i}/{steps} t_ns={t_ns}"));
-        if delay_ms > 0 {
+        if i > 1 && delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(delay_ms));
         }
+        let t_ns = unix_nanos();
+        session.push(format!("step {i}/{steps} t_ns={t_ns}"), task, i, steps);
     }
+    session.tell(task, "finished");
 }
 
 async fn start_task(
@@ -192,14 +290,14 @@ async fn start_task(
     if request.delay_ms > 60_000 {
         return error(StatusCode::BAD_REQUEST, "delay_ms must be in 0..=60000");
     }
+    let task: Arc<str> = Arc::from(random_id());
+    session.tell(&task, "running");
+    let answer = json(StatusCode::ACCEPTED, serde_json::json!({ "task": &*task }));
     // The join handle is not awaited: the task runs on after the 202, like the demo's.
     drop(tokio::task::spawn_blocking(move || {
-        tool(&session, request.steps, request.delay_ms)
+        tool(&session, &task, request.steps, request.delay_ms)
     }));
-    json(
-        StatusCode::ACCEPTED,
-        serde_json::json!({ "task": random_id() }),
-    )
+    answer
 }
 
 async fn ws(
@@ -225,8 +323,8 @@ async fn drain_to_ws(mut socket: WebSocket, session: Arc<Session>) {
                 if n == 0 {
                     return;
                 }
-                for (seq, text) in batch.drain(..) {
-                    let frame = frame_json(&session.id, seq, &text);
+                for item in batch.drain(..) {
+                    let (frame, _, _) = frame_json(&session.id, &item);
                     if socket.feed(Message::Text(frame.into())).await.is_err() {
                         return;
                     }
@@ -257,13 +355,18 @@ async fn events(
 
 fn sse_stream(
     session: Arc<Session>,
-    queue: OwnedMutexGuard<UnboundedReceiver<Status>>,
+    queue: OwnedMutexGuard<UnboundedReceiver<Item>>,
 ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
     futures_util::stream::unfold((session, queue), |(session, mut queue)| async move {
-        let (seq, text) = queue.recv().await?;
-        let event = Event::default()
-            .id(seq.to_string())
-            .data(frame_json(&session.id, seq, &text));
+        let item = queue.recv().await?;
+        let (json, id, name) = frame_json(&session.id, &item);
+        let mut event = Event::default().data(json);
+        if let Some(id) = id {
+            event = event.id(id.to_string());
+        }
+        if let Some(name) = name {
+            event = event.event(name);
+        }
         Some((Ok(event), (session, queue)))
     })
 }

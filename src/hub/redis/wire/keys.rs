@@ -15,8 +15,9 @@ use std::sync::Arc;
 #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
 pub(in crate::hub::redis) enum Layout {
     /// One Redis: each session's keys carry the session as their hash tag
-    /// (`{prefix}:{<session>}:meta`, `:log`, `:ch`), a channel per session, and one script call
-    /// serves any sessions (one Redis runs a script over keys of any slot).
+    /// (`{prefix}:{<session>}:meta`, `:log`, `:tasks`), one script call serves any sessions
+    /// (one Redis runs a script over keys of any slot), and every session's statuses travel on
+    /// one channel, `{prefix}:ch`, once per call.
     Single,
     /// A Redis Cluster: sessions fall into `partitions` groups by a hash of their id, and every
     /// key of a partition carries its hash tag (`{prefix}:{p<n>.<k>}:meta:<session>`,
@@ -135,13 +136,10 @@ impl Keys {
         self.key(session, "log")
     }
 
-    /// The channel that carries the session's statuses: its own on one Redis, its partition's
-    /// on a cluster.
+    /// The channel that carries the session's statuses: the one channel of every session on
+    /// one Redis, its partition's on a cluster.
     pub(in crate::hub::redis) fn channel(&self, session: &str) -> String {
-        match self.layout {
-            Layout::Single => self.key(session, "ch"),
-            Layout::Cluster { .. } => self.group_channel(self.group(session)),
-        }
+        self.group_channel(self.group(session))
     }
 
     /// The session's tasks: a hash whose fields `t:<task>` hold each task's state
@@ -151,17 +149,13 @@ impl Keys {
         self.key(session, "tasks")
     }
 
-    /// A partition's channel (cluster only).
+    /// A group's channel: a partition's on a cluster; on one Redis (whose only group is 0)
+    /// the channel of every session. (No session's key is `{prefix}:ch`: theirs have a hash
+    /// tag after the prefix.)
     pub(in crate::hub::redis) fn group_channel(&self, group: u32) -> String {
-        format!("{}:{{{}}}:ch", self.prefix, self.tag(group))
-    }
-
-    /// The channel one append call publishes on for all its sessions, or `None` when each
-    /// session publishes on its own.
-    pub(super) fn call_channel(&self, group: u32) -> Option<String> {
         match self.layout {
-            Layout::Single => None,
-            Layout::Cluster { .. } => Some(self.group_channel(group)),
+            Layout::Single => format!("{}:ch", self.prefix),
+            Layout::Cluster { .. } => format!("{}:{{{}}}:ch", self.prefix, self.tag(group)),
         }
     }
 

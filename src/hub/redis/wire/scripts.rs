@@ -133,6 +133,8 @@ pub(in crate::hub::redis) struct Scripts {
     pub(in crate::hub::redis) append: String,
     pub(in crate::hub::redis) read: String,
     pub(in crate::hub::redis) close: String,
+    task: String,
+    cancel: String,
 }
 
 impl Scripts {
@@ -142,6 +144,8 @@ impl Scripts {
             append: hash(APPEND),
             read: hash(READ),
             close: hash(CLOSE),
+            task: hash(TASK),
+            cancel: hash(CANCEL),
         }
     }
 
@@ -150,7 +154,7 @@ impl Scripts {
     /// whenever a server answers `NOSCRIPT`.
     pub(in crate::hub::redis) async fn load(conn: &mut Conn) -> RedisResult<()> {
         let mut pipe = redis::pipe();
-        for code in [APPEND, READ, CLOSE] {
+        for code in [APPEND, READ, CLOSE, TASK, CANCEL] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
         }
         match conn {
@@ -158,7 +162,7 @@ impl Scripts {
             #[cfg(feature = "redis-cluster")]
             Conn::Cluster(conn) => {
                 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-                for code in [APPEND, READ, CLOSE] {
+                for code in [APPEND, READ, CLOSE, TASK, CANCEL] {
                     let mut cmd = redis::cmd("SCRIPT");
                     cmd.arg("LOAD").arg(code);
                     let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
@@ -243,9 +247,8 @@ impl Scripts {
         for append in sessions {
             cmd.arg(keys.log(append.session));
         }
-        let shared = keys.call_channel(call.group);
         cmd.arg(keys.publish())
-            .arg(shared.as_deref().unwrap_or(""))
+            .arg(keys.group_channel(call.group))
             .arg(call.capacity)
             .arg(call.key_ttl_ms);
         if call.token == 0 {
@@ -270,13 +273,8 @@ impl Scripts {
                 // Only the floor: nothing to number.
                 body.clear();
             }
-            let own = match shared {
-                Some(_) => String::new(),
-                None => keys.channel(append.session),
-            };
             cmd.arg(append.session)
                 .arg(format!("{} {} ", append.session.len(), body.len()))
-                .arg(own)
                 .arg(append.floor)
                 .arg(numbers)
                 .arg(if append.renew { "1" } else { "0" })
@@ -325,32 +323,50 @@ pub(in crate::hub::redis) fn raise_cmd(keys: &Keys, ttl_ms: u64, floors: &[(&str
     cmd
 }
 
-/// `EVAL` of the task script: records `state` for `task` of `session` and tells every process
-/// serving it. Task changes are few, so the script travels with each call instead of being
-/// loaded on every server.
-pub(in crate::hub::redis) fn task_cmd(
-    keys: &Keys,
-    ttl_ms: u64,
-    capacity: usize,
-    session: &str,
-    task: &str,
-    state: TaskState,
-    message: Option<&str>,
-) -> Cmd {
-    let mut cmd = task_script(TASK, keys, session, task);
-    cmd.arg(state.as_str())
-        .arg(message.unwrap_or(""))
-        .arg(ttl_ms.max(1))
-        .arg(capacity);
-    cmd
+impl Scripts {
+    /// `EVALSHA` of the task script: records `state` for `task` of `session` and tells every
+    /// process serving it. Called by hash like the others: each call then carries its
+    /// arguments only, and the server hashes nothing.
+    #[allow(clippy::too_many_arguments, reason = "the script's arguments, named")]
+    pub(in crate::hub::redis) fn task_cmd(
+        &self,
+        keys: &Keys,
+        ttl_ms: u64,
+        capacity: usize,
+        session: &str,
+        task: &str,
+        state: TaskState,
+        message: Option<&str>,
+    ) -> Cmd {
+        let mut cmd = task_script(&self.task, keys, session, task);
+        cmd.arg(state.as_str())
+            .arg(message.unwrap_or(""))
+            .arg(ttl_ms.max(1))
+            .arg(capacity);
+        cmd
+    }
+
+    /// `EVALSHA` of the cancel script for `task` of `session`.
+    pub(in crate::hub::redis) fn cancel_cmd(
+        &self,
+        keys: &Keys,
+        ttl_ms: u64,
+        capacity: usize,
+        session: &str,
+        task: &str,
+    ) -> Cmd {
+        let mut cmd = task_script(&self.cancel, keys, session, task);
+        cmd.arg(ttl_ms.max(1)).arg(capacity);
+        cmd
+    }
 }
 
-/// `EVAL` of `script`, a script of a session's tasks, with what the task and cancel scripts
-/// both take first: the session's task hash and history stream, the publish command, its
-/// channel, the session and the task.
-fn task_script(script: &str, keys: &Keys, session: &str, task: &str) -> Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script)
+/// `EVALSHA` of the script whose hash is `sha`, a script of a session's tasks, with what the
+/// task and cancel scripts both take first: the session's task hash and history stream, the
+/// publish command, its channel, the session and the task.
+fn task_script(sha: &str, keys: &Keys, session: &str, task: &str) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha)
         .arg(2)
         .arg(keys.tasks(session))
         .arg(keys.log(session))
@@ -371,19 +387,6 @@ pub(in crate::hub::redis) fn parse_task_reply(value: &Value) -> Option<(u64, boo
         [Value::Int(seq), Value::Int(asked)] => Some((u64::try_from(*seq).ok()?, *asked == 1)),
         _ => None,
     }
-}
-
-/// `EVAL` of the cancel script for `task` of `session`.
-pub(in crate::hub::redis) fn cancel_cmd(
-    keys: &Keys,
-    ttl_ms: u64,
-    capacity: usize,
-    session: &str,
-    task: &str,
-) -> Cmd {
-    let mut cmd = task_script(CANCEL, keys, session, task);
-    cmd.arg(ttl_ms.max(1)).arg(capacity);
-    cmd
 }
 
 /// What the cancel script answered.

@@ -66,7 +66,10 @@ fn frames_carry_each_session_and_its_records() {
 fn one_redis_keeps_a_tag_per_session_and_a_cluster_one_per_partition() {
     let single = Keys::new("app", Layout::Single);
     assert_eq!(single.meta("s"), "app:{s}:meta");
-    assert_eq!(single.channel("s"), "app:{s}:ch");
+    // One channel for every session, which no session's key can be.
+    assert_eq!(single.channel("s"), "app:ch");
+    assert_eq!(single.channel("t"), "app:ch");
+    assert_ne!(single.log("ch"), "app:ch");
     assert_eq!(single.group("s"), 0);
     let cluster = Keys::new("app", Layout::Cluster { partitions: 16 });
     let group = cluster.group("s");

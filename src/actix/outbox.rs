@@ -1,0 +1,247 @@
+//! A WebSocket's outgoing frames on actix-web: [`outbox`] gives the sink that the forwarding
+//! loop writes to and the response body that actix reads from, around one byte buffer.
+//!
+//! actix-ws puts a channel of 32 messages between the two, so a burst of statuses crosses from
+//! the forwarding task to the connection's task (and back, to wake the writer) once every 32
+//! frames. Here each frame is encoded into the buffer as it is written, and the body hands the
+//! whole buffer to actix as one chunk when it is polled: a burst of `write_batch` frames is one
+//! chunk and one write to the socket, as on axum. Every frame is still its own WebSocket
+//! message.
+//!
+//! # Invariants
+//!
+//! - The buffer holds at most `limit` bytes plus one frame: the sink is ready only below
+//!   `limit`, so a client that does not read holds that much and the writer waits (and its
+//!   write timeout runs), as it waits on axum's write buffer.
+//! - Once closed (a close frame was written, the sink was closed or the [`BodyOpen`] guard
+//!   dropped) nothing more is encoded; the body ends after handing out what was written.
+//! - Once the body is gone (the connection ended), every write fails, so the loop ends.
+//! - Wakers are stored under the lock and woken after it is released.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::web::{Bytes, BytesMut};
+use futures_util::Sink;
+
+use crate::sync::{lock, Mutex};
+use crate::web::ws::Outgoing;
+
+/// The error of a write to a socket whose connection has ended.
+#[derive(Debug)]
+pub(super) struct Gone;
+
+/// The smallest room made for a chunk: a few frames.
+const MIN_CHUNK_BYTES: usize = 512;
+/// The most room made for a chunk at once: a larger burst grows the buffer as it comes, so a
+/// thousand sockets that each once sent a large burst do not each set aside that much again.
+const MAX_CHUNK_ROOM: usize = 16 * 1024;
+
+struct State {
+    buf: BytesMut,
+    /// How large the last chunk was: the room made for the next, so a burst is encoded
+    /// without growing the buffer frame by frame.
+    last_chunk: usize,
+    limit: usize,
+    closed: bool,
+    gone: bool,
+    /// The body's task, waiting for frames.
+    body: Option<Waker>,
+    /// The writer's task, waiting for room.
+    writer: Option<Waker>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn close(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        let body = state.body.take();
+        drop(state);
+        if let Some(body) = body {
+            body.wake();
+        }
+    }
+}
+
+/// The sink of a WebSocket's frames, encoded as they are written.
+pub(super) struct OutboxSink {
+    shared: Arc<Shared>,
+}
+
+/// The WebSocket's response body: the frames written to its [`OutboxSink`], a chunk at a
+/// time. It keeps actix-ws's own body (never polled) until it is dropped, as actix-ws's
+/// message stream learns from that body's end that the connection ended.
+pub(super) struct OutboxBody {
+    shared: Arc<Shared>,
+    _replaced: BoxBody,
+}
+
+/// Keeps the body open while held; dropping it closes the body after what was written, so the
+/// body ends only once the forwarding loop knows how it ended.
+pub(super) struct BodyOpen {
+    shared: Arc<Shared>,
+}
+
+impl Drop for BodyOpen {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+/// A sink and a body around one buffer of at most `limit` bytes (plus one frame); `replaced`
+/// is actix-ws's own body, kept until this one is dropped.
+pub(super) fn outbox(limit: usize, replaced: BoxBody) -> (OutboxSink, OutboxBody, BodyOpen) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            buf: BytesMut::new(),
+            last_chunk: MIN_CHUNK_BYTES,
+            limit,
+            closed: false,
+            gone: false,
+            body: None,
+            writer: None,
+        }),
+    });
+    (
+        OutboxSink {
+            shared: Arc::clone(&shared),
+        },
+        OutboxBody {
+            shared: Arc::clone(&shared),
+            _replaced: replaced,
+        },
+        BodyOpen { shared },
+    )
+}
+
+fn encode(buf: &mut BytesMut, frame: Outgoing) -> bool {
+    match frame {
+        Outgoing::Text(text) => Parser::write_message(buf, text, OpCode::Text, true, false),
+        Outgoing::Pong(payload) => Parser::write_message(buf, payload, OpCode::Pong, true, false),
+        Outgoing::Close { code, reason } => {
+            let reason = CloseReason {
+                code: CloseCode::from(code),
+                description: (!reason.is_empty()).then(|| reason.to_owned()),
+            };
+            Parser::write_close(buf, Some(reason), false);
+            return true;
+        }
+    }
+    false
+}
+
+impl Sink<Outgoing> for OutboxSink {
+    type Error = Gone;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        let mut state = lock(&self.shared.state);
+        if state.gone || state.closed {
+            return Poll::Ready(Err(Gone));
+        }
+        if state.buf.len() < state.limit {
+            return Poll::Ready(Ok(()));
+        }
+        // Full: the body must take what is there before more is written.
+        state.writer = Some(cx.waker().clone());
+        let body = state.body.take();
+        drop(state);
+        if let Some(body) = body {
+            body.wake();
+        }
+        Poll::Pending
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Outgoing) -> Result<(), Gone> {
+        let mut state = lock(&self.shared.state);
+        if state.gone || state.closed {
+            return Err(Gone);
+        }
+        if state.buf.is_empty() {
+            let room = state.last_chunk.clamp(
+                MIN_CHUNK_BYTES,
+                MAX_CHUNK_ROOM.min(state.limit).max(MIN_CHUNK_BYTES),
+            );
+            state.buf.reserve(room);
+        }
+        // A close frame is the last: the body ends after it.
+        if encode(&mut state.buf, frame) {
+            state.closed = true;
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        // Handed to the body, which actix polls as its connection's write buffer has room: the
+        // frames are as far as a flush takes them (the buffer bounds what waits there).
+        let mut state = lock(&self.shared.state);
+        if state.gone {
+            return Poll::Ready(Err(Gone));
+        }
+        let body = if state.buf.is_empty() {
+            None
+        } else {
+            state.body.take()
+        };
+        drop(state);
+        if let Some(body) = body {
+            body.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        self.shared.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl MessageBody for OutboxBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let mut state = lock(&self.shared.state);
+        if !state.buf.is_empty() {
+            // The whole buffer, and no spare room kept: an idle socket holds no buffer.
+            let chunk = std::mem::take(&mut state.buf).freeze();
+            state.last_chunk = chunk.len();
+            let writer = state.writer.take();
+            drop(state);
+            if let Some(writer) = writer {
+                writer.wake();
+            }
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        state.body = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboxBody {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        state.gone = true;
+        state.buf = BytesMut::new();
+        let writer = state.writer.take();
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+    }
+}
