@@ -4,7 +4,7 @@ generator creating sessions and starting tasks on one while its WebSockets read 
 and Redis's own counters divided by the statuses delivered.
 
 Run with: python3 tools/redis_cost.py --demo target/release/examples/axum_demo \
-    --loadgen target/release/loadgen [--cluster] [--scenario sparse250,bulk] [--runs 3]
+    --loadgen target/release/loadgen [--cluster] [--scenario sparse,bulk] [--runs 3]
 
 For each run it starts two fresh demo processes (`--redis URL`, or `--redis-cluster URLS` with
 `--cluster`), sends `CONFIG RESETSTAT` to every master, notes each master's CPU time
@@ -18,8 +18,11 @@ apart). Medians over the runs are printed as one JSON line per scenario, and a t
 Scenarios: bulk S=100 N=1000 D=0; sparse S=1000 N=20 D=50 (the shape of an agent server: many
 sessions, each adding a status now and then); sparse250 S=250 N=20 D=12, the same mix for Redis
 (about 20,000 statuses/s, so a 1 ms batch holds about one status of each of some 20 sessions,
-and 20 statuses per session) with at most 250 tasks running at once, within a demo process's
-default cap of 256 (the hub's `max_running_tasks`), which sparse's 1,000 exceed. It starts its own redis-server processes on free
+and 20 statuses per session) with at most 250 tasks running at once. A demo process runs at most
+256 tasks at once by default (the hub's `max_running_tasks`), which sparse's 1,000 exceed, so the
+demos are started with `--max-running-tasks` at the scenario's session count (`--no-task-limit`
+leaves it out, for a demo built before that flag; then only sparse250 and bulk run). It starts
+its own redis-server processes on free
 ports (a cluster of three masters with one replica each, like the tests) and stops them after.
 Everything runs on 127.0.0.1.
 """
@@ -218,8 +221,11 @@ class Demo:
 
 def run_once(args, redis, scenario, log_dir):
     shape = SCENARIOS[scenario]
-    tasks = Demo(args.demo, redis.demo_args(), os.path.join(log_dir, "tasks.log"))
-    sockets = Demo(args.demo, redis.demo_args(), os.path.join(log_dir, "sockets.log"))
+    demo_args = redis.demo_args()
+    if not args.no_task_limit:
+        demo_args += ["--max-running-tasks", str(max(shape["sessions"], 256))]
+    tasks = Demo(args.demo, demo_args, os.path.join(log_dir, "tasks.log"))
+    sockets = Demo(args.demo, demo_args, os.path.join(log_dir, "sockets.log"))
     try:
         time.sleep(0.5)
         masters = redis.masters()
@@ -297,7 +303,9 @@ def main():
     parser.add_argument("--demo", required=True, help="the axum demo binary")
     parser.add_argument("--loadgen", required=True, help="the load generator binary")
     parser.add_argument("--cluster", action="store_true", help="a Redis Cluster instead of one Redis")
-    parser.add_argument("--scenario", default="sparse250,bulk")
+    parser.add_argument("--scenario", default="sparse,bulk")
+    parser.add_argument("--no-task-limit", action="store_true",
+                        help="do not pass --max-running-tasks (a demo built before that flag)")
     parser.add_argument("--shape", help="another scenario `S,N,D`, named `custom`")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--label", default="", help="a name for this build in the output")
