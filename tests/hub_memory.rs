@@ -151,5 +151,5 @@ fn a_retained_task_status_costs_under_70_bytes() {
         "{per_status:.1} bytes per retained status"
     );
     assert!(allocations < 0.1, "{allocations:.3} allocations per status");
-    assert!(per_session < 2000.0, "{per_session:.0} bytes per session");
+    assert!(per_session < 1400.0, "{per_session:.0} bytes per session");
 }

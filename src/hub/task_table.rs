@@ -81,6 +81,14 @@ pub(crate) enum Cancel {
     Now(TaskRef),
 }
 
+/// How many more slots to make when a full table or change list takes one more: half its
+/// length, at least one, instead of the standard library's first four. Most sessions run a
+/// task or two, and a session's table lives as long as its history does, so unused slots
+/// would cost every idle session hundreds of bytes.
+fn growth(len: usize) -> usize {
+    (len / 2).max(1)
+}
+
 /// Where a state stands in a task's life; a state never moves to a lower rank.
 fn rank(state: TaskState) -> u8 {
     match state {
@@ -123,6 +131,9 @@ impl Tasks {
         let remembered = &mut self.remembered[at];
         remembered.change = self.last_change;
         remembered.told = Some(update.clone());
+        if self.changes.len() == self.changes.capacity() {
+            self.changes.reserve_exact(growth(self.changes.len()));
+        }
         self.changes.push_back(Change {
             number: self.last_change,
             after,
@@ -159,6 +170,9 @@ impl Tasks {
     /// many were forgotten to make room (0 or 1).
     pub(crate) fn add(&mut self, task: TaskRef, capacity: usize) -> Result<u64, Full> {
         let forgotten = self.make_room(true, capacity)?;
+        if self.remembered.len() == self.remembered.capacity() {
+            self.remembered.reserve_exact(growth(self.remembered.len()));
+        }
         self.remembered.push(Remembered {
             task,
             here: true,
@@ -270,6 +284,9 @@ impl Tasks {
                     session: update.session().clone(),
                     token: Token::default(),
                 });
+                if self.remembered.len() == self.remembered.capacity() {
+                    self.remembered.reserve_exact(growth(self.remembered.len()));
+                }
                 self.remembered.push(Remembered {
                     task,
                     here: false,
