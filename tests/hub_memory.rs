@@ -153,3 +153,37 @@ fn a_retained_task_status_costs_under_70_bytes() {
     assert!(allocations < 0.1, "{allocations:.3} allocations per status");
     assert!(per_session < 1400.0, "{per_session:.0} bytes per session");
 }
+
+#[test]
+fn history_published_while_watched_costs_no_allocation_each_once_its_subscriber_leaves() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const WATCHED: usize = 1_000;
+    let hub = Hub::new(config()).unwrap();
+    let ids: Vec<String> = session_ids().into_iter().take(WATCHED).collect();
+    let subscriptions: Vec<_> = ids.iter().map(|id| hub.subscribe(id, None)).collect();
+    let region = Region::new(GLOBAL);
+    for step in 0..PER_SESSION {
+        for id in &ids {
+            hub.publish(
+                Some(id),
+                format!("step {step:>3}/100 t_ns=1700000000000000000"),
+            )
+            .unwrap();
+        }
+    }
+    let statuses = (WATCHED * PER_SESSION) as f64;
+    let (_, watched) = net(&region);
+    let watched = watched / statuses;
+    // While watched, each status keeps the allocation it was published with.
+    assert!(watched > 0.9, "{watched:.3} allocations per watched status");
+    drop(subscriptions);
+    let (bytes, allocations) = net(&region);
+    let (per_status, allocations) = (bytes / statuses, allocations / statuses);
+    println!(
+        "watched then left: {watched:.3} live allocations per status while watched, \
+         {allocations:.3} and {per_status:.1} bytes per status once the subscribers left"
+    );
+    assert_eq!(hub.stats().retained, statuses as u64);
+    assert!(allocations < 0.1, "{allocations:.3} allocations per status");
+    assert!(per_status < 70.0, "{per_status:.1} bytes per status");
+}

@@ -24,7 +24,8 @@
 //!   per status.
 //! - After [`SessionLog::append`] or [`SessionLog::insert`], `hot` has at most the window the
 //!   caller passed ([`hot_window`]: what a subscriber can still read while the session has
-//!   any, none while it has none), unless cooling one more would take `bytes` past `u32::MAX`
+//!   any, none while it has none), and after [`SessionLog::cool_all`] (called when a session's
+//!   last subscriber leaves) none, unless cooling one more would take `bytes` past `u32::MAX`
 //!   bytes. Entries cool oldest first, and `hot` gives back room it no longer needs.
 //! - A record is a tag byte ([`HAS_FIELDS`], [`HAS_PROGRESS`], [`HAS_TASK`], [`FIELDS_ASIDE`]),
 //!   the progress as two LEB128 numbers if it has one, its task's index if it has one, then the
@@ -443,6 +444,13 @@ impl SessionLog {
         self.bytes.extend(&header[..len]);
         self.bytes.extend(text.as_bytes());
         Some(self.bytes_end())
+    }
+
+    /// Cools every hot entry, for a session whose last subscriber left: its history then costs
+    /// its records, not an allocation per status, without waiting for its next status (which
+    /// may never come, the task having ended).
+    pub(crate) fn cool_all(&mut self) {
+        self.cool(0);
     }
 
     /// Cools the oldest hot entries until at most `window` are hot (see the module invariants).

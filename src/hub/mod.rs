@@ -63,12 +63,16 @@
 //!
 //! - [`history_capacity`](HubConfig::history_capacity) (default 1,000): statuses kept per
 //!   session. It is how far back a reconnecting page can resume without a gap, and the main
-//!   memory cost: about 100 bytes per retained status of 40 bytes of text (32 bytes of ring
-//!   slot plus the text's shared allocation), so `sessions x capacity x (~60 + text length)`
-//!   bytes at worst. Take the longest run of statuses a client should be able to miss (a tool
-//!   that reports 10 steps a second during a 30 s disconnect needs 300). Idle sessions do not
-//!   pre-allocate: the ring grows with use. A status with fields (or a task id) costs about 120
-//!   bytes more, plus its key and data; plain statuses pay nothing for them.
+//!   memory cost. While a session has no subscriber, a retained status costs a 12-byte slot
+//!   and one record of its text (a tag, a task's progress and index, then the text) in the
+//!   session's byte ring: about 63 bytes for 40 bytes of text, with no allocation of its own,
+//!   so `sessions x capacity x (~23 + text length)` bytes. While it has subscribers, its newest
+//!   `subscriber_buffer` statuses keep the allocation they were published with (a 32-byte slot
+//!   and the shared text, about 100 bytes for 40 of text) so that each subscriber shares
+//!   them; they go back to records when the last subscriber leaves. Take the longest run of
+//!   statuses a client should be able to miss (a tool that reports 10 steps a second during a
+//!   30 s disconnect needs 300). Idle sessions do not pre-allocate: the rings grow with use. A
+//!   status with a level, key or data keeps those fields aside, plus their size.
 //! - [`history_ttl`](HubConfig::history_ttl) (default 600 s): how long history is kept after a
 //!   session's last status ([`history_expiry`](HubConfig::history_expiry) decides whether it
 //!   leaves as a whole or status by status), and how long a session with no subscriber and no

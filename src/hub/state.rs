@@ -39,8 +39,8 @@ pub(crate) enum End {
 
 /// Laid out in the order a status touches it (`repr(C)`: with the `Arc`'s counts, the
 /// eviction counts, the lock word, `end` and `waiting` share the first cache line, and the log
-/// and the waker slots the next two), so that publishing to one of many sessions, whose
-/// state is rarely still in cache, misses three lines instead of five.
+/// and the first waker slot follow it), so that publishing to one of many sessions, whose
+/// state is rarely still in cache, touches the fewest lines it can.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Session {

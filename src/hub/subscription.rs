@@ -211,6 +211,14 @@ impl Subscription {
             .store(live.hub.clock.now_ms(), Ordering::Relaxed);
         let before = live.session.subscribers.fetch_sub(1, Ordering::Release);
         if before == 1 {
+            {
+                // A subscriber that came meanwhile finds the same statuses, only made anew
+                // from the records: hot or cold changes what a read costs, never what it reads.
+                let mut state = live.session.lock();
+                if live.session.subscribers.load(Ordering::Relaxed) == 0 {
+                    state.log.cool_all();
+                }
+            }
             live.hub.backend.interest(&live.session.id);
             live.hub.room_may_have_freed();
         }

@@ -26,8 +26,10 @@ use crate::sync::lock;
 
 /// One shard's map. foldhash rather than SipHash: a session id is hashed twice on every
 /// status (to pick the shard, then in its map), and foldhash takes a few nanoseconds where
-/// SipHash takes tens. Each map has its own random seed, as does the shard choice, so ids
-/// chosen by a client cannot be aimed at one bucket without knowing the seeds.
+/// SipHash takes tens. The seeds come from a random per-process seed (foldhash's `RandomState`,
+/// varied per map), so ids chosen by a client cannot be aimed at one bucket without knowing it;
+/// foldhash calls this minimal resistance to flooding, and a session is only made by a
+/// publish, a task or an open, never by a client's subscribe alone.
 pub(super) type Shard = Mutex<SessionMap>;
 
 pub(super) type SessionMap = HashMap<SessionId, Arc<Session>, foldhash::fast::RandomState>;
