@@ -47,7 +47,6 @@
 //! Under `cargo test --benches` (no `--bench` argument) it only says how to run it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -55,6 +54,7 @@ use std::time::{Duration, Instant};
 
 use plotters::prelude::*;
 use serde_json::{json, Value};
+use status_messenger_tools::server::listen_url;
 
 /// The package of the library and its demo servers.
 const LIBRARY: &str = "status-messenger";
@@ -375,24 +375,7 @@ impl Server {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        // Reads the address, then keeps draining stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // Anywhere in the line, in case a log prefix comes first.
-                let url = line
-                    .split_once("listening on ")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .filter(|url| url.starts_with("http://"));
-                if let Some(url) = url {
-                    if let Some(tx) = tx.take() {
-                        tx.send(url.trim_end_matches('/').to_string()).ok();
-                    }
-                }
-            }
-        });
+        let rx = listen_url(stdout);
         let mut server = Server {
             child,
             url: String::new(),

@@ -43,6 +43,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures_util::{SinkExt, Stream};
 use serde::{Deserialize, Serialize};
+use status_messenger_tools::server::shutdown_signal;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::OwnedMutexGuard;
 
@@ -380,24 +381,6 @@ fn app() -> Router {
         .route("/events", get(events))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(AppState::default())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => drop(ctrl_c.await),
-        }
-    }
-    #[cfg(not(unix))]
-    drop(ctrl_c.await);
 }
 
 /// `--port` / `PORT` and `--bind` / `BIND`, by default `127.0.0.1:3000`, and

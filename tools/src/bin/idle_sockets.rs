@@ -18,12 +18,12 @@
 //! | `--settle-ms M` | wait before each reading of the resident set | 1000 |
 //! | `--json` | print one JSON line of results on stdout | |
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
+use status_messenger_tools::server::listen_url;
 
 struct Args {
     sockets: usize,
@@ -86,21 +86,7 @@ impl Server {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", command[0]))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the address, then keeps draining stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let url = line
-                    .split_once("listening on ")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .filter(|url| url.starts_with("http://"));
-                if let (Some(url), Some(tx)) = (url, tx.take()) {
-                    tx.send(url.trim_end_matches('/').to_string()).ok();
-                }
-            }
-        });
+        let rx = listen_url(stdout);
         let mut server = Server {
             child,
             url: String::new(),

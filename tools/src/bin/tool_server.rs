@@ -26,6 +26,7 @@ use axum::Router;
 use serde::Deserialize;
 use status_messenger::messenger::CURRENT_WEBSOCKET_SESSION_ID;
 use status_messenger::{add_status_message, BlockingPool, BlockingPoolConfig, Hub, HubConfig};
+use status_messenger_tools::server::shutdown_signal;
 
 /// Where the simulated tools run.
 #[derive(Clone)]
@@ -200,25 +201,6 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM (what the end-to-end driver sends).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => drop(ctrl_c.await),
-        }
-    }
-    #[cfg(not(unix))]
-    drop(ctrl_c.await);
 }
 
 fn main() {
