@@ -56,7 +56,7 @@ fn configure(
 }
 
 /// The pool the tools run on, shared by every actix worker: a thread for each task the hub
-/// lets run (`max_running_tasks`), so a slow tool never waits for another to end, but only a
+/// lets run (`max_running_tasks`), so no tool waits for another to end, but only a
 /// few per core started at once; past them a tool waits up to 10 ms for a busy thread before
 /// one more starts for it. Short tools that keep the cores busy then share a few threads
 /// instead of one each, which is memory: each thread that has run tools holds about 140 KiB
@@ -267,30 +267,40 @@ async fn start_task(
         Err(refusal) => return refused(&refusal),
     };
     let answer = serde_json::json!({ "task": task.id() }).to_string();
-    actix_web::rt::spawn(run_task(state.tools.clone(), task, spec));
+    // Answered once the tool has a thread, so that a burst of task requests goes at the pace
+    // the tools run at instead of piling up running tasks until the hub refuses more.
+    run_task(&state.tools, task, spec).await;
     HttpResponse::Accepted()
         .content_type(ContentType::json())
         .body(answer)
 }
 
-/// Runs the tool on the tool pool in its task, which carries the session and the cancel there
-/// (the tool itself sees neither) and records how it ended. The pool has room for every task
-/// the hub lets run; a task that has just ended may hold its room a moment longer, so this
-/// waits for room rather than refusing.
-async fn run_task(tools: BlockingPool, task: Task, spec: TaskSpec) {
-    let tool = match tools
-        .spawn(move || task.run(|| common::simulated_tool(spec.steps, spec.delay)))
-        .await
-    {
+/// Starts the tool on the tool pool in its task, which carries the session and the cancel
+/// there (the tool itself sees neither) and records how it ended; returns once a thread of the
+/// pool has taken it. The pool has room for every task the hub lets run; a task that has
+/// just ended may hold its room a moment longer, so this waits for room rather than refusing.
+async fn run_task(tools: &BlockingPool, task: Task, spec: TaskSpec) {
+    let (on_thread, has_thread) = tokio::sync::oneshot::channel::<()>();
+    let tool = tools.spawn(move || {
+        // Nobody waits for it once the request is gone: the tool runs all the same.
+        on_thread.send(()).ok();
+        task.run(|| common::simulated_tool(spec.steps, spec.delay))
+    });
+    let tool = match tool.await {
         Ok(tool) => tool,
         Err(e) => {
+            // The job, and with it the task, is dropped: the task ends `failed`.
             tracing::error!(error = %e, "the simulated tool did not start");
             return;
         }
     };
-    if let Err(e) = tool.await {
-        tracing::error!(error = %e, "the simulated tool failed");
-    }
+    actix_web::rt::spawn(async move {
+        if let Err(e) = tool.await {
+            tracing::error!(error = %e, "the simulated tool failed");
+        }
+    });
+    // An error only if the job was dropped without running, which its handle reports.
+    drop(has_thread.await);
 }
 
 /// `POST /api/sessions/{id}/tasks/{task}/cancel`: asks the task's tool to stop.

@@ -640,32 +640,35 @@ impl Workers {
             // The jobs with no thread are the newest `waiting` of the queue; the older ones
             // are being taken by threads that are free.
             let skip = counts.queued_at.len().saturating_sub(waiting);
-            let due = counts
-                .queued_at
-                .iter()
-                .skip(skip)
-                .take_while(|at| now.duration_since(**at) >= self.grow_after)
-                .count();
-            for _ in 0..due.min(room) {
-                match Workers::start(&self) {
-                    Ok(()) => counts.threads += 1,
-                    Err(error) => {
-                        tracing::warn!(
-                            target: "status_messenger",
-                            %error,
-                            threads = counts.threads,
-                            "cannot start another blocking pool thread; the job waits for one"
-                        );
-                        break;
-                    }
+            let oldest = counts.queued_at.get(skip).copied();
+            if oldest.is_some_and(|at| now.duration_since(at) >= self.grow_after) {
+                // Counted before it starts, and started without the lock, so that callers
+                // handing in jobs meanwhile are not held up by the thread starts.
+                counts.threads += 1;
+                drop(counts);
+                let started = Workers::start(&self);
+                counts = lock(&*self.counts);
+                if let Err(error) = started {
+                    counts.threads -= 1;
+                    tracing::warn!(
+                        target: "status_messenger",
+                        %error,
+                        threads = counts.threads,
+                        "cannot start another blocking pool thread; the job waits for one"
+                    );
+                    // Tried again when the next job is due, or handed in.
+                    let (guard, _) = self
+                        .backlog
+                        .wait_timeout(counts, self.grow_after)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    counts = guard;
                 }
+                // One thread at a time, the counts looked at afresh each time.
+                continue;
             }
-            let next = counts
-                .queued_at
-                .get(skip + due)
-                .map_or(self.grow_after, |at| {
-                    (*at + self.grow_after).saturating_duration_since(now)
-                });
+            let next = oldest.map_or(self.grow_after, |at| {
+                (at + self.grow_after).saturating_duration_since(now)
+            });
             let (guard, _) = self
                 .backlog
                 .wait_timeout(counts, next.max(Duration::from_millis(1)))
