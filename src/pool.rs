@@ -15,11 +15,12 @@
 //!   holding one permit of `Inner::room`, so there are never more than `threads + queue`.
 //! - A job is accepted only after a thread is sure to take it: when `jobs` would exceed the
 //!   live `threads`, a thread is started first (up to the maximum); past the maximum the job
-//!   queues behind running ones. Past `eager_threads` (when `grow_after` is not zero) the job
-//!   queues behind running ones and the grower thread starts a thread for it once it has
-//!   waited `grow_after`; the grower runs whenever `jobs` exceeds `threads` below the
-//!   maximum, and `Counts::queued_at` holds when each queued job was accepted. A thread ends after `keep_alive` without work only while
-//!   fewer jobs than threads remain, so every queued job keeps a thread to run it.
+//!   queues behind running ones. Past `eager_threads` (with a `grow_after` above zero) the job
+//!   queues behind running ones instead, and the grower thread, running whenever `jobs`
+//!   exceeds `threads` below the maximum, starts a thread for it once it has waited
+//!   `grow_after` (`Counts::queued_at` holds when each queued job was accepted). A thread
+//!   ends after `keep_alive` without work only while fewer jobs than threads remain, so every
+//!   queued job keeps a thread to run it.
 //! - Neither counter is touched by user code: the lock is held only to adjust them and to
 //!   start a thread.
 
