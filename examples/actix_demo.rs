@@ -2,10 +2,10 @@
 //!
 //! The status-messenger demo on actix-web: the same page and HTTP contract as `axum_demo`.
 //!
-//! actix runs blocking work on its own pool (`web::block`), which knows nothing about
-//! sessions, so the handler starts a task of the session ([`Hub::start_task`]) and the blocking
-//! closure [`run`](Task::run)s the tool inside it: the task carries the session and its cancel
-//! there, and records how the tool ended. `POST /api/sessions/{id}/tasks/{task}/cancel` asks
+//! The handler starts a task of the session ([`Hub::start_task`]) and the tool runs on a
+//! [`BlockingPool`] shared by every actix worker (actix's own `web::block` pool is one per
+//! worker and knows nothing about sessions); the pool's job [`run`](Task::run)s the tool in
+//! the task, which carries the session and its cancel there and records how the tool ended. `POST /api/sessions/{id}/tasks/{task}/cancel` asks
 //! the tool to stop. The library's endpoints
 //! ([`Endpoints::configure`]) serve `/ws`, `/events`, `/cancel` and the browser client.
 
@@ -19,7 +19,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use status_messenger::web::{Endpoints, Refusal};
-use status_messenger::{Hub, Task};
+use status_messenger::{BlockingPool, BlockingPoolConfig, Hub, PoolConfigError, Task};
 
 mod common;
 
@@ -32,6 +32,8 @@ struct AppState {
     metrics: PrometheusHandle,
     /// How long a request's body may take to arrive.
     body_timeout: std::time::Duration,
+    /// Where the tools run, shared by every worker.
+    tools: BlockingPool,
 }
 
 /// The demo's routes and the library's endpoints, for one actix worker.
@@ -53,6 +55,24 @@ fn configure(
     }
 }
 
+/// The pool the tools run on, shared by every actix worker: a thread for each task the hub
+/// lets run (`max_running_tasks`), so no tool waits for another to end, but only a
+/// few per core started at once; past them a tool waits up to 10 ms for a busy thread before
+/// one more starts for it. Short tools that keep the cores busy then share a few threads
+/// instead of one each, which is memory: each thread that has run tools holds about 140 KiB
+/// in its allocator's cache (see the "Memory" section of `benches/README.md`).
+fn tool_pool(max_running_tasks: usize) -> Result<BlockingPool, PoolConfigError> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    BlockingPool::new(BlockingPoolConfig {
+        // The pool's most; past it a task waits for room.
+        threads: max_running_tasks.min(1 << 16),
+        queue: 0,
+        eager_threads: 8 * cores,
+        grow_after: std::time::Duration::from_millis(10),
+        ..BlockingPoolConfig::default()
+    })
+}
+
 /// Serves on `listener` until `shutdown` resolves; then the hub shuts down, which closes every
 /// open stream (a close frame on each WebSocket, a clean end of each SSE response), and the
 /// server stops once they are gone. Runs inside an actix `System`.
@@ -68,6 +88,7 @@ async fn serve(
         hub: hub.clone(),
         metrics,
         body_timeout: config.body_timeout,
+        tools: tool_pool(config.max_running_tasks).map_err(io::Error::other)?,
     });
     let server = HttpServer::new({
         let endpoints = endpoints.clone();
@@ -246,19 +267,40 @@ async fn start_task(
         Err(refusal) => return refused(&refusal),
     };
     let answer = serde_json::json!({ "task": task.id() }).to_string();
-    actix_web::rt::spawn(run_task(task, spec));
+    // Answered once the tool has a thread, so that a burst of task requests goes at the pace
+    // the tools run at instead of piling up running tasks until the hub refuses more.
+    run_task(&state.tools, task, spec).await;
     HttpResponse::Accepted()
         .content_type(ContentType::json())
         .body(answer)
 }
 
-/// Runs the tool on actix's blocking pool in its task, which carries the session and the
-/// cancel there (the tool itself sees neither) and records how it ended.
-async fn run_task(task: Task, spec: TaskSpec) {
-    let tool = web::block(move || task.run(|| common::simulated_tool(spec.steps, spec.delay)));
-    if let Err(e) = tool.await {
-        tracing::error!(error = %e, "the simulated tool failed");
-    }
+/// Starts the tool on the tool pool in its task, which carries the session and the cancel
+/// there (the tool itself sees neither) and records how it ended; returns once a thread of the
+/// pool has taken it. The pool has room for every task the hub lets run; a task that has
+/// just ended may hold its room a moment longer, so this waits for room rather than refusing.
+async fn run_task(tools: &BlockingPool, task: Task, spec: TaskSpec) {
+    let (on_thread, has_thread) = tokio::sync::oneshot::channel::<()>();
+    let tool = tools.spawn(move || {
+        // Nobody waits for it once the request is gone: the tool runs all the same.
+        on_thread.send(()).ok();
+        task.run(|| common::simulated_tool(spec.steps, spec.delay))
+    });
+    let tool = match tool.await {
+        Ok(tool) => tool,
+        Err(e) => {
+            // The job, and with it the task, is dropped: the task ends `failed`.
+            tracing::error!(error = %e, "the simulated tool did not start");
+            return;
+        }
+    };
+    actix_web::rt::spawn(async move {
+        if let Err(e) = tool.await {
+            tracing::error!(error = %e, "the simulated tool failed");
+        }
+    });
+    // An error only if the job was dropped without running, which its handle reports.
+    drop(has_thread.await);
 }
 
 /// `POST /api/sessions/{id}/tasks/{task}/cancel`: asks the task's tool to stop.

@@ -15,19 +15,24 @@
 //!   holding one permit of `Inner::room`, so there are never more than `threads + queue`.
 //! - A job is accepted only after a thread is sure to take it: when `jobs` would exceed the
 //!   live `threads`, a thread is started first (up to the maximum); past the maximum the job
-//!   queues behind running ones. A thread ends after `keep_alive` without work only while
-//!   fewer jobs than threads remain, so every queued job keeps a thread to run it.
+//!   queues behind running ones. Past `eager_threads` (with a `grow_after` above zero) the job
+//!   queues behind running ones instead, and the grower thread, running whenever `jobs`
+//!   exceeds `threads` below the maximum, starts a thread for it once it has waited
+//!   `grow_after` (`Counts::queued_at` holds when each queued job was accepted). A thread
+//!   ends after `keep_alive` without work only while fewer jobs than threads remain, so every
+//!   queued job keeps a thread to run it.
 //! - Neither counter is touched by user code: the lock is held only to adjust them and to
 //!   start a thread.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -48,6 +53,16 @@ use crate::sync::lock;
 /// };
 /// let pool = BlockingPool::new(config).unwrap();
 /// assert_eq!(pool.capacity(), 5_120);
+///
+/// // Short tools that keep the CPU busy share 16 threads; a slow one past them gets a thread
+/// // of its own once it has waited 10 ms for one of the 16.
+/// let config = BlockingPoolConfig {
+///     threads: 256,
+///     eager_threads: 16,
+///     grow_after: std::time::Duration::from_millis(10),
+///     ..BlockingPoolConfig::default()
+/// };
+/// assert!(config.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockingPoolConfig {
@@ -65,6 +80,20 @@ pub struct BlockingPoolConfig {
     pub stack_size: usize,
     /// The name of the pool's threads (default `status-messenger-tool`).
     pub thread_name: String,
+    /// Threads started as soon as a job needs one (default: all of `threads`). Past them a
+    /// job first waits up to `grow_after` for a busy thread to free up, and the pool starts
+    /// one more thread only for a job that waited that long.
+    ///
+    /// Short jobs that keep the CPU busy then share a few threads, while slow ones (a tool
+    /// that sleeps or waits) still get a thread each, `grow_after` late. Each thread costs
+    /// memory besides its stack: an allocator keeps a cache per thread (glibc's holds up to 7
+    /// freed blocks of each size up to 1 KiB, about 140 KiB in a thread that ran many tools
+    /// that store what they report), which no other thread can use. With hundreds of short
+    /// jobs at once on a few cores, starting a thread for each adds only those caches.
+    pub eager_threads: usize,
+    /// How long a job past `eager_threads` waits for a busy thread before the pool starts
+    /// one for it (default 10 ms; zero: at once, as within `eager_threads`).
+    pub grow_after: Duration,
 }
 
 impl Default for BlockingPoolConfig {
@@ -75,6 +104,8 @@ impl Default for BlockingPoolConfig {
             keep_alive: Duration::from_secs(10),
             stack_size: 2 * 1024 * 1024,
             thread_name: String::from("status-messenger-tool"),
+            eager_threads: Self::MAX_THREADS,
+            grow_after: Duration::from_millis(10),
         }
     }
 }
@@ -117,6 +148,12 @@ impl BlockingPoolConfig {
         }
         if self.thread_name.contains('\0') {
             return fail("thread_name", "must not contain a NUL byte");
+        }
+        if self.eager_threads == 0 {
+            return fail("eager_threads", "must be at least 1");
+        }
+        if self.grow_after > Duration::from_secs(3600) {
+            return fail("grow_after", "must be at most an hour");
         }
         Ok(())
     }
@@ -185,11 +222,18 @@ impl std::error::Error for PoolConfigError {}
 /// the permit given back when it is done.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The counters of the module invariants.
+/// The counters of the module invariants, and what the grower watches.
 #[derive(Debug, Default)]
 struct Counts {
     jobs: usize,
     threads: usize,
+    /// When each job still in the queue was accepted, oldest first; kept only when threads
+    /// past `eager_threads` wait `grow_after` (see [`Workers::deferring`]).
+    queued_at: VecDeque<Instant>,
+    /// Whether the grower thread runs.
+    grower: bool,
+    /// Whether the last pool handle has dropped.
+    closed: bool,
 }
 
 struct Inner {
@@ -201,7 +245,28 @@ struct Inner {
     /// Held by the pool only: when the last pool handle drops, the threads run what is queued
     /// and end.
     jobs: crossbeam_channel::Sender<Job>,
+    workers: Arc<Workers>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        lock(&*self.counts).closed = true;
+        self.workers.backlog.notify_all();
+    }
+}
+
+/// What every pool thread is started with; held by the pool, its threads and its grower.
+struct Workers {
     queued: crossbeam_channel::Receiver<Job>,
+    counts: Arc<Mutex<Counts>>,
+    keep_alive: Duration,
+    stack_size: usize,
+    thread_name: String,
+    threads: usize,
+    eager_threads: usize,
+    grow_after: Duration,
+    /// Told when a job is queued without a thread, and when the pool closes.
+    backlog: Condvar,
 }
 
 /// A bounded pool of dedicated threads for blocking tool code, whose jobs run with the
@@ -274,13 +339,25 @@ impl BlockingPool {
     pub fn new(config: BlockingPoolConfig) -> Result<Self, PoolConfigError> {
         config.validate()?;
         let (jobs, queued) = crossbeam_channel::unbounded();
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let workers = Arc::new(Workers {
+            queued,
+            counts: Arc::clone(&counts),
+            keep_alive: config.keep_alive,
+            stack_size: config.stack_size,
+            thread_name: config.thread_name.clone(),
+            threads: config.threads,
+            eager_threads: config.eager_threads,
+            grow_after: config.grow_after,
+            backlog: Condvar::new(),
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 room: Arc::new(Semaphore::new(config.threads + config.queue)),
                 config,
-                counts: Arc::new(Mutex::new(Counts::default())),
+                counts,
                 jobs,
-                queued,
+                workers,
             }),
         })
     }
@@ -444,10 +521,20 @@ impl BlockingPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        let workers = &self.inner.workers;
+        let mut deferred = false;
         {
             let mut counts = lock(&*self.inner.counts);
-            if counts.jobs >= counts.threads && counts.threads < self.inner.config.threads {
-                match self.start_thread() {
+            if counts.jobs >= counts.threads
+                && counts.threads >= workers.eager_threads
+                && counts.threads < workers.threads
+                && workers.deferring()
+            {
+                // The grower starts a thread for it if no busy one frees up in time.
+                deferred = counts.grower || workers.start_grower(&mut counts);
+            }
+            if !deferred && counts.jobs >= counts.threads && counts.threads < workers.threads {
+                match Workers::start(workers) {
                     Ok(()) => counts.threads += 1,
                     // With no thread at all the job would never run: give it back.
                     Err(error) if counts.threads == 0 => {
@@ -466,6 +553,12 @@ impl BlockingPool {
                 }
             }
             counts.jobs += 1;
+            if workers.deferring() {
+                counts.queued_at.push_back(Instant::now());
+            }
+        }
+        if deferred {
+            workers.backlog.notify_one();
         }
         let (done, result) = oneshot::channel();
         let counts = Arc::clone(&self.inner.counts);
@@ -485,35 +578,130 @@ impl BlockingPool {
         }
         Ok(PoolJoinHandle { result })
     }
-
-    fn start_thread(&self) -> std::io::Result<()> {
-        let queued = self.inner.queued.clone();
-        let counts = Arc::clone(&self.inner.counts);
-        let keep_alive = self.inner.config.keep_alive;
-        std::thread::Builder::new()
-            .name(self.inner.config.thread_name.clone())
-            .stack_size(self.inner.config.stack_size)
-            .spawn(move || worker(&queued, &counts, keep_alive))
-            .map(drop)
-    }
 }
 
-/// A pool thread: runs jobs until it has been idle for `keep_alive` while others can take
-/// what remains, or until the pool is gone and the queue is empty.
-fn worker(queued: &crossbeam_channel::Receiver<Job>, counts: &Mutex<Counts>, keep_alive: Duration) {
-    loop {
-        match queued.recv_timeout(keep_alive) {
-            Ok(job) => job(),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                lock(counts).threads -= 1;
-                return;
+impl Workers {
+    /// Starts a pool thread; the caller counts it in `Counts::threads`.
+    fn start(workers: &Arc<Self>) -> std::io::Result<()> {
+        let own = Arc::clone(workers);
+        std::thread::Builder::new()
+            .name(workers.thread_name.clone())
+            .stack_size(workers.stack_size)
+            .spawn(move || own.run())
+            .map(drop)
+    }
+
+    /// Whether jobs past `eager_threads` wait for a busy thread before one is started.
+    fn deferring(&self) -> bool {
+        self.eager_threads < self.threads && !self.grow_after.is_zero()
+    }
+
+    /// Starts the grower thread; whether it runs.
+    fn start_grower(self: &Arc<Self>, counts: &mut Counts) -> bool {
+        let own = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name(self.thread_name.clone())
+            .stack_size(self.stack_size)
+            .spawn(move || own.grow())
+            .map(drop);
+        match started {
+            Ok(()) => counts.grower = true,
+            Err(error) => tracing::warn!(
+                target: "status_messenger",
+                %error,
+                "cannot start the blocking pool's grower; threads start at once"
+            ),
+        }
+        counts.grower
+    }
+
+    /// The grower: while jobs wait without a thread, starts one for each that has waited
+    /// `grow_after`, up to `threads`. Ends after `keep_alive` without such a job, or once the
+    /// pool is gone and no job waits.
+    fn grow(self: Arc<Self>) {
+        let mut counts = lock(&*self.counts);
+        loop {
+            let waiting = counts.jobs.saturating_sub(counts.threads);
+            let room = self.threads.saturating_sub(counts.threads);
+            if waiting == 0 || room == 0 {
+                if counts.closed {
+                    break;
+                }
+                let (guard, waited) = self
+                    .backlog
+                    .wait_timeout(counts, self.keep_alive)
+                    .unwrap_or_else(PoisonError::into_inner);
+                counts = guard;
+                if waited.timed_out() && counts.jobs <= counts.threads {
+                    break;
+                }
+                continue;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                let mut counts = lock(counts);
-                // Every job still held has a thread besides this one.
-                if counts.jobs < counts.threads {
+            let now = Instant::now();
+            // The jobs with no thread are the newest `waiting` of the queue; the older ones
+            // are being taken by threads that are free.
+            let skip = counts.queued_at.len().saturating_sub(waiting);
+            let oldest = counts.queued_at.get(skip).copied();
+            if oldest.is_some_and(|at| now.duration_since(at) >= self.grow_after) {
+                // Counted before it starts, and started without the lock, so that callers
+                // handing in jobs meanwhile are not held up by the thread starts.
+                counts.threads += 1;
+                drop(counts);
+                let started = Workers::start(&self);
+                counts = lock(&*self.counts);
+                if let Err(error) = started {
                     counts.threads -= 1;
+                    tracing::warn!(
+                        target: "status_messenger",
+                        %error,
+                        threads = counts.threads,
+                        "cannot start another blocking pool thread; the job waits for one"
+                    );
+                    // Tried again when the next job is due, or handed in.
+                    let (guard, _) = self
+                        .backlog
+                        .wait_timeout(counts, self.grow_after)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    counts = guard;
+                }
+                // One thread at a time, the counts looked at afresh each time.
+                continue;
+            }
+            let next = oldest.map_or(self.grow_after, |at| {
+                (at + self.grow_after).saturating_duration_since(now)
+            });
+            let (guard, _) = self
+                .backlog
+                .wait_timeout(counts, next.max(Duration::from_millis(1)))
+                .unwrap_or_else(PoisonError::into_inner);
+            counts = guard;
+        }
+        counts.grower = false;
+    }
+
+    /// A pool thread: runs jobs until it has been idle for `keep_alive` while others can take
+    /// what remains, or until the pool is gone and the queue is empty.
+    fn run(self: Arc<Self>) {
+        let deferring = self.deferring();
+        loop {
+            match self.queued.recv_timeout(self.keep_alive) {
+                Ok(job) => {
+                    if deferring {
+                        lock(&*self.counts).queued_at.pop_front();
+                    }
+                    job();
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    lock(&*self.counts).threads -= 1;
                     return;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let mut counts = lock(&*self.counts);
+                    // Every job still held has a thread besides this one.
+                    if counts.jobs < counts.threads {
+                        counts.threads -= 1;
+                        return;
+                    }
                 }
             }
         }

@@ -220,3 +220,86 @@ async fn a_dropped_pool_still_runs_the_jobs_it_accepted() {
         assert_eq!(handle.await.unwrap(), job);
     }
 }
+
+#[tokio::test]
+async fn past_eager_threads_a_waiting_job_gets_a_thread_after_grow_after() {
+    const GROW_AFTER: Duration = Duration::from_millis(100);
+    let pool = BlockingPool::new(BlockingPoolConfig {
+        threads: 4,
+        queue: 0,
+        eager_threads: 1,
+        grow_after: GROW_AFTER,
+        ..BlockingPoolConfig::default()
+    })
+    .unwrap();
+    let gate = Arc::new(Gate::default());
+    let started = Arc::new(AtomicUsize::new(0));
+    let submitted = Instant::now();
+    let handles = with_session_id("slow", async {
+        (0..3)
+            .map(|_| {
+                let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
+                pool.try_spawn(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    gate.wait();
+                    current_session_id()
+                })
+                .unwrap()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    // One thread at once; the two jobs past it first wait for the busy one.
+    assert_eq!((pool.threads(), pool.jobs()), (1, 3));
+    until(&started, 3).await;
+    // Each got a thread of its own once it had waited `grow_after`, though none had ended.
+    assert!(submitted.elapsed() >= GROW_AFTER);
+    assert_eq!((pool.threads(), pool.jobs()), (3, 3));
+    gate.open();
+    for handle in handles {
+        assert_eq!(handle.await.unwrap().as_deref(), Some("slow"));
+    }
+}
+
+#[tokio::test]
+async fn short_jobs_past_eager_threads_share_them() {
+    let pool = BlockingPool::new(BlockingPoolConfig {
+        threads: 64,
+        queue: 1_000,
+        eager_threads: 2,
+        // Far longer than the jobs take: no job waits that long, so no thread is added.
+        grow_after: Duration::from_secs(30),
+        ..BlockingPoolConfig::default()
+    })
+    .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..500)
+        .map(|job| {
+            let ran = Arc::clone(&ran);
+            pool.try_spawn(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                job
+            })
+            .unwrap()
+        })
+        .collect();
+    assert!(pool.threads() <= 2, "{} threads", pool.threads());
+    for (job, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.await.unwrap(), job);
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 500);
+    assert_eq!(pool.threads(), 2);
+}
+
+#[test]
+fn eager_threads_must_be_at_least_one() {
+    let config = BlockingPoolConfig {
+        eager_threads: 0,
+        ..BlockingPoolConfig::default()
+    };
+    let error = BlockingPool::new(config).unwrap_err();
+    assert_eq!(
+        (error.field(), error.reason()),
+        ("eager_threads", "must be at least 1")
+    );
+}
