@@ -213,7 +213,6 @@ mod config;
 mod follow;
 mod outbox;
 mod reader;
-mod tasks;
 mod wire;
 mod writer;
 
@@ -228,7 +227,6 @@ use self::backend::RedisBackend;
 use self::config::Settings;
 pub use self::config::{ConnectError, RedisConfig};
 use self::outbox::Outbox;
-use self::tasks::TaskQueue;
 use self::wire::{Conn, Layout, Scripts};
 use super::{BackendError, Hub, HubConfig};
 use crate::sync::lock;
@@ -288,8 +286,6 @@ struct Shared {
     backing: Backing,
     scripts: Scripts,
     outbox: Outbox,
-    /// Changes of the tasks started here, waiting to be written.
-    tasks: TaskQueue,
     link: LinkState,
     /// Sessions whose local subscriber count went from or to zero since the reader last looked.
     interest: Mutex<HashSet<Arc<str>>>,

@@ -6,8 +6,10 @@
 -- ARGV: 1 'PUBLISH' or 'SPUBLISH', 2 channel, 3 the session's id, 4 task, 5 state, 6 message
 --       ('' for none), 7 time to live (ms), 8 capacity
 -- The tasks hash holds `t:<task>` = `<state> <last seq> <order>\n<message>`, `c:<task>` for a
--- stop asked, and `n`, the last order given. A final state is never replaced. A new task makes
--- room by forgetting the ended tasks registered first, down to `capacity`.
+-- stop asked, and `n`, the last order given. A final state is never replaced, and a state and
+-- message the task has already are not recorded or told again (so a call sent again after its
+-- reply was lost changes nothing). A new task makes room by forgetting the ended tasks
+-- registered first, down to `capacity`.
 -- Publishes the frame `<id length> <record length> t\n<id><task> <state> <last seq>\n<message>`.
 -- Returns {last seq, 1 if a stop was asked else 0}.
 local log = KEYS[2]
@@ -29,8 +31,8 @@ end
 local current = redis.call('HGET', KEYS[1], field)
 local order
 if current then
-  local state, was = string.match(current, '^(%a+) %d+ (%d+)')
-  if final(state) then
+  local state, was, message = string.match(current, '^(%a+) %d+ (%d+)\n(.*)$')
+  if final(state) or (state == ARGV[5] and message == ARGV[6]) then
     return {seq, asked}
   end
   order = was
@@ -38,7 +40,8 @@ else
   order = redis.call('HINCRBY', KEYS[1], 'n', 1)
 end
 redis.call('HSET', KEYS[1], field, ARGV[5] .. ' ' .. seq .. ' ' .. order .. '\n' .. ARGV[6])
-if not current then
+-- Fields besides `n` bound the tasks: only past `capacity` of them is there room to make.
+if not current and redis.call('HLEN', KEYS[1]) - 1 > tonumber(ARGV[8]) then
   local all = redis.call('HGETALL', KEYS[1])
   local count = 0
   local ended = {}

@@ -25,6 +25,10 @@
 //! - A session's keys have their time to live renewed by the first call after a quarter of it
 //!   has passed since this writer last renewed them, for 1.25 times the TTL: so they live at
 //!   least the TTL after the last status, and most calls need not renew anything.
+//! - A task's change travels in the batch with the statuses around it (see `batch`), so a
+//!   task's `running` is recorded after its session's statuses queued before it and before
+//!   its first step, and none of its statuses follows its `cancelling` or `cancelled` change:
+//!   one Redis runs the batch's pipeline in order, a cluster each partition's calls in order.
 //! - Batches start at least `batch_delay` apart unless statuses come fast enough to fill one
 //!   (`LINGER_BELOW` waiting): a steady trickle costs Redis one call per group per delay, not
 //!   one per status, and a busy writer never waits.
@@ -395,6 +399,16 @@ impl Writer {
                         self.confirmed(call, &value, made);
                         self.release(statuses);
                     }
+                    Err(error) if matches!(call, Call::Task { .. }) => {
+                        *done = true;
+                        self.count_error();
+                        tracing::warn!(
+                            target: "status_messenger::redis",
+                            %error,
+                            "redis refused a task change; it is dropped (counted in \
+                             HubStats::backend_errors)"
+                        );
+                    }
                     Err(error) => {
                         *done = true;
                         let statuses = call.statuses();
@@ -459,6 +473,25 @@ impl Writer {
                     let _gone = reply.send(wire::parse_close(value));
                 }
             }
+            Call::Task {
+                session, change, ..
+            } => match wire::parse_task_reply(value) {
+                Some((_, asked)) => {
+                    if asked && !change.state.is_final() {
+                        // Asked (on another process, or while this one was not listening)
+                        // before it was known here: applied now.
+                        self.hub.with(|hub| hub.cancel_here(session, &change.task));
+                    }
+                }
+                None => {
+                    self.count_error();
+                    tracing::warn!(
+                        target: "status_messenger::redis",
+                        reply = ?value,
+                        "unexpected reply from the task script"
+                    );
+                }
+            },
         }
     }
 

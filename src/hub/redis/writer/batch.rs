@@ -1,11 +1,16 @@
 //! What the writer sends: a batch of script calls, one append call per group of sessions
-//! (all of them on one Redis, a partition on a cluster) with one part per session, or a
-//! close; built from what the outbox hands over and encoded as the scripts' commands.
+//! (all of them on one Redis, a partition on a cluster) with one part per session, a close,
+//! or a task's change; built from what the outbox hands over and encoded as the scripts'
+//! commands.
 //!
 //! # Invariants
 //!
 //! - Within a group, calls keep the order of the items they came from: a close ends the
-//!   group's open append call, so statuses queued after it go into a later call.
+//!   group's open append call, so statuses queued after it go into a later call. A task's
+//!   change comes after every call holding its session's statuses queued before it, and its
+//!   session's statuses queued after it go into a call after it; other sessions' statuses go
+//!   on into the open call, so a batch's task changes cost it no call more unless their own
+//!   sessions publish again in it.
 //! - Every call has its own token, taken in the order calls are made, so tokens increase per
 //!   writer and per group.
 //! - A part's numbers add up: each status carries the numbers skipped before it, and numbers
@@ -20,7 +25,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Writer;
-use crate::hub::redis::outbox::Item;
+use crate::hub::redis::outbox::{Item, TaskItem};
 use crate::hub::redis::wire::{Append, Body, Scripts};
 
 /// One session's statuses in an append call.
@@ -50,25 +55,36 @@ pub(super) enum Call {
         /// Hears whether the session existed; dropped unanswered when the close fails.
         reply: Option<oneshot::Sender<bool>>,
     },
+    /// A task's change, recorded by the task script. It carries no token: recording a state
+    /// the task already has changes nothing and tells nobody (see task.lua), so a call sent
+    /// again after its reply was lost is not applied twice.
+    Task {
+        group: u32,
+        session: Arc<str>,
+        change: TaskItem,
+    },
 }
 
 impl Call {
     pub(super) fn statuses(&self) -> u64 {
         match self {
             Call::Append { parts, .. } => parts.iter().map(|p| p.items.len() as u64).sum(),
-            Call::Close { .. } => 0,
+            Call::Close { .. } | Call::Task { .. } => 0,
         }
     }
 
     pub(super) fn group(&self) -> u32 {
         match self {
-            Call::Append { group, .. } | Call::Close { group, .. } => *group,
+            Call::Append { group, .. } | Call::Close { group, .. } | Call::Task { group, .. } => {
+                *group
+            }
         }
     }
 
     pub(super) fn set_token(&mut self, new: u64) {
         match self {
             Call::Append { token, .. } | Call::Close { token, .. } => *token = new,
+            Call::Task { .. } => {}
         }
     }
 }
@@ -106,9 +122,24 @@ impl Writer {
         // The open append call of each group, and each session's part in it.
         let mut open: HashMap<u32, usize> = HashMap::new();
         let mut parts: HashMap<Arc<str>, (usize, usize)> = HashMap::new();
+        // Per session with a task change in the batch, the index of its last: its statuses
+        // after it go into a call after that index.
+        let mut after: HashMap<Arc<str>, usize> = HashMap::new();
         for item in items {
             let session = Arc::clone(item.session());
             let group = keys.group(&session);
+            if let Item::Task { change, .. } = item {
+                calls.push((
+                    Call::Task {
+                        group,
+                        session: Arc::clone(&session),
+                        change,
+                    },
+                    false,
+                ));
+                after.insert(session, calls.len() - 1);
+                continue;
+            }
             if let Item::Close { reply, .. } = item {
                 open.remove(&group);
                 let token = self.token();
@@ -123,8 +154,12 @@ impl Writer {
                 ));
                 continue;
             }
-            let index = match open.get(&group) {
-                Some(&index) => index,
+            let open_call = open
+                .get(&group)
+                .copied()
+                .filter(|&index| after.get(&session).is_none_or(|&task| index > task));
+            let index = match open_call {
+                Some(index) => index,
                 None => {
                     let token = self.token();
                     calls.push((
@@ -163,7 +198,7 @@ impl Writer {
                         .push((skip + std::mem::take(&mut part.trailing), status));
                 }
                 Item::Skip { count, .. } => part.trailing += count,
-                Item::Close { .. } => {}
+                Item::Close { .. } | Item::Task { .. } => {}
             }
         }
         Batch {
@@ -201,6 +236,17 @@ impl Writer {
             Call::Close { session, token, .. } => {
                 scripts.close_cmd(&settings.keys, settings.ttl_ms, session, &self.id, *token)
             }
+            Call::Task {
+                session, change, ..
+            } => scripts.task_cmd(
+                &settings.keys,
+                settings.ttl_ms,
+                settings.task_capacity,
+                session,
+                &change.task,
+                change.state,
+                change.message.as_deref(),
+            ),
         }
     }
 }
