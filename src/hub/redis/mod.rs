@@ -49,9 +49,11 @@
 //! - **Tasks.** Each session has a hash of its tasks (`tasks`: each task's state, its
 //!   `last_seq` and its order, and the stops asked). The process that runs a task writes each
 //!   change of it with a script that records it and publishes it on the session's channel (its
-//!   partition's on a cluster) as a frame of its own (`<first>` is `t`), after the statuses it
-//!   queued before the change were appended and before those queued after it (they wait for
-//!   it), so every process's subscribers get the change in that place: a task's `running`
+//!   partition's on a cluster) as a frame of its own (`<first>` is `t`). The change waits in
+//!   the writer's buffer among the statuses and goes in the same batch (one pipeline on one
+//!   Redis) as a call of its own, after the calls holding its session's statuses queued before
+//!   it and before those holding the ones queued after it, so every process's subscribers get
+//!   the change in that place: a task's `running`
 //!   comes before its first step, and none of its statuses follows its `cancelling` or
 //!   `cancelled` update anywhere. A process follows a session while a task of it runs there,
 //!   as while it has subscribers. A process that starts following a session reads its tasks

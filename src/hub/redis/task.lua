@@ -24,11 +24,16 @@ if redis.call('PEXPIRE', log, ARGV[7]) == 0 then
   redis.call('PEXPIRE', log, ARGV[7])
 end
 local field = 't:' .. ARGV[4]
-local asked = redis.call('HEXISTS', KEYS[1], 'c:' .. ARGV[4])
 local function final(state)
   return state == 'finished' or state == 'failed' or state == 'cancelled'
 end
-local current = redis.call('HGET', KEYS[1], field)
+-- One read for the stop asked and the task's record (a missing field reads as false).
+local fields = redis.call('HMGET', KEYS[1], 'c:' .. ARGV[4], field)
+local asked = 0
+if fields[1] then
+  asked = 1
+end
+local current = fields[2]
 local order
 if current then
   local state, was, message = string.match(current, '^(%a+) %d+ (%d+)\n(.*)$')
