@@ -399,16 +399,6 @@ impl Writer {
                         self.confirmed(call, &value, made);
                         self.release(statuses);
                     }
-                    Err(error) if matches!(call, Call::Task { .. }) => {
-                        *done = true;
-                        self.count_error();
-                        tracing::warn!(
-                            target: "status_messenger::redis",
-                            %error,
-                            "redis refused a task change; it is dropped (counted in \
-                             HubStats::backend_errors)"
-                        );
-                    }
                     Err(error) => {
                         *done = true;
                         let statuses = call.statuses();
@@ -438,10 +428,18 @@ impl Writer {
 
     fn confirmed(&mut self, call: &mut Call, value: &Value, made: Instant) {
         match call {
-            Call::Append { parts, .. } => match wire::parse_append(value) {
-                Some((_, counters)) if counters.len() == parts.len() => {
+            Call::Append { parts, tasks, .. } => match wire::parse_append(value) {
+                Some((_, replies)) if replies.len() == parts.len() + tasks.len() => {
                     let now = Instant::now();
-                    for (part, counter) in parts.iter().zip(counters) {
+                    let (counters, asked) = replies.split_at(parts.len());
+                    for ((session, change), asked) in tasks.iter().zip(asked) {
+                        if *asked == 1 && !change.state.is_final() {
+                            // Asked (on another process, or while this one was not listening)
+                            // before it was known here: applied now.
+                            self.hub.with(|hub| hub.cancel_here(session, &change.task));
+                        }
+                    }
+                    for (part, &counter) in parts.iter().zip(counters) {
                         let known = self
                             .known
                             .entry(Arc::clone(&part.session))
@@ -473,25 +471,6 @@ impl Writer {
                     let _gone = reply.send(wire::parse_close(value));
                 }
             }
-            Call::Task {
-                session, change, ..
-            } => match wire::parse_task_reply(value) {
-                Some((_, asked)) => {
-                    if asked && !change.state.is_final() {
-                        // Asked (on another process, or while this one was not listening)
-                        // before it was known here: applied now.
-                        self.hub.with(|hub| hub.cancel_here(session, &change.task));
-                    }
-                }
-                None => {
-                    self.count_error();
-                    tracing::warn!(
-                        target: "status_messenger::redis",
-                        reply = ?value,
-                        "unexpected reply from the task script"
-                    );
-                }
-            },
         }
     }
 

@@ -7,10 +7,10 @@
 //!
 //! - Within a group, calls keep the order of the items they came from: a close ends the
 //!   group's open append call, so statuses queued after it go into a later call. A task's
-//!   change comes after every call holding its session's statuses queued before it, and its
-//!   session's statuses queued after it go into a call after it; other sessions' statuses go
-//!   on into the open call, so a batch's task changes cost it no call more unless their own
-//!   sessions publish again in it.
+//!   change goes into the group's open append call, which records it after its statuses (so
+//!   after every status of its session queued before it), and its session's statuses queued
+//!   after it go into a later call; other sessions' statuses go on into the open call, so a
+//!   batch's task changes cost it no call more unless their own sessions publish again in it.
 //! - Every call has its own token, taken in the order calls are made, so tokens increase per
 //!   writer and per group.
 //! - A part's numbers add up: each status carries the numbers skipped before it, and numbers
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::Writer;
 use crate::hub::redis::outbox::{Item, TaskItem};
-use crate::hub::redis::wire::{Append, Body, Scripts};
+use crate::hub::redis::wire::{Append, Body, Scripts, TaskPart};
 
 /// One session's statuses in an append call.
 pub(super) struct Part {
@@ -46,6 +46,10 @@ pub(super) enum Call {
     Append {
         group: u32,
         parts: Vec<Part>,
+        /// Task changes, recorded after the parts. They need no token: recording a state a
+        /// task already has changes nothing and tells nobody (see append.lua), so a call sent
+        /// again after its reply was lost does not apply them twice.
+        tasks: Vec<(Arc<str>, TaskItem)>,
         token: u64,
     },
     Close {
@@ -55,36 +59,25 @@ pub(super) enum Call {
         /// Hears whether the session existed; dropped unanswered when the close fails.
         reply: Option<oneshot::Sender<bool>>,
     },
-    /// A task's change, recorded by the task script. It carries no token: recording a state
-    /// the task already has changes nothing and tells nobody (see task.lua), so a call sent
-    /// again after its reply was lost is not applied twice.
-    Task {
-        group: u32,
-        session: Arc<str>,
-        change: TaskItem,
-    },
 }
 
 impl Call {
     pub(super) fn statuses(&self) -> u64 {
         match self {
             Call::Append { parts, .. } => parts.iter().map(|p| p.items.len() as u64).sum(),
-            Call::Close { .. } | Call::Task { .. } => 0,
+            Call::Close { .. } => 0,
         }
     }
 
     pub(super) fn group(&self) -> u32 {
         match self {
-            Call::Append { group, .. } | Call::Close { group, .. } | Call::Task { group, .. } => {
-                *group
-            }
+            Call::Append { group, .. } | Call::Close { group, .. } => *group,
         }
     }
 
     pub(super) fn set_token(&mut self, new: u64) {
         match self {
             Call::Append { token, .. } | Call::Close { token, .. } => *token = new,
-            Call::Task { .. } => {}
         }
     }
 }
@@ -122,24 +115,12 @@ impl Writer {
         // The open append call of each group, and each session's part in it.
         let mut open: HashMap<u32, usize> = HashMap::new();
         let mut parts: HashMap<Arc<str>, (usize, usize)> = HashMap::new();
-        // Per session with a task change in the batch, the index of its last: its statuses
-        // after it go into a call after that index.
+        // Per session with a task change in the batch, the call that records its last: its
+        // statuses after it go into a later call.
         let mut after: HashMap<Arc<str>, usize> = HashMap::new();
         for item in items {
             let session = Arc::clone(item.session());
             let group = keys.group(&session);
-            if let Item::Task { change, .. } = item {
-                calls.push((
-                    Call::Task {
-                        group,
-                        session: Arc::clone(&session),
-                        change,
-                    },
-                    false,
-                ));
-                after.insert(session, calls.len() - 1);
-                continue;
-            }
             if let Item::Close { reply, .. } = item {
                 open.remove(&group);
                 let token = self.token();
@@ -154,10 +135,11 @@ impl Writer {
                 ));
                 continue;
             }
+            let is_task = matches!(item, Item::Task { .. });
             let open_call = open
                 .get(&group)
                 .copied()
-                .filter(|&index| after.get(&session).is_none_or(|&task| index > task));
+                .filter(|&index| is_task || after.get(&session).is_none_or(|&at| index > at));
             let index = match open_call {
                 Some(index) => index,
                 None => {
@@ -166,6 +148,7 @@ impl Writer {
                         Call::Append {
                             group,
                             parts: Vec::new(),
+                            tasks: Vec::new(),
                             token,
                         },
                         false,
@@ -174,9 +157,17 @@ impl Writer {
                     calls.len() - 1
                 }
             };
-            let Call::Append { parts: list, .. } = &mut calls[index].0 else {
+            let Call::Append {
+                parts: list, tasks, ..
+            } = &mut calls[index].0
+            else {
                 continue;
             };
+            if let Item::Task { change, .. } = item {
+                tasks.push((Arc::clone(&session), change));
+                after.insert(session, index);
+                continue;
+            }
             let part = match parts.get(&session) {
                 Some(&(call, part)) if call == index => part,
                 _ => {
@@ -214,6 +205,7 @@ impl Writer {
             Call::Append {
                 group,
                 parts,
+                tasks,
                 token,
             } => {
                 let appends: Vec<Append<'_>> = parts
@@ -227,26 +219,25 @@ impl Writer {
                         renew: part.renew,
                     })
                     .collect();
+                let tasks: Vec<TaskPart<'_>> = tasks
+                    .iter()
+                    .map(|(session, change)| TaskPart {
+                        session,
+                        task: &change.task,
+                        state: change.state,
+                        message: change.message.as_deref(),
+                    })
+                    .collect();
                 scripts.append_cmd(
                     &settings.keys,
                     &settings.call(*group, &self.id, *token, check),
                     &appends,
+                    &tasks,
                 )
             }
             Call::Close { session, token, .. } => {
                 scripts.close_cmd(&settings.keys, settings.ttl_ms, session, &self.id, *token)
             }
-            Call::Task {
-                session, change, ..
-            } => scripts.task_cmd(
-                &settings.keys,
-                settings.ttl_ms,
-                settings.task_capacity,
-                session,
-                &change.task,
-                change.state,
-                change.message.as_deref(),
-            ),
         }
     }
 }
