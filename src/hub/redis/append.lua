@@ -218,7 +218,10 @@ for j = 1, changes do
   end
   out[sessions + j + 1] = stop
 end
-if #frames > 0 then
+if #frames == 1 then
+  -- One frame (a bulk batch, mostly): published as it is, not copied once more.
+  redis.call(publish, channel, frames[1])
+elseif #frames > 1 then
   redis.call(publish, channel, table.concat(frames))
 end
 return out
