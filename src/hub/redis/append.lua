@@ -30,6 +30,34 @@
 --       counter to the floor), '1' to renew its key's time to live, reserve (see below; '0':
 --       none), its records; then per task change: the session's id, the task, its state, its
 --       message ('' for none)
+-- A reserve is a part of unknown fate after Redis lost its data: if it ran, it took the
+-- `reserve` numbers after the floor (the writer's last confirmed counter). A counter exactly at
+-- their end was raised there by a process that saw it: the part takes nothing more. Otherwise
+-- it takes its numbers as any part does: after the floor when the counter is at or below it,
+-- else after the counter (other writers numbered statuses since), so whoever missed the part
+-- still gets a gap.
+-- Each session's part is published as the frame `<id length> <records length> <first>\n<id>
+-- <records>`, `<first>` being the first number it takes: one message of the call's frames on
+-- its channel, so a call costs one publish however many sessions it serves. A frame of at
+-- least `LARGE` bytes is published as a message of its own as soon as it is made: Redis's Lua
+-- hashes every byte of every string it makes, so joining it to the others would cost as much
+-- again as making it (a bulk call has few frames, each of hundreds of statuses). A session's
+-- frames still reach every subscriber in order: at most one per call, and its task changes'
+-- after it. (Nothing here formats a number: the frame is made of strings the writer sent and
+-- the id Redis gave.)
+-- A task change is recorded in its session's tasks hash, which holds `t:<task>` = `<state>
+-- <last seq> <order>\n<message>` (`last seq` the session's counter then), `c:<task>` for a stop
+-- asked, and `n`, the last order given. A final state is never replaced, and a state and
+-- message the task has already are not recorded or told again (so a change sent again after
+-- its reply was lost changes nothing). A new task makes room by forgetting the ended tasks
+-- registered first, down to the task capacity. A task opens its session, as a status would.
+-- A recorded change goes in the call's message as the frame `<id length> <record length>
+-- t\n<id><task> <state> <last seq>\n<message>`.
+-- Returns {1, counter after, ..., asked, ...} (a counter per session, in order, then per task
+-- change 1 if a stop was asked for the task, else 0), or {0, counter, ..., asked, ...} when the
+-- token shows the call was applied before.
+local LARGE = 8192
+
 local function number(id)
   return tonumber(string.sub(id, 3))
 end
@@ -141,7 +169,12 @@ for i = 1, sessions do
         redis.call('XTRIM', log, 'MINID', keep[1])
       end
     end
-    frames[#frames + 1] = head .. string.sub(added, 3) .. '\n' .. id .. records
+    local frame = head .. string.sub(added, 3) .. '\n' .. id .. records
+    if #frame >= LARGE then
+      redis.call(publish, channel, frame)
+    else
+      frames[#frames + 1] = frame
+    end
     if renew == '1' then
       redis.call('PEXPIRE', log, ttl)
     end
@@ -219,7 +252,6 @@ for j = 1, changes do
   out[sessions + j + 1] = stop
 end
 if #frames == 1 then
-  -- One frame (a bulk batch, mostly): published as it is, not copied once more.
   redis.call(publish, channel, frames[1])
 elseif #frames > 1 then
   redis.call(publish, channel, table.concat(frames))

@@ -23,8 +23,10 @@
 //!   [`RedisConfig::batch_delay`] (unless a full batch is waiting), and sends it as **one** call
 //!   of a Lua script (`EVALSHA`) for all the sessions in it, over one multiplexed connection.
 //!   For each session the script adds the batch to its stream (one `XADD`, which numbers it),
-//!   and publishes what it added for all the sessions as one message on the channel, all
-//!   atomically: that is what gives every process one numbering and one order per session. Key
+//!   and publishes what it added for all the sessions as one message on the channel (a
+//!   session's frame of 8 KB or more as a message of its own, which saves Redis's Lua copying
+//!   and hashing it once more), all atomically: that is what gives every process one numbering
+//!   and one order per session. Key
 //!   lifetimes are renewed by the first call after a quarter of the TTL, not by every status.
 //!   So a batch costs Redis one call, one publish and one command per session in it, however
 //!   the statuses are spread over sessions.
