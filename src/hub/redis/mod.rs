@@ -176,13 +176,13 @@
 //!
 //! | shape | one Redis: before (a task's change a call of its own) | one Redis: now | cluster: before (masters; replicas) | cluster: now |
 //! | --- | ---: | ---: | ---: | ---: |
-//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.88 µs | 0.87 µs | 1.36 µs; 0.50 µs | 1.19 µs; 0.39 µs |
-//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 22.4 µs, 328 B | 16.5 µs, 320 B | 42.6 µs; 18.4 µs | 33.8 µs; 13.3 µs |
+//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.80 µs | 0.68 µs | 1.30 µs; 0.47 µs | 1.15 µs; 0.43 µs |
+//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 22.3 µs, 329 B | 17.3 µs, 321 B | 43.2 µs; 18.0 µs | 34.9 µs; 13.6 µs |
 //!
 //! (Redis CPU and bytes in per delivered status; the sparse shape is 20,000 statuses/s with
-//! about one status per session in each 1 ms batch.) So one Redis core carries about 1,100,000
-//! statuses/s in the bulk shape and 60,000/s in the sparse one; on a cluster a master core
-//! carries about 30,000/s sparse (a call there serves the few statuses of one partition, and
+//! about one status per session in each 1 ms batch.) So one Redis core carries about 1,400,000
+//! statuses/s in the bulk shape and 58,000/s in the sparse one; on a cluster a master core
+//! carries about 29,000/s sparse (a call there serves the few statuses of one partition, and
 //! its effects are replicated), and the cluster grows with its masters. A sparse batch holds
 //! about one status per session, and each still costs an `XADD` to its session's stream (3 to
 //! 4 µs on that machine, with the script's call around it) and its share of the session's own
