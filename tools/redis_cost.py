@@ -25,6 +25,11 @@ leaves it out, for a demo built before that flag; then only sparse250 and bulk r
 its own redis-server processes on free
 ports (a cluster of three masters with one replica each, like the tests) and stops them after.
 Everything runs on 127.0.0.1.
+
+Where the time goes: `--slowlog` logs every request at 0 µs (SLOWLOG, which also logs each
+command a script runs) and prints the last run's calls and µs per command and per script, the
+scripts named by the hash of `src/hub/redis/*.lua` (logging costs some 10%: use such runs for
+the split, not the totals); `--perf FILE` records the masters with `perf record -g`.
 """
 
 import argparse
