@@ -25,9 +25,16 @@ leaves it out, for a demo built before that flag; then only sparse250 and bulk r
 its own redis-server processes on free
 ports (a cluster of three masters with one replica each, like the tests) and stops them after.
 Everything runs on 127.0.0.1.
+
+Where the time goes: `--slowlog` logs every request at 0 µs (SLOWLOG, which also logs each
+command a script runs) and prints the last run's calls and µs per command and per script, the
+scripts named by the hash of `src/hub/redis/*.lua` (logging costs some 10%: use such runs for
+the split, not the totals); `--perf FILE` records the masters with `perf record -g`.
 """
 
 import argparse
+import hashlib
+import glob
 import json
 import os
 import re
@@ -190,6 +197,59 @@ def commandstats(port):
     return stats
 
 
+def resp_query(port, *args):
+    """One command over a raw socket, its reply parsed (redis-cli flattens nested replies)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        out = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(a), a) for a in (str(x).encode() for x in args))
+        sock.sendall(out)
+        reader = sock.makefile("rb")
+
+        def parse():
+            line = reader.readline()[:-2]
+            kind, rest = line[:1], line[1:]
+            if kind in (b"+", b"-"):
+                return rest.decode()
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                n = int(rest)
+                if n < 0:
+                    return None
+                data = reader.read(n + 2)[:-2]
+                return data.decode(errors="replace")
+            if kind == b"*":
+                n = int(rest)
+                return None if n < 0 else [parse() for _ in range(n)]
+            raise ValueError(f"unexpected reply {line!r}")
+
+        return parse()
+
+
+def script_names():
+    """sha1 of each Lua script of the backend (this tree's, and main's via git), by name."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "hub", "redis")
+    names = {}
+    for path in glob.glob(os.path.join(here, "*.lua")):
+        with open(path, "rb") as f:
+            names[hashlib.sha1(f.read()).hexdigest()] = os.path.basename(path)[:-4]
+    return names
+
+
+def slowlog_costs(port, names):
+    """Every command of the run from SLOWLOG (logged at 0 µs), grouped by command and script:
+    {name: (calls, µs)}."""
+    costs = {}
+    for entry in resp_query(port, "slowlog", "get", "-1") or []:
+        usec, argv = entry[2], entry[3]
+        name = argv[0].lower() if argv else "?"
+        if name in ("evalsha", "eval") and len(argv) > 1:
+            name = f"{name} {names.get(argv[1], argv[1][:8])}"
+        calls, total = costs.get(name, (0, 0))
+        costs[name] = (calls + 1, total + usec)
+    return costs
+
+
 class Demo:
     def __init__(self, exe, extra, log):
         self.proc = subprocess.Popen(
@@ -232,6 +292,10 @@ def run_once(args, redis, scenario, log_dir):
         replicas = redis.replicas()
         for port in redis.procs:
             cli(port, "config", "resetstat")
+            if args.slowlog:
+                cli(port, "config", "set", "slowlog-log-slower-than", "0")
+                cli(port, "config", "set", "slowlog-max-len", "1000000")
+                cli(port, "slowlog", "reset")
         before = {p: (cpu_us(p), proc_cpu_us(redis.procs[p].pid), wakeups(redis.procs[p].pid))
                   for p in redis.procs}
         perf = None
@@ -272,6 +336,14 @@ def run_once(args, redis, scenario, log_dir):
         replica_cpu = sum(after[p][0] - before[p][0] for p in replicas)
         master_wakeups = sum(after[p][2] - before[p][2] for p in masters)
         calls = sum(c for c, _ in stats.values())
+        slowlog = {}
+        if args.slowlog:
+            names = script_names()
+            for port in masters:
+                for name, (c, u) in slowlog_costs(port, names).items():
+                    c0, u0 = slowlog.get(name, (0, 0))
+                    slowlog[name] = (c0 + c, u0 + u)
+                cli(port, "config", "set", "slowlog-log-slower-than", "10000")
         return {
             "ok": result["ok"],
             "delivered": delivered,
@@ -286,6 +358,11 @@ def run_once(args, redis, scenario, log_dir):
             "commands": {
                 name: {"calls": c, "usec_per_call": round(u / c, 2) if c else 0}
                 for name, (c, u) in sorted(stats.items(), key=lambda kv: -kv[1][1])
+            },
+            "requests_by_script": {
+                name: {"calls": c, "usec_per_call": round(u / c, 2),
+                       "usec_per_status": round(u / delivered, 2)}
+                for name, (c, u) in sorted(slowlog.items(), key=lambda kv: -kv[1][1])
             },
         }
     finally:
@@ -309,6 +386,10 @@ def main():
     parser.add_argument("--shape", help="another scenario `S,N,D`, named `custom`")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--label", default="", help="a name for this build in the output")
+    parser.add_argument("--slowlog", action="store_true",
+                        help="log every request (SLOWLOG at 0 µs) and give each script's calls and "
+                             "time apart (a request's time as SLOWLOG has it: its command's run, "
+                             "without reading and replying)")
     parser.add_argument("--perf", help="record the masters with `perf record -g` into this file")
     args = parser.parse_args()
     if args.shape:
@@ -338,6 +419,8 @@ def main():
                 "statuses_per_s": median(runs, "statuses_per_s"),
                 "each_run_cpu_us_per_status": [round(r["cpu_us_per_status"], 3) for r in runs],
                 "commands_last_run": last["commands"],
+                **({"requests_by_script_last_run": last["requests_by_script"]}
+                   if args.slowlog else {}),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)

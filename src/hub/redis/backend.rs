@@ -1,5 +1,5 @@
 //! The Redis backend of one hub: what the hub's core asks of it (publish, open, close,
-//! cancel, shut down) and the tasks it starts (writer, reader, task writer).
+//! cancel, shut down) and the tasks it starts (writer, reader).
 //!
 //! # Invariants
 //!
@@ -18,13 +18,10 @@ use tokio::task::JoinHandle;
 
 #[cfg(feature = "redis-cluster")]
 use super::cluster;
-use super::outbox::Outbox;
-use super::outbox::Pushed;
-use super::tasks::{Queued, TaskQueue};
+use super::outbox::{Outbox, Pushed, TaskItem};
 use super::wire::{self, Conn, Scripts};
 use super::{
-    backend_error, reader, request_error, retry_after, tasks, writer, Backing, LinkState, Settings,
-    Shared,
+    backend_error, reader, request_error, retry_after, writer, Backing, LinkState, Settings, Shared,
 };
 use crate::hub::backend::{Backend, BackendHandle, BoxFuture, Local, Outgoing, TaskChange};
 use crate::hub::core::CancelHere;
@@ -39,7 +36,6 @@ pub(super) struct RedisBackend {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader: Mutex<Option<JoinHandle<()>>>,
-    task_writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -53,7 +49,7 @@ impl fmt::Debug for RedisBackend {
 
 impl Drop for RedisBackend {
     fn drop(&mut self) {
-        for task in [&self.writer, &self.reader, &self.task_writer] {
+        for task in [&self.writer, &self.reader] {
             if let Some(task) = lock(task).take() {
                 task.abort();
             }
@@ -74,27 +70,22 @@ impl Backend for RedisBackend {
                 tokio::spawn(cluster::Reader::new(Arc::clone(shared), hub.clone()).run())
             }
         };
-        let task_writer = tokio::spawn(tasks::run(Arc::clone(shared), hub));
         *lock(&self.writer) = Some(writer);
         *lock(&self.reader) = Some(reader);
-        *lock(&self.task_writer) = Some(task_writer);
     }
 
     /// Queues the change for Redis behind the statuses queued before it and ahead of those
-    /// queued after it; the subscribers here
-    /// hear of it when it comes back, as every process's do.
+    /// queued after it (the writer sends it in that place, in the same batch as they); the
+    /// subscribers here hear of it when it comes back, as every process's do.
     fn task_changed(&self, hub: Local<'_>, change: &TaskChange<'_>) -> bool {
-        let shared = &self.shared;
-        let queued = shared.outbox.barrier(|pushed| {
-            let queued = Queued {
-                session: change.session.clone().into_shared(),
+        let queued = self.shared.outbox.push_task(
+            change.session.as_str(),
+            TaskItem {
                 task: Arc::clone(&change.task.id),
                 state: change.state,
                 message: change.message.map(Arc::from),
-                after_pushed: pushed,
-            };
-            shared.tasks.push(queued, shared.settings.buffer_capacity)
-        });
+            },
+        );
         if !queued {
             hub.counters().backend_errors.add(1);
         }
@@ -317,16 +308,6 @@ impl Backend for RedisBackend {
                     );
                 }
             }
-            // Task changes wait for the statuses before them, so they are written after.
-            if tokio::time::timeout_at(deadline, shared.tasks.drained())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    target: "status_messenger::redis",
-                    "redis too slow to take the task changes at shutdown; the newest are lost"
-                );
-            }
             let heads = lock(&shared.final_heads).take().unwrap_or_default();
             loop {
                 let progress = shared.progress.notified();
@@ -365,7 +346,6 @@ impl RedisBackend {
             backing,
             scripts: Scripts::new(),
             outbox: Outbox::new(buffer_capacity),
-            tasks: TaskQueue::default(),
             link: LinkState::default(),
             interest: Mutex::new(HashSet::new()),
             interest_ready: Notify::new(),
@@ -381,7 +361,6 @@ impl RedisBackend {
             shared,
             writer: Mutex::new(None),
             reader: Mutex::new(None),
-            task_writer: Mutex::new(None),
         };
         Hub::with_backend(config, Box::new(backend))
     }

@@ -232,6 +232,8 @@ impl Settings {
             // Renewed at most every quarter of the TTL, so they live at least the TTL after
             // the last status (see the writer).
             key_ttl_ms: self.ttl_ms.saturating_add(self.ttl_ms / 4),
+            task_ttl_ms: self.ttl_ms,
+            task_capacity: self.task_capacity,
         }
     }
 }

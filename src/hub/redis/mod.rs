@@ -23,8 +23,10 @@
 //!   [`RedisConfig::batch_delay`] (unless a full batch is waiting), and sends it as **one** call
 //!   of a Lua script (`EVALSHA`) for all the sessions in it, over one multiplexed connection.
 //!   For each session the script adds the batch to its stream (one `XADD`, which numbers it),
-//!   and publishes what it added for all the sessions as one message on the channel, all
-//!   atomically: that is what gives every process one numbering and one order per session. Key
+//!   and publishes what it added for all the sessions as one message on the channel (a
+//!   session's frame of 8 KB or more as a message of its own, which saves Redis's Lua copying
+//!   and hashing it once more), all atomically: that is what gives every process one numbering
+//!   and one order per session. Key
 //!   lifetimes are renewed by the first call after a quarter of the TTL, not by every status.
 //!   So a batch costs Redis one call, one publish and one command per session in it, however
 //!   the statuses are spread over sessions.
@@ -48,10 +50,12 @@
 //!   record in the stream and on the channel, so every process and every resume has them.
 //! - **Tasks.** Each session has a hash of its tasks (`tasks`: each task's state, its
 //!   `last_seq` and its order, and the stops asked). The process that runs a task writes each
-//!   change of it with a script that records it and publishes it on the session's channel (its
-//!   partition's on a cluster) as a frame of its own (`<first>` is `t`), after the statuses it
-//!   queued before the change were appended and before those queued after it (they wait for
-//!   it), so every process's subscribers get the change in that place: a task's `running`
+//!   change of it in the session's hash and publishes it on the session's channel (its
+//!   partition's on a cluster) as a frame of its own (`<first>` is `t`). The change waits in
+//!   the writer's buffer among the statuses, and the append call of its batch records it, after
+//!   the call's statuses and in its one published message; its session's statuses queued
+//!   after it go into a later call of the batch. So every process's subscribers get the change
+//!   in its place, and it costs Redis no request or publish of its own: a task's `running`
 //!   comes before its first step, and none of its statuses follows its `cancelling` or
 //!   `cancelled` update anywhere. A process follows a session while a task of it runs there,
 //!   as while it has subscribers. A process that starts following a session reads its tasks
@@ -77,7 +81,10 @@
 //! (`<id length> <records length> <first>\n<id><records>`; `<first>` is `x` for a close, `t`
 //! for a task's change and `c` for a stop asked), on a channel per session
 //! (`{prefix}:{<session>}:ch`). The third publishes those frames on one channel, `{prefix}:ch`,
-//! one message per call.
+//! one message per call. Since then a call's message may also carry task changes' frames after
+//! its statuses' (the append call records them); keys, fields and frames are the same, and
+//! every reader of the third layout takes frames of any kind in any mix, so processes of this
+//! version and of the one before share a Redis.
 //! Processes of different layouts must not share a Redis (they would not hear each other): give
 //! the new ones another [`RedisConfig::key_prefix`], or let the old sessions expire first (a
 //! stream of the first layout that is written to again is replaced).
@@ -167,20 +174,20 @@
 //! (`tools/redis_cost.py`) and every figure are in `benches/README.md` (section "What a status
 //! costs Redis"). Medians on a shared 2-core machine:
 //!
-//! | shape | one Redis: before (a publish and a subscription per session) | one Redis: now | cluster (masters; replicas) |
-//! | --- | ---: | ---: | ---: |
-//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.81 µs, 106 B | 0.70 µs, 100 B | 1.17 µs; 0.45 µs |
-//! | sparse: 250 sessions x 20 statuses, 12 ms apart | 21.3 µs, 633 B | 17.5 µs, 314 B | 36.4 µs; 13.5 µs |
+//! | shape | one Redis: before (a task's change a call of its own) | one Redis: now | cluster: before (masters; replicas) | cluster: now |
+//! | --- | ---: | ---: | ---: | ---: |
+//! | bulk: 100 sessions x 1,000 statuses, no delay | 0.80 µs | 0.68 µs | 1.30 µs; 0.47 µs | 1.15 µs; 0.43 µs |
+//! | sparse: 1,000 sessions x 20 statuses, 50 ms apart | 22.3 µs, 329 B | 17.3 µs, 321 B | 43.2 µs; 18.0 µs | 34.9 µs; 13.6 µs |
 //!
 //! (Redis CPU and bytes in per delivered status; the sparse shape is 20,000 statuses/s with
 //! about one status per session in each 1 ms batch.) So one Redis core carries about 1,400,000
-//! statuses/s in the bulk shape and 57,000/s in the sparse one; on a cluster a master core
-//! carries about 27,000/s sparse (a call there serves the few statuses of one partition, and
+//! statuses/s in the bulk shape and 58,000/s in the sparse one; on a cluster a master core
+//! carries about 29,000/s sparse (a call there serves the few statuses of one partition, and
 //! its effects are replicated), and the cluster grows with its masters. A sparse batch holds
-//! about one status per session, and each still costs an `XADD` to its session's stream (about
-//! 3 µs on that machine) and its share of the session's own requests (creating, checking,
-//! starting a task, its changes, attaching in each process: about 100 µs per session, mostly
-//! system calls): that, not the number of calls, is what is left on one Redis.
+//! about one status per session, and each still costs an `XADD` to its session's stream (3 to
+//! 4 µs on that machine, with the script's call around it) and its share of the session's own
+//! requests (creating, two existence checks, attaching in each process: about 2 µs per status
+//! at 20 statuses per session); a task's changes ride the append calls of their batches.
 //! [`RedisConfig::batch_delay`] and [`cluster::RedisClusterConfig::partitions`] trade latency
 //! and spreading for bigger calls.
 //!
@@ -213,7 +220,6 @@ mod config;
 mod follow;
 mod outbox;
 mod reader;
-mod tasks;
 mod wire;
 mod writer;
 
@@ -228,7 +234,6 @@ use self::backend::RedisBackend;
 use self::config::Settings;
 pub use self::config::{ConnectError, RedisConfig};
 use self::outbox::Outbox;
-use self::tasks::TaskQueue;
 use self::wire::{Conn, Layout, Scripts};
 use super::{BackendError, Hub, HubConfig};
 use crate::sync::lock;
@@ -288,8 +293,6 @@ struct Shared {
     backing: Backing,
     scripts: Scripts,
     outbox: Outbox,
-    /// Changes of the tasks started here, waiting to be written.
-    tasks: TaskQueue,
     link: LinkState,
     /// Sessions whose local subscriber count went from or to zero since the reader last looked.
     interest: Mutex<HashSet<Arc<str>>>,

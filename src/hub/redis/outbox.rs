@@ -12,16 +12,11 @@
 //! - Items of one session leave in the order they came, and a [`Item::Close`] stays behind the
 //!   statuses queued before it.
 //! - The lock is held only to move items, never across an await.
-//! - `pushed` counts the statuses ever queued and `released` those ever confirmed, dropped
-//!   after being taken, or discarded; every queued status is released once. So once
-//!   `released` reaches the `pushed` of some moment, every status queued before it has been
-//!   numbered by Redis (or given up), which is what a task change waits for
-//!   ([`Outbox::released_up_to`]).
-//! - A task change queued in the task queue sets a barrier at the `pushed` of that moment
-//!   ([`Outbox::barrier`], under this lock): statuses queued after it are not taken until the
-//!   change is written ([`Outbox::lift`]). With the wait above, a task's change runs in Redis
-//!   after every status queued before it and before every status queued after it, so every
-//!   process hears them in that order (one connection per process hears the channel).
+//! - A task change is an item of the queue too ([`Item::Task`], queued with
+//!   [`Outbox::push_task`]), so it keeps its place among the statuses: the writer sends it
+//!   after the calls holding its session's statuses queued before it and before those holding
+//!   the ones queued after it, and every process hears them in that order (one connection per
+//!   process hears the channel). At most `capacity` changes wait; beyond that one is refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
 
 use super::wire::Body;
+use crate::hub::TaskState;
 use crate::sync::lock;
 
 /// One thing for the writer to send.
@@ -48,6 +44,16 @@ pub(super) enum Item {
         session: Arc<str>,
         reply: Option<oneshot::Sender<bool>>,
     },
+    /// A change of a task started here, to record in its session's tasks hash.
+    Task { session: Arc<str>, change: TaskItem },
+}
+
+/// A task's change as the task script records it.
+#[derive(Debug, Clone)]
+pub(super) struct TaskItem {
+    pub(super) task: Arc<str>,
+    pub(super) state: TaskState,
+    pub(super) message: Option<Arc<str>>,
 }
 
 impl Item {
@@ -55,7 +61,8 @@ impl Item {
         match self {
             Item::Status { session, .. }
             | Item::Skip { session, .. }
-            | Item::Close { session, .. } => session,
+            | Item::Close { session, .. }
+            | Item::Task { session, .. } => session,
         }
     }
 }
@@ -82,15 +89,10 @@ struct State {
     dropped: HashMap<Arc<str>, u64>,
     overflowing: bool,
     closed: bool,
-    /// Statuses ever queued.
-    pushed: u64,
-    /// Statuses ever released or discarded.
-    released: u64,
-    /// Statuses ever taken (or discarded).
-    taken: u64,
-    /// The `pushed` of each task change not yet written, oldest first: no status queued after
-    /// the oldest is taken.
-    barriers: VecDeque<u64>,
+    /// `Item::Task` entries in `queue`.
+    tasks: usize,
+    /// A task change was refused (the log says so once).
+    tasks_warned: bool,
 }
 
 #[derive(Debug)]
@@ -98,8 +100,6 @@ pub(super) struct Outbox {
     state: Mutex<State>,
     ready: Notify,
     shut: Notify,
-    /// Statuses were released.
-    progress: Notify,
     capacity: usize,
 }
 
@@ -109,7 +109,6 @@ impl Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             shut: Notify::new(),
-            progress: Notify::new(),
             capacity,
         }
     }
@@ -139,7 +138,6 @@ impl Outbox {
             skip,
         });
         state.queued += 1;
-        state.pushed += 1;
         drop(state);
         self.ready.notify_one();
         Pushed::Queued
@@ -160,6 +158,33 @@ impl Outbox {
             session,
             reply: Some(reply),
         });
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Queues a change of a task of `session` behind the statuses queued before it; `false`
+    /// when `capacity` changes wait already (the change is dropped; the first refusal is
+    /// logged). Taken also while shutting down, so the changes of tasks that end meanwhile are
+    /// written with what is drained.
+    pub(super) fn push_task(&self, session: &str, change: TaskItem) -> bool {
+        let mut state = self.lock();
+        if state.tasks >= self.capacity {
+            if !std::mem::replace(&mut state.tasks_warned, true) {
+                tracing::warn!(
+                    target: "status_messenger::redis",
+                    buffer_capacity = self.capacity,
+                    "too many task changes wait for redis; the newest are dropped (counted in \
+                     HubStats::backend_errors, warned once)"
+                );
+            }
+            return false;
+        }
+        state.queue.push_back(Item::Task {
+            session: Arc::from(session),
+            change,
+        });
+        state.tasks += 1;
         drop(state);
         self.ready.notify_one();
         true
@@ -199,39 +224,24 @@ impl Outbox {
         state.closed && state.queue.is_empty() && state.dropped.is_empty()
     }
 
-    /// Moves up to `max` items into `out`, stopping at the first status queued after a task
-    /// change not yet written; returns the statuses among them, or `None` when there is nothing
-    /// to take (or only what waits for a task change). They keep their place in the bound until released.
+    /// Moves up to `max` items into `out`; returns the statuses among them, or `None` when
+    /// there is nothing to take. They keep their place in the bound until released.
     pub(super) fn try_take(&self, max: usize, out: &mut Vec<Item>) -> Option<usize> {
         let mut state = self.lock();
         if state.queue.is_empty() && state.dropped.is_empty() {
             return None;
         }
-        // Statuses that may be taken before the oldest task change not yet written.
-        let allowed = state
-            .barriers
-            .front()
-            .map_or(u64::MAX, |&barrier| barrier.saturating_sub(state.taken));
-        let mut n = 0;
+        let n = max.min(state.queue.len());
         let mut statuses = 0;
-        for item in &state.queue {
-            if n == max {
-                break;
-            }
-            let status = matches!(item, Item::Status { .. });
-            if status && statuses as u64 >= allowed {
-                break;
-            }
-            statuses += usize::from(status);
-            n += 1;
+        let mut tasks = 0;
+        for item in state.queue.drain(..n) {
+            statuses += usize::from(matches!(item, Item::Status { .. }));
+            tasks += usize::from(matches!(item, Item::Task { .. }));
+            out.push(item);
         }
-        if n == 0 && !state.queue.is_empty() {
-            return None;
-        }
-        out.extend(state.queue.drain(..n));
         state.queued -= statuses;
         state.unconfirmed += statuses;
-        state.taken += statuses as u64;
+        state.tasks -= tasks;
         if state.queue.is_empty() {
             out.extend(
                 state
@@ -255,51 +265,8 @@ impl Outbox {
     pub(super) fn release(&self, statuses: usize) {
         let mut state = self.lock();
         state.unconfirmed = state.unconfirmed.saturating_sub(statuses);
-        state.released += statuses as u64;
         if statuses > 0 {
             state.overflowing = false;
-        }
-        drop(state);
-        self.progress.notify_waiters();
-    }
-
-    /// Runs `queue` with the number of statuses queued so far (for
-    /// [`released_up_to`](Outbox::released_up_to)), under the lock so no status is queued
-    /// meanwhile; when it returns `true` (the task change was queued), statuses queued from now
-    /// on wait for the matching [`lift`](Outbox::lift).
-    pub(super) fn barrier(&self, queue: impl FnOnce(u64) -> bool) -> bool {
-        let mut state = self.lock();
-        let pushed = state.pushed;
-        let queued = queue(pushed);
-        if queued {
-            state.barriers.push_back(pushed);
-        }
-        queued
-    }
-
-    /// The oldest task change was written (or given up): statuses queued after it may go.
-    pub(super) fn lift(&self) {
-        self.lock().barriers.pop_front();
-        self.ready.notify_one();
-    }
-
-    /// No task change will be written any more (the task writer stopped): nothing waits for one.
-    pub(super) fn lift_all(&self) {
-        self.lock().barriers.clear();
-        self.ready.notify_one();
-    }
-
-    /// Resolves once `pushed` statuses have been released: every status queued before
-    /// [`pushed`](Outbox::pushed) returned that number has been numbered (or given up).
-    pub(super) async fn released_up_to(&self, pushed: u64) {
-        loop {
-            let progress = self.progress.notified();
-            let mut progress = std::pin::pin!(progress);
-            progress.as_mut().enable();
-            if self.lock().released >= pushed {
-                return;
-            }
-            progress.await;
         }
     }
 
@@ -309,12 +276,8 @@ impl Outbox {
         state.closed = true;
         state.queue.clear();
         state.dropped.clear();
-        state.released = state.pushed;
-        state.taken = state.pushed;
-        let discarded = std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed);
-        drop(state);
-        self.progress.notify_waiters();
-        discarded
+        state.tasks = 0;
+        std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed)
     }
 }
 
@@ -340,6 +303,9 @@ mod tests {
                 } => format!("{session}:{}+{skip}", status.text),
                 Item::Skip { session, count } => format!("{session}:skip{count}"),
                 Item::Close { session, .. } => format!("{session}:close"),
+                Item::Task { session, change } => {
+                    format!("{session}:{}={}", change.task, change.state.as_str())
+                }
             })
             .collect()
     }
@@ -391,27 +357,32 @@ mod tests {
     }
 
     #[test]
-    fn statuses_queued_after_a_task_change_wait_until_it_is_written() {
-        let outbox = Outbox::new(8);
+    fn task_changes_keep_their_place_and_are_bounded() {
+        let outbox = Outbox::new(2);
+        let change = |state| TaskItem {
+            task: Arc::from("t"),
+            state,
+            message: None,
+        };
         outbox.push("a", text("1"));
-        assert!(outbox.barrier(|pushed| pushed == 1));
+        assert!(outbox.push_task("a", change(TaskState::Running)));
         outbox.push("a", text("2"));
+        assert!(outbox.push_task("a", change(TaskState::Finished)));
         assert!(
-            !outbox.barrier(|_| false),
-            "a change not queued sets no barrier"
+            !outbox.push_task("a", change(TaskState::Failed)),
+            "beyond capacity a change is refused"
         );
-        assert!(outbox.barrier(|pushed| pushed == 2));
-        outbox.push("b", text("1"));
         let mut out = Vec::new();
-        assert_eq!(outbox.try_take(10, &mut out), Some(1));
-        assert_eq!(shape(&out), vec!["a:1+0"]);
-        assert_eq!(outbox.try_take(10, &mut out), None);
-        outbox.lift();
-        assert_eq!(outbox.try_take(10, &mut out), Some(1));
-        assert_eq!(shape(&out), vec!["a:1+0", "a:2+0"]);
-        assert_eq!(outbox.try_take(10, &mut out), None);
-        outbox.lift_all();
-        assert_eq!(outbox.try_take(10, &mut out), Some(1));
-        assert_eq!(shape(&out)[2], "b:1+0");
+        assert_eq!(outbox.try_take(3, &mut out), Some(2));
+        assert_eq!(shape(&out), vec!["a:1+0", "a:t=running", "a:2+0"]);
+        // Taken changes free their place.
+        assert!(outbox.push_task("b", change(TaskState::Running)));
+        assert_eq!(outbox.try_take(10, &mut out), Some(0));
+        assert_eq!(shape(&out)[3..], ["a:t=finished", "b:t=running"]);
+        outbox.shut();
+        assert!(
+            outbox.push_task("b", change(TaskState::Finished)),
+            "taken while draining"
+        );
     }
 }

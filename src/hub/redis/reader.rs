@@ -389,7 +389,7 @@ async fn raise_floors(
             .collect();
         shared
             .scripts
-            .append_cmd(&settings.keys, &call, &appends)
+            .append_cmd(&settings.keys, &call, &appends, &[])
             .query_async::<()>(conn)
             .await?;
     }

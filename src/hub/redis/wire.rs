@@ -26,8 +26,8 @@ pub(super) use self::records::{
     parse_frames, parse_records, push_head, push_status, Body, Record, Segment,
 };
 pub(super) use self::scripts::{
-    parse_append, parse_cancel_reply, parse_close, parse_read, parse_task_reply, parse_tasks,
-    raise_cmd, touch, Append, Call, Cancelled, Scripts, Stored,
+    parse_append, parse_cancel_reply, parse_close, parse_read, parse_tasks, raise_cmd, touch,
+    Append, Call, Cancelled, Scripts, Stored, TaskPart,
 };
 
 /// A command connection: to one Redis, or to a cluster (which routes each command to the shard

@@ -25,6 +25,10 @@
 //! - A session's keys have their time to live renewed by the first call after a quarter of it
 //!   has passed since this writer last renewed them, for 1.25 times the TTL: so they live at
 //!   least the TTL after the last status, and most calls need not renew anything.
+//! - A task's change travels in the batch with the statuses around it (see `batch`), so a
+//!   task's `running` is recorded after its session's statuses queued before it and before
+//!   its first step, and none of its statuses follows its `cancelling` or `cancelled` change:
+//!   one Redis runs the batch's pipeline in order, a cluster each partition's calls in order.
 //! - Batches start at least `batch_delay` apart unless statuses come fast enough to fill one
 //!   (`LINGER_BELOW` waiting): a steady trickle costs Redis one call per group per delay, not
 //!   one per status, and a busy writer never waits.
@@ -424,10 +428,18 @@ impl Writer {
 
     fn confirmed(&mut self, call: &mut Call, value: &Value, made: Instant) {
         match call {
-            Call::Append { parts, .. } => match wire::parse_append(value) {
-                Some((_, counters)) if counters.len() == parts.len() => {
+            Call::Append { parts, tasks, .. } => match wire::parse_append(value) {
+                Some((_, replies)) if replies.len() == parts.len() + tasks.len() => {
                     let now = Instant::now();
-                    for (part, counter) in parts.iter().zip(counters) {
+                    let (counters, asked) = replies.split_at(parts.len());
+                    for ((session, change), asked) in tasks.iter().zip(asked) {
+                        if *asked == 1 && !change.state.is_final() {
+                            // Asked (on another process, or while this one was not listening)
+                            // before it was known here: applied now.
+                            self.hub.with(|hub| hub.cancel_here(session, &change.task));
+                        }
+                    }
+                    for (part, &counter) in parts.iter().zip(counters) {
                         let known = self
                             .known
                             .entry(Arc::clone(&part.session))

@@ -22,8 +22,6 @@ const APPEND: &str = include_str!("../append.lua");
 const READ: &str = include_str!("../read.lua");
 /// Ends a session everywhere.
 const CLOSE: &str = include_str!("../close.lua");
-/// Records a task's state and tells every process serving its session.
-const TASK: &str = include_str!("../task.lua");
 /// Asks a task to stop, wherever it runs.
 const CANCEL: &str = include_str!("../cancel.lua");
 /// Puts counters back (see the script).
@@ -102,8 +100,9 @@ pub(in crate::hub::redis) fn parse_read(value: Value, from: u64, to: u64) -> Opt
     })
 }
 
-/// Reads `{applied, counter...}` as returned by the append script: whether it ran, and each
-/// session's counter after it.
+/// Reads `{applied, counter..., asked...}` as returned by the append script: whether it ran,
+/// then each session's counter after it and, per task change, 1 if a stop was asked for the
+/// task.
 pub(in crate::hub::redis) fn parse_append(value: &Value) -> Option<(bool, Vec<u64>)> {
     let Value::Array(parts) = value else {
         return None;
@@ -133,7 +132,6 @@ pub(in crate::hub::redis) struct Scripts {
     pub(in crate::hub::redis) append: String,
     pub(in crate::hub::redis) read: String,
     pub(in crate::hub::redis) close: String,
-    task: String,
     cancel: String,
 }
 
@@ -144,7 +142,6 @@ impl Scripts {
             append: hash(APPEND),
             read: hash(READ),
             close: hash(CLOSE),
-            task: hash(TASK),
             cancel: hash(CANCEL),
         }
     }
@@ -154,7 +151,7 @@ impl Scripts {
     /// whenever a server answers `NOSCRIPT`.
     pub(in crate::hub::redis) async fn load(conn: &mut Conn) -> RedisResult<()> {
         let mut pipe = redis::pipe();
-        for code in [APPEND, READ, CLOSE, TASK, CANCEL] {
+        for code in [APPEND, READ, CLOSE, CANCEL] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
         }
         match conn {
@@ -162,7 +159,7 @@ impl Scripts {
             #[cfg(feature = "redis-cluster")]
             Conn::Cluster(conn) => {
                 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-                for code in [APPEND, READ, CLOSE, TASK, CANCEL] {
+                for code in [APPEND, READ, CLOSE, CANCEL] {
                     let mut cmd = redis::cmd("SCRIPT");
                     cmd.arg("LOAD").arg(code);
                     let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
@@ -220,6 +217,14 @@ pub(in crate::hub::redis) struct Append<'a> {
     pub(in crate::hub::redis) renew: bool,
 }
 
+/// A task's change recorded by an append call, after its statuses.
+pub(in crate::hub::redis) struct TaskPart<'a> {
+    pub(in crate::hub::redis) session: &'a str,
+    pub(in crate::hub::redis) task: &'a str,
+    pub(in crate::hub::redis) state: TaskState,
+    pub(in crate::hub::redis) message: Option<&'a str>,
+}
+
 /// What every append call carries besides its sessions.
 pub(in crate::hub::redis) struct Call<'a> {
     /// The group (partition) of every session of the call.
@@ -232,20 +237,29 @@ pub(in crate::hub::redis) struct Call<'a> {
     pub(in crate::hub::redis) capacity: usize,
     /// Time to live of a renewed key.
     pub(in crate::hub::redis) key_ttl_ms: u64,
+    /// Time to live of the keys a task change touches.
+    pub(in crate::hub::redis) task_ttl_ms: u64,
+    /// How many tasks a session's hash keeps (ended ones are forgotten beyond it).
+    pub(in crate::hub::redis) task_capacity: usize,
 }
 
 impl Scripts {
-    /// `EVALSHA` of the append script for `sessions`, all of `call.group`.
+    /// `EVALSHA` of the append script for `sessions` and then `tasks`, all of `call.group`.
     pub(in crate::hub::redis) fn append_cmd(
         &self,
         keys: &Keys,
         call: &Call<'_>,
         sessions: &[Append<'_>],
+        tasks: &[TaskPart<'_>],
     ) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.append).arg(sessions.len());
+        cmd.arg(&self.append).arg(sessions.len() + 2 * tasks.len());
         for append in sessions {
             cmd.arg(keys.log(append.session));
+        }
+        for task in tasks {
+            cmd.arg(keys.tasks(task.session))
+                .arg(keys.log(task.session));
         }
         cmd.arg(keys.publish())
             .arg(keys.group_channel(call.group))
@@ -256,7 +270,10 @@ impl Scripts {
         } else {
             cmd.arg(format!("{}:{}", call.writer, call.token));
         }
-        cmd.arg(if call.check { "1" } else { "0" });
+        cmd.arg(if call.check { "1" } else { "0" })
+            .arg(call.task_ttl_ms.max(1))
+            .arg(call.task_capacity)
+            .arg(tasks.len());
         let mut body = Vec::new();
         for append in sessions {
             body.clear();
@@ -280,6 +297,12 @@ impl Scripts {
                 .arg(if append.renew { "1" } else { "0" })
                 .arg(append.reserve)
                 .arg(body.as_slice());
+        }
+        for task in tasks {
+            cmd.arg(task.session)
+                .arg(task.task)
+                .arg(task.state.as_str())
+                .arg(task.message.unwrap_or(""));
         }
         cmd
     }
@@ -324,28 +347,6 @@ pub(in crate::hub::redis) fn raise_cmd(keys: &Keys, ttl_ms: u64, floors: &[(&str
 }
 
 impl Scripts {
-    /// `EVALSHA` of the task script: records `state` for `task` of `session` and tells every
-    /// process serving it. Called by hash like the others: each call then carries its
-    /// arguments only, and the server hashes nothing.
-    #[allow(clippy::too_many_arguments, reason = "the script's arguments, named")]
-    pub(in crate::hub::redis) fn task_cmd(
-        &self,
-        keys: &Keys,
-        ttl_ms: u64,
-        capacity: usize,
-        session: &str,
-        task: &str,
-        state: TaskState,
-        message: Option<&str>,
-    ) -> Cmd {
-        let mut cmd = task_script(&self.task, keys, session, task);
-        cmd.arg(state.as_str())
-            .arg(message.unwrap_or(""))
-            .arg(ttl_ms.max(1))
-            .arg(capacity);
-        cmd
-    }
-
     /// `EVALSHA` of the cancel script for `task` of `session`.
     pub(in crate::hub::redis) fn cancel_cmd(
         &self,
@@ -361,9 +362,9 @@ impl Scripts {
     }
 }
 
-/// `EVALSHA` of the script whose hash is `sha`, a script of a session's tasks, with what the
-/// task and cancel scripts both take first: the session's task hash and history stream, the
-/// publish command, its channel, the session and the task.
+/// `EVALSHA` of the script whose hash is `sha`, a script of a session's tasks, with what it
+/// takes first: the session's task hash and history stream, the publish command, its channel,
+/// the session and the task.
 fn task_script(sha: &str, keys: &Keys, session: &str, task: &str) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha)
@@ -375,18 +376,6 @@ fn task_script(sha: &str, keys: &Keys, session: &str, task: &str) -> Cmd {
         .arg(session)
         .arg(task);
     cmd
-}
-
-/// The task script's reply: the session's counter when the state was recorded (its
-/// `last_seq`), and whether a stop had been asked for the task.
-pub(in crate::hub::redis) fn parse_task_reply(value: &Value) -> Option<(u64, bool)> {
-    let Value::Array(parts) = value else {
-        return None;
-    };
-    match parts.as_slice() {
-        [Value::Int(seq), Value::Int(asked)] => Some((u64::try_from(*seq).ok()?, *asked == 1)),
-        _ => None,
-    }
 }
 
 /// What the cancel script answered.

@@ -1,11 +1,16 @@
 //! What the writer sends: a batch of script calls, one append call per group of sessions
-//! (all of them on one Redis, a partition on a cluster) with one part per session, or a
-//! close; built from what the outbox hands over and encoded as the scripts' commands.
+//! (all of them on one Redis, a partition on a cluster) with one part per session, a close,
+//! or a task's change; built from what the outbox hands over and encoded as the scripts'
+//! commands.
 //!
 //! # Invariants
 //!
 //! - Within a group, calls keep the order of the items they came from: a close ends the
-//!   group's open append call, so statuses queued after it go into a later call.
+//!   group's open append call, so statuses queued after it go into a later call. A task's
+//!   change goes into the group's open append call, which records it after its statuses (so
+//!   after every status of its session queued before it), and its session's statuses queued
+//!   after it go into a later call; other sessions' statuses go on into the open call, so a
+//!   batch's task changes cost it no call more unless their own sessions publish again in it.
 //! - Every call has its own token, taken in the order calls are made, so tokens increase per
 //!   writer and per group.
 //! - A part's numbers add up: each status carries the numbers skipped before it, and numbers
@@ -20,8 +25,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Writer;
-use crate::hub::redis::outbox::Item;
-use crate::hub::redis::wire::{Append, Body, Scripts};
+use crate::hub::redis::outbox::{Item, TaskItem};
+use crate::hub::redis::wire::{Append, Body, Scripts, TaskPart};
 
 /// One session's statuses in an append call.
 pub(super) struct Part {
@@ -41,6 +46,10 @@ pub(super) enum Call {
     Append {
         group: u32,
         parts: Vec<Part>,
+        /// Task changes, recorded after the parts. They need no token: recording a state a
+        /// task already has changes nothing and tells nobody (see append.lua), so a call sent
+        /// again after its reply was lost does not apply them twice.
+        tasks: Vec<(Arc<str>, TaskItem)>,
         token: u64,
     },
     Close {
@@ -106,6 +115,9 @@ impl Writer {
         // The open append call of each group, and each session's part in it.
         let mut open: HashMap<u32, usize> = HashMap::new();
         let mut parts: HashMap<Arc<str>, (usize, usize)> = HashMap::new();
+        // Per session with a task change in the batch, the call that records its last: its
+        // statuses after it go into a later call.
+        let mut after: HashMap<Arc<str>, usize> = HashMap::new();
         for item in items {
             let session = Arc::clone(item.session());
             let group = keys.group(&session);
@@ -123,14 +135,20 @@ impl Writer {
                 ));
                 continue;
             }
-            let index = match open.get(&group) {
-                Some(&index) => index,
+            let is_task = matches!(item, Item::Task { .. });
+            let open_call = open
+                .get(&group)
+                .copied()
+                .filter(|&index| is_task || after.get(&session).is_none_or(|&at| index > at));
+            let index = match open_call {
+                Some(index) => index,
                 None => {
                     let token = self.token();
                     calls.push((
                         Call::Append {
                             group,
                             parts: Vec::new(),
+                            tasks: Vec::new(),
                             token,
                         },
                         false,
@@ -139,9 +157,17 @@ impl Writer {
                     calls.len() - 1
                 }
             };
-            let Call::Append { parts: list, .. } = &mut calls[index].0 else {
+            let Call::Append {
+                parts: list, tasks, ..
+            } = &mut calls[index].0
+            else {
                 continue;
             };
+            if let Item::Task { change, .. } = item {
+                tasks.push((Arc::clone(&session), change));
+                after.insert(session, index);
+                continue;
+            }
             let part = match parts.get(&session) {
                 Some(&(call, part)) if call == index => part,
                 _ => {
@@ -163,7 +189,7 @@ impl Writer {
                         .push((skip + std::mem::take(&mut part.trailing), status));
                 }
                 Item::Skip { count, .. } => part.trailing += count,
-                Item::Close { .. } => {}
+                Item::Close { .. } | Item::Task { .. } => {}
             }
         }
         Batch {
@@ -179,6 +205,7 @@ impl Writer {
             Call::Append {
                 group,
                 parts,
+                tasks,
                 token,
             } => {
                 let appends: Vec<Append<'_>> = parts
@@ -192,10 +219,20 @@ impl Writer {
                         renew: part.renew,
                     })
                     .collect();
+                let tasks: Vec<TaskPart<'_>> = tasks
+                    .iter()
+                    .map(|(session, change)| TaskPart {
+                        session,
+                        task: &change.task,
+                        state: change.state,
+                        message: change.message.as_deref(),
+                    })
+                    .collect();
                 scripts.append_cmd(
                     &settings.keys,
                     &settings.call(*group, &self.id, *token, check),
                     &appends,
+                    &tasks,
                 )
             }
             Call::Close { session, token, .. } => {
