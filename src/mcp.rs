@@ -1027,7 +1027,7 @@ fn deliver(sink: Arc<Sink>, outer: Option<Messenger>) -> messenger::Deliver {
         match target {
             Some(target) => target.dispatch(
                 Some(session),
-                task.cloned(),
+                task,
                 || Some(session.to_owned()),
                 payload,
             ),
@@ -1120,7 +1120,7 @@ mod tests {
     fn progress_takes_a_status_s_current_only_when_it_goes_up() {
         let sink = Sink::new(true);
         let with = |text: &str, current, total| {
-            Payload::Message(Box::new(StatusMessage::new(text).progress(current, total)))
+            Payload::Message(StatusMessage::new(text).progress(current, total))
         };
         sink.offer(&Payload::Text("plain".into()));
         sink.offer(&with("five of ten", 5, 10));
@@ -1189,9 +1189,7 @@ mod tests {
     fn progress_stops_at_two_to_the_53_and_what_cannot_go_up_is_not_sent() {
         let sink = Sink::new(true);
         let with = |current| {
-            Payload::Message(Box::new(
-                StatusMessage::new("big").progress(current, u64::MAX),
-            ))
+            Payload::Message(StatusMessage::new("big").progress(current, u64::MAX))
         };
         sink.offer(&with((1 << 53) - 2));
         sink.offer(&Payload::Text("plus one".into()));

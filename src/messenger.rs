@@ -177,14 +177,14 @@ pub type StatusUpdate = (Option<String>, String);
 const UNKNOWN_SESSION: &str = "UnknownSession";
 
 /// What one status carries through the channel besides where it comes from: its text alone
-/// (what [`add_status_message`] sends), or a boxed [`StatusMessage`] with fields. The text
-/// variant keeps a channel item as small as the `(Option<String>, String)` it replaced, so plain
-/// statuses cost what they did.
+/// (what [`add_status_message`] sends), or a [`StatusMessage`] with fields. The message is held
+/// by value: its fields are boxed already, and a second box per status cost an allocation and a
+/// free on every status with fields (a channel item grows by two words for it).
 #[derive(Debug)]
 pub(crate) enum Payload {
     Text(String),
     /// A status with fields (its task, if any, travels in the [`Origin`]).
-    Message(Box<StatusMessage>),
+    Message(StatusMessage),
 }
 
 impl Payload {
@@ -192,11 +192,7 @@ impl Payload {
     pub(crate) fn from_message(message: StatusMessage) -> (Option<task::TaskRef>, Payload) {
         let (text, fields, task) = message.into_parts();
         let payload = match fields {
-            Some(fields) => Payload::Message(Box::new(StatusMessage::from_parts(
-                text,
-                Some(fields),
-                None,
-            ))),
+            Some(fields) => Payload::Message(StatusMessage::from_parts(text, Some(fields), None)),
             None => Payload::Text(text),
         };
         (task, payload)
@@ -220,7 +216,7 @@ impl Payload {
     pub(crate) fn into_message(self, task: Option<task::TaskRef>) -> StatusMessage {
         let mut message = match self {
             Payload::Text(text) => StatusMessage::new(text),
-            Payload::Message(message) => *message,
+            Payload::Message(message) => message,
         };
         message.set_task(task);
         message
@@ -571,7 +567,17 @@ impl Messenger {
     /// Sends `payload` for the current session, in the current task if any.
     fn add_payload(&self, payload: Payload) {
         let mut payload = Some(payload);
-        let mut task = task::current();
+        // The task is borrowed where it lies, not cloned: no reference count goes up and down
+        // per status. Where its slot cannot be read (the thread is being torn down), `payload`
+        // is still `Some` below and goes out in no task.
+        let _unreadable = task::with_current(|task| self.add_payload_in(task, &mut payload));
+        if payload.is_some() {
+            self.add_payload_in(None, &mut payload);
+        }
+    }
+
+    /// Sends what `payload` holds (taking it) for the current session, in `task` if any.
+    fn add_payload_in(&self, task: Option<&task::TaskRef>, payload: &mut Option<Payload>) {
         // A direct consumer reads the id where it lies, without a copy per message. Where the
         // task-local is not set, `try_with` fails, `payload` is still `Some`, and it goes out
         // below with no session: nothing is lost by ignoring that error.
@@ -579,13 +585,11 @@ impl Messenger {
             if let Some(payload) = payload.take() {
                 // A task belongs to its session: a status sent to another one (a session set
                 // inside the task) is that session's alone.
-                let task = task
-                    .take()
-                    .filter(|task| id.as_deref() == Some(task.session.as_str()));
+                let task = task.filter(|task| id.as_deref() == Some(task.session.as_str()));
                 self.dispatch(id.as_deref(), task, || id.clone(), payload);
             }
         });
-        if let Some(payload) = payload {
+        if let Some(payload) = payload.take() {
             self.dispatch(None, None, || None, payload);
         }
     }
@@ -594,7 +598,7 @@ impl Messenger {
     pub(crate) fn dispatch(
         &self,
         session: Option<&str>,
-        task: Option<task::TaskRef>,
+        task: Option<&task::TaskRef>,
         owned_session: impl FnOnce() -> Option<String>,
         message: Payload,
     ) {
@@ -614,7 +618,7 @@ impl Messenger {
         let sent = self
             .shared
             .sender
-            .send((Origin::new(task, owned_session), message));
+            .send((Origin::new(task.cloned(), owned_session), message));
         self.after_send(sent);
     }
 
@@ -623,7 +627,7 @@ impl Messenger {
     fn dispatch_direct(
         &self,
         session: Option<&str>,
-        task: Option<task::TaskRef>,
+        task: Option<&task::TaskRef>,
         owned_session: impl FnOnce() -> Option<String>,
         message: Payload,
     ) {
@@ -635,12 +639,12 @@ impl Messenger {
             let sent = self
                 .shared
                 .sender
-                .send((Origin::new(task, owned_session), message));
+                .send((Origin::new(task.cloned(), owned_session), message));
             drop(guard);
             self.after_send(sent);
             return;
         };
-        match (direct.deliver)(session, task.as_ref(), message) {
+        match (direct.deliver)(session, task, message) {
             Ok(()) => {
                 self.shared.received.fetch_add(1, Ordering::Relaxed);
             }
@@ -648,7 +652,7 @@ impl Messenger {
             // (nothing goes into the channel while a direct consumer holds the stream, so the
             // next stream yields this before anything sent later).
             Err(message) => {
-                lock(&self.shared.leftover).push_back((Origin::new(task, owned_session), message));
+                lock(&self.shared.leftover).push_back((Origin::new(task.cloned(), owned_session), message));
             }
         }
     }
