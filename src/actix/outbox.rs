@@ -10,9 +10,15 @@
 //!
 //! # Invariants
 //!
-//! - The buffer holds at most `limit` bytes plus one frame: the sink is ready only below
-//!   `limit`, so a client that does not read holds that much and the writer waits (and its
-//!   write timeout runs), as it waits on axum's write buffer.
+//! - A burst's frames are encoded into the sink's own staging buffer, without the lock, and
+//!   handed to the shared buffer under it once, at the flush (or when the staging room runs
+//!   out): one lock per burst, not two per frame. The sink looks at the shared buffer under the
+//!   lock before the first frame of each burst, so a closed or gone body is seen then.
+//! - The two buffers together hold at most `limit` bytes plus one frame: the sink is ready
+//!   only while its staged bytes and the shared buffer's length as of its last look (which only
+//!   the body shrinks, so the sum bounds the real one) are below `limit`, so a client that does
+//!   not read holds that much and the writer waits (and its write timeout runs), as it waits
+//!   on axum's write buffer.
 //! - Once closed (a close frame was written, the sink was closed or the [`BodyOpen`] guard
 //!   dropped) nothing more is encoded; the body ends after handing out what was written.
 //! - Once the body is gone (the connection ended), every write fails, so the loop ends.
@@ -73,6 +79,44 @@ impl Shared {
 /// The sink of a WebSocket's frames, encoded as they are written.
 pub(super) struct OutboxSink {
     shared: Arc<Shared>,
+    staging: Staging,
+}
+
+/// The sink's own side: what it encoded since its last hand-over to the shared buffer.
+struct Staging {
+    /// Frames encoded since the last hand-over, not yet the body's.
+    staged: BytesMut,
+    /// The shared buffer's length as of the last hand-over: at least what it holds now.
+    handed: usize,
+    /// The room made for the next burst: the size of the body's last chunk, as last seen.
+    room: usize,
+    /// A copy of the shared state's `limit`.
+    limit: usize,
+    /// A close frame is staged: nothing more is taken, and the hand-over closes the body.
+    closing: bool,
+}
+
+impl Staging {
+    /// Moves the staged frames to the shared buffer (the caller wakes the body as needed) and
+    /// takes a new look at it.
+    fn hand_over(&mut self, state: &mut State) {
+        if !self.staged.is_empty() {
+            let staged = std::mem::take(&mut self.staged);
+            if state.buf.is_empty() {
+                state.buf = staged;
+            } else {
+                state.buf.extend_from_slice(&staged);
+            }
+        }
+        if self.closing {
+            state.closed = true;
+        }
+        self.handed = state.buf.len();
+        self.room = state.last_chunk.clamp(
+            MIN_CHUNK_BYTES,
+            MAX_CHUNK_ROOM.min(self.limit).max(MIN_CHUNK_BYTES),
+        );
+    }
 }
 
 /// The WebSocket's response body: the frames written to its [`OutboxSink`], a chunk at a
@@ -112,6 +156,13 @@ pub(super) fn outbox(limit: usize, replaced: BoxBody) -> (OutboxSink, OutboxBody
     (
         OutboxSink {
             shared: Arc::clone(&shared),
+            staging: Staging {
+                staged: BytesMut::new(),
+                handed: 0,
+                room: MIN_CHUNK_BYTES,
+                limit,
+                closing: false,
+            },
         },
         OutboxBody {
             shared: Arc::clone(&shared),
@@ -141,10 +192,19 @@ impl Sink<Outgoing> for OutboxSink {
     type Error = Gone;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
-        let mut state = lock(&self.shared.state);
+        let OutboxSink { shared, staging: this } = self.get_mut();
+        if this.closing {
+            return Poll::Ready(Err(Gone));
+        }
+        // Within a burst, with room: no lock.
+        if !this.staged.is_empty() && this.staged.len() + this.handed < this.limit {
+            return Poll::Ready(Ok(()));
+        }
+        let mut state = lock(&shared.state);
         if state.gone || state.closed {
             return Poll::Ready(Err(Gone));
         }
+        this.hand_over(&mut state);
         if state.buf.len() < state.limit {
             return Poll::Ready(Ok(()));
         }
@@ -159,20 +219,16 @@ impl Sink<Outgoing> for OutboxSink {
     }
 
     fn start_send(self: Pin<&mut Self>, frame: Outgoing) -> Result<(), Gone> {
-        let mut state = lock(&self.shared.state);
-        if state.gone || state.closed {
+        let this = &mut self.get_mut().staging;
+        if this.closing {
             return Err(Gone);
         }
-        if state.buf.is_empty() {
-            let room = state.last_chunk.clamp(
-                MIN_CHUNK_BYTES,
-                MAX_CHUNK_ROOM.min(state.limit).max(MIN_CHUNK_BYTES),
-            );
-            state.buf.reserve(room);
+        if this.staged.is_empty() {
+            this.staged.reserve(this.room);
         }
         // A close frame is the last: the body ends after it.
-        if encode(&mut state.buf, frame) {
-            state.closed = true;
+        if encode(&mut this.staged, frame) {
+            this.closing = true;
         }
         Ok(())
     }
@@ -180,10 +236,13 @@ impl Sink<Outgoing> for OutboxSink {
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
         // Handed to the body, which actix polls as its connection's write buffer has room: the
         // frames are as far as a flush takes them (the buffer bounds what waits there).
-        let mut state = lock(&self.shared.state);
+        let OutboxSink { shared, staging: this } = self.get_mut();
+        let mut state = lock(&shared.state);
         if state.gone {
+            this.staged = BytesMut::new();
             return Poll::Ready(Err(Gone));
         }
+        this.hand_over(&mut state);
         let body = if state.buf.is_empty() {
             None
         } else {
@@ -197,7 +256,15 @@ impl Sink<Outgoing> for OutboxSink {
     }
 
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
-        self.shared.close();
+        // What is staged goes first; the body ends after it.
+        let OutboxSink { shared, staging: this } = self.get_mut();
+        {
+            let mut state = lock(&shared.state);
+            if !state.gone {
+                this.hand_over(&mut state);
+            }
+        }
+        shared.close();
         Poll::Ready(Ok(()))
     }
 }
