@@ -296,6 +296,10 @@ struct Shared {
     /// a cache line of its own: the stream writes it for every message, and a line it shared
     /// with `parked` or the sender would move to the stream's core and back on every send.
     received: CachePadded<AtomicU64>,
+    /// Messages handed to a direct consumer so far, counted by the senders' threads, each on
+    /// a line of its own: one shared counter took a locked add on a line that every sender's
+    /// core pulled from the others, on every status.
+    received_direct: ShardedCount,
     /// Streams refused because another one was consuming.
     refused_streams: AtomicU64,
     /// Set while messages go straight to a consumer instead of through the channel: from
@@ -365,6 +369,47 @@ impl Shared {
         }
         AfterPush::Done
     }
+}
+
+/// How many counters [`ShardedCount`] spreads its count over.
+const COUNT_SHARDS: usize = 4;
+
+/// A count that threads add to concurrently: each thread adds to one of a few counters, each
+/// on its own cache line, and a read sums them.
+#[derive(Debug)]
+struct ShardedCount {
+    shards: [CachePadded<AtomicU64>; COUNT_SHARDS],
+}
+
+impl Default for ShardedCount {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+        }
+    }
+}
+
+impl ShardedCount {
+    fn add_one(&self) {
+        self.shards[count_shard()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| shard.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+/// This thread's counter in a [`ShardedCount`]: threads take them in turn as they first count.
+fn count_shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT_SHARDS;
+    }
+    // While the thread's locals are destroyed, any counter will do.
+    SHARD.try_with(|shard| *shard).unwrap_or(0)
 }
 
 /// What a sender does after its push (see `Shared::after_push`).
@@ -458,6 +503,7 @@ impl Messenger {
                 consumer: TaskWaker::default(),
                 leftover: Mutex::new(VecDeque::new()),
                 received: CachePadded::new(AtomicU64::new(0)),
+                received_direct: ShardedCount::default(),
                 refused_streams: AtomicU64::new(0),
                 direct_set: AtomicBool::new(false),
                 direct: ShardedLock::new(None),
@@ -646,7 +692,7 @@ impl Messenger {
         };
         match (direct.deliver)(session, task, message) {
             Ok(()) => {
-                self.shared.received.fetch_add(1, Ordering::Relaxed);
+                self.shared.received_direct.add_one();
             }
             // The target is gone: kept for the next consumer, after what waits already
             // (nothing goes into the channel while a direct consumer holds the stream, so the
@@ -699,7 +745,7 @@ impl Messenger {
         while let Ok((origin, message)) = self.shared.receiver.try_recv() {
             match (direct.deliver)(origin.session(), origin.task(), message) {
                 Ok(()) => {
-                    self.shared.received.fetch_add(1, Ordering::Relaxed);
+                    self.shared.received_direct.add_one();
                 }
                 Err(message) => lock(&self.shared.leftover).push_back((origin, message)),
             }
@@ -744,7 +790,7 @@ impl Messenger {
                 self.shared.direct_set.store(false, Ordering::Release);
                 return Ok(());
             }
-            self.shared.received.fetch_add(1, Ordering::Relaxed);
+            self.shared.received_direct.add_one();
         }
         *direct = Some(Direct {
             deliver,
@@ -919,7 +965,8 @@ impl Messenger {
     /// # }
     /// ```
     pub fn received(&self) -> u64 {
-        self.shared.received.load(Ordering::Relaxed)
+        let streamed = self.shared.received.load(Ordering::Relaxed);
+        streamed.wrapping_add(self.shared.received_direct.sum())
     }
 
     /// Whether a stream currently holds the receiver.
