@@ -246,7 +246,7 @@ async fn forward(
     let ended = ws::forward_socket(
         endpoints.hub(),
         subscription,
-        Socket(socket),
+        AxumSocket(socket),
         endpoints.settings(),
     )
     .await;
@@ -255,9 +255,9 @@ async fn forward(
 
 /// axum's socket in the loop's own frames: one task owns it whole, reading and writing, so
 /// its frames take no lock (`StreamExt::split` would share it between two halves).
-struct Socket(WebSocket);
+struct AxumSocket(WebSocket);
 
-impl Sink<Outgoing> for Socket {
+impl Sink<Outgoing> for AxumSocket {
     type Error = axum::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -277,7 +277,9 @@ impl Sink<Outgoing> for Socket {
     }
 }
 
-impl Stream for Socket {
+impl ws::Socket for AxumSocket {}
+
+impl Stream for AxumSocket {
     type Item = Incoming;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {

@@ -31,10 +31,12 @@ use std::task::{Context, Poll, Waker};
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::web::{Bytes, BytesMut};
+use futures_core::Stream;
 use futures_util::Sink;
 
 use crate::sync::{lock, Mutex};
-use crate::web::ws::Outgoing;
+use crate::web::{plain_status_len, write_plain_status, JsonOut};
+use crate::web::ws::{Incoming, Outgoing, Socket};
 
 /// The error of a write to a socket whose connection has ended.
 #[derive(Debug)]
@@ -170,6 +172,105 @@ pub(super) fn outbox(limit: usize, replaced: BoxBody) -> (OutboxSink, OutboxBody
         },
         BodyOpen { shared },
     )
+}
+
+impl JsonOut for BytesMut {
+    fn put(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// Writes `status` as a text frame straight into `buf`, header first, when its JSON's length
+/// is known in advance (nothing in it needs an escape); `false`, writing nothing, otherwise.
+fn encode_status(buf: &mut BytesMut, status: &crate::Status) -> bool {
+    let Some(len) = plain_status_len(status) else {
+        return false;
+    };
+    put_text_header(buf, len);
+    let start = buf.len();
+    write_plain_status(buf, status);
+    debug_assert_eq!(buf.len() - start, len, "the length written in the header");
+    true
+}
+
+/// The header of a server's final text frame of `len` bytes (RFC 6455, section 5.2: no mask,
+/// the length in 7 bits, or 16, or 64), as actix-http's `Parser::write_message` writes it.
+fn put_text_header(buf: &mut BytesMut, len: usize) {
+    const FIN_TEXT: u8 = 0x81;
+    match (u8::try_from(len), u16::try_from(len)) {
+        (Ok(short @ 0..=125), _) => {
+            buf.reserve(len + 2);
+            buf.extend_from_slice(&[FIN_TEXT, short]);
+        }
+        (_, Ok(medium)) => {
+            buf.reserve(len + 4);
+            buf.extend_from_slice(&[FIN_TEXT, 126]);
+            buf.extend_from_slice(&medium.to_be_bytes());
+        }
+        _ => {
+            buf.reserve(len + 10);
+            buf.extend_from_slice(&[FIN_TEXT, 127]);
+            buf.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// The outbox's sink and the client's frames, as the one socket the forwarding loop drives:
+/// a status is encoded straight into the sink's staging buffer, with no `String` per frame.
+pub(super) struct OutboxSocket<Rx> {
+    sink: OutboxSink,
+    incoming: Rx,
+}
+
+impl<Rx> OutboxSocket<Rx> {
+    pub(super) fn new(sink: OutboxSink, incoming: Rx) -> Self {
+        Self { sink, incoming }
+    }
+}
+
+impl<Rx: Unpin> Sink<Outgoing> for OutboxSocket<Rx> {
+    type Error = Gone;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Pin::new(&mut self.sink).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Outgoing) -> Result<(), Gone> {
+        Pin::new(&mut self.sink).start_send(frame)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Pin::new(&mut self.sink).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Pin::new(&mut self.sink).poll_close(cx)
+    }
+}
+
+impl<Rx: Stream<Item = Incoming> + Unpin> Stream for OutboxSocket<Rx> {
+    type Item = Incoming;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        Pin::new(&mut self.incoming).poll_next(cx)
+    }
+}
+
+impl<Rx: Stream<Item = Incoming> + Unpin> Socket for OutboxSocket<Rx> {
+    fn start_send_status(
+        self: Pin<&mut Self>,
+        status: &crate::Status,
+    ) -> Option<Result<(), Gone>> {
+        let this = &mut self.get_mut().sink.staging;
+        if this.closing {
+            return Some(Err(Gone));
+        }
+        if this.staged.is_empty() {
+            this.staged.reserve(this.room);
+        }
+        // Anything else goes the usual way: encoded to a `String`, then copied in.
+        encode_status(&mut this.staged, status).then_some(Ok(()))
+    }
 }
 
 fn encode(buf: &mut BytesMut, frame: Outgoing) -> bool {
@@ -310,5 +411,65 @@ impl Drop for OutboxBody {
         if let Some(writer) = writer {
             writer.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_http::ws::{OpCode, Parser};
+    use actix_web::web::BytesMut;
+    use futures_util::{FutureExt, StreamExt};
+
+    use crate::web::Frame;
+    use crate::{Event, Hub, StatusMessage};
+
+    /// A status written straight into the buffer is the frame actix-http writes for its JSON,
+    /// for a length of each header form (7, 16 and 64 bits) and their edges.
+    #[test]
+    fn statuses_are_the_frames_actix_writes_for_their_json() {
+        let mut config = crate::HubConfig::default();
+        config.max_status_bytes = 100_000;
+        let hub = Hub::new(config).unwrap();
+        // The JSON's length without its text, from a first status with none (the others'
+        // `seq` has one digit too).
+        hub.publish_message(Some("s"), StatusMessage::new("").progress(1, 2))
+            .unwrap();
+        let probe = hub.subscribe("s", None).next().now_or_never().flatten().unwrap();
+        let base = Frame::encode(&probe).unwrap().into_json().len();
+        let lengths = [base, 125, 126, 127, 65_535, 65_536, 70_000];
+        for len in &lengths[1..] {
+            let text = "x".repeat(len - base);
+            hub.publish_message(Some("s"), StatusMessage::new(text).progress(1, 2))
+                .unwrap();
+        }
+        let mut subscription = hub.subscribe("s", None);
+        let mut written_lengths = Vec::new();
+        while let Some(Some(event)) = subscription.next().now_or_never() {
+            let Event::Status(status) = &event else {
+                continue;
+            };
+            let json = Frame::encode(&event).unwrap().into_json();
+            let mut expected = BytesMut::new();
+            Parser::write_message(&mut expected, json.as_bytes(), OpCode::Text, true, false);
+            let mut written = BytesMut::new();
+            assert!(super::encode_status(&mut written, status));
+            assert_eq!(written, expected, "a frame of {} bytes", json.len());
+            written_lengths.push(json.len());
+        }
+        assert_eq!(written_lengths, lengths);
+    }
+
+    /// A status with a string that needs an escape is left to the usual encoder.
+    #[test]
+    fn a_status_that_needs_an_escape_is_not_written_here() {
+        let hub = Hub::new(Default::default()).unwrap();
+        hub.publish(Some("s"), "say \"hi\"").unwrap();
+        let event = hub.subscribe("s", None).next().now_or_never().flatten().unwrap();
+        let Event::Status(status) = &event else {
+            panic!("a status: {event:?}");
+        };
+        let mut written = BytesMut::new();
+        assert!(!super::encode_status(&mut written, status));
+        assert!(written.is_empty());
     }
 }

@@ -429,7 +429,7 @@ fn status_json(status: &crate::Status) -> String {
     // locked count, and a second free.
     if let Some(len) = plain_status_len(status) {
         let mut json = String::with_capacity(len);
-        write_status(&mut json, status, push_plain_json_str);
+        write_plain_status(&mut json, status);
         debug_assert_eq!(json.len(), len, "the length computed for a status frame");
         return json;
     }
@@ -445,42 +445,65 @@ fn status_json(status: &crate::Status) -> String {
     json
 }
 
+/// Where a status's JSON goes: a `String`, or a framework's byte buffer (the actix outbox
+/// writes a frame's JSON straight behind its WebSocket header).
+pub(crate) trait JsonOut {
+    /// Appends `text` as it is.
+    fn put(&mut self, text: &str);
+}
+
+impl JsonOut for String {
+    fn put(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+/// Writes the JSON of `status`, which [`plain_status_len`] measured (none of its strings needs
+/// an escape): exactly that many bytes.
+pub(crate) fn write_plain_status<W: JsonOut>(out: &mut W, status: &crate::Status) {
+    write_status(out, status, push_plain_json_str);
+}
+
 /// The status's JSON, its strings written by `push_str`.
-fn write_status(json: &mut String, status: &crate::Status, push_str: fn(&mut String, &str)) {
-    json.push_str("{\"session\":");
-    push_str(json, status.session());
-    json.push_str(",\"seq\":");
-    push_u64(json, status.seq());
-    json.push_str(",\"text\":");
-    push_str(json, status.text());
+fn write_status<W: JsonOut>(out: &mut W, status: &crate::Status, push_str: fn(&mut W, &str)) {
+    out.put("{\"session\":");
+    push_str(out, status.session());
+    out.put(",\"seq\":");
+    push_u64(out, status.seq());
+    out.put(",\"text\":");
+    push_str(out, status.text());
     if let Some(task) = status.task() {
-        json.push_str(",\"task\":");
-        push_str(json, task);
+        out.put(",\"task\":");
+        push_str(out, task);
     }
     if let Some(progress) = status.progress() {
-        json.push_str(",\"progress\":{\"current\":");
-        push_u64(json, progress.current());
-        json.push_str(",\"total\":");
-        push_u64(json, progress.total());
-        json.push('}');
+        out.put(",\"progress\":{\"current\":");
+        push_u64(out, progress.current());
+        out.put(",\"total\":");
+        push_u64(out, progress.total());
+        out.put("}");
     }
     if let Some(level) = status.level() {
-        json.push_str(",\"level\":");
-        push_str(json, level.as_str());
+        out.put(",\"level\":");
+        push_str(out, level.as_str());
     }
     if let Some(key) = status.key() {
-        json.push_str(",\"key\":");
-        push_str(json, key);
+        out.put(",\"key\":");
+        push_str(out, key);
     }
-    json.push('}');
     if let Some(data) = status.data() {
-        with_raw_field(json, "data", data.as_str());
+        // [`JsonData`](crate::JsonData) text is already checked and compact (no newline
+        // outside an escape), so it goes in as it is, with no second parse and no
+        // `serde_json` raw-value feature.
+        out.put(",\"data\":");
+        out.put(data.as_str());
     }
+    out.put("}");
 }
 
 /// The length of the status's JSON when none of its strings needs an escape, else `None`;
 /// field for field what [`write_status`] writes.
-fn plain_status_len(status: &crate::Status) -> Option<usize> {
+pub(crate) fn plain_status_len(status: &crate::Status) -> Option<usize> {
     let string = |text: &str| (!needs_escape(text)).then_some(text.len() + 2);
     let mut len = "{\"session\":".len()
         + string(status.session())?
@@ -506,7 +529,6 @@ fn plain_status_len(status: &crate::Status) -> Option<usize> {
         len += ",\"key\":".len() + string(key)?;
     }
     if let Some(data) = status.data() {
-        // `with_raw_field` puts `,"data":RAW` before the closing brace.
         len += ",\"data\":".len() + data.as_str().len();
     }
     Some(len)
@@ -526,45 +548,28 @@ fn needs_escape(text: &str) -> bool {
 }
 
 /// Appends `text`, which needs no escape, as a JSON string.
-fn push_plain_json_str(json: &mut String, text: &str) {
-    json.push('"');
-    json.push_str(text);
-    json.push('"');
+fn push_plain_json_str<W: JsonOut>(out: &mut W, text: &str) {
+    out.put("\"");
+    out.put(text);
+    out.put("\"");
 }
 
 /// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
-fn push_json_str(json: &mut String, text: &str) {
+fn push_json_str<W: JsonOut>(out: &mut W, text: &str) {
     if needs_escape(text) {
         // Rare (a quote, a backslash, a control character): serde's own escapes.
         match serde_json::to_string(text) {
-            Ok(quoted) => json.push_str(&quoted),
+            Ok(quoted) => out.put(&quoted),
             // Serializing a string cannot fail.
-            Err(_) => json.push_str("\"\""),
+            Err(_) => out.put("\"\""),
         }
     } else {
-        json.reserve(text.len() + 2);
-        push_plain_json_str(json, text);
+        push_plain_json_str(out, text);
     }
 }
 
-fn push_u64(json: &mut String, n: u64) {
-    json.push_str(itoa::Buffer::new().format(n));
-}
-
-/// Appends `"name": raw` as the last field of the JSON object `json`. `raw` is [`JsonData`]
-/// text, already checked and compact (no newline outside an escape), so it goes in as it is,
-/// with no second parse and no `serde_json` raw-value feature.
-///
-/// [`JsonData`]: crate::JsonData
-fn with_raw_field(json: &mut String, name: &str, raw: &str) {
-    debug_assert!(json.ends_with('}'), "an object");
-    json.pop();
-    json.reserve(name.len() + raw.len() + 5);
-    json.push_str(",\"");
-    json.push_str(name);
-    json.push_str("\":");
-    json.push_str(raw);
-    json.push('}');
+fn push_u64<W: JsonOut>(out: &mut W, n: u64) {
+    out.put(itoa::Buffer::new().format(n));
 }
 
 /// A frame a client may send on the WebSocket that means something; every other is ignored.
@@ -647,7 +652,11 @@ mod tests {
                 })
                 .unwrap();
                 if let Some(data) = status.data() {
-                    super::with_raw_field(&mut serde, "data", data.as_str());
+                    // The data goes in last, as it is.
+                    serde.pop();
+                    serde.push_str(",\"data\":");
+                    serde.push_str(data.as_str());
+                    serde.push('}');
                 }
                 let json = status_json(&status);
                 assert_eq!(json, serde);

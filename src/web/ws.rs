@@ -209,15 +209,12 @@ where
 /// [`forward`] over one socket that both takes [`Outgoing`] frames and yields [`Incoming`]
 /// ones, for frameworks whose socket is one object (axum's): no split into halves that share
 /// it through a lock, which every frame of a burst would take.
-pub(crate) async fn forward_socket<S>(
+pub(crate) async fn forward_socket<S: Socket>(
     hub: &Hub,
     mut subscription: Subscription,
     mut socket: S,
     settings: &Settings,
-) -> Ended
-where
-    S: Sink<Outgoing> + Stream<Item = Incoming> + Unpin,
-{
+) -> Ended {
     let session = subscription.session().cloned();
     let keep_alive = settings.effective_keep_alive();
     let batch = settings.effective_write_batch();
@@ -302,6 +299,21 @@ where
     }
 }
 
+/// What [`forward_socket`] writes to and reads from: [`Outgoing`] frames in, [`Incoming`] ones
+/// out, and statuses, which a socket may write itself.
+pub(crate) trait Socket: Sink<Outgoing> + Stream<Item = Incoming> + Unpin {
+    /// Writes `status`'s frame, after `poll_ready`, if this socket encodes statuses itself
+    /// (straight into its own buffer, with no `String` per frame); `None` when it does not,
+    /// and the loop sends the frame as [`Outgoing::Text`].
+    fn start_send_status(
+        self: Pin<&mut Self>,
+        status: &crate::Status,
+    ) -> Option<Result<(), Self::Error>> {
+        let _ = status;
+        None
+    }
+}
+
 /// A sink and a stream of the client's frames, as one socket for [`forward_socket`].
 struct Joined<Tx, Rx> {
     sink: Tx,
@@ -330,6 +342,13 @@ where
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Pin::new(&mut self.sink).poll_close(cx)
     }
+}
+
+impl<Tx, Rx> Socket for Joined<Tx, Rx>
+where
+    Tx: Sink<Outgoing> + Unpin,
+    Rx: Stream<Item = Incoming> + Unpin,
+{
 }
 
 impl<Tx, Rx> Stream for Joined<Tx, Rx>
@@ -365,12 +384,16 @@ async fn within<E>(
     finished.map_err(|_| Ended::Disconnected)
 }
 
-async fn feed<Tx>(sink: &mut Tx, event: &crate::Event) -> Result<(), Tx::Error>
-where
-    Tx: Sink<Outgoing> + Unpin,
-{
+async fn feed<S: Socket>(socket: &mut S, event: &crate::Event) -> Result<(), S::Error> {
+    futures_util::future::poll_fn(|cx| Pin::new(&mut *socket).poll_ready(cx)).await?;
+    let mut socket = Pin::new(socket);
+    if let crate::Event::Status(status) = event {
+        if let Some(sent) = socket.as_mut().start_send_status(status) {
+            return sent;
+        }
+    }
     match Frame::encode(event) {
-        Some(frame) => sink.feed(Outgoing::Text(frame.into_json())).await,
+        Some(frame) => socket.start_send(Outgoing::Text(frame.into_json())),
         // A kind of event this version does not know: clients would skip it anyway.
         None => Ok(()),
     }
