@@ -698,7 +698,8 @@ impl Messenger {
             // (nothing goes into the channel while a direct consumer holds the stream, so the
             // next stream yields this before anything sent later).
             Err(message) => {
-                lock(&self.shared.leftover).push_back((Origin::new(task.cloned(), owned_session), message));
+                lock(&self.shared.leftover)
+                    .push_back((Origin::new(task.cloned(), owned_session), message));
             }
         }
     }
@@ -1862,7 +1863,8 @@ mod tests {
         assert!(std::mem::size_of::<Item>() <= 64);
         assert!(
             std::mem::size_of::<Item>()
-                <= std::mem::size_of::<(Option<String>, String)>() + 2 * std::mem::size_of::<usize>()
+                <= std::mem::size_of::<(Option<String>, String)>()
+                    + 2 * std::mem::size_of::<usize>()
         );
     }
 }

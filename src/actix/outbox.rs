@@ -35,8 +35,8 @@ use futures_core::Stream;
 use futures_util::Sink;
 
 use crate::sync::{lock, Mutex};
-use crate::web::{plain_status_len, write_plain_status, JsonOut};
 use crate::web::ws::{Incoming, Outgoing, Socket};
+use crate::web::{plain_status_len, write_plain_status, JsonOut};
 
 /// The error of a write to a socket whose connection has ended.
 #[derive(Debug)]
@@ -257,10 +257,7 @@ impl<Rx: Stream<Item = Incoming> + Unpin> Stream for OutboxSocket<Rx> {
 }
 
 impl<Rx: Stream<Item = Incoming> + Unpin> Socket for OutboxSocket<Rx> {
-    fn start_send_status(
-        self: Pin<&mut Self>,
-        status: &crate::Status,
-    ) -> Option<Result<(), Gone>> {
+    fn start_send_status(self: Pin<&mut Self>, status: &crate::Status) -> Option<Result<(), Gone>> {
         let this = &mut self.get_mut().sink.staging;
         if this.closing {
             return Some(Err(Gone));
@@ -293,7 +290,10 @@ impl Sink<Outgoing> for OutboxSink {
     type Error = Gone;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
-        let OutboxSink { shared, staging: this } = self.get_mut();
+        let OutboxSink {
+            shared,
+            staging: this,
+        } = self.get_mut();
         if this.closing {
             return Poll::Ready(Err(Gone));
         }
@@ -337,7 +337,10 @@ impl Sink<Outgoing> for OutboxSink {
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
         // Handed to the body, which actix polls as its connection's write buffer has room: the
         // frames are as far as a flush takes them (the buffer bounds what waits there).
-        let OutboxSink { shared, staging: this } = self.get_mut();
+        let OutboxSink {
+            shared,
+            staging: this,
+        } = self.get_mut();
         let mut state = lock(&shared.state);
         if state.gone {
             this.staged = BytesMut::new();
@@ -358,7 +361,10 @@ impl Sink<Outgoing> for OutboxSink {
 
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
         // What is staged goes first; the body ends after it.
-        let OutboxSink { shared, staging: this } = self.get_mut();
+        let OutboxSink {
+            shared,
+            staging: this,
+        } = self.get_mut();
         {
             let mut state = lock(&shared.state);
             if !state.gone {
@@ -427,14 +433,21 @@ mod tests {
     /// for a length of each header form (7, 16 and 64 bits) and their edges.
     #[test]
     fn statuses_are_the_frames_actix_writes_for_their_json() {
-        let mut config = crate::HubConfig::default();
-        config.max_status_bytes = 100_000;
+        let config = crate::HubConfig {
+            max_status_bytes: 100_000,
+            ..Default::default()
+        };
         let hub = Hub::new(config).unwrap();
         // The JSON's length without its text, from a first status with none (the others'
         // `seq` has one digit too).
         hub.publish_message(Some("s"), StatusMessage::new("").progress(1, 2))
             .unwrap();
-        let probe = hub.subscribe("s", None).next().now_or_never().flatten().unwrap();
+        let probe = hub
+            .subscribe("s", None)
+            .next()
+            .now_or_never()
+            .flatten()
+            .unwrap();
         let base = Frame::encode(&probe).unwrap().into_json().len();
         let lengths = [base, 125, 126, 127, 65_535, 65_536, 70_000];
         for len in &lengths[1..] {
@@ -464,7 +477,12 @@ mod tests {
     fn a_status_that_needs_an_escape_is_not_written_here() {
         let hub = Hub::new(Default::default()).unwrap();
         hub.publish(Some("s"), "say \"hi\"").unwrap();
-        let event = hub.subscribe("s", None).next().now_or_never().flatten().unwrap();
+        let event = hub
+            .subscribe("s", None)
+            .next()
+            .now_or_never()
+            .flatten()
+            .unwrap();
         let Event::Status(status) = &event else {
             panic!("a status: {event:?}");
         };

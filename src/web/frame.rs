@@ -669,7 +669,10 @@ mod tests {
             }
             assert_eq!(checked, texts.len());
         }
-        assert_eq!(exact, 4, "every plain status was written into a buffer of its length");
+        assert_eq!(
+            exact, 4,
+            "every plain status was written into a buffer of its length"
+        );
     }
 
     #[test]
