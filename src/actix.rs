@@ -353,11 +353,10 @@ async fn forward(
         }
         frame
     });
-    let ended = ws::forward(
+    let ended = ws::forward_socket(
         endpoints.hub(),
         subscription,
-        sink,
-        incoming,
+        outbox::OutboxSocket::new(sink, incoming),
         endpoints.settings(),
     )
     .await;

@@ -86,7 +86,9 @@
 
 use std::convert::Infallible;
 use std::future::ready;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, RawQuery, Request, State};
@@ -95,7 +97,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, Stream, StreamExt};
 
 use crate::web::ws::{self, Incoming, Outgoing};
 pub use crate::web::Endpoints;
@@ -241,18 +243,50 @@ async fn forward(
     subscription: Subscription,
     _guard: StreamGuard,
 ) {
-    let (sink, stream) = socket.split();
-    let sink = sink.with(|frame: Outgoing| ready(Ok::<_, axum::Error>(outgoing(frame))));
-    let incoming = stream.map(incoming);
-    let ended = ws::forward(
+    let ended = ws::forward_socket(
         endpoints.hub(),
         subscription,
-        sink,
-        incoming,
+        AxumSocket(socket),
         endpoints.settings(),
     )
     .await;
     tracing::debug!(target: "status_messenger::web", ?ended, "WebSocket stream ended");
+}
+
+/// axum's socket in the loop's own frames: one task owns it whole, reading and writing, so
+/// its frames take no lock (`StreamExt::split` would share it between two halves).
+struct AxumSocket(WebSocket);
+
+impl Sink<Outgoing> for AxumSocket {
+    type Error = axum::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Outgoing) -> Result<(), Self::Error> {
+        Pin::new(&mut self.0).start_send(outgoing(frame))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+impl ws::Socket for AxumSocket {}
+
+impl Stream for AxumSocket {
+    type Item = Incoming;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|read| read.map(incoming))
+    }
 }
 
 fn outgoing(frame: Outgoing) -> Message {

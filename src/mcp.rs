@@ -1025,12 +1025,9 @@ fn deliver(sink: Arc<Sink>, outer: Option<Messenger>) -> messenger::Deliver {
         };
         let target = outer.as_ref().or_else(|| messenger::global_messenger());
         match target {
-            Some(target) => target.dispatch(
-                Some(session),
-                task.cloned(),
-                || Some(session.to_owned()),
-                payload,
-            ),
+            Some(target) => {
+                target.dispatch(Some(session), task, || Some(session.to_owned()), payload)
+            }
             None => {
                 sink.not_forwarded.fetch_add(1, Ordering::Relaxed);
                 if !sink.warned_not_forwarded.swap(true, Ordering::Relaxed) {
@@ -1120,7 +1117,7 @@ mod tests {
     fn progress_takes_a_status_s_current_only_when_it_goes_up() {
         let sink = Sink::new(true);
         let with = |text: &str, current, total| {
-            Payload::Message(Box::new(StatusMessage::new(text).progress(current, total)))
+            Payload::Message(StatusMessage::new(text).progress(current, total))
         };
         sink.offer(&Payload::Text("plain".into()));
         sink.offer(&with("five of ten", 5, 10));
@@ -1188,11 +1185,8 @@ mod tests {
     #[test]
     fn progress_stops_at_two_to_the_53_and_what_cannot_go_up_is_not_sent() {
         let sink = Sink::new(true);
-        let with = |current| {
-            Payload::Message(Box::new(
-                StatusMessage::new("big").progress(current, u64::MAX),
-            ))
-        };
+        let with =
+            |current| Payload::Message(StatusMessage::new("big").progress(current, u64::MAX));
         sink.offer(&with((1 << 53) - 2));
         sink.offer(&Payload::Text("plus one".into()));
         sink.offer(&with(u64::MAX));

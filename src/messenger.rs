@@ -177,14 +177,15 @@ pub type StatusUpdate = (Option<String>, String);
 const UNKNOWN_SESSION: &str = "UnknownSession";
 
 /// What one status carries through the channel besides where it comes from: its text alone
-/// (what [`add_status_message`] sends), or a boxed [`StatusMessage`] with fields. The text
-/// variant keeps a channel item as small as the `(Option<String>, String)` it replaced, so plain
-/// statuses cost what they did.
+/// (what [`add_status_message`] sends), or a [`StatusMessage`] with fields. The message is held
+/// by value: its fields are boxed already, and a second box per status cost an allocation and a
+/// free on every status with fields that a direct consumer took; the channel boxes it
+/// ([`Queued`]), so that its items stay small.
 #[derive(Debug)]
 pub(crate) enum Payload {
     Text(String),
     /// A status with fields (its task, if any, travels in the [`Origin`]).
-    Message(Box<StatusMessage>),
+    Message(StatusMessage),
 }
 
 impl Payload {
@@ -192,11 +193,7 @@ impl Payload {
     pub(crate) fn from_message(message: StatusMessage) -> (Option<task::TaskRef>, Payload) {
         let (text, fields, task) = message.into_parts();
         let payload = match fields {
-            Some(fields) => Payload::Message(Box::new(StatusMessage::from_parts(
-                text,
-                Some(fields),
-                None,
-            ))),
+            Some(fields) => Payload::Message(StatusMessage::from_parts(text, Some(fields), None)),
             None => Payload::Text(text),
         };
         (task, payload)
@@ -220,7 +217,7 @@ impl Payload {
     pub(crate) fn into_message(self, task: Option<task::TaskRef>) -> StatusMessage {
         let mut message = match self {
             Payload::Text(text) => StatusMessage::new(text),
-            Payload::Message(message) => *message,
+            Payload::Message(message) => message,
         };
         message.set_task(task);
         message
@@ -276,8 +273,35 @@ impl Origin {
     }
 }
 
+/// A [`Payload`] as it waits in the channel: a status with fields boxed, so that an item stays
+/// as small as the `(Option<String>, String)` it replaced and plain statuses cost what they
+/// did. Direct delivery hands the payload over as it is, never boxed.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Text(String),
+    Message(Box<StatusMessage>),
+}
+
+impl From<Payload> for Queued {
+    fn from(payload: Payload) -> Self {
+        match payload {
+            Payload::Text(text) => Queued::Text(text),
+            Payload::Message(message) => Queued::Message(Box::new(message)),
+        }
+    }
+}
+
+impl From<Queued> for Payload {
+    fn from(queued: Queued) -> Self {
+        match queued {
+            Queued::Text(text) => Payload::Text(text),
+            Queued::Message(message) => Payload::Message(*message),
+        }
+    }
+}
+
 /// One item of the channel.
-pub(crate) type Item = (Origin, Payload);
+pub(crate) type Item = (Origin, Queued);
 
 /// State shared between a [`Messenger`], its clones and the stream consuming its channel.
 #[derive(Debug)]
@@ -300,6 +324,10 @@ struct Shared {
     /// a cache line of its own: the stream writes it for every message, and a line it shared
     /// with `parked` or the sender would move to the stream's core and back on every send.
     received: CachePadded<AtomicU64>,
+    /// Messages handed to a direct consumer so far, counted by the senders' threads, each on
+    /// a line of its own: one shared counter took a locked add on a line that every sender's
+    /// core pulled from the others, on every status.
+    received_direct: ShardedCount,
     /// Streams refused because another one was consuming.
     refused_streams: AtomicU64,
     /// Set while messages go straight to a consumer instead of through the channel: from
@@ -369,6 +397,47 @@ impl Shared {
         }
         AfterPush::Done
     }
+}
+
+/// How many counters [`ShardedCount`] spreads its count over.
+const COUNT_SHARDS: usize = 4;
+
+/// A count that threads add to concurrently: each thread adds to one of a few counters, each
+/// on its own cache line, and a read sums them.
+#[derive(Debug)]
+struct ShardedCount {
+    shards: [CachePadded<AtomicU64>; COUNT_SHARDS],
+}
+
+impl Default for ShardedCount {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+        }
+    }
+}
+
+impl ShardedCount {
+    fn add_one(&self) {
+        self.shards[count_shard()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| shard.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+/// This thread's counter in a [`ShardedCount`]: threads take them in turn as they first count.
+fn count_shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT_SHARDS;
+    }
+    // While the thread's locals are destroyed, any counter will do.
+    SHARD.try_with(|shard| *shard).unwrap_or(0)
 }
 
 /// What a sender does after its push (see `Shared::after_push`).
@@ -462,6 +531,7 @@ impl Messenger {
                 consumer: TaskWaker::default(),
                 leftover: Mutex::new(VecDeque::new()),
                 received: CachePadded::new(AtomicU64::new(0)),
+                received_direct: ShardedCount::default(),
                 refused_streams: AtomicU64::new(0),
                 direct_set: AtomicBool::new(false),
                 direct: ShardedLock::new(None),
@@ -571,7 +641,17 @@ impl Messenger {
     /// Sends `payload` for the current session, in the current task if any.
     fn add_payload(&self, payload: Payload) {
         let mut payload = Some(payload);
-        let mut task = task::current();
+        // The task is borrowed where it lies, not cloned: no reference count goes up and down
+        // per status. Where its slot cannot be read (the thread is being torn down), `payload`
+        // is still `Some` below and goes out in no task.
+        let _unreadable = task::with_current(|task| self.add_payload_in(task, &mut payload));
+        if payload.is_some() {
+            self.add_payload_in(None, &mut payload);
+        }
+    }
+
+    /// Sends what `payload` holds (taking it) for the current session, in `task` if any.
+    fn add_payload_in(&self, task: Option<&task::TaskRef>, payload: &mut Option<Payload>) {
         // A direct consumer reads the id where it lies, without a copy per message. Where the
         // task-local is not set, `try_with` fails, `payload` is still `Some`, and it goes out
         // below with no session: nothing is lost by ignoring that error.
@@ -579,13 +659,11 @@ impl Messenger {
             if let Some(payload) = payload.take() {
                 // A task belongs to its session: a status sent to another one (a session set
                 // inside the task) is that session's alone.
-                let task = task
-                    .take()
-                    .filter(|task| id.as_deref() == Some(task.session.as_str()));
+                let task = task.filter(|task| id.as_deref() == Some(task.session.as_str()));
                 self.dispatch(id.as_deref(), task, || id.clone(), payload);
             }
         });
-        if let Some(payload) = payload {
+        if let Some(payload) = payload.take() {
             self.dispatch(None, None, || None, payload);
         }
     }
@@ -594,7 +672,7 @@ impl Messenger {
     pub(crate) fn dispatch(
         &self,
         session: Option<&str>,
-        task: Option<task::TaskRef>,
+        task: Option<&task::TaskRef>,
         owned_session: impl FnOnce() -> Option<String>,
         message: Payload,
     ) {
@@ -614,7 +692,7 @@ impl Messenger {
         let sent = self
             .shared
             .sender
-            .send((Origin::new(task, owned_session), message));
+            .send((Origin::new(task.cloned(), owned_session), message.into()));
         self.after_send(sent);
     }
 
@@ -623,7 +701,7 @@ impl Messenger {
     fn dispatch_direct(
         &self,
         session: Option<&str>,
-        task: Option<task::TaskRef>,
+        task: Option<&task::TaskRef>,
         owned_session: impl FnOnce() -> Option<String>,
         message: Payload,
     ) {
@@ -635,20 +713,21 @@ impl Messenger {
             let sent = self
                 .shared
                 .sender
-                .send((Origin::new(task, owned_session), message));
+                .send((Origin::new(task.cloned(), owned_session), message.into()));
             drop(guard);
             self.after_send(sent);
             return;
         };
-        match (direct.deliver)(session, task.as_ref(), message) {
+        match (direct.deliver)(session, task, message) {
             Ok(()) => {
-                self.shared.received.fetch_add(1, Ordering::Relaxed);
+                self.shared.received_direct.add_one();
             }
             // The target is gone: kept for the next consumer, after what waits already
             // (nothing goes into the channel while a direct consumer holds the stream, so the
             // next stream yields this before anything sent later).
             Err(message) => {
-                lock(&self.shared.leftover).push_back((Origin::new(task, owned_session), message));
+                lock(&self.shared.leftover)
+                    .push_back((Origin::new(task.cloned(), owned_session), message.into()));
             }
         }
     }
@@ -693,11 +772,11 @@ impl Messenger {
             return;
         };
         while let Ok((origin, message)) = self.shared.receiver.try_recv() {
-            match (direct.deliver)(origin.session(), origin.task(), message) {
+            match (direct.deliver)(origin.session(), origin.task(), message.into()) {
                 Ok(()) => {
-                    self.shared.received.fetch_add(1, Ordering::Relaxed);
+                    self.shared.received_direct.add_one();
                 }
-                Err(message) => lock(&self.shared.leftover).push_back((origin, message)),
+                Err(message) => lock(&self.shared.leftover).push_back((origin, message.into())),
             }
         }
     }
@@ -727,11 +806,12 @@ impl Messenger {
             .into_iter()
             .chain(std::iter::from_fn(|| self.shared.receiver.try_recv().ok()));
         while let Some((origin, message)) = waiting.next() {
-            if let Err(message) = deliver(origin.session(), origin.task(), message) {
+            if let Err(message) = deliver(origin.session(), origin.task(), message.into()) {
                 // The target went away while taking over: the rest stays, in order, for the
                 // next consumer (dropping the stream parks its buffer as the leftover).
-                let rest: VecDeque<Item> =
-                    std::iter::once((origin, message)).chain(waiting).collect();
+                let rest: VecDeque<Item> = std::iter::once((origin, message.into()))
+                    .chain(waiting)
+                    .collect();
                 if let Some(live) = stream.live.as_mut() {
                     live.buffer = rest;
                 }
@@ -740,7 +820,7 @@ impl Messenger {
                 self.shared.direct_set.store(false, Ordering::Release);
                 return Ok(());
             }
-            self.shared.received.fetch_add(1, Ordering::Relaxed);
+            self.shared.received_direct.add_one();
         }
         *direct = Some(Direct {
             deliver,
@@ -915,7 +995,8 @@ impl Messenger {
     /// # }
     /// ```
     pub fn received(&self) -> u64 {
-        self.shared.received.load(Ordering::Relaxed)
+        let streamed = self.shared.received.load(Ordering::Relaxed);
+        streamed.wrapping_add(self.shared.received_direct.sum())
     }
 
     /// Whether a stream currently holds the receiver.
@@ -1087,8 +1168,11 @@ impl Stream for StatusStream {
     type Item = StatusUpdate;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.poll_item(cx)
-            .map(|item| item.map(|(origin, payload)| (origin.into_parts().0, payload.into_text())))
+        self.poll_item(cx).map(|item| {
+            item.map(|(origin, payload)| {
+                (origin.into_parts().0, Payload::from(payload).into_text())
+            })
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -1202,7 +1286,7 @@ impl Stream for StatusMessages {
         self.inner.poll_item(cx).map(|item| {
             item.map(|(origin, payload)| {
                 let (session, task) = origin.into_parts();
-                (session, payload.into_message(task))
+                (session, Payload::from(payload).into_message(task))
             })
         })
     }
@@ -1805,6 +1889,16 @@ mod tests {
         assert_eq!(
             std::mem::size_of::<Item>(),
             std::mem::size_of::<(Option<String>, String)>()
+        );
+    }
+
+    #[test]
+    fn a_status_handed_over_directly_needs_no_box_of_its_own() {
+        // The payload is the message itself: delivering one allocates nothing beyond what the
+        // message holds (only the channel boxes it).
+        assert_eq!(
+            std::mem::size_of::<Payload>(),
+            std::mem::size_of::<StatusMessage>()
         );
     }
 }

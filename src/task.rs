@@ -91,6 +91,16 @@ pub(crate) fn current() -> Option<TaskRef> {
         .flatten()
 }
 
+/// Runs `f` with the current task borrowed, not cloned (`None` outside any task); `None`
+/// without running `f` when the slot cannot be read now (while the thread's locals are
+/// destroyed, or while it is being changed).
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&TaskRef>) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|slot| slot.try_borrow().ok().map(|task| f(task.as_ref())))
+        .ok()
+        .flatten()
+}
+
 /// Reads the current task without cloning it (`None` outside any task).
 fn read_current<R>(f: impl Fn(&TaskShared) -> R) -> Option<R> {
     CURRENT

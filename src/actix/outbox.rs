@@ -10,9 +10,15 @@
 //!
 //! # Invariants
 //!
-//! - The buffer holds at most `limit` bytes plus one frame: the sink is ready only below
-//!   `limit`, so a client that does not read holds that much and the writer waits (and its
-//!   write timeout runs), as it waits on axum's write buffer.
+//! - A burst's frames are encoded into the sink's own staging buffer, without the lock, and
+//!   handed to the shared buffer under it once, at the flush (or when the staging room runs
+//!   out): one lock per burst, not two per frame. The sink looks at the shared buffer under the
+//!   lock before the first frame of each burst, so a closed or gone body is seen then.
+//! - The two buffers together hold at most `limit` bytes plus one frame: the sink is ready
+//!   only while its staged bytes and the shared buffer's length as of its last look (which only
+//!   the body shrinks, so the sum bounds the real one) are below `limit`, so a client that does
+//!   not read holds that much and the writer waits (and its write timeout runs), as it waits
+//!   on axum's write buffer.
 //! - Once closed (a close frame was written, the sink was closed or the [`BodyOpen`] guard
 //!   dropped) nothing more is encoded; the body ends after handing out what was written.
 //! - Once the body is gone (the connection ended), every write fails, so the loop ends.
@@ -25,10 +31,12 @@ use std::task::{Context, Poll, Waker};
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::web::{Bytes, BytesMut};
+use futures_core::Stream;
 use futures_util::Sink;
 
 use crate::sync::{lock, Mutex};
-use crate::web::ws::Outgoing;
+use crate::web::ws::{Incoming, Outgoing, Socket};
+use crate::web::{plain_status_len, write_plain_status, JsonOut};
 
 /// The error of a write to a socket whose connection has ended.
 #[derive(Debug)]
@@ -73,6 +81,44 @@ impl Shared {
 /// The sink of a WebSocket's frames, encoded as they are written.
 pub(super) struct OutboxSink {
     shared: Arc<Shared>,
+    staging: Staging,
+}
+
+/// The sink's own side: what it encoded since its last hand-over to the shared buffer.
+struct Staging {
+    /// Frames encoded since the last hand-over, not yet the body's.
+    staged: BytesMut,
+    /// The shared buffer's length as of the last hand-over: at least what it holds now.
+    handed: usize,
+    /// The room made for the next burst: the size of the body's last chunk, as last seen.
+    room: usize,
+    /// A copy of the shared state's `limit`.
+    limit: usize,
+    /// A close frame is staged: nothing more is taken, and the hand-over closes the body.
+    closing: bool,
+}
+
+impl Staging {
+    /// Moves the staged frames to the shared buffer (the caller wakes the body as needed) and
+    /// takes a new look at it.
+    fn hand_over(&mut self, state: &mut State) {
+        if !self.staged.is_empty() {
+            let staged = std::mem::take(&mut self.staged);
+            if state.buf.is_empty() {
+                state.buf = staged;
+            } else {
+                state.buf.extend_from_slice(&staged);
+            }
+        }
+        if self.closing {
+            state.closed = true;
+        }
+        self.handed = state.buf.len();
+        self.room = state.last_chunk.clamp(
+            MIN_CHUNK_BYTES,
+            MAX_CHUNK_ROOM.min(self.limit).max(MIN_CHUNK_BYTES),
+        );
+    }
 }
 
 /// The WebSocket's response body: the frames written to its [`OutboxSink`], a chunk at a
@@ -112,6 +158,13 @@ pub(super) fn outbox(limit: usize, replaced: BoxBody) -> (OutboxSink, OutboxBody
     (
         OutboxSink {
             shared: Arc::clone(&shared),
+            staging: Staging {
+                staged: BytesMut::new(),
+                handed: 0,
+                room: MIN_CHUNK_BYTES,
+                limit,
+                closing: false,
+            },
         },
         OutboxBody {
             shared: Arc::clone(&shared),
@@ -119,6 +172,102 @@ pub(super) fn outbox(limit: usize, replaced: BoxBody) -> (OutboxSink, OutboxBody
         },
         BodyOpen { shared },
     )
+}
+
+impl JsonOut for BytesMut {
+    fn put(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// Writes `status` as a text frame straight into `buf`, header first, when its JSON's length
+/// is known in advance (nothing in it needs an escape); `false`, writing nothing, otherwise.
+fn encode_status(buf: &mut BytesMut, status: &crate::Status) -> bool {
+    let Some(len) = plain_status_len(status) else {
+        return false;
+    };
+    put_text_header(buf, len);
+    let start = buf.len();
+    write_plain_status(buf, status);
+    debug_assert_eq!(buf.len() - start, len, "the length written in the header");
+    true
+}
+
+/// The header of a server's final text frame of `len` bytes (RFC 6455, section 5.2: no mask,
+/// the length in 7 bits, or 16, or 64), as actix-http's `Parser::write_message` writes it.
+fn put_text_header(buf: &mut BytesMut, len: usize) {
+    const FIN_TEXT: u8 = 0x81;
+    match (u8::try_from(len), u16::try_from(len)) {
+        (Ok(short @ 0..=125), _) => {
+            buf.reserve(len + 2);
+            buf.extend_from_slice(&[FIN_TEXT, short]);
+        }
+        (_, Ok(medium)) => {
+            buf.reserve(len + 4);
+            buf.extend_from_slice(&[FIN_TEXT, 126]);
+            buf.extend_from_slice(&medium.to_be_bytes());
+        }
+        _ => {
+            buf.reserve(len + 10);
+            buf.extend_from_slice(&[FIN_TEXT, 127]);
+            buf.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// The outbox's sink and the client's frames, as the one socket the forwarding loop drives:
+/// a status is encoded straight into the sink's staging buffer, with no `String` per frame.
+pub(super) struct OutboxSocket<Rx> {
+    sink: OutboxSink,
+    incoming: Rx,
+}
+
+impl<Rx> OutboxSocket<Rx> {
+    pub(super) fn new(sink: OutboxSink, incoming: Rx) -> Self {
+        Self { sink, incoming }
+    }
+}
+
+impl<Rx: Unpin> Sink<Outgoing> for OutboxSocket<Rx> {
+    type Error = Gone;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Pin::new(&mut self.sink).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Outgoing) -> Result<(), Gone> {
+        Pin::new(&mut self.sink).start_send(frame)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Pin::new(&mut self.sink).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Pin::new(&mut self.sink).poll_close(cx)
+    }
+}
+
+impl<Rx: Stream<Item = Incoming> + Unpin> Stream for OutboxSocket<Rx> {
+    type Item = Incoming;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        Pin::new(&mut self.incoming).poll_next(cx)
+    }
+}
+
+impl<Rx: Stream<Item = Incoming> + Unpin> Socket for OutboxSocket<Rx> {
+    fn start_send_status(self: Pin<&mut Self>, status: &crate::Status) -> Option<Result<(), Gone>> {
+        let this = &mut self.get_mut().sink.staging;
+        if this.closing {
+            return Some(Err(Gone));
+        }
+        if this.staged.is_empty() {
+            this.staged.reserve(this.room);
+        }
+        // Anything else goes the usual way: encoded to a `String`, then copied in.
+        encode_status(&mut this.staged, status).then_some(Ok(()))
+    }
 }
 
 fn encode(buf: &mut BytesMut, frame: Outgoing) -> bool {
@@ -141,10 +290,22 @@ impl Sink<Outgoing> for OutboxSink {
     type Error = Gone;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
-        let mut state = lock(&self.shared.state);
+        let OutboxSink {
+            shared,
+            staging: this,
+        } = self.get_mut();
+        if this.closing {
+            return Poll::Ready(Err(Gone));
+        }
+        // Within a burst, with room: no lock.
+        if !this.staged.is_empty() && this.staged.len() + this.handed < this.limit {
+            return Poll::Ready(Ok(()));
+        }
+        let mut state = lock(&shared.state);
         if state.gone || state.closed {
             return Poll::Ready(Err(Gone));
         }
+        this.hand_over(&mut state);
         if state.buf.len() < state.limit {
             return Poll::Ready(Ok(()));
         }
@@ -159,20 +320,16 @@ impl Sink<Outgoing> for OutboxSink {
     }
 
     fn start_send(self: Pin<&mut Self>, frame: Outgoing) -> Result<(), Gone> {
-        let mut state = lock(&self.shared.state);
-        if state.gone || state.closed {
+        let this = &mut self.get_mut().staging;
+        if this.closing {
             return Err(Gone);
         }
-        if state.buf.is_empty() {
-            let room = state.last_chunk.clamp(
-                MIN_CHUNK_BYTES,
-                MAX_CHUNK_ROOM.min(state.limit).max(MIN_CHUNK_BYTES),
-            );
-            state.buf.reserve(room);
+        if this.staged.is_empty() {
+            this.staged.reserve(this.room);
         }
         // A close frame is the last: the body ends after it.
-        if encode(&mut state.buf, frame) {
-            state.closed = true;
+        if encode(&mut this.staged, frame) {
+            this.closing = true;
         }
         Ok(())
     }
@@ -180,10 +337,16 @@ impl Sink<Outgoing> for OutboxSink {
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
         // Handed to the body, which actix polls as its connection's write buffer has room: the
         // frames are as far as a flush takes them (the buffer bounds what waits there).
-        let mut state = lock(&self.shared.state);
+        let OutboxSink {
+            shared,
+            staging: this,
+        } = self.get_mut();
+        let mut state = lock(&shared.state);
         if state.gone {
+            this.staged = BytesMut::new();
             return Poll::Ready(Err(Gone));
         }
+        this.hand_over(&mut state);
         let body = if state.buf.is_empty() {
             None
         } else {
@@ -197,7 +360,18 @@ impl Sink<Outgoing> for OutboxSink {
     }
 
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
-        self.shared.close();
+        // What is staged goes first; the body ends after it.
+        let OutboxSink {
+            shared,
+            staging: this,
+        } = self.get_mut();
+        {
+            let mut state = lock(&shared.state);
+            if !state.gone {
+                this.hand_over(&mut state);
+            }
+        }
+        shared.close();
         Poll::Ready(Ok(()))
     }
 }
@@ -243,5 +417,77 @@ impl Drop for OutboxBody {
         if let Some(writer) = writer {
             writer.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_http::ws::{OpCode, Parser};
+    use actix_web::web::BytesMut;
+    use futures_util::{FutureExt, StreamExt};
+
+    use crate::web::Frame;
+    use crate::{Event, Hub, StatusMessage};
+
+    /// A status written straight into the buffer is the frame actix-http writes for its JSON,
+    /// for a length of each header form (7, 16 and 64 bits) and their edges.
+    #[test]
+    fn statuses_are_the_frames_actix_writes_for_their_json() {
+        let config = crate::HubConfig {
+            max_status_bytes: 100_000,
+            ..Default::default()
+        };
+        let hub = Hub::new(config).unwrap();
+        // The JSON's length without its text, from a first status with none (the others'
+        // `seq` has one digit too).
+        hub.publish_message(Some("s"), StatusMessage::new("").progress(1, 2))
+            .unwrap();
+        let probe = hub
+            .subscribe("s", None)
+            .next()
+            .now_or_never()
+            .flatten()
+            .unwrap();
+        let base = Frame::encode(&probe).unwrap().into_json().len();
+        let lengths = [base, 125, 126, 127, 65_535, 65_536, 70_000];
+        for len in &lengths[1..] {
+            let text = "x".repeat(len - base);
+            hub.publish_message(Some("s"), StatusMessage::new(text).progress(1, 2))
+                .unwrap();
+        }
+        let mut subscription = hub.subscribe("s", None);
+        let mut written_lengths = Vec::new();
+        while let Some(Some(event)) = subscription.next().now_or_never() {
+            let Event::Status(status) = &event else {
+                continue;
+            };
+            let json = Frame::encode(&event).unwrap().into_json();
+            let mut expected = BytesMut::new();
+            Parser::write_message(&mut expected, json.as_bytes(), OpCode::Text, true, false);
+            let mut written = BytesMut::new();
+            assert!(super::encode_status(&mut written, status));
+            assert_eq!(written, expected, "a frame of {} bytes", json.len());
+            written_lengths.push(json.len());
+        }
+        assert_eq!(written_lengths, lengths);
+    }
+
+    /// A status with a string that needs an escape is left to the usual encoder.
+    #[test]
+    fn a_status_that_needs_an_escape_is_not_written_here() {
+        let hub = Hub::new(Default::default()).unwrap();
+        hub.publish(Some("s"), "say \"hi\"").unwrap();
+        let event = hub
+            .subscribe("s", None)
+            .next()
+            .now_or_never()
+            .flatten()
+            .unwrap();
+        let Event::Status(status) = &event else {
+            panic!("a status: {event:?}");
+        };
+        let mut written = BytesMut::new();
+        assert!(!super::encode_status(&mut written, status));
+        assert!(written.is_empty());
     }
 }

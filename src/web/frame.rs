@@ -423,6 +423,16 @@ impl Frame {
 /// serde's string writer checks and copies byte by byte, where most texts and every id need
 /// no escape at all and are copied whole.
 fn status_json(status: &crate::Status) -> String {
+    // Written into a buffer of exactly its length where that is known (no string in it needs
+    // an escape, which is the common case): a `String` whose capacity is its length becomes
+    // `Bytes` (the WebSocket message) without a second allocation, a shared header with a
+    // locked count, and a second free.
+    if let Some(len) = plain_status_len(status) {
+        let mut json = String::with_capacity(len);
+        write_plain_status(&mut json, status);
+        debug_assert_eq!(json.len(), len, "the length computed for a status frame");
+        return json;
+    }
     let mut json = String::with_capacity(
         status.session().len()
             + status.text().len()
@@ -431,77 +441,135 @@ fn status_json(status: &crate::Status) -> String {
             + status.data().map_or(0, |data| data.as_str().len())
             + 160,
     );
-    json.push_str("{\"session\":");
-    push_json_str(&mut json, status.session());
-    json.push_str(",\"seq\":");
-    push_u64(&mut json, status.seq());
-    json.push_str(",\"text\":");
-    push_json_str(&mut json, status.text());
-    if let Some(task) = status.task() {
-        json.push_str(",\"task\":");
-        push_json_str(&mut json, task);
-    }
-    if let Some(progress) = status.progress() {
-        json.push_str(",\"progress\":{\"current\":");
-        push_u64(&mut json, progress.current());
-        json.push_str(",\"total\":");
-        push_u64(&mut json, progress.total());
-        json.push('}');
-    }
-    if let Some(level) = status.level() {
-        json.push_str(",\"level\":");
-        push_json_str(&mut json, level.as_str());
-    }
-    if let Some(key) = status.key() {
-        json.push_str(",\"key\":");
-        push_json_str(&mut json, key);
-    }
-    json.push('}');
-    if let Some(data) = status.data() {
-        with_raw_field(&mut json, "data", data.as_str());
-    }
+    write_status(&mut json, status, push_json_str);
     json
 }
 
-/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
-fn push_json_str(json: &mut String, text: &str) {
-    // One pass over all the bytes, without an early exit, so that it runs a block at a time.
-    let needs_escape = text.bytes().fold(false, |any, b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if needs_escape {
-        // Rare (a quote, a backslash, a control character): serde's own escapes.
-        match serde_json::to_string(text) {
-            Ok(quoted) => json.push_str(&quoted),
-            // Serializing a string cannot fail.
-            Err(_) => json.push_str("\"\""),
-        }
-    } else {
-        json.reserve(text.len() + 2);
-        json.push('"');
-        json.push_str(text);
-        json.push('"');
+/// Where a status's JSON goes: a `String`, or a framework's byte buffer (the actix outbox
+/// writes a frame's JSON straight behind its WebSocket header).
+pub(crate) trait JsonOut {
+    /// Appends `text` as it is.
+    fn put(&mut self, text: &str);
+}
+
+impl JsonOut for String {
+    fn put(&mut self, text: &str) {
+        self.push_str(text);
     }
 }
 
-fn push_u64(json: &mut String, n: u64) {
-    json.push_str(itoa::Buffer::new().format(n));
+/// Writes the JSON of `status`, which [`plain_status_len`] measured (none of its strings needs
+/// an escape): exactly that many bytes.
+pub(crate) fn write_plain_status<W: JsonOut>(out: &mut W, status: &crate::Status) {
+    write_status(out, status, push_plain_json_str);
 }
 
-/// Appends `"name": raw` as the last field of the JSON object `json`. `raw` is [`JsonData`]
-/// text, already checked and compact (no newline outside an escape), so it goes in as it is,
-/// with no second parse and no `serde_json` raw-value feature.
-///
-/// [`JsonData`]: crate::JsonData
-fn with_raw_field(json: &mut String, name: &str, raw: &str) {
-    debug_assert!(json.ends_with('}'), "an object");
-    json.pop();
-    json.reserve(name.len() + raw.len() + 5);
-    json.push_str(",\"");
-    json.push_str(name);
-    json.push_str("\":");
-    json.push_str(raw);
-    json.push('}');
+/// The status's JSON, its strings written by `push_str`.
+fn write_status<W: JsonOut>(out: &mut W, status: &crate::Status, push_str: fn(&mut W, &str)) {
+    out.put("{\"session\":");
+    push_str(out, status.session());
+    out.put(",\"seq\":");
+    push_u64(out, status.seq());
+    out.put(",\"text\":");
+    push_str(out, status.text());
+    if let Some(task) = status.task() {
+        out.put(",\"task\":");
+        push_str(out, task);
+    }
+    if let Some(progress) = status.progress() {
+        out.put(",\"progress\":{\"current\":");
+        push_u64(out, progress.current());
+        out.put(",\"total\":");
+        push_u64(out, progress.total());
+        out.put("}");
+    }
+    if let Some(level) = status.level() {
+        out.put(",\"level\":");
+        push_str(out, level.as_str());
+    }
+    if let Some(key) = status.key() {
+        out.put(",\"key\":");
+        push_str(out, key);
+    }
+    if let Some(data) = status.data() {
+        // [`JsonData`](crate::JsonData) text is already checked and compact (no newline
+        // outside an escape), so it goes in as it is, with no second parse and no
+        // `serde_json` raw-value feature.
+        out.put(",\"data\":");
+        out.put(data.as_str());
+    }
+    out.put("}");
+}
+
+/// The length of the status's JSON when none of its strings needs an escape, else `None`;
+/// field for field what [`write_status`] writes.
+pub(crate) fn plain_status_len(status: &crate::Status) -> Option<usize> {
+    let string = |text: &str| (!needs_escape(text)).then_some(text.len() + 2);
+    let mut len = "{\"session\":".len()
+        + string(status.session())?
+        + ",\"seq\":".len()
+        + decimal_len(status.seq())
+        + ",\"text\":".len()
+        + string(status.text())?
+        + "}".len();
+    if let Some(task) = status.task() {
+        len += ",\"task\":".len() + string(task)?;
+    }
+    if let Some(progress) = status.progress() {
+        len += ",\"progress\":{\"current\":".len()
+            + decimal_len(progress.current())
+            + ",\"total\":".len()
+            + decimal_len(progress.total())
+            + "}".len();
+    }
+    if let Some(level) = status.level() {
+        len += ",\"level\":".len() + string(level.as_str())?;
+    }
+    if let Some(key) = status.key() {
+        len += ",\"key\":".len() + string(key)?;
+    }
+    if let Some(data) = status.data() {
+        len += ",\"data\":".len() + data.as_str().len();
+    }
+    Some(len)
+}
+
+/// Digits of `n` in decimal.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// Whether `text` needs an escape in a JSON string (a quote, a backslash, a control character).
+fn needs_escape(text: &str) -> bool {
+    // One pass over all the bytes, without an early exit, so that it runs a block at a time.
+    text.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
+/// Appends `text`, which needs no escape, as a JSON string.
+fn push_plain_json_str<W: JsonOut>(out: &mut W, text: &str) {
+    out.put("\"");
+    out.put(text);
+    out.put("\"");
+}
+
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_json_str<W: JsonOut>(out: &mut W, text: &str) {
+    if needs_escape(text) {
+        // Rare (a quote, a backslash, a control character): serde's own escapes.
+        match serde_json::to_string(text) {
+            Ok(quoted) => out.put(&quoted),
+            // Serializing a string cannot fail.
+            Err(_) => out.put("\"\""),
+        }
+    } else {
+        push_plain_json_str(out, text);
+    }
+}
+
+fn push_u64<W: JsonOut>(out: &mut W, n: u64) {
+    out.put(itoa::Buffer::new().format(n));
 }
 
 /// A frame a client may send on the WebSocket that means something; every other is ignored.
@@ -544,46 +612,67 @@ mod tests {
             "unicode é 漢字 \u{7f} 🎉",
             "</script>",
         ];
-        let hub = Hub::new(Default::default()).unwrap();
-        for (i, text) in texts.iter().enumerate() {
-            let mut message = StatusMessage::new(*text);
-            if i % 2 == 1 {
-                message = message.progress(i as u64, 99).level(Level::Warn);
+        let mut exact = 0;
+        // A session id that needs an escape, and one that does not (the common case).
+        for session in ["s\"1", "s2"] {
+            let hub = Hub::new(Default::default()).unwrap();
+            for (i, text) in texts.iter().enumerate() {
+                let mut message = StatusMessage::new(*text);
+                if i % 2 == 1 {
+                    message = message.progress(i as u64, 99).level(Level::Warn);
+                }
+                if i % 3 == 1 {
+                    // Escaped only where the session id is too, so the other session's
+                    // statuses 0, 1, 4 and 5 need no escape at all.
+                    let quote = if session.contains('"') { "\"" } else { "" };
+                    message = message.key(format!("k{quote}{i}"));
+                }
+                if i % 3 == 2 {
+                    message = message.data(JsonData::new(r#"{"a": [1, "x"]}"#).unwrap());
+                }
+                hub.publish_message(Some(session), message).unwrap();
             }
-            if i % 3 == 1 {
-                message = message.key(format!("k\"{i}"));
+            let mut subscription = hub.subscribe(session, None);
+            let mut checked = 0;
+            while let Some(Some(event)) = subscription.next().now_or_never() {
+                let Event::Status(status) = event else {
+                    continue;
+                };
+                let mut serde = serde_json::to_string(&StatusJson {
+                    session: status.session(),
+                    seq: status.seq(),
+                    text: status.text(),
+                    task: status.task(),
+                    progress: status.progress().map(|p| ProgressJson {
+                        current: p.current(),
+                        total: p.total(),
+                    }),
+                    level: status.level().map(|level| level.as_str()),
+                    key: status.key(),
+                })
+                .unwrap();
+                if let Some(data) = status.data() {
+                    // The data goes in last, as it is.
+                    serde.pop();
+                    serde.push_str(",\"data\":");
+                    serde.push_str(data.as_str());
+                    serde.push('}');
+                }
+                let json = status_json(&status);
+                assert_eq!(json, serde);
+                if super::plain_status_len(&status).is_some() {
+                    // Exactly its length: the frame becomes a message without a second allocation.
+                    assert_eq!(json.capacity(), json.len(), "{json}");
+                    exact += 1;
+                }
+                checked += 1;
             }
-            if i % 3 == 2 {
-                message = message.data(JsonData::new(r#"{"a": [1, "x"]}"#).unwrap());
-            }
-            hub.publish_message(Some("s\"1"), message).unwrap();
+            assert_eq!(checked, texts.len());
         }
-        let mut subscription = hub.subscribe("s\"1", None);
-        let mut checked = 0;
-        while let Some(Some(event)) = subscription.next().now_or_never() {
-            let Event::Status(status) = event else {
-                continue;
-            };
-            let mut serde = serde_json::to_string(&StatusJson {
-                session: status.session(),
-                seq: status.seq(),
-                text: status.text(),
-                task: status.task(),
-                progress: status.progress().map(|p| ProgressJson {
-                    current: p.current(),
-                    total: p.total(),
-                }),
-                level: status.level().map(|level| level.as_str()),
-                key: status.key(),
-            })
-            .unwrap();
-            if let Some(data) = status.data() {
-                super::with_raw_field(&mut serde, "data", data.as_str());
-            }
-            assert_eq!(status_json(&status), serde);
-            checked += 1;
-        }
-        assert_eq!(checked, texts.len());
+        assert_eq!(
+            exact, 4,
+            "every plain status was written into a buffer of its length"
+        );
     }
 
     #[test]

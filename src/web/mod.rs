@@ -96,6 +96,11 @@ pub use self::endpoints::Endpoints;
     allow(unused_imports, reason = "used by the integrations")
 )]
 pub(crate) use self::endpoints::StreamGuard;
+#[cfg_attr(
+    not(feature = "actix-web"),
+    allow(unused_imports, reason = "used by the actix-web integration")
+)]
+pub(crate) use self::frame::{plain_status_len, write_plain_status, JsonOut};
 pub use self::frame::{Frame, FrameKind, KEEPALIVE_FRAME, SSE_KEEPALIVE};
 pub use self::request::{session_from_query, Refusal, RequestInfo};
 pub use self::resume::{parse_seq, resume_point, ResumeError};

@@ -15,7 +15,8 @@
 //!   long, however much it sends.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -189,8 +190,8 @@ pub enum Ended {
 /// ```
 pub async fn forward<Tx, Rx>(
     hub: &Hub,
-    mut subscription: Subscription,
-    mut sink: Tx,
+    subscription: Subscription,
+    sink: Tx,
     incoming: Rx,
     settings: &Settings,
 ) -> Ended
@@ -198,7 +199,22 @@ where
     Tx: Sink<Outgoing> + Unpin,
     Rx: Stream<Item = Incoming>,
 {
-    let mut incoming = pin!(incoming);
+    let socket = Joined {
+        sink,
+        incoming: pin!(incoming),
+    };
+    forward_socket(hub, subscription, socket, settings).await
+}
+
+/// [`forward`] over one socket that both takes [`Outgoing`] frames and yields [`Incoming`]
+/// ones, for frameworks whose socket is one object (axum's): no split into halves that share
+/// it through a lock, which every frame of a burst would take.
+pub(crate) async fn forward_socket<S: Socket>(
+    hub: &Hub,
+    mut subscription: Subscription,
+    mut socket: S,
+    settings: &Settings,
+) -> Ended {
     let session = subscription.session().cloned();
     let keep_alive = settings.effective_keep_alive();
     let batch = settings.effective_write_batch();
@@ -206,30 +222,32 @@ where
     let mut last_write = Instant::now();
     let mut idle = pin!(tokio::time::sleep_until(last_write + keep_alive));
     loop {
+        // `select!` drops the futures of every branch before it runs the chosen one, so the
+        // read of the socket is not in flight while a branch writes to it.
         tokio::select! {
             event = subscription.next() => {
                 let Some(event) = event else {
-                    return close(&mut sink, limit, CLOSE_GOING_AWAY, "going away", Ended::HubClosed).await;
+                    return close(&mut socket, limit, CLOSE_GOING_AWAY, "going away", Ended::HubClosed).await;
                 };
                 // Write what is already waiting, then flush once: one system call for a burst,
                 // and one deadline for it, not a timer per frame.
                 let burst = async {
-                    feed(&mut sink, &event).await?;
+                    feed(&mut socket, &event).await?;
                     for _ in 1..batch {
                         let Some(Some(event)) = subscription.next().now_or_never() else {
                             // Nothing more ready now, or the end, which the next turn sees.
                             break;
                         };
-                        feed(&mut sink, &event).await?;
+                        feed(&mut socket, &event).await?;
                     }
-                    sink.flush().await
+                    socket.flush().await
                 };
-                if let Err(ended) = within(limit, burst).await {
-                    return ended;
+                match within(limit, burst).await {
+                    Ok(written) => last_write = written,
+                    Err(ended) => return ended,
                 }
-                last_write = Instant::now();
             }
-            frame = incoming.next() => match frame {
+            frame = socket.next() => match frame {
                 Some(Incoming::Text(text)) => {
                     if let (Some(ClientFrame::Cancel { task }), Some(session)) =
                         (ClientFrame::parse(&text), &session)
@@ -242,22 +260,22 @@ where
                     }
                 }
                 Some(Incoming::Ping(payload)) => {
-                    if let Err(ended) = within(limit, sink.send(Outgoing::Pong(payload))).await {
+                    if let Err(ended) = within(limit, socket.send(Outgoing::Pong(payload))).await {
                         return ended;
                     }
                 }
                 Some(Incoming::Pinged) => {
                     // The framework queued the answer; it must leave within the limit, or a
                     // client that pings and never reads would have the answers pile up.
-                    if let Err(ended) = within(limit, sink.flush()).await {
+                    if let Err(ended) = within(limit, socket.flush()).await {
                         return ended;
                     }
                 }
                 Some(Incoming::Close) => {
-                    return close(&mut sink, limit, CLOSE_NORMAL, "", Ended::ClientClosed).await;
+                    return close(&mut socket, limit, CLOSE_NORMAL, "", Ended::ClientClosed).await;
                 }
                 Some(Incoming::TooLarge) => {
-                    return close(&mut sink, limit, CLOSE_TOO_BIG, "message too big", Ended::TooLarge).await;
+                    return close(&mut socket, limit, CLOSE_TOO_BIG, "message too big", Ended::TooLarge).await;
                 }
                 Some(Incoming::Failed) | None => return Ended::Disconnected,
                 Some(Incoming::Other) => {}
@@ -266,11 +284,11 @@ where
                 let now = Instant::now();
                 let due = last_write + keep_alive;
                 if now >= due {
-                    let keepalive = sink.send(Outgoing::Text(KEEPALIVE_FRAME.to_owned()));
-                    if let Err(ended) = within(limit, keepalive).await {
-                        return ended;
+                    let keepalive = socket.send(Outgoing::Text(KEEPALIVE_FRAME.to_owned()));
+                    match within(limit, keepalive).await {
+                        Ok(written) => last_write = written,
+                        Err(ended) => return ended,
                     }
-                    last_write = Instant::now();
                     idle.as_mut().reset(last_write + keep_alive);
                 } else {
                     // Something was written since the timer was armed: wait from then.
@@ -281,25 +299,101 @@ where
     }
 }
 
-/// Runs one write to the sink: [`Ended::Disconnected`] if the sink refused it,
-/// [`Ended::Stalled`] if it did not finish within `limit`.
-async fn within<E>(
-    limit: Duration,
-    write: impl Future<Output = Result<(), E>>,
-) -> Result<(), Ended> {
-    match tokio::time::timeout(limit, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Ended::Disconnected),
-        Err(_) => Err(Ended::Stalled),
+/// What [`forward_socket`] writes to and reads from: [`Outgoing`] frames in, [`Incoming`] ones
+/// out, and statuses, which a socket may write itself.
+pub(crate) trait Socket: Sink<Outgoing> + Stream<Item = Incoming> + Unpin {
+    /// Writes `status`'s frame, after `poll_ready`, if this socket encodes statuses itself
+    /// (straight into its own buffer, with no `String` per frame); `None` when it does not,
+    /// and the loop sends the frame as [`Outgoing::Text`].
+    fn start_send_status(
+        self: Pin<&mut Self>,
+        status: &crate::Status,
+    ) -> Option<Result<(), Self::Error>> {
+        let _ = status;
+        None
     }
 }
 
-async fn feed<Tx>(sink: &mut Tx, event: &crate::Event) -> Result<(), Tx::Error>
+/// A sink and a stream of the client's frames, as one socket for [`forward_socket`].
+struct Joined<Tx, Rx> {
+    sink: Tx,
+    incoming: Rx,
+}
+
+impl<Tx, Rx> Sink<Outgoing> for Joined<Tx, Rx>
 where
     Tx: Sink<Outgoing> + Unpin,
+    Rx: Unpin,
 {
+    type Error = Tx::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Outgoing) -> Result<(), Self::Error> {
+        Pin::new(&mut self.sink).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_close(cx)
+    }
+}
+
+impl<Tx, Rx> Socket for Joined<Tx, Rx>
+where
+    Tx: Sink<Outgoing> + Unpin,
+    Rx: Stream<Item = Incoming> + Unpin,
+{
+}
+
+impl<Tx, Rx> Stream for Joined<Tx, Rx>
+where
+    Tx: Unpin,
+    Rx: Stream<Item = Incoming> + Unpin,
+{
+    type Item = Incoming;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        Pin::new(&mut self.incoming).poll_next(cx)
+    }
+}
+
+/// Runs one write to the sink: when it finished (a clock read at most), [`Ended::Disconnected`]
+/// if the sink refused it, [`Ended::Stalled`] if it did not finish within `limit`.
+///
+/// Most writes finish on their first poll (the socket takes the burst at once), and those need
+/// no timer: the deadline, counted from before that poll, is armed only if the write waits.
+async fn within<E>(
+    limit: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<Instant, Ended> {
+    let started = Instant::now();
+    let mut write = pin!(write);
+    let finished = match write.as_mut().now_or_never() {
+        Some(result) => result.map(|()| started),
+        None => match tokio::time::timeout_at(started + limit, write).await {
+            Ok(result) => result.map(|()| Instant::now()),
+            Err(_) => return Err(Ended::Stalled),
+        },
+    };
+    finished.map_err(|_| Ended::Disconnected)
+}
+
+async fn feed<S: Socket>(socket: &mut S, event: &crate::Event) -> Result<(), S::Error> {
+    futures_util::future::poll_fn(|cx| Pin::new(&mut *socket).poll_ready(cx)).await?;
+    let mut socket = Pin::new(socket);
+    if let crate::Event::Status(status) = event {
+        if let Some(sent) = socket.as_mut().start_send_status(status) {
+            return sent;
+        }
+    }
     match Frame::encode(event) {
-        Some(frame) => sink.feed(Outgoing::Text(frame.into_json())).await,
+        Some(frame) => socket.start_send(Outgoing::Text(frame.into_json())),
         // A kind of event this version does not know: clients would skip it anyway.
         None => Ok(()),
     }
