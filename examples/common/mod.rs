@@ -216,7 +216,11 @@ async fn cluster_hub(urls: &str, hub_config: HubConfig) -> Result<Hub, Box<dyn s
         Ok(hub)
     }
     #[cfg(not(feature = "redis-cluster"))]
-    Err(format!("this build has no Redis Cluster backend (cluster {urls})").into())
+    {
+        // Settings for a backend this build does not have.
+        drop(hub_config);
+        Err(format!("this build has no Redis Cluster backend (cluster {urls})").into())
+    }
 }
 
 impl Config {
