@@ -70,7 +70,8 @@ pub struct BlockingPoolConfig {
     /// 1,024). Threads start as jobs need them and end after `keep_alive` without work.
     pub threads: usize,
     /// Most jobs waiting for a thread while every thread runs one (default 1,024; 0: a job is
-    /// refused unless a thread is free for it).
+    /// refused while `threads` jobs are held, though one past `eager_threads` may still wait up
+    /// to `grow_after` for its thread).
     pub queue: usize,
     /// How long a thread with no job waits for one before it ends (at least 1 ms; default
     /// 10 s, as tokio's blocking pool).
@@ -92,7 +93,8 @@ pub struct BlockingPoolConfig {
     /// jobs at once on a few cores, starting a thread for each adds only those caches.
     pub eager_threads: usize,
     /// How long a job past `eager_threads` waits for a busy thread before the pool starts
-    /// one for it (default 10 ms; zero: at once, as within `eager_threads`).
+    /// one for it (default 10 ms; zero: at once, as within `eager_threads`). One more thread,
+    /// not counted in `threads`, starts them; it ends after `keep_alive` with no job waiting.
     pub grow_after: Duration,
 }
 

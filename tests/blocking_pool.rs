@@ -303,3 +303,41 @@ fn eager_threads_must_be_at_least_one() {
         ("eager_threads", "must be at least 1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_past_eager_threads_all_run_while_threads_and_the_grower_come_and_go() {
+    // Keep-alive and grow_after at their shortest, so threads end and the grower stops and
+    // starts again between the bursts: no job may be left without a thread.
+    let pool = BlockingPool::new(BlockingPoolConfig {
+        threads: 8,
+        queue: 10_000,
+        eager_threads: 1,
+        grow_after: Duration::from_millis(1),
+        keep_alive: Duration::from_millis(1),
+        ..BlockingPoolConfig::default()
+    })
+    .unwrap();
+    for round in 0..200u64 {
+        let handles: Vec<_> = (0..(round % 13))
+            .map(|job| {
+                pool.try_spawn(move || {
+                    if job % 3 == 0 {
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                    job
+                })
+                .unwrap()
+            })
+            .collect();
+        for (job, handle) in handles.into_iter().enumerate() {
+            let ran = tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: job {job} never ran"));
+            assert_eq!(ran.unwrap(), job as u64);
+        }
+        assert!(pool.threads() <= 8);
+        if round % 7 == 0 {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    }
+}

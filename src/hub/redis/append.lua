@@ -47,9 +47,9 @@
 -- the id Redis gave.)
 -- A task change is recorded in its session's tasks hash, which holds `t:<task>` = `<state>
 -- <last seq> <order>\n<message>` (`last seq` the session's counter then), `c:<task>` for a stop
--- asked, and `n`, the last order given. A final state is never replaced, and a state and
--- message the task has already are not recorded or told again (so a change sent again after
--- its reply was lost changes nothing). A new task makes room by forgetting the ended tasks
+-- asked, and `n`, the last order given. A final state is never replaced, nor a `cancelling`
+-- by a `running`, and a state and message the task has already are not recorded or told again
+-- (so a change sent again after its reply was lost changes nothing, even after later ones). A new task makes room by forgetting the ended tasks
 -- registered first, down to the task capacity. A task opens its session, as a status would.
 -- A recorded change goes in the call's message as the frame `<id length> <record length>
 -- t\n<id><task> <state> <last seq>\n<message>`.
@@ -207,7 +207,10 @@ local function record(hash, log, id, task, state, message)
   local order
   if current then
     local was_state, was, was_message = string.match(current, '^(%a+) %d+ (%d+)\n(.*)$')
-    if final(was_state) or (was_state == state and was_message == message) then
+    -- A task only moves on (running, cancelling, a final state): a `running` over its
+    -- `cancelling` is a call sent again after a later one had run.
+    if final(was_state) or (was_state == state and was_message == message)
+      or (was_state == 'cancelling' and state == 'running') then
       return nil, stop
     end
     order = was

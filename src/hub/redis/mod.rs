@@ -55,7 +55,8 @@
 //!   the writer's buffer among the statuses, and the append call of its batch records it, after
 //!   the call's statuses and in its one published message; its session's statuses queued
 //!   after it go into a later call of the batch. So every process's subscribers get the change
-//!   in its place, and it costs Redis no request or publish of its own: a task's `running`
+//!   in its place, and it costs Redis no request or publish of its own unless nothing of
+//!   its group came before it in its batch (since a close): a task's `running`
 //!   comes before its first step, and none of its statuses follows its `cancelling` or
 //!   `cancelled` update anywhere. A process follows a session while a task of it runs there,
 //!   as while it has subscribers. A process that starts following a session reads its tasks

@@ -93,6 +93,8 @@ struct State {
     tasks: usize,
     /// A task change was refused (the log says so once).
     tasks_warned: bool,
+    /// Nothing more is written: the writer found the outbox shut and empty, or discarded it.
+    ended: bool,
 }
 
 #[derive(Debug)]
@@ -163,12 +165,16 @@ impl Outbox {
         true
     }
 
-    /// Queues a change of a task of `session` behind the statuses queued before it; `false`
-    /// when `capacity` changes wait already (the change is dropped; the first refusal is
-    /// logged). Taken also while shutting down, so the changes of tasks that end meanwhile are
-    /// written with what is drained.
+    /// Queues a change of a task of `session` behind the statuses queued (or dropped) before
+    /// it; `false` when `capacity` changes wait already (the change is dropped; the first
+    /// refusal is logged) or once nothing more is written (see [`Outbox::is_shut`]). Taken
+    /// also while shutting down, so the changes of tasks that end meanwhile are written with
+    /// what is drained.
     pub(super) fn push_task(&self, session: &str, change: TaskItem) -> bool {
         let mut state = self.lock();
+        if state.ended {
+            return false;
+        }
         if state.tasks >= self.capacity {
             if !std::mem::replace(&mut state.tasks_warned, true) {
                 tracing::warn!(
@@ -180,10 +186,19 @@ impl Outbox {
             }
             return false;
         }
-        state.queue.push_back(Item::Task {
-            session: Arc::from(session),
-            change,
-        });
+        // The statuses of the session dropped before the change keep their numbers before it,
+        // as a later status of it would carry them.
+        let session = match state.dropped.remove_entry(session) {
+            Some((session, count)) => {
+                state.queue.push_back(Item::Skip {
+                    session: Arc::clone(&session),
+                    count,
+                });
+                session
+            }
+            None => Arc::from(session),
+        };
+        state.queue.push_back(Item::Task { session, change });
         state.tasks += 1;
         drop(state);
         self.ready.notify_one();
@@ -218,10 +233,13 @@ impl Outbox {
         self.lock().closed
     }
 
-    /// Whether [`shut`](Outbox::shut) was called and nothing is left to take.
+    /// Whether [`shut`](Outbox::shut) was called and nothing is left to take; from then on
+    /// task changes are refused too, as the writer ends.
     pub(super) fn is_shut(&self) -> bool {
-        let state = self.lock();
-        state.closed && state.queue.is_empty() && state.dropped.is_empty()
+        let mut state = self.lock();
+        let shut = state.closed && state.queue.is_empty() && state.dropped.is_empty();
+        state.ended |= shut;
+        shut
     }
 
     /// Moves up to `max` items into `out`; returns the statuses among them, or `None` when
@@ -274,6 +292,7 @@ impl Outbox {
     pub(super) fn discard(&self) -> usize {
         let mut state = self.lock();
         state.closed = true;
+        state.ended = true;
         state.queue.clear();
         state.dropped.clear();
         state.tasks = 0;
@@ -384,5 +403,28 @@ mod tests {
             outbox.push_task("b", change(TaskState::Finished)),
             "taken while draining"
         );
+        assert_eq!(outbox.try_take(10, &mut out), Some(0));
+        assert!(outbox.is_shut());
+        assert!(
+            !outbox.push_task("b", change(TaskState::Failed)),
+            "refused once the writer found nothing left"
+        );
+    }
+
+    #[test]
+    fn statuses_dropped_before_a_task_change_take_their_numbers_before_it() {
+        let outbox = Outbox::new(1);
+        let finished = TaskItem {
+            task: Arc::from("t"),
+            state: TaskState::Finished,
+            message: None,
+        };
+        assert_eq!(outbox.push("a", text("1")), Pushed::Queued);
+        assert_eq!(outbox.push("a", text("2")), Pushed::Full { first: true });
+        assert!(outbox.push_task("a", finished));
+        let mut out = Vec::new();
+        assert_eq!(outbox.try_take(10, &mut out), Some(1));
+        // The task ended after its second status: the gap for it comes before the change.
+        assert_eq!(shape(&out), vec!["a:1+0", "a:skip1", "a:t=finished"]);
     }
 }

@@ -47,8 +47,9 @@ pub(super) enum Call {
         group: u32,
         parts: Vec<Part>,
         /// Task changes, recorded after the parts. They need no token: recording a state a
-        /// task already has changes nothing and tells nobody (see append.lua), so a call sent
-        /// again after its reply was lost does not apply them twice.
+        /// task already has, or one it has moved past, changes nothing and tells nobody (see
+        /// append.lua), so a call sent again after its reply was lost does not apply them
+        /// twice, even after later calls of its batch had run.
         tasks: Vec<(Arc<str>, TaskItem)>,
         token: u64,
     },
