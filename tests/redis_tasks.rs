@@ -469,3 +469,46 @@ async fn closing_a_stream_or_reloading_on_another_process_never_cancels() {
     let statuses: Vec<u64> = before.iter().filter_map(Event::seq).collect();
     assert_eq!(statuses, ((seen + 1)..=40).collect::<Vec<_>>());
 }
+
+/// The session log's remaining time to live, in ms, read from Redis.
+fn log_ttl_ms(server: &RedisServer, prefix: &str, session: &str) -> i64 {
+    let reply = server.command(&format!("PTTL {prefix}:{{{session}}}:log"));
+    reply
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap_or_else(|_| panic!("PTTL reply {reply:?}"))
+}
+
+#[tokio::test]
+async fn a_task_change_after_a_status_never_shortens_the_history_it_renewed() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("ttl");
+    let ttl = Duration::from_secs(20);
+    let mut redis = RedisConfig::new(server.url());
+    redis.key_prefix = prefix.clone();
+    let mut config = HubConfig::default();
+    config.history_ttl = ttl;
+    let a = Hub::with_redis(config, redis)
+        .await
+        .expect("connect to redis");
+    let mut on_a = a.subscribe("s", None);
+    a.publish(Some("s"), "hello").unwrap();
+    assert_eq!(next(&mut on_a).await.seq(), Some(1));
+    // The status renewed the log for 1.25 times the TTL; the statuses in the next quarter of
+    // the TTL renew nothing, so what the task's changes write must not bring it below the TTL.
+    let task = a.start_task("s").unwrap();
+    let id = task.id().to_owned();
+    until_task(&mut on_a, &id, TaskState::Running).await;
+    let left = log_ttl_ms(&server, &prefix, "s");
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap();
+    assert!(
+        left > ttl_ms,
+        "{left} ms left after the task's change, less than the TTL of {ttl_ms} ms"
+    );
+    assert_eq!(task.finish(), TaskState::Finished);
+    until_task(&mut on_a, &id, TaskState::Finished).await;
+    assert!(log_ttl_ms(&server, &prefix, "s") > ttl_ms);
+}

@@ -143,7 +143,7 @@ impl Backend for RedisBackend {
                 id,
                 None,
                 None,
-                settings.ttl_ms.max(1),
+                settings.key_ttl_ms().max(1),
             );
             let result = wire::run_script(&mut conn, &open, deadline).await;
             result
@@ -256,7 +256,7 @@ impl Backend for RedisBackend {
                 .map_err(CancelError::Backend)?;
             let cancel = shared.scripts.cancel_cmd(
                 &settings.keys,
-                settings.ttl_ms,
+                settings.key_ttl_ms(),
                 settings.task_capacity,
                 id,
                 task,

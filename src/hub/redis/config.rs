@@ -215,6 +215,15 @@ pub(super) struct Settings {
 }
 
 impl Settings {
+    /// The time to live every write gives a session's keys: 1.25 times the TTL. The writer
+    /// renews them at most every quarter of the TTL, so they live at least the TTL after the
+    /// last status; and since every write sets the same span from its own time, a later write
+    /// (a task's change, a cancel, an open, a follower's touch) never shortens what an earlier
+    /// one gave.
+    pub(super) fn key_ttl_ms(&self) -> u64 {
+        self.ttl_ms.saturating_add(self.ttl_ms / 4)
+    }
+
     /// What an append call of `group` by `writer` carries besides its sessions.
     pub(super) fn call<'a>(
         &self,
@@ -229,10 +238,8 @@ impl Settings {
             token,
             check,
             capacity: self.history_capacity,
-            // Renewed at most every quarter of the TTL, so they live at least the TTL after
-            // the last status (see the writer).
-            key_ttl_ms: self.ttl_ms.saturating_add(self.ttl_ms / 4),
-            task_ttl_ms: self.ttl_ms,
+            key_ttl_ms: self.key_ttl_ms(),
+            task_ttl_ms: self.key_ttl_ms(),
             task_capacity: self.task_capacity,
         }
     }

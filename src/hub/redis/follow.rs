@@ -130,7 +130,11 @@ impl Follow {
         let shared = Arc::clone(&self.shared);
         let settings = &shared.settings;
         let keys = &settings.keys;
-        let touch_ms = if touch { settings.ttl_ms.max(1) } else { 0 };
+        let touch_ms = if touch {
+            settings.key_ttl_ms().max(1)
+        } else {
+            0
+        };
         let mut by_group: HashMap<u32, Vec<(Arc<str>, u64)>> = HashMap::new();
         for (session, head) in sessions {
             // A session followed already is read from what it applied.

@@ -27,7 +27,10 @@
 //!   session's frame of 8 KB or more as a message of its own, which saves Redis's Lua copying
 //!   and hashing it once more), all atomically: that is what gives every process one numbering
 //!   and one order per session. Key
-//!   lifetimes are renewed by the first call after a quarter of the TTL, not by every status.
+//!   lifetimes are renewed by the first call after a quarter of the TTL, not by every status,
+//!   for 1.25 times the TTL, the span every other write of a session's keys gives them too (a
+//!   task's change, a cancel, an open, a follower's touch), so none shortens what an earlier
+//!   one gave and history lives at least the TTL after its last status.
 //!   So a batch costs Redis one call, one publish and one command per session in it, however
 //!   the statuses are spread over sessions.
 //! - **Reading.** A process subscribes to the channel while it has local subscribers of any

@@ -357,7 +357,7 @@ pub(super) async fn touch_all(
         for chunk in sessions.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for session in chunk {
-                wire::touch(&mut pipe, keys, session, settings.ttl_ms);
+                wire::touch(&mut pipe, keys, session, settings.key_ttl_ms());
             }
             wire::within(settings.timeout, pipe.query_async::<()>(conn)).await?;
         }

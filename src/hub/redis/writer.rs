@@ -255,7 +255,7 @@ impl Writer {
             .filter(|(_, known)| known.seq > 0)
             .map(|(session, known)| (&**session, known.seq))
             .collect();
-        let ttl_ms = settings.ttl_ms.saturating_add(settings.ttl_ms / 4);
+        let ttl_ms = settings.key_ttl_ms();
         for chunk in floors.chunks(256) {
             let raised: u64 = wire::within(
                 settings.timeout,

@@ -236,9 +236,13 @@ impl Writer {
                     &tasks,
                 )
             }
-            Call::Close { session, token, .. } => {
-                scripts.close_cmd(&settings.keys, settings.ttl_ms, session, &self.id, *token)
-            }
+            Call::Close { session, token, .. } => scripts.close_cmd(
+                &settings.keys,
+                settings.key_ttl_ms(),
+                session,
+                &self.id,
+                *token,
+            ),
         }
     }
 }
