@@ -44,8 +44,9 @@ mod sessions;
 mod tasks;
 
 pub(crate) use self::sessions::Refusal;
+use self::sessions::Shard;
+pub(crate) use self::sessions::SHARDS;
 use self::sessions::{lock_shard, touch, Count};
-use self::sessions::{Shard, SHARDS};
 pub(crate) use self::tasks::{CancelHere, TaskRecord};
 
 /// Milliseconds since the hub was created, on tokio's clock (so paused time applies).
@@ -358,7 +359,8 @@ impl Core {
     /// other case (that path decides what to do, under its own locks).
     fn append_to_held<'a>(&self, status: Outgoing<'a>) -> Result<u64, Outgoing<'a>> {
         let now = status.at_ms;
-        let map = lock_shard(self.shard(status.session));
+        let shard = self.shard_index(status.session);
+        let map = lock_shard(&self.shards[shard]);
         // Under the shard lock, as when a session is opened (see the module invariants).
         if self.is_shut_down() {
             return Err(status);
@@ -382,8 +384,9 @@ impl Core {
         let (seq, removed) = self.push(session, &mut state, status.text, status.extra, now);
         let wake = state.take_wakers();
         drop(state);
+        // Under the shard lock, which spares the counts a read-modify-write (see `counters`).
+        self.counters.appended_in(shard, removed);
         drop(map);
-        self.count_appended(removed);
         wake.wake();
         Ok(seq)
     }
@@ -398,15 +401,13 @@ impl Core {
         extra: Option<Arc<Extra>>,
         now: u64,
     ) -> (u64, u64) {
-        // Expire first: a status arriving after a quiet spell must not revive old history.
-        let mut removed = self.trim(&mut state.log, now);
         let window = hot_window(
             session.subscribers.load(Ordering::Relaxed),
             self.config.subscriber_buffer,
         );
-        let seq = state.log.append(text, extra, now, window);
-        removed += self.trim(&mut state.log, now);
-        (seq, removed)
+        state
+            .log
+            .append_within(self.bounds(), text, extra, now, window)
     }
 
     /// Counts a status numbered here and those it pushed out of history.

@@ -46,10 +46,14 @@
 //!   `u32::MAX` numbers below a new one leave as if trimmed (readers get a gap; the next
 //!   [`SessionLog::trim`] counts them), and ages more than `u32::MAX` ms (49 days) before the
 //!   newest are kept as that old.
-//! - Each ring (`entries`, `hot`, `bytes`) grows by a quarter of its length (at least
+//! - The rings of held history (`entries`, `bytes`) grow by a quarter of their length (at least
 //!   [`MIN_GROWTH`] slots, [`MIN_BYTES_GROWTH`] bytes) when full, not by doubling: a history
 //!   that stops short of its capacity (most do) leaves at most a quarter of its room empty
-//!   instead of up to half.
+//!   instead of up to half. `hot` doubles (at least [`MIN_GROWTH`] slots), never past the
+//!   window it was given: it fills while subscribers read, each slot beside a text that costs
+//!   more than the slot, and growing by a quarter would copy the ring about four times over
+//!   on the way to its window, on the path of every status; it gives its room back when its
+//!   subscribers leave ([`SessionLog::cool_all`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -88,6 +92,14 @@ pub(crate) fn hot_window(subscribers: usize, subscriber_buffer: usize) -> usize 
     } else {
         0
     }
+}
+
+/// What a log may hold: how many statuses, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) capacity: usize,
+    pub(crate) expiry: HistoryExpiry,
+    pub(crate) ttl_ms: u64,
 }
 
 /// One cold status: 12 bytes here, and its record in `bytes`.
@@ -179,6 +191,16 @@ fn grow<T>(ring: &mut VecDeque<T>, additional: usize, min: usize) {
     let len = ring.len();
     if ring.capacity() - len < additional {
         ring.reserve_exact((len / 4).max(min).max(additional));
+    }
+}
+
+/// Makes room in `hot` for one more, doubling it (at least [`MIN_GROWTH`] slots) but not past
+/// `window` slots (see the module invariants).
+fn grow_hot(hot: &mut VecDeque<Hot>, window: usize) {
+    let len = hot.len();
+    if hot.capacity() == len {
+        let room = window.saturating_sub(len).max(1);
+        hot.reserve_exact(len.max(MIN_GROWTH).min(room));
     }
 }
 
@@ -501,7 +523,7 @@ impl SessionLog {
                 return;
             }
         }
-        grow(&mut self.hot, 1, MIN_GROWTH);
+        grow_hot(&mut self.hot, window);
         self.hot.push_back(Hot {
             text,
             extra,
@@ -524,6 +546,31 @@ impl SessionLog {
         self.push_newest(self.head, now_ms, text, extra, window);
         self.last_at_ms = now_ms;
         self.head
+    }
+
+    /// [`SessionLog::append`] within the bounds: first removes what they no longer allow with
+    /// one more status held (what expired, and the oldest past `bounds.capacity - 1`), so one
+    /// trim keeps them, not one before the status and one after. Returns its number and how
+    /// many entries left.
+    pub(crate) fn append_within(
+        &mut self,
+        bounds: Bounds,
+        text: Arc<str>,
+        extra: Option<Arc<Extra>>,
+        now_ms: u64,
+        window: usize,
+    ) -> (u64, u64) {
+        // Expired first: a status arriving after a quiet spell must not revive old history.
+        let mut removed = self.trim(
+            bounds.capacity.saturating_sub(1),
+            bounds.expiry,
+            bounds.ttl_ms,
+            now_ms,
+        );
+        let seq = self.append(text, extra, now_ms, window);
+        // Only a rebase can drop entries in an append (see the module invariants).
+        removed += std::mem::take(&mut self.dropped);
+        (seq, removed)
     }
 
     /// Inserts a status numbered elsewhere (see the module invariants); `seq` must be at least 1.
@@ -563,7 +610,7 @@ impl SessionLog {
         let at = self.partition(|held| held < seq);
         let cold = self.cold_len();
         if at >= cold {
-            grow(&mut self.hot, 1, MIN_GROWTH);
+            grow_hot(&mut self.hot, window);
             self.hot.insert(
                 at - cold,
                 Hot {
