@@ -58,7 +58,12 @@ pub(crate) struct Clock {
 impl Clock {
     pub(crate) fn now_ms(&self) -> u64 {
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.epoch);
-        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        // Seconds and their milliseconds apart, not `as_millis`: that one is 128-bit
+        // arithmetic, on the path of every status.
+        elapsed
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(elapsed.subsec_millis()))
     }
 }
 

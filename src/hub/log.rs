@@ -15,6 +15,10 @@
 //!   if it is not already held and not older than everything retained (nor, among the cold
 //!   entries, one that would take `bytes` past `u32::MAX` bytes: then it is not kept either).
 //! - Entries leave only from the front (the oldest), so "first retained seq" only grows.
+//! - While there are entries, `newest` is the number of the last one; when `holes` is false,
+//!   the entries are numbered `newest - len + 1 ..= newest`, one by one (locally published
+//!   statuses always are). `holes` may be true of entries that have none: it is cleared when
+//!   the log empties and rechecked when a trim removes entries.
 //! - An entry is hot or cold. The hot ones, in `hot`, are the newest, and each holds the text
 //!   and fields it was published with: a reader gets those shared allocations, a reference
 //!   count each. The cold ones, in `entries`, are the rest, and each keeps its text and fields
@@ -171,6 +175,12 @@ pub(crate) struct SessionLog {
     base_ms: u64,
     /// Entries that left to keep the numbers representable, not yet returned by `trim`.
     dropped: u64,
+    /// The number of the newest entry, while there is one.
+    newest: u64,
+    /// Whether the entries' numbers may skip some: `false` says they run on one by one up to
+    /// `newest`, so a reader finds its place without looking at any entry (the oldest is
+    /// rarely still in cache).
+    holes: bool,
 }
 
 impl fmt::Debug for SessionLog {
@@ -502,6 +512,27 @@ impl SessionLog {
         }
     }
 
+    /// Keeps `newest` and `holes` for an entry numbered `seq` about to be added.
+    fn note_entry(&mut self, seq: u64) {
+        if self.len() == 0 {
+            self.holes = false;
+            self.newest = seq;
+        } else if self.newest.checked_add(1) == Some(seq) {
+            self.newest = seq;
+        } else {
+            self.holes = true;
+            self.newest = self.newest.max(seq);
+        }
+    }
+
+    /// Whether the entries are numbered one by one (reads the oldest and the newest).
+    fn numbers_run_on(&self) -> bool {
+        match (self.seq_at(0), self.back_seq()) {
+            (Some(first), Some(last)) => last - first + 1 == self.len() as u64,
+            _ => true,
+        }
+    }
+
     /// Adds the newest entry, hot or (with a window of none) straight into a record.
     fn push_newest(
         &mut self,
@@ -511,6 +542,7 @@ impl SessionLog {
         extra: Option<Arc<Extra>>,
         window: usize,
     ) {
+        self.note_entry(seq);
         let (seq_offset, age) = self.offsets(seq, at_ms);
         if window == 0 && self.hot.is_empty() {
             if let Some(end) = self.push_record(seq, &text, extra.as_ref()) {
@@ -608,6 +640,7 @@ impl SessionLog {
         let (seq_offset, age) = self.offsets(seq, at_ms);
         // A rebase may have moved the entries, so the place is found again.
         let at = self.partition(|held| held < seq);
+        self.note_entry(seq);
         let cold = self.cold_len();
         if at >= cold {
             grow_hot(&mut self.hot, window);
@@ -725,6 +758,9 @@ impl SessionLog {
         if removed > 0 {
             let first = self.seq_at(0).unwrap_or(u64::MAX);
             self.forget_before(first);
+            if self.holes {
+                self.holes = !self.numbers_run_on();
+            }
         }
         removed
     }
@@ -738,21 +774,25 @@ impl SessionLog {
         self.tasks_base += self.tasks.len() as u64;
         self.tasks = VecDeque::new();
         self.extras = VecDeque::new();
+        self.holes = false;
         removed
     }
 
     /// The index of the first entry numbered above `cursor`.
     fn index_after(&self, cursor: u64) -> usize {
         let len = self.len();
-        match (self.seq_at(0), self.back_seq()) {
-            // Contiguous numbers (always so for locally published statuses): no search, which
-            // would touch a cold cache line per probe.
-            (Some(first), Some(last)) if last - first + 1 == len as u64 => {
-                let offset = cursor.saturating_add(1).saturating_sub(first);
-                usize::try_from(offset).map_or(len, |offset| offset.min(len))
-            }
-            _ => self.partition(|held| held <= cursor),
+        if len == 0 {
+            return 0;
         }
+        // Numbers one by one (always so for locally published statuses): the place follows
+        // from them, without a search, which would touch a cold cache line per probe.
+        if !self.holes {
+            let first = self.newest.saturating_sub(len as u64 - 1);
+            debug_assert_eq!(self.seq_at(0), Some(first), "`holes` out of step");
+            let offset = cursor.saturating_add(1).saturating_sub(first);
+            return usize::try_from(offset).map_or(len, |offset| offset.min(len));
+        }
+        self.partition(|held| held <= cursor)
     }
 
     /// The text and fields of the cold entry at `at`, numbered `seq`, made anew from its
