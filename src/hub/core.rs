@@ -302,15 +302,16 @@ impl Core {
 
     /// Numbers a checked status here, as the next of its session (opening it if needed).
     pub(crate) fn append(&self, status: Outgoing<'_>) -> Result<u64, PublishError> {
-        let status = match self.append_to_held(status) {
-            Ok(seq) => return Ok(seq),
-            Err(status) => status,
-        };
-        let counters = &self.counters;
+        let mut status = status;
         let now = status.at_ms;
-        // An eviction can only win against this append when the TTL is shorter than the time
-        // between looking the session up and locking it; then the next attempt opens it anew.
+        // An eviction or a close can win against this append between opening the session and
+        // appending to it; then the next attempt finds out why, or opens it anew, as if the
+        // status had come after.
         for _ in 0..3 {
+            status = match self.append_to_held(status) {
+                Ok(seq) => return Ok(seq),
+                Err(status) => status,
+            };
             let session = match self.session(status.session, now, true, Count::Nothing) {
                 Ok(session) => session,
                 Err(refusal) => {
@@ -318,12 +319,12 @@ impl Core {
                     return Err(refusal.into());
                 }
             };
-            let mut state = session.lock();
+            let state = session.lock();
             match state.end {
                 Some(End::Evicted) => continue,
                 Some(End::Closed) => {
                     drop(state);
-                    counters.dropped_closed.add(1);
+                    self.counters.dropped_closed.add(1);
                     tracing::debug!(
                         target: "status_messenger::hub",
                         session = %session.id,
@@ -343,25 +344,19 @@ impl Core {
                 self.refuse_cancelled(status.session);
                 return Err(PublishError::TaskCancelled);
             }
-            // Moved, not cloned: every path after this returns, so the text's count is not
-            // raised and lowered again for each status.
-            let (seq, removed) = self.push(&session, &mut state, status.text, status.extra, now);
-            let wake = state.take_wakers();
-            drop(state);
-            self.count_appended(removed);
-            wake.wake();
-            return Ok(seq);
+            // Open, live, and marked active at `now`: held as the next attempt needs it.
         }
-        counters.dropped_closed.add(1);
+        self.counters.dropped_closed.add(1);
         Err(PublishError::SessionClosed)
     }
 
-    /// [`Core::append`] where it is most often called: to a session held here, open and not
-    /// idle past its TTL, for no cancelled task. It appends while still holding the shard lock
+    /// Where [`Core::append`] numbers every status: to a session held here, open and not idle
+    /// past its TTL, for no cancelled task. It appends while still holding the shard lock
     /// (shard, then session: the lock order), which spares raising and lowering the session's
-    /// reference count for every status, and the shard's other sessions wait no longer than
-    /// the append itself. Gives the status back for [`Core::append`]'s general path in every
-    /// other case (that path decides what to do, under its own locks).
+    /// reference count for every status and lets the shard's counts be kept without a
+    /// read-modify-write, and the shard's other sessions wait no longer than the append
+    /// itself. Gives the status back in every other case, for [`Core::append`] to find out
+    /// why under its own locks, or to open the session and try again.
     fn append_to_held<'a>(&self, status: Outgoing<'a>) -> Result<u64, Outgoing<'a>> {
         let now = status.at_ms;
         let shard = self.shard_index(status.session);
@@ -413,13 +408,6 @@ impl Core {
         state
             .log
             .append_within(self.bounds(), text, extra, now, window)
-    }
-
-    /// Counts a status numbered here and those it pushed out of history.
-    fn count_appended(&self, removed: u64) {
-        self.counters.accepted.add(1);
-        // At capacity one status leaves as one comes: the gauge is then not touched.
-        self.counters.retained.shift(1, removed);
     }
 
     /// Puts statuses numbered elsewhere into `id`'s history, and records that numbers up to

@@ -15,10 +15,9 @@
 //!   if it is not already held and not older than everything retained (nor, among the cold
 //!   entries, one that would take `bytes` past `u32::MAX` bytes: then it is not kept either).
 //! - Entries leave only from the front (the oldest), so "first retained seq" only grows.
-//! - While there are entries, `newest` is the number of the last one; when `holes` is false,
-//!   the entries are numbered `newest - len + 1 ..= newest`, one by one (locally published
-//!   statuses always are). `holes` may be true of entries that have none: it is cleared when
-//!   the log empties and rechecked when a trim removes entries.
+//! - When `holes` is false, the entries are numbered `head - len + 1 ..= head`, one by one
+//!   (locally published statuses always are). It may be true of entries that have none: it is
+//!   cleared when an entry comes to an empty log and rechecked when a trim removes entries.
 //! - An entry is hot or cold. The hot ones, in `hot`, are the newest, and each holds the text
 //!   and fields it was published with: a reader gets those shared allocations, a reference
 //!   count each. The cold ones, in `entries`, are the rest, and each keeps its text and fields
@@ -175,11 +174,9 @@ pub(crate) struct SessionLog {
     base_ms: u64,
     /// Entries that left to keep the numbers representable, not yet returned by `trim`.
     dropped: u64,
-    /// The number of the newest entry, while there is one.
-    newest: u64,
     /// Whether the entries' numbers may skip some: `false` says they run on one by one up to
-    /// `newest`, so a reader finds its place without looking at any entry (the oldest is
-    /// rarely still in cache).
+    /// `head`, so a reader finds its place without looking at any entry (the oldest is rarely
+    /// still in cache).
     holes: bool,
 }
 
@@ -512,23 +509,21 @@ impl SessionLog {
         }
     }
 
-    /// Keeps `newest` and `holes` for an entry numbered `seq` about to be added.
-    fn note_entry(&mut self, seq: u64) {
+    /// Keeps `holes` for a new entry numbered `seq`, the new `head` (called before `head`
+    /// moves to it).
+    fn note_newest(&mut self, seq: u64) {
         if self.len() == 0 {
             self.holes = false;
-            self.newest = seq;
-        } else if self.newest.checked_add(1) == Some(seq) {
-            self.newest = seq;
-        } else {
+        } else if self.head.checked_add(1) != Some(seq) {
             self.holes = true;
-            self.newest = self.newest.max(seq);
         }
     }
 
-    /// Whether the entries are numbered one by one (reads the oldest and the newest).
+    /// Whether the entries are numbered one by one up to `head` (reads the oldest and the
+    /// newest).
     fn numbers_run_on(&self) -> bool {
         match (self.seq_at(0), self.back_seq()) {
-            (Some(first), Some(last)) => last - first + 1 == self.len() as u64,
+            (Some(first), Some(last)) => last == self.head && last - first + 1 == self.len() as u64,
             _ => true,
         }
     }
@@ -542,7 +537,6 @@ impl SessionLog {
         extra: Option<Arc<Extra>>,
         window: usize,
     ) {
-        self.note_entry(seq);
         let (seq_offset, age) = self.offsets(seq, at_ms);
         if window == 0 && self.hot.is_empty() {
             if let Some(end) = self.push_record(seq, &text, extra.as_ref()) {
@@ -574,6 +568,7 @@ impl SessionLog {
         now_ms: u64,
         window: usize,
     ) -> u64 {
+        self.note_newest(self.head + 1);
         self.head += 1;
         self.push_newest(self.head, now_ms, text, extra, window);
         self.last_at_ms = now_ms;
@@ -622,6 +617,7 @@ impl SessionLog {
             return Inserted::TooOld;
         }
         if seq > self.head {
+            self.note_newest(seq);
             self.head = seq;
             self.last_at_ms = now_ms;
             self.push_newest(seq, now_ms, text, extra, window);
@@ -640,7 +636,8 @@ impl SessionLog {
         let (seq_offset, age) = self.offsets(seq, at_ms);
         // A rebase may have moved the entries, so the place is found again.
         let at = self.partition(|held| held < seq);
-        self.note_entry(seq);
+        // A hole filled: whether any is left is only looked at by the next trim.
+        self.holes = true;
         let cold = self.cold_len();
         if at >= cold {
             grow_hot(&mut self.hot, window);
@@ -723,6 +720,9 @@ impl SessionLog {
     /// Records that numbers up to `seq` were given elsewhere: those not held are lost, and
     /// readers report them as a gap.
     pub(crate) fn skip_to(&mut self, seq: u64) {
+        if seq > self.head && self.len() > 0 {
+            self.holes = true;
+        }
         self.head = self.head.max(seq);
     }
 
@@ -787,7 +787,7 @@ impl SessionLog {
         // Numbers one by one (always so for locally published statuses): the place follows
         // from them, without a search, which would touch a cold cache line per probe.
         if !self.holes {
-            let first = self.newest.saturating_sub(len as u64 - 1);
+            let first = self.head.saturating_sub(len as u64 - 1);
             debug_assert_eq!(self.seq_at(0), Some(first), "`holes` out of step");
             let offset = cursor.saturating_add(1).saturating_sub(first);
             return usize::try_from(offset).map_or(len, |offset| offset.min(len));
