@@ -52,7 +52,7 @@
 //! - The rings of held history (`entries`, `bytes`) grow by a quarter of their length (at least
 //!   [`MIN_GROWTH`] slots, [`MIN_BYTES_GROWTH`] bytes) when full, not by doubling: a history
 //!   that stops short of its capacity (most do) leaves at most a quarter of its room empty
-//!   instead of up to half. `hot` doubles (at least [`MIN_GROWTH`] slots), never past the
+//!   instead of up to half. `hot` doubles (at least [`MIN_HOT_GROWTH`] slots), never past the
 //!   window it was given: it fills while subscribers read, each slot beside a text that costs
 //!   more than the slot, and growing by a quarter would copy the ring about four times over
 //!   on the way to its window, on the path of every status; it gives its room back when its
@@ -66,8 +66,11 @@ use super::event::Extra;
 use super::{Event, Gap, HistoryExpiry, SessionId, Status};
 use crate::status::Progress;
 
-/// The fewest slots the rings of entries and hot statuses grow by.
+/// The fewest slots the ring of entries grows by.
 const MIN_GROWTH: usize = 4;
+/// The fewest slots the ring of hot statuses grows by: a session that has them has a
+/// subscriber reading, and its statuses come in bursts (512 bytes).
+const MIN_HOT_GROWTH: usize = 16;
 /// The fewest bytes the ring of records grows by.
 const MIN_BYTES_GROWTH: usize = 64;
 
@@ -201,13 +204,13 @@ fn grow<T>(ring: &mut VecDeque<T>, additional: usize, min: usize) {
     }
 }
 
-/// Makes room in `hot` for one more, doubling it (at least [`MIN_GROWTH`] slots) but not past
-/// `window` slots (see the module invariants).
+/// Makes room in `hot` for one more, doubling it (at least [`MIN_HOT_GROWTH`] slots) but not
+/// past `window` slots (see the module invariants).
 fn grow_hot(hot: &mut VecDeque<Hot>, window: usize) {
     let len = hot.len();
     if hot.capacity() == len {
         let room = window.saturating_sub(len).max(1);
-        hot.reserve_exact(len.max(MIN_GROWTH).min(room));
+        hot.reserve_exact(len.max(MIN_HOT_GROWTH).min(room));
     }
 }
 
@@ -504,7 +507,7 @@ impl SessionLog {
             cooled = true;
         }
         // Room a burst or a subscriber needed goes back once they are gone.
-        if cooled && self.hot.capacity() > 2 * self.hot.len() + MIN_GROWTH {
+        if cooled && self.hot.capacity() > 2 * self.hot.len() + MIN_HOT_GROWTH {
             self.hot.shrink_to(self.hot.len());
         }
     }
