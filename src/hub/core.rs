@@ -44,8 +44,9 @@ mod sessions;
 mod tasks;
 
 pub(crate) use self::sessions::Refusal;
+use self::sessions::Shard;
+pub(crate) use self::sessions::SHARDS;
 use self::sessions::{lock_shard, touch, Count};
-use self::sessions::{Shard, SHARDS};
 pub(crate) use self::tasks::{CancelHere, TaskRecord};
 
 /// Milliseconds since the hub was created, on tokio's clock (so paused time applies).
@@ -57,7 +58,12 @@ pub(crate) struct Clock {
 impl Clock {
     pub(crate) fn now_ms(&self) -> u64 {
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.epoch);
-        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        // Seconds and their milliseconds apart, not `as_millis`: that one is 128-bit
+        // arithmetic, on the path of every status.
+        elapsed
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(elapsed.subsec_millis()))
     }
 }
 
@@ -296,15 +302,16 @@ impl Core {
 
     /// Numbers a checked status here, as the next of its session (opening it if needed).
     pub(crate) fn append(&self, status: Outgoing<'_>) -> Result<u64, PublishError> {
-        let status = match self.append_to_held(status) {
-            Ok(seq) => return Ok(seq),
-            Err(status) => status,
-        };
-        let counters = &self.counters;
+        let mut status = status;
         let now = status.at_ms;
-        // An eviction can only win against this append when the TTL is shorter than the time
-        // between looking the session up and locking it; then the next attempt opens it anew.
+        // An eviction or a close can win against this append between opening the session and
+        // appending to it; then the next attempt finds out why, or opens it anew, as if the
+        // status had come after.
         for _ in 0..3 {
+            status = match self.append_to_held(status) {
+                Ok(seq) => return Ok(seq),
+                Err(status) => status,
+            };
             let session = match self.session(status.session, now, true, Count::Nothing) {
                 Ok(session) => session,
                 Err(refusal) => {
@@ -312,12 +319,12 @@ impl Core {
                     return Err(refusal.into());
                 }
             };
-            let mut state = session.lock();
+            let state = session.lock();
             match state.end {
                 Some(End::Evicted) => continue,
                 Some(End::Closed) => {
                     drop(state);
-                    counters.dropped_closed.add(1);
+                    self.counters.dropped_closed.add(1);
                     tracing::debug!(
                         target: "status_messenger::hub",
                         session = %session.id,
@@ -337,28 +344,23 @@ impl Core {
                 self.refuse_cancelled(status.session);
                 return Err(PublishError::TaskCancelled);
             }
-            // Moved, not cloned: every path after this returns, so the text's count is not
-            // raised and lowered again for each status.
-            let (seq, removed) = self.push(&session, &mut state, status.text, status.extra, now);
-            let wake = state.take_wakers();
-            drop(state);
-            self.count_appended(removed);
-            wake.wake();
-            return Ok(seq);
+            // Open, live, and marked active at `now`: held as the next attempt needs it.
         }
-        counters.dropped_closed.add(1);
+        self.counters.dropped_closed.add(1);
         Err(PublishError::SessionClosed)
     }
 
-    /// [`Core::append`] where it is most often called: to a session held here, open and not
-    /// idle past its TTL, for no cancelled task. It appends while still holding the shard lock
+    /// Where [`Core::append`] numbers every status: to a session held here, open and not idle
+    /// past its TTL, for no cancelled task. It appends while still holding the shard lock
     /// (shard, then session: the lock order), which spares raising and lowering the session's
-    /// reference count for every status, and the shard's other sessions wait no longer than
-    /// the append itself. Gives the status back for [`Core::append`]'s general path in every
-    /// other case (that path decides what to do, under its own locks).
+    /// reference count for every status and lets the shard's counts be kept without a
+    /// read-modify-write, and the shard's other sessions wait no longer than the append
+    /// itself. Gives the status back in every other case, for [`Core::append`] to find out
+    /// why under its own locks, or to open the session and try again.
     fn append_to_held<'a>(&self, status: Outgoing<'a>) -> Result<u64, Outgoing<'a>> {
         let now = status.at_ms;
-        let map = lock_shard(self.shard(status.session));
+        let shard = self.shard_index(status.session);
+        let map = lock_shard(&self.shards[shard]);
         // Under the shard lock, as when a session is opened (see the module invariants).
         if self.is_shut_down() {
             return Err(status);
@@ -382,8 +384,9 @@ impl Core {
         let (seq, removed) = self.push(session, &mut state, status.text, status.extra, now);
         let wake = state.take_wakers();
         drop(state);
+        // Under the shard lock, which spares the counts a read-modify-write (see `counters`).
+        self.counters.appended_in(shard, removed);
         drop(map);
-        self.count_appended(removed);
         wake.wake();
         Ok(seq)
     }
@@ -398,22 +401,13 @@ impl Core {
         extra: Option<Arc<Extra>>,
         now: u64,
     ) -> (u64, u64) {
-        // Expire first: a status arriving after a quiet spell must not revive old history.
-        let mut removed = self.trim(&mut state.log, now);
         let window = hot_window(
             session.subscribers.load(Ordering::Relaxed),
             self.config.subscriber_buffer,
         );
-        let seq = state.log.append(text, extra, now, window);
-        removed += self.trim(&mut state.log, now);
-        (seq, removed)
-    }
-
-    /// Counts a status numbered here and those it pushed out of history.
-    fn count_appended(&self, removed: u64) {
-        self.counters.accepted.add(1);
-        // At capacity one status leaves as one comes: the gauge is then not touched.
-        self.counters.retained.shift(1, removed);
+        state
+            .log
+            .append_within(self.bounds(), text, extra, now, window)
     }
 
     /// Puts statuses numbered elsewhere into `id`'s history, and records that numbers up to

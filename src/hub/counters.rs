@@ -1,9 +1,32 @@
 //! The hub's counters: plain atomics read by `Hub::stats`, mirrored to the `metrics` facade
 //! when that feature is on.
+//!
+//! # Invariants
+//!
+//! - `accepted` and `retained` are each the shared atomic plus the sum of the shards' own
+//!   counts ([`ShardCounts`]). A shard's counts are written only by a holder of that shard's
+//!   lock (the core's table of sessions), so a load and a store keep them exact; what they add
+//!   to `retained` may leave it through the shared atomic, which can then wrap below zero on
+//!   its own: only the sum is a count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::core::SHARDS;
 use super::HubStats;
+
+/// What the statuses numbered under one shard's lock added to `accepted` and `retained` (a
+/// wrapping difference: what they pushed out of history is taken off here too).
+///
+/// Written only under that lock (see the module invariants), by a load and a store rather
+/// than a read-modify-write, which on x86 is a locked instruction, a full barrier, on the path
+/// of every status. A cache line of its own, so that shards written from different threads do
+/// not share one.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct ShardCounts {
+    accepted: AtomicU64,
+    retained: AtomicU64,
+}
 
 /// A monotonic counter.
 #[derive(Debug)]
@@ -33,6 +56,13 @@ impl Counter {
 
     fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
+    }
+
+    /// Mirrors `n` counted elsewhere (in [`ShardCounts`]) to the `metrics` facade.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn mirror(&self, n: u64) {
+        #[cfg(feature = "metrics")]
+        self.handle.increment(n);
     }
 }
 
@@ -83,6 +113,17 @@ impl Gauge {
             self.sub(removed - added);
         }
     }
+
+    /// Mirrors a shift counted elsewhere (in [`ShardCounts`]) to the `metrics` facade.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn mirror_shift(&self, added: u64, removed: u64) {
+        #[cfg(feature = "metrics")]
+        if added > removed {
+            self.handle.increment((added - removed) as f64);
+        } else if removed > added {
+            self.handle.decrement((removed - added) as f64);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -107,6 +148,12 @@ pub(crate) struct Counters {
     pub(crate) dropped_cancelled: Counter,
     pub(crate) tasks: Gauge,
     pub(crate) evicted_under_pressure: Counter,
+    /// One per shard of the core's table (see the module invariants).
+    shards: Box<[ShardCounts]>,
+}
+
+fn shard_counts() -> Box<[ShardCounts]> {
+    (0..SHARDS).map(|_| ShardCounts::default()).collect()
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -143,6 +190,7 @@ impl Counters {
             dropped_cancelled: c(),
             tasks: g(),
             evicted_under_pressure: c(),
+            shards: shard_counts(),
         }
     }
 }
@@ -200,16 +248,58 @@ impl Counters {
                 Unit::Count,
                 "sessions evicted early to make room for new ones",
             ),
+            shards: shard_counts(),
         }
     }
 }
 
 impl Counters {
+    /// Counts a status numbered here, and the `removed` it pushed out of history, in the
+    /// counts of the shard `shard`, whose lock the caller holds (see the module invariants).
+    pub(crate) fn appended_in(&self, shard: usize, removed: u64) {
+        self.accepted.mirror(1);
+        self.retained.mirror_shift(1, removed);
+        let Some(counts) = self.shards.get(shard) else {
+            self.accepted.add(1);
+            self.retained.shift(1, removed);
+            return;
+        };
+        let accepted = counts.accepted.load(Ordering::Relaxed);
+        counts.accepted.store(accepted + 1, Ordering::Relaxed);
+        // At capacity one status leaves as one comes: the count is then not touched.
+        if removed != 1 {
+            let retained = counts.retained.load(Ordering::Relaxed);
+            counts.retained.store(
+                retained.wrapping_add(1).wrapping_sub(removed),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> HubStats {
+        // The shared parts first: a status freed through the shared gauge was added to its
+        // shard's count before, so the sum read in this order does not go below zero.
+        let (accepted, retained) = (self.accepted.get(), self.retained.get());
+        let (accepted, retained) =
+            self.shards
+                .iter()
+                .fold((accepted, retained), |(accepted, retained), counts| {
+                    (
+                        accepted.wrapping_add(counts.accepted.load(Ordering::Relaxed)),
+                        retained.wrapping_add(counts.retained.load(Ordering::Relaxed)),
+                    )
+                });
+        // Should a racing reader still see a removal before its addition, none is shown
+        // rather than a wrapped count.
+        let retained = if retained > i64::MAX as u64 {
+            0
+        } else {
+            retained
+        };
         HubStats {
             sessions: self.sessions.get(),
             subscribers: self.subscribers.get(),
-            accepted: self.accepted.get(),
+            accepted,
             delivered: self.delivered.get(),
             dropped_no_session: self.dropped_no_session.get(),
             dropped_closed: self.dropped_closed.get(),
@@ -219,7 +309,7 @@ impl Counters {
             gaps: self.gaps.get(),
             lagged: self.lagged.get(),
             evicted_sessions: self.evicted_sessions.get(),
-            retained: self.retained.get(),
+            retained,
             dropped_backend: self.dropped_backend.get(),
             backend_buffered: self.backend_buffered.get(),
             backend_errors: self.backend_errors.get(),

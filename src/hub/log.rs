@@ -15,6 +15,9 @@
 //!   if it is not already held and not older than everything retained (nor, among the cold
 //!   entries, one that would take `bytes` past `u32::MAX` bytes: then it is not kept either).
 //! - Entries leave only from the front (the oldest), so "first retained seq" only grows.
+//! - When `holes` is false, the entries are numbered `head - len + 1 ..= head`, one by one
+//!   (locally published statuses always are). It may be true of entries that have none: it is
+//!   cleared when an entry comes to an empty log and rechecked when a trim removes entries.
 //! - An entry is hot or cold. The hot ones, in `hot`, are the newest, and each holds the text
 //!   and fields it was published with: a reader gets those shared allocations, a reference
 //!   count each. The cold ones, in `entries`, are the rest, and each keeps its text and fields
@@ -46,10 +49,14 @@
 //!   `u32::MAX` numbers below a new one leave as if trimmed (readers get a gap; the next
 //!   [`SessionLog::trim`] counts them), and ages more than `u32::MAX` ms (49 days) before the
 //!   newest are kept as that old.
-//! - Each ring (`entries`, `hot`, `bytes`) grows by a quarter of its length (at least
+//! - The rings of held history (`entries`, `bytes`) grow by a quarter of their length (at least
 //!   [`MIN_GROWTH`] slots, [`MIN_BYTES_GROWTH`] bytes) when full, not by doubling: a history
 //!   that stops short of its capacity (most do) leaves at most a quarter of its room empty
-//!   instead of up to half.
+//!   instead of up to half. `hot` doubles (at least [`MIN_HOT_GROWTH`] slots), never past the
+//!   window it was given: it fills while subscribers read, each slot beside a text that costs
+//!   more than the slot, and growing by a quarter would copy the ring about four times over
+//!   on the way to its window, on the path of every status; it gives its room back when its
+//!   subscribers leave ([`SessionLog::cool_all`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -59,8 +66,11 @@ use super::event::Extra;
 use super::{Event, Gap, HistoryExpiry, SessionId, Status};
 use crate::status::Progress;
 
-/// The fewest slots the rings of entries and hot statuses grow by.
+/// The fewest slots the ring of entries grows by.
 const MIN_GROWTH: usize = 4;
+/// The fewest slots the ring of hot statuses grows by: a session that has them has a
+/// subscriber reading, and its statuses come in bursts (512 bytes).
+const MIN_HOT_GROWTH: usize = 16;
 /// The fewest bytes the ring of records grows by.
 const MIN_BYTES_GROWTH: usize = 64;
 
@@ -88,6 +98,14 @@ pub(crate) fn hot_window(subscribers: usize, subscriber_buffer: usize) -> usize 
     } else {
         0
     }
+}
+
+/// What a log may hold: how many statuses, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) capacity: usize,
+    pub(crate) expiry: HistoryExpiry,
+    pub(crate) ttl_ms: u64,
 }
 
 /// One cold status: 12 bytes here, and its record in `bytes`.
@@ -159,6 +177,10 @@ pub(crate) struct SessionLog {
     base_ms: u64,
     /// Entries that left to keep the numbers representable, not yet returned by `trim`.
     dropped: u64,
+    /// Whether the entries' numbers may skip some: `false` says they run on one by one up to
+    /// `head`, so a reader finds its place without looking at any entry (the oldest is rarely
+    /// still in cache).
+    holes: bool,
 }
 
 impl fmt::Debug for SessionLog {
@@ -179,6 +201,16 @@ fn grow<T>(ring: &mut VecDeque<T>, additional: usize, min: usize) {
     let len = ring.len();
     if ring.capacity() - len < additional {
         ring.reserve_exact((len / 4).max(min).max(additional));
+    }
+}
+
+/// Makes room in `hot` for one more, doubling it (at least [`MIN_HOT_GROWTH`] slots) but not
+/// past `window` slots (see the module invariants).
+fn grow_hot(hot: &mut VecDeque<Hot>, window: usize) {
+    let len = hot.len();
+    if hot.capacity() == len {
+        let room = window.saturating_sub(len).max(1);
+        hot.reserve_exact(len.max(MIN_HOT_GROWTH).min(room));
     }
 }
 
@@ -475,8 +507,27 @@ impl SessionLog {
             cooled = true;
         }
         // Room a burst or a subscriber needed goes back once they are gone.
-        if cooled && self.hot.capacity() > 2 * self.hot.len() + MIN_GROWTH {
+        if cooled && self.hot.capacity() > 2 * self.hot.len() + MIN_HOT_GROWTH {
             self.hot.shrink_to(self.hot.len());
+        }
+    }
+
+    /// Keeps `holes` for a new entry numbered `seq`, the new `head` (called before `head`
+    /// moves to it).
+    fn note_newest(&mut self, seq: u64) {
+        if self.len() == 0 {
+            self.holes = false;
+        } else if self.head.checked_add(1) != Some(seq) {
+            self.holes = true;
+        }
+    }
+
+    /// Whether the entries are numbered one by one up to `head` (reads the oldest and the
+    /// newest).
+    fn numbers_run_on(&self) -> bool {
+        match (self.seq_at(0), self.back_seq()) {
+            (Some(first), Some(last)) => last == self.head && last - first + 1 == self.len() as u64,
+            _ => true,
         }
     }
 
@@ -501,7 +552,7 @@ impl SessionLog {
                 return;
             }
         }
-        grow(&mut self.hot, 1, MIN_GROWTH);
+        grow_hot(&mut self.hot, window);
         self.hot.push_back(Hot {
             text,
             extra,
@@ -520,10 +571,36 @@ impl SessionLog {
         now_ms: u64,
         window: usize,
     ) -> u64 {
+        self.note_newest(self.head + 1);
         self.head += 1;
         self.push_newest(self.head, now_ms, text, extra, window);
         self.last_at_ms = now_ms;
         self.head
+    }
+
+    /// [`SessionLog::append`] within the bounds: first removes what they no longer allow with
+    /// one more status held (what expired, and the oldest past `bounds.capacity - 1`), so one
+    /// trim keeps them, not one before the status and one after. Returns its number and how
+    /// many entries left.
+    pub(crate) fn append_within(
+        &mut self,
+        bounds: Bounds,
+        text: Arc<str>,
+        extra: Option<Arc<Extra>>,
+        now_ms: u64,
+        window: usize,
+    ) -> (u64, u64) {
+        // Expired first: a status arriving after a quiet spell must not revive old history.
+        let mut removed = self.trim(
+            bounds.capacity.saturating_sub(1),
+            bounds.expiry,
+            bounds.ttl_ms,
+            now_ms,
+        );
+        let seq = self.append(text, extra, now_ms, window);
+        // Only a rebase can drop entries in an append (see the module invariants).
+        removed += std::mem::take(&mut self.dropped);
+        (seq, removed)
     }
 
     /// Inserts a status numbered elsewhere (see the module invariants); `seq` must be at least 1.
@@ -543,6 +620,7 @@ impl SessionLog {
             return Inserted::TooOld;
         }
         if seq > self.head {
+            self.note_newest(seq);
             self.head = seq;
             self.last_at_ms = now_ms;
             self.push_newest(seq, now_ms, text, extra, window);
@@ -561,9 +639,11 @@ impl SessionLog {
         let (seq_offset, age) = self.offsets(seq, at_ms);
         // A rebase may have moved the entries, so the place is found again.
         let at = self.partition(|held| held < seq);
+        // A hole filled: whether any is left is only looked at by the next trim.
+        self.holes = true;
         let cold = self.cold_len();
         if at >= cold {
-            grow(&mut self.hot, 1, MIN_GROWTH);
+            grow_hot(&mut self.hot, window);
             self.hot.insert(
                 at - cold,
                 Hot {
@@ -643,6 +723,9 @@ impl SessionLog {
     /// Records that numbers up to `seq` were given elsewhere: those not held are lost, and
     /// readers report them as a gap.
     pub(crate) fn skip_to(&mut self, seq: u64) {
+        if seq > self.head && self.len() > 0 {
+            self.holes = true;
+        }
         self.head = self.head.max(seq);
     }
 
@@ -678,6 +761,9 @@ impl SessionLog {
         if removed > 0 {
             let first = self.seq_at(0).unwrap_or(u64::MAX);
             self.forget_before(first);
+            if self.holes {
+                self.holes = !self.numbers_run_on();
+            }
         }
         removed
     }
@@ -691,21 +777,25 @@ impl SessionLog {
         self.tasks_base += self.tasks.len() as u64;
         self.tasks = VecDeque::new();
         self.extras = VecDeque::new();
+        self.holes = false;
         removed
     }
 
     /// The index of the first entry numbered above `cursor`.
     fn index_after(&self, cursor: u64) -> usize {
         let len = self.len();
-        match (self.seq_at(0), self.back_seq()) {
-            // Contiguous numbers (always so for locally published statuses): no search, which
-            // would touch a cold cache line per probe.
-            (Some(first), Some(last)) if last - first + 1 == len as u64 => {
-                let offset = cursor.saturating_add(1).saturating_sub(first);
-                usize::try_from(offset).map_or(len, |offset| offset.min(len))
-            }
-            _ => self.partition(|held| held <= cursor),
+        if len == 0 {
+            return 0;
         }
+        // Numbers one by one (always so for locally published statuses): the place follows
+        // from them, without a search, which would touch a cold cache line per probe.
+        if !self.holes {
+            let first = self.head.saturating_sub(len as u64 - 1);
+            debug_assert_eq!(self.seq_at(0), Some(first), "`holes` out of step");
+            let offset = cursor.saturating_add(1).saturating_sub(first);
+            return usize::try_from(offset).map_or(len, |offset| offset.min(len));
+        }
+        self.partition(|held| held <= cursor)
     }
 
     /// The text and fields of the cold entry at `at`, numbered `seq`, made anew from its

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{first_time, Core};
-use crate::hub::log::SessionLog;
+use crate::hub::log::{Bounds, SessionLog};
 use crate::hub::state::{End, Session};
 use crate::hub::{OpenError, PublishError, SessionId, StartTaskError, SubscribeError};
 use crate::sync::lock;
@@ -34,7 +34,9 @@ pub(super) type Shard = Mutex<SessionMap>;
 
 pub(super) type SessionMap = HashMap<SessionId, Arc<Session>, foldhash::fast::RandomState>;
 
-pub(super) const SHARDS: usize = 16;
+/// A power of two (see [`Core::shard`]).
+pub(crate) const SHARDS: usize = 16;
+const _: () = assert!(SHARDS.is_power_of_two());
 
 /// Why a session could not be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,10 +170,15 @@ impl Core {
     }
 
     pub(super) fn shard(&self, id: &str) -> &Shard {
+        &self.shards[self.shard_index(id)]
+    }
+
+    /// Which shard holds `id`.
+    pub(super) fn shard_index(&self, id: &str) -> usize {
         // Seeded apart from the maps' own hashers: the ids of one shard then still spread
-        // over all of its map's buckets.
+        // over all of its map's buckets. A mask, not a division: the count is a power of two.
         let hash = self.shard_hasher.hash_one(id);
-        &self.shards[(hash % self.shards.len() as u64) as usize]
+        (hash as usize) & (SHARDS - 1)
     }
 
     pub(super) fn idle_expired(&self, session: &Session, now: u64) -> bool {
@@ -404,6 +411,15 @@ impl Core {
             self.ttl_ms,
             now,
         )
+    }
+
+    /// What a session's log may hold.
+    pub(super) fn bounds(&self) -> Bounds {
+        Bounds {
+            capacity: self.config.history_capacity,
+            expiry: self.config.history_expiry,
+            ttl_ms: self.ttl_ms,
+        }
     }
 
     /// Evicts idle sessions and trims expired history everywhere, now; returns how many were

@@ -167,6 +167,77 @@ fn index_after_agrees_with_a_search() {
 }
 
 #[test]
+fn the_place_follows_from_head_only_while_the_numbers_run_on_to_it() {
+    let mut log = SessionLog::default();
+    for seq in 1..=4 {
+        log.insert(seq, text("x"), None, 0, 100, COLD);
+    }
+    assert!(!log.holes);
+    // Numbers given elsewhere and not held: the entries no longer end at `head`.
+    log.skip_to(6);
+    assert!(log.holes);
+    assert_eq!(
+        shape(&read_all(&log, 2, 100).0),
+        [('s', 3, 3), ('s', 4, 4), ('g', 5, 6)]
+    );
+    log.insert(7, text("x"), None, 0, 100, COLD);
+    for cursor in 0..9 {
+        assert_eq!(
+            log.index_after(cursor),
+            log.partition(|held| held <= cursor)
+        );
+    }
+    // Once what skipped has left history, the numbers run on again.
+    log.trim(1, HistoryExpiry::EachStatus, 1000, 0);
+    assert!(!log.holes);
+    log.append(text("y"), None, 0, COLD);
+    assert_eq!(shape(&read_all(&log, 6, 100).0), [('s', 7, 7), ('s', 8, 8)]);
+    log.clear();
+    assert!(!log.holes);
+}
+
+#[test]
+fn appending_within_bounds_trims_once_and_counts_what_left() {
+    let bounds = Bounds {
+        capacity: 3,
+        expiry: HistoryExpiry::AfterLastStatus,
+        ttl_ms: 100,
+    };
+    let mut log = SessionLog::default();
+    let mut left = 0;
+    for now in 0..5 {
+        let (seq, removed) = log.append_within(bounds, text("x"), None, now, HOT);
+        assert_eq!(seq, now + 1);
+        left += removed;
+        assert!(log.len() <= 3);
+    }
+    assert_eq!((log.len(), left), (3, 2));
+    // A status after a quiet spell takes the expired history with it, and stays.
+    let (seq, removed) = log.append_within(bounds, text("y"), None, 200, HOT);
+    assert_eq!((seq, removed, log.len()), (6, 3, 1));
+}
+
+#[test]
+fn the_hot_ring_doubles_but_not_past_its_window() {
+    let mut log = SessionLog::default();
+    let mut capacities = Vec::new();
+    for _ in 0..40 {
+        log.append(text("x"), None, 0, HOT);
+        if capacities.last() != Some(&log.hot.capacity()) {
+            capacities.push(log.hot.capacity());
+        }
+    }
+    // 16, 32, 64: growing by a quarter from 16 would have taken six steps to 40.
+    assert!(capacities.len() <= 3, "{capacities:?}");
+    let mut windowed = SessionLog::default();
+    for _ in 0..40 {
+        windowed.append(text("x"), None, 0, 20);
+    }
+    assert_eq!(windowed.hot.len(), 20);
+    assert!(windowed.hot.capacity() <= 21, "{}", windowed.hot.capacity());
+}
+
+#[test]
 fn full_log_refuses_numbers_older_than_everything() {
     let mut log = SessionLog::default();
     log.insert(5, text("5"), None, 0, 1, COLD);
@@ -447,7 +518,7 @@ fn a_smaller_window_cools_the_hot_entries_and_gives_back_their_room() {
     assert_eq!(log.hot.len(), 100);
     log.append(text("y"), None, 0, 2);
     assert_eq!(log.hot.len(), 2);
-    assert!(log.hot.capacity() <= 2 * 2 + MIN_GROWTH);
+    assert!(log.hot.capacity() <= 2 * 2 + MIN_HOT_GROWTH);
     let read = statuses(read_all(&log, 0, 1000).0);
     assert_eq!(read.len(), 101);
     assert_eq!(read[100].text(), "y");
@@ -472,6 +543,14 @@ fn check_invariants(log: &SessionLog, window: usize) {
     assert_eq!(seqs.len(), log.len());
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sorted {seqs:?}");
     assert!(seqs.last().is_none_or(|last| *last <= log.head));
+    if !log.holes {
+        let first = (log.head + 1).saturating_sub(seqs.len() as u64);
+        assert!(
+            seqs.iter().copied().eq(first..=log.head) || seqs.is_empty(),
+            "no holes said of {seqs:?}, head {}",
+            log.head
+        );
+    }
     assert!(
         log.hot.len() <= window,
         "{} hot, window {window}",
