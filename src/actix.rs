@@ -35,7 +35,10 @@
 //! actix runs blocking work on its own pool (`web::block`), which knows nothing of sessions, so
 //! the handler captures a [`SessionContext`](crate::SessionContext) and runs the tool in it.
 //! actix stops by itself on Ctrl-C, waiting for open connections; shutting the hub down on the
-//! same signal ends every stream, so it need not wait long (33 lines):
+//! same signal ends every stream, so it need not wait long (33 lines). (`web::block` is one pool
+//! per actix worker, and each of its threads keeps what it freed in its allocator's cache; a
+//! server with many tools at once can share one [`BlockingPool`](crate::BlockingPool) among its
+//! workers instead, as the crate's actix demo (`examples/actix_demo.rs`) does.)
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpResponse, HttpServer};
