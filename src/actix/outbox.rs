@@ -472,6 +472,91 @@ mod tests {
         assert_eq!(written_lengths, lengths);
     }
 
+    /// Frames written while the body is slow stay within `limit` bytes plus one frame, across
+    /// the staging buffer and the shared one, and reach the body once each, in order.
+    #[test]
+    fn a_slow_body_bounds_what_waits_and_gets_every_frame_once() {
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+
+        use actix_web::body::{BoxBody, MessageBody};
+        use futures_util::Sink;
+
+        use crate::web::ws::Outgoing;
+
+        let limit = 4096;
+        let (mut sink, mut body, _open) = super::outbox(limit, BoxBody::new(()));
+        let mut cx = Context::from_waker(Waker::noop());
+        let frames: Vec<String> = (0..200).map(|i| format!("{i:0>300}")).collect();
+        let mut expected = BytesMut::new();
+        for frame in &frames {
+            Parser::write_message(&mut expected, frame.as_bytes(), OpCode::Text, true, false);
+        }
+        let frame_len = expected.len() / frames.len();
+        let mut received = BytesMut::new();
+        let mut next = 0;
+        while next < frames.len() {
+            // A burst until the sink says it is full, then the body takes one chunk.
+            while next < frames.len() {
+                match Pin::new(&mut sink).poll_ready(&mut cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => panic!("gone"),
+                    Poll::Pending => break,
+                }
+                Pin::new(&mut sink)
+                    .start_send(Outgoing::Text(frames[next].clone()))
+                    .unwrap();
+                next += 1;
+                let waiting = super::lock(&sink.shared.state).buf.len() + sink.staging.staged.len();
+                assert!(waiting <= limit + frame_len, "{waiting} bytes wait");
+            }
+            assert!(Pin::new(&mut sink).poll_flush(&mut cx).is_ready());
+            if let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut body).poll_next(&mut cx) {
+                received.extend_from_slice(&chunk);
+            }
+        }
+        while let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut body).poll_next(&mut cx) {
+            received.extend_from_slice(&chunk);
+        }
+        assert_eq!(received, expected);
+    }
+
+    /// A body dropped in the middle of a burst fails its flush and every later write: the
+    /// frames staged before are not handed to anyone.
+    #[test]
+    fn a_body_dropped_mid_burst_fails_the_flush_and_later_writes() {
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+
+        use actix_web::body::BoxBody;
+        use futures_util::Sink;
+
+        use crate::web::ws::Outgoing;
+
+        let (mut sink, body, _open) = super::outbox(4096, BoxBody::new(()));
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..3 {
+            assert!(matches!(
+                Pin::new(&mut sink).poll_ready(&mut cx),
+                Poll::Ready(Ok(()))
+            ));
+            Pin::new(&mut sink)
+                .start_send(Outgoing::Text("x".into()))
+                .unwrap();
+        }
+        drop(body);
+        assert!(matches!(
+            Pin::new(&mut sink).poll_flush(&mut cx),
+            Poll::Ready(Err(_))
+        ));
+        assert!(sink.staging.staged.is_empty());
+        assert!(super::lock(&sink.shared.state).buf.is_empty());
+        assert!(matches!(
+            Pin::new(&mut sink).poll_ready(&mut cx),
+            Poll::Ready(Err(_))
+        ));
+    }
+
     /// A status with a string that needs an escape is left to the usual encoder.
     #[test]
     fn a_status_that_needs_an_escape_is_not_written_here() {
