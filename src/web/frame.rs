@@ -450,6 +450,35 @@ fn status_json(status: &crate::Status) -> String {
 pub(crate) trait JsonOut {
     /// Appends `text` as it is.
     fn put(&mut self, text: &str);
+
+    /// Appends `n` in decimal.
+    fn put_u64(&mut self, n: u64) {
+        self.put(itoa::Buffer::new().format(n));
+    }
+}
+
+/// Counts what [`write_status`] would write, and whether a string in it needs an escape, so
+/// that measuring a frame follows the writer field for field.
+#[derive(Default)]
+struct Measure {
+    len: usize,
+    escaped: bool,
+}
+
+impl JsonOut for Measure {
+    fn put(&mut self, text: &str) {
+        self.len += text.len();
+    }
+
+    fn put_u64(&mut self, n: u64) {
+        self.len += decimal_len(n);
+    }
+}
+
+/// Measures `text` as a JSON string written without escapes, noting whether it needs one.
+fn measure_plain_json_str(out: &mut Measure, text: &str) {
+    out.escaped |= needs_escape(text);
+    out.len += text.len() + 2;
 }
 
 impl JsonOut for String {
@@ -502,36 +531,11 @@ fn write_status<W: JsonOut>(out: &mut W, status: &crate::Status, push_str: fn(&m
 }
 
 /// The length of the status's JSON when none of its strings needs an escape, else `None`;
-/// field for field what [`write_status`] writes.
+/// measured by [`write_status`] itself.
 pub(crate) fn plain_status_len(status: &crate::Status) -> Option<usize> {
-    let string = |text: &str| (!needs_escape(text)).then_some(text.len() + 2);
-    let mut len = "{\"session\":".len()
-        + string(status.session())?
-        + ",\"seq\":".len()
-        + decimal_len(status.seq())
-        + ",\"text\":".len()
-        + string(status.text())?
-        + "}".len();
-    if let Some(task) = status.task() {
-        len += ",\"task\":".len() + string(task)?;
-    }
-    if let Some(progress) = status.progress() {
-        len += ",\"progress\":{\"current\":".len()
-            + decimal_len(progress.current())
-            + ",\"total\":".len()
-            + decimal_len(progress.total())
-            + "}".len();
-    }
-    if let Some(level) = status.level() {
-        len += ",\"level\":".len() + string(level.as_str())?;
-    }
-    if let Some(key) = status.key() {
-        len += ",\"key\":".len() + string(key)?;
-    }
-    if let Some(data) = status.data() {
-        len += ",\"data\":".len() + data.as_str().len();
-    }
-    Some(len)
+    let mut measure = Measure::default();
+    write_status(&mut measure, status, measure_plain_json_str);
+    (!measure.escaped).then_some(measure.len)
 }
 
 /// Digits of `n` in decimal.
@@ -569,7 +573,7 @@ fn push_json_str<W: JsonOut>(out: &mut W, text: &str) {
 }
 
 fn push_u64<W: JsonOut>(out: &mut W, n: u64) {
-    out.put(itoa::Buffer::new().format(n));
+    out.put_u64(n);
 }
 
 /// A frame a client may send on the WebSocket that means something; every other is ignored.
