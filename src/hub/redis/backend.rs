@@ -297,14 +297,17 @@ impl Backend for RedisBackend {
                     .is_err()
                 {
                     writer.abort();
-                    let lost = shared.outbox.discard() as u64;
+                    let discarded = shared.outbox.discard();
+                    let lost = discarded.statuses as u64;
                     hub.counters().backend_buffered.sub(lost);
                     hub.counters().dropped_backend.add(lost);
                     tracing::warn!(
                         target: "status_messenger::redis",
                         statuses = lost,
-                        "redis too slow to take the buffered statuses at shutdown; dropped \
-                         (counted in HubStats::dropped_backend)"
+                        task_changes = discarded.task_changes,
+                        "redis too slow to take the buffered statuses and task changes at \
+                         shutdown; dropped (statuses counted in HubStats::dropped_backend; \
+                         the tasks keep their last recorded state in redis until it expires)"
                     );
                 }
             }

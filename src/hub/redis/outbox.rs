@@ -28,6 +28,13 @@ use crate::hub::TaskState;
 use crate::sync::lock;
 
 /// One thing for the writer to send.
+/// What [`Outbox::discard`] threw away.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Discarded {
+    pub(super) statuses: usize,
+    pub(super) task_changes: usize,
+}
+
 #[derive(Debug)]
 pub(super) enum Item {
     /// A status, after `skip` numbers for statuses dropped before it.
@@ -288,15 +295,18 @@ impl Outbox {
         }
     }
 
-    /// Empties the outbox for good; returns the statuses it held (queued or unconfirmed).
-    pub(super) fn discard(&self) -> usize {
+    /// Empties the outbox for good; returns what it held: statuses queued or unconfirmed, and
+    /// task changes queued.
+    pub(super) fn discard(&self) -> Discarded {
         let mut state = self.lock();
         state.closed = true;
         state.ended = true;
         state.queue.clear();
         state.dropped.clear();
-        state.tasks = 0;
-        std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed)
+        Discarded {
+            statuses: std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed),
+            task_changes: std::mem::take(&mut state.tasks),
+        }
     }
 }
 
@@ -368,10 +378,22 @@ mod tests {
         let outbox = Outbox::new(4);
         outbox.push("a", text("1"));
         outbox.push("a", text("2"));
+        let running = TaskItem {
+            task: Arc::from("t"),
+            state: TaskState::Running,
+            message: None,
+        };
+        assert!(outbox.push_task("a", running));
         outbox.shut();
         assert!(!outbox.is_shut());
         assert_eq!(outbox.push("a", text("3")), Pushed::Closed);
-        assert_eq!(outbox.discard(), 2);
+        assert_eq!(
+            outbox.discard(),
+            Discarded {
+                statuses: 2,
+                task_changes: 1
+            }
+        );
         assert!(outbox.is_shut());
     }
 

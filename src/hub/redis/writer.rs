@@ -409,8 +409,10 @@ impl Writer {
                             target: "status_messenger::redis",
                             %error,
                             statuses,
-                            "redis refused a write; its statuses are dropped (counted in \
-                             HubStats::dropped_backend)"
+                            task_changes = call.task_changes(),
+                            "redis refused a write; its statuses and task changes are dropped \
+                             (statuses counted in HubStats::dropped_backend, the call in \
+                             HubStats::backend_errors)"
                         );
                     }
                 }
@@ -526,17 +528,30 @@ impl Writer {
 
     /// Shutting down with Redis away: what is still buffered cannot be delivered.
     fn give_up(&mut self) {
-        self.pending = None;
-        let lost = self.shared.outbox.discard() as u64;
+        let pending_changes: u64 = self.pending.take().map_or(0, |batch| {
+            batch
+                .calls
+                .iter()
+                .filter(|(_, done)| !done)
+                .map(|(call, _)| call.task_changes())
+                .sum()
+        });
+        let discarded = self.shared.outbox.discard();
+        let lost = discarded.statuses as u64;
+        let task_changes = pending_changes + discarded.task_changes as u64;
         self.hub
             .with(|hub| hub.counters().backend_buffered.sub(lost));
         if lost > 0 {
             self.count_dropped(lost);
+        }
+        if lost > 0 || task_changes > 0 {
             tracing::warn!(
                 target: "status_messenger::redis",
                 statuses = lost,
-                "shutting down with redis unreachable; buffered statuses dropped (counted in \
-                 HubStats::dropped_backend)"
+                task_changes,
+                "shutting down with redis unreachable; buffered statuses and task changes \
+                 dropped (statuses counted in HubStats::dropped_backend; the tasks keep their \
+                 last recorded state in redis until it expires)"
             );
         }
     }

@@ -70,6 +70,14 @@ impl Call {
         }
     }
 
+    /// The task changes the call records.
+    pub(super) fn task_changes(&self) -> u64 {
+        match self {
+            Call::Append { tasks, .. } => tasks.len() as u64,
+            Call::Close { .. } => 0,
+        }
+    }
+
     pub(super) fn group(&self) -> u32 {
         match self {
             Call::Append { group, .. } | Call::Close { group, .. } => *group,
