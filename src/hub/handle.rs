@@ -86,7 +86,8 @@ impl Hub {
     /// Creates a hub with `config`. Needs no runtime.
     ///
     /// With the `metrics` feature, the hub's metrics are registered with the recorder installed
-    /// at this moment.
+    /// at this moment, and brought to the hub's counters by
+    /// [`record_metrics`](Hub::record_metrics).
     ///
     /// # Errors
     ///
