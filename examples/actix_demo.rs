@@ -317,5 +317,5 @@ async fn cancel_task(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(common::METRICS_CONTENT_TYPE)
-        .body(state.metrics.render())
+        .body(common::render_metrics(&state.hub, &state.metrics))
 }

@@ -349,7 +349,7 @@ async fn cancel_task(
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, common::METRICS_CONTENT_TYPE)],
-        state.metrics.render(),
+        common::render_metrics(&state.hub, &state.metrics),
     )
         .into_response()
 }

@@ -79,6 +79,11 @@ async fn metrics_mirror_the_stats() {
     for i in 0..5 {
         hub.publish(Some("a"), format!("status {i}")).unwrap();
     }
+    // A status changes the hub's counts only; the facade gets them when they are recorded.
+    assert_eq!(recorder.counter(names::ACCEPTED), 0);
+    assert_eq!(hub.record_metrics().accepted, 5);
+    assert_eq!(recorder.counter(names::ACCEPTED), 5);
+    assert_eq!(recorder.gauge(names::RETAINED), 3);
     hub.publish(Some("a"), "y".repeat(100)).unwrap();
     assert_eq!(
         hub.publish(None, "no session"),
@@ -114,7 +119,8 @@ async fn metrics_mirror_the_stats() {
         Err(PublishError::ShutDown)
     );
 
-    let stats = hub.stats();
+    let stats = hub.record_metrics();
+    assert_eq!(stats, hub.stats());
     assert_eq!(recorder.counter(names::ACCEPTED), stats.accepted);
     assert_eq!(recorder.counter(names::DELIVERED), stats.delivered);
     assert_eq!(recorder.counter(names::TRUNCATED), stats.truncated);
@@ -149,6 +155,7 @@ async fn metrics_mirror_the_stats() {
         (0, 1, 0)
     );
     drop(sub);
+    hub.record_metrics();
     assert_eq!(recorder.gauge(names::SUBSCRIBERS), 0);
     assert_eq!(recorder.gauge(names::RETAINED), 0);
     assert!(recorder
@@ -156,4 +163,122 @@ async fn metrics_mirror_the_stats() {
         .lock()
         .unwrap()
         .contains(&names::ACCEPTED.to_owned()));
+}
+
+/// The value of the sample `name` (with its labels, if any) in Prometheus text.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+#[test]
+fn a_scrape_sees_every_status_delivered_on_every_thread() {
+    const SESSIONS: usize = 8;
+    const STATUSES: usize = 500;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let hub = metrics::with_local_recorder(&recorder, || Hub::new(HubConfig::default())).unwrap();
+    let scrape = || {
+        hub.record_metrics();
+        prometheus.render()
+    };
+    runtime.block_on(async {
+        let mut readers = Vec::new();
+        for s in 0..SESSIONS {
+            let mut sub = hub.subscribe(&format!("s{s}"), None);
+            readers.push(tokio::spawn(async move {
+                let mut read = 0;
+                while read < STATUSES {
+                    if let Some(status_messenger::Event::Status(_)) = sub.next().await {
+                        read += 1;
+                    }
+                }
+            }));
+        }
+        let mut producers = Vec::new();
+        for s in 0..SESSIONS {
+            let hub = hub.clone();
+            producers.push(tokio::task::spawn_blocking(move || {
+                for i in 0..STATUSES {
+                    hub.publish(Some(&format!("s{s}")), format!("status {i}"))
+                        .unwrap();
+                }
+            }));
+        }
+        for task in producers.into_iter().chain(readers) {
+            task.await.unwrap();
+        }
+    });
+    // Every reader has ended: what each delivered, on whichever worker, is in the scrape.
+    let total = (SESSIONS * STATUSES) as u64;
+    let text = scrape();
+    assert_eq!(sample(&text, names::ACCEPTED), total);
+    assert_eq!(sample(&text, names::DELIVERED), total);
+    assert_eq!(sample(&text, names::RETAINED), total);
+    assert_eq!(sample(&text, names::SESSIONS), SESSIONS as u64);
+    assert_eq!(sample(&text, names::SUBSCRIBERS), 0);
+    // The next scrape adds what came since, and only that.
+    hub.publish(Some("s0"), "one more").unwrap();
+    let text = scrape();
+    assert_eq!(sample(&text, names::ACCEPTED), total + 1);
+    assert_eq!(sample(&text, names::DELIVERED), total);
+    assert_eq!(sample(&text, names::RETAINED), total + 1);
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        sorted(&scrape()),
+        sorted(&text),
+        "a scrape with nothing new changes nothing"
+    );
+}
+
+#[test]
+fn hubs_sharing_a_recorder_add_up_and_a_dropped_hub_hands_over_its_counts() {
+    let recorder = TestRecorder::default();
+    let first = metrics::with_local_recorder(&recorder, || Hub::new(HubConfig::default())).unwrap();
+    let second =
+        metrics::with_local_recorder(&recorder, || Hub::new(HubConfig::default())).unwrap();
+    for hub in [&first, &second] {
+        hub.publish(Some("s"), "a").unwrap();
+        hub.publish(Some("s"), "b").unwrap();
+    }
+    first.record_metrics();
+    second.record_metrics();
+    assert_eq!(recorder.counter(names::ACCEPTED), 4);
+    assert_eq!(recorder.gauge(names::SESSIONS), 2);
+    // Counted and never recorded before the hub went away: the drop records it.
+    second.publish(Some("t"), "c").unwrap();
+    drop(second);
+    assert_eq!(recorder.counter(names::ACCEPTED), 5);
+    // What the dropped hub held it no longer holds: only the first hub's session is left.
+    assert_eq!(recorder.gauge(names::SESSIONS), 1);
+    assert_eq!(recorder.gauge(names::RETAINED), 2);
+    assert_eq!(first.stats().accepted, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_of_idle_sessions_records_too() {
+    let recorder = TestRecorder::default();
+    let mut config = HubConfig::default();
+    config.history_ttl = Duration::from_secs(8);
+    let hub = metrics::with_local_recorder(&recorder, || Hub::new(config)).unwrap();
+    hub.publish(Some("s"), "a").unwrap();
+    assert_eq!(recorder.counter(names::ACCEPTED), 0);
+    // Sweeps come a quarter of the TTL apart, on the hub's next call after that.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    hub.publish(Some("s"), "b").unwrap();
+    assert_eq!(recorder.counter(names::ACCEPTED), 1);
+    hub.publish(Some("s"), "c").unwrap();
+    hub.evict_idle();
+    assert_eq!(recorder.counter(names::ACCEPTED), 3);
+    assert_eq!(recorder.gauge(names::RETAINED), 3);
 }

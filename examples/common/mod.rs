@@ -397,6 +397,13 @@ pub(crate) fn install_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))
 }
 
+/// The body of `GET /metrics`: the hub's counters recorded into the facade at this moment,
+/// then rendered, so a scrape sees every status counted until it came.
+pub(crate) fn render_metrics(hub: &Hub, prometheus: &PrometheusHandle) -> String {
+    hub.record_metrics();
+    prometheus.render()
+}
+
 /// The `Content-Type` of `GET /metrics`.
 pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

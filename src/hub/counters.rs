@@ -1,15 +1,25 @@
-//! The hub's counters: plain atomics read by `Hub::stats`, mirrored to the `metrics` facade
-//! when that feature is on.
+//! The hub's counters: atomics read by `Hub::stats`, and with the `metrics` feature the
+//! facade's handles, given the counts when they are read rather than on each change.
 //!
 //! # Invariants
 //!
-//! - `accepted` and `retained` are each the shared atomic plus the sum of the shards' own
+//! - `accepted` and `retained` are each the shared count plus the sum of the shards' own
 //!   counts ([`ShardCounts`]). A shard's counts are written only by a holder of that shard's
 //!   lock (the core's table of sessions), so a load and a store keep them exact; what they add
 //!   to `retained` may leave it through the shared atomic, which can then wrap below zero on
 //!   its own: only the sum is a count.
+//! - A [`Striped`] count is the wrapping sum of its cells; each thread adds to one cell, so
+//!   only the sum is a count (a cell may wrap below zero where one thread adds and another
+//!   takes away).
+//! - Nothing on the path of a status or a delivery touches the `metrics` facade. With the
+//!   feature, [`Counters::record`] hands each metric the difference between the count now and
+//!   what it handed it before, under the lock of what it handed (`Facade::recorded`), so two
+//!   records at once give every change once, and hubs sharing a recorder add up as they did
+//!   when every change was sent on its own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
 
 use super::core::SHARDS;
 use super::HubStats;
@@ -28,68 +38,39 @@ struct ShardCounts {
     retained: AtomicU64,
 }
 
-/// A monotonic counter.
-#[derive(Debug)]
+/// A monotonic counter of events that are rare next to statuses (a session opened, a status
+/// refused, a gap): one atomic.
+#[derive(Debug, Default)]
 pub(crate) struct Counter {
     value: AtomicU64,
-    #[cfg(feature = "metrics")]
-    handle: metrics::Counter,
 }
 
 impl Counter {
-    #[cfg(feature = "metrics")]
-    fn new(handle: metrics::Counter) -> Self {
-        Self {
-            value: AtomicU64::new(0),
-            handle,
-        }
-    }
-
     pub(crate) fn add(&self, n: u64) {
         if n == 0 {
             return;
         }
         self.value.fetch_add(n, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        self.handle.increment(n);
     }
 
     fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }
-
-    /// Mirrors `n` counted elsewhere (in [`ShardCounts`]) to the `metrics` facade.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    fn mirror(&self, n: u64) {
-        #[cfg(feature = "metrics")]
-        self.handle.increment(n);
-    }
 }
 
-/// A value that goes up and down.
-#[derive(Debug)]
+/// A value that goes up and down, changed by events that are rare next to statuses: one
+/// atomic, read cheaply where a limit is checked.
+#[derive(Debug, Default)]
 pub(crate) struct Gauge {
     value: AtomicU64,
-    #[cfg(feature = "metrics")]
-    handle: metrics::Gauge,
 }
 
 impl Gauge {
-    #[cfg(feature = "metrics")]
-    fn new(handle: metrics::Gauge) -> Self {
-        Self {
-            value: AtomicU64::new(0),
-            handle,
-        }
-    }
-
     pub(crate) fn add(&self, n: u64) {
         if n == 0 {
             return;
         }
         self.value.fetch_add(n, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        self.handle.increment(n as f64);
     }
 
     pub(crate) fn sub(&self, n: u64) {
@@ -97,8 +78,6 @@ impl Gauge {
             return;
         }
         self.value.fetch_sub(n, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        self.handle.decrement(n as f64);
     }
 
     pub(crate) fn get(&self) -> u64 {
@@ -113,16 +92,75 @@ impl Gauge {
             self.sub(removed - added);
         }
     }
+}
 
-    /// Mirrors a shift counted elsewhere (in [`ShardCounts`]) to the `metrics` facade.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    fn mirror_shift(&self, added: u64, removed: u64) {
-        #[cfg(feature = "metrics")]
-        if added > removed {
-            self.handle.increment((added - removed) as f64);
-        } else if removed > added {
-            self.handle.decrement((removed - added) as f64);
+/// How many cells a [`Striped`] count spreads over: enough that the threads of a busy server
+/// (runtime workers, blocking threads) seldom share one, few enough that a read stays a
+/// handful of loads.
+const STRIPES: usize = 8;
+
+/// A count changed per status or per delivery from many threads at once (subscribers on
+/// every runtime worker, producers on every blocking thread): each thread adds to one of a few
+/// cells, each on its own cache line, and a read sums them, so threads do not contend for one
+/// line on every change. Up and down alike (see the module invariants).
+#[derive(Debug)]
+pub(crate) struct Striped {
+    cells: [CachePadded<AtomicU64>; STRIPES],
+}
+
+impl Default for Striped {
+    fn default() -> Self {
+        Self {
+            cells: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
         }
+    }
+}
+
+impl Striped {
+    pub(crate) fn add(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.cells[stripe()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(dead_code, reason = "taken away by the Redis writer")
+    )]
+    pub(crate) fn sub(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.cells[stripe()].fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.cells
+            .iter()
+            .map(|cell| cell.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+/// This thread's cell in every [`Striped`] count: threads take them in turn as they first
+/// count.
+fn stripe() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    // While the thread's locals are destroyed, any cell will do.
+    STRIPE.try_with(|stripe| *stripe).unwrap_or(0)
+}
+
+/// A sum of wrapping parts read one after another; should a racing reader see a removal
+/// before its addition, none is shown rather than a wrapped count.
+fn not_below_zero(sum: u64) -> u64 {
+    if sum > i64::MAX as u64 {
+        0
+    } else {
+        sum
     }
 }
 
@@ -131,8 +169,8 @@ pub(crate) struct Counters {
     pub(crate) sessions: Gauge,
     pub(crate) subscribers: Gauge,
     pub(crate) retained: Gauge,
-    pub(crate) accepted: Counter,
-    pub(crate) delivered: Counter,
+    pub(crate) accepted: Striped,
+    pub(crate) delivered: Striped,
     pub(crate) dropped_no_session: Counter,
     pub(crate) dropped_closed: Counter,
     pub(crate) dropped_invalid: Counter,
@@ -142,7 +180,7 @@ pub(crate) struct Counters {
     pub(crate) lagged: Counter,
     pub(crate) evicted_sessions: Counter,
     pub(crate) dropped_backend: Counter,
-    pub(crate) backend_buffered: Gauge,
+    pub(crate) backend_buffered: Striped,
     pub(crate) backend_errors: Counter,
     pub(crate) backend_reconnects: Counter,
     pub(crate) dropped_cancelled: Counter,
@@ -150,115 +188,45 @@ pub(crate) struct Counters {
     pub(crate) evicted_under_pressure: Counter,
     /// One per shard of the core's table (see the module invariants).
     shards: Box<[ShardCounts]>,
+    /// The `metrics` handles, and what they were last given.
+    #[cfg(feature = "metrics")]
+    facade: Facade,
 }
 
-fn shard_counts() -> Box<[ShardCounts]> {
-    (0..SHARDS).map(|_| ShardCounts::default()).collect()
-}
-
-#[cfg(not(feature = "metrics"))]
 impl Counters {
+    /// With the `metrics` feature, registers every metric with the recorder installed now
+    /// (global, or local to this thread).
     pub(crate) fn new() -> Self {
-        fn c() -> Counter {
-            Counter {
-                value: AtomicU64::new(0),
-            }
-        }
-        fn g() -> Gauge {
-            Gauge {
-                value: AtomicU64::new(0),
-            }
-        }
         Self {
-            sessions: g(),
-            subscribers: g(),
-            retained: g(),
-            accepted: c(),
-            delivered: c(),
-            dropped_no_session: c(),
-            dropped_closed: c(),
-            dropped_invalid: c(),
-            dropped_session_limit: c(),
-            truncated: c(),
-            gaps: c(),
-            lagged: c(),
-            evicted_sessions: c(),
-            dropped_backend: c(),
-            backend_buffered: g(),
-            backend_errors: c(),
-            backend_reconnects: c(),
-            dropped_cancelled: c(),
-            tasks: g(),
-            evicted_under_pressure: c(),
-            shards: shard_counts(),
+            sessions: Gauge::default(),
+            subscribers: Gauge::default(),
+            retained: Gauge::default(),
+            accepted: Striped::default(),
+            delivered: Striped::default(),
+            dropped_no_session: Counter::default(),
+            dropped_closed: Counter::default(),
+            dropped_invalid: Counter::default(),
+            dropped_session_limit: Counter::default(),
+            truncated: Counter::default(),
+            gaps: Counter::default(),
+            lagged: Counter::default(),
+            evicted_sessions: Counter::default(),
+            dropped_backend: Counter::default(),
+            backend_buffered: Striped::default(),
+            backend_errors: Counter::default(),
+            backend_reconnects: Counter::default(),
+            dropped_cancelled: Counter::default(),
+            tasks: Gauge::default(),
+            evicted_under_pressure: Counter::default(),
+            shards: (0..SHARDS).map(|_| ShardCounts::default()).collect(),
+            #[cfg(feature = "metrics")]
+            facade: Facade::register(),
         }
     }
-}
 
-#[cfg(feature = "metrics")]
-impl Counters {
-    /// Registers every metric with the recorder installed now (global, or local to this thread).
-    pub(crate) fn new() -> Self {
-        use metrics::Unit;
-
-        use super::metric_names as n;
-
-        fn c(name: &'static str, unit: Unit, help: &'static str) -> Counter {
-            metrics::describe_counter!(name, unit, help);
-            Counter::new(metrics::counter!(name))
-        }
-        fn dropped(reason: &'static str) -> Counter {
-            Counter::new(metrics::counter!(n::DROPPED, "reason" => reason))
-        }
-        fn g(name: &'static str, help: &'static str) -> Gauge {
-            metrics::describe_gauge!(name, Unit::Count, help);
-            Gauge::new(metrics::gauge!(name))
-        }
-        metrics::describe_counter!(n::DROPPED, Unit::Count, "statuses not accepted, by reason");
-        Self {
-            sessions: g(n::SESSIONS, "sessions held now"),
-            subscribers: g(n::SUBSCRIBERS, "live subscriptions now"),
-            retained: g(n::RETAINED, "statuses held in history now"),
-            accepted: c(n::ACCEPTED, Unit::Count, "statuses accepted"),
-            delivered: c(n::DELIVERED, Unit::Count, "statuses handed to subscribers"),
-            dropped_no_session: dropped("no_session"),
-            dropped_closed: dropped("closed"),
-            dropped_invalid: dropped("invalid_session"),
-            dropped_session_limit: dropped("session_limit"),
-            truncated: c(
-                n::TRUNCATED,
-                Unit::Count,
-                "statuses cut to max_status_bytes",
-            ),
-            gaps: c(n::GAPS, Unit::Count, "gap items handed to subscribers"),
-            lagged: c(n::LAGGED, Unit::Count, "statuses covered by gap items"),
-            evicted_sessions: c(n::EVICTED, Unit::Count, "idle sessions evicted"),
-            dropped_backend: dropped("backend"),
-            backend_buffered: g(n::BACKEND_BUFFERED, "statuses waiting for redis now"),
-            backend_errors: c(
-                n::BACKEND_ERRORS,
-                Unit::Count,
-                "failed redis connections and commands",
-            ),
-            backend_reconnects: c(n::BACKEND_RECONNECTS, Unit::Count, "reconnections to redis"),
-            dropped_cancelled: dropped("task_cancelled"),
-            tasks: g(n::TASKS, "tasks remembered now"),
-            evicted_under_pressure: c(
-                n::EVICTED_UNDER_PRESSURE,
-                Unit::Count,
-                "sessions evicted early to make room for new ones",
-            ),
-            shards: shard_counts(),
-        }
-    }
-}
-
-impl Counters {
     /// Counts a status numbered here, and the `removed` it pushed out of history, in the
     /// counts of the shard `shard`, whose lock the caller holds (see the module invariants).
     pub(crate) fn appended_in(&self, shard: usize, removed: u64) {
-        self.accepted.mirror(1);
-        self.retained.mirror_shift(1, removed);
         let Some(counts) = self.shards.get(shard) else {
             self.accepted.add(1);
             self.retained.shift(1, removed);
@@ -289,13 +257,6 @@ impl Counters {
                         retained.wrapping_add(counts.retained.load(Ordering::Relaxed)),
                     )
                 });
-        // Should a racing reader still see a removal before its addition, none is shown
-        // rather than a wrapped count.
-        let retained = if retained > i64::MAX as u64 {
-            0
-        } else {
-            retained
-        };
         HubStats {
             sessions: self.sessions.get(),
             subscribers: self.subscribers.get(),
@@ -309,14 +270,201 @@ impl Counters {
             gaps: self.gaps.get(),
             lagged: self.lagged.get(),
             evicted_sessions: self.evicted_sessions.get(),
-            retained,
+            retained: not_below_zero(retained),
             dropped_backend: self.dropped_backend.get(),
-            backend_buffered: self.backend_buffered.get(),
+            backend_buffered: not_below_zero(self.backend_buffered.get()),
             backend_errors: self.backend_errors.get(),
             backend_reconnects: self.backend_reconnects.get(),
             dropped_cancelled: self.dropped_cancelled.get(),
             tasks: self.tasks.get(),
             evicted_under_pressure: self.evicted_under_pressure.get(),
         }
+    }
+
+    /// Brings every metric of the facade to the counts now, and returns them.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record(&self) -> HubStats {
+        self.facade.record(|| self.snapshot())
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Counters {
+    /// What was counted since the last record still reaches the facade.
+    fn drop(&mut self) {
+        self.record();
+    }
+}
+
+/// The hub's metrics in the `metrics` facade, and what each was last given.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Facade {
+    handles: Handles,
+    /// The counts the handles were last brought to (see the module invariants).
+    recorded: std::sync::Mutex<HubStats>,
+}
+
+/// One handle per field of [`HubStats`].
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Handles {
+    sessions: metrics::Gauge,
+    subscribers: metrics::Gauge,
+    retained: metrics::Gauge,
+    tasks: metrics::Gauge,
+    backend_buffered: metrics::Gauge,
+    accepted: metrics::Counter,
+    delivered: metrics::Counter,
+    truncated: metrics::Counter,
+    gaps: metrics::Counter,
+    lagged: metrics::Counter,
+    evicted_sessions: metrics::Counter,
+    evicted_under_pressure: metrics::Counter,
+    backend_errors: metrics::Counter,
+    backend_reconnects: metrics::Counter,
+    dropped_no_session: metrics::Counter,
+    dropped_closed: metrics::Counter,
+    dropped_invalid: metrics::Counter,
+    dropped_session_limit: metrics::Counter,
+    dropped_backend: metrics::Counter,
+    dropped_cancelled: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+impl Facade {
+    /// Registers every metric with the recorder installed now (global, or local to this
+    /// thread).
+    fn register() -> Self {
+        use metrics::Unit;
+
+        use super::metric_names as n;
+
+        fn c(name: &'static str, help: &'static str) -> metrics::Counter {
+            metrics::describe_counter!(name, Unit::Count, help);
+            metrics::counter!(name)
+        }
+        fn dropped(reason: &'static str) -> metrics::Counter {
+            metrics::counter!(n::DROPPED, "reason" => reason)
+        }
+        fn g(name: &'static str, help: &'static str) -> metrics::Gauge {
+            metrics::describe_gauge!(name, Unit::Count, help);
+            metrics::gauge!(name)
+        }
+        metrics::describe_counter!(n::DROPPED, Unit::Count, "statuses not accepted, by reason");
+        let handles = Handles {
+            sessions: g(n::SESSIONS, "sessions held now"),
+            subscribers: g(n::SUBSCRIBERS, "live subscriptions now"),
+            retained: g(n::RETAINED, "statuses held in history now"),
+            tasks: g(n::TASKS, "tasks remembered now"),
+            backend_buffered: g(n::BACKEND_BUFFERED, "statuses waiting for redis now"),
+            accepted: c(n::ACCEPTED, "statuses accepted"),
+            delivered: c(n::DELIVERED, "statuses handed to subscribers"),
+            truncated: c(n::TRUNCATED, "statuses cut to max_status_bytes"),
+            gaps: c(n::GAPS, "gap items handed to subscribers"),
+            lagged: c(n::LAGGED, "statuses covered by gap items"),
+            evicted_sessions: c(n::EVICTED, "idle sessions evicted"),
+            evicted_under_pressure: c(
+                n::EVICTED_UNDER_PRESSURE,
+                "sessions evicted early to make room for new ones",
+            ),
+            backend_errors: c(n::BACKEND_ERRORS, "failed redis connections and commands"),
+            backend_reconnects: c(n::BACKEND_RECONNECTS, "reconnections to redis"),
+            dropped_no_session: dropped("no_session"),
+            dropped_closed: dropped("closed"),
+            dropped_invalid: dropped("invalid_session"),
+            dropped_session_limit: dropped("session_limit"),
+            dropped_backend: dropped("backend"),
+            dropped_cancelled: dropped("task_cancelled"),
+        };
+        Self {
+            handles,
+            recorded: std::sync::Mutex::new(HubStats::default()),
+        }
+    }
+
+    /// Hands each metric what changed since the last record, from counts read under the lock
+    /// (so that records one after another read counts one after another).
+    fn record(&self, read: impl FnOnce() -> HubStats) -> HubStats {
+        fn counter(handle: &metrics::Counter, recorded: &mut u64, now: u64) {
+            // Each count only grows; a smaller one can only be a read racing a change, whose
+            // rest the next record brings.
+            if now > *recorded {
+                handle.increment(now - *recorded);
+                *recorded = now;
+            }
+        }
+        fn gauge(handle: &metrics::Gauge, recorded: &mut u64, now: u64) {
+            if now > *recorded {
+                handle.increment((now - *recorded) as f64);
+            } else if now < *recorded {
+                handle.decrement((*recorded - now) as f64);
+            }
+            *recorded = now;
+        }
+        // Nothing panics while it is held; a poisoned lock still holds what was handed.
+        let mut recorded = self
+            .recorded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = read();
+        let (h, r) = (&self.handles, &mut *recorded);
+        gauge(&h.sessions, &mut r.sessions, now.sessions);
+        gauge(&h.subscribers, &mut r.subscribers, now.subscribers);
+        gauge(&h.retained, &mut r.retained, now.retained);
+        gauge(&h.tasks, &mut r.tasks, now.tasks);
+        gauge(
+            &h.backend_buffered,
+            &mut r.backend_buffered,
+            now.backend_buffered,
+        );
+        counter(&h.accepted, &mut r.accepted, now.accepted);
+        counter(&h.delivered, &mut r.delivered, now.delivered);
+        counter(&h.truncated, &mut r.truncated, now.truncated);
+        counter(&h.gaps, &mut r.gaps, now.gaps);
+        counter(&h.lagged, &mut r.lagged, now.lagged);
+        counter(
+            &h.evicted_sessions,
+            &mut r.evicted_sessions,
+            now.evicted_sessions,
+        );
+        counter(
+            &h.evicted_under_pressure,
+            &mut r.evicted_under_pressure,
+            now.evicted_under_pressure,
+        );
+        counter(&h.backend_errors, &mut r.backend_errors, now.backend_errors);
+        counter(
+            &h.backend_reconnects,
+            &mut r.backend_reconnects,
+            now.backend_reconnects,
+        );
+        counter(
+            &h.dropped_no_session,
+            &mut r.dropped_no_session,
+            now.dropped_no_session,
+        );
+        counter(&h.dropped_closed, &mut r.dropped_closed, now.dropped_closed);
+        counter(
+            &h.dropped_invalid,
+            &mut r.dropped_invalid,
+            now.dropped_invalid,
+        );
+        counter(
+            &h.dropped_session_limit,
+            &mut r.dropped_session_limit,
+            now.dropped_session_limit,
+        );
+        counter(
+            &h.dropped_backend,
+            &mut r.dropped_backend,
+            now.dropped_backend,
+        );
+        counter(
+            &h.dropped_cancelled,
+            &mut r.dropped_cancelled,
+            now.dropped_cancelled,
+        );
+        now
     }
 }

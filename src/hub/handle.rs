@@ -86,7 +86,8 @@ impl Hub {
     /// Creates a hub with `config`. Needs no runtime.
     ///
     /// With the `metrics` feature, the hub's metrics are registered with the recorder installed
-    /// at this moment.
+    /// at this moment, and brought to the hub's counters by
+    /// [`record_metrics`](Hub::record_metrics).
     ///
     /// # Errors
     ///
@@ -413,6 +414,36 @@ impl Hub {
     /// ```
     pub fn stats(&self) -> HubStats {
         self.core.counters.snapshot()
+    }
+
+    /// Brings the hub's metrics in the `metrics` facade to its counters now, and returns the
+    /// counters it brought them to (feature `metrics`).
+    ///
+    /// Statuses and deliveries change only the hub's own counters; the facade is handed what
+    /// changed since it was last handed anything when this is called, when the hub sweeps its
+    /// idle sessions (see [Counting](crate::hub#counting)) and when the hub is dropped. Call it
+    /// just before an exporter renders or sends, as the demo servers' `GET /metrics` does, and
+    /// what it shows is the counters at that moment. Several hubs sharing a recorder add up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use metrics_exporter_prometheus::PrometheusBuilder;
+    /// use status_messenger::Hub;
+    ///
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let prometheus = recorder.handle();
+    /// let hub = metrics::with_local_recorder(&recorder, || Hub::new(Default::default())).unwrap();
+    /// hub.publish(Some("s"), "one").unwrap();
+    /// hub.publish(Some("s"), "two").unwrap();
+    /// // `GET /metrics`: record, then render.
+    /// assert_eq!(hub.record_metrics().accepted, 2);
+    /// assert!(prometheus.render().contains("status_messenger_hub_accepted_total 2\n"));
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn record_metrics(&self) -> HubStats {
+        self.core.counters.record()
     }
 
     /// Whether [`shutdown`](Hub::shutdown) has been called.

@@ -147,11 +147,27 @@
 //!
 //! # Counting
 //!
-//! Nothing is lost silently. [`Hub::stats`] returns every counter (plain atomics, cheap to read
-//! at any time); with the cargo feature `metrics` the same counters also go through the
-//! [`metrics`](https://docs.rs/metrics/0.24) facade under the names in [`metric_names`], so an
-//! application's exporter sees them. The metrics are registered when the hub is created:
-//! install the recorder first.
+//! Nothing is lost silently. [`Hub::stats`] returns every counter (atomics, cheap to read at
+//! any time; those changed per status or per delivery are spread over a few cells, one per
+//! thread, and summed when read); with the cargo feature `metrics` the same counters also go
+//! through the [`metrics`](https://docs.rs/metrics/0.24) facade under the names in
+//! [`metric_names`], so an application's exporter sees them. The metrics are registered when
+//! the hub is created: install the recorder first.
+//!
+//! A status or a delivery changes only the hub's own counters, never the facade: the facade is
+//! handed what changed when the counters are recorded, which happens
+//!
+//! - at every [`Hub::record_metrics`]: call it just before an exporter renders (a Prometheus
+//!   `GET /metrics`, as the demo servers do) or sends, and the metrics are exactly the
+//!   counters at that moment;
+//! - at every sweep of idle sessions, which the hub makes on its next call (publish,
+//!   subscribe, open) once a quarter of [`HubConfig::history_ttl`] (at most a minute) has
+//!   passed since the last, and at [`Hub::evict_idle`]: an exporter that never asks is at most
+//!   that far behind while the hub is in use;
+//! - when the hub is dropped, so nothing counted is left out.
+//!
+//! Between two records the metrics stay as they were. Counters get what they grew by and
+//! gauges what they moved by, so several hubs sharing one recorder add up.
 
 // # Layout
 //

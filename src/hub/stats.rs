@@ -9,7 +9,9 @@
 /// Counters end in `_total`; `sessions`, `subscribers`, `retained`, `tasks` and
 /// `backend_buffered` are gauges. Drops are one counter with a `reason` label: `no_session`,
 /// `closed`, `invalid_session`, `session_limit`, `backend`, `task_cancelled` (the fields
-/// `dropped_*` of [`HubStats`](crate::HubStats)).
+/// `dropped_*` of [`HubStats`](crate::HubStats)). Each is the hub's counter as of the last
+/// time it was recorded ([`Hub::record_metrics`](crate::Hub::record_metrics); see
+/// [Counting](crate::hub#counting)).
 ///
 /// # Examples
 ///

@@ -136,11 +136,21 @@ pub(crate) async fn metrics_publish_hub_counters(start: StartFn) {
     start_task(&server, &id, 5, 0).await;
     ws_take(&mut ws, 5).await;
     let text = metrics(&server).await;
-    // The hub's own names (`hub::metric_names`), through the Prometheus exporter.
-    assert!(metric(&text, metric_names::SESSIONS) >= 1);
-    assert!(metric(&text, metric_names::SUBSCRIBERS) >= 1);
-    assert!(metric(&text, metric_names::ACCEPTED) >= 5);
-    assert!(metric(&text, metric_names::DELIVERED) >= 5);
+    // The hub's own names (`hub::metric_names`), through the Prometheus exporter, each the
+    // hub's count at the moment of the scrape: the server runs only this test's session.
+    assert_eq!(metric(&text, metric_names::SESSIONS), 1);
+    assert_eq!(metric(&text, metric_names::SUBSCRIBERS), 1);
+    assert_eq!(metric(&text, metric_names::TASKS), 1);
+    assert_eq!(metric(&text, metric_names::ACCEPTED), 5);
+    assert_eq!(metric(&text, metric_names::DELIVERED), 5);
+    // A second scrape right after more statuses were read has them all, with nothing counted
+    // twice.
+    start_task(&server, &id, 3, 0).await;
+    ws_take(&mut ws, 3).await;
+    let again = metrics(&server).await;
+    assert_eq!(metric(&again, metric_names::TASKS), 2);
+    assert_eq!(metric(&again, metric_names::ACCEPTED), 8);
+    assert_eq!(metric(&again, metric_names::DELIVERED), 8);
     metric(&text, metric_names::LAGGED);
     metric(&text, metric_names::GAPS);
     metric(

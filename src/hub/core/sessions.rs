@@ -449,6 +449,8 @@ impl Core {
         for session in &evicted {
             self.evict(session);
         }
+        #[cfg(feature = "metrics")]
+        self.counters.record();
         evicted.len()
     }
 }
