@@ -5,11 +5,13 @@
 mod support;
 
 use std::future::Future;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use support::demo::Demo;
 use support::{create_session, ws_connect, Server, StartFn, WAIT};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -64,6 +66,130 @@ async fn a_client_close_is_answered_with_a_close_frame(start: StartFn) {
     assert_eq!(frames[0]["seq"], 1);
 }
 
+/// Frames sent by a WebSocket client are messages: a cancel frame the client's library sent in
+/// fragments (RFC 6455, section 5.4) is still the cancel frame the contract names.
+async fn a_fragmented_cancel_frame_cancels(start: StartFn) {
+    let server = start();
+    let id = create_session(&server).await;
+    let task = support::start_task(&server, &id, 20, 300).await;
+    let mut ws = ws_connect(&server, &id, None).await;
+    within("the first status", support::ws_take(&mut ws, 1)).await;
+    let cancel = serde_json::json!({ "type": "cancel", "task": task }).to_string();
+    let (head, tail) = cancel.split_at(10);
+    let text = OpCode::Data(OpData::Text);
+    let more = OpCode::Data(OpData::Continue);
+    ws.send(Message::Frame(Frame::message(head.to_owned(), text, false)))
+        .await
+        .expect("the first fragment");
+    ws.send(Message::Frame(Frame::message(tail.to_owned(), more, true)))
+        .await
+        .expect("the last fragment");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, support::ws_next_any(&mut ws))
+            .await
+            .expect("the task cancelled within a step's delay (300 ms) and more")
+            .expect("the stream goes on");
+        if frame["type"] == "task" && frame["task"] == task.as_str() {
+            if frame["state"] == "cancelling" || frame["state"] == "cancelled" {
+                break;
+            }
+        }
+    }
+}
+
+/// `Settings::max_message_bytes` is the "largest WebSocket message (and frame) a client may
+/// send": a message over it closes the socket with 1009, whether it came in one frame or in
+/// several each under the limit.
+async fn a_fragmented_message_over_the_limit_closes_the_socket(start: StartFn) {
+    let server = start();
+    let id = create_session(&server).await;
+    let mut ws = ws_connect(&server, &id, None).await;
+    let half = "y".repeat(40 * 1024);
+    let text = OpCode::Data(OpData::Text);
+    let more = OpCode::Data(OpData::Continue);
+    // The server may close as soon as the limit is passed: a refused write is no failure.
+    let _ = ws
+        .send(Message::Frame(Frame::message(half.clone(), text, false)))
+        .await;
+    let _ = ws
+        .send(Message::Frame(Frame::message(half, more, true)))
+        .await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|frame| u16::from(frame.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed after a fragmented message over 64 KiB");
+    if let Some(code) = ended {
+        assert_eq!(code, 1009, "the close code for a message over the limit");
+    }
+}
+
+/// A server's `GET` resources answer `HEAD` too (RFC 9110, section 9.3.2: a general-purpose
+/// server must): `curl -I` of the client module, the page or the health check is a 200 with
+/// the `GET`'s content type and no body, not a 405.
+async fn get_resources_answer_head(start: StartFn) {
+    let server = start();
+    let client = support::http();
+    for (path, content_type) in [
+        ("/status-messenger.js", "text/javascript"),
+        ("/healthz", "text/plain"),
+        ("/", "text/html"),
+    ] {
+        let get = client.get(server.url(path)).send().await.expect("GET");
+        assert_eq!(get.status(), 200, "GET {path}");
+        let head = client.head(server.url(path)).send().await.expect("HEAD");
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        let seen = head
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(seen.starts_with(content_type), "HEAD {path}: {seen}");
+        assert!(
+            head.bytes().await.expect("no body").is_empty(),
+            "HEAD {path} has no body"
+        );
+    }
+}
+
+/// A wrong field type gets a 400 "saying what is wrong": a whole number written as a float is
+/// not an integer, and saying it is out of range (when it is not) sends the caller the wrong
+/// way; a number too large for any integer is out of range.
+async fn a_float_step_count_is_refused_as_the_wrong_type(start: StartFn) {
+    let server = start();
+    let id = create_session(&server).await;
+    for (body, says) in [
+        (
+            r#"{"steps": 5.0, "delay_ms": 0}"#,
+            "`steps` must be an integer",
+        ),
+        (
+            r#"{"steps": 1e2, "delay_ms": 0}"#,
+            "`steps` must be an integer",
+        ),
+        (
+            r#"{"steps": 5, "delay_ms": 10.0}"#,
+            "`delay_ms` must be an integer",
+        ),
+        (
+            r#"{"steps": 1e30, "delay_ms": 0}"#,
+            "`steps` must be between 1 and 100000",
+        ),
+    ] {
+        let res = support::post_task_raw(&server, &id, body.as_bytes().to_vec()).await;
+        let error = support::expect_error(res, reqwest::StatusCode::BAD_REQUEST).await;
+        assert_eq!(error, says, "the error for {body}");
+    }
+}
+
 macro_rules! on_both_demos {
     ($($case:ident),* $(,)?) => {
         mod axum {
@@ -87,4 +213,143 @@ macro_rules! on_both_demos {
     };
 }
 
-on_both_demos!(a_client_close_is_answered_with_a_close_frame);
+on_both_demos!(
+    a_client_close_is_answered_with_a_close_frame,
+    a_fragmented_cancel_frame_cancels,
+    a_fragmented_message_over_the_limit_closes_the_socket,
+    get_resources_answer_head,
+    a_float_step_count_is_refused_as_the_wrong_type,
+);
+
+// ---- the crate's endpoints on both frameworks, in this process ----
+
+/// The crate's endpoints on axum (`Endpoints::router`), in this process.
+fn axum_endpoints(endpoints: status_messenger::web::Endpoints) -> Server {
+    Server::start(move |listener, shutdown: support::Shutdown| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let app: ::axum::Router = endpoints.router();
+            ::axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        })
+    })
+}
+
+/// The crate's endpoints on actix-web (`Endpoints::configure`), in this process.
+fn actix_endpoints(endpoints: status_messenger::web::Endpoints) -> Server {
+    Server::start(move |listener, shutdown: support::Shutdown| {
+        actix_web::rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new({
+                let endpoints = endpoints.clone();
+                move || actix_web::App::new().configure(endpoints.configure())
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)?
+            .run();
+            let handle = server.handle();
+            actix_web::rt::spawn(async move {
+                shutdown.await;
+                handle.stop(false).await;
+            });
+            server.await
+        })
+    })
+}
+
+/// Statuses that exercise every optional field and every escape a text can need.
+fn tricky_statuses() -> Vec<status_messenger::StatusMessage> {
+    use status_messenger::{JsonData, Level, StatusMessage};
+    vec![
+        StatusMessage::new("plain"),
+        StatusMessage::new("quote \" backslash \\ slash / tab \t newline \n cr \r"),
+        StatusMessage::new("controls \u{0}\u{1}\u{1f}\u{7f} and separators \u{2028}\u{2029}"),
+        StatusMessage::new("unicode: é ü 漢字 🎉 <b>&amp;</b>"),
+        StatusMessage::new("every field")
+            .progress(3, 10)
+            .level(Level::Warn)
+            .key("reading \"pages\"")
+            .data(JsonData::new(r#"{ "url": "https://example.com/?a=1&b=\u00e9", "n": [1, 2.5e3, null, true] }"#).unwrap()),
+        StatusMessage::new("an error").level(Level::Error),
+        StatusMessage::new("info, keyed").level(Level::Info).key("k"),
+        StatusMessage::new("data only").data(JsonData::new("\"a string\"").unwrap()),
+        StatusMessage::new("progress 0 of 0").progress(0, 0),
+        StatusMessage::new(""),
+        StatusMessage::new("x".repeat(10_000)),
+    ]
+}
+
+async fn ws_texts(server: &Server, session: &str, n: usize) -> Vec<String> {
+    let (mut ws, _) = within(
+        "the upgrade",
+        tokio_tungstenite::connect_async(server.ws_url(&format!("session={session}"))),
+    )
+    .await
+    .expect("the upgrade");
+    let mut texts = Vec::new();
+    while texts.len() < n {
+        match within("a frame", ws.next()).await {
+            Some(Ok(Message::Text(text))) => texts.push(text.as_str().to_owned()),
+            Some(Ok(_)) => {}
+            other => panic!("the stream ended after {} frames: {other:?}", texts.len()),
+        }
+    }
+    texts
+}
+
+async fn sse_datas(server: &Server, session: &str, n: usize) -> Vec<(Option<String>, String)> {
+    let mut sse = support::sse_connect(server, &format!("session={session}"), None).await;
+    let mut events = Vec::new();
+    while events.len() < n {
+        let event = sse.next().await.expect("an SSE event");
+        events.push((event.id, event.data));
+    }
+    events
+}
+
+/// A status carries the same bytes on both frameworks and both transports: what
+/// `web::Frame::encode` makes of it (the documented encoder), valid JSON whose fields are the
+/// status's own.
+#[tokio::test]
+async fn frames_are_the_same_on_both_frameworks_and_transports() {
+    use status_messenger::web::{Endpoints, Frame};
+    let hub = support::private_hub(1000);
+    hub.open_session("s1").await.unwrap();
+    let statuses = tricky_statuses();
+    let n = statuses.len();
+    for status in statuses {
+        hub.publish_message(Some("s1"), status).unwrap();
+    }
+    let mut expected = Vec::new();
+    let mut subscription = hub.subscribe("s1", None);
+    while expected.len() < n {
+        let event = within("a status", subscription.next()).await.unwrap();
+        expected.push(Frame::encode(&event).expect("a frame").into_json());
+    }
+    for json in &expected {
+        let value: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+        assert_eq!(value["session"], "s1");
+    }
+    let axum = axum_endpoints(Endpoints::new(hub.clone()));
+    let actix = actix_endpoints(Endpoints::new(hub.clone()));
+    for (name, server) in [("axum", &axum), ("actix-web", &actix)] {
+        assert_eq!(
+            ws_texts(server, "s1", n).await,
+            expected,
+            "{name}, WebSocket"
+        );
+        let sse = sse_datas(server, "s1", n).await;
+        for (i, (id, data)) in sse.iter().enumerate() {
+            assert_eq!(
+                id.as_deref(),
+                Some((i + 1).to_string().as_str()),
+                "{name}, SSE id"
+            );
+            assert_eq!(data, &expected[i], "{name}, SSE data");
+        }
+    }
+}
