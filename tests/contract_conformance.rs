@@ -90,10 +90,9 @@ async fn a_fragmented_cancel_frame_cancels(start: StartFn) {
             .await
             .expect("the task cancelled within a step's delay (300 ms) and more")
             .expect("the stream goes on");
-        if frame["type"] == "task" && frame["task"] == task.as_str() {
-            if frame["state"] == "cancelling" || frame["state"] == "cancelled" {
-                break;
-            }
+        let stopping = frame["state"] == "cancelling" || frame["state"] == "cancelled";
+        if frame["type"] == "task" && frame["task"] == task.as_str() && stopping {
+            break;
         }
     }
 }
@@ -351,5 +350,35 @@ async fn frames_are_the_same_on_both_frameworks_and_transports() {
             );
             assert_eq!(data, &expected[i], "{name}, SSE data");
         }
+    }
+}
+
+/// An idle stream's keep-alive on both frameworks: on SSE the comment line the contract names,
+/// with the `keepalive` event that `EventSource` (which never surfaces comments) lets the
+/// browser client see, so that its 30 s watchdog works on SSE as on the WebSocket; on the
+/// WebSocket the `{"type": "keepalive"}` frame. Both are `web::SSE_KEEPALIVE` and
+/// `web::KEEPALIVE_FRAME`, byte for byte.
+#[tokio::test]
+async fn idle_streams_send_keep_alives_a_page_can_see() {
+    use status_messenger::web::{Endpoints, KEEPALIVE_FRAME, SSE_KEEPALIVE};
+    let hub = support::private_hub(100);
+    hub.open_session("idle").await.unwrap();
+    let every = Duration::from_millis(200);
+    let axum = axum_endpoints(Endpoints::new(hub.clone()).keep_alive(every));
+    let actix = actix_endpoints(Endpoints::new(hub.clone()).keep_alive(every));
+    for (name, server) in [("axum", &axum), ("actix-web", &actix)] {
+        let mut sse = support::sse_connect(server, "session=idle", None).await;
+        let mut body = String::new();
+        while !body.contains(SSE_KEEPALIVE) {
+            body.push_str(&sse.next_chunk().await.expect("the body goes on"));
+            assert!(body.len() < 4096, "{name}: no keep-alive in {body:?}");
+        }
+        assert_eq!(
+            body.replace(SSE_KEEPALIVE, "").trim_end(),
+            "retry: 1000",
+            "{name}: nothing but keep-alives on an idle stream: {body:?}"
+        );
+        let texts = ws_texts(server, "idle", 1).await;
+        assert_eq!(texts, [KEEPALIVE_FRAME], "{name}: the WebSocket keep-alive");
     }
 }
