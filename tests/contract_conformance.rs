@@ -382,3 +382,170 @@ async fn idle_streams_send_keep_alives_a_page_can_see() {
         assert_eq!(texts, [KEEPALIVE_FRAME], "{name}: the WebSocket keep-alive");
     }
 }
+
+// ---- the browser client, in node, against the demos ----
+
+/// `node` with a global `WebSocket` (node 20 needs `--experimental-websocket`, later ones have
+/// it by default), or `None` with the reason printed, unless `CI` is set.
+fn node_with_websocket() -> Option<Vec<String>> {
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
+    let works = |args: &[&str]| {
+        std::process::Command::new(&node)
+            .args(args)
+            .args(["-e", "if (typeof WebSocket !== 'function') process.exit(3)"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    for flags in [&["--experimental-websocket"][..], &[]] {
+        if works(flags) {
+            let mut command = vec![node.clone()];
+            command.extend(flags.iter().map(|flag| (*flag).to_owned()));
+            return Some(command);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set and there is no node with a WebSocket (node 20 or newer)");
+    }
+    eprintln!("skipping the node test: no `{node}` with a WebSocket (node 20 or newer)");
+    None
+}
+
+/// The module the server serves, driven as its README says a page (or node, with `WebSocket`
+/// and an absolute `base` given) uses it: statuses in order and once, a task frame per change,
+/// `cancel` over the socket answering `{ task, sent: true }` and stopping the task, `cancel`
+/// over `POST /cancel` rejecting a refusal with its status and body, an unknown session ending
+/// in `closed` with `unknown-session`, and a resume point past the session's head ending in
+/// `resume-refused` with the head.
+const CLIENT_DRIVER: &str = r#"
+const [moduleUrl, base] = process.argv.slice(2);
+const { connect } = await import(moduleUrl);
+const post = async (path, body) => {
+  const res = await fetch(base + path, { method: "POST", body: body && JSON.stringify(body) });
+  return res.json();
+};
+const until = (what, check, ms = 10000) => new Promise((resolve, reject) => {
+  const started = Date.now();
+  const poll = () => {
+    if (check()) resolve();
+    else if (Date.now() - started > ms) reject(new Error(`timed out waiting for ${what}`));
+    else setTimeout(poll, 10);
+  };
+  poll();
+});
+const out = {};
+const session = (await post("/api/sessions")).id;
+const task = (await post(`/api/sessions/${session}/tasks`, { steps: 30, delay_ms: 100 })).task;
+const seqs = [], tasks = [], states = [];
+let cancelAnswer, stream;
+let afterStop = 0;
+stream = connect({
+  session, base, WebSocket,
+  onStatus(frame) {
+    seqs.push(frame.seq);
+    if (tasks.some((t) => t.state !== "running")) afterStop++;
+    if (frame.seq === 3) stream.cancel(task).then((answer) => { cancelAnswer = answer; });
+  },
+  onTask(frame) { tasks.push({ task: frame.task, state: frame.state }); },
+  onState(state) { states.push(state); },
+});
+await until("the cancelled task", () => tasks.some((t) => t.state === "cancelled"));
+out.seqs = seqs;
+out.tasks = tasks;
+out.afterStop = afterStop;
+out.cancelAnswer = cancelAnswer;
+out.lastSeq = stream.lastSeq;
+stream.close();
+out.states = states;
+try {
+  await stream.cancel("no-such-task");
+  out.refused = null;
+} catch (error) {
+  out.refused = { status: error.status, body: error.body };
+}
+const unknown = await new Promise((resolve) => connect({
+  session: "0123456789abcdef0123456789abcdef", base, WebSocket,
+  onState(state, detail) { if (state === "closed") resolve(detail); },
+}));
+out.unknown = unknown;
+const beyond = await new Promise((resolve) => connect({
+  session, base, WebSocket, after: 1000,
+  onState(state, detail) { if (state === "closed") resolve(detail); },
+}));
+out.beyond = beyond;
+console.log(JSON.stringify(out));
+process.exit(0);
+"#;
+
+async fn the_served_client_works_in_node(start: StartFn) {
+    let Some(node) = node_with_websocket() else {
+        return;
+    };
+    let server = start();
+    let module = support::http()
+        .get(server.url("/status-messenger.js"))
+        .send()
+        .await
+        .expect("GET /status-messenger.js")
+        .text()
+        .await
+        .expect("the module");
+    let dir = tempfile::tempdir().expect("a directory");
+    let module_path = dir.path().join("status-messenger.mjs");
+    std::fs::write(&module_path, module).expect("the module written");
+    let driver_path = dir.path().join("driver.mjs");
+    std::fs::write(&driver_path, CLIENT_DRIVER).expect("the driver written");
+    let output = tokio::process::Command::new(&node[0])
+        .args(&node[1..])
+        .arg(&driver_path)
+        .arg(format!("file://{}", module_path.display()))
+        .arg(&server.base)
+        .kill_on_drop(true)
+        .output();
+    let output = within("the node driver", output).await.expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the driver's JSON");
+    let seqs: Vec<u64> = serde_json::from_value(out["seqs"].clone()).unwrap();
+    assert!(seqs.len() >= 3 && seqs.len() < 30, "stopped early: {out}");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "in order, once"
+    );
+    assert_eq!(out["lastSeq"], seqs.len(), "lastSeq is the last seq seen");
+    assert_eq!(out["afterStop"], 0, "no status after cancelling: {out}");
+    let states: Vec<String> = serde_json::from_value(out["tasks"].clone())
+        .map(|tasks: Vec<serde_json::Value>| {
+            tasks
+                .iter()
+                .map(|t| t["state"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(states, ["running", "cancelling", "cancelled"], "{out}");
+    assert_eq!(out["cancelAnswer"]["sent"], true, "{out}");
+    assert_eq!(
+        out["states"],
+        serde_json::json!(["connecting", "live", "closed"])
+    );
+    assert_eq!(out["refused"]["status"], 404, "{out}");
+    assert!(out["refused"]["body"]["error"].is_string(), "{out}");
+    assert_eq!(out["unknown"]["reason"], "unknown-session", "{out}");
+    assert_eq!(out["beyond"]["reason"], "resume-refused", "{out}");
+    assert_eq!(out["beyond"]["head"], seqs.len(), "{out}");
+}
+
+#[tokio::test]
+async fn the_served_client_works_in_node_on_axum() {
+    the_served_client_works_in_node(axum_demo).await;
+}
+
+#[tokio::test]
+async fn the_served_client_works_in_node_on_actix() {
+    the_served_client_works_in_node(actix_demo).await;
+}
