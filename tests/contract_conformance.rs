@@ -1,6 +1,10 @@
-//! Both demo servers, run as processes, as an outside client sees them: what the HTTP
-//! contract and the crate's docs promise of the streams and their errors, checked on the wire,
-//! beside the cases of `tests/support` that every server on the endpoints passes.
+//! What the HTTP contract and the crate's docs promise, checked on the wire as an outside
+//! client sees it, beside the cases of `tests/support` that every server on the endpoints
+//! passes: both demo servers run as processes (the WebSocket close handshake, fragmented client
+//! messages, `HEAD`, task bodies), the crate's endpoints on axum and actix-web in this process
+//! (the same frames and keep-alives on both), and the browser client module as the demos serve
+//! it, driven in node (skipped, with the reason printed, where there is no node 20 or newer,
+//! unless `CI` is set).
 
 mod support;
 
