@@ -419,8 +419,10 @@ fn node_with_websocket() -> Option<Vec<String>> {
 /// and an absolute `base` given) uses it: statuses in order and once, a task frame per change,
 /// `cancel` over the socket answering `{ task, sent: true }` and stopping the task, `cancel`
 /// over `POST /cancel` rejecting a refusal with its status and body, an unknown session ending
-/// in `closed` with `unknown-session`, and a resume point past the session's head ending in
-/// `resume-refused` with the head.
+/// in `closed` with `unknown-session`, a resume point past the session's head ending in
+/// `resume-refused` with the head; and over SSE (through an `EventSource` made of `fetch`,
+/// which node lacks) the same order and task frames, with `cancel` a `POST /cancel` that
+/// answers `{ task, state: "cancelling" }`.
 const CLIENT_DRIVER: &str = r#"
 const [moduleUrl, base] = process.argv.slice(2);
 const { connect } = await import(moduleUrl);
@@ -477,6 +479,70 @@ const beyond = await new Promise((resolve) => connect({
   onState(state, detail) { if (state === "closed") resolve(detail); },
 }));
 out.beyond = beyond;
+// Over SSE, with an EventSource of fetch's stream (node has none): `cancel` is a
+// `POST /cancel` answering the task's state.
+class MiniEventSource {
+  constructor(url) {
+    this.url = url;
+    this.listeners = {};
+    this.closed = false;
+    this.controller = new AbortController();
+    this.run();
+  }
+  addEventListener(type, fn) { (this.listeners[type] ??= []).push(fn); }
+  close() { this.closed = true; this.controller.abort(); }
+  dispatch(type, data) {
+    const event = { type, data };
+    if (type === "message") this.onmessage?.(event);
+    for (const fn of this.listeners[type] ?? []) fn(event);
+  }
+  async run() {
+    try {
+      const res = await fetch(this.url, { signal: this.controller.signal });
+      if (res.status !== 200) throw new Error(`status ${res.status}`);
+      this.onopen?.({});
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let type = "message";
+          const data = [];
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event:")) type = line.slice(6).trim();
+            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+          }
+          if (data.length) this.dispatch(type, data.join("\n"));
+        }
+      }
+      throw new Error("the stream ended");
+    } catch {
+      if (!this.closed) this.onerror?.({});
+    }
+  }
+}
+const sseSession = (await post("/api/sessions")).id;
+const sseTask = (await post(`/api/sessions/${sseSession}/tasks`, { steps: 30, delay_ms: 100 })).task;
+const sse = { seqs: [], tasks: [], afterStop: 0 };
+const sseStream = connect({
+  session: sseSession, base, transport: "sse", EventSource: MiniEventSource,
+  onStatus(frame) {
+    sse.seqs.push(frame.seq);
+    if (sse.tasks.some((state) => state !== "running")) sse.afterStop++;
+    if (frame.seq === 3) sseStream.cancel(sseTask).then((answer) => { sse.cancelAnswer = answer; });
+  },
+  onTask(frame) { sse.tasks.push(frame.state); },
+});
+await until("the cancelled task over SSE", () => sse.tasks.includes("cancelled"));
+sse.task = sseTask;
+sseStream.close();
+out.sse = sse;
 console.log(JSON.stringify(out));
 process.exit(0);
 "#;
@@ -542,6 +608,28 @@ async fn the_served_client_works_in_node(start: StartFn) {
     assert_eq!(out["unknown"]["reason"], "unknown-session", "{out}");
     assert_eq!(out["beyond"]["reason"], "resume-refused", "{out}");
     assert_eq!(out["beyond"]["head"], seqs.len(), "{out}");
+    let sse = &out["sse"];
+    let seqs: Vec<u64> = serde_json::from_value(sse["seqs"].clone()).unwrap();
+    assert!(
+        seqs.len() >= 3 && seqs.len() < 30,
+        "stopped early over SSE: {sse}"
+    );
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "in order, once"
+    );
+    assert_eq!(
+        sse["afterStop"], 0,
+        "no status after cancelling over SSE: {sse}"
+    );
+    assert_eq!(
+        sse["tasks"],
+        serde_json::json!(["running", "cancelling", "cancelled"]),
+        "{sse}"
+    );
+    assert_eq!(sse["cancelAnswer"]["task"], sse["task"], "{sse}");
+    assert_eq!(sse["cancelAnswer"]["state"], "cancelling", "{sse}");
 }
 
 #[tokio::test]
