@@ -101,7 +101,9 @@ pub enum Incoming {
     /// the socket, so the answer leaves within [`Settings::write_timeout`] or the socket is
     /// dropped ([`Ended::Stalled`]).
     Pinged,
-    /// The client's close frame: the loop answers it and ends.
+    /// The client's close frame: the loop answers it and ends. A framework that answers it by
+    /// itself (tungstenite queues the answer, then refuses another close) may refuse the loop's
+    /// close frame: the loop then closes the sink, which sends the framework's.
     Close,
     /// The client sent a frame over the size limit; the loop closes with [`CLOSE_TOO_BIG`].
     TooLarge,
