@@ -129,9 +129,12 @@ async fn a_fragmented_message_over_the_limit_closes_the_socket(start: StartFn) {
     })
     .await
     .expect("the socket is closed after a fragmented message over 64 KiB");
-    if let Some(code) = ended {
-        assert_eq!(code, 1009, "the close code for a message over the limit");
-    }
+    // The close frame is written before the connection is dropped, so it is there to read.
+    assert_eq!(
+        ended,
+        Some(1009),
+        "the close code for a message over the limit"
+    );
 }
 
 /// A server's `GET` resources answer `HEAD` too (RFC 9110, section 9.3.2: a general-purpose
@@ -354,6 +357,60 @@ async fn frames_are_the_same_on_both_frameworks_and_transports() {
             );
             assert_eq!(data, &expected[i], "{name}, SSE data");
         }
+    }
+}
+
+/// `HEAD` of the endpoints' `GET` resources is answered alike on both frameworks, from the
+/// same checks as the `GET`: the client module and a known session's SSE stream with 200, the
+/// stream's content type and no body (at once, not once the stream ends), an unknown session
+/// with 404, and the WebSocket endpoint, which only a `GET` upgrades, with 400.
+#[tokio::test]
+async fn head_is_answered_alike_on_both_frameworks() {
+    use status_messenger::web::Endpoints;
+    let hub = support::private_hub(1000);
+    hub.open_session("s1").await.unwrap();
+    hub.publish(Some("s1"), "a status").unwrap();
+    let axum = axum_endpoints(Endpoints::new(hub.clone()));
+    let actix = actix_endpoints(Endpoints::new(hub.clone()));
+    let client = support::http();
+    let cases = [
+        ("/status-messenger.js", 200, Some("text/javascript")),
+        ("/events?session=s1", 200, Some("text/event-stream")),
+        ("/events?session=nobody", 404, Some("application/json")),
+        ("/ws?session=s1", 400, Some("application/json")),
+        ("/ws?session=nobody", 404, Some("application/json")),
+        ("/cancel?session=s1&task=t", 405, None),
+    ];
+    for (name, server) in [("axum", &axum), ("actix-web", &actix)] {
+        for (path, status, content_type) in cases {
+            let head = within("the answer to a HEAD", client.head(server.url(path)).send())
+                .await
+                .expect("HEAD");
+            assert_eq!(head.status(), status, "{name}: HEAD {path}");
+            if let Some(content_type) = content_type {
+                let seen = head
+                    .headers()
+                    .get("content-type")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                assert!(
+                    seen.starts_with(content_type),
+                    "{name}: HEAD {path}: {seen}"
+                );
+            }
+            let body = within("the end of a HEAD answer", head.bytes()).await;
+            assert!(body.expect("no body").is_empty(), "{name}: HEAD {path}");
+        }
+    }
+    // Nothing of those answers stays open.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hub.stats().subscribers != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a HEAD left a stream open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
