@@ -111,7 +111,7 @@ export function connect(options) {
   // ---- frames ----
 
   function onFrame(data, hint) {
-    if (transport === "ws") feed();
+    feed();
     let frame;
     try {
       frame = JSON.parse(data);
@@ -150,10 +150,9 @@ export function connect(options) {
   }
 
   // ---- the watchdog ----
-  // On a WebSocket every frame, keep-alives included, proves the connection alive, so silence
-  // for `stallTimeout` means it is dead without having said so. SSE keep-alives are comments,
-  // which EventSource never surfaces: an idle SSE stream is silent by design, so on SSE the
-  // watchdog only bounds the wait for `open` and the browser's own error event does the rest.
+  // Every frame, keep-alives included, proves the connection alive, so silence for
+  // `stallTimeout` means it is dead without having said so. EventSource never surfaces the
+  // comment of an SSE keep-alive; the `keepalive` event that comes with it is what it sees.
 
   function feed() {
     watchdog = clear(watchdog);
@@ -200,6 +199,7 @@ export function connect(options) {
     source.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
     source.addEventListener("gap", (e) => { if (current()) onFrame(e.data, "gap"); });
     source.addEventListener("task", (e) => { if (current()) onFrame(e.data, "task"); });
+    source.addEventListener("keepalive", (e) => { if (current()) onFrame(e.data, "keepalive"); });
     // EventSource would retry by itself, with its own delay and the last id it parsed; close
     // it and reconnect here instead, with backoff and the resume point from `lastSeq`.
     source.onerror = () => { if (current()) dropped(); };
@@ -208,8 +208,7 @@ export function connect(options) {
 
   function opened() {
     conn.opened = true;
-    if (transport === "ws") feed();
-    else watchdog = clear(watchdog);
+    feed();
     setState("live");
     // Only a connection that stayed up a while proves the server healthy again; one that drops
     // at once keeps the backoff growing.

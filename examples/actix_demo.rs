@@ -45,12 +45,12 @@ fn configure(
     move |config| {
         config
             .app_data(state)
-            .service(web::resource("/").get(index))
-            .service(web::resource("/healthz").get(healthz))
+            .service(web::resource("/").get(index).head(index))
+            .service(web::resource("/healthz").get(healthz).head(healthz))
             .service(web::resource("/api/sessions").post(create_session))
             .service(web::resource("/api/sessions/{id}/tasks").post(start_task))
             .service(web::resource("/api/sessions/{id}/tasks/{task}/cancel").post(cancel_task))
-            .service(web::resource("/metrics").get(metrics))
+            .service(web::resource("/metrics").get(metrics).head(metrics))
             .configure(streams);
     }
 }

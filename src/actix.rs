@@ -8,9 +8,10 @@
 //! streams' settings, and tells when every stream has said goodbye.
 //!
 //! WebSockets go through [actix-ws](https://docs.rs/actix-ws) (the handshake and the client's
-//! frames); a frame whose header claims
-//! more than [`Settings::max_message_bytes`](crate::web::Settings::max_message_bytes) closes
-//! the socket (1009) and ends the connection before its payload is read. The frames sent are
+//! messages, fragmented or not); a frame whose header claims more than
+//! [`Settings::max_message_bytes`](crate::web::Settings::max_message_bytes), or one that takes
+//! its fragmented message past it, closes the socket (1009) and ends the connection before its
+//! payload is read, once the close frame has been written. The frames sent are
 //! encoded into one buffer of at most
 //! [`Settings::write_buffer_bytes`](crate::web::Settings::write_buffer_bytes) that the response
 //! body hands to actix whole, so a burst of statuses leaves in one write, as on axum, and each
@@ -115,7 +116,7 @@ use actix_web::error::PayloadError;
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
 use actix_web::{dev, web, FromRequest, HttpRequest, HttpResponse};
-use actix_ws::{Message, ProtocolError};
+use actix_ws::{AggregatedMessage, ProtocolError};
 use futures_core::Stream;
 use futures_util::StreamExt;
 
@@ -239,22 +240,30 @@ impl Endpoints {
         let endpoints = web::Data::new(self.clone());
         move |config: &mut web::ServiceConfig| {
             config
+                // actix routes `HEAD` only where asked to (axum sends it to the `GET`
+                // handler), and leaves the body out of a `HEAD` answer itself.
                 .service(
                     web::resource("/ws")
                         .app_data(endpoints.clone())
-                        .get(ws_handler),
+                        .get(ws_handler)
+                        .head(ws_handler),
                 )
                 .service(
                     web::resource("/events")
                         .app_data(endpoints.clone())
-                        .get(events_handler),
+                        .get(events_handler)
+                        .head(events_handler),
                 )
                 .service(
                     web::resource("/cancel")
                         .app_data(endpoints)
                         .post(cancel_handler),
                 )
-                .service(web::resource("/status-messenger.js").get(client_handler));
+                .service(
+                    web::resource("/status-messenger.js")
+                        .get(client_handler)
+                        .head(client_handler),
+                );
         }
     }
 }
@@ -314,7 +323,12 @@ async fn ws_handler(
     // actix-ws's session and body are replaced by the outbox: its frames go to the
     // connection as one chunk per burst, not through a channel of 32 messages.
     drop(session);
-    let messages = messages.max_frame_size(limit);
+    // Continuations are joined into their message, so a cancel frame sent in fragments is
+    // still one; the gate has refused any message over the limit before this buffers it.
+    let messages = messages
+        .max_frame_size(limit)
+        .aggregate_continuations()
+        .max_continuation_size(limit);
     let drop_connection = Arc::new(DropConnection::default());
     let write_buffer = endpoints.settings().effective_write_buffer_bytes();
     let (response, replaced) = response.into_parts();
@@ -332,6 +346,7 @@ async fn ws_handler(
         .set_body(DropsConnection {
             body: body.boxed(),
             drop_connection,
+            close_written: false,
         })
         .map_into_boxed_body()
 }
@@ -340,7 +355,7 @@ async fn forward(
     endpoints: Arc<Endpoints>,
     sink: outbox::OutboxSink,
     body_open: outbox::BodyOpen,
-    messages: actix_ws::MessageStream,
+    messages: actix_ws::AggregatedMessageStream,
     subscription: Subscription,
     _guard: StreamGuard,
     drop_connection: Arc<DropConnection>,
@@ -373,12 +388,12 @@ async fn forward(
     tracing::debug!(target: "status_messenger::web", ?ended, "WebSocket stream ended");
 }
 
-fn incoming(read: Result<Message, ProtocolError>) -> Incoming {
+fn incoming(read: Result<AggregatedMessage, ProtocolError>) -> Incoming {
     match read {
-        Ok(Message::Text(text)) => Incoming::Text(String::from(&*text)),
-        Ok(Message::Ping(payload)) => Incoming::Ping(payload.to_vec()),
-        Ok(Message::Close(_)) => Incoming::Close,
-        Ok(_) => Incoming::Other,
+        Ok(AggregatedMessage::Text(text)) => Incoming::Text(String::from(&*text)),
+        Ok(AggregatedMessage::Ping(payload)) => Incoming::Ping(payload.to_vec()),
+        Ok(AggregatedMessage::Close(_)) => Incoming::Close,
+        Ok(AggregatedMessage::Binary(_) | AggregatedMessage::Pong(_)) => Incoming::Other,
         Err(ProtocolError::Overflow) => Incoming::TooLarge,
         Err(ProtocolError::Io(error))
             if matches!(
@@ -398,7 +413,7 @@ fn incoming(read: Result<Message, ProtocolError>) -> Incoming {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum DropCause {
-    /// A client frame over the message limit: the close frame (1009) goes out first.
+    /// A client message (or frame) over the limit: the close frame (1009) goes out first.
     Oversized = 1,
     /// A write did not finish within the write timeout: the client stopped reading.
     Stalled = 2,
@@ -433,12 +448,18 @@ impl DropConnection {
 }
 
 /// The WebSocket's response body, which makes actix drop the connection (a body error is how
-/// a handler does that): after the close frame has been sent for an oversized frame, as actix
-/// would otherwise keep reading (and discarding) what the client sends for as long as it
-/// sends; at once for a client that stopped reading, whose socket may never drain.
+/// a handler does that): after the close frame has been written for an oversized message, as
+/// actix would otherwise keep reading (and discarding) what the client sends; at once for a
+/// client that stopped reading, whose socket may never drain.
+///
+/// actix drops what it has not yet written with the connection, and it writes only once the
+/// body has nothing ready: so after the close frame the body answers `Pending` once (waking
+/// itself) before its error, and the close frame goes to the socket first.
 struct DropsConnection {
     body: BoxBody,
     drop_connection: Arc<DropConnection>,
+    /// Set once the body has ended for an oversized message and yielded to a write.
+    close_written: bool,
 }
 
 impl MessageBody for DropsConnection {
@@ -461,8 +482,13 @@ impl MessageBody for DropsConnection {
         }
         match Pin::new(&mut self.body).poll_next(cx) {
             Poll::Ready(None) => match self.drop_connection.cause() {
+                Some(DropCause::Oversized) if !self.close_written => {
+                    self.close_written = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
                 Some(DropCause::Oversized) => Poll::Ready(Some(Err(
-                    "the WebSocket was closed for an oversized frame".into(),
+                    "the WebSocket was closed for an oversized message".into(),
                 ))),
                 Some(DropCause::Stalled) => Poll::Ready(Some(Err(
                     "the WebSocket's client stopped reading: dropped after the write timeout"
@@ -476,8 +502,9 @@ impl MessageBody for DropsConnection {
 }
 
 /// The client's bytes on their way to actix-ws, read frame header by frame header
-/// ([`Frames`]): a frame whose header claims more than the limit ends the stream with
-/// [`PayloadError::Overflow`] at once, and nothing more is read from the connection.
+/// ([`Frames`]): a frame whose header claims more than the limit, or takes its fragmented
+/// message past it, ends the stream with [`PayloadError::Overflow`] at once, and nothing more
+/// is read from the connection.
 ///
 /// # Invariants
 ///
@@ -503,13 +530,16 @@ impl FrameGate {
 /// # Invariants
 ///
 /// `header[..have]` is the start of the next frame's header while `remaining` is 0; otherwise
-/// `remaining` payload bytes of the current frame are still to pass.
+/// `remaining` payload bytes of the current frame are still to pass. `message` is what the
+/// headers of the data message still unfinished (its last frame not yet seen) claimed in all,
+/// at most `limit`; 0 between messages.
 #[derive(Debug)]
 struct Frames {
     limit: u64,
     header: [u8; 14],
     have: usize,
     remaining: u64,
+    message: u64,
 }
 
 impl Frames {
@@ -519,10 +549,12 @@ impl Frames {
             header: [0; 14],
             have: 0,
             remaining: 0,
+            message: 0,
         }
     }
 
-    /// Follows the frames through `chunk`; `Err` once a header claims more than the limit.
+    /// Follows the frames through `chunk`; `Err` once a header claims more than the limit,
+    /// for its frame or for its message with the frames before it.
     fn pass(&mut self, chunk: &[u8]) -> Result<(), PayloadError> {
         let mut at = 0;
         while at < chunk.len() {
@@ -540,6 +572,18 @@ impl Frames {
             if let Some(length) = frame_length(&self.header[..self.have]) {
                 if length > self.limit {
                     return Err(PayloadError::Overflow);
+                }
+                let first = self.header[0];
+                // Control frames (opcode 8 and up) may come between a message's fragments and
+                // are not part of it; a continuation (opcode 0) adds to the message.
+                if first & 0x08 == 0 {
+                    let so_far = if first & 0x0f == 0 { self.message } else { 0 };
+                    let message = so_far.saturating_add(length);
+                    if message > self.limit {
+                        return Err(PayloadError::Overflow);
+                    }
+                    let last = first & 0x80 != 0;
+                    self.message = if last { 0 } else { message };
                 }
                 self.have = 0;
                 self.remaining = length;
@@ -603,16 +647,23 @@ async fn events_handler(request: HttpRequest, endpoints: web::Data<Endpoints>) -
         Ok(opened) => opened,
         Err(refusal) => return refused(&refusal),
     };
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+    if request.method() == actix_web::http::Method::HEAD {
+        // actix polls a `HEAD` answer's body to its end, only to write none of it: an SSE
+        // stream would hold the request (and its subscription) open for as long as it lasts.
+        drop((subscription, guard));
+        return response.streaming(futures_util::stream::empty::<Result<web::Bytes, Infallible>>());
+    }
     let body = SseStream::new(subscription, endpoints.settings()).map(move |chunk| {
         // The stream counts as open for as long as its body lives.
         let _open = &guard;
         Ok::<_, Infallible>(web::Bytes::from(chunk))
     });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(body)
+    response.streaming(body)
 }
 
 async fn cancel_handler(request: HttpRequest, endpoints: web::Data<Endpoints>) -> HttpResponse {
@@ -637,9 +688,16 @@ mod tests {
 
     use super::{frame_length, Frames};
 
-    /// A masked client frame header claiming `length` bytes, in the shortest form.
+    /// A masked client frame header claiming `length` bytes, in the shortest form: a whole
+    /// binary message.
     fn header(length: u64) -> Vec<u8> {
-        let mut header = vec![0x82];
+        frame_header(0x82, length)
+    }
+
+    /// A masked client frame header with the first byte `first` (FIN bit and opcode) claiming
+    /// `length` bytes.
+    fn frame_header(first: u8, length: u64) -> Vec<u8> {
+        let mut header = vec![first];
         match length {
             0..=125 => header.push(0x80 | length as u8),
             126..=0xffff => {
@@ -694,6 +752,35 @@ mod tests {
                 bytes.extend(header(over));
             }
             prop_assert_eq!(gate(&bytes, &cuts, 300).is_err(), over.is_some());
+        }
+
+        #[test]
+        fn a_fragmented_message_counts_whole_and_control_frames_between_do_not(
+            messages in proptest::collection::vec(
+                proptest::collection::vec((0u64..120, any::<bool>()), 1..6),
+                1..5,
+            ),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            // Each message: fragments of the given lengths, each followed by a ping if asked.
+            let limit = 300;
+            let mut bytes = Vec::new();
+            let mut over = false;
+            for fragments in &messages {
+                let last = fragments.len() - 1;
+                for (i, (length, ping)) in fragments.iter().enumerate() {
+                    let opcode = if i == 0 { 0x01 } else { 0x00 };
+                    let fin = if i == last { 0x80 } else { 0x00 };
+                    bytes.extend(frame_header(fin | opcode, *length));
+                    bytes.extend(std::iter::repeat_n(0u8, *length as usize));
+                    if *ping {
+                        bytes.extend(frame_header(0x89, 100));
+                        bytes.extend(std::iter::repeat_n(0u8, 100));
+                    }
+                }
+                over |= fragments.iter().map(|(length, _)| length).sum::<u64>() > limit;
+            }
+            prop_assert_eq!(gate(&bytes, &cuts, limit).is_err(), over);
         }
     }
 }

@@ -101,7 +101,9 @@ use futures_util::{Sink, Stream, StreamExt};
 
 use crate::web::ws::{self, Incoming, Outgoing};
 pub use crate::web::Endpoints;
-use crate::web::{Frame, Refusal, RequestInfo, StreamGuard, CLIENT_CONTENT_TYPE, CLIENT_JS};
+use crate::web::{
+    Frame, Refusal, RequestInfo, StreamGuard, CLIENT_CONTENT_TYPE, CLIENT_JS, KEEPALIVE_FRAME,
+};
 use crate::{Hub, Subscription};
 
 /// Bytes a WebSocket reader makes room for per read. Clients send nothing but the odd cancel
@@ -338,9 +340,16 @@ async fn events_handler(
             let _open = &guard;
             Ok::<_, Infallible>(event)
         });
+    // The same message as `SseStream`'s (`SSE_KEEPALIVE`): a comment for proxies and a
+    // `keepalive` event for the page's watchdog.
     let keep_alive = KeepAlive::new()
         .interval(settings.effective_keep_alive())
-        .text("keep-alive");
+        .event(
+            SseEvent::default()
+                .comment("keep-alive")
+                .event("keepalive")
+                .data(KEEPALIVE_FRAME),
+        );
     (
         [(
             HeaderName::from_static("x-accel-buffering"),

@@ -1000,14 +1000,25 @@ async fn client_reconnects_when_connections_are_cut_mid_task_sse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_reconnects_after_its_watchdog_when_a_connection_stalls() {
+async fn client_reconnects_after_its_watchdog_when_a_connection_stalls_ws() {
+    client_reconnects_after_its_watchdog_when_a_connection_stalls("ws").await;
+}
+
+/// On SSE too: `EventSource` never surfaces the keep-alive's comment line, but it does the
+/// `keepalive` event that comes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnects_after_its_watchdog_when_a_connection_stalls_sse() {
+    client_reconnects_after_its_watchdog_when_a_connection_stalls("sse").await;
+}
+
+async fn client_reconnects_after_its_watchdog_when_a_connection_stalls(transport: &str) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let Some(driver) = Driver::start().await else {
         return;
     };
     // The server sends a keep-alive every 300 ms, so 2 s of silence means a dead connection.
     let options = json!({ "stallTimeout": 2000, "backoffBase": 100, "backoffCap": 400 });
-    let rig = rig(&driver, 1000, "ws", options).await;
+    let rig = rig(&driver, 1000, transport, options).await;
     let publishing = rig.publish(1..=100, Duration::from_millis(40));
     rig.wait_covered(10).await;
     let stalled = Instant::now();

@@ -147,10 +147,31 @@ test("a connection that never opens is given up after stallTimeout", async () =>
   stream.close();
 });
 
-test("on SSE an open, idle stream is not taken for stalled", async () => {
-  const { stream, clock, sockets, last } = await setup({ transport: "sse", stallTimeout: 1000 });
+test("on SSE the keepalive events feed the watchdog, and silence drops the stream", async () => {
+  const { stream, clock, sockets, last, seen } = await setup({ transport: "sse", stallTimeout: 1000 });
   last().accept();
-  clock.advance(600_000); // the server's keep-alive comments never reach the client
+  for (let i = 0; i < 20; i++) {
+    clock.advance(900);
+    last().event("keepalive", { type: "keepalive" }); // what comes with the comment line
+  }
+  last().event("message", status(1));
+  clock.advance(999);
+  assert.equal(sockets.length, 1);
+  assert.equal(stream.state, "live");
+  clock.advance(1);
+  assert.equal(sockets[0].closedByClient, true);
+  assert.equal(stream.state, "reconnecting");
+  clock.advance(250);
+  assert.equal(sockets.length, 2);
+  assert.equal(last().url, "http://example.test/events?session=s1&last_event_id=1");
+  assert.deepEqual(seen.statuses, [1]);
+  stream.close();
+});
+
+test("on SSE stallTimeout 0 leaves an idle stream alone", async () => {
+  const { stream, clock, sockets, last } = await setup({ transport: "sse", stallTimeout: 0 });
+  last().accept();
+  clock.advance(600_000);
   assert.equal(sockets.length, 1);
   assert.equal(stream.state, "live");
   stream.close();

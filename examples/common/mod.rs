@@ -326,8 +326,9 @@ pub(crate) fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
                 .filter(|v| range.contains(v))
                 .ok_or_else(out_of_range),
             Value::Number(n) if n.is_i64() => Err(out_of_range()),
-            // A whole number too large for 64 bits is out of range, not a wrong type.
-            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f > 0.0) => {
+            // A whole number too large for 64 bits is out of range, not a wrong type; one that
+            // fits but is written as a float (`5.0`, `1e2`) is the wrong type.
+            Value::Number(n) if n.as_f64().is_some_and(|f| f >= u64::MAX as f64) => {
                 Err(out_of_range())
             }
             _ => Err(format!("`{name}` must be an integer")),

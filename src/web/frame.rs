@@ -24,15 +24,25 @@ use crate::Event;
 /// ```
 pub const KEEPALIVE_FRAME: &str = r#"{"type":"keepalive"}"#;
 
-/// The comment an idle SSE stream sends (`: keep-alive`), so proxies keep it open.
+/// What an idle SSE stream sends: a comment line (`: keep-alive`), so proxies keep it open,
+/// in one message with a `keepalive` event whose data is [`KEEPALIVE_FRAME`], because
+/// `EventSource` never surfaces comments: the event is what lets a page tell an idle stream
+/// from a stalled one, as the WebSocket frame does. `EventSource` delivers a named event only
+/// to a listener for that name, so pages that do not listen for it never see it, and it has
+/// no `id:`, so it moves no resume point.
 ///
 /// # Examples
 ///
 /// ```
-/// assert!(status_messenger::web::SSE_KEEPALIVE.starts_with(':'));
-/// assert!(status_messenger::web::SSE_KEEPALIVE.ends_with("\n\n"));
+/// use status_messenger::web::{KEEPALIVE_FRAME, SSE_KEEPALIVE};
+///
+/// assert!(SSE_KEEPALIVE.starts_with(": keep-alive\n"));
+/// assert!(SSE_KEEPALIVE.contains("\nevent: keepalive\n"));
+/// assert!(SSE_KEEPALIVE.ends_with(&format!("\ndata: {KEEPALIVE_FRAME}\n\n")));
+/// assert!(!SSE_KEEPALIVE.contains("id:"));
 /// ```
-pub const SSE_KEEPALIVE: &str = ": keep-alive\n\n";
+pub const SSE_KEEPALIVE: &str =
+    ": keep-alive\nevent: keepalive\ndata: {\"type\":\"keepalive\"}\n\n";
 
 /// What kind of event a [`Frame`] carries.
 ///

@@ -8,7 +8,7 @@
 //!   (and its SSE message, [`Frame::write_sse`]).
 //! - [`RequestInfo::resume_point`] and [`resume_point`]: where a stream resumes, from
 //!   `Last-Event-ID`, `last_event_id` or `after`.
-//! - [`SseStream`]: a subscription as an SSE body, with keep-alive comments and batched chunks.
+//! - [`SseStream`]: a subscription as an SSE body, with keep-alives and batched chunks.
 //! - [`ws::forward`]: a subscription forwarded over any `Sink`/`Stream` of WebSocket frames,
 //!   with batched writes, keep-alive frames, pings answered, cancel frames read and close frames.
 //! - [`Endpoints`], [`RequestInfo`] and [`Refusal`]: which session a request may read, decided
@@ -37,10 +37,12 @@
 //!   have is one `{"type": "gap", "from": a, "to": b}` (SSE: `event: gap`), and the stream goes
 //!   on. Task updates are `{"type": "task", ...}` (SSE: `event: task`, no `id:`), and every
 //!   stream starts with one for each task of the session still known.
-//! - A stream that sent nothing for [`Settings::keep_alive`] (15 s) sends a keep-alive: an SSE
-//!   comment, or the WebSocket text frame `{"type": "keepalive"}`.
+//! - A stream that sent nothing for [`Settings::keep_alive`] (15 s) sends a keep-alive: on SSE
+//!   a comment line with a `keepalive` event ([`SSE_KEEPALIVE`]), on the WebSocket the text
+//!   frame `{"type": "keepalive"}`, so a page sees either (its watchdog's proof of life).
 //! - WebSocket client frames are ignored, except `{"type": "cancel", "task": "ID"}`; pings are
-//!   answered; a frame over [`Settings::max_message_bytes`] (64 KiB) closes the socket (1009).
+//!   answered; a message (or a frame) over [`Settings::max_message_bytes`] (64 KiB) closes the
+//!   socket (1009).
 //! - When the hub shuts down (or the session is closed), every WebSocket gets a close frame
 //!   (1001, "going away") and every SSE response ends cleanly, after what was accepted before.
 //!

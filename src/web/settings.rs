@@ -23,8 +23,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
-    /// A stream that has sent nothing for this long sends a keep-alive: an SSE comment, or the
-    /// WebSocket text frame [`KEEPALIVE_FRAME`](super::KEEPALIVE_FRAME) (browsers cannot see
+    /// A stream that has sent nothing for this long sends a keep-alive: on SSE a comment with a
+    /// `keepalive` event ([`SSE_KEEPALIVE`](super::SSE_KEEPALIVE)), on the WebSocket the text
+    /// frame [`KEEPALIVE_FRAME`](super::KEEPALIVE_FRAME) (browsers see neither SSE comments nor
     /// WebSocket pings). Default 15 s, at least 1 ms. Keep it under your proxies' idle timeout
     /// and well under the browser client's 30 s watchdog.
     pub keep_alive: Duration,

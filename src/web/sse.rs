@@ -24,7 +24,7 @@ use crate::Subscription;
 ///
 /// It starts with a `retry:` hint ([`Settings::sse_retry`]), then writes each event as one
 /// message ([`Frame::write_sse`]), every event that is ready at once in one chunk (up to
-/// [`Settings::write_batch`]), and a comment line ([`SSE_KEEPALIVE`]) when it has written
+/// [`Settings::write_batch`]), and a keep-alive ([`SSE_KEEPALIVE`]) when it has written
 /// nothing for [`Settings::keep_alive`]. It ends, cleanly, when the subscription ends: the
 /// session was closed or the hub shut down. Serve it with `Content-Type: text/event-stream`,
 /// `Cache-Control: no-cache` and `X-Accel-Buffering: no`.

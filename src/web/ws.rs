@@ -101,7 +101,9 @@ pub enum Incoming {
     /// the socket, so the answer leaves within [`Settings::write_timeout`] or the socket is
     /// dropped ([`Ended::Stalled`]).
     Pinged,
-    /// The client's close frame: the loop answers it and ends.
+    /// The client's close frame: the loop answers it and ends. A framework that answers it by
+    /// itself (tungstenite queues the answer, then refuses another close) may refuse the loop's
+    /// close frame: the loop then closes the sink, which sends the framework's.
     Close,
     /// The client sent a frame over the size limit; the loop closes with [`CLOSE_TOO_BIG`].
     TooLarge,
@@ -409,8 +411,18 @@ async fn close<Tx>(
 where
     Tx: Sink<Outgoing> + Unpin,
 {
-    if let Err(failed) = within(limit, sink.send(Outgoing::Close { code, reason })).await {
-        return failed;
+    match within(limit, sink.send(Outgoing::Close { code, reason })).await {
+        Ok(_) => {}
+        // A framework that answers a client's close by itself (tungstenite queues the reply as
+        // the close arrives, and then refuses a close of ours) still holds that reply: closing
+        // the sink flushes it out, so the client's close is answered all the same.
+        Err(Ended::Disconnected) if ended == Ended::ClientClosed => {
+            return match within(limit, sink.close()).await {
+                Ok(_) => ended,
+                Err(failed) => failed,
+            };
+        }
+        Err(failed) => return failed,
     }
     // Flushes the close frame out; a peer that is already gone changes nothing now.
     if within(limit, sink.close()).await.is_err() {

@@ -514,7 +514,8 @@ impl Sse {
     }
 
     /// The next status or gap event, as a client that knows only those reads the stream
-    /// (comments, `retry:` and `event: task` skipped); `None` when the body ended.
+    /// (comments, `retry:`, `event: task` and `event: keepalive` skipped); `None` when the body
+    /// ended.
     pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         loop {
             let event = self.next_any().await?;
@@ -524,9 +525,20 @@ impl Sse {
         }
     }
 
-    /// The next event with data, task events included (comments and `retry:` skipped); `None`
-    /// when the body ended.
+    /// The next event with data, task events included (comments, `retry:` and keep-alive
+    /// events skipped); `None` when the body ended.
     pub(crate) async fn next_any(&mut self) -> Option<SseEvent> {
+        loop {
+            let event = self.next_with_keep_alives().await?;
+            if event.event.as_deref() != Some("keepalive") {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next event with data, keep-alive events included (comments and `retry:` skipped);
+    /// `None` when the body ended.
+    pub(crate) async fn next_with_keep_alives(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
