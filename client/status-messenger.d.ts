@@ -106,10 +106,12 @@ export interface ConnectOptions {
   onState?(state: ConnectionState, detail?: ClosedDetail): void;
 
   /**
-   * Milliseconds without any WebSocket frame (the server sends a keep-alive every 15 s) after
-   * which the connection counts as dropped. On SSE the server's keep-alives are comments, which
-   * EventSource never surfaces, so there this bounds only the wait for the stream to open; after
-   * that the browser's own error event reports a drop. 0 turns the watchdog off. Default 30000.
+   * Milliseconds without any frame, keep-alives included (the server sends one every 15 s
+   * when idle), after which the connection counts as dropped; it also bounds the wait for a
+   * connection to open. On SSE an open stream is watched once the server has sent a
+   * `keepalive` event (EventSource never surfaces the comment line beside it), so a server
+   * that sends comments only is never taken for stalled; there the browser's own error event
+   * reports a drop. 0 turns the watchdog off. Default 30000.
    */
   stallTimeout?: number;
   /** The first reconnect waits up to this many ms; each failure doubles it. Default 250. */

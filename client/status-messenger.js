@@ -79,6 +79,9 @@ export function connect(options) {
   let conn = null; // { socket, opened, close() }
   let reconnectTimer = null;
   let watchdog = null;
+  // The server has sent an SSE `keepalive` event (on any connection of this stream), so an
+  // open SSE stream that goes silent is watched as a WebSocket is.
+  let sseKeepAliveEvents = false;
   let stableTimer = null;
   let attempts = 0; // failed connections in a row: the backoff's exponent
 
@@ -153,10 +156,14 @@ export function connect(options) {
   // Every frame, keep-alives included, proves the connection alive, so silence for
   // `stallTimeout` means it is dead without having said so. EventSource never surfaces the
   // comment of an SSE keep-alive; the `keepalive` event that comes with it is what it sees.
+  // A server that sends the comment alone (as the contract allows) would look dead whenever
+  // it is idle, so an open SSE stream is watched only once an event has shown that the server
+  // sends them; until then the browser's own error event reports a drop.
 
   function feed() {
     watchdog = clear(watchdog);
-    if (stallTimeout > 0 && conn) {
+    const watched = transport === "ws" || !conn?.opened || sseKeepAliveEvents;
+    if (stallTimeout > 0 && conn && watched) {
       const at = epoch;
       watchdog = setTimer(() => { if (at === epoch) dropped(); }, stallTimeout);
     }
@@ -199,7 +206,11 @@ export function connect(options) {
     source.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
     source.addEventListener("gap", (e) => { if (current()) onFrame(e.data, "gap"); });
     source.addEventListener("task", (e) => { if (current()) onFrame(e.data, "task"); });
-    source.addEventListener("keepalive", (e) => { if (current()) onFrame(e.data, "keepalive"); });
+    source.addEventListener("keepalive", (e) => {
+      if (!current()) return;
+      sseKeepAliveEvents = true;
+      onFrame(e.data, "keepalive");
+    });
     // EventSource would retry by itself, with its own delay and the last id it parsed; close
     // it and reconnect here instead, with backoff and the resume point from `lastSeq`.
     source.onerror = () => { if (current()) dropped(); };

@@ -11,7 +11,7 @@
 //! messages, fragmented or not); a frame whose header claims more than
 //! [`Settings::max_message_bytes`](crate::web::Settings::max_message_bytes), or one that takes
 //! its fragmented message past it, closes the socket (1009) and ends the connection before its
-//! payload is read, once the close frame has been written. The frames sent are
+//! payload is read, once the close frame has been handed to the socket. The frames sent are
 //! encoded into one buffer of at most
 //! [`Settings::write_buffer_bytes`](crate::web::Settings::write_buffer_bytes) that the response
 //! body hands to actix whole, so a burst of statuses leaves in one write, as on axum, and each

@@ -1019,6 +1019,15 @@ async fn client_reconnects_after_its_watchdog_when_a_connection_stalls(transport
     // The server sends a keep-alive every 300 ms, so 2 s of silence means a dead connection.
     let options = json!({ "stallTimeout": 2000, "backoffBase": 100, "backoffCap": 400 });
     let rig = rig(&driver, 1000, transport, options).await;
+    // Idle first, so a keep-alive comes before the statuses: on SSE the client watches an open
+    // stream only once the server has shown it sends keep-alive events.
+    wait_until(
+        &rig.page,
+        "the stream open",
+        "window.states.includes('live')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let publishing = rig.publish(1..=100, Duration::from_millis(40));
     rig.wait_covered(10).await;
     let stalled = Instant::now();

@@ -172,22 +172,12 @@ fn sample(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
 }
 
-#[test]
-fn a_scrape_sees_every_status_delivered_on_every_thread() {
-    const SESSIONS: usize = 8;
-    const STATUSES: usize = 500;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let prometheus = recorder.handle();
-    let hub = metrics::with_local_recorder(&recorder, || Hub::new(HubConfig::default())).unwrap();
-    let scrape = || {
-        hub.record_metrics();
-        prometheus.render()
-    };
+const SESSIONS: usize = 8;
+const STATUSES: usize = 500;
+
+/// Publishes `STATUSES` statuses to each of `SESSIONS` sessions from blocking threads, each
+/// session read by a task on the runtime, until every reader has all of its session's.
+fn publish_and_read(runtime: &tokio::runtime::Runtime, hub: &Hub) {
     runtime.block_on(async {
         let mut readers = Vec::new();
         for s in 0..SESSIONS {
@@ -213,6 +203,44 @@ fn a_scrape_sees_every_status_delivered_on_every_thread() {
         }
         for task in producers.into_iter().chain(readers) {
             task.await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_scrape_sees_every_status_delivered_on_every_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let hub = metrics::with_local_recorder(&recorder, || Hub::new(HubConfig::default())).unwrap();
+    let scrape = || {
+        hub.record_metrics();
+        prometheus.render()
+    };
+    // Scrapes from two threads all along: records racing each other and the counting must
+    // hand every change over once (the final scrape is exact) and never take one back.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let scraping = || {
+        let mut last = 0;
+        let mut scrapes = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let seen = sample(&scrape(), names::ACCEPTED);
+            assert!(seen >= last, "accepted went back from {last} to {seen}");
+            last = seen;
+            scrapes += 1;
+        }
+        scrapes
+    };
+    std::thread::scope(|scope| {
+        let scrapers = [scope.spawn(scraping), scope.spawn(scraping)];
+        publish_and_read(&runtime, &hub);
+        stop.store(true, Ordering::Relaxed);
+        for scraper in scrapers {
+            assert!(scraper.join().unwrap() > 0, "a scraper ran");
         }
     });
     // Every reader has ended: what each delivered, on whichever worker, is in the scrape.

@@ -168,6 +168,29 @@ test("on SSE the keepalive events feed the watchdog, and silence drops the strea
   stream.close();
 });
 
+test("on SSE a server that sends comment keep-alives only is not taken for stalled", async () => {
+  const { stream, clock, sockets, last, seen } = await setup({ transport: "sse", stallTimeout: 1000 });
+  last().accept();
+  last().event("message", status(1));
+  clock.advance(600_000); // idle: its comments never reach EventSource's listeners
+  assert.equal(sockets.length, 1);
+  assert.equal(stream.state, "live");
+  // Its drop is the browser's error event, and the stream resumes after it.
+  last().fail();
+  clock.advance(250);
+  assert.equal(sockets.length, 2);
+  last().accept();
+  // One keepalive event, and from then on silence is watched, on this connection and later.
+  last().event("keepalive", { type: "keepalive" });
+  clock.advance(999);
+  assert.equal(sockets.length, 2);
+  clock.advance(1);
+  assert.equal(sockets[1].closedByClient, true);
+  assert.equal(stream.state, "reconnecting");
+  assert.deepEqual(seen.statuses, [1]);
+  stream.close();
+});
+
 test("on SSE stallTimeout 0 leaves an idle stream alone", async () => {
   const { stream, clock, sockets, last } = await setup({ transport: "sse", stallTimeout: 0 });
   last().accept();

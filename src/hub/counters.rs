@@ -11,7 +11,8 @@
 //! - A [`Striped`] count is the wrapping sum of its cells; each thread adds to one cell, so
 //!   only the sum is a count (a cell may wrap below zero where one thread adds and another
 //!   takes away).
-//! - Nothing on the path of a status or a delivery touches the `metrics` facade. With the
+//! - Nothing on the path of a status or a delivery touches the `metrics` facade (but for the
+//!   sweep of idle sessions a call may set off, which records). With the
 //!   feature, [`Counters::record`] hands each metric the difference between the count now and
 //!   what it handed it before, under the lock of what it handed (`Facade::recorded`), so two
 //!   records at once give every change once, and hubs sharing a recorder add up as they did

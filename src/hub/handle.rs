@@ -421,7 +421,8 @@ impl Hub {
     ///
     /// Statuses and deliveries change only the hub's own counters; the facade is handed what
     /// changed since it was last handed anything when this is called, when the hub sweeps its
-    /// idle sessions (see [Counting](crate::hub#counting)) and when the hub is dropped. Call it
+    /// idle sessions, when the hub is dropped and at the other moments
+    /// [Counting](crate::hub#counting) lists. Call it
     /// just before an exporter renders or sends, as the demo servers' `GET /metrics` does, and
     /// what it shows is the counters at that moment. Several hubs sharing a recorder add up.
     ///

@@ -164,6 +164,8 @@
 //!   subscribe, open) once a quarter of [`HubConfig::history_ttl`] (at most a minute) has
 //!   passed since the last, and at [`Hub::evict_idle`]: an exporter that never asks is at most
 //!   that far behind while the hub is in use;
+//! - on the Redis backend, whenever it counts an error, a reconnect or statuses it dropped,
+//!   so an outage shows even on a hub nobody calls;
 //! - when the hub is dropped, so nothing counted is left out.
 //!
 //! Between two records the metrics stay as they were. Counters get what they grew by and

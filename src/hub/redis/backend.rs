@@ -304,10 +304,11 @@ impl Backend for RedisBackend {
                     tracing::warn!(
                         target: "status_messenger::redis",
                         statuses = lost,
-                        task_changes = discarded.task_changes,
+                        queued_task_changes = discarded.queued_task_changes,
                         "redis too slow to take the buffered statuses and task changes at \
                          shutdown; dropped (statuses counted in HubStats::dropped_backend; \
-                         the tasks keep their last recorded state in redis until it expires)"
+                         the changes of a call under way are not in queued_task_changes; the \
+                         tasks keep their last recorded state in redis until it expires)"
                     );
                 }
             }

@@ -32,7 +32,8 @@ use crate::sync::lock;
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Discarded {
     pub(super) statuses: usize,
-    pub(super) task_changes: usize,
+    /// Task changes still queued (not those in a call under way).
+    pub(super) queued_task_changes: usize,
 }
 
 #[derive(Debug)]
@@ -305,7 +306,7 @@ impl Outbox {
         state.dropped.clear();
         Discarded {
             statuses: std::mem::take(&mut state.queued) + std::mem::take(&mut state.unconfirmed),
-            task_changes: std::mem::take(&mut state.tasks),
+            queued_task_changes: std::mem::take(&mut state.tasks),
         }
     }
 }
@@ -391,7 +392,7 @@ mod tests {
             outbox.discard(),
             Discarded {
                 statuses: 2,
-                task_changes: 1
+                queued_task_changes: 1
             }
         );
         assert!(outbox.is_shut());

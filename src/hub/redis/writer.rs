@@ -538,7 +538,7 @@ impl Writer {
         });
         let discarded = self.shared.outbox.discard();
         let lost = discarded.statuses as u64;
-        let task_changes = pending_changes + discarded.task_changes as u64;
+        let task_changes = pending_changes + discarded.queued_task_changes as u64;
         self.hub
             .with(|hub| hub.counters().backend_buffered.sub(lost));
         if lost > 0 {
@@ -567,17 +567,36 @@ impl Writer {
             .with(|hub| hub.counters().backend_buffered.sub(statuses));
     }
 
+    // Each of these also records the metrics: they change while the hub may have no call to
+    // sweep on (Redis away from an idle server), and an exporter that is not asked to record
+    // should still see an outage. They are rare next to statuses.
+
     fn count_error(&self) {
-        self.hub.with(|hub| hub.counters().backend_errors.add(1));
+        self.hub.with(|hub| {
+            hub.counters().backend_errors.add(1);
+            record_metrics(hub.counters());
+        });
     }
 
     fn count_reconnect(&self) {
-        self.hub
-            .with(|hub| hub.counters().backend_reconnects.add(1));
+        self.hub.with(|hub| {
+            hub.counters().backend_reconnects.add(1);
+            record_metrics(hub.counters());
+        });
     }
 
     fn count_dropped(&self, statuses: u64) {
-        self.hub
-            .with(|hub| hub.counters().dropped_backend.add(statuses));
+        self.hub.with(|hub| {
+            hub.counters().dropped_backend.add(statuses);
+            record_metrics(hub.counters());
+        });
     }
 }
+
+#[cfg(feature = "metrics")]
+fn record_metrics(counters: &crate::hub::counters::Counters) {
+    counters.record();
+}
+
+#[cfg(not(feature = "metrics"))]
+fn record_metrics(_counters: &crate::hub::counters::Counters) {}
