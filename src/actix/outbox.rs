@@ -14,16 +14,11 @@
 //!   handed to the shared buffer under it once, at the flush (or when the staging room runs
 //!   out): one lock per burst, not two per frame. The sink looks at the shared buffer under the
 //!   lock before the first frame of each burst, so a closed or gone body is seen then.
-//! - A burst starts only once the body has taken the last hand-over (the shared buffer is
-//!   empty at the sink's look), and within a burst the sink is ready only while its staged
-//!   bytes are below `limit` (a hand-over at the limit makes it wait again): the two buffers
-//!   together hold at most `limit` bytes plus one frame, and the shared one at most one
-//!   burst. So each burst goes to the socket (actix polls the body as its write buffer has
-//!   room) before the next is encoded, as each flush on axum writes to the socket: a client
-//!   reads one burst while the next is written, instead of waiting until the writer has
-//!   filled `limit` bytes, and a hand-over never grows or copies a shared buffer. A client
-//!   that does not read stops actix polling the body, and the writer waits (and its write
-//!   timeout runs), as it waits on axum's socket.
+//! - The two buffers together hold at most `limit` bytes plus one frame: the sink is ready
+//!   only while its staged bytes and the shared buffer's length as of its last look (which only
+//!   the body shrinks, so the sum bounds the real one) are below `limit`, so a client that does
+//!   not read holds that much and the writer waits (and its write timeout runs), as it waits
+//!   on axum's write buffer.
 //! - Once closed (a close frame was written, the sink was closed or the [`BodyOpen`] guard
 //!   dropped) nothing more is encoded; the body ends after handing out what was written.
 //! - Once the body is gone (the connection ended), every write fails, so the loop ends.
@@ -58,6 +53,7 @@ struct State {
     /// How large the last chunk was: the room made for the next, so a burst is encoded
     /// without growing the buffer frame by frame.
     last_chunk: usize,
+    limit: usize,
     closed: bool,
     gone: bool,
     /// The body's task, waiting for frames.
@@ -92,9 +88,11 @@ pub(super) struct OutboxSink {
 struct Staging {
     /// Frames encoded since the last hand-over, not yet the body's.
     staged: BytesMut,
+    /// The shared buffer's length as of the last hand-over: at least what it holds now.
+    handed: usize,
     /// The room made for the next burst: the size of the body's last chunk, as last seen.
     room: usize,
-    /// Most bytes a burst stages before it is handed over.
+    /// A copy of the shared state's `limit`.
     limit: usize,
     /// A close frame is staged: nothing more is taken, and the hand-over closes the body.
     closing: bool,
@@ -102,7 +100,7 @@ struct Staging {
 
 impl Staging {
     /// Moves the staged frames to the shared buffer (the caller wakes the body as needed) and
-    /// sizes the room for the next burst by the body's last chunk.
+    /// takes a new look at it.
     fn hand_over(&mut self, state: &mut State) {
         if !self.staged.is_empty() {
             let staged = std::mem::take(&mut self.staged);
@@ -115,6 +113,7 @@ impl Staging {
         if self.closing {
             state.closed = true;
         }
+        self.handed = state.buf.len();
         self.room = state.last_chunk.clamp(
             MIN_CHUNK_BYTES,
             MAX_CHUNK_ROOM.min(self.limit).max(MIN_CHUNK_BYTES),
@@ -149,6 +148,7 @@ pub(super) fn outbox(limit: usize, replaced: BoxBody) -> (OutboxSink, OutboxBody
         state: Mutex::new(State {
             buf: BytesMut::new(),
             last_chunk: MIN_CHUNK_BYTES,
+            limit,
             closed: false,
             gone: false,
             body: None,
@@ -160,6 +160,7 @@ pub(super) fn outbox(limit: usize, replaced: BoxBody) -> (OutboxSink, OutboxBody
             shared: Arc::clone(&shared),
             staging: Staging {
                 staged: BytesMut::new(),
+                handed: 0,
                 room: MIN_CHUNK_BYTES,
                 limit,
                 closing: false,
@@ -296,8 +297,8 @@ impl Sink<Outgoing> for OutboxSink {
         if this.closing {
             return Poll::Ready(Err(Gone));
         }
-        // Within a burst (which starts with the shared buffer empty), with room: no lock.
-        if !this.staged.is_empty() && this.staged.len() < this.limit {
+        // Within a burst, with room: no lock.
+        if !this.staged.is_empty() && this.staged.len() + this.handed < this.limit {
             return Poll::Ready(Ok(()));
         }
         let mut state = lock(&shared.state);
@@ -305,11 +306,10 @@ impl Sink<Outgoing> for OutboxSink {
             return Poll::Ready(Err(Gone));
         }
         this.hand_over(&mut state);
-        if state.buf.is_empty() {
+        if state.buf.len() < state.limit {
             return Poll::Ready(Ok(()));
         }
-        // The body has not taken the last hand-over yet: it goes to the socket before more is
-        // encoded, so the client reads one burst while the next is written.
+        // Full: the body must take what is there before more is written.
         state.writer = Some(cx.waker().clone());
         let body = state.body.take();
         drop(state);
@@ -519,63 +519,6 @@ mod tests {
             received.extend_from_slice(&chunk);
         }
         assert_eq!(received, expected);
-    }
-
-    /// After a flush the next burst waits until the body has taken the last one, and the body
-    /// taking it wakes the writer: each burst reaches the connection before the next is
-    /// encoded, as one chunk.
-    #[test]
-    fn the_next_burst_waits_until_the_body_has_taken_the_last() {
-        use std::pin::Pin;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-        use std::task::{Context, Poll, Wake, Waker};
-
-        use actix_web::body::{BoxBody, MessageBody};
-        use futures_util::Sink;
-
-        use crate::web::ws::Outgoing;
-
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let woken = Arc::new(Count(AtomicUsize::new(0)));
-        let writer = Waker::from(Arc::clone(&woken));
-        let mut cx = Context::from_waker(&writer);
-        let mut body_cx = Context::from_waker(Waker::noop());
-        let (mut sink, mut body, _open) = super::outbox(64 * 1024, BoxBody::new(()));
-        let mut expected = BytesMut::new();
-        for burst in 0..3 {
-            for i in 0..4 {
-                let text = format!("burst {burst} frame {i}");
-                assert!(Pin::new(&mut sink).poll_ready(&mut cx).is_ready());
-                Pin::new(&mut sink)
-                    .start_send(Outgoing::Text(text.clone()))
-                    .unwrap();
-                let mut frame = BytesMut::new();
-                Parser::write_message(&mut frame, text.as_bytes(), OpCode::Text, true, false);
-                expected.extend_from_slice(&frame);
-            }
-            assert!(Pin::new(&mut sink).poll_flush(&mut cx).is_ready());
-            // Far below the limit, yet the next burst waits for the body.
-            let before = woken.0.load(Ordering::SeqCst);
-            assert!(Pin::new(&mut sink).poll_ready(&mut cx).is_pending());
-            let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut body).poll_next(&mut body_cx) else {
-                panic!("the burst is the body's");
-            };
-            assert_eq!(chunk, expected, "burst {burst}: one chunk, in order");
-            expected.clear();
-            assert_eq!(
-                woken.0.load(Ordering::SeqCst),
-                before + 1,
-                "the writer is woken"
-            );
-        }
-        assert!(Pin::new(&mut sink).poll_ready(&mut cx).is_ready());
-        assert!(Pin::new(&mut body).poll_next(&mut body_cx).is_pending());
     }
 
     /// A body dropped in the middle of a burst fails its flush and every later write: the
