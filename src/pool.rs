@@ -962,3 +962,40 @@ impl fmt::Display for PoolJoinError {
 }
 
 impl std::error::Error for PoolJoinError {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{BlockingPool, BlockingPoolConfig};
+
+    /// Past `eager_threads` a job waits for a busy thread (here longer than the test runs), and
+    /// its handle says so; a job that finds a thread free does not wait.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_job_past_the_eager_threads_is_queued_and_one_with_a_free_thread_is_not() {
+        let pool = BlockingPool::new(BlockingPoolConfig {
+            threads: 4,
+            queue: 0,
+            eager_threads: 1,
+            grow_after: Duration::from_secs(3600),
+            ..BlockingPoolConfig::default()
+        })
+        .unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = pool.try_spawn(move || wait.recv().is_ok()).unwrap();
+        assert!(!busy.queued(), "the first job has a thread started for it");
+        let behind = pool.try_spawn(|| 2).unwrap();
+        assert!(
+            behind.queued(),
+            "past the eager thread, it waits for the busy one"
+        );
+        release.send(()).unwrap();
+        assert!(busy.await.unwrap());
+        assert_eq!(behind.await.unwrap(), 2);
+        // The thread is free again: the next job takes it at once.
+        let next = pool.try_spawn(|| 3).unwrap();
+        assert!(!next.queued());
+        assert_eq!(next.await.unwrap(), 3);
+        assert_eq!(pool.threads(), 1);
+    }
+}
