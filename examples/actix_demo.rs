@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 
 use actix_web::http::header::{self, ContentType};
@@ -267,8 +268,9 @@ async fn start_task(
         Err(refusal) => return refused(&refusal),
     };
     let answer = serde_json::json!({ "task": task.id() }).to_string();
-    // Answered once the tool has a thread, so that a burst of task requests goes at the pace
-    // the tools run at instead of piling up running tasks until the hub refuses more.
+    // Answered at once when a thread of the pool is free for the tool, else once one has
+    // taken it, so that a burst of task requests goes at the pace the tools run at instead of
+    // piling up running tasks until the hub refuses more.
     run_task(&state.tools, task, spec).await;
     HttpResponse::Accepted()
         .content_type(ContentType::json())
@@ -276,31 +278,40 @@ async fn start_task(
 }
 
 /// Starts the tool on the tool pool in its task, which carries the session and the cancel
-/// there (the tool itself sees neither) and records how it ended; returns once a thread of the
-/// pool has taken it. The pool has room for every task the hub lets run; a task that has
-/// just ended may hold its room a moment longer, so this waits for room rather than refusing.
+/// there (the tool itself sees neither) and records how it ended; returns once the tool is
+/// sure to start at once: at once if a thread of the pool was free for it, else once one has
+/// taken it. The pool has room for every task the hub lets run; a task that has just ended
+/// may hold its room a moment longer, so this waits for room rather than refusing.
+///
+/// Nothing on the runtime waits for the tool's thread when it need not: with one tool at a
+/// time, a wake-up of this worker from the tool's thread as the tool starts (and another as
+/// it ends, for a task awaiting its handle) takes the core from the tool on a busy machine.
 async fn run_task(tools: &BlockingPool, task: Task, spec: TaskSpec) {
     let (on_thread, has_thread) = tokio::sync::oneshot::channel::<()>();
     let tool = tools.spawn(move || {
-        // Nobody waits for it once the request is gone: the tool runs all the same.
+        // Nobody waits for it unless the tool waited for a thread: then nothing is woken.
         on_thread.send(()).ok();
-        task.run(|| common::simulated_tool(spec.steps, spec.delay))
+        // The handle is not awaited, so a panic is told here (the task records `failed`).
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| {
+            task.run(|| common::simulated_tool(spec.steps, spec.delay))
+        })) {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic");
+            tracing::error!(panic = message, "the simulated tool failed");
+        }
     });
-    let tool = match tool.await {
-        Ok(tool) => tool,
+    match tool.await {
+        // An error only if the job was dropped without running, which its handle reports.
+        Ok(tool) if tool.queued() => drop(has_thread.await),
+        Ok(_started) => {}
         Err(e) => {
             // The job, and with it the task, is dropped: the task ends `failed`.
             tracing::error!(error = %e, "the simulated tool did not start");
-            return;
         }
-    };
-    actix_web::rt::spawn(async move {
-        if let Err(e) = tool.await {
-            tracing::error!(error = %e, "the simulated tool failed");
-        }
-    });
-    // An error only if the job was dropped without running, which its handle reports.
-    drop(has_thread.await);
+    }
 }
 
 /// `POST /api/sessions/{id}/tasks/{task}/cancel`: asks the task's tool to stop.

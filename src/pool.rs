@@ -525,6 +525,7 @@ impl BlockingPool {
     {
         let workers = &self.inner.workers;
         let mut deferred = false;
+        let queued;
         {
             let mut counts = lock(&*self.inner.counts);
             if counts.jobs >= counts.threads
@@ -554,6 +555,9 @@ impl BlockingPool {
                     ),
                 }
             }
+            // With no thread free (or started) for it, the job waits for a busy one, or for
+            // the grower's.
+            queued = counts.jobs >= counts.threads;
             counts.jobs += 1;
             if workers.deferring() {
                 counts.queued_at.push_back(Instant::now());
@@ -578,7 +582,7 @@ impl BlockingPool {
         if self.inner.jobs.send(job).is_err() {
             tracing::error!(target: "status_messenger", "blocking pool queue closed");
         }
-        Ok(PoolJoinHandle { result })
+        Ok(PoolJoinHandle { result, queued })
     }
 }
 
@@ -832,6 +836,42 @@ impl<F> std::error::Error for PoolSpawnError<F> {
 #[derive(Debug)]
 pub struct PoolJoinHandle<R> {
     result: oneshot::Receiver<std::thread::Result<R>>,
+    queued: bool,
+}
+
+impl<R> PoolJoinHandle<R> {
+    /// Whether the job had to wait for a thread when it was accepted: every live thread was
+    /// busy and none could be started for it at once (past
+    /// [`eager_threads`](BlockingPoolConfig::eager_threads) it waits up to
+    /// [`grow_after`](BlockingPoolConfig::grow_after); at the pool's most threads, for a job to
+    /// end). `false`: a thread was free for it, or was started for it, so it starts at once.
+    ///
+    /// A caller that answers only once its job runs (to pace a burst of work by the pool's) can
+    /// skip that wait when this is `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::{BlockingPool, BlockingPoolConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let config = BlockingPoolConfig { threads: 1, queue: 1, ..Default::default() };
+    /// let pool = BlockingPool::new(config).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let busy = pool.try_spawn(move || wait.recv().is_ok()).unwrap();
+    /// // A thread was started for the first job; the second waits for it.
+    /// assert!(!busy.queued());
+    /// let next = pool.try_spawn(|| 2).unwrap();
+    /// assert!(next.queued());
+    /// release.send(()).unwrap();
+    /// assert!(busy.await.unwrap());
+    /// assert_eq!(next.await.unwrap(), 2);
+    /// # }
+    /// ```
+    pub fn queued(&self) -> bool {
+        self.queued
+    }
 }
 
 impl<R> Future for PoolJoinHandle<R> {
@@ -922,3 +962,40 @@ impl fmt::Display for PoolJoinError {
 }
 
 impl std::error::Error for PoolJoinError {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{BlockingPool, BlockingPoolConfig};
+
+    /// Past `eager_threads` a job waits for a busy thread (here longer than the test runs), and
+    /// its handle says so; a job that finds a thread free does not wait.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_job_past_the_eager_threads_is_queued_and_one_with_a_free_thread_is_not() {
+        let pool = BlockingPool::new(BlockingPoolConfig {
+            threads: 4,
+            queue: 0,
+            eager_threads: 1,
+            grow_after: Duration::from_secs(3600),
+            ..BlockingPoolConfig::default()
+        })
+        .unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = pool.try_spawn(move || wait.recv().is_ok()).unwrap();
+        assert!(!busy.queued(), "the first job has a thread started for it");
+        let behind = pool.try_spawn(|| 2).unwrap();
+        assert!(
+            behind.queued(),
+            "past the eager thread, it waits for the busy one"
+        );
+        release.send(()).unwrap();
+        assert!(busy.await.unwrap());
+        assert_eq!(behind.await.unwrap(), 2);
+        // The thread is free again: the next job takes it at once.
+        let next = pool.try_spawn(|| 3).unwrap();
+        assert!(!next.queued());
+        assert_eq!(next.await.unwrap(), 3);
+        assert_eq!(pool.threads(), 1);
+    }
+}

@@ -12,9 +12,17 @@
 //! (default: all three):
 //!
 //! - throughput: for each session count S, `--steps` N (default 1,000) steps with no delay,
-//!   WebSockets (`--sse`: event streams), median statuses/s over `--runs`. N above 1,000 (the
-//!   demos' history and subscriber buffer) is refused: a client that falls that far behind gets
-//!   a gap item, as the contract says, and the run could no longer check clean delivery;
+//!   WebSockets (`--sse`: event streams). Every server is started once per S, each gets one
+//!   warm-up run (not counted: a fresh process's first run starts its threads and touches its
+//!   allocator's first pages), then the counted runs alternate between the servers (one run
+//!   each of floor, axum, actix, then again), `--runs` rounds, four times as many when a run
+//!   is under 100,000 statuses (S x N; at S=1 a run lasts about 1.5 ms, so other load on the
+//!   machine decides single runs). The floor is measured the same way, in the same rounds. It
+//!   prints each server's median statuses/s, its ratio to the floor's median, and each
+//!   round's statuses/s with the median of the rounds' ratios to the floor's. N above 1,000
+//!   (the demos' history and subscriber buffer) is refused: a client that falls that far
+//!   behind gets a gap item, as the contract says, and the run could no longer check clean
+//!   delivery;
 //! - paced latency: `--paced S,N,D` (default 10 sessions of 200 steps 10 ms apart), p50/p99/p99.9;
 //!   with `--alternate`, every server is started once and the runs alternate between them (one
 //!   run each of floor, axum, actix, then again, `--runs` rounds), so that a burst of other load
@@ -152,7 +160,8 @@ struct Options {
     many_tools: (u64, u64, u64),
     idle: (u64, u64),
     idle_subscribed: bool,
-    /// Paced runs alternate between the servers, one run each per round.
+    /// Paced runs alternate between the servers, one run each per round (throughput runs
+    /// always do).
     alternate: bool,
     /// Which of `throughput`, `paced`, `memory` to run.
     scenarios: Vec<String>,
@@ -580,18 +589,21 @@ fn measure(
 }
 
 /// Rows of one scenario run `rounds` times over every server in turn: all servers started
-/// first, then one load-generator run (`args` asks for one) of each per round; each row holds
-/// its server's runs in order and their medians, as the load generator's own `--runs` would.
+/// first (`label` names their logs), `warmup` load-generator runs of each in turn that are not
+/// counted, then one run (`args` asks for one) of each per round; each row holds its server's
+/// counted runs in order and their medians, as the load generator's own `--runs` would.
 fn measure_alternating(
     ctx: &Context<'_>,
     scenario: &str,
+    label: &str,
     args: &[String],
     rounds: u32,
+    warmup: u32,
 ) -> Vec<Value> {
     let servers = &ctx.options.servers;
     let mut started = Vec::new();
     for server in servers {
-        match UnderTest::start(ctx, server, scenario) {
+        match UnderTest::start(ctx, server, label) {
             Ok(under_test) => started.push(Some(under_test)),
             Err(e) => {
                 eprintln!("e2e: {server}: {e}");
@@ -601,12 +613,22 @@ fn measure_alternating(
     }
     let mut results: Vec<Vec<Value>> = vec![Vec::new(); servers.len()];
     let mut errors: Vec<Option<String>> = vec![None; servers.len()];
+    for run in 1..=warmup {
+        for (i, server) in servers.iter().enumerate() {
+            let Some(under_test) = &started[i] else {
+                continue;
+            };
+            eprintln!("e2e: {server}: {label}, warm-up run {run}/{warmup} (not counted)");
+            // A warm-up that fails is reported by the counted runs, which fail the same way.
+            drop(loadgen(ctx, under_test, args));
+        }
+    }
     for round in 1..=rounds {
         for (i, server) in servers.iter().enumerate() {
             let Some(under_test) = &started[i] else {
                 continue;
             };
-            eprintln!("e2e: {server}: {scenario}, round {round}/{rounds}");
+            eprintln!("e2e: {server}: {label}, round {round}/{rounds}");
             match loadgen(ctx, under_test, args) {
                 Ok(result) => results[i].push(result),
                 Err(e) => {
@@ -627,6 +649,7 @@ fn measure_alternating(
             "server": server,
             "scenario": scenario,
             "alternated": true,
+            "warmup_runs": warmup,
             "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
             "clean_exit": clean_exit,
         });
@@ -692,6 +715,21 @@ fn median(values: &mut [f64]) -> Option<f64> {
 /// without a gap however late a socket reads.
 const MAX_THROUGHPUT_STEPS: u64 = 1000;
 
+/// Runs of each server before its counted throughput runs, not counted.
+const THROUGHPUT_WARMUP_RUNS: u32 = 1;
+
+/// A throughput run of fewer statuses than this is short enough (about 1.5 ms at one session
+/// of 1,000) for the machine's other work to decide it: it gets more rounds.
+const SHORT_RUN_STATUSES: u64 = 100_000;
+
+/// How many alternating rounds a throughput scenario of `sessions` x `steps` gets: `runs`, or
+/// up to four times as many for a run of fewer than [`SHORT_RUN_STATUSES`].
+fn throughput_rounds(runs: u32, sessions: u64, steps: u64) -> u32 {
+    let statuses = sessions.saturating_mul(steps).max(1);
+    let factor = (SHORT_RUN_STATUSES / statuses).clamp(1, 4);
+    runs.saturating_mul(u32::try_from(factor).unwrap_or(4))
+}
+
 fn run(options: &Options) -> Result<bool, String> {
     let target = target_dir()?;
     let out = match &options.out {
@@ -717,27 +755,26 @@ fn run(options: &Options) -> Result<bool, String> {
     let mut rows = Vec::new();
 
     if wanted("throughput") {
-        // Servers interleaved per session count, so a burst of other load on the machine does
-        // not fall on one server only.
+        // Per session count, every server started once, a warm-up run of each, then the
+        // counted runs alternating between them (floor, axum, actix, floor, ...): a burst of
+        // other load on a shared machine falls on all of them alike, and a fresh process's
+        // first run (its threads started, its allocator's first pages) is not a throughput.
         for &sessions in &options.sessions {
             let steps = options.steps;
-            for server in &options.servers {
-                eprintln!("e2e: {server}: throughput, {sessions} sessions x {steps} steps");
-                let args = flags(&[
-                    ("--sessions", sessions),
-                    ("--steps", steps),
-                    ("--runs", runs),
-                ]);
-                let label = format!("throughput-{sessions}");
-                rows.push(measure(
-                    &ctx,
-                    server,
-                    "throughput",
-                    &label,
-                    &args,
-                    Duration::ZERO,
-                ));
-            }
+            let rounds = throughput_rounds(options.runs, sessions, steps);
+            eprintln!(
+                "e2e: throughput, {sessions} sessions x {steps} steps, {rounds} alternating rounds"
+            );
+            let args = flags(&[("--sessions", sessions), ("--steps", steps), ("--runs", 1)]);
+            let label = format!("throughput-{sessions}");
+            rows.extend(measure_alternating(
+                &ctx,
+                "throughput",
+                &label,
+                &args,
+                rounds,
+                THROUGHPUT_WARMUP_RUNS,
+            ));
         }
     }
     let (s, n, d) = options.paced;
@@ -749,7 +786,14 @@ fn run(options: &Options) -> Result<bool, String> {
             ("--delay-ms", d),
             ("--runs", 1),
         ]);
-        rows.extend(measure_alternating(&ctx, "paced", &args, options.runs));
+        rows.extend(measure_alternating(
+            &ctx,
+            "paced",
+            "paced",
+            &args,
+            options.runs,
+            0,
+        ));
     } else if wanted("paced") {
         for server in &options.servers {
             eprintln!("e2e: {server}: paced, {s} sessions x {n} steps, {d} ms apart");
@@ -960,15 +1004,17 @@ fn print_table(options: &Options, rows: &[Value]) {
     println!("{table}");
 }
 
-/// Each alternated run's p99 beside the floor's of the same round, the median p99s, and their
-/// ratios to the floor's: of the medians, and the median of the rounds' ratios.
+/// Each alternated run's figure beside the floor's of the same round, each server's median,
+/// and its ratios to the floor's: of the medians, and the median of the rounds' ratios. The
+/// figure is the p99 of a paced run and the statuses/s of a throughput run, grouped by
+/// scenario and session count.
 fn print_alternated(rows: &[Value], table: &mut String) {
-    let p99s = |row: &Value| -> Vec<f64> {
+    let figures = |row: &Value, pointer: &str| -> Vec<f64> {
         row.pointer("/loadgen/runs")
             .and_then(Value::as_array)
             .map(|runs| {
                 runs.iter()
-                    .filter_map(|r| r.pointer("/latency/p99_ms").and_then(Value::as_f64))
+                    .filter_map(|r| r.pointer(pointer).and_then(Value::as_f64))
                     .collect()
             })
             .unwrap_or_default()
@@ -977,33 +1023,65 @@ fn print_alternated(rows: &[Value], table: &mut String) {
         .iter()
         .filter(|r| r["alternated"] == Value::Bool(true) && r.get("error").is_none())
         .collect();
-    let Some(floor) = alternated.iter().find(|r| r["server"] == "floor") else {
-        return;
-    };
-    let floor_p99s = p99s(floor);
-    let Some(floor_median) = median(&mut floor_p99s.clone()) else {
-        return;
-    };
-    table.push_str("\nalternating paced runs, p99 ms per round:\n");
+    let mut groups: Vec<(&str, Option<u64>)> = Vec::new();
     for row in &alternated {
-        let server = row["server"].as_str().unwrap_or("?");
-        let runs = p99s(row);
-        let cells: Vec<String> = runs.iter().map(|p| format!("{p:.3}")).collect();
-        let Some(median_p99) = median(&mut runs.clone()) else {
+        let key = (
+            row["scenario"].as_str().unwrap_or("?"),
+            row.pointer("/loadgen/sessions").and_then(Value::as_u64),
+        );
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    for (scenario, sessions) in groups {
+        let (pointer, what, format): (&str, &str, fn(f64) -> String) = if scenario == "throughput" {
+            ("/statuses_per_s", "statuses/s", |v| format!("{:.0}", v))
+        } else {
+            ("/latency/p99_ms", "p99 ms", |v| format!("{v:.3}"))
+        };
+        let group: Vec<&&Value> = alternated
+            .iter()
+            .filter(|r| {
+                r["scenario"] == scenario
+                    && r.pointer("/loadgen/sessions").and_then(Value::as_u64) == sessions
+            })
+            .collect();
+        let Some(floor) = group.iter().find(|r| r["server"] == "floor") else {
             continue;
         };
-        let mut ratios: Vec<f64> = runs
-            .iter()
-            .zip(&floor_p99s)
-            .filter(|(_, floor)| **floor > 0.0)
-            .map(|(p99, floor)| p99 / floor)
-            .collect();
-        let round_ratio = median(&mut ratios).map_or("-".into(), |r| format!("{r:.2}"));
+        let floor_runs = figures(floor, pointer);
+        let Some(floor_median) = median(&mut floor_runs.clone()) else {
+            continue;
+        };
+        let sessions = sessions.map_or("?".into(), |s| s.to_string());
         table.push_str(&format!(
-            "{server:<7} {}  median {median_p99:.3} ms, {:.2}x the floor's median, median of the rounds' ratios {round_ratio}\n",
-            cells.join(" "),
-            median_p99 / floor_median,
+            "\nalternating {scenario} runs, S={sessions}, {what} per round:\n"
         ));
+        for row in &group {
+            let server = row["server"].as_str().unwrap_or("?");
+            let runs = figures(row, pointer);
+            let cells: Vec<String> = runs.iter().map(|v| format(*v)).collect();
+            let Some(median_figure) = median(&mut runs.clone()) else {
+                continue;
+            };
+            let mut ratios: Vec<f64> = runs
+                .iter()
+                .zip(&floor_runs)
+                .filter(|(_, floor)| **floor > 0.0)
+                .map(|(figure, floor)| figure / floor)
+                .collect();
+            let round_ratio = median(&mut ratios).map_or("-".into(), |r| format!("{r:.2}"));
+            let ratio = if floor_median > 0.0 {
+                format!("{:.2}", median_figure / floor_median)
+            } else {
+                "-".into()
+            };
+            table.push_str(&format!(
+                "{server:<7} {}  median {}, {ratio}x the floor's median, median of the rounds' ratios {round_ratio}\n",
+                cells.join(" "),
+                format(median_figure),
+            ));
+        }
     }
 }
 
