@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 
 use actix_web::http::header::{self, ContentType};
@@ -291,17 +290,8 @@ async fn run_task(tools: &BlockingPool, task: Task, spec: TaskSpec) {
     let tool = tools.spawn(move || {
         // Nobody waits for it unless the tool waited for a thread: then nothing is woken.
         on_thread.send(()).ok();
-        // The handle is not awaited, so a panic is told here (the task records `failed`).
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| {
-            task.run(|| common::simulated_tool(spec.steps, spec.delay))
-        })) {
-            let message = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("a panic");
-            tracing::error!(panic = message, "the simulated tool failed");
-        }
+        // The handle is not awaited: a panic is told there (the task records `failed`).
+        common::run_tool(task, spec);
     });
     match tool.await {
         // An error only if the job was dropped without running, which its handle reports.

@@ -318,15 +318,11 @@ async fn start_task(
     };
     let answer = serde_json::json!({ "task": task.id() }).to_string();
     // The task carries its session and its cancel to the blocking thread: the tool itself sees
-    // neither, and `run` records how it ended (`finished`, `cancelled`, or `failed` on a panic).
-    let tool = status_messenger::spawn_blocking(move || {
-        task.run(|| common::simulated_tool(spec.steps, spec.delay))
-    });
-    tokio::spawn(async move {
-        if let Err(e) = tool.await {
-            tracing::error!(error = %e, "the simulated tool failed");
-        }
-    });
+    // neither. Its handle is not awaited (`run_tool` records how it ended and logs a panic), so
+    // nothing on the runtime is woken when it ends.
+    drop(status_messenger::spawn_blocking(move || {
+        common::run_tool(task, spec);
+    }));
     json(StatusCode::ACCEPTED, answer)
 }
 

@@ -342,6 +342,23 @@ pub(crate) fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
     })
 }
 
+/// Runs `spec`'s simulated tool in `task`, on the thread that calls it (a tool thread): how it
+/// ended is recorded in the task (`finished`, `cancelled`, or `failed` on a panic), and a panic
+/// is logged here, so that nothing on the runtime need await the tool's thread (a wake-up that
+/// would take the core from the tools of a busy machine).
+pub(crate) fn run_tool(task: Task, spec: TaskSpec) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        task.run(|| simulated_tool(spec.steps, spec.delay))
+    })) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        tracing::error!(panic = message, "the simulated tool failed");
+    }
+}
+
 /// The simulated agent tool: ordinary synchronous code that knows nothing about sessions or
 /// tasks; returns the steps it did.
 ///
