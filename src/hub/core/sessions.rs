@@ -13,10 +13,11 @@
 //!   (`make_room`, which takes one shard lock at a time).
 //! - `shut_down` is checked under the shard lock before a session opens (see the core).
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use hashbrown::HashTable;
 
 use super::{first_time, Core};
 use crate::hub::log::{Bounds, SessionLog};
@@ -24,15 +25,78 @@ use crate::hub::state::{End, Session};
 use crate::hub::{OpenError, PublishError, SessionId, StartTaskError, SubscribeError};
 use crate::sync::lock;
 
-/// One shard's map. foldhash rather than SipHash: a session id is hashed twice on every
-/// status (to pick the shard, then in its map), and foldhash takes a few nanoseconds where
-/// SipHash takes tens. The seeds come from a random per-process seed (foldhash's `RandomState`,
-/// varied per map), so ids chosen by a client cannot be aimed at one bucket without knowing it;
-/// foldhash calls this minimal resistance to flooding, and a session is only made by a
-/// publish, a task or an open, never by a client's subscribe alone.
+/// One shard's map.
 pub(super) type Shard = Mutex<SessionMap>;
 
-pub(super) type SessionMap = HashMap<SessionId, Arc<Session>, foldhash::fast::RandomState>;
+/// A checked session id with its hash, taken once per call: its bits pick the shard
+/// ([`Core::shard_of`]) and find the id in that shard's map.
+///
+/// foldhash rather than SipHash: it takes a few nanoseconds where SipHash takes tens. The seed
+/// comes from a random per-process seed (foldhash's `RandomState`, varied per hub), so ids
+/// chosen by a client cannot be aimed at one bucket without knowing it; foldhash calls this
+/// minimal resistance to flooding, and a session is only made by a publish, a task or an
+/// open, never by a client's subscribe alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key<'a> {
+    pub(crate) id: &'a str,
+    hash: u64,
+}
+
+/// Where in a [`Key`]'s hash the shard is: bits the maps do not use to place an id (their
+/// buckets take the low bits, their control bytes the top seven), so the ids of one shard
+/// still spread over all of its map's buckets.
+const SHARD_SHIFT: u32 = 40;
+
+/// One shard's sessions by id, found by a [`Key`]'s hash (hashed once per call, not once to
+/// pick the shard and again in the map).
+#[derive(Default)]
+pub(super) struct SessionMap {
+    table: HashTable<(SessionId, Arc<Session>)>,
+}
+
+impl SessionMap {
+    pub(super) fn get(&self, key: Key<'_>) -> Option<&Arc<Session>> {
+        self.table
+            .find(key.hash, |(id, _)| id.as_str() == key.id)
+            .map(|(_, session)| session)
+    }
+
+    pub(super) fn contains(&self, key: Key<'_>) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub(super) fn remove(&mut self, key: Key<'_>) -> Option<Arc<Session>> {
+        let entry = self
+            .table
+            .find_entry(key.hash, |(id, _)| id.as_str() == key.id)
+            .ok()?;
+        Some(entry.remove().0 .1)
+    }
+
+    /// Adds `session`, whose id `key` names and which this map does not hold; `hasher` is the
+    /// one the keys come from (the table rehashes with it when it grows).
+    fn insert(&mut self, key: Key<'_>, session: Arc<Session>, hasher: &IdHasher) {
+        self.table
+            .insert_unique(key.hash, (session.id.clone(), session), |(id, _)| {
+                hasher.hash_one(id.as_str())
+            });
+    }
+
+    pub(super) fn sessions(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.table.iter().map(|(_, session)| session)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Arc<Session>> + '_ {
+        self.table.drain().map(|(_, session)| session)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Arc<Session>) -> bool) {
+        self.table.retain(|(_, session)| keep(session));
+    }
+}
+
+/// What hashes session ids (see [`Key`]).
+pub(super) type IdHasher = foldhash::fast::RandomState;
 
 /// A power of two (see [`Core::shard`]).
 pub(crate) const SHARDS: usize = 16;
@@ -147,7 +211,8 @@ impl Core {
     /// Ends the session `id` here: its subscribers get what it holds, then their streams end.
     /// Returns whether this process held it.
     pub(crate) fn close(&self, id: &str) -> bool {
-        let removed = lock_shard(self.shard(id)).remove(id);
+        let key = self.key(id);
+        let removed = lock_shard(self.shard_of(key)).remove(key);
         match removed {
             Some(session) => {
                 self.counters.sessions.sub(1);
@@ -160,7 +225,7 @@ impl Core {
 
     pub(crate) fn close_sessions(&self) {
         for shard in self.shards.iter() {
-            let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
+            let sessions: Vec<_> = lock_shard(shard).drain().collect();
             self.counters.sessions.sub(sessions.len() as u64);
             for session in sessions {
                 self.end_session(&session, End::Closed);
@@ -169,16 +234,28 @@ impl Core {
         tracing::debug!(target: "status_messenger::hub", "hub shut down");
     }
 
-    pub(super) fn shard(&self, id: &str) -> &Shard {
-        &self.shards[self.shard_index(id)]
+    /// `id` with its hash, for finding it (see [`Key`]).
+    pub(super) fn key<'a>(&self, id: &'a str) -> Key<'a> {
+        Key {
+            id,
+            hash: self.hasher.hash_one(id),
+        }
     }
 
-    /// Which shard holds `id`.
-    pub(super) fn shard_index(&self, id: &str) -> usize {
-        // Seeded apart from the maps' own hashers: the ids of one shard then still spread
-        // over all of its map's buckets. A mask, not a division: the count is a power of two.
-        let hash = self.shard_hasher.hash_one(id);
-        (hash as usize) & (SHARDS - 1)
+    /// The shard that holds `key`'s session.
+    pub(super) fn shard_of(&self, key: Key<'_>) -> &Shard {
+        &self.shards[self.shard_index(key)]
+    }
+
+    /// Which shard holds `key`'s session. A mask, not a division: the count is a power of two.
+    pub(super) fn shard_index(&self, key: Key<'_>) -> usize {
+        ((key.hash >> SHARD_SHIFT) as usize) & (SHARDS - 1)
+    }
+
+    /// The session `id` if it is held here, as it stands (no eviction, no activity).
+    pub(super) fn held(&self, id: &str) -> Option<Arc<Session>> {
+        let key = self.key(id);
+        lock_shard(self.shard_of(key)).get(key).cloned()
     }
 
     pub(super) fn idle_expired(&self, session: &Session, now: u64) -> bool {
@@ -216,16 +293,17 @@ impl Core {
         create: bool,
         count: Count,
     ) -> Result<Arc<Session>, Refusal> {
-        let mut map = lock_shard(self.shard(id));
+        let key = self.key(id);
+        let mut map = lock_shard(self.shard_of(key));
         // Checked under the shard lock: `shutdown` sets the flag before draining the shards,
         // so no session can be opened behind its back.
         if self.is_shut_down() {
             return Err(Refusal::ShutDown);
         }
         let mut expired = None;
-        if let Some(session) = map.get(id) {
+        if let Some(session) = map.get(key) {
             if self.idle_expired(session, now) {
-                expired = map.remove(id);
+                expired = map.remove(key);
             } else {
                 if create {
                     // Opening, publishing and subscribing keep a session alive; looking does not.
@@ -242,7 +320,7 @@ impl Core {
         } else {
             let session = Arc::new(Session::new(SessionId::from_checked(id), now));
             counted(&session, count);
-            map.insert(session.id.clone(), Arc::clone(&session));
+            map.insert(key, Arc::clone(&session), &self.hasher);
             self.counters.sessions.add(1);
             Ok(session)
         };
@@ -318,7 +396,7 @@ impl Core {
         let history_here = self.backend.numbers_here();
         let mut idle: Vec<((bool, u64), usize, Arc<Session>)> = Vec::new();
         for (index, shard) in self.shards.iter().enumerate() {
-            for session in lock_shard(shard).values() {
+            for session in lock_shard(shard).sessions() {
                 if self.may_give_way_at(session, now) {
                     let order = give_way_order(session, history_here);
                     idle.push((order, index, Arc::clone(session)));
@@ -335,15 +413,16 @@ impl Core {
         }
         let mut evicted = 0;
         for (_, index, session) in idle {
+            let key = self.key(&session.id);
             let mut map = lock_shard(&self.shards[index]);
             // A subscriber or a task may have come since it was looked at.
             let still = map
-                .get(&session.id)
+                .get(key)
                 .is_some_and(|held| Arc::ptr_eq(held, &session) && self.may_give_way_at(held, now));
             if !still {
                 continue;
             }
-            map.remove(&session.id);
+            map.remove(key);
             drop(map);
             self.counters.sessions.sub(1);
             self.counters.evicted_under_pressure.add(1);
@@ -435,7 +514,7 @@ impl Core {
         let mut evicted = Vec::new();
         for shard in self.shards.iter() {
             let mut map = lock_shard(shard);
-            map.retain(|_, session| {
+            map.retain(|session| {
                 if self.idle_expired(session, now) {
                     evicted.push(Arc::clone(session));
                     return false;
