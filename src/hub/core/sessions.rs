@@ -40,6 +40,8 @@ pub(super) type Shard = Mutex<SessionMap>;
 pub(crate) struct Key<'a> {
     pub(crate) id: &'a str,
     hash: u64,
+    /// The id's first [`INLINE_ID`] bytes, zero-padded, to compare with a table entry's.
+    prefix: [u8; INLINE_ID],
 }
 
 /// Where in a [`Key`]'s hash the shard is: bits the maps do not use to place an id (their
@@ -47,18 +49,50 @@ pub(crate) struct Key<'a> {
 /// still spread over all of its map's buckets.
 const SHARD_SHIFT: u32 = 40;
 
+/// How many of an id's bytes a table entry keeps beside its session: finding an id up to this
+/// long compares bytes already in the entry's cache line, not the id's own allocation, which is
+/// rarely still in cache when one of many sessions gets a status (a 32-byte id, the size of a
+/// 128-bit random id in hex, is one such).
+const INLINE_ID: usize = 32;
+
+/// The first [`INLINE_ID`] bytes of `id`, zero-padded.
+fn prefix_of(id: &str) -> [u8; INLINE_ID] {
+    let mut prefix = [0; INLINE_ID];
+    for (to, from) in prefix.iter_mut().zip(id.as_bytes()) {
+        *to = *from;
+    }
+    prefix
+}
+
+/// One session of a [`SessionMap`], with its id's length and first bytes.
+struct Entry {
+    session: Arc<Session>,
+    len: usize,
+    prefix: [u8; INLINE_ID],
+}
+
+impl Entry {
+    /// Whether this is the session `key` names: the bytes past the prefix, if any, are
+    /// compared from the session's id.
+    fn is(&self, key: &Key<'_>) -> bool {
+        self.len == key.id.len()
+            && self.prefix == key.prefix
+            && (self.len <= INLINE_ID || self.session.id.as_str() == key.id)
+    }
+}
+
 /// One shard's sessions by id, found by a [`Key`]'s hash (hashed once per call, not once to
 /// pick the shard and again in the map).
 #[derive(Default)]
 pub(super) struct SessionMap {
-    table: HashTable<(SessionId, Arc<Session>)>,
+    table: HashTable<Entry>,
 }
 
 impl SessionMap {
     pub(super) fn get(&self, key: Key<'_>) -> Option<&Arc<Session>> {
         self.table
-            .find(key.hash, |(id, _)| id.as_str() == key.id)
-            .map(|(_, session)| session)
+            .find(key.hash, |entry| entry.is(&key))
+            .map(|entry| &entry.session)
     }
 
     pub(super) fn contains(&self, key: Key<'_>) -> bool {
@@ -68,30 +102,34 @@ impl SessionMap {
     pub(super) fn remove(&mut self, key: Key<'_>) -> Option<Arc<Session>> {
         let entry = self
             .table
-            .find_entry(key.hash, |(id, _)| id.as_str() == key.id)
+            .find_entry(key.hash, |entry| entry.is(&key))
             .ok()?;
-        Some(entry.remove().0 .1)
+        Some(entry.remove().0.session)
     }
 
     /// Adds `session`, whose id `key` names and which this map does not hold; `hasher` is the
     /// one the keys come from (the table rehashes with it when it grows).
     fn insert(&mut self, key: Key<'_>, session: Arc<Session>, hasher: &IdHasher) {
-        self.table
-            .insert_unique(key.hash, (session.id.clone(), session), |(id, _)| {
-                hasher.hash_one(id.as_str())
-            });
+        let entry = Entry {
+            session,
+            len: key.id.len(),
+            prefix: key.prefix,
+        };
+        self.table.insert_unique(key.hash, entry, |entry| {
+            hasher.hash_one(entry.session.id.as_str())
+        });
     }
 
     pub(super) fn sessions(&self) -> impl Iterator<Item = &Arc<Session>> {
-        self.table.iter().map(|(_, session)| session)
+        self.table.iter().map(|entry| &entry.session)
     }
 
     fn drain(&mut self) -> impl Iterator<Item = Arc<Session>> + '_ {
-        self.table.drain().map(|(_, session)| session)
+        self.table.drain().map(|entry| entry.session)
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&Arc<Session>) -> bool) {
-        self.table.retain(|(_, session)| keep(session));
+        self.table.retain(|entry| keep(&entry.session));
     }
 }
 
@@ -239,6 +277,7 @@ impl Core {
         Key {
             id,
             hash: self.hasher.hash_one(id),
+            prefix: prefix_of(id),
         }
     }
 
@@ -529,5 +568,48 @@ impl Core {
             self.evict(session);
         }
         evicted.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::hub::{Published, MAX_SESSION_ID_BYTES};
+    use crate::{Hub, HubConfig};
+
+    /// Ids that share the bytes a table entry keeps, or differ only in length, are still told
+    /// apart: each is its own session, numbered, found and closed on its own.
+    #[tokio::test]
+    async fn ids_alike_in_their_first_bytes_are_told_apart() {
+        let hub = Hub::new(HubConfig::default()).unwrap();
+        let long = "a".repeat(MAX_SESSION_ID_BYTES);
+        let ids = [
+            "a".repeat(31),
+            "a".repeat(32),
+            "a".repeat(33),
+            format!("{}b", "a".repeat(32)),
+            format!("{}b", "a".repeat(MAX_SESSION_ID_BYTES - 1)),
+            long,
+        ];
+        for (n, id) in ids.iter().enumerate() {
+            for seq in 1..=n as u64 + 1 {
+                assert_eq!(
+                    hub.publish(Some(id), "x"),
+                    Ok(Published::Numbered(seq)),
+                    "{id}"
+                );
+            }
+        }
+        assert_eq!(hub.stats().sessions, ids.len() as u64);
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(
+                hub.publish(Some(id), "y"),
+                Ok(Published::Numbered(n as u64 + 2))
+            );
+        }
+        assert!(hub.close_session(&ids[2]).await.unwrap());
+        assert!(!hub.close_session(&ids[2]).await.unwrap());
+        assert_eq!(hub.stats().sessions, ids.len() as u64 - 1);
+        assert_eq!(hub.publish(Some(&ids[3]), "z"), Ok(Published::Numbered(6)));
+        assert_eq!(hub.publish(Some(&ids[2]), "z"), Ok(Published::Numbered(1)));
     }
 }
