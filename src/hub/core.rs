@@ -44,9 +44,9 @@ mod sessions;
 mod tasks;
 
 pub(crate) use self::sessions::Refusal;
-use self::sessions::Shard;
 pub(crate) use self::sessions::SHARDS;
 use self::sessions::{lock_shard, touch, Count};
+use self::sessions::{IdHasher, Shard};
 pub(crate) use self::tasks::{CancelHere, TaskRecord};
 
 /// Milliseconds since the hub was created, on tokio's clock (so paused time applies).
@@ -103,8 +103,9 @@ pub(crate) struct Core {
     ttl_ms: u64,
     sweep_every_ms: u64,
     shards: Box<[Shard]>,
-    /// Picks a session's shard (see `Shard` on the hasher).
-    shard_hasher: foldhash::fast::RandomState,
+    /// Hashes session ids, once per call: the hash picks the shard and finds the id in its
+    /// map (see `Key`).
+    hasher: IdHasher,
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
     shut_down: AtomicBool,
@@ -153,7 +154,7 @@ impl Core {
             ttl_ms,
             sweep_every_ms,
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            shard_hasher: foldhash::fast::RandomState::default(),
+            hasher: IdHasher::default(),
             clock: Clock {
                 epoch: tokio::time::Instant::now(),
             },
@@ -359,13 +360,14 @@ impl Core {
     /// why under its own locks, or to open the session and try again.
     fn append_to_held<'a>(&self, status: Outgoing<'a>) -> Result<u64, Outgoing<'a>> {
         let now = status.at_ms;
-        let shard = self.shard_index(status.session);
+        let key = self.key(status.session);
+        let shard = self.shard_index(key);
         let map = lock_shard(&self.shards[shard]);
         // Under the shard lock, as when a session is opened (see the module invariants).
         if self.is_shut_down() {
             return Err(status);
         }
-        let Some(session) = map.get(status.session) else {
+        let Some(session) = map.get(key) else {
             return Err(status);
         };
         if self.idle_expired(session, now) {
@@ -414,7 +416,7 @@ impl Core {
     /// `head` were given (those not held reach subscribers as a gap); wakes its subscribers.
     /// Only sessions this process holds take them.
     pub(crate) fn deliver(&self, id: &str, statuses: Vec<Delivered>, head: u64) {
-        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
+        let Some(session) = self.held(id) else {
             return;
         };
         let now = self.clock.now_ms();
@@ -450,9 +452,9 @@ impl Core {
     pub(crate) fn watched(&self) -> Vec<(SessionId, u64)> {
         let mut watched = Vec::new();
         for shard in self.shards.iter() {
-            for (id, session) in lock_shard(shard).iter() {
+            for session in lock_shard(shard).sessions() {
                 if is_watched(session) {
-                    watched.push((id.clone(), session.lock().log.head()));
+                    watched.push((session.id.clone(), session.lock().log.head()));
                 }
             }
         }
@@ -462,7 +464,7 @@ impl Core {
     /// The highest number held by `id`'s history, if it has local subscribers or tasks
     /// running here.
     pub(crate) fn watched_head(&self, id: &str) -> Option<u64> {
-        let session = lock_shard(self.shard(id)).get(id).cloned()?;
+        let session = self.held(id)?;
         if !is_watched(&session) {
             return None;
         }
@@ -472,7 +474,8 @@ impl Core {
 
     /// Whether the session `id` is held here, as it stands (no eviction, no activity).
     pub(crate) fn holds(&self, id: &str) -> bool {
-        lock_shard(self.shard(id)).contains_key(id)
+        let key = self.key(id);
+        lock_shard(self.shard_of(key)).contains(key)
     }
 
     /// Opens (or marks active) the checked session `id` here.

@@ -153,34 +153,39 @@ pub(crate) struct Read {
     pub(crate) lagged: u64,
 }
 
+/// Laid out in the order a status uses it (`repr(C)`): what appending to and reading a session
+/// with subscribers touches (the hot ring, the length of the cold one, the numbers and ages)
+/// comes first, in 112 bytes, and what only cold history uses after it, so that publishing to
+/// one of many sessions, whose state is rarely still in cache, touches the fewest lines it can.
 #[derive(Default)]
+#[repr(C)]
 pub(crate) struct SessionLog {
-    /// The cold entries, oldest first (see the module invariants).
-    entries: VecDeque<Entry>,
     /// The hot entries, the newest, after the cold ones.
     hot: VecDeque<Hot>,
-    /// The records of the cold entries, oldest first.
-    bytes: VecDeque<u8>,
-    /// The position of `bytes[0]`.
-    bytes_front: u32,
-    /// The task ids the records name, each with the last `seq` naming it.
-    tasks: VecDeque<(u64, Arc<str>)>,
-    /// The index of `tasks[0]`.
-    tasks_base: u64,
-    /// The fields of the cold entries whose records do not carry them, by `seq`.
-    extras: VecDeque<(u64, Arc<Extra>)>,
+    /// The cold entries, oldest first (see the module invariants).
+    entries: VecDeque<Entry>,
     head: u64,
-    /// When the newest status was added (`0` before the first).
-    last_at_ms: u64,
     /// What the entries' `seq` and `age` are offsets from (see the module invariants).
     base_seq: u64,
     base_ms: u64,
+    /// When the newest status was added (`0` before the first).
+    last_at_ms: u64,
     /// Entries that left to keep the numbers representable, not yet returned by `trim`.
     dropped: u64,
+    /// The position of `bytes[0]`.
+    bytes_front: u32,
     /// Whether the entries' numbers may skip some: `false` says they run on one by one up to
     /// `head`, so a reader finds its place without looking at any entry (the oldest is rarely
     /// still in cache).
     holes: bool,
+    /// The fields of the cold entries whose records do not carry them, by `seq`.
+    extras: VecDeque<(u64, Arc<Extra>)>,
+    /// The task ids the records name, each with the last `seq` naming it.
+    tasks: VecDeque<(u64, Arc<str>)>,
+    /// The index of `tasks[0]`.
+    tasks_base: u64,
+    /// The records of the cold entries, oldest first.
+    bytes: VecDeque<u8>,
 }
 
 impl fmt::Debug for SessionLog {
@@ -738,6 +743,9 @@ impl SessionLog {
         now_ms: u64,
     ) -> u64 {
         let mut removed = std::mem::take(&mut self.dropped);
+        // Task ids and set-aside fields belong to cold entries only, and leave with them: with
+        // none held, nothing is left to forget, and the oldest remaining entry is not read.
+        let held_cold = !self.entries.is_empty();
         while self.len() > capacity {
             self.pop_front();
             removed += 1;
@@ -759,8 +767,14 @@ impl SessionLog {
             }
         }
         if removed > 0 {
-            let first = self.seq_at(0).unwrap_or(u64::MAX);
-            self.forget_before(first);
+            if held_cold {
+                let first = self.seq_at(0).unwrap_or(u64::MAX);
+                self.forget_before(first);
+            }
+            debug_assert!(
+                held_cold || (self.tasks.is_empty() && self.extras.is_empty()),
+                "task ids or fields held without a cold entry"
+            );
             if self.holes {
                 self.holes = !self.numbers_run_on();
             }

@@ -13,10 +13,11 @@
 //!   (`make_room`, which takes one shard lock at a time).
 //! - `shut_down` is checked under the shard lock before a session opens (see the core).
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use hashbrown::HashTable;
 
 use super::{first_time, Core};
 use crate::hub::log::{Bounds, SessionLog};
@@ -24,15 +25,116 @@ use crate::hub::state::{End, Session};
 use crate::hub::{OpenError, PublishError, SessionId, StartTaskError, SubscribeError};
 use crate::sync::lock;
 
-/// One shard's map. foldhash rather than SipHash: a session id is hashed twice on every
-/// status (to pick the shard, then in its map), and foldhash takes a few nanoseconds where
-/// SipHash takes tens. The seeds come from a random per-process seed (foldhash's `RandomState`,
-/// varied per map), so ids chosen by a client cannot be aimed at one bucket without knowing it;
-/// foldhash calls this minimal resistance to flooding, and a session is only made by a
-/// publish, a task or an open, never by a client's subscribe alone.
+/// One shard's map.
 pub(super) type Shard = Mutex<SessionMap>;
 
-pub(super) type SessionMap = HashMap<SessionId, Arc<Session>, foldhash::fast::RandomState>;
+/// A checked session id with its hash, taken once per call: its bits pick the shard
+/// ([`Core::shard_of`]) and find the id in that shard's map.
+///
+/// foldhash rather than SipHash: it takes a few nanoseconds where SipHash takes tens. The seed
+/// comes from a random per-process seed (foldhash's `RandomState`, varied per hub), so ids
+/// chosen by a client cannot be aimed at one bucket without knowing it; foldhash calls this
+/// minimal resistance to flooding, and a session is only made by a publish, a task or an
+/// open, never by a client's subscribe alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key<'a> {
+    pub(crate) id: &'a str,
+    hash: u64,
+    /// The id's first [`INLINE_ID`] bytes, zero-padded, to compare with a table entry's.
+    prefix: [u8; INLINE_ID],
+}
+
+/// Where in a [`Key`]'s hash the shard is: bits the maps do not use to place an id (their
+/// buckets take the low bits, their control bytes the top seven), so the ids of one shard
+/// still spread over all of its map's buckets.
+const SHARD_SHIFT: u32 = 40;
+
+/// How many of an id's bytes a table entry keeps beside its session: finding an id up to this
+/// long compares bytes already in the entry's cache line, not the id's own allocation, which is
+/// rarely still in cache when one of many sessions gets a status (a 32-byte id, the size of a
+/// 128-bit random id in hex, is one such).
+const INLINE_ID: usize = 32;
+
+/// The first [`INLINE_ID`] bytes of `id`, zero-padded.
+fn prefix_of(id: &str) -> [u8; INLINE_ID] {
+    let mut prefix = [0; INLINE_ID];
+    for (to, from) in prefix.iter_mut().zip(id.as_bytes()) {
+        *to = *from;
+    }
+    prefix
+}
+
+/// One session of a [`SessionMap`], with its id's length and first bytes.
+struct Entry {
+    session: Arc<Session>,
+    len: usize,
+    prefix: [u8; INLINE_ID],
+}
+
+impl Entry {
+    /// Whether this is the session `key` names: the bytes past the prefix, if any, are
+    /// compared from the session's id.
+    fn is(&self, key: &Key<'_>) -> bool {
+        self.len == key.id.len()
+            && self.prefix == key.prefix
+            && (self.len <= INLINE_ID || self.session.id.as_str() == key.id)
+    }
+}
+
+/// One shard's sessions by id, found by a [`Key`]'s hash (hashed once per call, not once to
+/// pick the shard and again in the map).
+#[derive(Default)]
+pub(super) struct SessionMap {
+    table: HashTable<Entry>,
+}
+
+impl SessionMap {
+    pub(super) fn get(&self, key: Key<'_>) -> Option<&Arc<Session>> {
+        self.table
+            .find(key.hash, |entry| entry.is(&key))
+            .map(|entry| &entry.session)
+    }
+
+    pub(super) fn contains(&self, key: Key<'_>) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub(super) fn remove(&mut self, key: Key<'_>) -> Option<Arc<Session>> {
+        let entry = self
+            .table
+            .find_entry(key.hash, |entry| entry.is(&key))
+            .ok()?;
+        Some(entry.remove().0.session)
+    }
+
+    /// Adds `session`, whose id `key` names and which this map does not hold; `hasher` is the
+    /// one the keys come from (the table rehashes with it when it grows).
+    fn insert(&mut self, key: Key<'_>, session: Arc<Session>, hasher: &IdHasher) {
+        let entry = Entry {
+            session,
+            len: key.id.len(),
+            prefix: key.prefix,
+        };
+        self.table.insert_unique(key.hash, entry, |entry| {
+            hasher.hash_one(entry.session.id.as_str())
+        });
+    }
+
+    pub(super) fn sessions(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.table.iter().map(|entry| &entry.session)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Arc<Session>> + '_ {
+        self.table.drain().map(|entry| entry.session)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Arc<Session>) -> bool) {
+        self.table.retain(|entry| keep(&entry.session));
+    }
+}
+
+/// What hashes session ids (see [`Key`]).
+pub(super) type IdHasher = foldhash::fast::RandomState;
 
 /// A power of two (see [`Core::shard`]).
 pub(crate) const SHARDS: usize = 16;
@@ -147,7 +249,8 @@ impl Core {
     /// Ends the session `id` here: its subscribers get what it holds, then their streams end.
     /// Returns whether this process held it.
     pub(crate) fn close(&self, id: &str) -> bool {
-        let removed = lock_shard(self.shard(id)).remove(id);
+        let key = self.key(id);
+        let removed = lock_shard(self.shard_of(key)).remove(key);
         match removed {
             Some(session) => {
                 self.counters.sessions.sub(1);
@@ -160,7 +263,7 @@ impl Core {
 
     pub(crate) fn close_sessions(&self) {
         for shard in self.shards.iter() {
-            let sessions: Vec<_> = lock_shard(shard).drain().map(|(_, s)| s).collect();
+            let sessions: Vec<_> = lock_shard(shard).drain().collect();
             self.counters.sessions.sub(sessions.len() as u64);
             for session in sessions {
                 self.end_session(&session, End::Closed);
@@ -169,16 +272,29 @@ impl Core {
         tracing::debug!(target: "status_messenger::hub", "hub shut down");
     }
 
-    pub(super) fn shard(&self, id: &str) -> &Shard {
-        &self.shards[self.shard_index(id)]
+    /// `id` with its hash, for finding it (see [`Key`]).
+    pub(super) fn key<'a>(&self, id: &'a str) -> Key<'a> {
+        Key {
+            id,
+            hash: self.hasher.hash_one(id),
+            prefix: prefix_of(id),
+        }
     }
 
-    /// Which shard holds `id`.
-    pub(super) fn shard_index(&self, id: &str) -> usize {
-        // Seeded apart from the maps' own hashers: the ids of one shard then still spread
-        // over all of its map's buckets. A mask, not a division: the count is a power of two.
-        let hash = self.shard_hasher.hash_one(id);
-        (hash as usize) & (SHARDS - 1)
+    /// The shard that holds `key`'s session.
+    pub(super) fn shard_of(&self, key: Key<'_>) -> &Shard {
+        &self.shards[self.shard_index(key)]
+    }
+
+    /// Which shard holds `key`'s session. A mask, not a division: the count is a power of two.
+    pub(super) fn shard_index(&self, key: Key<'_>) -> usize {
+        ((key.hash >> SHARD_SHIFT) as usize) & (SHARDS - 1)
+    }
+
+    /// The session `id` if it is held here, as it stands (no eviction, no activity).
+    pub(super) fn held(&self, id: &str) -> Option<Arc<Session>> {
+        let key = self.key(id);
+        lock_shard(self.shard_of(key)).get(key).cloned()
     }
 
     pub(super) fn idle_expired(&self, session: &Session, now: u64) -> bool {
@@ -216,16 +332,17 @@ impl Core {
         create: bool,
         count: Count,
     ) -> Result<Arc<Session>, Refusal> {
-        let mut map = lock_shard(self.shard(id));
+        let key = self.key(id);
+        let mut map = lock_shard(self.shard_of(key));
         // Checked under the shard lock: `shutdown` sets the flag before draining the shards,
         // so no session can be opened behind its back.
         if self.is_shut_down() {
             return Err(Refusal::ShutDown);
         }
         let mut expired = None;
-        if let Some(session) = map.get(id) {
+        if let Some(session) = map.get(key) {
             if self.idle_expired(session, now) {
-                expired = map.remove(id);
+                expired = map.remove(key);
             } else {
                 if create {
                     // Opening, publishing and subscribing keep a session alive; looking does not.
@@ -242,7 +359,7 @@ impl Core {
         } else {
             let session = Arc::new(Session::new(SessionId::from_checked(id), now));
             counted(&session, count);
-            map.insert(session.id.clone(), Arc::clone(&session));
+            map.insert(key, Arc::clone(&session), &self.hasher);
             self.counters.sessions.add(1);
             Ok(session)
         };
@@ -318,7 +435,7 @@ impl Core {
         let history_here = self.backend.numbers_here();
         let mut idle: Vec<((bool, u64), usize, Arc<Session>)> = Vec::new();
         for (index, shard) in self.shards.iter().enumerate() {
-            for session in lock_shard(shard).values() {
+            for session in lock_shard(shard).sessions() {
                 if self.may_give_way_at(session, now) {
                     let order = give_way_order(session, history_here);
                     idle.push((order, index, Arc::clone(session)));
@@ -335,15 +452,16 @@ impl Core {
         }
         let mut evicted = 0;
         for (_, index, session) in idle {
+            let key = self.key(&session.id);
             let mut map = lock_shard(&self.shards[index]);
             // A subscriber or a task may have come since it was looked at.
             let still = map
-                .get(&session.id)
+                .get(key)
                 .is_some_and(|held| Arc::ptr_eq(held, &session) && self.may_give_way_at(held, now));
             if !still {
                 continue;
             }
-            map.remove(&session.id);
+            map.remove(key);
             drop(map);
             self.counters.sessions.sub(1);
             self.counters.evicted_under_pressure.add(1);
@@ -435,7 +553,7 @@ impl Core {
         let mut evicted = Vec::new();
         for shard in self.shards.iter() {
             let mut map = lock_shard(shard);
-            map.retain(|_, session| {
+            map.retain(|session| {
                 if self.idle_expired(session, now) {
                     evicted.push(Arc::clone(session));
                     return false;
@@ -452,5 +570,48 @@ impl Core {
         #[cfg(feature = "metrics")]
         self.counters.record();
         evicted.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::hub::{Published, MAX_SESSION_ID_BYTES};
+    use crate::{Hub, HubConfig};
+
+    /// Ids that share the bytes a table entry keeps, or differ only in length, are still told
+    /// apart: each is its own session, numbered, found and closed on its own.
+    #[tokio::test]
+    async fn ids_alike_in_their_first_bytes_are_told_apart() {
+        let hub = Hub::new(HubConfig::default()).unwrap();
+        let long = "a".repeat(MAX_SESSION_ID_BYTES);
+        let ids = [
+            "a".repeat(31),
+            "a".repeat(32),
+            "a".repeat(33),
+            format!("{}b", "a".repeat(32)),
+            format!("{}b", "a".repeat(MAX_SESSION_ID_BYTES - 1)),
+            long,
+        ];
+        for (n, id) in ids.iter().enumerate() {
+            for seq in 1..=n as u64 + 1 {
+                assert_eq!(
+                    hub.publish(Some(id), "x"),
+                    Ok(Published::Numbered(seq)),
+                    "{id}"
+                );
+            }
+        }
+        assert_eq!(hub.stats().sessions, ids.len() as u64);
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(
+                hub.publish(Some(id), "y"),
+                Ok(Published::Numbered(n as u64 + 2))
+            );
+        }
+        assert!(hub.close_session(&ids[2]).await.unwrap());
+        assert!(!hub.close_session(&ids[2]).await.unwrap());
+        assert_eq!(hub.stats().sessions, ids.len() as u64 - 1);
+        assert_eq!(hub.publish(Some(&ids[3]), "z"), Ok(Published::Numbered(6)));
+        assert_eq!(hub.publish(Some(&ids[2]), "z"), Ok(Published::Numbered(1)));
     }
 }

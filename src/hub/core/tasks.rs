@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{lock_shard, Core, Count};
+use super::{Core, Count};
 use crate::hub::backend::{Local, TaskChange};
 use crate::hub::state::{End, Session, State, Wake};
 use crate::hub::task::{Outcome, TaskState, TaskUpdate};
@@ -216,7 +216,7 @@ impl Core {
     /// Whether the task `task` of the checked session `id` runs here (started here, not
     /// ended).
     pub(crate) fn runs_here(&self, id: &str, task: &str) -> bool {
-        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
+        let Some(session) = self.held(id) else {
             return false;
         };
         let runs = session.lock().tasks.runs_here(task);
@@ -227,7 +227,7 @@ impl Core {
     /// here, placed after status `after` (`None`: after what the session holds now, as for
     /// what a subscription starts with). Only sessions this process holds take them.
     pub(crate) fn deliver_task(&self, id: &str, change: TaskRecord, after: Option<u64>) {
-        let Some(session) = lock_shard(self.shard(id)).get(id).cloned() else {
+        let Some(session) = self.held(id) else {
             return;
         };
         let (told, remembered, wake) = {
