@@ -43,7 +43,8 @@ pub struct RedisConfig {
     /// First delay before reconnecting; it doubles with each failed attempt (at least 1 ms;
     /// default 100 ms).
     pub reconnect_min: Duration,
-    /// Longest delay between reconnect attempts (at least `reconnect_min`; default 5 s).
+    /// Longest delay between reconnect attempts (at least `reconnect_min`; default 1 s): a Redis
+    /// that comes back (or a replica that takes over) is noticed within about this long.
     pub reconnect_max: Duration,
     /// Longest wait for a connection or an answer before the connection counts as lost (at
     /// least 1 ms; default 2 s).
@@ -77,6 +78,7 @@ impl RedisConfig {
     /// assert_eq!(config.url, "redis://localhost/");
     /// assert_eq!(config.timeout, std::time::Duration::from_secs(2));
     /// assert_eq!(config.request_timeout, std::time::Duration::from_millis(250));
+    /// assert_eq!(config.reconnect_max, std::time::Duration::from_secs(1));
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -84,7 +86,7 @@ impl RedisConfig {
             key_prefix: "status-messenger".to_owned(),
             buffer_capacity: 100_000,
             reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(5),
+            reconnect_max: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
             request_timeout: Duration::from_millis(250),
             batch_delay: Duration::from_millis(1),

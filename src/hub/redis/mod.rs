@@ -204,8 +204,10 @@
 //! [`RedisConfig::buffer_capacity`] (default 100,000) bounds the statuses held while Redis is
 //! away: take the statuses per second of the whole process times the longest outage to ride
 //! out, within memory (each costs about its text plus 64 bytes). The backoff bounds decide how
-//! soon a returning Redis is noticed ([`RedisConfig::reconnect_max`], default 5 s) and how hard
-//! a missing one is hammered ([`RedisConfig::reconnect_min`], default 100 ms).
+//! soon a returning Redis is noticed ([`RedisConfig::reconnect_max`], default 1 s, so delivery
+//! resumes within about a second of Redis or a promoted replica answering again, whatever the
+//! outage lasted) and how hard a missing one is hammered ([`RedisConfig::reconnect_min`],
+//! default 100 ms; then one attempt a second per process and task).
 //!
 //! [`RedisConfig::request_timeout`] (default 250 ms) bounds how long a request waits on a Redis
 //! that is slow, or gone without a word (every byte lost, so nothing tells the hub yet): above

@@ -1,0 +1,253 @@
+//! The demo servers as an outside client sees them when two of them (the axum one and the actix
+//! one, with their default settings) share a Redis Cluster of 3 masters and 3 replicas, and the
+//! master holding a session is killed while its task runs: its replica takes over (about 3 s
+//! later), delivery
+//! resumes on both servers within 2 s of the promotion, every number reaches each page once (a
+//! status, or within exactly one gap), and a cancel sent to the other server still stops the
+//! task on the one that runs it.
+#![cfg(all(feature = "redis-cluster", feature = "axum", feature = "actix-web"))]
+
+mod common;
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::RedisCluster;
+use serde_json::Value;
+use support::{create_session, start_task, ws_connect, ws_next_any, Server, Ws};
+
+const STEPS: u64 = 400;
+const STEP_DELAY_MS: u64 = 20;
+
+/// Both demos, built with every feature (so with the cluster backend, which
+/// `support::demo` does not build in); cargo reuses the library `cargo test --all-features`
+/// built.
+fn executables() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--all-features",
+                "--message-format=json-render-diagnostics",
+            ])
+            .args(["--example", "axum_demo", "--example", "actix_demo"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build");
+        assert!(output.status.success(), "cargo build of the demos failed");
+        let mut found = (None, None);
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(message) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let exe = message.get("executable").and_then(Value::as_str);
+            match (message.pointer("/target/name").and_then(Value::as_str), exe) {
+                (Some("axum_demo"), Some(exe)) => found.0 = Some(PathBuf::from(exe)),
+                (Some("actix_demo"), Some(exe)) => found.1 = Some(PathBuf::from(exe)),
+                _ => {}
+            }
+        }
+        (found.0.expect("axum_demo"), found.1.expect("actix_demo"))
+    })
+}
+
+/// Starts `exe` on a free port with `args`, as `support::demo::Demo::start` does.
+fn start(exe: &PathBuf, args: &[&str]) -> Server {
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = Command::new(exe)
+        .args(["--port", "0"])
+        .args(args)
+        .env_remove("PORT")
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_CLUSTER_URLS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().expect("log file"))
+        .spawn()
+        .expect("start the demo");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let Some(addr) = first.strip_prefix("listening on http://") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{} did not start: `{first}`\n{}",
+            exe.display(),
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        );
+    };
+    let addr = addr.trim().parse().expect("an address");
+    std::thread::spawn(move || lines.for_each(drop));
+    Server::process(addr, child, log)
+}
+
+async fn demos_on(cluster: &RedisCluster) -> (Server, Server) {
+    let urls = cluster.urls().join(",");
+    tokio::task::spawn_blocking(move || {
+        let (axum, actix) = executables();
+        (
+            start(axum, &["--redis-cluster", &urls]),
+            start(actix, &["--redis-cluster", &urls]),
+        )
+    })
+    .await
+    .expect("start the demos")
+}
+
+/// Every frame of `ws` with when it arrived, until `task` is in the state `end`.
+async fn read_until(mut ws: Ws, task: String, end: &'static str) -> Vec<(Value, Instant)> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = ws_next_any(&mut ws)
+            .await
+            .unwrap_or_else(|| panic!("stream closed after {} frames", frames.len()));
+        let done = frame["type"] == "task" && frame["task"] == task.as_str() && {
+            assert_ne!(frame["state"], "failed", "{frame}");
+            frame["state"] == end
+        };
+        frames.push((frame, Instant::now()));
+        if done {
+            return frames;
+        }
+    }
+}
+
+/// Asserts every number `1..=last` is a status or within one gap exactly once, statuses in
+/// order.
+fn assert_each_number_once(frames: &[(Value, Instant)], last: u64, server: &str) {
+    let mut seen = vec![0u32; last as usize + 1];
+    let mut last_status = 0;
+    for (frame, _) in frames {
+        match frame["type"].as_str() {
+            Some("gap") => {
+                let (from, to) = (
+                    frame["from"].as_u64().unwrap(),
+                    frame["to"].as_u64().unwrap(),
+                );
+                assert!(1 <= from && from <= to && to <= last, "{server}: {frame}");
+                for n in from..=to {
+                    seen[n as usize] += 1;
+                }
+            }
+            None | Some("status") => {
+                let seq = frame["seq"].as_u64().expect("seq");
+                assert!(
+                    seq > last_status && seq <= last,
+                    "{server}: {seq} after {last_status}"
+                );
+                last_status = seq;
+                seen[seq as usize] += 1;
+            }
+            _ => {}
+        }
+    }
+    let wrong: Vec<(usize, u32)> = seen
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, n)| **n != 1)
+        .map(|(seq, n)| (seq, *n))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{server}: (seq, times) not once: {wrong:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_under_a_task_is_replaced_and_both_demos_resume_within_two_seconds() {
+    let Some(mut cluster) = RedisCluster::start() else {
+        return;
+    };
+    let (on_a, on_b) = demos_on(&cluster).await;
+    let id = create_session(&on_a).await;
+    let ws_a = ws_connect(&on_a, &id, None).await;
+    let ws_b = ws_connect(&on_b, &id, None).await;
+    // The tool runs in the actix process; both pages watch.
+    let task = start_task(&on_b, &id, STEPS as u32, STEP_DELAY_MS).await;
+    let readers = [
+        (
+            "axum",
+            tokio::spawn(read_until(ws_a, task.clone(), "finished")),
+        ),
+        (
+            "actix",
+            tokio::spawn(read_until(ws_b, task.clone(), "finished")),
+        ),
+    ];
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let victim = cluster
+        .masters()
+        .into_iter()
+        .find(|m| {
+            !cluster
+                .cli(m.port, &["--scan", "--pattern", &format!("*:log:{id}")])
+                .trim()
+                .is_empty()
+        })
+        .expect("a master holds the session");
+    // A failure noticed after 2 s (the helper's nodes take 1 s): the replica takes over
+    // about 3 s after the kill, when a reconnect backoff doubling from 100 ms would next try
+    // at 6.3 s.
+    for node in cluster.topology() {
+        if node.port != victim.port {
+            let set = cluster.cli(
+                node.port,
+                &["config", "set", "cluster-node-timeout", "2000"],
+            );
+            assert!(set.contains("OK"), "{set}");
+        }
+    }
+    cluster.kill(victim.port);
+    let promoted =
+        tokio::task::block_in_place(|| cluster.wait_promoted(&victim.id, Duration::from_secs(15)));
+    for (server, reader) in readers {
+        let frames = reader.await.expect("reader");
+        let last = frames
+            .iter()
+            .rev()
+            .find_map(|(f, _)| {
+                (f["type"] == "task")
+                    .then(|| f["last_seq"].as_u64())
+                    .flatten()
+            })
+            .expect("the finished frame's last_seq");
+        assert!(last >= STEPS, "{server}: last_seq {last}");
+        assert_each_number_once(&frames, last, server);
+        let resumed = frames
+            .iter()
+            .map(|(_, at)| *at)
+            .find(|at| *at >= promoted)
+            .expect("frames after the promotion");
+        let late = resumed - promoted;
+        eprintln!("{server}: resumed {late:?} after the promotion was seen");
+        assert!(
+            late <= Duration::from_secs(2),
+            "{server} resumed delivery {late:?} after the replica took over"
+        );
+    }
+
+    // After the failover a Stop sent to the axum server reaches the tool in the actix one.
+    let ws_a = ws_connect(&on_a, &id, None).await;
+    let task = start_task(&on_b, &id, STEPS as u32, 50).await;
+    let reader = tokio::spawn(read_until(ws_a, task.clone(), "cancelled"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let (status, answer) =
+        support::post_json(&on_a, &format!("/api/sessions/{id}/tasks/{task}/cancel")).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{answer}");
+    let frames = reader.await.expect("reader");
+    let took = frames.last().expect("the cancelled frame").1 - asked;
+    assert!(
+        took <= Duration::from_millis(50 + 100),
+        "cancelled {took:?} after the request"
+    );
+    on_a.stop().await.expect("axum demo stopped cleanly");
+    on_b.stop().await.expect("actix demo stopped cleanly");
+}

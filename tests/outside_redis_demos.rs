@@ -1,0 +1,238 @@
+//! The demo servers as an outside client sees them when two of them (the axum one and the actix
+//! one, with their default Redis settings) share one Redis that fails under a running task:
+//! killed and started again with or without its data, or paused. Whatever the outage lasted,
+//! delivery resumes on both within 2 s of Redis answering again, every number reaches each
+//! page once (a status, or within exactly one gap), and the session's keys still live at least
+//! the 10 minutes of history the contract promises.
+#![cfg(all(feature = "redis", feature = "axum", feature = "actix-web"))]
+
+mod common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::RedisServer;
+use serde_json::Value;
+use status_messenger::hub::metric_names;
+use support::demo::Demo;
+use support::{create_session, start_task, ws_connect, ws_next_any, Ws};
+
+const STEPS: u64 = 300;
+const STEP_DELAY_MS: u64 = 20;
+/// Long enough that a reconnect backoff doubling from 100 ms waits past 2 s after Redis is
+/// back (attempts 3.1 s and 6.3 s after the loss), unless its longest delay is short.
+const OUTAGE: Duration = Duration::from_millis(3500);
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    RestartWithData,
+    RestartEmpty,
+    Pause,
+}
+
+/// The axum demo and the actix demo, both on `redis` with their default settings.
+async fn demos_on(redis: &RedisServer) -> (support::Server, support::Server) {
+    let url = redis.url();
+    tokio::task::spawn_blocking(move || {
+        (
+            Demo::Axum.start(&["--redis", &url]),
+            Demo::Actix.start(&["--redis", &url]),
+        )
+    })
+    .await
+    .expect("start the demos")
+}
+
+/// Every frame of `ws` with when it arrived, until the task frame that says `task` finished.
+async fn read_until_finished(mut ws: Ws, task: String) -> Vec<(Value, Instant)> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = ws_next_any(&mut ws)
+            .await
+            .unwrap_or_else(|| panic!("stream closed after {} frames", frames.len()));
+        let done = frame["type"] == "task" && frame["task"] == task.as_str() && {
+            assert_ne!(frame["state"], "failed", "{frame}");
+            frame["state"] == "finished"
+        };
+        frames.push((frame, Instant::now()));
+        if done {
+            return frames;
+        }
+    }
+}
+
+/// Asserts that every number `1..=STEPS` is a status or within one gap exactly once, statuses
+/// in order; returns how many were in gaps.
+fn assert_each_number_once(frames: &[(Value, Instant)], server: &str) -> u64 {
+    let mut seen = vec![0u32; STEPS as usize + 1];
+    let mut last_status = 0;
+    let mut in_gaps = 0;
+    for (frame, _) in frames {
+        match frame["type"].as_str() {
+            Some("gap") => {
+                let (from, to) = (
+                    frame["from"].as_u64().unwrap(),
+                    frame["to"].as_u64().unwrap(),
+                );
+                assert!(1 <= from && from <= to && to <= STEPS, "{server}: {frame}");
+                for n in from..=to {
+                    seen[n as usize] += 1;
+                }
+                in_gaps += to - from + 1;
+            }
+            None | Some("status") => {
+                let seq = frame["seq"].as_u64().expect("seq");
+                assert!(seq > last_status, "{server}: {seq} after {last_status}");
+                last_status = seq;
+                seen[seq as usize] += 1;
+            }
+            _ => {}
+        }
+    }
+    let wrong: Vec<(usize, u32)> = seen
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, n)| **n != 1)
+        .map(|(seq, n)| (seq, *n))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{server}: (seq, times) not once: {wrong:?}"
+    );
+    in_gaps
+}
+
+/// The value of the metric line `name` (labels included) on `server`'s `/metrics`.
+async fn metric(server: &support::Server, name: &str) -> u64 {
+    let text = support::http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
+}
+
+/// The remaining time to live of `key` in milliseconds (negative: no TTL or no key).
+fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    let reply = redis.command(&format!("PTTL {key}"));
+    reply
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap_or_else(|_| panic!("PTTL {key}: {reply:?}"))
+}
+
+async fn outage_under_a_task(fault: Fault) {
+    let redis = match fault {
+        Fault::RestartWithData | Fault::Pause => RedisServer::start_persistent(),
+        Fault::RestartEmpty => RedisServer::start(),
+    };
+    let Some(mut redis) = redis else {
+        return;
+    };
+    let (on_a, on_b) = demos_on(&redis).await;
+    let id = create_session(&on_b).await;
+    let ws_a = ws_connect(&on_a, &id, None).await;
+    let ws_b = ws_connect(&on_b, &id, None).await;
+    // The tool runs in the axum process; both pages watch.
+    let task = start_task(&on_a, &id, STEPS as u32, STEP_DELAY_MS).await;
+    let readers = [
+        (
+            "axum",
+            tokio::spawn(read_until_finished(ws_a, task.clone())),
+        ),
+        (
+            "actix",
+            tokio::spawn(read_until_finished(ws_b, task.clone())),
+        ),
+    ];
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    match fault {
+        Fault::RestartWithData | Fault::RestartEmpty => redis.kill(),
+        Fault::Pause => redis.pause(),
+    }
+    tokio::time::sleep(OUTAGE).await;
+    tokio::task::block_in_place(|| match fault {
+        Fault::RestartWithData => redis.restart(),
+        Fault::RestartEmpty => redis.restart_empty(),
+        Fault::Pause => redis.resume(),
+    });
+    let back = Instant::now();
+
+    let mut gaps_seen = Vec::new();
+    for (server, reader) in readers {
+        let frames = reader.await.expect("reader");
+        let in_gaps = assert_each_number_once(&frames, server);
+        gaps_seen.push((
+            in_gaps,
+            frames.iter().filter(|(f, _)| f["type"] == "gap").count(),
+        ));
+        // The task runs on well past the outage: the first frame after Redis is back shows
+        // when delivery resumed.
+        let resumed = frames
+            .iter()
+            .map(|(_, at)| *at)
+            .find(|at| *at >= back)
+            .expect("frames after the outage");
+        let late = resumed.saturating_duration_since(back);
+        eprintln!("{fault:?}: {server} resumed {late:?} after Redis was back, {in_gaps} in gaps");
+        assert!(
+            late <= Duration::from_secs(2),
+            "{fault:?}: {server} resumed delivery {late:?} after Redis was back"
+        );
+    }
+
+    // What was lost is counted: as dropped where it was published, as gaps where delivered.
+    let dropped = metric(
+        &on_a,
+        &format!("{}{{reason=\"backend\"}}", metric_names::DROPPED),
+    )
+    .await;
+    assert_eq!(dropped, gaps_seen[0].0, "dropped on the publishing process");
+    for ((_, gap_frames), server) in gaps_seen.iter().zip([&on_a, &on_b]) {
+        let gaps = metric(server, metric_names::GAPS).await;
+        assert!(
+            gaps >= *gap_frames as u64,
+            "{gaps} gaps counted, {gap_frames} delivered"
+        );
+    }
+
+    // History outlives the last status by at least the contract's 10 minutes.
+    for kind in ["log", "tasks"] {
+        let ttl = pttl(&redis, &format!("status-messenger:{{{id}}}:{kind}"));
+        assert!(
+            ttl >= 600_000,
+            "{kind}: PTTL {ttl} ms after the last status"
+        );
+    }
+    on_a.stop().await.expect("axum demo stopped cleanly");
+    on_b.stop().await.expect("actix demo stopped cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_with_its_data_under_a_task() {
+    outage_under_a_task(Fault::RestartWithData).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_empty_under_a_task() {
+    outage_under_a_task(Fault::RestartEmpty).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_under_a_task() {
+    outage_under_a_task(Fault::Pause).await;
+}
