@@ -10,90 +10,22 @@
 mod common;
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::RedisCluster;
 use serde_json::Value;
+use support::demo::Demo;
 use support::{create_session, start_task, ws_connect, ws_next_any, Server, Ws};
 
 const STEPS: u64 = 400;
 const STEP_DELAY_MS: u64 = 20;
 
-/// Both demos, built with every feature (so with the cluster backend, which
-/// `support::demo` does not build in); cargo reuses the library `cargo test --all-features`
-/// built.
-fn executables() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--all-features",
-                "--message-format=json-render-diagnostics",
-            ])
-            .args(["--example", "axum_demo", "--example", "actix_demo"])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build");
-        assert!(output.status.success(), "cargo build of the demos failed");
-        let mut found = (None, None);
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            let Ok(message) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let exe = message.get("executable").and_then(Value::as_str);
-            match (message.pointer("/target/name").and_then(Value::as_str), exe) {
-                (Some("axum_demo"), Some(exe)) => found.0 = Some(PathBuf::from(exe)),
-                (Some("actix_demo"), Some(exe)) => found.1 = Some(PathBuf::from(exe)),
-                _ => {}
-            }
-        }
-        (found.0.expect("axum_demo"), found.1.expect("actix_demo"))
-    })
-}
-
-/// Starts `exe` on a free port with `args`, as `support::demo::Demo::start` does.
-fn start(exe: &PathBuf, args: &[&str]) -> Server {
-    let log = tempfile::NamedTempFile::new().expect("log file");
-    let mut child = Command::new(exe)
-        .args(["--port", "0"])
-        .args(args)
-        .env_remove("PORT")
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_CLUSTER_URLS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log.reopen().expect("log file"))
-        .spawn()
-        .expect("start the demo");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let Some(addr) = first.strip_prefix("listening on http://") else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "{} did not start: `{first}`\n{}",
-            exe.display(),
-            std::fs::read_to_string(log.path()).unwrap_or_default()
-        );
-    };
-    let addr = addr.trim().parse().expect("an address");
-    std::thread::spawn(move || lines.for_each(drop));
-    Server::process(addr, child, log)
-}
-
 async fn demos_on(cluster: &RedisCluster) -> (Server, Server) {
     let urls = cluster.urls().join(",");
     tokio::task::spawn_blocking(move || {
-        let (axum, actix) = executables();
         (
-            start(axum, &["--redis-cluster", &urls]),
-            start(actix, &["--redis-cluster", &urls]),
+            Demo::Axum.start(&["--redis-cluster", &urls]),
+            Demo::Actix.start(&["--redis-cluster", &urls]),
         )
     })
     .await

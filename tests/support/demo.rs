@@ -46,6 +46,7 @@ impl Demo {
             .args(args)
             .env_remove("PORT")
             .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_URLS")
             .env_remove("BIND")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -73,6 +74,9 @@ fn features() -> Vec<&'static str> {
     let mut features = Vec::new();
     for (on, name) in [
         (cfg!(feature = "redis"), "redis"),
+        (cfg!(feature = "redis-cluster"), "redis-cluster"),
+        (cfg!(feature = "serde_json"), "serde_json"),
+        (cfg!(feature = "tracing-layer"), "tracing-layer"),
         (cfg!(feature = "metrics"), "metrics"),
         (cfg!(feature = "web"), "web"),
         (cfg!(feature = "axum"), "axum"),
