@@ -13,9 +13,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::RedisCluster;
-use serde_json::Value;
 use support::demo::Demo;
-use support::{create_session, start_task, ws_connect, ws_next_any, Server, Ws};
+use support::{
+    assert_each_number_once, create_session, start_task, ws_connect, ws_timed_until_task, Server,
+};
 
 const STEPS: u64 = 400;
 const STEP_DELAY_MS: u64 = 20;
@@ -32,66 +33,6 @@ async fn demos_on(cluster: &RedisCluster) -> (Server, Server) {
     .expect("start the demos")
 }
 
-/// Every frame of `ws` with when it arrived, until `task` is in the state `end`.
-async fn read_until(mut ws: Ws, task: String, end: &'static str) -> Vec<(Value, Instant)> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = ws_next_any(&mut ws)
-            .await
-            .unwrap_or_else(|| panic!("stream closed after {} frames", frames.len()));
-        let done = frame["type"] == "task" && frame["task"] == task.as_str() && {
-            assert_ne!(frame["state"], "failed", "{frame}");
-            frame["state"] == end
-        };
-        frames.push((frame, Instant::now()));
-        if done {
-            return frames;
-        }
-    }
-}
-
-/// Asserts every number `1..=last` is a status or within one gap exactly once, statuses in
-/// order.
-fn assert_each_number_once(frames: &[(Value, Instant)], last: u64, server: &str) {
-    let mut seen = vec![0u32; last as usize + 1];
-    let mut last_status = 0;
-    for (frame, _) in frames {
-        match frame["type"].as_str() {
-            Some("gap") => {
-                let (from, to) = (
-                    frame["from"].as_u64().unwrap(),
-                    frame["to"].as_u64().unwrap(),
-                );
-                assert!(1 <= from && from <= to && to <= last, "{server}: {frame}");
-                for n in from..=to {
-                    seen[n as usize] += 1;
-                }
-            }
-            None | Some("status") => {
-                let seq = frame["seq"].as_u64().expect("seq");
-                assert!(
-                    seq > last_status && seq <= last,
-                    "{server}: {seq} after {last_status}"
-                );
-                last_status = seq;
-                seen[seq as usize] += 1;
-            }
-            _ => {}
-        }
-    }
-    let wrong: Vec<(usize, u32)> = seen
-        .iter()
-        .enumerate()
-        .skip(1)
-        .filter(|(_, n)| **n != 1)
-        .map(|(seq, n)| (seq, *n))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{server}: (seq, times) not once: {wrong:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_a_task_is_replaced_and_both_demos_resume_within_two_seconds() {
     let Some(mut cluster) = RedisCluster::start() else {
@@ -106,11 +47,11 @@ async fn a_master_killed_under_a_task_is_replaced_and_both_demos_resume_within_t
     let readers = [
         (
             "axum",
-            tokio::spawn(read_until(ws_a, task.clone(), "finished")),
+            tokio::spawn(ws_timed_until_task(ws_a, task.clone(), "finished")),
         ),
         (
             "actix",
-            tokio::spawn(read_until(ws_b, task.clone(), "finished")),
+            tokio::spawn(ws_timed_until_task(ws_b, task.clone(), "finished")),
         ),
     ];
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -168,7 +109,7 @@ async fn a_master_killed_under_a_task_is_replaced_and_both_demos_resume_within_t
     // After the failover a Stop sent to the axum server reaches the tool in the actix one.
     let ws_a = ws_connect(&on_a, &id, None).await;
     let task = start_task(&on_b, &id, STEPS as u32, 50).await;
-    let reader = tokio::spawn(read_until(ws_a, task.clone(), "cancelled"));
+    let reader = tokio::spawn(ws_timed_until_task(ws_a, task.clone(), "cancelled"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let asked = Instant::now();
     let (status, answer) =

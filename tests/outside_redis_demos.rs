@@ -12,10 +12,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::RedisServer;
-use serde_json::Value;
 use status_messenger::hub::metric_names;
 use support::demo::Demo;
-use support::{create_session, start_task, ws_connect, ws_next_any, Ws};
+use support::{
+    assert_each_number_once, create_session, metric, metrics, start_task, ws_connect,
+    ws_timed_until_task,
+};
 
 const STEPS: u64 = 300;
 const STEP_DELAY_MS: u64 = 20;
@@ -41,87 +43,6 @@ async fn demos_on(redis: &RedisServer) -> (support::Server, support::Server) {
     })
     .await
     .expect("start the demos")
-}
-
-/// Every frame of `ws` with when it arrived, until the task frame that says `task` finished.
-async fn read_until_finished(mut ws: Ws, task: String) -> Vec<(Value, Instant)> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = ws_next_any(&mut ws)
-            .await
-            .unwrap_or_else(|| panic!("stream closed after {} frames", frames.len()));
-        let done = frame["type"] == "task" && frame["task"] == task.as_str() && {
-            assert_ne!(frame["state"], "failed", "{frame}");
-            frame["state"] == "finished"
-        };
-        frames.push((frame, Instant::now()));
-        if done {
-            return frames;
-        }
-    }
-}
-
-/// Asserts that every number `1..=STEPS` is a status or within one gap exactly once, statuses
-/// in order; returns how many were in gaps.
-fn assert_each_number_once(frames: &[(Value, Instant)], server: &str) -> u64 {
-    let mut seen = vec![0u32; STEPS as usize + 1];
-    let mut last_status = 0;
-    let mut in_gaps = 0;
-    for (frame, _) in frames {
-        match frame["type"].as_str() {
-            Some("gap") => {
-                let (from, to) = (
-                    frame["from"].as_u64().unwrap(),
-                    frame["to"].as_u64().unwrap(),
-                );
-                assert!(1 <= from && from <= to && to <= STEPS, "{server}: {frame}");
-                for n in from..=to {
-                    seen[n as usize] += 1;
-                }
-                in_gaps += to - from + 1;
-            }
-            None | Some("status") => {
-                let seq = frame["seq"].as_u64().expect("seq");
-                assert!(seq > last_status, "{server}: {seq} after {last_status}");
-                last_status = seq;
-                seen[seq as usize] += 1;
-            }
-            _ => {}
-        }
-    }
-    let wrong: Vec<(usize, u32)> = seen
-        .iter()
-        .enumerate()
-        .skip(1)
-        .filter(|(_, n)| **n != 1)
-        .map(|(seq, n)| (seq, *n))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{server}: (seq, times) not once: {wrong:?}"
-    );
-    in_gaps
-}
-
-/// The value of the metric line `name` (labels included) on `server`'s `/metrics`.
-async fn metric(server: &support::Server, name: &str) -> u64 {
-    let text = support::http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
 }
 
 /// The remaining time to live of `key` in milliseconds (negative: no TTL or no key).
@@ -151,11 +72,11 @@ async fn outage_under_a_task(fault: Fault) {
     let readers = [
         (
             "axum",
-            tokio::spawn(read_until_finished(ws_a, task.clone())),
+            tokio::spawn(ws_timed_until_task(ws_a, task.clone(), "finished")),
         ),
         (
             "actix",
-            tokio::spawn(read_until_finished(ws_b, task.clone())),
+            tokio::spawn(ws_timed_until_task(ws_b, task.clone(), "finished")),
         ),
     ];
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -175,7 +96,7 @@ async fn outage_under_a_task(fault: Fault) {
     let mut gaps_seen = Vec::new();
     for (server, reader) in readers {
         let frames = reader.await.expect("reader");
-        let in_gaps = assert_each_number_once(&frames, server);
+        let in_gaps = assert_each_number_once(&frames, STEPS, server);
         gaps_seen.push((
             in_gaps,
             frames.iter().filter(|(f, _)| f["type"] == "gap").count(),
@@ -197,13 +118,12 @@ async fn outage_under_a_task(fault: Fault) {
 
     // What was lost is counted: as dropped where it was published, as gaps where delivered.
     let dropped = metric(
-        &on_a,
+        &metrics(&on_a).await,
         &format!("{}{{reason=\"backend\"}}", metric_names::DROPPED),
-    )
-    .await;
+    );
     assert_eq!(dropped, gaps_seen[0].0, "dropped on the publishing process");
     for ((_, gap_frames), server) in gaps_seen.iter().zip([&on_a, &on_b]) {
-        let gaps = metric(server, metric_names::GAPS).await;
+        let gaps = metric(&metrics(server).await, metric_names::GAPS);
         assert!(
             gaps >= *gap_frames as u64,
             "{gaps} gaps counted, {gap_frames} delivered"

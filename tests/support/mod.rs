@@ -635,7 +635,8 @@ fn sse_frames(events: &[SseEvent]) -> Vec<Value> {
         .collect()
 }
 
-async fn metrics(server: &Server) -> String {
+/// `server`'s `GET /metrics`, checked to be Prometheus text.
+pub(crate) async fn metrics(server: &Server) -> String {
     let res = http()
         .get(server.url("/metrics"))
         .send()
@@ -650,7 +651,8 @@ async fn metrics(server: &Server) -> String {
     res.text().await.expect("text")
 }
 
-fn metric(text: &str, name: &str) -> u64 {
+/// The value of the metric line `name` (labels included) in Prometheus `text`.
+pub(crate) fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|line| {
             line.strip_prefix(name)?
@@ -660,6 +662,75 @@ fn metric(text: &str, name: &str) -> u64 {
                 .ok()
         })
         .unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
+}
+
+/// Every frame of `ws` with when it arrived, until the task frame that says `task` is in the
+/// state `end` (a `failed` one fails the test): [`ws_until_task`] for a test that times the
+/// frames, as one of delivery resuming after a fault.
+pub(crate) async fn ws_timed_until_task(
+    mut ws: Ws,
+    task: String,
+    end: &'static str,
+) -> Vec<(Value, Instant)> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = ws_next_any(&mut ws)
+            .await
+            .unwrap_or_else(|| panic!("stream closed after {} frames", frames.len()));
+        let done = frame["type"] == "task" && frame["task"] == task.as_str() && {
+            assert_ne!(frame["state"], "failed", "{frame}");
+            frame["state"] == end
+        };
+        frames.push((frame, Instant::now()));
+        if done {
+            return frames;
+        }
+    }
+}
+
+/// Asserts that every number `1..=last` is a status or within one gap exactly once, statuses
+/// in order and none past `last`; returns how many were in gaps.
+pub(crate) fn assert_each_number_once(frames: &[(Value, Instant)], last: u64, server: &str) -> u64 {
+    let mut seen = vec![0u32; last as usize + 1];
+    let mut last_status = 0;
+    let mut in_gaps = 0;
+    for (frame, _) in frames {
+        match frame["type"].as_str() {
+            Some("gap") => {
+                let (from, to) = (
+                    frame["from"].as_u64().unwrap(),
+                    frame["to"].as_u64().unwrap(),
+                );
+                assert!(1 <= from && from <= to && to <= last, "{server}: {frame}");
+                for n in from..=to {
+                    seen[n as usize] += 1;
+                }
+                in_gaps += to - from + 1;
+            }
+            None | Some("status") => {
+                let seq = frame["seq"].as_u64().expect("seq");
+                assert!(
+                    seq > last_status && seq <= last,
+                    "{server}: {seq} after {last_status}"
+                );
+                last_status = seq;
+                seen[seq as usize] += 1;
+            }
+            _ => {}
+        }
+    }
+    let wrong: Vec<(usize, u32)> = seen
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, n)| **n != 1)
+        .map(|(seq, n)| (seq, *n))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{server}: (seq, times) not once: {wrong:?}"
+    );
+    in_gaps
 }
 
 mod cases;
