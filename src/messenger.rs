@@ -119,8 +119,8 @@ use futures_core::Stream;
 use crate::status::StatusMessage;
 use crate::sync::channel;
 use crate::sync::{
-    fence, lock, read, write, Arc, AtomicBool, AtomicU64, CachePadded, Mutex, ShardedLock,
-    TaskWaker,
+    fence, lock, read, thread_cell, write, Arc, AtomicBool, AtomicU64, CachePadded, Mutex,
+    ShardedLock, TaskWaker,
 };
 use crate::task;
 
@@ -419,7 +419,7 @@ impl Default for ShardedCount {
 
 impl ShardedCount {
     fn add_one(&self) {
-        self.shards[count_shard()].fetch_add(1, Ordering::Relaxed);
+        self.shards[thread_cell(COUNT_SHARDS)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn sum(&self) -> u64 {
@@ -428,16 +428,6 @@ impl ShardedCount {
             .map(|shard| shard.load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
     }
-}
-
-/// This thread's counter in a [`ShardedCount`]: threads take them in turn as they first count.
-fn count_shard() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT_SHARDS;
-    }
-    // While the thread's locals are destroyed, any counter will do.
-    SHARD.try_with(|shard| *shard).unwrap_or(0)
 }
 
 /// What a sender does after its push (see `Shared::after_push`).

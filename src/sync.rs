@@ -78,6 +78,18 @@ impl TaskWaker {
 
 use std::sync::{LockResult, PoisonError};
 
+/// This thread's cell among `cells` for a count that every thread changes, spread over cells
+/// on their own cache lines and summed when read: threads take the cells in turn as they first
+/// ask, so a few busy threads seldom share one. While the thread's locals are destroyed, any
+/// cell will do (the first).
+pub(crate) fn thread_cell(cells: usize) -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static TAKEN: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    TAKEN.try_with(|taken| *taken % cells.max(1)).unwrap_or(0)
+}
+
 /// Locks `mutex`, recovering from poisoning (see the module invariants).
 pub(crate) fn lock<M: Lock + ?Sized>(mutex: &M) -> M::Guard<'_> {
     mutex

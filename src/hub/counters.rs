@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use crate::sync::thread_cell;
+
 use super::core::SHARDS;
 use super::HubStats;
 
@@ -122,7 +124,7 @@ impl Striped {
         if n == 0 {
             return;
         }
-        self.cells[stripe()].fetch_add(n, Ordering::Relaxed);
+        self.cells[thread_cell(STRIPES)].fetch_add(n, Ordering::Relaxed);
     }
 
     #[cfg_attr(
@@ -133,7 +135,7 @@ impl Striped {
         if n == 0 {
             return;
         }
-        self.cells[stripe()].fetch_sub(n, Ordering::Relaxed);
+        self.cells[thread_cell(STRIPES)].fetch_sub(n, Ordering::Relaxed);
     }
 
     fn get(&self) -> u64 {
@@ -142,17 +144,6 @@ impl Striped {
             .map(|cell| cell.load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
     }
-}
-
-/// This thread's cell in every [`Striped`] count: threads take them in turn as they first
-/// count.
-fn stripe() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    }
-    // While the thread's locals are destroyed, any cell will do.
-    STRIPE.try_with(|stripe| *stripe).unwrap_or(0)
 }
 
 /// A sum of wrapping parts read one after another; should a racing reader see a removal
