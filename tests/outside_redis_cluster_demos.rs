@@ -13,32 +13,20 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::RedisCluster;
-use support::demo::Demo;
+use support::demo::both_demos;
 use support::{
-    assert_each_number_once, create_session, start_task, ws_connect, ws_timed_until_task, Server,
+    assert_each_number_once, create_session, start_task, ws_connect, ws_timed_until_task,
 };
 
 const STEPS: u64 = 400;
 const STEP_DELAY_MS: u64 = 20;
-
-async fn demos_on(cluster: &RedisCluster) -> (Server, Server) {
-    let urls = cluster.urls().join(",");
-    tokio::task::spawn_blocking(move || {
-        (
-            Demo::Axum.start(&["--redis-cluster", &urls]),
-            Demo::Actix.start(&["--redis-cluster", &urls]),
-        )
-    })
-    .await
-    .expect("start the demos")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_a_task_is_replaced_and_both_demos_resume_within_two_seconds() {
     let Some(mut cluster) = RedisCluster::start() else {
         return;
     };
-    let (on_a, on_b) = demos_on(&cluster).await;
+    let (on_a, on_b) = both_demos(&["--redis-cluster", &cluster.urls().join(",")]).await;
     let id = create_session(&on_a).await;
     let ws_a = ws_connect(&on_a, &id, None).await;
     let ws_b = ws_connect(&on_b, &id, None).await;

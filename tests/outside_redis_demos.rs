@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::RedisServer;
 use status_messenger::hub::metric_names;
-use support::demo::Demo;
+use support::demo::both_demos;
 use support::{
     assert_each_number_once, create_session, metric, metrics, start_task, ws_connect,
     ws_timed_until_task,
@@ -30,19 +30,6 @@ enum Fault {
     RestartWithData,
     RestartEmpty,
     Pause,
-}
-
-/// The axum demo and the actix demo, both on `redis` with their default settings.
-async fn demos_on(redis: &RedisServer) -> (support::Server, support::Server) {
-    let url = redis.url();
-    tokio::task::spawn_blocking(move || {
-        (
-            Demo::Axum.start(&["--redis", &url]),
-            Demo::Actix.start(&["--redis", &url]),
-        )
-    })
-    .await
-    .expect("start the demos")
 }
 
 /// The remaining time to live of `key` in milliseconds (negative: no TTL or no key).
@@ -63,7 +50,7 @@ async fn outage_under_a_task(fault: Fault) {
     let Some(mut redis) = redis else {
         return;
     };
-    let (on_a, on_b) = demos_on(&redis).await;
+    let (on_a, on_b) = both_demos(&["--redis", &redis.url()]).await;
     let id = create_session(&on_b).await;
     let ws_a = ws_connect(&on_a, &id, None).await;
     let ws_b = ws_connect(&on_b, &id, None).await;

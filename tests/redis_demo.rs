@@ -11,25 +11,11 @@ use std::time::Duration;
 use common::RedisServer;
 use serde_json::Value;
 use status_messenger::hub::metric_names;
-use support::demo::Demo;
+use support::demo::both_demos;
 use support::{
     assert_steps, create_session, http, sse_connect, start_task, ws_connect, ws_quiet, ws_refused,
     ws_take,
 };
-
-/// The axum demo and the actix demo, both on `redis` (started on a blocking thread: each waits
-/// for its process to say where it listens).
-async fn demos_on(redis: &RedisServer) -> (support::Server, support::Server) {
-    let url = redis.url();
-    tokio::task::spawn_blocking(move || {
-        (
-            Demo::Axum.start(&["--redis", &url]),
-            Demo::Actix.start(&["--redis", &url]),
-        )
-    })
-    .await
-    .expect("start the demos")
-}
 
 /// Asserts that `frames` are statuses `first..` of a task of `total` steps whose step 1 got the
 /// number `first`.
@@ -51,7 +37,7 @@ async fn two_demo_servers_share_sessions_through_redis() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let (on_a, on_b) = demos_on(&redis).await;
+    let (on_a, on_b) = both_demos(&["--redis", &redis.url()]).await;
 
     // Created through A, known to B.
     let id = create_session(&on_a).await;
@@ -110,7 +96,7 @@ async fn a_stop_sent_to_one_demo_server_stops_the_tool_running_on_the_other() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let (on_a, on_b) = demos_on(&redis).await;
+    let (on_a, on_b) = both_demos(&["--redis", &redis.url()]).await;
     let id = create_session(&on_a).await;
     let mut ws_a = ws_connect(&on_a, &id, None).await;
     let mut ws_b = ws_connect(&on_b, &id, None).await;
@@ -147,7 +133,7 @@ async fn with_redis_down_the_demos_answer_503_with_retry_after_at_once() {
     let Some(mut redis) = RedisServer::start_persistent() else {
         return;
     };
-    let (on_a, on_b) = demos_on(&redis).await;
+    let (on_a, on_b) = both_demos(&["--redis", &redis.url()]).await;
     let known = create_session(&on_a).await;
     redis.kill();
     for server in [&on_a, &on_b] {

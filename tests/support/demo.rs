@@ -18,6 +18,18 @@ pub(crate) enum Demo {
     Actix,
 }
 
+/// The axum demo and the actix demo, both started with `args` (on a blocking thread: each
+/// waits for its process to say where it listens).
+pub(crate) async fn both_demos(args: &[&str]) -> (Server, Server) {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (Demo::Axum.start(&args), Demo::Actix.start(&args))
+    })
+    .await
+    .expect("start the demos")
+}
+
 impl Demo {
     fn name(self) -> &'static str {
         match self {
