@@ -305,9 +305,22 @@ async fn run_task(tools: &BlockingPool, task: Task, spec: TaskSpec) {
 }
 
 /// `POST /api/sessions/{id}/tasks/{task}/cancel`: asks the task's tool to stop.
-async fn cancel_task(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn cancel_task(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let info = req.match_info();
-    match common::cancel_task(&state.hub, info.get("id"), info.get("task")).await {
+    let session = match common::check_session(&state.hub, info.get("id")).await {
+        Ok(session) => session,
+        Err(refusal) => return refused(&refusal),
+    };
+    // The body is not used, but one over the limit is refused as on every route, before the
+    // task is touched.
+    if let Err(response) = read_body(&req, payload, state.body_timeout).await {
+        return response;
+    }
+    match common::cancel_task(&state.hub, session, info.get("task")).await {
         Ok(answer) => HttpResponse::Accepted()
             .content_type(ContentType::json())
             .body(answer),

@@ -330,12 +330,25 @@ async fn start_task(
 async fn cancel_task(
     State(state): State<AppState>,
     ids: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let ids = ids.ok().map(|Path(ids)| ids);
     let (session, task) = match &ids {
         Some((session, task)) => (Some(session.as_str()), Some(task.as_str())),
         None => (None, None),
     };
+    let session = match common::check_session(&state.hub, session).await {
+        Ok(session) => session,
+        Err(refusal) => return refused(&refusal),
+    };
+    // The body is not used, but one over the limit is refused as on every route, before the
+    // task is touched.
+    if let Err(rejection) = body {
+        return match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => refused(&common::body_too_large()),
+            _ => refused(&Refusal::bad_request(rejection.body_text())),
+        };
+    }
     match common::cancel_task(&state.hub, session, task).await {
         Ok(answer) => json(StatusCode::ACCEPTED, answer),
         Err(refusal) => refused(&refusal),

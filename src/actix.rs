@@ -666,8 +666,12 @@ async fn events_handler(request: HttpRequest, endpoints: web::Data<Endpoints>) -
     response.streaming(body)
 }
 
-async fn cancel_handler(request: HttpRequest, endpoints: web::Data<Endpoints>) -> HttpResponse {
-    match endpoints.cancel(request_info(&request)).await {
+async fn cancel_handler(
+    request: HttpRequest,
+    body: web::Payload,
+    endpoints: web::Data<Endpoints>,
+) -> HttpResponse {
+    match endpoints.cancel(request_info(&request), body).await {
         Ok(answer) => HttpResponse::Accepted()
             .content_type(ContentType::json())
             .body(serde_json::to_string(&answer).unwrap_or_default()),

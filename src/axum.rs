@@ -375,9 +375,13 @@ async fn cancel_handler(
     State(endpoints): State<Arc<Endpoints>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Response {
     match endpoints
-        .cancel(RequestInfo::new(headers, query.as_deref()))
+        .cancel(
+            RequestInfo::new(headers, query.as_deref()),
+            body.into_data_stream(),
+        )
         .await
     {
         Ok(answer) => (

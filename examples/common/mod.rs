@@ -391,15 +391,15 @@ pub(crate) fn start_task(hub: &Hub, session: &str) -> Result<Task, Refusal> {
         .map_err(|error| Refusal::from_start_task(&error))
 }
 
-/// `POST /api/sessions/{id}/tasks/{task}/cancel`: the JSON of the 202 answer,
-/// `{"task": "...", "state": "..."}` (`cancelling`, or the state the task had already ended
-/// in), or the refusal: 404 for an unknown session or a task that is not the session's.
+/// `POST /api/sessions/{id}/tasks/{task}/cancel`, in a session [`check_session`] found and
+/// once the request's body passed: the JSON of the 202 answer, `{"task": "...", "state":
+/// "..."}` (`cancelling`, or the state the task had already ended in), or the refusal: 404 for
+/// a task that is not the session's.
 pub(crate) async fn cancel_task(
     hub: &Hub,
-    session: Option<&str>,
+    session: &str,
     task: Option<&str>,
 ) -> Result<String, Refusal> {
-    let session = check_session(hub, session).await?;
     let task = task.unwrap_or_default();
     match hub.cancel_task(session, task).await {
         Ok(state) => Ok(serde_json::json!({ "task": task, "state": state.as_str() }).to_string()),

@@ -8,12 +8,13 @@
 //!   [`Endpoints::streams_closed`] can tell a server when its goodbyes are sent.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_core::Stream;
 use tokio::sync::Notify;
 
 use super::{cancel, session_from_query, Refusal, RequestInfo, Settings};
@@ -398,17 +399,65 @@ impl Endpoints {
         Ok((subscription, self.guard()))
     }
 
+    /// `POST /cancel`'s body, which carries nothing: read and dropped, so that one over
+    /// [`Settings::max_message_bytes`] is refused with 413 before the task is touched (the
+    /// contract refuses every body over 64 KiB), and one that has not arrived within
+    /// [`Settings::write_timeout`] with 408, so a client that never sends the body it
+    /// announced holds nothing. `declared` is the request's `Content-Length`: a body declared
+    /// too long is refused without reading any of it.
+    async fn discard_body<S, B, E>(&self, declared: Option<&str>, body: S) -> Result<(), Refusal>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        let limit = self.settings.effective_max_message_bytes();
+        let too_large = || Refusal::new(413, format!("the request body is over {limit} bytes"));
+        let declared = declared.and_then(|length| length.trim().parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
+        let read = async {
+            let mut body = pin!(body);
+            let mut seen = 0usize;
+            while let Some(chunk) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+                let chunk = chunk.map_err(|error| {
+                    Refusal::bad_request(format!("unreadable request body: {error}"))
+                })?;
+                seen = seen.saturating_add(chunk.as_ref().len());
+                if seen > limit {
+                    return Err(too_large());
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(self.settings.effective_write_timeout(), read)
+            .await
+            .unwrap_or_else(|_| Err(Refusal::new(408, "the request body did not arrive in time")))
+    }
+
     /// `POST /cancel`: the task and its state after the request, or the refusal.
     #[cfg_attr(
         not(any(feature = "axum", feature = "actix-web")),
         allow(dead_code, reason = "used by the integrations")
     )]
-    pub(crate) async fn cancel(&self, request: RequestInfo) -> Result<CancelAnswer, Refusal> {
+    pub(crate) async fn cancel<S, B, E>(
+        &self,
+        request: RequestInfo,
+        body: S,
+    ) -> Result<CancelAnswer, Refusal>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
         let task = request
             .query("task")
             .filter(|task| !task.is_empty())
             .map(str::to_owned);
+        let declared = request.header("content-length").map(str::to_owned);
         let session = self.authorize_request(request).await?;
+        self.discard_body(declared.as_deref(), body).await?;
         let task = task.ok_or_else(|| Refusal::bad_request("missing `task` parameter"))?;
         match cancel::cancel(&self.hub, &session, &task).await {
             Ok(state) => Ok(CancelAnswer { task, state }),

@@ -31,7 +31,10 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// Largest WebSocket message (and frame) a client may send; the integrations refuse a
     /// larger one as it arrives, without buffering it whole, and close the socket with code 1009.
-    /// Default 64 KiB, at least 125 bytes. Clients send nothing but the odd cancel frame.
+    /// Default 64 KiB, at least 125 bytes. Clients send nothing but the odd cancel frame. It
+    /// also bounds the body of `POST /cancel`, which carries nothing: a longer one is answered
+    /// 413 before the task is touched (refused from its `Content-Length` when it has one,
+    /// otherwise as it arrives).
     pub max_message_bytes: usize,
     /// Most frames written before one flush when many are ready at once (a reconnecting page
     /// replaying its history, a fast tool): one system call for a burst instead of one each.
@@ -50,7 +53,9 @@ pub struct Settings {
     /// to a ping; a close): a socket that does not take it in this long belongs to a client
     /// that stopped reading, and is dropped ([`Ended::Stalled`](super::ws::Ended::Stalled)).
     /// With [`write_buffer_bytes`](Settings::write_buffer_bytes) it bounds what such a client
-    /// holds, however many pings it sends. Default 10 s, at least 1 ms.
+    /// holds, however many pings it sends. It is also the longest `POST /cancel` waits for
+    /// its body: one that has not arrived by then is answered 408, and the task is not
+    /// touched. Default 10 s, at least 1 ms.
     pub write_timeout: Duration,
 }
 

@@ -530,6 +530,65 @@ pub(crate) async fn sigterm_closes_open_streams(start: StartFn) {
         .expect("the server stopped cleanly");
 }
 
+/// A cancel whose body is over 64 KiB (the contract: "Bodies over 64 KiB: 413"), given with a
+/// length or streamed without one, is refused with 413 and leaves the task running; a body of
+/// exactly 64 KiB is taken. `url` is the cancel route for a session and a task.
+async fn cancel_bodies_over_64_kib_are_413(server: &Server, url: impl Fn(&str, &str) -> String) {
+    let id = create_session(server).await;
+    let task = start_task(server, &id, 50, 200).await;
+    let res = http()
+        .post(url(&id, &task))
+        .body(vec![b' '; 64 * 1024 + 1])
+        .send()
+        .await
+        .expect("POST a cancel with a long body");
+    let error = expect_error(res, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(error.contains("body"), "{error}");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..80).map(|_| Ok(vec![b' '; 1024])).collect();
+    let res = http()
+        .post(url(&id, &task))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("POST a cancel with a streamed body");
+    expect_error(res, StatusCode::PAYLOAD_TOO_LARGE).await;
+    // Nothing changed: a new stream starts with the task's frame, still running.
+    let mut ws = ws_connect(server, &id, None).await;
+    let frame = ws_next_any(&mut ws).await.expect("the task frame");
+    assert_eq!(frame["type"], "task", "{frame}");
+    assert_eq!(frame["task"], task.as_str(), "{frame}");
+    assert_eq!(frame["state"], "running", "{frame}");
+    // Exactly 64 KiB is a body like any other.
+    let res = http()
+        .post(url(&id, &task))
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .await
+        .expect("POST a cancel with a 64 KiB body");
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let answer: Value = res.json().await.expect("JSON answer");
+    assert_eq!(answer["state"], "cancelling", "{answer}");
+}
+
+pub(crate) async fn cancel_bodies_over_64_kib_are_413_on_post_cancel(start: StartFn) {
+    let server = start();
+    cancel_bodies_over_64_kib_are_413(&server, |id, task| {
+        server.url(&format!("/cancel?session={id}&task={task}"))
+    })
+    .await;
+}
+
+pub(crate) async fn cancel_bodies_over_64_kib_are_413_on_the_demo_route(start: StartFn) {
+    let server = start();
+    cancel_bodies_over_64_kib_are_413(&server, |id, task| {
+        server.url(&format!("/api/sessions/{id}/tasks/{task}/cancel"))
+    })
+    .await;
+}
+
 pub(crate) async fn cancel_answers_for_sessions_and_tasks(start: StartFn) {
     let server = start();
     let id = create_session(&server).await;
@@ -609,6 +668,70 @@ pub(crate) async fn hub_shutdown_closes_open_streams(start_with: StartWithFn) {
         .await
         .expect("stop task")
         .expect("serve returned Ok");
+}
+
+/// `POST /cancel`'s body follows the endpoints' settings: one over `max_message_bytes` is
+/// refused with 413, one that does not arrive within `write_timeout` with 408, and neither
+/// touches the task.
+pub(crate) async fn cancel_bodies_follow_the_endpoints_limits(start_with: StartWithFn) {
+    let hub = private_hub(1000);
+    let endpoints = Endpoints::new(hub.clone())
+        .max_message_bytes(1000)
+        .write_timeout(Duration::from_millis(300));
+    let server = start_with(endpoints);
+    let id = create_session(&server).await;
+    let task = hub.start_task(&id).expect("a task");
+    let url = server.url(&format!("/cancel?session={id}&task={}", task.id()));
+    let res = http()
+        .post(&url)
+        .body(vec![b'x'; 1001])
+        .send()
+        .await
+        .expect("POST /cancel");
+    let error = expect_error(res, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(error.contains("1000 bytes"), "{error}");
+    // A body announced and never sent: answered once the write timeout has passed.
+    let path = format!("/cancel?session={id}&task={}", task.id());
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut socket, head.as_bytes())
+        .await
+        .expect("write the head");
+    let started = Instant::now();
+    let mut answer = [0u8; 12];
+    with_timeout(
+        "the answer to a body that never came",
+        tokio::io::AsyncReadExt::read_exact(&mut socket, &mut answer),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 408",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Neither touched the task.
+    assert!(!task.is_cancelled());
+    let states: Vec<_> = hub
+        .tasks(&id)
+        .expect("the session's tasks")
+        .iter()
+        .map(|update| update.state().as_str())
+        .collect();
+    assert_eq!(states, ["running"]);
+    // A body within the limit is taken.
+    let res = http()
+        .post(&url)
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .expect("POST /cancel");
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert!(task.is_cancelled());
 }
 
 pub(crate) async fn idle_streams_get_keep_alives(start_with: StartWithFn) {
@@ -770,6 +893,10 @@ macro_rules! integration_cases {
             support::cancel_answers_for_sessions_and_tasks($start).await;
         }
         #[tokio::test]
+        async fn cancel_bodies_over_64_kib_are_413_on_post_cancel() {
+            support::cancel_bodies_over_64_kib_are_413_on_post_cancel($start).await;
+        }
+        #[tokio::test]
         async fn the_browser_client_is_served() {
             support::the_browser_client_is_served($start).await;
         }
@@ -826,6 +953,10 @@ macro_rules! demo_cases {
             support::oversized_bodies_are_413($start).await;
         }
         #[tokio::test]
+        async fn cancel_bodies_over_64_kib_are_413_on_the_demo_route() {
+            support::cancel_bodies_over_64_kib_are_413_on_the_demo_route($start).await;
+        }
+        #[tokio::test]
         async fn sigterm_closes_open_streams() {
             support::sigterm_closes_open_streams($start).await;
         }
@@ -852,6 +983,10 @@ macro_rules! endpoint_cases {
         #[tokio::test]
         async fn idle_streams_get_keep_alives() {
             support::idle_streams_get_keep_alives($start_with).await;
+        }
+        #[tokio::test]
+        async fn cancel_bodies_follow_the_endpoints_limits() {
+            support::cancel_bodies_follow_the_endpoints_limits($start_with).await;
         }
         #[tokio::test]
         async fn structured_fields_reach_both_transports_and_resumes() {
