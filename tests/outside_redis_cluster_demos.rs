@@ -79,7 +79,12 @@ async fn a_master_killed_under_a_task_is_replaced_and_both_demos_resume_within_t
                     .flatten()
             })
             .expect("the finished frame's last_seq");
-        assert!(last >= STEPS, "{server}: last_seq {last}");
+        assert!(
+            last >= STEPS,
+            "{server}: last_seq {last}\nthe axum demo's log:\n{}\nthe actix demo's log:\n{}",
+            on_a.log(),
+            on_b.log()
+        );
         assert_each_number_once(&frames, last, server);
         let resumed = frames
             .iter()

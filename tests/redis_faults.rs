@@ -171,3 +171,62 @@ async fn killed_connections_lose_nothing_and_duplicate_nothing() {
     assert_eq!(stats.dropped_backend, 0, "{stats:?}");
     assert!(stats.backend_errors > 0, "{stats:?}");
 }
+
+/// A Redis that forgets the scripts again and again (`SCRIPT FLUSH`, as a restart, a failover
+/// or an operator does) while statuses are written: a call answered `NOSCRIPT` ran nothing, so
+/// its statuses are sent again after the scripts are loaded, however often that happens, and
+/// none is dropped or left without its number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_flushed_under_writes_lose_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("flush");
+    let a = hub(&server, &prefix, 10_000).await;
+    let b = hub(&server, &prefix, 10_000).await;
+    let mut on_b = b.subscribe("s", None);
+    // Within the subscriber's buffer: the subscriber reads only once all were written.
+    const TOTAL: u64 = 900;
+    let flushing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flusher = tokio::spawn({
+        let client = redis::Client::open(server.url()).expect("a client");
+        let flushing = std::sync::Arc::clone(&flushing);
+        async move {
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("a connection");
+            let mut flushes = 0u64;
+            while flushing.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("SCRIPT FLUSH");
+                flushes += 1;
+                tokio::time::sleep(Duration::from_micros(300)).await;
+            }
+            flushes
+        }
+    });
+    for i in 1..=TOTAL {
+        a.publish(Some("s"), format!("msg {i}")).unwrap();
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    until(&a, "every status confirmed", |s| s.backend_buffered == 0).await;
+    flushing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let flushes = flusher.await.unwrap();
+    let events = read_through(&mut on_b, TOTAL, WAIT).await;
+    let stats = a.stats();
+    assert_eq!(stats.dropped_backend, 0, "{stats:?}");
+    assert_eq!(
+        check_exact(&events, TOTAL),
+        Vec::<u64>::new(),
+        "{:?}",
+        shape(&events)
+    );
+    eprintln!(
+        "scripts flushed {flushes} times; writer errors {}, reconnects {}",
+        stats.backend_errors, stats.backend_reconnects
+    );
+}

@@ -353,7 +353,8 @@ impl Writer {
         batch: &mut Batch,
     ) -> RedisResult<()> {
         // A second round only when a server had forgotten the scripts (flushed, restarted or
-        // newly promoted): those calls did not run, so sending them again is safe.
+        // newly promoted): those calls did not run, so sending them again is safe. One answered
+        // `NOSCRIPT` in the second round too stays unconfirmed, for the next connection.
         for round in 0..2 {
             let sent: Vec<usize> = (0..batch.calls.len())
                 .filter(|&index| !batch.calls[index].1)
@@ -390,7 +391,12 @@ impl Writer {
                 let (call, done) = &mut batch.calls[index];
                 match result {
                     Err(error) if wire::is_noscript(&error) && round == 0 => reload = true,
-                    Err(error) if transient(&error) => {
+                    // A call answered `NOSCRIPT` ran nothing, however late: a server that forgot
+                    // the scripts again, or one the scripts did not reach (a cluster's newly
+                    // promoted master the client did not know of yet when they were loaded).
+                    // It waits for the next connection, which loads them first, as a call whose
+                    // connection failed does.
+                    Err(error) if wire::is_noscript(&error) || transient(&error) => {
                         unsent.get_or_insert(error);
                     }
                     Ok(value) => {
