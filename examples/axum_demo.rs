@@ -20,13 +20,14 @@ use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -292,21 +293,43 @@ async fn create_session(
     }
 }
 
+/// Reads a request body of at most [`common::MAX_BODY_BYTES`]: one declared longer is refused
+/// (413) without reading it, one longer as it arrives. The task routes call it once the
+/// session is found, so an unknown session is a 404 whatever its body; the body timeout
+/// around every handler bounds how long it may take.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > common::MAX_BODY_BYTES) {
+        return Err(common::body_too_large());
+    }
+    let mut read = Vec::with_capacity(declared.unwrap_or(0));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| Refusal::bad_request(error.to_string()))?;
+        if read.len() + chunk.len() > common::MAX_BODY_BYTES {
+            return Err(common::body_too_large());
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(read)
+}
+
 async fn start_task(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let id = id.ok().map(|Path(id)| id);
     if let Err(refusal) = common::check_session(&state.hub, id.as_deref()).await {
         return refused(&refusal);
     }
-    let body = match body {
+    let body = match read_body(&headers, body).await {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return refused(&common::body_too_large());
-        }
-        Err(rejection) => return refused(&Refusal::bad_request(rejection.body_text())),
+        Err(refusal) => return refused(&refusal),
     };
     let spec = match common::parse_task(&body) {
         Ok(spec) => spec,
@@ -330,7 +353,8 @@ async fn start_task(
 async fn cancel_task(
     State(state): State<AppState>,
     ids: Result<Path<(String, String)>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let ids = ids.ok().map(|Path(ids)| ids);
     let (session, task) = match &ids {
@@ -343,11 +367,8 @@ async fn cancel_task(
     };
     // The body is not used, but one over the limit is refused as on every route, before the
     // task is touched.
-    if let Err(rejection) = body {
-        return match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => refused(&common::body_too_large()),
-            _ => refused(&Refusal::bad_request(rejection.body_text())),
-        };
+    if let Err(refusal) = read_body(&headers, body).await {
+        return refused(&refusal);
     }
     match common::cancel_task(&state.hub, session, task).await {
         Ok(answer) => json(StatusCode::ACCEPTED, answer),

@@ -196,6 +196,41 @@ async fn a_float_step_count_is_refused_as_the_wrong_type(start: StartFn) {
     }
 }
 
+/// An unknown session is a 404 "on every endpoint", whatever the request's body: the task
+/// routes answer it at once, without waiting for a body that was announced and never sent
+/// (the demos' body timeout is 30 s).
+async fn an_unknown_session_is_404_before_its_body_is_read(start: StartFn) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start();
+    let unknown = "0123456789abcdef0123456789abcdef";
+    for path in [
+        format!("/api/sessions/{unknown}/tasks"),
+        format!("/api/sessions/{unknown}/tasks/t1/cancel"),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        );
+        socket
+            .write_all(head.as_bytes())
+            .await
+            .expect("write the head");
+        let mut answer = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("POST {path}: no answer while its body is awaited"))
+            .expect("an answer");
+        assert_eq!(
+            &answer,
+            b"HTTP/1.1 404",
+            "POST {path}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}
+
 macro_rules! on_both_demos {
     ($($case:ident),* $(,)?) => {
         mod axum {
@@ -225,6 +260,7 @@ on_both_demos!(
     a_fragmented_message_over_the_limit_closes_the_socket,
     get_resources_answer_head,
     a_float_step_count_is_refused_as_the_wrong_type,
+    an_unknown_session_is_404_before_its_body_is_read,
 );
 
 // ---- the crate's endpoints on both frameworks, in this process ----

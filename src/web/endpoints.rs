@@ -457,8 +457,8 @@ impl Endpoints {
             .map(str::to_owned);
         let declared = request.header("content-length").map(str::to_owned);
         let session = self.authorize_request(request).await?;
-        self.discard_body(declared.as_deref(), body).await?;
         let task = task.ok_or_else(|| Refusal::bad_request("missing `task` parameter"))?;
+        self.discard_body(declared.as_deref(), body).await?;
         match cancel::cancel(&self.hub, &session, &task).await {
             Ok(state) => Ok(CancelAnswer { task, state }),
             Err(error) => Err(Refusal::from_cancel_error(&error)),

@@ -43,10 +43,10 @@
 //! - WebSocket client frames are ignored, except `{"type": "cancel", "task": "ID"}`; pings are
 //!   answered; a message (or a frame) over [`Settings::max_message_bytes`] (64 KiB) closes the
 //!   socket (1009).
-//! - `POST /cancel` reads no parameters from its body, but a body over
-//!   [`Settings::max_message_bytes`] (64 KiB) is answered 413 and one that has not arrived
-//!   within [`Settings::write_timeout`] 408, after the authorization and before the task is
-//!   touched; a missing `task` parameter is 400.
+//! - `POST /cancel` reads no parameters from its body. After the authorization, a missing
+//!   `task` parameter is 400; then a body over [`Settings::max_message_bytes`] (64 KiB) is
+//!   answered 413 and one that has not arrived within [`Settings::write_timeout`] 408, before
+//!   the task is touched.
 //! - When the hub shuts down (or the session is closed), every WebSocket gets a close frame
 //!   (1001, "going away") and every SSE response ends cleanly, after what was accepted before.
 //!

@@ -79,6 +79,15 @@ pub(super) struct Writer {
 }
 
 /// Why the writer stopped using its connection.
+/// What [`Writer::send`] did with a batch whose connection held.
+enum Sent {
+    /// Every call is confirmed, or was refused and counted.
+    All,
+    /// Some calls were answered `NOSCRIPT` after the scripts had been loaded again: they ran
+    /// nothing and stay unconfirmed.
+    Forgotten(RedisError),
+}
+
 enum Broken {
     /// Reconnect and go on.
     Link(RedisError),
@@ -300,13 +309,57 @@ impl Writer {
                 }
             }
             if let Some(mut batch) = self.pending.take() {
-                let result = self.send(conn, &scripts, &mut batch).await;
-                if let Err(error) = result {
-                    self.pending = Some(batch);
-                    return Broken::Link(error);
+                match self.send(conn, &scripts, &mut batch).await {
+                    Err(error) => {
+                        self.pending = Some(batch);
+                        return Broken::Link(error);
+                    }
+                    Ok(Sent::All) => {
+                        // The connection works: the next failure starts from the shortest
+                        // backoff.
+                        backoff.reset();
+                    }
+                    Ok(Sent::Forgotten(error)) => {
+                        // A server that keeps forgetting the scripts (flushed again and again,
+                        // or one they do not reach yet) is tried again at the backoff's pace on
+                        // this connection, each time loading them first, not as fast as it
+                        // answers.
+                        self.count_error();
+                        if self.shared.stopping() {
+                            // Shutting down: what Redis will not run is given up, and counted
+                            // as a refused write is.
+                            let mut statuses = 0;
+                            for (call, done) in batch.calls.iter_mut().filter(|(_, done)| !*done) {
+                                statuses += call.statuses();
+                                *done = true;
+                            }
+                            self.count_dropped(statuses);
+                            self.release(statuses);
+                            tracing::warn!(
+                                target: "status_messenger::redis",
+                                %error,
+                                statuses,
+                                "shutting down while redis does not keep the scripts; the \
+                                 unconfirmed statuses are dropped (counted in \
+                                 HubStats::dropped_backend)"
+                            );
+                            continue;
+                        }
+                        self.pending = Some(batch);
+                        tracing::warn!(
+                            target: "status_messenger::redis",
+                            %error,
+                            unconfirmed = self.pending.as_ref().map_or(0, Batch::open_statuses),
+                            "redis does not keep the scripts; loading them and sending the \
+                             unconfirmed statuses again"
+                        );
+                        let delay = backoff.next_delay();
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.shared.outbox.wait_shut() => {}
+                        }
+                    }
                 }
-                // The connection works: the next failure starts from the shortest backoff.
-                backoff.reset();
                 continue;
             }
             tokio::select! {
@@ -345,22 +398,23 @@ impl Writer {
     }
 
     /// Sends the calls of `batch` not yet confirmed. `Err` when some could not be sent or their
-    /// fate is unknown: those stay unconfirmed.
+    /// fate is unknown, [`Sent::Forgotten`] when a server answered `NOSCRIPT` even after the
+    /// scripts were loaded again: those stay unconfirmed.
     async fn send(
         &mut self,
         conn: &mut Conn,
         scripts: &Scripts,
         batch: &mut Batch,
-    ) -> RedisResult<()> {
+    ) -> RedisResult<Sent> {
         // A second round only when a server had forgotten the scripts (flushed, restarted or
         // newly promoted): those calls did not run, so sending them again is safe. One answered
-        // `NOSCRIPT` in the second round too stays unconfirmed, for the next connection.
+        // `NOSCRIPT` in the second round too stays unconfirmed ([`Sent::Forgotten`]).
         for round in 0..2 {
             let sent: Vec<usize> = (0..batch.calls.len())
                 .filter(|&index| !batch.calls[index].1)
                 .collect();
             if sent.is_empty() {
-                return Ok(());
+                return Ok(Sent::All);
             }
             let commands: Vec<Cmd> = sent
                 .iter()
@@ -386,6 +440,7 @@ impl Writer {
             };
             let mut reload = false;
             let mut unsent = None;
+            let mut forgotten = None;
             for (index, result) in sent.into_iter().zip(results) {
                 let made = batch.made;
                 let (call, done) = &mut batch.calls[index];
@@ -394,9 +449,11 @@ impl Writer {
                     // A call answered `NOSCRIPT` ran nothing, however late: a server that forgot
                     // the scripts again, or one the scripts did not reach (a cluster's newly
                     // promoted master the client did not know of yet when they were loaded).
-                    // It waits for the next connection, which loads them first, as a call whose
-                    // connection failed does.
-                    Err(error) if wire::is_noscript(&error) || transient(&error) => {
+                    // It stays unconfirmed, and the batch is sent again after a backoff.
+                    Err(error) if wire::is_noscript(&error) => {
+                        forgotten.get_or_insert(error);
+                    }
+                    Err(error) if transient(&error) => {
                         unsent.get_or_insert(error);
                     }
                     Ok(value) => {
@@ -426,12 +483,15 @@ impl Writer {
             if let Some(error) = unsent {
                 return Err(error);
             }
+            if let Some(error) = forgotten {
+                return Ok(Sent::Forgotten(error));
+            }
             if !reload {
-                return Ok(());
+                return Ok(Sent::All);
             }
             wire::within(timeout, Scripts::load(conn)).await?;
         }
-        Ok(())
+        Ok(Sent::All)
     }
 
     fn confirmed(&mut self, call: &mut Call, value: &Value, made: Instant) {
