@@ -78,7 +78,6 @@ pub(super) struct Writer {
     last_batch: Option<Instant>,
 }
 
-/// Why the writer stopped using its connection.
 /// What [`Writer::send`] did with a batch whose connection held.
 enum Sent {
     /// Every call is confirmed, or was refused and counted.
@@ -88,6 +87,7 @@ enum Sent {
     Forgotten(RedisError),
 }
 
+/// Why the writer stopped using its connection.
 enum Broken {
     /// Reconnect and go on.
     Link(RedisError),
