@@ -152,12 +152,7 @@ async fn get_resources_answer_head(start: StartFn) {
         assert_eq!(get.status(), 200, "GET {path}");
         let head = client.head(server.url(path)).send().await.expect("HEAD");
         assert_eq!(head.status(), 200, "HEAD {path}");
-        let seen = head
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let seen = support::content_type(&head);
         assert!(seen.starts_with(content_type), "HEAD {path}: {seen}");
         assert!(
             head.bytes().await.expect("no body").is_empty(),
@@ -424,12 +419,7 @@ async fn head_is_answered_alike_on_both_frameworks() {
                 .expect("HEAD");
             assert_eq!(head.status(), status, "{name}: HEAD {path}");
             if let Some(content_type) = content_type {
-                let seen = head
-                    .headers()
-                    .get("content-type")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
+                let seen = support::content_type(&head);
                 assert!(
                     seen.starts_with(content_type),
                     "{name}: HEAD {path}: {seen}"

@@ -44,14 +44,7 @@ async fn a_master_killed_under_a_task_is_replaced_and_both_demos_resume_within_t
     ];
     tokio::time::sleep(Duration::from_millis(800)).await;
     let victim = cluster
-        .masters()
-        .into_iter()
-        .find(|m| {
-            !cluster
-                .cli(m.port, &["--scan", "--pattern", &format!("*:log:{id}")])
-                .trim()
-                .is_empty()
-        })
+        .master_holding(&format!("*:log:{id}"))
         .expect("a master holds the session");
     // A failure noticed after 2 s (the helper's nodes take 1 s): the replica takes over
     // about 3 s after the kill, when a reconnect backoff doubling from 100 ms would next try

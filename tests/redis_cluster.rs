@@ -106,12 +106,9 @@ async fn sessions_spread_over_every_shard_and_each_process_hears_only_its_partit
     }
     // Every master holds some of the sessions.
     for master in cluster.masters() {
-        let keys = cluster.cli(
-            master.port,
-            &["--scan", "--pattern", &format!("{prefix}:*:log:*")],
-        );
+        let keys = cluster.scan(master.port, &format!("{prefix}:*:log:*"));
         assert!(
-            keys.lines().count() > 0,
+            !keys.is_empty(),
             "master {} holds no session: {:?}",
             master.port,
             cluster.masters()
@@ -190,27 +187,13 @@ async fn a_master_killed_mid_task_is_replaced_and_delivery_resumes() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     // The master holding the first session's partition.
     let victim = cluster
-        .masters()
-        .into_iter()
-        .find(|m| {
-            !cluster
-                .cli(
-                    m.port,
-                    &["--scan", "--pattern", &format!("{prefix}:*:log:task-0")],
-                )
-                .trim()
-                .is_empty()
-        })
+        .master_holding(&format!("{prefix}:*:log:task-0"))
         .expect("a master holds task-0");
     let affected: Vec<String> = names
         .iter()
         .filter(|name| {
             !cluster
-                .cli(
-                    victim.port,
-                    &["--scan", "--pattern", &format!("{prefix}:*:log:{name}")],
-                )
-                .trim()
+                .scan(victim.port, &format!("{prefix}:*:log:{name}"))
                 .is_empty()
         })
         .cloned()
@@ -307,15 +290,12 @@ fn holders(
         .masters()
         .into_iter()
         .map(|master| {
-            let keys = cluster.cli(
-                master.port,
-                &["--scan", "--pattern", &format!("{prefix}:*:log:*")],
-            );
+            let keys = cluster.scan(master.port, &format!("{prefix}:*:log:*"));
             let held: Vec<String> = names
                 .iter()
                 .filter(|name| {
-                    keys.lines()
-                        .any(|key| key.trim().ends_with(&format!(":log:{name}")))
+                    keys.iter()
+                        .any(|key| key.ends_with(&format!(":log:{name}")))
                 })
                 .cloned()
                 .collect();
@@ -564,13 +544,11 @@ async fn a_partition_moved_to_another_master_loses_nothing() {
     let (source, key) = masters
         .iter()
         .find_map(|m| {
-            let keys = cluster.cli(
-                m.port,
-                &["--scan", "--pattern", &format!("{prefix}:*:log:mover")],
-            );
-            keys.lines()
+            cluster
+                .scan(m.port, &format!("{prefix}:*:log:mover"))
+                .into_iter()
                 .next()
-                .map(|k| (m.clone(), k.trim().to_owned()))
+                .map(|key| (m.clone(), key))
         })
         .expect("a master holds the session");
     let target = masters
@@ -628,11 +606,8 @@ async fn a_partition_moved_to_another_master_loses_nothing() {
     let items: Vec<Event> = events.iter().map(|(e, _)| e.clone()).collect();
     // A slot move loses nothing: every status once, in order, no gap.
     assert!(check_exact(&items, TOTAL).is_empty(), "{:?}", shape(&items));
-    let holder = cluster.cli(
-        target.port,
-        &["--scan", "--pattern", &format!("{prefix}:*:log:mover")],
-    );
-    assert!(!holder.trim().is_empty(), "the session's history moved");
+    let holder = cluster.scan(target.port, &format!("{prefix}:*:log:mover"));
+    assert!(!holder.is_empty(), "the session's history moved");
     // Delivery went on across the move: no pause longer than a second.
     let longest = events
         .windows(2)

@@ -483,6 +483,23 @@ impl RedisCluster {
         cli(port, args)
     }
 
+    /// The keys matching `pattern` on the node on `port` (`redis-cli --scan`).
+    pub fn scan(&self, port: u16, pattern: &str) -> Vec<String> {
+        cli(port, &["--scan", "--pattern", pattern])
+            .lines()
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The live master that holds a key matching `pattern`.
+    pub fn master_holding(&self, pattern: &str) -> Option<ClusterNode> {
+        self.masters()
+            .into_iter()
+            .find(|master| !self.scan(master.port, pattern).is_empty())
+    }
+
     /// Sharded channels with subscribers whose names start with `prefix`, over every live master.
     pub fn shard_channels(&self, prefix: &str) -> usize {
         self.masters()

@@ -255,6 +255,15 @@ pub(crate) async fn start_task(server: &Server, id: &str, steps: u32, delay_ms: 
     task.to_owned()
 }
 
+/// The answer's `Content-Type`, empty when it has none (or one that is not text).
+pub(crate) fn content_type(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// `POST {path}` (a cancel endpoint); its status and JSON body.
 pub(crate) async fn post_json(server: &Server, path: &str) -> (StatusCode, Value) {
     let res = http()
@@ -263,12 +272,7 @@ pub(crate) async fn post_json(server: &Server, path: &str) -> (StatusCode, Value
         .await
         .unwrap_or_else(|e| panic!("POST {path}: {e}"));
     let status = res.status();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = content_type(&res);
     assert!(
         content_type.starts_with("application/json"),
         "POST {path}: JSON, got {content_type}"
@@ -279,12 +283,7 @@ pub(crate) async fn post_json(server: &Server, path: &str) -> (StatusCode, Value
 /// Asserts a JSON `{"error": "..."}` answer with `status`; returns the error text.
 pub(crate) async fn expect_error(res: reqwest::Response, status: StatusCode) -> String {
     assert_eq!(res.status(), status, "status of {}", res.url());
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = content_type(&res);
     assert!(
         content_type.starts_with("application/json"),
         "JSON error, got {content_type}"
