@@ -16,7 +16,6 @@ use std::process::ExitCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use futures_util::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use status_messenger::web::{Endpoints, Refusal};
 use status_messenger::{BlockingPool, BlockingPoolConfig, Hub, PoolConfigError, Task};
@@ -208,41 +207,20 @@ async fn create_session(
     }
 }
 
-/// Reads at most [`common::MAX_BODY_BYTES`] within `timeout`; a longer body is answered 413
-/// without reading the rest, a slower one 408.
+/// The body of a demo route, read after its session is checked: at most
+/// [`common::MAX_BODY_BYTES`] (413 past it), within `timeout` (408 past it).
 async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, HttpResponse> {
-    match actix_web::rt::time::timeout(timeout, read_body_within_limit(req, payload)).await {
-        Ok(read) => read,
-        Err(_) => Err(refused(&common::body_timed_out())),
-    }
-}
-
-async fn read_body_within_limit(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<Vec<u8>, HttpResponse> {
-    let too_large = || refused(&common::body_too_large());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > common::MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| refused(&Refusal::bad_request(e.to_string())))?;
-        if body.len() + chunk.len() > common::MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        .and_then(|value| value.to_str().ok());
+    status_messenger::web::read_body(declared, payload, common::MAX_BODY_BYTES, timeout)
+        .await
+        .map_err(|refusal| refused(&refusal))
 }
 
 async fn start_task(

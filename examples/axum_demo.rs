@@ -20,14 +20,13 @@ use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -42,6 +41,8 @@ mod common;
 struct AppState {
     hub: Hub,
     metrics: PrometheusHandle,
+    /// How long a request's body may take to arrive.
+    body_timeout: Duration,
 }
 
 /// The demo's routes and the library's endpoints, ready to serve. A request's body must
@@ -82,7 +83,10 @@ fn app(
                 // The contract's errors are JSON, so the 408 is the demo's own refusal.
                 match tokio::time::timeout(body_timeout, next.run(request)).await {
                     Ok(response) => response,
-                    Err(_) => refused(&common::body_timed_out()),
+                    Err(_) => refused(&Refusal::new(
+                        408,
+                        "the request body did not arrive in time",
+                    )),
                 }
             },
         ))
@@ -107,6 +111,7 @@ async fn serve(
         AppState {
             hub: hub.clone(),
             metrics,
+            body_timeout: config.body_timeout,
         },
         &endpoints,
         config.body_timeout,
@@ -273,16 +278,10 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn create_session(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn create_session(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     // The body is not used, but one over the limit is refused as on every route.
-    if let Err(rejection) = body {
-        return match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => refused(&common::body_too_large()),
-            _ => refused(&Refusal::bad_request(rejection.body_text())),
-        };
+    if let Err(refusal) = read_body(&headers, body, state.body_timeout).await {
+        return refused(&refusal);
     }
     match common::create_session(&state.hub).await {
         Ok(id) => json(
@@ -297,24 +296,14 @@ async fn create_session(
 /// (413) without reading it, one longer as it arrives. The task routes call it once the
 /// session is found, so an unknown session is a 404 whatever its body; the body timeout
 /// around every handler bounds how long it may take.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> {
+/// The body of a demo route, read after its session is checked: at most
+/// [`common::MAX_BODY_BYTES`] (413 past it), within `timeout` (408 past it).
+async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Vec<u8>, Refusal> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > common::MAX_BODY_BYTES) {
-        return Err(common::body_too_large());
-    }
-    let mut read = Vec::with_capacity(declared.unwrap_or(0));
-    let mut chunks = body.into_data_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|error| Refusal::bad_request(error.to_string()))?;
-        if read.len() + chunk.len() > common::MAX_BODY_BYTES {
-            return Err(common::body_too_large());
-        }
-        read.extend_from_slice(&chunk);
-    }
-    Ok(read)
+        .and_then(|value| value.to_str().ok());
+    let chunks = body.into_data_stream();
+    status_messenger::web::read_body(declared, chunks, common::MAX_BODY_BYTES, timeout).await
 }
 
 async fn start_task(
@@ -327,7 +316,7 @@ async fn start_task(
     if let Err(refusal) = common::check_session(&state.hub, id.as_deref()).await {
         return refused(&refusal);
     }
-    let body = match read_body(&headers, body).await {
+    let body = match read_body(&headers, body, state.body_timeout).await {
         Ok(body) => body,
         Err(refusal) => return refused(&refusal),
     };
@@ -367,7 +356,7 @@ async fn cancel_task(
     };
     // The body is not used, but one over the limit is refused as on every route, before the
     // task is touched.
-    if let Err(refusal) = read_body(&headers, body).await {
+    if let Err(refusal) = read_body(&headers, body, state.body_timeout).await {
         return refused(&refusal);
     }
     match common::cancel_task(&state.hub, session, task).await {

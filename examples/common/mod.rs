@@ -274,16 +274,6 @@ pub(crate) async fn check_session<'a>(hub: &Hub, id: Option<&'a str>) -> Result<
     }
 }
 
-/// The answer to a body that did not arrive within the body timeout.
-pub(crate) fn body_timed_out() -> Refusal {
-    Refusal::new(408, "the request body did not arrive in time")
-}
-
-/// The answer to a body over [`MAX_BODY_BYTES`].
-pub(crate) fn body_too_large() -> Refusal {
-    Refusal::new(413, "the body is over 64 KiB")
-}
-
 /// Issues a new session id and opens it in the hub.
 pub(crate) async fn create_session(hub: &Hub) -> Result<String, Refusal> {
     let id = new_id().map_err(|e| Refusal::new(500, e.to_string()))?;

@@ -8,8 +8,8 @@
 //!   [`Endpoints::streams_closed`] can tell a server when its goodbyes are sent.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -412,28 +412,10 @@ impl Endpoints {
         E: std::fmt::Display,
     {
         let limit = self.settings.effective_max_message_bytes();
-        let too_large = || Refusal::new(413, format!("the request body is over {limit} bytes"));
-        let declared = declared.and_then(|length| length.trim().parse::<u64>().ok());
-        if declared.is_some_and(|length| length > limit as u64) {
-            return Err(too_large());
-        }
-        let read = async {
-            let mut body = pin!(body);
-            let mut seen = 0usize;
-            while let Some(chunk) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-                let chunk = chunk.map_err(|error| {
-                    Refusal::bad_request(format!("unreadable request body: {error}"))
-                })?;
-                seen = seen.saturating_add(chunk.as_ref().len());
-                if seen > limit {
-                    return Err(too_large());
-                }
-            }
-            Ok(())
-        };
-        tokio::time::timeout(self.settings.effective_write_timeout(), read)
+        let timeout = self.settings.effective_write_timeout();
+        super::read_body(declared, body, limit, timeout)
             .await
-            .unwrap_or_else(|_| Err(Refusal::new(408, "the request body did not arrive in time")))
+            .map(drop)
     }
 
     /// `POST /cancel`: the task and its state after the request, or the refusal.

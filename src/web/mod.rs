@@ -13,6 +13,8 @@
 //!   with batched writes, keep-alive frames, pings answered, cancel frames read and close frames.
 //! - [`Endpoints`], [`RequestInfo`] and [`Refusal`]: which session a request may read, decided
 //!   once for every framework ([`Endpoints::authorize`]), and [`Settings`].
+//! - [`read_body`]: a request's body within a size and a time limit, refused with the
+//!   contract's 413 (or 408, or 400) otherwise.
 //! - [`CLIENT_JS`]: the browser client, an ES module, with its TypeScript declarations
 //!   ([`CLIENT_TYPES`]).
 //!
@@ -81,10 +83,11 @@
 
 // # Layout
 //
-// `request` (RequestInfo, Refusal, the default hook), `resume` (resume points), `frame` (the
+// `request` (RequestInfo, Refusal, the default hook), `body` (a body within limits), `resume` (resume points), `frame` (the
 // one encoder, and the client's frames), `settings`, `sse` and `ws` (the two stream shapes),
 // `endpoints` (the endpoints as one value) and `cancel` (the one place a cancel goes).
 
+mod body;
 mod cancel;
 mod client;
 mod endpoints;
@@ -95,6 +98,7 @@ mod settings;
 mod sse;
 pub mod ws;
 
+pub use self::body::read_body;
 pub use self::client::{CLIENT_CONTENT_TYPE, CLIENT_JS, CLIENT_TYPES};
 pub use self::endpoints::Endpoints;
 #[cfg_attr(
