@@ -29,6 +29,8 @@ export interface Gap {
 /** A gap frame as the server sends it. */
 export interface GapFrame extends Gap {
   type: "gap";
+  session: string;
+  [field: string]: unknown;
 }
 
 export type TaskState = "running" | "cancelling" | "finished" | "failed" | "cancelled";
@@ -44,12 +46,15 @@ export interface TaskFrame {
   state: TaskState;
   /** The session's last seq when the frame was sent. */
   last_seq: number;
+  /** With `"failed"`: why, when the server says (for example "the task's tool panicked"). */
+  message?: string;
   [field: string]: unknown;
 }
 
 /**
  * `"paused"` happens only with `pauseWhenHidden`. `"closed"` is final: after `close()`, when
- * the server does not know the session, or when a connection cannot even be attempted.
+ * the server does not know the session, when it no longer holds history this stream saw
+ * (`"resume-refused"`), or when a connection cannot even be attempted.
  */
 export type ConnectionState = "connecting" | "live" | "reconnecting" | "paused" | "closed";
 
@@ -168,6 +173,7 @@ export interface WebSocketLike {
   onopen: ((event: unknown) => void) | null;
   onmessage: ((event: { data: unknown }) => void) | null;
   onclose: ((event: unknown) => void) | null;
+  onerror: ((event: unknown) => void) | null;
   send(data: string): void;
   close(): void;
 }

@@ -236,7 +236,7 @@
 //!
 //! | feature | what it adds |
 //! | --- | --- |
-//! | (none) | the messenger, the session helpers and the [`Hub`] |
+//! | (none) | the messenger, the session helpers, the [`BlockingPool`] and the [`Hub`] |
 //! | `metrics` | the hub's counters also go through the [`metrics`](https://docs.rs/metrics/0.24) facade ([`hub::metric_names`]), handed to it when recorded ([`Hub::record_metrics`], before each scrape), not per status |
 //! | `redis` | [`Hub::with_redis`]: sessions shared by several processes through Redis (`hub::redis`) |
 //! | `redis-cluster` | [`Hub::with_redis_cluster`]: the same on a Redis Cluster, with sharded pub/sub (`hub::redis::cluster`; implies `redis`) |

@@ -23,8 +23,9 @@
 //! - its text: the event's message (empty when it has none);
 //! - its [`Level`]: `error` for `ERROR`, `warn` for `WARN`, `info` for the rest;
 //! - its data: the event's other fields as one JSON object (numbers and booleans as JSON
-//!   numbers and booleans, everything else, `?debug` and `%display` values included, as
-//!   strings), without the marker field; no data when there are no such fields;
+//!   numbers and booleans, except a float that is NaN or infinite, which JSON cannot hold:
+//!   `null`; everything else, `?debug` and `%display` values included, as strings), without
+//!   the marker field; no data when there are no such fields;
 //! - inside a [`Task`](crate::Task), the task's id, like any status added there.
 //!
 //! The status goes to the current messenger (the scoped default, else the global one), as

@@ -88,14 +88,36 @@ async fn a_fragmented_cancel_frame_cancels(start: StartFn) {
     ws.send(Message::Frame(Frame::message(tail.to_owned(), more, true)))
         .await
         .expect("the last fragment");
+    expect_stopping(&mut ws, &task).await;
+}
+
+/// A cancel frame is `{"type": "cancel", "task": "ID"}` whatever else it carries, up to the
+/// 64 KiB a client's message may have: one with a field of 60,000 bytes still cancels.
+async fn a_long_cancel_frame_cancels(start: StartFn) {
+    let server = start();
+    let id = create_session(&server).await;
+    let task = support::start_task(&server, &id, 20, 300).await;
+    let mut ws = ws_connect(&server, &id, None).await;
+    within("the first status", support::ws_take(&mut ws, 1)).await;
+    let note = "x".repeat(60_000);
+    let cancel = serde_json::json!({ "type": "cancel", "note": note, "task": task }).to_string();
+    ws.send(Message::text(cancel))
+        .await
+        .expect("the cancel frame");
+    expect_stopping(&mut ws, &task).await;
+}
+
+/// Reads frames until `task`'s frame says it is stopping, within a step's delay (300 ms) and
+/// more.
+async fn expect_stopping(ws: &mut support::Ws, task: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
-        let frame = tokio::time::timeout_at(deadline, support::ws_next_any(&mut ws))
+        let frame = tokio::time::timeout_at(deadline, support::ws_next_any(ws))
             .await
             .expect("the task cancelled within a step's delay (300 ms) and more")
             .expect("the stream goes on");
         let stopping = frame["state"] == "cancelling" || frame["state"] == "cancelled";
-        if frame["type"] == "task" && frame["task"] == task.as_str() && stopping {
+        if frame["type"] == "task" && frame["task"] == task && stopping {
             break;
         }
     }
@@ -252,6 +274,7 @@ macro_rules! on_both_demos {
 on_both_demos!(
     a_client_close_is_answered_with_a_close_frame,
     a_fragmented_cancel_frame_cancels,
+    a_long_cancel_frame_cancels,
     a_fragmented_message_over_the_limit_closes_the_socket,
     get_resources_answer_head,
     a_float_step_count_is_refused_as_the_wrong_type,
@@ -467,6 +490,34 @@ async fn idle_streams_send_keep_alives_a_page_can_see() {
         );
         let texts = ws_texts(server, "idle", 1).await;
         assert_eq!(texts, [KEEPALIVE_FRAME], "{name}: the WebSocket keep-alive");
+    }
+}
+
+/// Timers set as long as a `Duration` goes (a way to turn keep-alives off) act as a year:
+/// both streams on both frameworks still carry statuses, and nothing panics on the way.
+#[tokio::test]
+async fn the_longest_timers_serve_streams_without_a_panic() {
+    use status_messenger::web::Endpoints;
+    let hub = support::private_hub(100);
+    hub.open_session("patient").await.unwrap();
+    hub.publish(Some("patient"), "one").unwrap();
+    let endpoints = || {
+        Endpoints::new(hub.clone())
+            .keep_alive(Duration::MAX)
+            .write_timeout(Duration::MAX)
+    };
+    let axum = axum_endpoints(endpoints());
+    let actix = actix_endpoints(endpoints());
+    for (name, server) in [("axum", &axum), ("actix-web", &actix)] {
+        let texts = ws_texts(server, "patient", 1).await;
+        assert!(texts[0].contains(r#""text":"one""#), "{name}: {texts:?}");
+        let events = sse_datas(server, "patient", 1).await;
+        assert_eq!(events[0].0.as_deref(), Some("1"), "{name}: {events:?}");
+    }
+    hub.publish(Some("patient"), "two").unwrap();
+    for (name, server) in [("axum", &axum), ("actix-web", &actix)] {
+        let texts = ws_texts(server, "patient", 2).await;
+        assert!(texts[1].contains(r#""text":"two""#), "{name}: {texts:?}");
     }
 }
 

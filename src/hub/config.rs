@@ -118,8 +118,9 @@ pub struct HubConfig {
     /// [`TRUNCATION_MARKER`] (more than the marker's length; default 4,096).
     pub max_status_bytes: usize,
     /// Most sessions held at once (at least 1; default 100,000); when it is reached, the
-    /// sessions with no subscriber and no running task give way to new ones, those holding no
-    /// statuses first, then the idle longest (see
+    /// sessions with no subscriber and no running task give way to new ones: in the in-memory
+    /// hub those holding no statuses first, then the idle longest; on a shared backend, which
+    /// keeps history in its store, the idle longest (see
     /// [Choosing the bounds](crate::hub#choosing-the-bounds)).
     pub max_sessions: usize,
     /// Tasks remembered per session (at least 1; default 100). A new task makes room by
@@ -129,12 +130,13 @@ pub struct HubConfig {
     pub task_capacity: usize,
     /// Most tasks of one session running at once, in this process (at least 1; default 8): one
     /// more is refused with
-    /// [`StartTaskError::SessionBusy`](crate::hub::StartTaskError::SessionBusy) (the endpoints'
-    /// 429) until one of them ends, so one visitor cannot take every thread the tools run on.
+    /// [`StartTaskError::SessionBusy`](crate::hub::StartTaskError::SessionBusy) (429 through
+    /// `web::Refusal::from_start_task`) until one of them ends, so one visitor cannot take every thread the tools run on.
     pub max_running_tasks_per_session: usize,
     /// Most tasks running at once in this process, over all sessions (at least 1; default
     /// 256): one more is refused with
-    /// [`StartTaskError::HubBusy`](crate::hub::StartTaskError::HubBusy) (the endpoints' 503).
+    /// [`StartTaskError::HubBusy`](crate::hub::StartTaskError::HubBusy) (503 through
+    /// `web::Refusal::from_start_task`).
     /// Keep it under what the tools really run on: tokio's blocking pool has 512 threads by
     /// default (`max_blocking_threads`), actix-web's `web::block` pool fewer, and a task whose
     /// tool waits for a thread is running but silent.
@@ -177,7 +179,13 @@ impl HubConfig {
     /// assert_eq!(config.validate().unwrap_err().field(), "history_capacity");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |field, reason| Err(ConfigError { field, reason });
+        let fail = |field, reason| {
+            Err(ConfigError {
+                config: "HubConfig",
+                field,
+                reason,
+            })
+        };
         if self.history_capacity == 0 {
             return fail("history_capacity", "must be at least 1");
         }
@@ -217,7 +225,8 @@ impl HubConfig {
     }
 }
 
-/// A [`HubConfig`] field out of range: which one and why.
+/// A field of a hub's config out of range: which config ([`HubConfig`], or the `RedisConfig`
+/// or `RedisClusterConfig` of a shared backend), which field and why.
 ///
 /// # Examples
 ///
@@ -227,17 +236,33 @@ impl HubConfig {
 /// let mut config = HubConfig::default();
 /// config.subscriber_buffer = 0;
 /// let error = Hub::new(config).unwrap_err();
+/// assert_eq!(error.config(), "HubConfig");
 /// assert_eq!(error.field(), "subscriber_buffer");
 /// assert_eq!(error.to_string(), "invalid hub config: subscriber_buffer must be at least 1");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    pub(crate) config: &'static str,
     pub(crate) field: &'static str,
     pub(crate) reason: &'static str,
 }
 
 impl ConfigError {
-    /// The name of the offending [`HubConfig`] field.
+    /// The name of the config type the field belongs to: `"HubConfig"`, `"RedisConfig"` or
+    /// `"RedisClusterConfig"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut config = status_messenger::HubConfig::default();
+    /// config.max_sessions = 0;
+    /// assert_eq!(config.validate().unwrap_err().config(), "HubConfig");
+    /// ```
+    pub fn config(&self) -> &'static str {
+        self.config
+    }
+
+    /// The name of the offending field of that config.
     ///
     /// # Examples
     ///
@@ -266,7 +291,12 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid hub config: {} {}", self.field, self.reason)
+        let config = match self.config {
+            "RedisConfig" => "Redis config",
+            "RedisClusterConfig" => "Redis Cluster config",
+            _ => "hub config",
+        };
+        write!(f, "invalid {config}: {} {}", self.field, self.reason)
     }
 }
 

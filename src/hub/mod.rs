@@ -91,8 +91,9 @@
 //! - [`max_sessions`](HubConfig::max_sessions) (default 100,000): sessions held at once. When
 //!   it is reached, a new session makes room: sessions with no subscriber and no task running
 //!   here are evicted early, those holding no statuses first (so that a flood of new sessions
-//!   takes a page's history only when no empty session is left), then the idle longest (a
-//!   sixty-fourth of the limit at a time, counted in
+//!   takes a page's history only when no empty session is left; on a shared backend, which
+//!   keeps history in its store, this step is skipped), then the idle longest (a sixty-fourth
+//!   of the limit at a time, at least 1 and at most 4,096, counted in
 //!   [`HubStats::evicted_under_pressure`]), so a flood of sessions nobody reads cannot lock new
 //!   visitors out. Only when every session held has a subscriber or a running task are statuses
 //!   and subscribers for new sessions refused and counted;

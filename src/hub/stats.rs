@@ -33,39 +33,144 @@
 /// ```
 pub mod metric_names {
     /// Gauge: sessions held now ([`HubStats::sessions`](super::HubStats::sessions)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::SESSIONS;
+    /// assert_eq!(SESSIONS, "status_messenger_hub_sessions");
+    /// ```
     pub const SESSIONS: &str = "status_messenger_hub_sessions";
     /// Gauge: live subscriptions ([`HubStats::subscribers`](super::HubStats::subscribers)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::SUBSCRIBERS;
+    /// assert_eq!(SUBSCRIBERS, "status_messenger_hub_subscribers");
+    /// ```
     pub const SUBSCRIBERS: &str = "status_messenger_hub_subscribers";
     /// Gauge: statuses in history ([`HubStats::retained`](super::HubStats::retained)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::RETAINED;
+    /// assert_eq!(RETAINED, "status_messenger_hub_retained");
+    /// ```
     pub const RETAINED: &str = "status_messenger_hub_retained";
     /// Counter: statuses accepted ([`HubStats::accepted`](super::HubStats::accepted)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::ACCEPTED;
+    /// assert_eq!(ACCEPTED, "status_messenger_hub_accepted_total");
+    /// ```
     pub const ACCEPTED: &str = "status_messenger_hub_accepted_total";
     /// Counter: statuses delivered ([`HubStats::delivered`](super::HubStats::delivered)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::DELIVERED;
+    /// assert_eq!(DELIVERED, "status_messenger_hub_delivered_total");
+    /// ```
     pub const DELIVERED: &str = "status_messenger_hub_delivered_total";
     /// Counter with label `reason`: statuses not accepted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::DROPPED;
+    /// assert_eq!(DROPPED, "status_messenger_hub_dropped_total");
+    /// ```
     pub const DROPPED: &str = "status_messenger_hub_dropped_total";
     /// Counter: statuses truncated ([`HubStats::truncated`](super::HubStats::truncated)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::TRUNCATED;
+    /// assert_eq!(TRUNCATED, "status_messenger_hub_truncated_total");
+    /// ```
     pub const TRUNCATED: &str = "status_messenger_hub_truncated_total";
     /// Counter: gap items emitted ([`HubStats::gaps`](super::HubStats::gaps)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::GAPS;
+    /// assert_eq!(GAPS, "status_messenger_hub_gaps_total");
+    /// ```
     pub const GAPS: &str = "status_messenger_hub_gaps_total";
     /// Counter: statuses covered by gaps ([`HubStats::lagged`](super::HubStats::lagged)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::LAGGED;
+    /// assert_eq!(LAGGED, "status_messenger_hub_lagged_total");
+    /// ```
     pub const LAGGED: &str = "status_messenger_hub_lagged_total";
     /// Counter: idle sessions evicted
     /// ([`HubStats::evicted_sessions`](super::HubStats::evicted_sessions)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::EVICTED;
+    /// assert_eq!(EVICTED, "status_messenger_hub_evicted_sessions_total");
+    /// ```
     pub const EVICTED: &str = "status_messenger_hub_evicted_sessions_total";
     /// Counter: sessions evicted early to make room
     /// ([`HubStats::evicted_under_pressure`](super::HubStats::evicted_under_pressure)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::EVICTED_UNDER_PRESSURE;
+    /// assert_eq!(EVICTED_UNDER_PRESSURE, "status_messenger_hub_evicted_under_pressure_total");
+    /// ```
     pub const EVICTED_UNDER_PRESSURE: &str = "status_messenger_hub_evicted_under_pressure_total";
     /// Gauge: statuses waiting for Redis
     /// ([`HubStats::backend_buffered`](super::HubStats::backend_buffered)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::BACKEND_BUFFERED;
+    /// assert_eq!(BACKEND_BUFFERED, "status_messenger_hub_backend_buffered");
+    /// ```
     pub const BACKEND_BUFFERED: &str = "status_messenger_hub_backend_buffered";
     /// Counter: failed Redis connections and commands
     /// ([`HubStats::backend_errors`](super::HubStats::backend_errors)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::BACKEND_ERRORS;
+    /// assert_eq!(BACKEND_ERRORS, "status_messenger_hub_backend_errors_total");
+    /// ```
     pub const BACKEND_ERRORS: &str = "status_messenger_hub_backend_errors_total";
     /// Counter: reconnections to Redis
     /// ([`HubStats::backend_reconnects`](super::HubStats::backend_reconnects)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::BACKEND_RECONNECTS;
+    /// assert_eq!(BACKEND_RECONNECTS, "status_messenger_hub_backend_reconnects_total");
+    /// ```
     pub const BACKEND_RECONNECTS: &str = "status_messenger_hub_backend_reconnects_total";
     /// Gauge: tasks remembered, over all sessions ([`HubStats::tasks`](super::HubStats::tasks)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use status_messenger::hub::metric_names::TASKS;
+    /// assert_eq!(TASKS, "status_messenger_hub_tasks");
+    /// ```
     pub const TASKS: &str = "status_messenger_hub_tasks";
 }
 
@@ -135,9 +240,10 @@ pub struct HubStats {
     /// [`HubConfig::task_capacity`](crate::HubConfig::task_capacity) per session).
     pub tasks: u64,
     /// Sessions evicted before their time to live to make room for a new one, because
-    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) were held: those idle
-    /// longest, with no subscriber and no running task, go first (also counted in
-    /// `evicted_sessions`).
+    /// [`HubConfig::max_sessions`](crate::HubConfig::max_sessions) were held. Only sessions
+    /// with no subscriber and no running task go: in the in-memory hub those holding no
+    /// statuses first, then the idle longest; on a shared backend the idle longest (also
+    /// counted in `evicted_sessions`).
     pub evicted_under_pressure: u64,
 }
 

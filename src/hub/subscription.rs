@@ -170,7 +170,9 @@ impl Subscription {
         Some(head)
     }
 
-    /// Items copied out of history and not yet handed out; never more than a small batch.
+    /// Items copied out of history and not yet handed out: at most a small batch of statuses
+    /// (32), besides, right after the subscription starts, one task frame for each task of
+    /// the session still remembered (at most `HubConfig::task_capacity`).
     ///
     /// # Examples
     ///

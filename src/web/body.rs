@@ -10,8 +10,9 @@ use super::Refusal;
 
 /// Reads a request's body of at most `limit` bytes that ends within `timeout`, or says why not
 /// with the [`Refusal`] to answer. `body` is the body as a stream of byte chunks, whatever the
-/// framework: axum's `Body::into_data_stream()`, actix-web's `web::Payload`, hyper's
-/// `BodyStream`.
+/// framework: axum's `Body::into_data_stream()`, actix-web's `web::Payload`, or
+/// `http_body_util::BodyDataStream` around a hyper body. Needs a tokio runtime with time
+/// enabled, as every server on axum or actix-web has.
 ///
 /// - `content_length` is the request's `Content-Length` header, if it has one. A length over
 ///   `limit` is refused with 413 before anything is read. A value that is not a number is not
@@ -27,7 +28,7 @@ use super::Refusal;
 /// At most `limit` bytes are held, and no more than that is set aside in advance whatever the
 /// declared length. `POST /cancel` reads its body with this, with
 /// [`Settings::max_message_bytes`](super::Settings::max_message_bytes) and
-/// [`Settings::write_timeout`](super::Settings::write_timeout).
+/// [`Settings::write_timeout`](super::Settings::write_timeout) (each at least its minimum).
 ///
 /// # Examples
 ///

@@ -101,7 +101,9 @@ impl Endpoints {
     /// Decides, for each request to `/ws`, `/events` and `/cancel`, which session the caller
     /// may use, or refuses it; it runs before any upgrade, so a refused request opens nothing.
     /// It replaces the default (the `session` query parameter, which must exist): the session
-    /// it returns is used as it is, and opened if it does not exist yet.
+    /// it returns is used as it is. A stream (`/ws`, `/events`) opens it if it does not exist
+    /// yet; `POST /cancel` does not, and answers 404 for a task of a session the hub does not
+    /// hold.
     ///
     /// # Examples
     ///

@@ -6,6 +6,7 @@
 //!   WebSocket loop call it, so a new field or kind of event is added here once.
 //! - A frame's JSON has no newline (serde_json escapes them), so it fits one SSE `data:` line.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -587,23 +588,35 @@ fn push_u64<W: JsonOut>(out: &mut W, n: u64) {
 }
 
 /// A frame a client may send on the WebSocket that means something; every other is ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ClientFrame {
     /// `{"type": "cancel", "task": "ID"}`: cancel that task of the socket's session.
     Cancel { task: String },
 }
 
-/// Longest client text that is parsed at all: a cancel frame is far shorter.
-const MAX_CLIENT_FRAME_JSON: usize = 1024;
+/// A client's JSON object as far as it is read: the two fields a cancel frame needs. Any
+/// other field is skipped without being kept (serde's internally tagged enums buffer the
+/// whole object first), so reading a frame of any length the socket lets through costs no
+/// more memory than the frame.
+#[derive(Deserialize)]
+struct ClientJson<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    task: Option<String>,
+}
 
 impl ClientFrame {
-    /// Reads a client's text frame; `None` for anything that is not a known frame.
+    /// Reads a client's text frame (at most the socket's message limit long); `None` for
+    /// anything that is not a known frame.
     pub(crate) fn parse(text: &str) -> Option<ClientFrame> {
-        if text.len() > MAX_CLIENT_FRAME_JSON || !text.trim_start().starts_with('{') {
+        if !text.trim_start().starts_with('{') {
             return None;
         }
-        serde_json::from_str(text).ok()
+        let json: ClientJson<'_> = serde_json::from_str(text).ok()?;
+        match (json.kind.as_deref(), json.task) {
+            (Some("cancel"), Some(task)) => Some(ClientFrame::Cancel { task }),
+            _ => None,
+        }
     }
 }
 
@@ -699,10 +712,23 @@ mod tests {
             ClientFrame::parse(r#" {"task":"t1","type":"cancel","extra":1}"#),
             Some(ClientFrame::Cancel { task: "t1".into() })
         );
+        // Escapes in the type, and a frame far longer than a cancel needs: still a cancel.
+        let padded = format!(
+            r#"{{"type":"can\u0063el","pad":"{}","task":"t2"}}"#,
+            "x".repeat(60_000)
+        );
+        assert_eq!(
+            ClientFrame::parse(&padded),
+            Some(ClientFrame::Cancel { task: "t2".into() })
+        );
         for ignored in [
             r#"{"type":"other"}"#,
             r#"{"type":"cancel"}"#,
             r#"{"type":"cancel","task":5}"#,
+            r#"{"type":"cancel","task":null}"#,
+            r#"{"type":"cancel","type":"cancel","task":"t1"}"#,
+            r#"{"task":"t1"}"#,
+            r#"{"type":"cancel","task":"t1"} trailing"#,
             "cancel",
             "",
             "{",

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 /// How the endpoints' streams behave; the defaults suit a browser page behind ordinary proxies.
 ///
-/// Fields below their minimum act as the minimum, so no value makes a stream panic or spin.
+/// Fields below their minimum act as the minimum, and durations over a year as a year, so no
+/// value makes a stream panic or spin.
 ///
 /// # Examples
 ///
@@ -20,13 +21,32 @@ use std::time::Duration;
 /// assert_eq!(settings.sse_retry, Duration::from_secs(1));
 /// assert_eq!(settings.write_timeout, Duration::from_secs(10));
 /// ```
+///
+/// Keep-alives that never come in practice: the longest interval is a year, not an overflow.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+/// use status_messenger::web::{Settings, SseStream};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut quiet = Settings::default();
+/// quiet.keep_alive = Duration::MAX;
+/// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+/// hub.publish(Some("s"), "one").unwrap();
+/// let mut body = SseStream::new(hub.subscribe("s", None), &quiet);
+/// body.next().await; // the retry hint
+/// assert!(body.next().await.unwrap().contains(r#""text":"one""#));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
     /// A stream that has sent nothing for this long sends a keep-alive: on SSE a comment with a
     /// `keepalive` event ([`SSE_KEEPALIVE`](super::SSE_KEEPALIVE)), on the WebSocket the text
     /// frame [`KEEPALIVE_FRAME`](super::KEEPALIVE_FRAME) (browsers see neither SSE comments nor
-    /// WebSocket pings). Default 15 s, at least 1 ms. Keep it under your proxies' idle timeout
+    /// WebSocket pings). Default 15 s, at least 1 ms, at most a year. Keep it under your proxies' idle timeout
     /// and well under the browser client's 30 s watchdog.
     pub keep_alive: Duration,
     /// Largest WebSocket message (and frame) a client may send; the integrations refuse a
@@ -55,7 +75,7 @@ pub struct Settings {
     /// With [`write_buffer_bytes`](Settings::write_buffer_bytes) it bounds what such a client
     /// holds, however many pings it sends. It is also the longest `POST /cancel` waits for
     /// its body: one that has not arrived by then is answered 408, and the task is not
-    /// touched. Default 10 s, at least 1 ms.
+    /// touched. Default 10 s, at least 1 ms, at most a year.
     pub write_timeout: Duration,
 }
 
@@ -72,9 +92,13 @@ impl Default for Settings {
     }
 }
 
+/// The longest a stream's timer is set for: past it an `Instant` could overflow.
+const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 impl Settings {
     pub(crate) fn effective_keep_alive(&self) -> Duration {
-        self.keep_alive.max(Duration::from_millis(1))
+        self.keep_alive
+            .clamp(Duration::from_millis(1), LONGEST_TIMER)
     }
 
     #[cfg_attr(
@@ -86,7 +110,8 @@ impl Settings {
     }
 
     pub(crate) fn effective_write_timeout(&self) -> Duration {
-        self.write_timeout.max(Duration::from_millis(1))
+        self.write_timeout
+            .clamp(Duration::from_millis(1), LONGEST_TIMER)
     }
 
     pub(crate) fn effective_write_batch(&self) -> usize {

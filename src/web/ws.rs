@@ -29,10 +29,31 @@ use crate::{Hub, Subscription};
 
 /// Close code when the subscription ended (the hub shut down, or the session was closed):
 /// "going away".
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::web::ws::CLOSE_GOING_AWAY;
+/// assert_eq!(CLOSE_GOING_AWAY, 1001); // RFC 6455, section 7.4.1
+/// ```
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a client frame over [`Settings::max_message_bytes`]: "message too big".
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::web::ws::CLOSE_TOO_BIG;
+/// assert_eq!(CLOSE_TOO_BIG, 1009); // RFC 6455, section 7.4.1
+/// ```
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code in answer to the client's close: "normal closure".
+///
+/// # Examples
+///
+/// ```
+/// use status_messenger::web::ws::CLOSE_NORMAL;
+/// assert_eq!(CLOSE_NORMAL, 1000); // RFC 6455, section 7.4.1
+/// ```
 pub const CLOSE_NORMAL: u16 = 1000;
 
 /// A frame [`forward`] writes; map it to your framework's message type.

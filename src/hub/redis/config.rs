@@ -40,20 +40,21 @@ pub struct RedisConfig {
     /// Statuses held while Redis is slow or away, counting those in flight; beyond it they are
     /// dropped and counted (at least 1; default 100,000).
     pub buffer_capacity: usize,
-    /// First delay before reconnecting; it doubles with each failed attempt (at least 1 ms;
-    /// default 100 ms).
+    /// First delay before reconnecting; it doubles with each failed attempt (at least 1 ms,
+    /// at most `reconnect_max`; default 100 ms).
     pub reconnect_min: Duration,
-    /// Longest delay between reconnect attempts (at least `reconnect_min`; default 1 s): a Redis
-    /// that comes back (or a replica that takes over) is noticed within about this long.
+    /// Longest delay between reconnect attempts (at least `reconnect_min`, at most a day;
+    /// default 1 s): a Redis that comes back (or a replica that takes over) is noticed within
+    /// about this long.
     pub reconnect_max: Duration,
     /// Longest wait for a connection or an answer before the connection counts as lost (at
-    /// least 1 ms; default 2 s).
+    /// least 1 ms, at most a day; default 2 s).
     pub timeout: Duration,
     /// Longest a call that a request waits on may wait for Redis:
     /// [`Hub::open_session`](crate::Hub::open_session),
     /// [`Hub::session_exists`](crate::Hub::session_exists) and
     /// [`Hub::cancel_task`](crate::Hub::cancel_task), a wait for a connection and the command
-    /// together (at least 1 ms; default 250 ms). While the connection is known to be down (the
+    /// together (at least 1 ms, at most a day; default 250 ms). While the connection is known to be down (the
     /// last attempt to reconnect failed) they, and
     /// [`Hub::close_session`](crate::Hub::close_session), answer at once instead. Either way the
     /// error says when to try again
@@ -107,6 +108,11 @@ impl RedisConfig {
     /// config.url = "redis://localhost/".to_owned();
     /// config.buffer_capacity = 0;
     /// assert_eq!(config.validate().unwrap_err().field(), "buffer_capacity");
+    /// config.buffer_capacity = 1;
+    /// config.request_timeout = std::time::Duration::MAX;
+    /// let error = config.validate().unwrap_err();
+    /// assert_eq!((error.config(), error.field()), ("RedisConfig", "request_timeout"));
+    /// assert_eq!(error.to_string(), "invalid Redis config: request_timeout must be at most a day");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.client().map(drop)
@@ -115,6 +121,7 @@ impl RedisConfig {
     pub(super) fn client(&self) -> Result<redis::Client, ConfigError> {
         let Ok(client) = redis::Client::open(self.url.as_str()) else {
             return Err(ConfigError {
+                config: "RedisConfig",
                 field: "url",
                 reason: "is not a valid redis url",
             });
@@ -125,6 +132,7 @@ impl RedisConfig {
 
     pub(super) fn common(&self) -> Common<'_> {
         Common {
+            config: "RedisConfig",
             key_prefix: &self.key_prefix,
             buffer_capacity: self.buffer_capacity,
             reconnect_min: self.reconnect_min,
@@ -138,6 +146,8 @@ impl RedisConfig {
 
 /// What the configs of one Redis and of a cluster share, and its checks.
 pub(super) struct Common<'a> {
+    /// The name of the config these come from, for its errors.
+    pub(super) config: &'static str,
     pub(super) key_prefix: &'a str,
     pub(super) buffer_capacity: usize,
     pub(super) reconnect_min: Duration,
@@ -149,7 +159,13 @@ pub(super) struct Common<'a> {
 
 impl Common<'_> {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
-        let fail = |field, reason| Err(ConfigError { field, reason });
+        let fail = |field, reason| {
+            Err(ConfigError {
+                config: self.config,
+                field,
+                reason,
+            })
+        };
         if self.key_prefix.is_empty() {
             return fail("key_prefix", "must not be empty");
         }
@@ -168,11 +184,23 @@ impl Common<'_> {
         if self.reconnect_max < self.reconnect_min {
             return fail("reconnect_max", "must be at least reconnect_min");
         }
+        // Deadlines are the time now plus these (twice `timeout`): a day keeps them far from
+        // an `Instant`'s end.
+        let day = Duration::from_secs(24 * 60 * 60);
+        if self.reconnect_max > day {
+            return fail("reconnect_max", "must be at most a day");
+        }
         if self.timeout < Duration::from_millis(1) {
             return fail("timeout", "must be at least 1 ms");
         }
+        if self.timeout > day {
+            return fail("timeout", "must be at most a day");
+        }
         if self.request_timeout < Duration::from_millis(1) {
             return fail("request_timeout", "must be at least 1 ms");
+        }
+        if self.request_timeout > day {
+            return fail("request_timeout", "must be at most a day");
         }
         if self.batch_delay > Duration::from_secs(1) {
             return fail("batch_delay", "must be at most 1 s");

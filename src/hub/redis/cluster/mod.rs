@@ -169,7 +169,13 @@ impl RedisClusterConfig {
     }
 
     fn nodes(&self) -> Result<Nodes, ConfigError> {
-        let fail = |field, reason| Err(ConfigError { field, reason });
+        let fail = |field, reason| {
+            Err(ConfigError {
+                config: "RedisClusterConfig",
+                field,
+                reason,
+            })
+        };
         if self.urls.is_empty() {
             return fail("urls", "must name at least one node");
         }
@@ -190,6 +196,7 @@ impl RedisClusterConfig {
 
     fn common(&self) -> Common<'_> {
         Common {
+            config: "RedisClusterConfig",
             key_prefix: &self.key_prefix,
             buffer_capacity: self.buffer_capacity,
             reconnect_min: self.reconnect_min,
