@@ -51,6 +51,39 @@ async fn statuses_published_through_one_hub_reach_subscribers_of_the_other_in_or
     assert_eq!(b.stats().delivered, 200);
 }
 
+/// The longest history TTL a `HubConfig` takes (`u64::MAX` milliseconds: "keep it for ever")
+/// is given to Redis as 100 years, which it accepts: the statuses go through, none is dropped, and the session's keys
+/// live about 125 years.
+#[tokio::test]
+async fn the_longest_history_ttl_is_one_redis_accepts() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("forever");
+    let config = || {
+        let mut config = HubConfig::default();
+        config.history_ttl = Duration::from_millis(u64::MAX);
+        config
+    };
+    let a = hub(&server, &prefix, config()).await;
+    let b = hub(&server, &prefix, config()).await;
+    let mut on_b = b.subscribe("s1", None);
+    for i in 1..=5 {
+        a.publish(Some("s1"), format!("msg {i}")).unwrap();
+    }
+    let events = read_through(&mut on_b, 5, WAIT).await;
+    assert!(check_exact(&events, 5).is_empty(), "{:?}", shape(&events));
+    assert_eq!(a.stats().dropped_backend, 0);
+    assert_eq!(a.stats().backend_errors, 0);
+    // RESP: `*n`, then `$len` and the key, for each key.
+    let keys = server.command(&format!("KEYS {prefix}*"));
+    let key = keys.lines().nth(2).expect("a key of the session").trim();
+    let ttl = server.command(&format!("PTTL {key}"));
+    let ttl_ms: u64 = ttl.trim().trim_start_matches(':').parse().expect(&ttl);
+    let years = ttl_ms / (365 * 24 * 60 * 60 * 1000);
+    assert!((124..=125).contains(&years), "{key}: {ttl_ms} ms");
+}
+
 #[tokio::test]
 async fn two_publishers_share_one_numbering() {
     let Some(server) = RedisServer::start() else {

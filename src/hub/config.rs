@@ -107,7 +107,8 @@ pub struct HubConfig {
     pub history_capacity: usize,
     /// How long history is kept (see [`history_expiry`](HubConfig::history_expiry)), and how
     /// long a session with no subscriber and no status lives before it is evicted (at least
-    /// 1 ms; default 600 s).
+    /// 1 ms; default 600 s). On Redis a longer one than 100 years acts as 100 years, as Redis
+    /// refuses expiry times that pass its clock's range.
     pub history_ttl: Duration,
     /// Whether history expires as a whole after the last status (default) or status by status.
     pub history_expiry: HistoryExpiry,

@@ -210,7 +210,9 @@ impl Common<'_> {
 
     /// The settings the tasks share, for a validated hub config.
     pub(super) fn settings(&self, config: &HubConfig, layout: Layout) -> Settings {
-        let ttl_ms = u64::try_from(config.history_ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = u64::try_from(config.history_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(LONGEST_TTL_MS);
         Settings {
             keys: Keys::new(self.key_prefix, layout),
             history_capacity: config.history_capacity,
@@ -226,6 +228,10 @@ impl Common<'_> {
         }
     }
 }
+
+/// The longest history TTL given to Redis: Redis refuses a `PEXPIRE` whose time passes its
+/// clock's range, and the scripts' numbers are Lua's doubles, exact only to 2^53.
+const LONGEST_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
 
 /// Validated settings the tasks share.
 #[derive(Debug)]
