@@ -121,6 +121,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 
 use crate::sync::TaskWaker;
+use crate::web::handshake;
 use crate::web::ws::{self, Incoming};
 pub use crate::web::Endpoints;
 use crate::web::{Refusal, RequestInfo, SseStream, StreamGuard, CLIENT_CONTENT_TYPE, CLIENT_JS};
@@ -276,6 +277,9 @@ fn refused(refusal: &Refusal) -> HttpResponse {
     if let Some(seconds) = refusal.retry_after() {
         response.insert_header((header::RETRY_AFTER, seconds.to_string()));
     }
+    if refusal.status() == 426 {
+        response.insert_header((header::SEC_WEBSOCKET_VERSION, handshake::WEBSOCKET_VERSION));
+    }
     response.body(refusal.body())
 }
 
@@ -298,10 +302,16 @@ async fn ws_handler(
     body: web::Payload,
     endpoints: web::Data<Endpoints>,
 ) -> HttpResponse {
-    let admitted = match endpoints.admit(request_info(&request)).await {
+    let info = request_info(&request);
+    // Checked here, answered after the session's refusal, which comes before anything else.
+    let handshake = handshake::check(info.headers());
+    let admitted = match endpoints.admit(info).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),
     };
+    if let Err(refusal) = handshake {
+        return refused(&refusal);
+    }
     let limit = endpoints.settings().effective_max_message_bytes();
     // actix-ws waits for a whole frame before it checks its size: the gate refuses an
     // oversized one from its header, before its payload is read.

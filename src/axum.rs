@@ -99,6 +99,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures_util::{Sink, Stream, StreamExt};
 
+use crate::web::handshake;
 use crate::web::ws::{self, Incoming, Outgoing};
 pub use crate::web::Endpoints;
 use crate::web::{
@@ -181,6 +182,12 @@ fn refused(refusal: &Refusal) -> Response {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    if refusal.status() == 426 {
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static(handshake::WEBSOCKET_VERSION),
+        );
+    }
     response
 }
 
@@ -191,14 +198,8 @@ async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),
     };
-    if !parts
-        .headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .is_some_and(|key| is_websocket_key(key.as_bytes()))
-    {
-        return refused(&Refusal::bad_request(
-            "`Sec-WebSocket-Key` must be 16 bytes in base64",
-        ));
+    if let Err(refusal) = handshake::check(&parts.headers) {
+        return refused(&refusal);
     }
     let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
         return refused(&Refusal::bad_request(
@@ -230,13 +231,6 @@ async fn ws_handler(State(endpoints): State<Arc<Endpoints>>, request: Request) -
         .write_buffer_size(write_buffer)
         .max_write_buffer_size(write_buffer.saturating_add(max_frame))
         .on_upgrade(move |socket| forward(endpoints, socket, subscription, guard))
-}
-
-/// Whether `key` is what RFC 6455 (section 4.1) asks of a `Sec-WebSocket-Key`: 16 bytes in
-/// base64, which is 22 characters of the alphabet and `==` (axum accepts any value).
-fn is_websocket_key(key: &[u8]) -> bool {
-    let base64 = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'+' || *byte == b'/';
-    key.len() == 24 && key[..22].iter().all(base64) && &key[22..] == b"=="
 }
 
 async fn forward(

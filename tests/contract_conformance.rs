@@ -123,6 +123,39 @@ async fn expect_stopping(ws: &mut support::Ws, task: &str) {
     }
 }
 
+/// Both cancel routes answer `{"task": "...", "state": "..."}` byte for byte the same way,
+/// the keys in the contract's order.
+async fn both_cancel_routes_answer_the_same_json(start: StartFn) {
+    let server = start();
+    let id = create_session(&server).await;
+    let task = support::start_task(&server, &id, 3, 300).await;
+    for path in [
+        format!("/api/sessions/{id}/tasks/{task}/cancel"),
+        format!("/cancel?session={id}&task={task}"),
+    ] {
+        let res = support::http()
+            .post(server.url(&path))
+            .send()
+            .await
+            .expect("a cancel");
+        assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED, "{path}");
+        let body = res.text().await.expect("the answer");
+        let state = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["state"]
+            .as_str()
+            .expect("a state")
+            .to_owned();
+        assert!(
+            ["cancelling", "cancelled"].contains(&state.as_str()),
+            "{body}"
+        );
+        assert_eq!(
+            body,
+            format!(r#"{{"task":"{task}","state":"{state}"}}"#),
+            "{path}"
+        );
+    }
+}
+
 /// `Settings::max_message_bytes` is the "largest WebSocket message (and frame) a client may
 /// send": a message over it closes the socket with 1009, whether it came in one frame or in
 /// several each under the limit.
@@ -248,6 +281,92 @@ async fn an_unknown_session_is_404_before_its_body_is_read(start: StartFn) {
     }
 }
 
+/// A request to `/ws` that is no WebSocket handshake gets the same answer on both frameworks,
+/// naming what is missing (RFC 6455, section 4.2.1): no upgrade at all is 400; a version other
+/// than 13 is 426 with `Sec-WebSocket-Version: 13` (section 4.2.2); no valid key is 400. An
+/// unknown session is still 404 first.
+async fn a_request_that_is_no_handshake_is_told_what_it_lacks(start: StartFn) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start();
+    let id = create_session(&server).await;
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let cases = [
+        (
+            id.as_str(),
+            String::new(),
+            "400",
+            "expected a WebSocket upgrade request",
+        ),
+        (
+            id.as_str(),
+            format!("{key}Sec-WebSocket-Version: 13\r\n"),
+            "400",
+            "expected a WebSocket upgrade request",
+        ),
+        (
+            id.as_str(),
+            format!("{upgrade}{key}"),
+            "426",
+            "`Sec-WebSocket-Version` must be 13",
+        ),
+        (
+            id.as_str(),
+            format!("{upgrade}{key}Sec-WebSocket-Version: 8\r\n"),
+            "426",
+            "`Sec-WebSocket-Version` must be 13",
+        ),
+        (
+            id.as_str(),
+            format!("{upgrade}Sec-WebSocket-Version: 13\r\n"),
+            "400",
+            "`Sec-WebSocket-Key` must be 16 bytes in base64",
+        ),
+        (
+            "0123456789abcdef0123456789abcdef",
+            String::new(),
+            "404",
+            "unknown session",
+        ),
+    ];
+    for (session, headers, status, says) in cases {
+        let mut socket = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "GET /ws?session={session} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+        );
+        // `Connection: close` after `Connection: Upgrade` leaves the upgrade token in place.
+        socket
+            .write_all(head.as_bytes())
+            .await
+            .expect("write the head");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
+            .await
+            .expect("an answer, then the end")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(
+            answer.starts_with(&format!("http/1.1 {status}")),
+            "{headers:?}: {answer}"
+        );
+        assert!(
+            answer.contains(&says.to_lowercase()),
+            "{headers:?}: {answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{headers:?}: {answer}"
+        );
+        assert_eq!(
+            answer.contains("sec-websocket-version: 13"),
+            status == "426",
+            "{headers:?}: {answer}"
+        );
+    }
+}
+
 macro_rules! on_both_demos {
     ($($case:ident),* $(,)?) => {
         mod axum {
@@ -275,6 +394,8 @@ on_both_demos!(
     a_client_close_is_answered_with_a_close_frame,
     a_fragmented_cancel_frame_cancels,
     a_long_cancel_frame_cancels,
+    both_cancel_routes_answer_the_same_json,
+    a_request_that_is_no_handshake_is_told_what_it_lacks,
     a_fragmented_message_over_the_limit_closes_the_socket,
     get_resources_answer_head,
     a_float_step_count_is_refused_as_the_wrong_type,

@@ -381,6 +381,13 @@ pub(crate) fn start_task(hub: &Hub, session: &str) -> Result<Task, Refusal> {
         .map_err(|error| Refusal::from_start_task(&error))
 }
 
+/// The 202 answer of a cancel: `{"task": "...", "state": "..."}`.
+#[derive(serde::Serialize)]
+struct CancelAnswer<'a> {
+    task: &'a str,
+    state: &'static str,
+}
+
 /// `POST /api/sessions/{id}/tasks/{task}/cancel`, in a session [`check_session`] found and
 /// once the request's body passed: the JSON of the 202 answer, `{"task": "...", "state":
 /// "..."}` (`cancelling`, or the state the task had already ended in), or the refusal: 404 for
@@ -392,7 +399,13 @@ pub(crate) async fn cancel_task(
 ) -> Result<String, Refusal> {
     let task = task.unwrap_or_default();
     match hub.cancel_task(session, task).await {
-        Ok(state) => Ok(serde_json::json!({ "task": task, "state": state.as_str() }).to_string()),
+        // A struct, not `json!`, so the keys come in the contract's order (`json!` sorts them),
+        // as `POST /cancel` writes them.
+        Ok(state) => Ok(serde_json::to_string(&CancelAnswer {
+            task,
+            state: state.as_str(),
+        })
+        .unwrap_or_default()),
         Err(error) => Err(Refusal::from_cancel_error(&error)),
     }
 }

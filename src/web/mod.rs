@@ -33,7 +33,9 @@
 //!   before any upgrade; then a bad resume point is 400, and so is one beyond the session's
 //!   newest status, with `"head": n` in the body ([`Refusal::beyond_head`]; checked where this
 //!   process numbers the session's statuses, the in-memory hub: a shared backend's local head
-//!   may trail its store).
+//!   may trail its store). On `/ws`, a request that is no WebSocket handshake is then 400
+//!   (no `Connection: Upgrade` and `Upgrade: websocket`, or no `Sec-WebSocket-Key` of 16 bytes
+//!   in base64), and one of another version than 13 is 426 with `Sec-WebSocket-Version: 13`.
 //! - Statuses are `{"session": "ID", "seq": n, "text": "..."}`, with the optional fields `task`,
 //!   `progress`, `level`, `key` and `data` when they are set ([`Frame`]); what a client cannot
 //!   have is one `{"type": "gap", "from": a, "to": b}` (SSE: `event: gap`), and the stream goes
@@ -92,6 +94,11 @@ mod cancel;
 mod client;
 mod endpoints;
 mod frame;
+#[cfg_attr(
+    not(any(feature = "axum", feature = "actix-web")),
+    allow(dead_code, reason = "used by the integrations")
+)]
+pub(crate) mod handshake;
 mod request;
 mod resume;
 mod settings;
