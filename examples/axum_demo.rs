@@ -386,7 +386,7 @@ mod mcp {
     use std::sync::Arc;
 
     use rmcp::handler::server::wrapper::Parameters;
-    use rmcp::model::ErrorCode;
+    use rmcp::model::{CallToolResult, ContentBlock, ErrorCode};
     use rmcp::service::RequestContext;
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::streamable_http_server::{
@@ -405,8 +405,10 @@ mod mcp {
     #[schemars(crate = "rmcp::schemars")]
     struct SimulatedToolArgs {
         /// How many steps, 1..=100000.
+        #[schemars(range(min = 1, max = 100_000))]
         steps: u64,
         /// Milliseconds between steps, 0..=60000.
+        #[schemars(range(max = 60_000))]
         delay_ms: u64,
         /// A browser session to show the run in as well.
         session: Option<String>,
@@ -453,7 +455,7 @@ mod mcp {
             &self,
             Parameters(args): Parameters<SimulatedToolArgs>,
             context: RequestContext<RoleServer>,
-        ) -> Result<String, ErrorData> {
+        ) -> Result<CallToolResult, ErrorData> {
             let body = serde_json::json!({ "steps": args.steps, "delay_ms": args.delay_ms });
             let spec = common::parse_task(body.to_string().as_bytes())
                 .map_err(|message| ErrorData::invalid_params(message, None))?;
@@ -474,7 +476,15 @@ mod mcp {
                 .run_blocking(move || common::simulated_tool(spec.steps, spec.delay))
                 .await
                 .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-            Ok(format!("done: {done} steps"))
+            if done < spec.steps {
+                // Stopped early: the run was cancelled from a page (an MCP client's own
+                // cancel gets no result at all). The tool did not do what was asked.
+                let why = format!("cancelled after {done} of {} steps", spec.steps);
+                return Ok(CallToolResult::error(vec![ContentBlock::text(why)]));
+            }
+            Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+                "done: {done} steps"
+            ))]))
         }
     }
 

@@ -676,6 +676,96 @@ async fn the_demo_serves_the_simulated_tool_at_mcp_to_the_page_and_the_client() 
     server.stop().await.unwrap();
 }
 
+/// A run cancelled from the page (`POST /cancel` on the session it shows in) ends the MCP call
+/// with a tool error that says so, not with a success; and the tool's schema gives the ranges
+/// the demo takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_answers_a_run_cancelled_from_the_page_as_a_tool_error() {
+    let server = support::demo::Demo::Axum.start(&[]);
+    let http = support::http();
+    let created: Value = http
+        .post(server.url("/api/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = created["id"].as_str().unwrap().to_owned();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(server.ws_url(&format!("session={session}")))
+            .await
+            .expect("the session's WebSocket");
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(server.url("/mcp"));
+    let client = Collecting::default()
+        .serve(transport)
+        .await
+        .expect("an MCP session");
+
+    let tools = client.list_all_tools().await.expect("the tools");
+    let schema = Value::Object((*tools[0].input_schema).clone());
+    let steps = &schema["properties"]["steps"];
+    assert_eq!(
+        (steps["minimum"].as_u64(), steps["maximum"].as_u64()),
+        (Some(1), Some(100_000)),
+        "{schema}"
+    );
+    assert_eq!(
+        schema["properties"]["delay_ms"]["maximum"].as_u64(),
+        Some(60_000),
+        "{schema}"
+    );
+
+    let call = CallToolRequestParams::new("simulated_tool").with_arguments(
+        json!({ "steps": 50, "delay_ms": 100, "session": session })
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let running = {
+        let peer = client.peer().clone();
+        tokio::spawn(async move { peer.call_tool(call).await })
+    };
+    // The run's task, from its first status on the page.
+    let task = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame")
+            .expect("the stream is open")
+            .unwrap();
+        let Message::Text(text) = frame else { continue };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["seq"] == 1 {
+            break frame["task"]
+                .as_str()
+                .expect("the status's task")
+                .to_owned();
+        }
+    };
+    let cancel = http
+        .post(server.url(&format!("/cancel?session={session}&task={task}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let result = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the call ends")
+        .unwrap()
+        .expect("a result");
+    assert_eq!(result.is_error, Some(true), "{result:?}");
+    let text = result.content[0]
+        .as_text()
+        .map(|t| t.text.clone())
+        .unwrap_or_default();
+    assert!(
+        text.starts_with("cancelled after ") && text.ends_with(" of 50 steps"),
+        "{text}"
+    );
+    let _ = client.cancel().await;
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_refuses_an_mcp_body_over_64_kib_with_413() {
     let server = support::demo::Demo::Axum.start(&[]);
