@@ -44,7 +44,10 @@ export interface TaskFrame {
   session: string;
   task: string;
   state: TaskState;
-  /** The session's last seq when the frame was sent. */
+  /**
+   * The session's newest seq when the task took this state. The frames sent again on each
+   * connect keep it: a `running` task's statuses may already go past it.
+   */
   last_seq: number;
   /** With `"failed"`: why, when the server says (for example "the task's tool panicked"). */
   message?: string;

@@ -135,7 +135,9 @@ impl FromStr for TaskState {
 
 /// A task's state as a subscriber gets it ([`Event::Task`](crate::Event::Task)): whenever the
 /// task changes state, and first thing on every subscription, for every task the session still
-/// knows (so a page that reloads shows each task's current state).
+/// knows (so a page that reloads shows each task's current state). The update a subscription
+/// starts with is the task's latest one as it was made, `last_seq` included: a running task's
+/// statuses may already be numbered above it.
 ///
 /// It is the contract's task frame `{"type": "task", "session", "task", "state",
 /// "last_seq"}`. Updates carry no number of their own: statuses stay numbered without gaps.
