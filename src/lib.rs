@@ -24,8 +24,9 @@
 //!   level, key, JSON data), carried through the hub, its history and resume.
 //! - A [`Task`] is one run of tool work in a session, started with [`Hub::start_task`]. The
 //!   context that carries the session carries the task too, so tool code on any thread asks
-//!   [`is_cancelled`] (or awaits [`cancelled`]) after [`Hub::cancel_task`], and the hub tells
-//!   the session's subscribers each task's state ([`TaskUpdate`]).
+//!   [`is_cancelled`] (waits with [`sleep_unless_cancelled`], or awaits [`cancelled`]) after
+//!   [`Hub::cancel_task`], and the hub tells the session's subscribers each task's state
+//!   ([`TaskUpdate`]).
 //! - The port of the Python original is there too: [`stream_status_updates`] is the messenger's
 //!   receiving end as a `Stream` of `(Option<String>, String)`, for a broadcaster of your own.
 //!
@@ -310,7 +311,7 @@ pub use pool::{
     PoolSpawnError,
 };
 pub use status::{InvalidJson, JsonData, Level, Progress, StatusMessage, UnknownLevel};
-pub use task::{cancelled, current_task_id, is_cancelled, Cancelled};
+pub use task::{cancelled, current_task_id, is_cancelled, sleep_unless_cancelled, Cancelled};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../README.md")]

@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -46,6 +47,9 @@ pub(crate) struct TaskShared {
 pub(crate) struct Token {
     cancelled: AtomicBool,
     notify: Notify,
+    /// Threads asleep in [`sleep_unless_cancelled`], unparked by [`Token::wake`]. A thread is
+    /// here only while it sleeps, so this holds at most one entry per sleeping thread.
+    sleepers: crate::sync::Mutex<Vec<std::thread::Thread>>,
 }
 
 impl Token {
@@ -59,9 +63,46 @@ impl Token {
         !self.cancelled.swap(true, Ordering::AcqRel)
     }
 
-    /// Wakes every future waiting for the flag.
+    /// Wakes every future waiting for the flag, and every thread asleep on it.
     pub(crate) fn wake(&self) {
         self.notify.notify_waiters();
+        let sleepers = std::mem::take(&mut *crate::sync::lock(&self.sleepers));
+        for thread in sleepers {
+            thread.unpark();
+        }
+    }
+
+    /// Blocks this thread for `duration` or until the flag is set; whether it was set.
+    fn sleep(&self, duration: Duration) -> bool {
+        let deadline = Instant::now().checked_add(duration);
+        let me = std::thread::current();
+        let mut registered = false;
+        let cancelled = loop {
+            if !registered {
+                // Registered before the flag is read, so a cancel in between still unparks
+                // this thread (an unpark before the park makes the park return at once).
+                crate::sync::lock(&self.sleepers).push(me.clone());
+                registered = true;
+            }
+            if self.is_cancelled() {
+                break true;
+            }
+            let now = Instant::now();
+            match deadline {
+                Some(deadline) if now >= deadline => break false,
+                Some(deadline) => std::thread::park_timeout(deadline - now),
+                None => std::thread::park(),
+            }
+            // Woken by `wake` (which took this entry), by the timeout, or spuriously: look
+            // again whether this thread is still listed.
+            registered = crate::sync::lock(&self.sleepers)
+                .iter()
+                .any(|thread| thread.id() == me.id());
+        };
+        if registered {
+            crate::sync::lock(&self.sleepers).retain(|thread| thread.id() != me.id());
+        }
+        cancelled
     }
 
     async fn wait(&self) {
@@ -215,6 +256,59 @@ impl Drop for Entered {
 /// ```
 pub fn is_cancelled() -> bool {
     read_current(|task| task.token.is_cancelled()).unwrap_or(false)
+}
+
+/// Sleeps for `duration`, or less if the task this code runs in is asked to stop meanwhile;
+/// `true` when it was (at once if it already was). For synchronous tool code that waits
+/// between steps: a cancel ends the wait at once instead of after it. Outside any task it
+/// sleeps the whole `duration` and returns `false`.
+///
+/// It blocks the thread, as `std::thread::sleep` does: call it on a blocking thread (the
+/// crate's [`spawn_blocking`](crate::spawn_blocking), a [`BlockingPool`](crate::BlockingPool),
+/// a `std::thread`), never in async code, which awaits [`cancelled`] instead.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use status_messenger::{add_status_message, sleep_unless_cancelled, Hub};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new(Default::default()).unwrap();
+/// let task = hub.start_task("s1").unwrap();
+/// let id = task.id().to_owned();
+///
+/// // A tool that waits a minute between its steps.
+/// fn tool() -> u32 {
+///     let mut done = 0;
+///     for step in 1..=10 {
+///         if step > 1 && sleep_unless_cancelled(Duration::from_secs(60)) {
+///             break;
+///         }
+///         add_status_message(format!("step {step}"));
+///         done += 1;
+///     }
+///     done
+/// }
+/// let started = Instant::now();
+/// let tool = tokio::task::spawn_blocking(move || task.run(tool));
+/// tokio::time::sleep(Duration::from_millis(50)).await;
+/// hub.cancel_task("s1", &id).await.unwrap();
+/// assert_eq!(tool.await.unwrap(), 1); // stopped in its first wait
+/// assert!(started.elapsed() < Duration::from_secs(30));
+///
+/// assert!(!sleep_unless_cancelled(Duration::from_millis(1))); // outside any task
+/// # }
+/// ```
+pub fn sleep_unless_cancelled(duration: Duration) -> bool {
+    match current() {
+        Some(task) => task.token.sleep(duration),
+        None => {
+            std::thread::sleep(duration);
+            false
+        }
+    }
 }
 
 /// The id of the task this code runs in, if any.

@@ -356,3 +356,60 @@ async fn the_cancelled_future_completes_for_a_waiting_tool_and_never_outside_a_t
         .await
         .is_err());
 }
+
+/// `sleep_unless_cancelled` ends a blocking tool's wait as the cancel comes: for every thread
+/// of the task asleep in it (on the crate's `spawn_blocking` and on a `std::thread` carrying
+/// the task's context), whatever the length of the wait (an hour, or `Duration::MAX`, which
+/// has no deadline at all); a cancel that came first ends it at once; without a cancel the
+/// whole wait passes; outside any task it is a plain sleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_unless_cancelled_wakes_every_sleeper_of_the_task_at_the_cancel() {
+    use status_messenger::sleep_unless_cancelled;
+    use std::time::Instant;
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    let task = hub.start_task("s").unwrap();
+    let id = task.id().to_owned();
+    let context = task.context();
+    let started = Instant::now();
+    let mut sleepers = Vec::new();
+    for wait in [Duration::from_secs(3600), Duration::MAX] {
+        let context = context.clone();
+        sleepers.push(tokio::task::spawn_blocking(move || {
+            context.run(|| sleep_unless_cancelled(wait))
+        }));
+    }
+    let on_thread = {
+        let context = context.clone();
+        std::thread::spawn(move || {
+            context.run(|| sleep_unless_cancelled(Duration::from_secs(3600)))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(sleepers.iter().all(|sleeper| !sleeper.is_finished()));
+    hub.cancel_task("s", &id).await.unwrap();
+    for sleeper in sleepers {
+        assert!(sleeper.await.unwrap(), "woken as cancelled");
+    }
+    assert!(on_thread.join().unwrap(), "woken as cancelled");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Cancelled already: at once.
+    let again = Instant::now();
+    assert!(context.run(|| sleep_unless_cancelled(Duration::from_secs(3600))));
+    assert!(again.elapsed() < Duration::from_secs(1));
+
+    // No cancel: the whole wait, then `false`; and the same outside any task.
+    let other = hub.start_task("s").unwrap();
+    let wait = Duration::from_millis(50);
+    for run in [other.context(), SessionContext::current()] {
+        let slept = Instant::now();
+        assert!(!run.run(|| sleep_unless_cancelled(wait)));
+        assert!(slept.elapsed() >= wait);
+    }
+    drop(task);
+    drop(other);
+}

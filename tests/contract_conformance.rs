@@ -107,6 +107,42 @@ async fn a_long_cancel_frame_cancels(start: StartFn) {
     expect_stopping(&mut ws, &task).await;
 }
 
+/// The simulated tool waits between its steps with `sleep_unless_cancelled`: a cancel in the
+/// middle of a minute's delay ends the task (`cancelled`, its tool returned) at once, not a
+/// minute later, so its running-task slot is free again.
+async fn a_cancel_ends_a_long_delay_at_once(start: StartFn) {
+    let server = start();
+    let id = create_session(&server).await;
+    let task = support::start_task(&server, &id, 3, 60_000).await;
+    let mut ws = ws_connect(&server, &id, None).await;
+    within("the first status", support::ws_take(&mut ws, 1)).await;
+    let started = std::time::Instant::now();
+    let res = support::http()
+        .post(server.url(&format!("/api/sessions/{id}/tasks/{task}/cancel")))
+        .send()
+        .await
+        .expect("a cancel");
+    assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, support::ws_next_any(&mut ws))
+            .await
+            .expect("`cancelled` within 5 s of the cancel, not after the minute's delay")
+            .expect("the stream goes on");
+        if frame["type"] == "task"
+            && frame["task"] == task.as_str()
+            && frame["state"] == "cancelled"
+        {
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// Reads frames until `task`'s frame says it is stopping, within a step's delay (300 ms) and
 /// more.
 async fn expect_stopping(ws: &mut support::Ws, task: &str) {
@@ -395,6 +431,7 @@ on_both_demos!(
     a_fragmented_cancel_frame_cancels,
     a_long_cancel_frame_cancels,
     both_cancel_routes_answer_the_same_json,
+    a_cancel_ends_a_long_delay_at_once,
     a_request_that_is_no_handshake_is_told_what_it_lacks,
     a_fragmented_message_over_the_limit_closes_the_socket,
     get_resources_answer_head,

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
 use status_messenger::web::Refusal;
-use status_messenger::{add_status, is_cancelled, Hub, HubConfig, StatusMessage, Task};
+use status_messenger::{
+    add_status, is_cancelled, sleep_unless_cancelled, Hub, HubConfig, StatusMessage, Task,
+};
 
 /// The page, one self-contained file: no build step, no CDN, works offline.
 pub(crate) const PAGE_HTML: &str = include_str!("page.html");
@@ -353,14 +355,13 @@ pub(crate) fn run_tool(task: Task, spec: TaskSpec) {
 /// tasks; returns the steps it did.
 ///
 /// It reports each step with [`add_status`] and its progress; the task it runs in (see
-/// [`start_task`]) decides whose page the statuses reach, and tags them with the task. Before
-/// each step it asks [`is_cancelled`], so a Stop ends it within one step's delay.
+/// [`start_task`]) decides whose page the statuses reach, and tags them with the task. It waits
+/// between steps with [`sleep_unless_cancelled`] and asks [`is_cancelled`] before each step,
+/// so a Stop ends it at once, even in the middle of a long delay.
 pub(crate) fn simulated_tool(steps: u32, delay: Duration) -> u32 {
     for step in 1..=steps {
-        if step > 1 && !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
-        if is_cancelled() {
+        let stopped = step > 1 && !delay.is_zero() && sleep_unless_cancelled(delay);
+        if stopped || is_cancelled() {
             return step - 1;
         }
         let t_ns = SystemTime::now()
