@@ -123,8 +123,10 @@ async fn serve(
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let connections = tokio_util_like::Tracker::default();
     let mut shutdown = std::pin::pin!(shutdown);
+    // A client that stops reading is dropped after the streams' write timeout, SSE included.
+    let mut on_accept = endpoints.on_accept();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (mut stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -136,6 +138,7 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        on_accept(&mut stream);
         let service = TowerToHyperService::new(router.clone());
         let connection = http
             .serve_connection(TokioIo::new(stream), service)

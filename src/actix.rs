@@ -200,20 +200,9 @@ impl Endpoints {
     ) -> impl Fn(&dyn std::any::Any, &mut dev::Extensions) + Send + Sync + 'static {
         let timeout = self.settings().effective_write_timeout();
         move |connection, _| {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
             if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                if let Err(error) =
-                    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout))
-                {
-                    tracing::debug!(
-                        target: "status_messenger::web",
-                        %error,
-                        "TCP_USER_TIMEOUT not set: a client that stops reading keeps its connection"
-                    );
-                }
+                crate::web::drop_stalled_after(socket2::SockRef::from(stream), timeout);
             }
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            let _ = (connection, timeout);
         }
     }
 

@@ -13,11 +13,11 @@
 //! # A complete server
 //!
 //! A tool that reports its steps, a route that starts it for a session, and the endpoints
-//! (30 lines; a page with `import { connect } from "/status-messenger.js"` follows the
+//! (33 lines; a page with `import { connect } from "/status-messenger.js"` follows the
 //! session):
 //!
 //! ```no_run
-//! use axum::{extract::{Path, State}, http::StatusCode, routing::post, Router};
+//! use axum::{extract::{Path, State}, http::StatusCode, routing::post, serve::ListenerExt, Router};
 //! use status_messenger::{add_status_message, spawn_blocking, with_session_id, Hub, HubConfig};
 //! fn tool() { // synchronous code that never sees the session
 //!     for step in 1..=5 {
@@ -43,7 +43,9 @@
 //!         .route("/api/sessions/{id}/tasks", post(start_task))
 //!         .with_state(hub.clone())
 //!         .merge(status_messenger::axum::router(hub.clone()));
-//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     // A client that stops reading is dropped after the write timeout, SSE included.
+//!     let on_accept = status_messenger::web::Endpoints::new(hub.clone()).on_accept();
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?.tap_io(on_accept);
 //!     let stop = async move { tokio::signal::ctrl_c().await.ok(); hub.shutdown().await };
 //!     Ok(axum::serve(listener, app).with_graceful_shutdown(stop).await?)
 //! }
@@ -165,6 +167,49 @@ impl Endpoints {
             .route("/cancel", post(cancel_handler))
             .route("/status-messenger.js", get(client_handler))
             .with_state(Arc::new(self.clone()))
+    }
+}
+
+impl Endpoints {
+    /// What to do with each accepted connection (feature `axum`), for
+    /// `axum::serve(listener.tap_io(endpoints.on_accept()), app)` (axum's `ListenerExt`), or for
+    /// a server's own accept loop: on Linux it sets the socket's `TCP_USER_TIMEOUT` to
+    /// [`Settings::write_timeout`](crate::web::Settings::write_timeout), so a client that
+    /// stops reading is dropped once the kernel has held its unread bytes that long.
+    ///
+    /// A WebSocket sees such a client itself (its writes have a deadline), but an SSE response
+    /// is written by hyper, which stops asking for more once the socket is full: without this
+    /// an SSE client that never reads keeps its connection and its subscription for as long as
+    /// it stays connected. Elsewhere than Linux it does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::serve::ListenerExt;
+    /// use status_messenger::web::Endpoints;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let endpoints = Endpoints::new(status_messenger::Hub::new(Default::default()).unwrap());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let app: axum::Router = endpoints.router();
+    /// let listener = listener.tap_io(endpoints.on_accept());
+    /// tokio::spawn(async move { axum::serve(listener, app).await });
+    ///
+    /// let mut socket = tokio::net::TcpStream::connect(addr).await?;
+    /// socket.write_all(b"GET /status-messenger.js HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    /// let mut head = [0u8; 12];
+    /// socket.read_exact(&mut head).await?;
+    /// assert_eq!(&head, b"HTTP/1.1 200");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn on_accept(&self) -> impl FnMut(&mut tokio::net::TcpStream) + Send + Sync + 'static {
+        let timeout = self.settings().effective_write_timeout();
+        move |stream| crate::web::drop_stalled_after(socket2::SockRef::from(&*stream), timeout)
     }
 }
 

@@ -19,11 +19,14 @@ fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Serves `endpoints` with axum on a free port, on the test's runtime.
+/// Serves `endpoints` with axum on a free port, on the test's runtime, set up as the
+/// `status_messenger::axum` docs advise (`on_accept` on every connection).
 async fn serve_axum(endpoints: &Endpoints) -> SocketAddr {
+    use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app: axum::Router = endpoints.router();
+    let listener = listener.tap_io(endpoints.on_accept());
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -417,4 +420,55 @@ async fn actix_closes_the_connection_of_a_websocket_client_that_never_reads() {
         "the connection is still open after {} bytes",
         back.len()
     );
+}
+
+/// An SSE client that never reads, while its session's statuses keep coming, is dropped on
+/// both frameworks within a few seconds of the write timeout (1 s here): the kernel gives up
+/// on it (`TCP_USER_TIMEOUT`, set by `on_accept` / `on_connect`), the response ends, and the
+/// stream no longer counts as open.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_client_that_never_reads_is_dropped_on_both_frameworks() {
+    let hub = Hub::new(Default::default()).unwrap();
+    let id = session(&hub).await;
+    let axum = Endpoints::new(hub.clone()).write_timeout(Duration::from_secs(1));
+    let actix = Endpoints::new(hub.clone()).write_timeout(Duration::from_secs(1));
+    let servers = [
+        ("axum", serve_axum(&axum).await, &axum),
+        ("actix-web", serve_actix(actix.clone()), &actix),
+    ];
+    let publishing = tokio::spawn({
+        let hub = hub.clone();
+        let id = id.clone();
+        let text = "x".repeat(1000);
+        async move {
+            loop {
+                for _ in 0..50 {
+                    let _ = hub.publish(Some(&id), text.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    for (name, addr, endpoints) in servers {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1024).unwrap();
+        let mut socket = socket.connect(addr).await.unwrap();
+        let request = format!("GET /events?session={id} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        socket.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "{name}");
+        let started = Instant::now();
+        while endpoints.open_streams() != 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{name}: the stream of a client that never reads is still open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("{name}: dropped after {:?}", started.elapsed());
+        drop(socket);
+    }
+    publishing.abort();
 }

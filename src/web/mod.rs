@@ -105,6 +105,24 @@ mod settings;
 mod sse;
 pub mod ws;
 
+/// Sets `socket`'s `TCP_USER_TIMEOUT` (Linux and Android; nothing elsewhere), so that the
+/// kernel drops a connection whose sent bytes stay unread (unacknowledged, or behind a zero
+/// window) for `timeout`: how the integrations drop a client that stopped reading where no
+/// write of theirs waits with a deadline.
+#[cfg(any(feature = "axum", feature = "actix-web"))]
+pub(crate) fn drop_stalled_after(socket: socket2::SockRef<'_>, timeout: std::time::Duration) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket.set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(
+            target: "status_messenger::web",
+            %error,
+            "TCP_USER_TIMEOUT not set: a client that stops reading keeps its connection"
+        );
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (socket, timeout);
+}
+
 pub use self::body::read_body;
 pub use self::client::{CLIENT_CONTENT_TYPE, CLIENT_JS, CLIENT_TYPES};
 pub use self::endpoints::Endpoints;

@@ -73,7 +73,11 @@ pub struct Settings {
     /// to a ping; a close): a socket that does not take it in this long belongs to a client
     /// that stopped reading, and is dropped ([`Ended::Stalled`](super::ws::Ended::Stalled)).
     /// With [`write_buffer_bytes`](Settings::write_buffer_bytes) it bounds what such a client
-    /// holds, however many pings it sends. It is also the longest `POST /cancel` waits for
+    /// holds, however many pings it sends. An SSE response has no write of its own to time:
+    /// its connection is dropped by the kernel once its sent bytes have stayed unread this
+    /// long, when the server sets it up on each connection (`TCP_USER_TIMEOUT`, Linux):
+    /// `Endpoints::on_accept` on axum, `Endpoints::on_connect` on actix-web (the WebSocket's
+    /// socket on actix-web too). It is also the longest `POST /cancel` waits for
     /// its body: one that has not arrived by then is answered 408, and the task is not
     /// touched. Default 10 s, at least 1 ms, at most a year.
     pub write_timeout: Duration,
