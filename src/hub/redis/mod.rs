@@ -130,7 +130,20 @@
 //!   where a process that saw it already raised the counter to their end, nothing more is
 //!   skipped, so its subscribers see no gap and later statuses keep their places. Only where
 //!   another process numbered statuses of the same session meanwhile are as many fresh numbers
-//!   skipped instead, so that nobody misses the batch without a gap.
+//!   skipped instead, so that nobody misses the batch without a gap. A session that is
+//!   written back this way is one that holds statuses or has a stream open on some process; a
+//!   session opened and not used yet (no status, no stream) is gone with the data:
+//!   [`Hub::session_exists`] answers `false` for it, and a page asking with its id gets 404 and
+//!   makes a new one.
+//! - **A backlog larger than the history.** Statuses published while Redis is away or stalled
+//!   wait in the buffer and go out in batches of up to 1,024 when it is back, so they land
+//!   together. A subscriber that is then more than the history
+//!   ([`HubConfig::history_capacity`](crate::HubConfig::history_capacity)) or its buffer
+//!   ([`HubConfig::subscriber_buffer`](crate::HubConfig::subscriber_buffer)) behind gets a gap
+//!   for the oldest of them, counted in [`HubStats::lagged`](crate::HubStats::lagged), as it
+//!   would for any burst that size. For example, a tool adding a status every 2 ms while Redis
+//!   was stopped for 3 s (1,300 statuses waiting): a page 1 behind got a gap of the oldest 24
+//!   of the first batch of 1,024, against a history of 1,000.
 //! - **Redis restarted from an older snapshot** (an RDB file saved earlier, or a replica that
 //!   lagged taking over under the same epoch). A session's counter may then stand below numbers
 //!   subscribers already had. Each time a writer reconnects, before it sends anything, it puts
@@ -423,10 +436,28 @@ fn retry_after(wait: Duration) -> Duration {
     Duration::from_secs(seconds.max(1))
 }
 
-/// A failure of a call on a request's path as the hub reports it: one a retry may cure (the
-/// connection, a timeout) says so.
+/// A failure of a call on a request's path as the hub reports it: one a retry may cure says
+/// so. That is the connection or a timeout; and what a Redis or a cluster answers while it
+/// recovers: loading its data, a cluster down or a master gone until a replica takes over, a
+/// slot on its way to another node (moved, ask, try again), a replica that was a master, or
+/// scripts not yet loaded on a newly promoted master.
 fn request_error(error: redis::RedisError) -> BackendError {
-    let transient = error.is_io_error()
+    use redis::{ErrorKind, ServerErrorKind};
+    let recovering = matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::NoScript
+        ) | ErrorKind::ClusterConnectionNotFound
+    );
+    let transient = recovering
+        || error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal();
@@ -504,5 +535,40 @@ impl Hub {
             Backing::Single(client),
             Some(Conn::Single(probe)),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    use super::request_error;
+
+    /// What a Redis or a cluster answers while it recovers is told as worth a retry (a 503
+    /// with `Retry-After` at the endpoints); a refusal that no retry mends is not.
+    #[test]
+    fn errors_of_a_recovering_redis_say_to_retry() {
+        for kind in [
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::Moved,
+            ServerErrorKind::Ask,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::BusyLoading,
+            ServerErrorKind::ReadOnly,
+            ServerErrorKind::NoScript,
+        ] {
+            let error = request_error(RedisError::from((ErrorKind::Server(kind), "recovering")));
+            assert!(error.retry_after().is_some(), "{kind:?}: {error}");
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(request_error(RedisError::from(io)).retry_after().is_some());
+        for kind in [
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            ErrorKind::AuthenticationFailed,
+        ] {
+            let error = request_error(RedisError::from((kind, "refused")));
+            assert_eq!(error.retry_after(), None, "{kind:?}: {error}");
+        }
     }
 }
