@@ -207,8 +207,9 @@ async fn create_session(
     }
 }
 
-/// The body of a demo route, read after its session is checked: at most
-/// [`common::MAX_BODY_BYTES`] (413 past it), within `timeout` (408 past it).
+/// The body of a demo route: at most [`common::MAX_BODY_BYTES`] (413 past it, from its
+/// `Content-Length` or as it arrives), within `timeout` (408 past it). The task routes read it
+/// once the session is found, so an unknown session is a 404 whatever its body.
 async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,

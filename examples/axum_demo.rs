@@ -295,12 +295,9 @@ async fn create_session(State(state): State<AppState>, headers: HeaderMap, body:
     }
 }
 
-/// Reads a request body of at most [`common::MAX_BODY_BYTES`]: one declared longer is refused
-/// (413) without reading it, one longer as it arrives. The task routes call it once the
-/// session is found, so an unknown session is a 404 whatever its body; the body timeout
-/// around every handler bounds how long it may take.
-/// The body of a demo route, read after its session is checked: at most
-/// [`common::MAX_BODY_BYTES`] (413 past it), within `timeout` (408 past it).
+/// The body of a demo route: at most [`common::MAX_BODY_BYTES`] (413 past it, from its
+/// `Content-Length` or as it arrives), within `timeout` (408 past it). The task routes read it
+/// once the session is found, so an unknown session is a 404 whatever its body.
 async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Vec<u8>, Refusal> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -480,8 +477,9 @@ mod mcp {
                 .await
                 .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
             if done < spec.steps {
-                // Stopped early: the run was cancelled from a page (an MCP client's own
-                // cancel gets no result at all). The tool did not do what was asked.
+                // Stopped early: its task was cancelled (from a page, or as its session was
+                // closed or the hub shut down; an MCP client's own cancel gets no result at
+                // all). The tool did not do what was asked.
                 let why = format!("cancelled after {done} of {} steps", spec.steps);
                 return Ok(CallToolResult::error(vec![ContentBlock::text(why)]));
             }

@@ -13,7 +13,7 @@
 //! # A complete server
 //!
 //! A tool that reports its steps, a route that starts it for a session, and the endpoints
-//! (33 lines; a page with `import { connect } from "/status-messenger.js"` follows the
+//! (32 lines; a page with `import { connect } from "/status-messenger.js"` follows the
 //! session):
 //!
 //! ```no_run
@@ -180,7 +180,7 @@ impl Endpoints {
     /// A WebSocket sees such a client itself (its writes have a deadline), but an SSE response
     /// is written by hyper, which stops asking for more once the socket is full: without this
     /// an SSE client that never reads keeps its connection and its subscription for as long as
-    /// it stays connected. Elsewhere than Linux it does nothing.
+    /// it stays connected. Elsewhere than Linux (and Android) it does nothing.
     ///
     /// # Examples
     ///

@@ -371,20 +371,28 @@ async fn sleep_unless_cancelled_wakes_every_sleeper_of_the_task_at_the_cancel() 
     let id = task.id().to_owned();
     let context = task.context();
     let started = Instant::now();
+    // Each sleeper says so just before it sleeps; the cancel comes well after the last.
+    let (about_to_sleep, mut ready) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut sleepers = Vec::new();
     for wait in [Duration::from_secs(3600), Duration::MAX] {
         let context = context.clone();
+        let about_to_sleep = about_to_sleep.clone();
         sleepers.push(tokio::task::spawn_blocking(move || {
+            about_to_sleep.send(()).unwrap();
             context.run(|| sleep_unless_cancelled(wait))
         }));
     }
     let on_thread = {
         let context = context.clone();
         std::thread::spawn(move || {
+            about_to_sleep.send(()).unwrap();
             context.run(|| sleep_unless_cancelled(Duration::from_secs(3600)))
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        ready.recv().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(sleepers.iter().all(|sleeper| !sleeper.is_finished()));
     hub.cancel_task("s", &id).await.unwrap();
     for sleeper in sleepers {

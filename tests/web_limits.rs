@@ -19,9 +19,19 @@ fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Serves `endpoints` with axum on a free port, on the test's runtime, set up as the
-/// `status_messenger::axum` docs advise (`on_accept` on every connection).
+/// Serves `endpoints` with axum on a free port, on the test's runtime: plain `axum::serve`, so
+/// what the WebSocket does by itself is what is tested.
 async fn serve_axum(endpoints: &Endpoints) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app: axum::Router = endpoints.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// The same, set up as the `status_messenger::axum` docs advise: `on_accept` on every
+/// connection.
+async fn serve_axum_on_accept(endpoints: &Endpoints) -> SocketAddr {
     use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -434,7 +444,7 @@ async fn an_sse_client_that_never_reads_is_dropped_on_both_frameworks() {
     let axum = Endpoints::new(hub.clone()).write_timeout(Duration::from_secs(1));
     let actix = Endpoints::new(hub.clone()).write_timeout(Duration::from_secs(1));
     let servers = [
-        ("axum", serve_axum(&axum).await, &axum),
+        ("axum", serve_axum_on_accept(&axum).await, &axum),
         ("actix-web", serve_actix(actix.clone()), &actix),
     ];
     let publishing = tokio::spawn({

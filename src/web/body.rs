@@ -25,8 +25,8 @@ use super::Refusal;
 /// - A chunk that cannot be read (the connection broke, a malformed chunked encoding) is
 ///   refused with 400, with the error's text.
 ///
-/// At most `limit` bytes are held, and no more than that is set aside in advance whatever the
-/// declared length. `POST /cancel` reads its body with this, with
+/// At most `limit` bytes are held, and a declared length sets aside at most 8 KiB before
+/// the bytes come, so a client that announces a large body and sends nothing holds little. `POST /cancel` reads its body with this, with
 /// [`Settings::max_message_bytes`](super::Settings::max_message_bytes) and
 /// [`Settings::write_timeout`](super::Settings::write_timeout) (each at least its minimum).
 ///
@@ -67,27 +67,56 @@ where
     B: AsRef<[u8]>,
     E: std::fmt::Display,
 {
+    let mut read = Vec::new();
+    take_body(content_length, body, limit, timeout, Some(&mut read)).await?;
+    Ok(read)
+}
+
+/// The most room set aside for a body before its bytes come: a client's `Content-Length`
+/// alone reserves no more than this, however large the limit.
+const FIRST_ROOM: usize = 8 * 1024;
+
+/// [`read_body`]'s checks and refusals; the bytes go to `keep`, or are only counted without
+/// it (a body that carries nothing, as `POST /cancel`'s, then holds no memory).
+pub(crate) async fn take_body<S, B, E>(
+    content_length: Option<&str>,
+    body: S,
+    limit: usize,
+    timeout: Duration,
+    mut keep: Option<&mut Vec<u8>>,
+) -> Result<(), Refusal>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
     let too_large = || Refusal::new(413, format!("the request body is over {limit} bytes"));
     let declared = content_length.and_then(|length| length.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
     let read = async {
-        // Within `limit`, as checked above.
-        let room = declared.map_or(0, |length| usize::try_from(length).unwrap_or(limit));
-        let mut read = Vec::with_capacity(room);
+        if let Some(keep) = keep.as_deref_mut() {
+            // Within `limit`, as checked above; and no more than a little before bytes come.
+            let declared = declared.map_or(0, |length| usize::try_from(length).unwrap_or(limit));
+            keep.reserve(declared.min(FIRST_ROOM));
+        }
+        let mut seen = 0usize;
         let mut body = pin!(body);
         while let Some(chunk) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
             let chunk = chunk.map_err(|error| {
                 Refusal::bad_request(format!("unreadable request body: {error}"))
             })?;
             let chunk = chunk.as_ref();
-            if chunk.len() > limit - read.len() {
+            if chunk.len() > limit - seen {
                 return Err(too_large());
             }
-            read.extend_from_slice(chunk);
+            seen += chunk.len();
+            if let Some(keep) = keep.as_deref_mut() {
+                keep.extend_from_slice(chunk);
+            }
         }
-        Ok(read)
+        Ok(())
     };
     tokio::time::timeout(timeout, read)
         .await
@@ -152,6 +181,16 @@ mod tests {
             refusal.message(),
             "unreadable request body: connection reset"
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_only_counted_is_refused_alike_and_keeps_nothing() {
+        let counted = take_body(None, chunks(&[b"abc", b"de"]), 5, SECOND, None).await;
+        assert_eq!(counted, Ok(()));
+        let over = take_body(Some("6"), chunks(&[]), 5, SECOND, None).await;
+        assert_eq!(over.unwrap_err().status(), 413);
+        let streamed = take_body(None, chunks(&[b"abc", b"def"]), 5, SECOND, None).await;
+        assert_eq!(streamed.unwrap_err().status(), 413);
     }
 
     #[tokio::test(start_paused = true)]

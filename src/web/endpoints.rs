@@ -401,7 +401,7 @@ impl Endpoints {
         Ok((subscription, self.guard()))
     }
 
-    /// `POST /cancel`'s body, which carries nothing: read and dropped, so that one over
+    /// `POST /cancel`'s body, which carries nothing: read and counted, not kept, so that one over
     /// [`Settings::max_message_bytes`] is refused with 413 before the task is touched (the
     /// contract refuses every body over 64 KiB), and one that has not arrived within
     /// [`Settings::write_timeout`] with 408, so a client that never sends the body it
@@ -415,9 +415,8 @@ impl Endpoints {
     {
         let limit = self.settings.effective_max_message_bytes();
         let timeout = self.settings.effective_write_timeout();
-        super::read_body(declared, body, limit, timeout)
-            .await
-            .map(drop)
+        // Counted, not kept: the body holds no memory while it comes.
+        super::body::take_body(declared, body, limit, timeout, None).await
     }
 
     /// `POST /cancel`: the task and its state after the request, or the refusal.

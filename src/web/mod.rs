@@ -30,12 +30,13 @@
 //! - The session is the one the authorization hook names: by default the `session` query
 //!   parameter, which must be a session the hub holds ([`session_from_query`]). Its
 //!   [`Refusal`] (404 `{"error": "..."}` for an unknown or malformed session) is answered
-//!   before any upgrade; then a bad resume point is 400, and so is one beyond the session's
-//!   newest status, with `"head": n` in the body ([`Refusal::beyond_head`]; checked where this
-//!   process numbers the session's statuses, the in-memory hub: a shared backend's local head
-//!   may trail its store). On `/ws`, a request that is no WebSocket handshake is then 400
-//!   (no `Connection: Upgrade` and `Upgrade: websocket`, or no `Sec-WebSocket-Key` of 16 bytes
-//!   in base64), and one of another version than 13 is 426 with `Sec-WebSocket-Version: 13`.
+//!   before any upgrade; then a resume point that is not a number is 400. On `/ws`, a request
+//!   that is no WebSocket handshake is then 400 (no `Connection: Upgrade` and
+//!   `Upgrade: websocket`, or no `Sec-WebSocket-Key` of 16 bytes in base64), and one of
+//!   another version than 13 is 426 with `Sec-WebSocket-Version: 13`. Last, a resume point
+//!   beyond the session's newest status is 400, with `"head": n` in the body
+//!   ([`Refusal::beyond_head`]; checked where this process numbers the session's statuses, the
+//!   in-memory hub: a shared backend's local head may trail its store).
 //! - Statuses are `{"session": "ID", "seq": n, "text": "..."}`, with the optional fields `task`,
 //!   `progress`, `level`, `key` and `data` when they are set ([`Frame`]); what a client cannot
 //!   have is one `{"type": "gap", "from": a, "to": b}` (SSE: `event: gap`), and the stream goes

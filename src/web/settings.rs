@@ -4,8 +4,8 @@ use std::time::Duration;
 
 /// How the endpoints' streams behave; the defaults suit a browser page behind ordinary proxies.
 ///
-/// Fields below their minimum act as the minimum, and durations over a year as a year, so no
-/// value makes a stream panic or spin.
+/// Fields below their minimum act as the minimum, and a keep-alive or write timeout over a
+/// year as a year, so no value makes a stream panic or spin.
 ///
 /// # Examples
 ///

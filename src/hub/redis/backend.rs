@@ -146,9 +146,9 @@ impl Backend for RedisBackend {
                 settings.key_ttl_ms().max(1),
             );
             let result = wire::run_script(&mut conn, &open, deadline).await;
-            result
-                .map(drop)
-                .map_err(|error| OpenError::Backend(request_error(error)))
+            result.map(drop).map_err(|error| {
+                OpenError::Backend(request_error(error, self.shared.settings.keys.layout()))
+            })
         })
     }
 
@@ -168,7 +168,9 @@ impl Backend for RedisBackend {
             let exists = redis::cmd("EXISTS").arg(settings.keys.log(id)).clone();
             wire::by(deadline, exists.query_async(&mut conn))
                 .await
-                .map_err(|error| LookupError::Backend(request_error(error)))
+                .map_err(|error| {
+                    LookupError::Backend(request_error(error, self.shared.settings.keys.layout()))
+                })
         })
     }
 
@@ -263,7 +265,9 @@ impl Backend for RedisBackend {
             );
             let reply = wire::run_script(&mut conn, &cancel, deadline)
                 .await
-                .map_err(|error| CancelError::Backend(request_error(error)))?;
+                .map_err(|error| {
+                    CancelError::Backend(request_error(error, self.shared.settings.keys.layout()))
+                })?;
             match wire::parse_cancel_reply(&reply) {
                 Some(wire::Cancelled::State(state)) => Ok(state),
                 Some(wire::Cancelled::UnknownTask) => Err(CancelError::UnknownTask),

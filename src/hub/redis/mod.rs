@@ -142,8 +142,8 @@
 //!   ([`HubConfig::subscriber_buffer`](crate::HubConfig::subscriber_buffer)) behind gets a gap
 //!   for the oldest of them, counted in [`HubStats::lagged`](crate::HubStats::lagged), as it
 //!   would for any burst that size. For example, a tool adding a status every 2 ms while Redis
-//!   was stopped for 3 s (1,300 statuses waiting): a page 1 behind got a gap of the oldest 24
-//!   of the first batch of 1,024, against a history of 1,000.
+//!   was stopped for 3 s (1,281 statuses waiting when it came back): a page 1 behind got a gap
+//!   of the oldest 24 of the first batch of 1,024, against a history of 1,000.
 //! - **Redis restarted from an older snapshot** (an RDB file saved earlier, or a replica that
 //!   lagged taking over under the same epoch). A session's counter may then stand below numbers
 //!   subscribers already had. Each time a writer reconnects, before it sends anything, it puts
@@ -437,25 +437,28 @@ fn retry_after(wait: Duration) -> Duration {
 }
 
 /// A failure of a call on a request's path as the hub reports it: one a retry may cure says
-/// so. That is the connection or a timeout; and what a Redis or a cluster answers while it
-/// recovers: loading its data, a cluster down or a master gone until a replica takes over, a
-/// slot on its way to another node (moved, ask, try again), a replica that was a master, or
-/// scripts not yet loaded on a newly promoted master.
-fn request_error(error: redis::RedisError) -> BackendError {
+/// so. That is the connection or a timeout; and what a Redis answers while it recovers:
+/// loading its data, a replica that was a master, or scripts not yet loaded on a newly
+/// promoted master; on a cluster also a cluster down or a master gone until a replica takes
+/// over, and a slot on its way to another node (moved, ask, try again) once the cluster
+/// client's own redirects ran out. On one Redis those are a wrong configuration (a cluster
+/// node given as one Redis), which no retry mends.
+fn request_error(error: redis::RedisError, layout: Layout) -> BackendError {
     use redis::{ErrorKind, ServerErrorKind};
-    let recovering = matches!(
-        error.kind(),
+    let recovering = match error.kind() {
         ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::Moved
-                | ServerErrorKind::Ask
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ReadOnly
-                | ServerErrorKind::NoScript
-        ) | ErrorKind::ClusterConnectionNotFound
-    );
+            ServerErrorKind::BusyLoading | ServerErrorKind::ReadOnly | ServerErrorKind::NoScript,
+        ) => true,
+        ErrorKind::Server(
+            ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask
+            | ServerErrorKind::TryAgain,
+        )
+        | ErrorKind::ClusterConnectionNotFound => layout != Layout::Single,
+        _ => false,
+    };
     let transient = recovering
         || error.is_io_error()
         || error.is_timeout()
@@ -542,32 +545,49 @@ impl Hub {
 mod tests {
     use redis::{ErrorKind, RedisError, ServerErrorKind};
 
-    use super::request_error;
+    use super::{request_error, Layout};
 
     /// What a Redis or a cluster answers while it recovers is told as worth a retry (a 503
-    /// with `Retry-After` at the endpoints); a refusal that no retry mends is not.
+    /// with `Retry-After` at the endpoints); a refusal that no retry mends is not, nor a
+    /// cluster's answer from what was configured as one Redis.
     #[test]
     fn errors_of_a_recovering_redis_say_to_retry() {
+        let error = |kind, layout| request_error(RedisError::from((kind, "recovering")), layout);
+        let cluster = Layout::Cluster { partitions: 16 };
+        for kind in [
+            ServerErrorKind::BusyLoading,
+            ServerErrorKind::ReadOnly,
+            ServerErrorKind::NoScript,
+        ] {
+            for layout in [Layout::Single, cluster] {
+                let error = error(ErrorKind::Server(kind), layout);
+                assert!(
+                    error.retry_after().is_some(),
+                    "{kind:?} {layout:?}: {error}"
+                );
+            }
+        }
         for kind in [
             ServerErrorKind::ClusterDown,
             ServerErrorKind::MasterDown,
             ServerErrorKind::Moved,
             ServerErrorKind::Ask,
             ServerErrorKind::TryAgain,
-            ServerErrorKind::BusyLoading,
-            ServerErrorKind::ReadOnly,
-            ServerErrorKind::NoScript,
         ] {
-            let error = request_error(RedisError::from((ErrorKind::Server(kind), "recovering")));
-            assert!(error.retry_after().is_some(), "{kind:?}: {error}");
+            let on_cluster = error(ErrorKind::Server(kind), cluster);
+            assert!(on_cluster.retry_after().is_some(), "{kind:?}: {on_cluster}");
+            let on_one = error(ErrorKind::Server(kind), Layout::Single);
+            assert_eq!(on_one.retry_after(), None, "{kind:?}: {on_one}");
         }
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert!(request_error(RedisError::from(io)).retry_after().is_some());
+        assert!(request_error(RedisError::from(io), Layout::Single)
+            .retry_after()
+            .is_some());
         for kind in [
             ErrorKind::Server(ServerErrorKind::ResponseError),
             ErrorKind::AuthenticationFailed,
         ] {
-            let error = request_error(RedisError::from((kind, "refused")));
+            let error = request_error(RedisError::from((kind, "refused")), cluster);
             assert_eq!(error.retry_after(), None, "{kind:?}: {error}");
         }
     }
