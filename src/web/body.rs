@@ -25,8 +25,9 @@ use super::Refusal;
 /// - A chunk that cannot be read (the connection broke, a malformed chunked encoding) is
 ///   refused with 400, with the error's text.
 ///
-/// At most `limit` bytes are held, and a declared length sets aside at most 8 KiB before
-/// the bytes come, so a client that announces a large body and sends nothing holds little. `POST /cancel` reads its body with this, with
+/// At most `limit` bytes are held, and a declared length sets aside at most 8 KiB before the
+/// bytes come, so a client that announces a large body and sends nothing holds little.
+/// `POST /cancel` checks its body the same way (counting it, not keeping it), with
 /// [`Settings::max_message_bytes`](super::Settings::max_message_bytes) and
 /// [`Settings::write_timeout`](super::Settings::write_timeout) (each at least its minimum).
 ///
