@@ -70,14 +70,21 @@ async fn a_client_close_is_answered_with_a_close_frame(start: StartFn) {
     assert_eq!(frames[0]["seq"], 1);
 }
 
-/// Frames sent by a WebSocket client are messages: a cancel frame the client's library sent in
-/// fragments (RFC 6455, section 5.4) is still the cancel frame the contract names.
-async fn a_fragmented_cancel_frame_cancels(start: StartFn) {
+/// A server, a task of 20 steps 300 ms apart running in a new session, and a WebSocket of
+/// that session that has its first status.
+async fn a_running_task_on_a_socket(start: StartFn) -> (Server, String, support::Ws) {
     let server = start();
     let id = create_session(&server).await;
     let task = support::start_task(&server, &id, 20, 300).await;
     let mut ws = ws_connect(&server, &id, None).await;
     within("the first status", support::ws_take(&mut ws, 1)).await;
+    (server, task, ws)
+}
+
+/// Frames sent by a WebSocket client are messages: a cancel frame the client's library sent in
+/// fragments (RFC 6455, section 5.4) is still the cancel frame the contract names.
+async fn a_fragmented_cancel_frame_cancels(start: StartFn) {
+    let (_server, task, mut ws) = a_running_task_on_a_socket(start).await;
     let cancel = serde_json::json!({ "type": "cancel", "task": task }).to_string();
     let (head, tail) = cancel.split_at(10);
     let text = OpCode::Data(OpData::Text);
@@ -94,11 +101,7 @@ async fn a_fragmented_cancel_frame_cancels(start: StartFn) {
 /// A cancel frame is `{"type": "cancel", "task": "ID"}` whatever else it carries, up to the
 /// 64 KiB a client's message may have: one with a field of 60,000 bytes still cancels.
 async fn a_long_cancel_frame_cancels(start: StartFn) {
-    let server = start();
-    let id = create_session(&server).await;
-    let task = support::start_task(&server, &id, 20, 300).await;
-    let mut ws = ws_connect(&server, &id, None).await;
-    within("the first status", support::ws_take(&mut ws, 1)).await;
+    let (_server, task, mut ws) = a_running_task_on_a_socket(start).await;
     let note = "x".repeat(60_000);
     let cancel = serde_json::json!({ "type": "cancel", "note": note, "task": task }).to_string();
     ws.send(Message::text(cancel))

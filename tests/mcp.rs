@@ -609,20 +609,8 @@ impl rmcp::ClientHandler for Collecting {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_the_simulated_tool_at_mcp_to_the_page_and_the_client() {
     let server = support::demo::Demo::Axum.start(&[]);
-    let http = support::http();
-    let created: Value = http
-        .post(server.url("/api/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = created["id"].as_str().unwrap().to_owned();
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(server.ws_url(&format!("session={session}")))
-            .await
-            .expect("the session's WebSocket");
+    let session = support::create_session(&server).await;
+    let mut ws = support::ws_connect(&server, &session, None).await;
 
     let collecting = Collecting::default();
     let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(server.url("/mcp"));
@@ -683,19 +671,8 @@ async fn the_demo_serves_the_simulated_tool_at_mcp_to_the_page_and_the_client() 
 async fn the_demo_answers_a_run_cancelled_from_the_page_as_a_tool_error() {
     let server = support::demo::Demo::Axum.start(&[]);
     let http = support::http();
-    let created: Value = http
-        .post(server.url("/api/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = created["id"].as_str().unwrap().to_owned();
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(server.ws_url(&format!("session={session}")))
-            .await
-            .expect("the session's WebSocket");
+    let session = support::create_session(&server).await;
+    let mut ws = support::ws_connect(&server, &session, None).await;
     let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(server.url("/mcp"));
     let client = Collecting::default()
         .serve(transport)
@@ -728,13 +705,10 @@ async fn the_demo_answers_a_run_cancelled_from_the_page_as_a_tool_error() {
     };
     // The run's task, from its first status on the page.
     let task = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        let frame = tokio::time::timeout(Duration::from_secs(10), support::ws_next_any(&mut ws))
             .await
             .expect("a frame")
-            .expect("the stream is open")
-            .unwrap();
-        let Message::Text(text) = frame else { continue };
-        let frame: Value = serde_json::from_str(&text).unwrap();
+            .expect("the stream is open");
         if frame["seq"] == 1 {
             break frame["task"]
                 .as_str()
