@@ -328,13 +328,11 @@ impl Writer {
                         if self.shared.stopping() {
                             // Shutting down: what Redis will not run is given up, and counted
                             // as a refused write is.
-                            let mut statuses = 0;
-                            for (call, done) in batch.calls.iter_mut().filter(|(_, done)| !*done) {
-                                statuses += call.statuses();
+                            let statuses = batch.open_statuses();
+                            for (_, done) in &mut batch.calls {
                                 *done = true;
                             }
-                            self.count_dropped(statuses);
-                            self.release(statuses);
+                            self.drop_unconfirmed(statuses);
                             tracing::warn!(
                                 target: "status_messenger::redis",
                                 %error,
@@ -466,8 +464,7 @@ impl Writer {
                         *done = true;
                         let statuses = call.statuses();
                         self.count_error();
-                        self.count_dropped(statuses);
-                        self.release(statuses);
+                        self.drop_unconfirmed(statuses);
                         tracing::warn!(
                             target: "status_messenger::redis",
                             %error,
@@ -581,8 +578,7 @@ impl Writer {
         }
         self.pending = Some(batch);
         if reserved > 0 {
-            self.count_dropped(reserved);
-            self.release(reserved);
+            self.drop_unconfirmed(reserved);
             tracing::warn!(
                 target: "status_messenger::redis",
                 statuses = reserved,
@@ -631,6 +627,13 @@ impl Writer {
         self.shared.outbox.release(statuses as usize);
         self.hub
             .with(|hub| hub.counters().backend_buffered.sub(statuses));
+    }
+
+    /// `statuses` of the buffer that will never be delivered: counted as dropped, and their
+    /// room given back.
+    fn drop_unconfirmed(&self, statuses: u64) {
+        self.count_dropped(statuses);
+        self.release(statuses);
     }
 
     // Each of these also records the metrics: they change while the hub may have no call to
