@@ -289,23 +289,17 @@ async fn a_float_step_count_is_refused_as_the_wrong_type(start: StartFn) {
 /// routes answer it at once, without waiting for a body that was announced and never sent
 /// (the demos' body timeout is 30 s).
 async fn an_unknown_session_is_404_before_its_body_is_read(start: StartFn) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let server = start();
     let unknown = "0123456789abcdef0123456789abcdef";
     for path in [
         format!("/api/sessions/{unknown}/tasks"),
         format!("/api/sessions/{unknown}/tasks/t1/cancel"),
     ] {
-        let mut socket = tokio::net::TcpStream::connect(server.addr)
-            .await
-            .expect("connect");
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
         );
-        socket
-            .write_all(head.as_bytes())
-            .await
-            .expect("write the head");
+        let mut socket = support::send_raw(&server, &head).await;
         let mut answer = [0u8; 12];
         tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut answer))
             .await
@@ -325,7 +319,7 @@ async fn an_unknown_session_is_404_before_its_body_is_read(start: StartFn) {
 /// than 13 is 426 with `Sec-WebSocket-Version: 13` (section 4.2.2); no valid key is 400. An
 /// unknown session is still 404 first.
 async fn a_request_that_is_no_handshake_is_told_what_it_lacks(start: StartFn) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let server = start();
     let id = create_session(&server).await;
     let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
@@ -369,17 +363,11 @@ async fn a_request_that_is_no_handshake_is_told_what_it_lacks(start: StartFn) {
         ),
     ];
     for (session, headers, status, says) in cases {
-        let mut socket = tokio::net::TcpStream::connect(server.addr)
-            .await
-            .expect("connect");
+        // `Connection: close` after `Connection: Upgrade` leaves the upgrade token in place.
         let head = format!(
             "GET /ws?session={session} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
         );
-        // `Connection: close` after `Connection: Upgrade` leaves the upgrade token in place.
-        socket
-            .write_all(head.as_bytes())
-            .await
-            .expect("write the head");
+        let mut socket = support::send_raw(&server, &head).await;
         let mut answer = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
             .await

@@ -682,23 +682,14 @@ pub(crate) async fn cancel_bodies_follow_the_endpoints_limits(start_with: StartW
     let id = create_session(&server).await;
     let task = hub.start_task(&id).expect("a task");
     let url = server.url(&format!("/cancel?session={id}&task={}", task.id()));
-    let res = http()
-        .post(&url)
-        .body(vec![b'x'; 1001])
-        .send()
-        .await
-        .expect("POST /cancel");
+    let cancel_with = |bytes: usize| http().post(&url).body(vec![b'x'; bytes]).send();
+    let res = cancel_with(1001).await.expect("POST /cancel");
     let error = expect_error(res, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(error.contains("1000 bytes"), "{error}");
     // A body announced and never sent: answered once the write timeout has passed.
     let path = format!("/cancel?session={id}&task={}", task.id());
-    let mut socket = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
     let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n");
-    tokio::io::AsyncWriteExt::write_all(&mut socket, head.as_bytes())
-        .await
-        .expect("write the head");
+    let mut socket = super::send_raw(&server, &head).await;
     let started = Instant::now();
     let mut answer = [0u8; 12];
     with_timeout(
@@ -724,12 +715,7 @@ pub(crate) async fn cancel_bodies_follow_the_endpoints_limits(start_with: StartW
         .collect();
     assert_eq!(states, ["running"]);
     // A body within the limit is taken.
-    let res = http()
-        .post(&url)
-        .body(vec![b'x'; 1000])
-        .send()
-        .await
-        .expect("POST /cancel");
+    let res = cancel_with(1000).await.expect("POST /cancel");
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     assert!(task.is_cancelled());
 }

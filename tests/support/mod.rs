@@ -205,6 +205,18 @@ pub(crate) type StartFn = fn() -> Server;
 /// Starts an in-process server on the given endpoints.
 pub(crate) type StartWithFn = fn(status_messenger::web::Endpoints) -> Server;
 
+/// A connection to `server` that has sent `head` (a request head, with as much of a body as
+/// the case wants) and nothing more, for what an HTTP client library would not send.
+pub(crate) async fn send_raw(server: &Server, head: &str) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    socket
+        .write_all(head.as_bytes())
+        .await
+        .expect("write the head");
+    socket
+}
+
 pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(WAIT)
