@@ -2,8 +2,9 @@
 //! one replica each): hubs standing for separate processes share sessions, sessions spread over
 //! every shard, a master killed mid-task is replaced by its replica with every status delivered
 //! once or covered by exactly one gap, a master killed and then another frozen with SIGSTOP
-//! mid-task lose nothing silently and hang nothing, and a partition's slot moved to another
-//! master mid-task loses nothing.
+//! mid-task lose nothing silently and hang nothing, a partition's slot moved to another
+//! master mid-task loses nothing, and the process that ran a task tells how it ended to a page
+//! that connects there later.
 //!
 //! Run with: cargo test --all-features --test redis_cluster -- --nocapture
 #![cfg(feature = "redis-cluster")]
@@ -734,4 +735,52 @@ async fn a_cancel_sent_to_one_process_stops_a_task_on_another_and_both_see_its_u
         }
         other => panic!("no snapshot first: {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_first_connects_to_the_process_that_ran_a_task_sees_how_it_ended() {
+    use status_messenger::{Messenger, TaskState};
+
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let prefix = prefix("cluster-ended-here");
+    let a = hub(&cluster, &prefix).await;
+    let messenger = Messenger::new();
+    a.attach(&messenger).unwrap();
+    let told = |state: TaskState, id: &str| {
+        a.tasks("s1")
+            .unwrap()
+            .iter()
+            .any(|update| update.task() == id && update.state() == state)
+    };
+    // Nobody subscribes: the process follows the session while the task runs, and hears its
+    // `running` before the task goes on.
+    let task = status_messenger::with_default(&messenger, || a.start_task("s1")).unwrap();
+    let id = task.id().to_owned();
+    let deadline = Instant::now() + WAIT;
+    while !told(TaskState::Running, &id) {
+        assert!(Instant::now() < deadline, "never heard running");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let ctx = task.context().with_messenger(&messenger);
+    ctx.run(|| {
+        for step in 1..=5 {
+            status_messenger::add_status_message(format!("step {step}"));
+        }
+    });
+    assert_eq!(task.finish(), TaskState::Finished);
+    // It follows the session until it has heard the end, then tells that, not `running`.
+    while !told(TaskState::Finished, &id) {
+        assert!(
+            Instant::now() < deadline,
+            "never heard finished: {:?}",
+            a.tasks("s1")
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut page = a.subscribe("s1", None);
+    let before = until_task(&mut page, &id, TaskState::Finished).await;
+    assert!(before.is_empty(), "before the task's state: {before:?}");
+    read_through(&mut page, 5, WAIT).await;
 }

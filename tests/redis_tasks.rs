@@ -1,7 +1,8 @@
 //! Tasks, cancel and structured statuses on the Redis backend, with two hubs standing for two
 //! processes against a real `redis-server` started by the test: fields kept through Redis, task
 //! updates reaching every process's subscribers, a cancel sent to either process reaching the
-//! tool, and a cancel that comes before the task is known in Redis applied when it is.
+//! tool, a cancel that comes before the task is known in Redis applied when it is, and the
+//! process that ran a task telling how it ended to a page that connects there later.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -511,4 +512,72 @@ async fn a_task_change_after_a_status_never_shortens_the_history_it_renewed() {
     assert_eq!(task.finish(), TaskState::Finished);
     until_task(&mut on_a, &id, TaskState::Finished).await;
     assert!(log_ttl_ms(&server, &prefix, "s") > ttl_ms);
+}
+
+/// Waits until `hub` tells `task` of `session` in `state`, as a new subscription there would
+/// start with it.
+async fn until_told(hub: &Hub, session: &str, task: &str, state: TaskState) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !hub
+        .tasks(session)
+        .unwrap()
+        .iter()
+        .any(|update| update.task() == task && update.state() == state)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{task} never told {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_first_connects_to_the_process_that_ran_a_task_sees_how_it_ended() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("ended-here");
+    let (a, messenger) = process(&server, &prefix).await;
+    a.open_session("s").await.unwrap();
+    // The process follows the session while the task runs, so it hears the task's `running`;
+    // nobody subscribes anywhere.
+    let task = a.start_task("s").unwrap();
+    let id = task.id().to_owned();
+    until_told(&a, "s", &id, TaskState::Running).await;
+    let ctx = task.context().with_messenger(&messenger);
+    ctx.run(|| {
+        for step in 1..=5 {
+            add_status_message(format!("step {step}"));
+        }
+    });
+    assert_eq!(task.finish(), TaskState::Finished);
+    // With the task ended and nobody subscribed, the process stops following the session, but
+    // not before it has heard how the task ended: what it tells is that, not `running`.
+    until_told(&a, "s", &id, TaskState::Finished).await;
+    let told = a.tasks("s").unwrap();
+    assert_eq!(told.len(), 1);
+    assert_eq!(
+        (told[0].state(), told[0].last_seq()),
+        (TaskState::Finished, 5)
+    );
+    // Then it stops listening: no session of the test is followed any more.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let listeners = server.command(&format!("PUBSUB NUMSUB {prefix}:ch"));
+        if listeners.lines().any(|line| line == ":0") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still subscribed: {listeners}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut page = a.subscribe("s", None);
+    let before = until_task(&mut page, &id, TaskState::Finished).await;
+    assert!(before.is_empty(), "before the task's state: {before:?}");
+    for seq in 1..=5 {
+        assert_eq!(next(&mut page).await.seq(), Some(seq));
+    }
 }

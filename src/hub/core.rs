@@ -82,10 +82,13 @@ fn first_time(flag: &AtomicBool) -> bool {
     !flag.swap(true, Ordering::Relaxed)
 }
 
-/// Whether a shared backend should follow `session` for this process.
+/// Whether a shared backend should follow `session` for this process: while it has
+/// subscribers or running tasks here, and until the end of every task that ran here has come
+/// back from the store (otherwise this process would go on telling it as it last heard it).
 fn is_watched(session: &Session) -> bool {
     session.subscribers.load(Ordering::Acquire) > 0
         || session.running_tasks.load(Ordering::Acquire) > 0
+        || session.unheard_ends.load(Ordering::Acquire) > 0
 }
 
 /// A status numbered elsewhere, for [`Core::deliver`].

@@ -49,6 +49,10 @@ pub(crate) struct Session {
     pub(crate) running_tasks: AtomicUsize,
     pub(crate) last_activity_ms: AtomicU64,
     state: Mutex<State>,
+    /// Tasks started here that have ended but whose end a shared backend has not yet told
+    /// back (see [`Tasks::unheard_ends`]): the backend keeps following the session until it
+    /// has, so that what this process tells of them afterwards is how they ended.
+    pub(crate) unheard_ends: AtomicUsize,
     /// Last: the hot paths use the map's key or the subscription's own copy.
     pub(crate) id: SessionId,
 }
@@ -97,6 +101,7 @@ impl Session {
             running_tasks: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(now_ms),
             state: Mutex::new(State::default()),
+            unheard_ends: AtomicUsize::new(0),
             id,
         }
     }

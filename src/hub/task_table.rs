@@ -13,8 +13,10 @@
 //!   update its subscribers were told, which new subscriptions start with. In memory every
 //!   change is told at once ([`Tasks::tell`]); a shared backend tells a change when it comes
 //!   back from the shared store ([`Tasks::deliver`]), in the order the store has it among the
-//!   statuses, so `told` may trail `state` for a round trip. Neither ever goes back: a state
-//!   moves from `running` to `cancelling` to a final state.
+//!   statuses, so `told` may trail `state` for a round trip. The backend follows a session
+//!   until the end of each task started here has come back ([`Tasks::unheard_ends`]), even with
+//!   no subscriber and no task running here, so `told` does not stay behind for good. Neither
+//!   ever goes back: a state moves from `running` to `cancelling` to a final state.
 //! - Changes told are numbered 1, 2, 3, ... per session (`last_change` is the newest) and kept
 //!   in `changes`, at most [`CHANGES_PER_TASK`] per remembered task; older ones leave from the
 //!   front. Each has a place (`after`): the number of the status it follows. Places never
@@ -326,6 +328,20 @@ impl Tasks {
             ..Tasks::default()
         };
         forgotten
+    }
+
+    /// How many tasks started here have ended while what was last told of them is not an
+    /// end: with a shared backend, ends whose change has not come back from the store yet
+    /// (in memory an end is told at once, so none).
+    pub(crate) fn unheard_ends(&self) -> usize {
+        self.remembered
+            .iter()
+            .filter(|r| {
+                r.here
+                    && r.state.is_final()
+                    && !r.told.as_ref().is_some_and(|told| told.state().is_final())
+            })
+            .count()
     }
 
     /// The last update told of every remembered task, oldest first.

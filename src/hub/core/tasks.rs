@@ -136,7 +136,8 @@ impl Core {
     }
 
     /// A task of `session` started (`true`) or ended: a shared backend follows a session
-    /// while a task runs in it here, as while it has subscribers here.
+    /// while a task runs in it here, as while it has subscribers here (and until it has heard
+    /// back the end of each task that ran here, see `Session::unheard_ends`).
     fn running_changed(&self, session: &Session, started: bool) {
         let running = session.running_tasks.load(Ordering::Acquire);
         if (started && running == 1) || (!started && running == 0) {
@@ -160,6 +161,11 @@ impl Core {
             } else {
                 Wake::Nobody
             };
+            // Before the running count drops, so that a shared backend keeps following the
+            // session until it hears this end.
+            session
+                .unheard_ends
+                .store(state.tasks.unheard_ends(), Ordering::Release);
             (ended, wake)
         };
         wake.wake();
@@ -230,7 +236,7 @@ impl Core {
         let Some(session) = self.held(id) else {
             return;
         };
-        let (told, remembered, wake) = {
+        let told = {
             let mut state = session.lock();
             if state.end.is_some() {
                 return;
@@ -253,12 +259,20 @@ impl Core {
             } else {
                 Wake::Nobody
             };
-            (told, remembered, wake)
+            let unheard = state.tasks.unheard_ends();
+            let heard_last_end =
+                unheard == 0 && session.unheard_ends.swap(unheard, Ordering::AcqRel) > 0;
+            (told, remembered, wake, heard_last_end)
         };
+        let (told, remembered, wake, heard_last_end) = told;
         if told && remembered > 0 {
             self.counters.tasks.add(1);
         }
         wake.wake();
+        if heard_last_end {
+            // It may no longer need following.
+            self.backend.interest(&session.id);
+        }
     }
 
     /// The tasks the checked session `id` remembers here, oldest first, with their states.

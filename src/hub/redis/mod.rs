@@ -62,7 +62,9 @@
 //!   its group came before it in its batch (since a close): a task's `running`
 //!   comes before its first step, and none of its statuses follows its `cancelling` or
 //!   `cancelled` update anywhere. A process follows a session while a task of it runs there,
-//!   as while it has subscribers. A process that starts following a session reads its tasks
+//!   as while it has subscribers, and after that task's end until it has heard the end back,
+//!   so that what it tells of the task later (to a page that connects, in [`Hub::tasks`]) is
+//!   how it ended. A process that starts following a session reads its tasks
 //!   right after its history, and its subscriptions start with their states, then the
 //!   history.
 //! - **Cancel.** [`Hub::cancel_task`] for a task that runs in this process asks it at once.
