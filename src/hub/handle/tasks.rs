@@ -118,7 +118,9 @@ impl Hub {
 
     /// The tasks `session` remembers in this process, oldest first, each in its current
     /// state: what a new subscription starts with. Empty for a session with no task or not
-    /// held here.
+    /// held here. With a shared backend (Redis), the state is what this process last heard
+    /// from the store, in the store's order among the statuses: a change made here shows a
+    /// round trip after it was made.
     ///
     /// # Errors
     ///
