@@ -8,8 +8,10 @@
 //!
 //! - it is **marked**: its target is `status` (or starts with `status::`), as in
 //!   `tracing::info!(target: "status", pages = 3, "Reading pages")`, or it has a field named
-//!   `status`, as in `tracing::warn!(status = true, "Rate limited, retrying")`. Both names can
-//!   be changed ([`StatusLayer::target`], [`StatusLayer::field`]). Marking by target suits a
+//!   `status` whose value is not `false`, as in
+//!   `tracing::warn!(status = true, "Rate limited, retrying")` (any other value marks it too;
+//!   `status = false` leaves it in the logs). Both names can be changed
+//!   ([`StatusLayer::target`], [`StatusLayer::field`]). Marking by target suits a
 //!   module that reports everything it logs; marking by field picks single events out of
 //!   ordinary logging. Nothing else is ever turned into a status, so debug logging never
 //!   reaches a user's page by accident.
@@ -34,6 +36,12 @@
 //!
 //! The layer looks only at the events it is handed; filters on it or on the subscriber apply
 //! as usual (an event disabled at `INFO` never reaches it).
+//!
+//! It is a layer like any other: `tracing_subscriber::registry().with(StatusLayer::new())`,
+//! beside the application's own `fmt` layer. This crate turns on only tracing-subscriber's
+//! `std` feature, so an application that builds its subscriber that way depends on
+//! `tracing-subscriber` itself with the `registry` feature (and `fmt`, `env-filter` as it
+//! uses them).
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -72,6 +80,7 @@ use crate::{JsonData, Level, Messenger, StatusMessage};
 ///         tracing::info!(target: "status", pages = 3, "Reading pages");
 ///         tracing::warn!(status = true, retry_in_ms = 500, "Rate limited");
 ///         tracing::info!("ordinary logging stays in the logs");
+///         tracing::info!(status = false, "and so does this");
 ///     });
 ///     tracing::info!(target: "status", "outside any session: nothing");
 /// });
@@ -200,16 +209,32 @@ impl StatusLayer {
         &self.field
     }
 
-    fn marks(&self, metadata: &tracing::Metadata<'_>) -> bool {
+    /// How `metadata` marks its events: by target, by a field (whose value may still say
+    /// `false`), or not at all.
+    fn marks(&self, metadata: &tracing::Metadata<'_>) -> Option<Marked> {
         let target = metadata.target();
         if target.starts_with("status_messenger") {
-            return false;
+            return None;
         }
         let by_target = target
             .strip_prefix(&*self.target)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"));
-        by_target || metadata.fields().field(&*self.field).is_some()
+        if by_target {
+            Some(Marked::ByTarget)
+        } else {
+            metadata
+                .fields()
+                .field(&*self.field)
+                .map(|_| Marked::ByField)
+        }
     }
+}
+
+/// How an event is marked as a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marked {
+    ByTarget,
+    ByField,
 }
 
 thread_local! {
@@ -221,9 +246,9 @@ thread_local! {
 impl<S: Subscriber> Layer<S> for StatusLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let metadata = event.metadata();
-        if !self.marks(metadata) {
+        let Some(marked) = self.marks(metadata) else {
             return;
-        }
+        };
         let in_session = CURRENT_WEBSOCKET_SESSION_ID
             .try_with(Option::is_some)
             .unwrap_or(false);
@@ -238,8 +263,14 @@ impl<S: Subscriber> Layer<S> for StatusLayer {
             marker: &self.field,
             message: String::new(),
             data: String::new(),
+            marker_false: false,
         };
         event.record(&mut fields);
+        if marked == Marked::ByField && fields.marker_false {
+            // `status = false`: marked as not a status.
+            let _ = CONVERTING.try_with(|busy| busy.set(false));
+            return;
+        }
         let level = match *metadata.level() {
             tracing::Level::ERROR => Level::Error,
             tracing::Level::WARN => Level::Warn,
@@ -265,6 +296,8 @@ struct Fields<'a> {
     message: String,
     /// `{"name":value,...` without the closing brace; empty while no field was added.
     data: String,
+    /// Whether the marker field was the boolean `false`.
+    marker_false: bool,
 }
 
 impl Fields<'_> {
@@ -306,6 +339,9 @@ impl Visit for Fields<'_> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if !value && field.name() == self.marker {
+            self.marker_false = true;
+        }
         if self.member(field) {
             self.data.push_str(if value { "true" } else { "false" });
         }

@@ -1,5 +1,5 @@
-//! The tracing bridge: only marked events become statuses, only inside a session, with their
-//! fields as data and their level carried over.
+//! The tracing bridge: only marked events become statuses (not those whose marker field is
+//! `false`), only inside a session, with their fields as data and their level carried over.
 
 use futures_util::{FutureExt, StreamExt};
 use status_messenger::tracing_layer::StatusLayer;
@@ -41,6 +41,9 @@ fn only_marked_events_inside_a_session_become_statuses() {
             tracing::info!(target: "status", "by target");
             tracing::info!(target: "status::search", "by a target below it");
             tracing::info!(status = true, "by field");
+            tracing::info!(status = "yes", "by a field of another value");
+            tracing::info!(status = false, "a field that says it is not one");
+            tracing::info!(target: "status", status = false, "by target, whatever the field");
             tracing::info!(target: "statuses", "a target that only starts alike");
             tracing::info!("unmarked");
             tracing::error!(pages = 3, "unmarked with fields");
@@ -51,8 +54,17 @@ fn only_marked_events_inside_a_session_become_statuses() {
         .iter()
         .map(|status| status.text().to_owned())
         .collect();
-    assert_eq!(texts, ["by target", "by a target below it", "by field"]);
-    assert_eq!(hub.stats().accepted, 3);
+    assert_eq!(
+        texts,
+        [
+            "by target",
+            "by a target below it",
+            "by field",
+            "by a field of another value",
+            "by target, whatever the field",
+        ]
+    );
+    assert_eq!(hub.stats().accepted, 5);
 }
 
 #[test]

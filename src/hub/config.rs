@@ -50,6 +50,12 @@ pub enum NoSessionPolicy {
     #[default]
     Drop,
     /// Route it to the session with this id, as if it had been added there.
+    ///
+    /// Every status that lost its session goes there, whoever's tool added it (a thread
+    /// started without the session's context, say), so its readers may see what was meant for
+    /// other users. With the endpoints' default authorization (the id in the query is the
+    /// capability) anyone who knows the id reads it: give it an id nobody can guess, or refuse
+    /// it in `web::Endpoints::authorize` to all but operators.
     Deliver(String),
 }
 
