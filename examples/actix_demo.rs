@@ -14,8 +14,7 @@ use std::io;
 use std::process::ExitCode;
 
 use actix_web::http::header::{self, ContentType};
-use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use status_messenger::web::{Endpoints, Refusal};
 use status_messenger::{BlockingPool, BlockingPoolConfig, Hub, PoolConfigError, Task};
@@ -95,7 +94,7 @@ async fn serve(
             App::new()
                 .configure(configure(state.clone(), &endpoints))
                 .default_service(web::to(|| async {
-                    refused(&Refusal::not_found("not found"))
+                    Refusal::not_found("not found").error_response()
                 }))
         }
     })
@@ -117,13 +116,7 @@ async fn serve(
     actix_web::rt::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: closing open streams");
-        hub.shutdown().await;
-        if actix_web::rt::time::timeout(common::STREAM_CLOSE_GRACE, endpoints.streams_closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(left = endpoints.open_streams(), "streams still open");
-        }
+        endpoints.shutdown(common::STREAM_CLOSE_GRACE).await;
         handle.stop(true).await;
     });
     server.await
@@ -161,20 +154,16 @@ async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
     hub.attach_global()?;
     let listener = std::net::TcpListener::bind((config.bind.as_str(), config.port))?;
     println!("listening on http://{}", listener.local_addr()?);
-    serve(listener, hub, metrics, &config, common::shutdown_signal()).await?;
+    serve(
+        listener,
+        hub,
+        metrics,
+        &config,
+        status_messenger::web::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn refused(refusal: &Refusal) -> HttpResponse {
-    let status =
-        StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = HttpResponse::build(status);
-    response.content_type(ContentType::json());
-    if let Some(seconds) = refusal.retry_after() {
-        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
-    }
-    response.body(refusal.body())
 }
 
 async fn index() -> HttpResponse {
@@ -203,7 +192,7 @@ async fn create_session(
         Ok(id) => HttpResponse::Created()
             .content_type(ContentType::json())
             .body(serde_json::json!({ "id": id }).to_string()),
-        Err(refusal) => refused(&refusal),
+        Err(refusal) => refusal.error_response(),
     }
 }
 
@@ -221,7 +210,7 @@ async fn read_body(
         .and_then(|value| value.to_str().ok());
     status_messenger::web::read_body(declared, payload, common::MAX_BODY_BYTES, timeout)
         .await
-        .map_err(|refusal| refused(&refusal))
+        .map_err(|refusal| refusal.error_response())
 }
 
 async fn start_task(
@@ -231,7 +220,7 @@ async fn start_task(
 ) -> HttpResponse {
     let session = req.match_info().get("id").map(str::to_owned);
     if let Err(refusal) = common::check_session(&state.hub, session.as_deref()).await {
-        return refused(&refusal);
+        return refusal.error_response();
     }
     let body = match read_body(&req, payload, state.body_timeout).await {
         Ok(body) => body,
@@ -239,11 +228,11 @@ async fn start_task(
     };
     let spec = match common::parse_task(&body) {
         Ok(spec) => spec,
-        Err(message) => return refused(&Refusal::bad_request(message)),
+        Err(message) => return Refusal::bad_request(message).error_response(),
     };
     let task = match common::start_task(&state.hub, session.as_deref().unwrap_or_default()) {
         Ok(task) => task,
-        Err(refusal) => return refused(&refusal),
+        Err(refusal) => return refusal.error_response(),
     };
     let answer = serde_json::json!({ "task": task.id() }).to_string();
     // Answered at once when a thread of the pool is free for the tool, else once one has
@@ -292,7 +281,7 @@ async fn cancel_task(
     let info = req.match_info();
     let session = match common::check_session(&state.hub, info.get("id")).await {
         Ok(session) => session,
-        Err(refusal) => return refused(&refusal),
+        Err(refusal) => return refusal.error_response(),
     };
     // The body is not used, but one over the limit is refused as on every route, before the
     // task is touched.
@@ -303,7 +292,7 @@ async fn cancel_task(
         Ok(answer) => HttpResponse::Accepted()
             .content_type(ContentType::json())
             .body(answer),
-        Err(refusal) => refused(&refusal),
+        Err(refusal) => refusal.error_response(),
     }
 }
 

@@ -73,7 +73,7 @@ fn app(
     #[cfg(not(feature = "rmcp"))]
     let _ = mcp_max_calls;
     router
-        .fallback(|| async { refused(&Refusal::not_found("not found")) })
+        .fallback(|| async { Refusal::not_found("not found").into_response() })
         .layer(DefaultBodyLimit::max(common::MAX_BODY_BYTES))
         // Bounds each handler, body read included (the demo's handlers wait on nothing slower
         // than the hub's request timeout besides the body); a stream's handler answers at once
@@ -83,10 +83,9 @@ fn app(
                 // The contract's errors are JSON, so the 408 is the demo's own refusal.
                 match tokio::time::timeout(body_timeout, next.run(request)).await {
                     Ok(response) => response,
-                    Err(_) => refused(&Refusal::new(
-                        408,
-                        "the request body did not arrive in time",
-                    )),
+                    Err(_) => {
+                        Refusal::new(408, "the request body did not arrive in time").into_response()
+                    }
                 }
             },
         ))
@@ -158,13 +157,7 @@ async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: closing open streams");
-    hub.shutdown().await;
-    if tokio::time::timeout(common::STREAM_CLOSE_GRACE, endpoints.streams_closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!(left = endpoints.open_streams(), "streams still open");
-    }
+    endpoints.shutdown(common::STREAM_CLOSE_GRACE).await;
     let _ = stopping_tx.send(true);
     if tokio::time::timeout(common::STREAM_CLOSE_GRACE, connections.wait())
         .await
@@ -245,21 +238,16 @@ async fn run(config: common::Config) -> Result<(), Box<dyn std::error::Error>> {
     hub.attach_global()?;
     let listener = TcpListener::bind((config.bind.as_str(), config.port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    serve(listener, hub, metrics, &config, common::shutdown_signal()).await?;
+    serve(
+        listener,
+        hub,
+        metrics,
+        &config,
+        status_messenger::web::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn refused(refusal: &Refusal) -> Response {
-    let status =
-        StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json(status, refusal.body());
-    if let Some(seconds) = refusal.retry_after() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-    }
-    response
 }
 
 fn json(status: StatusCode, body: String) -> Response {
@@ -284,14 +272,14 @@ async fn healthz() -> &'static str {
 async fn create_session(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     // The body is not used, but one over the limit is refused as on every route.
     if let Err(refusal) = read_body(&headers, body, state.body_timeout).await {
-        return refused(&refusal);
+        return refusal.into_response();
     }
     match common::create_session(&state.hub).await {
         Ok(id) => json(
             StatusCode::CREATED,
             serde_json::json!({ "id": id }).to_string(),
         ),
-        Err(refusal) => refused(&refusal),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -314,19 +302,19 @@ async fn start_task(
 ) -> Response {
     let id = id.ok().map(|Path(id)| id);
     if let Err(refusal) = common::check_session(&state.hub, id.as_deref()).await {
-        return refused(&refusal);
+        return refusal.into_response();
     }
     let body = match read_body(&headers, body, state.body_timeout).await {
         Ok(body) => body,
-        Err(refusal) => return refused(&refusal),
+        Err(refusal) => return refusal.into_response(),
     };
     let spec = match common::parse_task(&body) {
         Ok(spec) => spec,
-        Err(message) => return refused(&Refusal::bad_request(message)),
+        Err(message) => return Refusal::bad_request(message).into_response(),
     };
     let task = match common::start_task(&state.hub, id.as_deref().unwrap_or_default()) {
         Ok(task) => task,
-        Err(refusal) => return refused(&refusal),
+        Err(refusal) => return refusal.into_response(),
     };
     let answer = serde_json::json!({ "task": task.id() }).to_string();
     // The task carries its session and its cancel to the blocking thread: the tool itself sees
@@ -352,16 +340,16 @@ async fn cancel_task(
     };
     let session = match common::check_session(&state.hub, session).await {
         Ok(session) => session,
-        Err(refusal) => return refused(&refusal),
+        Err(refusal) => return refusal.into_response(),
     };
     // The body is not used, but one over the limit is refused as on every route, before the
     // task is touched.
     if let Err(refusal) = read_body(&headers, body, state.body_timeout).await {
-        return refused(&refusal);
+        return refusal.into_response();
     }
     match common::cancel_task(&state.hub, session, task).await {
         Ok(answer) => json(StatusCode::ACCEPTED, answer),
-        Err(refusal) => refused(&refusal),
+        Err(refusal) => refusal.into_response(),
     }
 }
 

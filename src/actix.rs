@@ -33,47 +33,58 @@
 //!
 //! # A complete server
 //!
-//! actix runs blocking work on its own pool (`web::block`), which knows nothing of sessions, so
-//! the handler captures a [`SessionContext`](crate::SessionContext) and runs the tool in it.
-//! actix stops by itself on Ctrl-C, waiting for open connections; shutting the hub down on the
-//! same signal ends every stream, so it need not wait long (33 lines). (`web::block` is one pool
-//! per actix worker, and each of its threads keeps what it freed in its allocator's cache; a
-//! server with many tools at once can share one [`BlockingPool`](crate::BlockingPool) among its
-//! workers instead, as the crate's actix demo (`examples/actix_demo.rs`) does.)
+//! A tool that reports its steps and stops when asked, a route that starts it as a task of a
+//! session, the endpoints, and a shutdown that says goodbye on every stream. actix's own
+//! signal handling is turned off: its SIGINT stops the server at once, without waiting for
+//! connections, and its SIGTERM waits for them while the hub still serves every stream, so
+//! neither would send the goodbyes. (actix's `web::block` pool knows nothing of sessions;
+//! [`Task::run`](crate::Task::run) carries the task's session and cancel to it. It is one pool
+//! per actix worker, and each of its threads keeps what it freed in its allocator's cache: a
+//! server with many tools at once can share one [`BlockingPool`](crate::BlockingPool) among
+//! its workers instead, as the crate's actix demo, `examples/actix_demo.rs`, does.)
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpResponse, HttpServer};
-//! use status_messenger::{add_status_message, Hub, HubConfig, SessionContext};
-//! fn tool() { // synchronous code that never sees the session
+//! use status_messenger::web::{shutdown_signal, Endpoints, Refusal};
+//! use status_messenger::{add_status, is_cancelled, Hub, HubConfig, StatusMessage};
+//! fn tool() { // synchronous code that never sees the session nor its task
 //!     for step in 1..=5 {
-//!         add_status_message(format!("step {step}/5"));
+//!         if is_cancelled() { return; } // a Stop on the page, or `POST /cancel`
+//!         add_status(StatusMessage::new(format!("step {step}/5")).progress(step, 5));
 //!         std::thread::sleep(std::time::Duration::from_millis(200));
 //!     }
 //! }
 //!
-//! async fn start_task(hub: web::Data<Hub>, id: web::Path<String>) -> HttpResponse {
+//! async fn start_task(hub: web::Data<Hub>, id: web::Path<String>) -> Result<HttpResponse, Refusal> {
 //!     if !hub.session_exists(&id).await.unwrap_or(false) {
-//!         return HttpResponse::NotFound().finish();
+//!         return Err(Refusal::not_found("unknown session"));
 //!     }
-//!     let session = SessionContext::new(id.into_inner()); // carried to actix's blocking pool
-//!     actix_web::rt::spawn(web::block(move || session.run(tool)));
-//!     HttpResponse::Accepted().finish()
+//!     let task = hub.start_task(&id).map_err(|e| Refusal::from_start_task(&e))?;
+//!     let answer = HttpResponse::Accepted().json(task.id());
+//!     actix_web::rt::spawn(web::block(move || task.run(tool)));
+//!     Ok(answer)
 //! }
 //!
 //! #[actix_web::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let hub = Hub::new(HubConfig::default())?;
-//!     hub.attach_global()?; // add_status_message goes to this hub
-//!     hub.open_session("demo").await?; // a real application opens one per user
-//!     let stop = hub.clone(); // on Ctrl-C every stream ends, so actix's own stop completes
-//!     actix_web::rt::spawn(async move { actix_web::rt::signal::ctrl_c().await.ok(); stop.shutdown().await });
-//!     let endpoints = status_messenger::web::Endpoints::new(hub.clone());
+//!     hub.attach_global()?; // add_status goes to this hub
+//!     hub.open_session("demo").await?; // or `hub.create_session()`, one per page
+//!     let endpoints = Endpoints::new(hub.clone());
 //!     let on_connect = endpoints.on_connect(); // see "Server settings", as is the next line
-//!     let app = move || App::new().app_data(web::Data::new(hub.clone()))
+//!     let app = { let endpoints = endpoints.clone(); move || App::new()
+//!         .app_data(web::Data::new(hub.clone()))
 //!         .route("/api/sessions/{id}/tasks", web::post().to(start_task))
-//!         .configure(endpoints.configure());
-//!     let server = HttpServer::new(app).h1_allow_half_closed(false).on_connect(on_connect);
-//!     Ok(server.bind("127.0.0.1:3000")?.run().await?)
+//!         .configure(endpoints.configure()) };
+//!     let server = HttpServer::new(app).h1_allow_half_closed(false).on_connect(on_connect)
+//!         .disable_signals().bind("127.0.0.1:3000")?.run();
+//!     let handle = server.handle();
+//!     actix_web::rt::spawn(async move { // on Ctrl-C or SIGTERM: goodbyes, then stop
+//!         shutdown_signal().await;
+//!         endpoints.shutdown(std::time::Duration::from_secs(5)).await;
+//!         handle.stop(true).await;
+//!     });
+//!     Ok(server.await?)
 //! }
 //! ```
 //!
@@ -255,6 +266,60 @@ impl Endpoints {
                         .head(client_handler),
                 );
         }
+    }
+}
+
+/// A refusal as actix-web answers it: its status, `Content-Type: application/json` and the
+/// body `{"error": "..."}`, with `Retry-After` when it has one, as the endpoints answer
+/// theirs. So a handler of the application that refuses as the contract does returns
+/// `Result<_, Refusal>` and uses `?`.
+///
+/// # Examples
+///
+/// ```
+/// use actix_web::ResponseError;
+/// use status_messenger::web::Refusal;
+///
+/// let response = Refusal::unavailable("busy").with_retry_after(1).error_response();
+/// assert_eq!(response.status(), 503);
+/// assert_eq!(response.headers().get("content-type").unwrap(), "application/json");
+/// assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+/// ```
+impl actix_web::ResponseError for Refusal {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        refused(self)
+    }
+}
+
+/// A refusal returned by a handler as it is; see its [`ResponseError`](actix_web::ResponseError)
+/// impl.
+///
+/// # Examples
+///
+/// ```
+/// use actix_web::{test, web, App};
+/// use status_messenger::web::Refusal;
+///
+/// # #[actix_web::main]
+/// # async fn main() {
+/// let app = test::init_service(
+///     App::new().route("/", web::get().to(|| async { Refusal::not_found("no such page") })),
+/// )
+/// .await;
+/// let response = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+/// assert_eq!(response.status(), 404);
+/// assert_eq!(test::read_body(response).await, r#"{"error":"no such page"}"#);
+/// # }
+/// ```
+impl actix_web::Responder for Refusal {
+    type Body = BoxBody;
+
+    fn respond_to(self, _request: &HttpRequest) -> HttpResponse {
+        refused(&self)
     }
 }
 

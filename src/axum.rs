@@ -12,41 +12,50 @@
 //!
 //! # A complete server
 //!
-//! A tool that reports its steps, a route that starts it for a session, and the endpoints
-//! (32 lines; a page with `import { connect } from "/status-messenger.js"` follows the
-//! session):
+//! A tool that reports its steps and stops when asked, a route that starts it as a task of a
+//! session, the endpoints, and a shutdown that says goodbye on every stream (a page with
+//! `import { connect } from "/status-messenger.js"` follows the session, and its
+//! `stream.cancel(task)` stops the tool):
 //!
 //! ```no_run
-//! use axum::{extract::{Path, State}, http::StatusCode, routing::post, serve::ListenerExt, Router};
-//! use status_messenger::{add_status_message, spawn_blocking, with_session_id, Hub, HubConfig};
-//! fn tool() { // synchronous code that never sees the session
+//! use axum::{extract::{Path, State}, http::StatusCode, routing::post, serve::ListenerExt, Json, Router};
+//! use status_messenger::web::{shutdown_signal, Endpoints, Refusal};
+//! use status_messenger::{add_status, is_cancelled, Hub, HubConfig, StatusMessage};
+//! fn tool() { // synchronous code that never sees the session nor its task
 //!     for step in 1..=5 {
-//!         add_status_message(format!("step {step}/5"));
+//!         if is_cancelled() { return; } // a Stop on the page, or `POST /cancel`
+//!         add_status(StatusMessage::new(format!("step {step}/5")).progress(step, 5));
 //!         std::thread::sleep(std::time::Duration::from_millis(200));
 //!     }
 //! }
 //!
-//! async fn start_task(State(hub): State<Hub>, Path(id): Path<String>) -> StatusCode {
+//! type Started = (StatusCode, Json<String>); // 202 and the task's id
+//! async fn start_task(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Started, Refusal> {
 //!     if !hub.session_exists(&id).await.unwrap_or(false) {
-//!         return StatusCode::NOT_FOUND;
+//!         return Err(Refusal::not_found("unknown session"));
 //!     }
-//!     tokio::spawn(with_session_id(id, async { spawn_blocking(tool).await }));
-//!     StatusCode::ACCEPTED
+//!     let task = hub.start_task(&id).map_err(|e| Refusal::from_start_task(&e))?;
+//!     let answer = (StatusCode::ACCEPTED, Json(task.id().to_owned()));
+//!     // The task carries its session and its cancel to the blocking thread.
+//!     tokio::task::spawn_blocking(move || task.run(tool));
+//!     Ok(answer)
 //! }
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let hub = Hub::new(HubConfig::default())?;
-//!     hub.attach_global()?; // add_status_message goes to this hub
-//!     hub.open_session("demo").await?; // a real application opens one per user
+//!     hub.attach_global()?; // add_status goes to this hub
+//!     hub.open_session("demo").await?; // or `hub.create_session()`, one per page
+//!     let endpoints = Endpoints::new(hub.clone());
 //!     let app = Router::new()
 //!         .route("/api/sessions/{id}/tasks", post(start_task))
-//!         .with_state(hub.clone())
-//!         .merge(status_messenger::axum::router(hub.clone()));
+//!         .with_state(hub)
+//!         .merge(endpoints.router());
 //!     // A client that stops reading is dropped after the write timeout, SSE included.
-//!     let on_accept = status_messenger::web::Endpoints::new(hub.clone()).on_accept();
-//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?.tap_io(on_accept);
-//!     let stop = async move { tokio::signal::ctrl_c().await.ok(); hub.shutdown().await };
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?.tap_io(endpoints.on_accept());
+//!     // On Ctrl-C or SIGTERM: goodbyes on every stream (axum does not wait for WebSockets).
+//!     let grace = std::time::Duration::from_secs(5);
+//!     let stop = async move { shutdown_signal().await; endpoints.shutdown(grace).await; };
 //!     Ok(axum::serve(listener, app).with_graceful_shutdown(stop).await?)
 //! }
 //! ```
@@ -210,6 +219,27 @@ impl Endpoints {
     pub fn on_accept(&self) -> impl FnMut(&mut tokio::net::TcpStream) + Send + Sync + 'static {
         let timeout = self.settings().effective_write_timeout();
         move |stream| crate::web::drop_stalled_after(socket2::SockRef::from(&*stream), timeout)
+    }
+}
+
+/// A refusal as axum answers it: its status, `Content-Type: application/json` and the body
+/// `{"error": "..."}`, with `Retry-After` when it has one, as the endpoints answer theirs. So a
+/// route of the application that refuses as the contract does returns `Result<_, Refusal>`.
+///
+/// # Examples
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use status_messenger::web::Refusal;
+///
+/// let response = Refusal::unavailable("busy").with_retry_after(1).into_response();
+/// assert_eq!(response.status(), 503);
+/// assert_eq!(response.headers()["content-type"], "application/json");
+/// assert_eq!(response.headers()["retry-after"], "1");
+/// ```
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        refused(&self)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::Deserialize;
 use serde_json::json;
-use status_messenger::web::Endpoints;
+use status_messenger::web::{Endpoints, Refusal};
 use status_messenger::{add_status, is_cancelled, Hub, StatusMessage};
 use support::{Server, Shutdown};
 
@@ -34,12 +34,12 @@ fn tool(steps: u32, delay: Duration) {
     }
 }
 
-async fn create_session(hub: web::Data<Hub>) -> HttpResponse {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("randomness");
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    hub.open_session(&id).await.expect("a session");
-    HttpResponse::Created().json(json!({ "id": id }))
+async fn create_session(hub: web::Data<Hub>) -> Result<HttpResponse, Refusal> {
+    let id = hub
+        .create_session()
+        .await
+        .map_err(|e| Refusal::from_open_error(&e))?;
+    Ok(HttpResponse::Created().json(json!({ "id": id })))
 }
 
 #[derive(Deserialize)]
@@ -52,15 +52,17 @@ async fn start_task(
     hub: web::Data<Hub>,
     id: web::Path<String>,
     task: web::Json<Task>,
-) -> HttpResponse {
+) -> Result<HttpResponse, Refusal> {
     if !hub.session_exists(&id).await.unwrap_or(false) {
-        return HttpResponse::NotFound().json(json!({ "error": "unknown session" }));
+        return Err(Refusal::not_found("unknown session"));
     }
     let (steps, delay) = (task.steps, Duration::from_millis(task.delay_ms));
-    let run = hub.start_task(&id).expect("a task");
+    let run = hub
+        .start_task(&id)
+        .map_err(|e| Refusal::from_start_task(&e))?;
     let answer = json!({ "task": run.id() });
     actix_web::rt::spawn(web::block(move || run.run(|| tool(steps, delay))));
-    HttpResponse::Accepted().json(answer)
+    Ok(HttpResponse::Accepted().json(answer))
 }
 
 fn configure(endpoints: &Endpoints) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -91,9 +93,7 @@ fn start_with(endpoints: Endpoints) -> Server {
             let handle = server.handle();
             actix_web::rt::spawn(async move {
                 shutdown.await;
-                endpoints.hub().shutdown().await;
-                let _ =
-                    actix_web::rt::time::timeout(support::WAIT, endpoints.streams_closed()).await;
+                endpoints.shutdown(support::WAIT).await;
                 handle.stop(true).await;
             });
             server.await

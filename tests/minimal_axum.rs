@@ -11,7 +11,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use status_messenger::web::Endpoints;
+use status_messenger::web::{Endpoints, Refusal};
 use status_messenger::{add_status, is_cancelled, spawn_blocking, Hub, StatusMessage};
 use support::{Server, Shutdown};
 
@@ -37,12 +37,12 @@ fn tool(steps: u32, delay: Duration) {
     }
 }
 
-async fn create_session(State(hub): State<Hub>) -> (StatusCode, Json<Value>) {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("randomness");
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    hub.open_session(&id).await.expect("a session");
-    (StatusCode::CREATED, Json(json!({ "id": id })))
+async fn create_session(State(hub): State<Hub>) -> Result<(StatusCode, Json<Value>), Refusal> {
+    let id = hub
+        .create_session()
+        .await
+        .map_err(|e| Refusal::from_open_error(&e))?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
 #[derive(Deserialize)]
@@ -55,18 +55,17 @@ async fn start_task(
     State(hub): State<Hub>,
     Path(id): Path<String>,
     Json(task): Json<Task>,
-) -> (StatusCode, Json<Value>) {
+) -> Result<(StatusCode, Json<Value>), Refusal> {
     if !hub.session_exists(&id).await.unwrap_or(false) {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "unknown session" })),
-        );
+        return Err(Refusal::not_found("unknown session"));
     }
     let delay = Duration::from_millis(task.delay_ms);
-    let (steps, run) = (task.steps, hub.start_task(&id).expect("a task"));
-    let answer = Json(json!({ "task": run.id() }));
+    let run = hub
+        .start_task(&id)
+        .map_err(|e| Refusal::from_start_task(&e))?;
+    let (steps, answer) = (task.steps, Json(json!({ "task": run.id() })));
     spawn_blocking(move || run.run(|| tool(steps, delay)));
-    (StatusCode::ACCEPTED, answer)
+    Ok((StatusCode::ACCEPTED, answer))
 }
 
 fn app(endpoints: &Endpoints) -> Router {
@@ -90,8 +89,7 @@ fn start_with(endpoints: Endpoints) -> Server {
             let router = app(&endpoints);
             let stop = async move {
                 shutdown.await;
-                endpoints.hub().shutdown().await;
-                let _ = tokio::time::timeout(support::WAIT, endpoints.streams_closed()).await;
+                endpoints.shutdown(support::WAIT).await;
             };
             axum::serve(listener, router)
                 .with_graceful_shutdown(stop)

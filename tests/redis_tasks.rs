@@ -581,3 +581,31 @@ async fn a_page_that_first_connects_to_the_process_that_ran_a_task_sees_how_it_e
         assert_eq!(next(&mut page).await.seq(), Some(seq));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_shuts_down_tells_the_others_its_tasks_are_cancelling() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("shutdown-cancelling");
+    let (a, messenger) = process(&server, &prefix).await;
+    let b = hub(&server, &prefix).await;
+    let mut on_b = b.subscribe("s", None);
+    let task = a.start_task("s").unwrap();
+    let id = task.id().to_owned();
+    let ctx = task.context().with_messenger(&messenger);
+    let tool = std::thread::spawn(move || {
+        ctx.run(|| {
+            add_status_message("working");
+            status_messenger::sleep_unless_cancelled(Duration::from_secs(60))
+        })
+    });
+    let before = until_task(&mut on_b, &id, TaskState::Running).await;
+    assert!(before.is_empty(), "{before:?}");
+    assert_eq!(next(&mut on_b).await.seq(), Some(1));
+    a.shutdown().await;
+    let before = until_task(&mut on_b, &id, TaskState::Cancelling).await;
+    assert!(before.is_empty(), "{before:?}");
+    assert!(tool.join().unwrap(), "the tool's wait was cut short");
+    drop(task);
+}

@@ -451,3 +451,44 @@ async fn a_task_takes_the_messenger_of_the_code_that_started_it() {
     .unwrap();
     assert_eq!(hub.stats().accepted, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_a_running_task_is_told_cancelling_before_the_streams_end() {
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    let messenger = Messenger::new();
+    hub.attach(&messenger).unwrap();
+    let mut sub = hub.subscribe("s", None);
+    let task = status_messenger::with_default(&messenger, || hub.start_task("s")).unwrap();
+    let id = task.id().to_owned();
+    let ctx = task.context().with_messenger(&messenger);
+    // A tool that runs until it is asked to stop.
+    let tool = std::thread::spawn(move || {
+        ctx.run(|| {
+            status_messenger::add_status_message("working");
+            status_messenger::sleep_unless_cancelled(Duration::from_secs(60))
+        })
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(item(sub.next().await.unwrap()));
+    }
+    hub.shutdown().await;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("the stream ends")
+    {
+        seen.push(item(event));
+    }
+    assert_eq!(
+        seen[..3],
+        [
+            Item::T(id.clone(), TaskState::Running, 0),
+            Item::S(1),
+            Item::T(id.clone(), TaskState::Cancelling, 1),
+        ]
+    );
+    // The tool was woken at once; its `cancelled` may come before the end or not at all.
+    assert!(tool.join().unwrap(), "the tool's wait was cut short");
+    assert!(seen.len() <= 4, "{seen:?}");
+    drop(task);
+}

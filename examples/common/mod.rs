@@ -3,7 +3,6 @@
 //! shutdown signals. The streams
 //! (`/ws`, `/events`, `/cancel`, `/status-messenger.js`) are the library's.
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -248,17 +247,6 @@ pub(crate) fn init_logging() {
         .try_init();
 }
 
-/// 128 random bits as 32 lowercase hex digits.
-pub(crate) fn new_id() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)?;
-    let mut id = String::with_capacity(32);
-    for byte in bytes {
-        let _ = write!(id, "{byte:02x}");
-    }
-    Ok(id)
-}
-
 /// Whether `id` has the shape of an id this server issues (32 lowercase hex digits).
 pub(crate) fn is_well_formed_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -278,11 +266,9 @@ pub(crate) async fn check_session<'a>(hub: &Hub, id: Option<&'a str>) -> Result<
 
 /// Issues a new session id and opens it in the hub.
 pub(crate) async fn create_session(hub: &Hub) -> Result<String, Refusal> {
-    let id = new_id().map_err(|e| Refusal::new(500, e.to_string()))?;
-    hub.open_session(&id)
+    hub.create_session()
         .await
-        .map_err(|e| Refusal::from_open_error(&e))?;
-    Ok(id)
+        .map_err(|e| Refusal::from_open_error(&e))
 }
 
 /// A validated `POST /api/sessions/{id}/tasks` body.
@@ -428,31 +414,3 @@ pub(crate) fn render_metrics(hub: &Hub, prometheus: &PrometheusHandle) -> String
 
 /// The `Content-Type` of `GET /metrics`.
 pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Resolves on Ctrl-C or (on Unix) SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}

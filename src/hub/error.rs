@@ -259,11 +259,15 @@ pub enum OpenError {
     ShutDown,
     /// The shared backend could not register it.
     Backend(BackendError),
+    /// [`Hub::create_session`](crate::Hub::create_session) got no random bytes for a new id
+    /// from the operating system (logged with its cause).
+    NoRandomness,
 }
 
 display_and_source!(OpenError {
     TooManySessions => "too many sessions",
     ShutDown => "the hub is shut down",
+    NoRandomness => "no random bytes for a new session id",
 } backend: Backend invalid: InvalidSessionId);
 
 /// How long a caller refused for want of room is told to wait: sessions give way as their
@@ -299,7 +303,7 @@ impl OpenError {
         match self {
             OpenError::TooManySessions => Some(SESSION_ROOM_RETRY_AFTER),
             OpenError::Backend(error) => error.retry_after(),
-            OpenError::InvalidSessionId(_) | OpenError::ShutDown => None,
+            OpenError::InvalidSessionId(_) | OpenError::ShutDown | OpenError::NoRandomness => None,
         }
     }
 }

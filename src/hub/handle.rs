@@ -233,6 +233,45 @@ impl Hub {
         core.backend.open(Local(core), id).await
     }
 
+    /// Opens a new session under an id made for it: 128 bits from the operating system's
+    /// random source, as 32 lowercase hex digits. What a server hands a page that asks for a
+    /// session (the demos' `POST /api/sessions`): with the endpoints' default authorization the
+    /// id is the page's capability, so nobody can guess another's.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_session`](Hub::open_session), and [`OpenError::NoRandomness`] when the
+    /// operating system gives no random bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let id = hub.create_session().await.unwrap();
+    /// assert_eq!(id.len(), 32);
+    /// assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    /// assert!(hub.session_exists(&id).await.unwrap());
+    /// assert_ne!(hub.create_session().await.unwrap(), id);
+    /// # }
+    /// ```
+    pub async fn create_session(&self) -> Result<String, OpenError> {
+        let mut bytes = [0u8; 16];
+        if let Err(error) = getrandom::fill(&mut bytes) {
+            tracing::error!(target: "status_messenger", %error, "no random bytes for a session id");
+            return Err(OpenError::NoRandomness);
+        }
+        let mut id = String::with_capacity(32);
+        for byte in bytes {
+            for nibble in [byte >> 4, byte & 0xf] {
+                id.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+            }
+        }
+        self.open_session(&id).await?;
+        Ok(id)
+    }
+
     /// Whether the session is held now (opened, or used by a status or a subscriber, and not
     /// closed or evicted since). A session idle past its time to live is evicted here at once.
     ///
@@ -469,8 +508,12 @@ impl Hub {
     /// From the call on, [`publish`](Hub::publish) refuses (counted in
     /// [`HubStats::dropped_closed`](crate::HubStats::dropped_closed)), running [`consume`](Hub::consume) calls return, and every
     /// session is closed: each subscriber still gets the statuses accepted before, then its
-    /// stream ends. Returns once every consumer has returned; it does not wait for subscribers
-    /// to read (one that never reads would hold it forever). Calling it again does nothing more.
+    /// stream ends. Every task running here is asked to stop first, as by
+    /// [`cancel_task`](Hub::cancel_task), so its `cancelling` goes out with them (with a shared
+    /// backend, to the other processes' subscribers too); how it ends comes after the streams
+    /// and the backend have stopped, and reaches nobody. Returns once every consumer has
+    /// returned; it does not wait for subscribers to read (one that never reads would hold it
+    /// forever), nor for the tasks' tools to return. Calling it again does nothing more.
     ///
     /// # Examples
     ///
@@ -493,6 +536,8 @@ impl Hub {
     pub async fn shutdown(&self) {
         let core = &*self.core;
         if core.stop_accepting() {
+            // Told `cancelling` first, so that the change goes out with what was accepted.
+            core.cancel_running_tasks();
             // What a backend accepted goes out before the streams end.
             core.backend.shutdown(Local(core)).await;
             core.close_sessions();

@@ -304,6 +304,15 @@ impl Tasks {
         true
     }
 
+    /// The ids of the tasks started here that run and were not asked to stop.
+    pub(crate) fn running_here(&self) -> Vec<Arc<str>> {
+        self.remembered
+            .iter()
+            .filter(|r| r.here && r.state == TaskState::Running)
+            .map(|r| Arc::clone(&r.task.id))
+            .collect()
+    }
+
     /// Whether the task `id` is remembered, started here and not ended.
     pub(crate) fn runs_here(&self, id: &str) -> bool {
         self.find(id)

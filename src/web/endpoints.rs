@@ -363,6 +363,49 @@ impl Endpoints {
         }
     }
 
+    /// Shuts the hub down ([`Hub::shutdown`]: every stream says goodbye, every task started
+    /// here is asked to stop) and waits up to `grace` for every stream of these endpoints to
+    /// have ended ([`streams_closed`](Endpoints::streams_closed)); returns how many were still
+    /// open then (0: every goodbye was handed to its socket). A client that stops reading
+    /// holds its stream until [`Settings::write_timeout`] has passed, so `grace` bounds the
+    /// wait.
+    ///
+    /// What a server's shutdown runs before it stops serving: on axum, in the future given to
+    /// `with_graceful_shutdown` (axum does not wait for upgraded WebSockets, so without it
+    /// their close frames are lost when the process exits); on actix-web, before
+    /// `ServerHandle::stop` (with actix's own signal handling turned off, as its SIGINT stops
+    /// at once without waiting for connections).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    ///
+    /// let hub = status_messenger::Hub::new(Default::default()).unwrap();
+    /// let endpoints = status_messenger::web::Endpoints::new(hub.clone());
+    /// assert_eq!(endpoints.shutdown(Duration::from_secs(5)).await, 0);
+    /// assert!(hub.is_shut_down());
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.hub.shutdown().await;
+        if tokio::time::timeout(grace, self.streams_closed())
+            .await
+            .is_err()
+        {
+            let left = self.open_streams();
+            tracing::warn!(
+                target: "status_messenger::web",
+                left,
+                ?grace,
+                "streams still open after the shutdown grace"
+            );
+        }
+        self.open_streams()
+    }
+
     /// Authorizes a stream's request and reads its resume point: the session and where it
     /// resumes, or the refusal to answer (authorization first: 404 before 400).
     #[cfg_attr(

@@ -103,6 +103,7 @@ pub(crate) mod handshake;
 mod request;
 mod resume;
 mod settings;
+mod signal;
 mod sse;
 pub mod ws;
 
@@ -141,4 +142,5 @@ pub use self::frame::{Frame, FrameKind, KEEPALIVE_FRAME, SSE_KEEPALIVE};
 pub use self::request::{session_from_query, Refusal, RequestInfo};
 pub use self::resume::{parse_seq, resume_point, ResumeError};
 pub use self::settings::Settings;
+pub use self::signal::shutdown_signal;
 pub use self::sse::SseStream;

@@ -237,9 +237,10 @@ impl Refusal {
         }
     }
 
-    /// The refusal of a session [`Hub::open_session`] did not open: 404 for an invalid id, else
-    /// 503, with `Retry-After` (whole seconds, rounded up) when the error says when to try
-    /// again: a backend known to be away, or a session table full of sessions in use.
+    /// The refusal of a session [`Hub::open_session`] (or [`Hub::create_session`]) did not
+    /// open: 404 for an invalid id, 500 when there were no random bytes for a new id, else 503,
+    /// with `Retry-After` (whole seconds, rounded up) when the error says when to try again: a
+    /// backend known to be away, or a session table full of sessions in use.
     ///
     /// # Examples
     ///
@@ -251,10 +252,12 @@ impl Refusal {
     /// assert_eq!(full.status(), 503);
     /// assert!(full.retry_after().is_some_and(|seconds| seconds >= 1));
     /// assert_eq!(Refusal::from_open_error(&OpenError::ShutDown).retry_after(), None);
+    /// assert_eq!(Refusal::from_open_error(&OpenError::NoRandomness).status(), 500);
     /// ```
     pub fn from_open_error(error: &OpenError) -> Refusal {
         match error {
             OpenError::InvalidSessionId(_) => Refusal::not_found(error.to_string()),
+            OpenError::NoRandomness => Refusal::new(500, error.to_string()),
             _ => Refusal::unavailable(error.to_string()).retry_after_of(error.retry_after()),
         }
     }

@@ -261,6 +261,26 @@ impl Core {
         }
     }
 
+    /// Asks every task running here to stop, each told `cancelling` as a cancel would tell
+    /// it: at shutdown, before the backend stops and the sessions close, so that the change
+    /// reaches the streams (and a shared store) ahead of their end. Takes one shard lock at a
+    /// time, and no session lock under it.
+    pub(crate) fn cancel_running_tasks(&self) {
+        for shard in self.shards.iter() {
+            let running: Vec<Arc<Session>> = lock_shard(shard)
+                .sessions()
+                .filter(|session| session.running_tasks.load(Ordering::Acquire) > 0)
+                .cloned()
+                .collect();
+            for session in running {
+                let ids = session.lock().tasks.running_here();
+                for id in ids {
+                    let _state = self.cancel_in(&session, &id);
+                }
+            }
+        }
+    }
+
     pub(crate) fn close_sessions(&self) {
         for shard in self.shards.iter() {
             let sessions: Vec<_> = lock_shard(shard).drain().collect();
