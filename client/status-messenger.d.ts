@@ -97,11 +97,16 @@ export interface ConnectOptions {
   session: string;
   /** Default `"ws"`. */
   transport?: "ws" | "sse";
-  /** Statuses up to and including this seq are already known to the caller. Default 0. */
+  /**
+   * Statuses up to and including this seq are already known to the caller: a non-negative
+   * safe integer (`Number.isSafeInteger`). Default 0.
+   */
   after?: number;
   /**
-   * Origin or path prefix of the server (`"https://host"`, `"/status"`, `"wss://host/x"`).
-   * Default `""`: this page's origin. Where there is no page (node) it must be absolute.
+   * Origin or path prefix of the server (`"https://host"`, `"/status"`, `"wss://host/x"`),
+   * with no query or fragment. Default `""`: this page's origin. Where there is no page (node)
+   * it must be absolute. A relative one without a leading `/` resolves against the page's
+   * directory. Over SSE and for `cancel` another origin must answer with CORS headers.
    */
   base?: string;
   /** Each status, in seq order, at most once across reconnects. */
@@ -116,10 +121,11 @@ export interface ConnectOptions {
   /**
    * Milliseconds without any frame, keep-alives included (the server sends one every 15 s
    * when idle), after which the connection counts as dropped; it also bounds the wait for a
-   * connection to open. On SSE an open stream is watched once the server has sent a
-   * `keepalive` event (EventSource never surfaces the comment line beside it), so a server
-   * that sends comments only is never taken for stalled; there the browser's own error event
-   * reports a drop. 0 turns the watchdog off. Default 30000.
+   * connection to open and for the check of why a connection was refused. On SSE the
+   * keep-alive seen is the `keepalive` event the crate's servers send (EventSource never
+   * surfaces the comment line beside it): against a server that sends comments only, an idle
+   * SSE stream is reconnected every `stallTimeout`, resuming where it was. 0 turns the
+   * watchdog off. Default 30000.
    */
   stallTimeout?: number;
   /** The first reconnect waits up to this many ms; each failure doubles it. Default 250. */
@@ -166,8 +172,8 @@ export interface Stream {
 
 /**
  * Follows one session's statuses. Throws a `TypeError` at once for a missing session, an
- * unknown transport, a bad `after`, a `base` that cannot be resolved, or a transport this host
- * lacks. The connection starts after `connect` returns.
+ * unknown transport, a bad `after`, a `base` that cannot be resolved or has a query or a
+ * fragment, or a transport this host lacks. The connection starts after `connect` returns.
  */
 export function connect(options: ConnectOptions): Stream;
 

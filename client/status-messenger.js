@@ -25,10 +25,14 @@ export function connect(options) {
     throw new TypeError(`status-messenger: options.transport must be "ws" or "sse", not ${transport}`);
   }
   const after = o.after ?? 0;
-  if (!Number.isInteger(after) || after < 0) {
-    throw new TypeError("status-messenger: options.after must be a non-negative integer");
+  // Safe integers only: a larger one is sent rounded, or as `1e+21`, which no server reads.
+  if (!Number.isSafeInteger(after) || after < 0) {
+    throw new TypeError("status-messenger: options.after must be a non-negative safe integer");
   }
   const base = String(o.base ?? "").replace(/\/+$/, "");
+  if (/[?#]/.test(base)) {
+    throw new TypeError("status-messenger: options.base must not have a query or a fragment");
+  }
   const win = o.window ?? globalThis;
   const WS = o.WebSocket ?? globalThis.WebSocket;
   const ES = o.EventSource ?? globalThis.EventSource;
@@ -78,17 +82,17 @@ export function connect(options) {
   let epoch = 0; // bumped whenever the current connection, timer or probe is abandoned
   let conn = null; // { socket, opened, close() }
   let reconnectTimer = null;
+  let probing = null; // the current probe's { abort() }
   let watchdog = null;
-  // The server has sent an SSE `keepalive` event (on any connection of this stream), so an
-  // open SSE stream that goes silent is watched as a WebSocket is.
-  let sseKeepAliveEvents = false;
   let stableTimer = null;
   let attempts = 0; // failed connections in a row: the backoff's exponent
 
-  // As an uncaught error, without unwinding the stream's own bookkeeping.
+  // As an uncaught error where there is `reportError` (browsers), without unwinding the
+  // stream's own bookkeeping; elsewhere (node 20 has none) on the console, since an error
+  // thrown from a microtask would end a node process.
   function report(err) {
     if (typeof globalThis.reportError === "function") globalThis.reportError(err);
-    else queueMicrotask(() => { throw err; });
+    else globalThis.console?.error?.("status-messenger: a callback threw", err);
   }
 
   function emit(fn, ...args) {
@@ -154,16 +158,15 @@ export function connect(options) {
 
   // ---- the watchdog ----
   // Every frame, keep-alives included, proves the connection alive, so silence for
-  // `stallTimeout` means it is dead without having said so. EventSource never surfaces the
-  // comment of an SSE keep-alive; the `keepalive` event that comes with it is what it sees.
-  // A server that sends the comment alone (as the contract allows) would look dead whenever
-  // it is idle, so an open SSE stream is watched only once an event has shown that the server
-  // sends them; until then the browser's own error event reports a drop.
+  // `stallTimeout` means it is dead without having said so, on both transports. EventSource
+  // never surfaces the comment of an SSE keep-alive; the `keepalive` event that the crate's
+  // servers send with it is what it sees. (A server that sends the comment alone has its idle
+  // SSE streams reconnected every `stallTimeout`, resuming where they were; `stallTimeout: 0`
+  // turns that off.)
 
   function feed() {
     watchdog = clear(watchdog);
-    const watched = transport === "ws" || !conn?.opened || sseKeepAliveEvents;
-    if (stallTimeout > 0 && conn && watched) {
+    if (stallTimeout > 0 && conn) {
       const at = epoch;
       watchdog = setTimer(() => { if (at === epoch) dropped(); }, stallTimeout);
     }
@@ -206,11 +209,7 @@ export function connect(options) {
     source.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
     source.addEventListener("gap", (e) => { if (current()) onFrame(e.data, "gap"); });
     source.addEventListener("task", (e) => { if (current()) onFrame(e.data, "task"); });
-    source.addEventListener("keepalive", (e) => {
-      if (!current()) return;
-      sseKeepAliveEvents = true;
-      onFrame(e.data, "keepalive");
-    });
+    source.addEventListener("keepalive", (e) => { if (current()) onFrame(e.data, "keepalive"); });
     // EventSource would retry by itself, with its own delay and the last id it parsed; close
     // it and reconnect here instead, with backoff and the resume point from `lastSeq`.
     source.onerror = () => { if (current()) dropped(); };
@@ -230,6 +229,8 @@ export function connect(options) {
   // Abandons the current connection, timers and probe, without reporting a state.
   function teardown() {
     epoch++;
+    probing?.abort();
+    probing = null;
     watchdog = clear(watchdog);
     stableTimer = clear(stableTimer);
     reconnectTimer = clear(reconnectTimer);
@@ -266,17 +267,35 @@ export function connect(options) {
   // HTTP is refused for the missing upgrade before the resume point is looked at, while the
   // events URL answers 400 with the session's `head` for a resume point beyond it (the server
   // lost history this client saw, so no retry can resume it).
+  //
+  // It is given up (as unanswered: the stream goes on reconnecting) after `stallTimeout`
+  // (30 s where that is 0), and by `teardown`: a server that accepts a connection and then
+  // says nothing must not hold the stream here.
   async function probe() {
     const resuming = lastSeq > 0;
     const path = transport === "ws" && !resuming ? "/ws" : "/events";
     const params = resuming ? { session, last_event_id: lastSeq } : { session };
     const controller = typeof AbortController === "function" ? new AbortController() : undefined;
+    let giveUp;
+    const unanswered = new Promise((resolve) => { giveUp = resolve; });
+    let timer = null;
+    const abort = () => {
+      timer = clear(timer);
+      controller?.abort();
+      giveUp();
+    };
+    probing = { abort };
+    timer = setTimer(abort, stallTimeout > 0 ? stallTimeout : 30_000);
     try {
-      const res = await fetchFn(endpoint(path, params), { cache: "no-store", signal: controller?.signal });
+      const res = await Promise.race([
+        fetchFn(endpoint(path, params), { cache: "no-store", signal: controller?.signal }),
+        unanswered,
+      ]);
+      if (!res) return { status: 0 }; // given up
       let head;
       if (resuming && res.status === 400) {
         try {
-          const body = await res.json();
+          const body = await Promise.race([res.json(), unanswered]);
           if (Number.isSafeInteger(body?.head) && body.head < lastSeq) head = body.head;
         } catch {
           // not the JSON of a resume refusal: an ordinary failure
@@ -286,6 +305,9 @@ export function connect(options) {
       return { status: res.status, head };
     } catch {
       return { status: 0 }; // unreachable, or unreadable (CORS): not a reason to give up
+    } finally {
+      timer = clear(timer);
+      if (probing?.abort === abort) probing = null;
     }
   }
 

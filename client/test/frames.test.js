@@ -2,7 +2,7 @@
 
 import test from "node:test";
 import assert from "node:assert/strict";
-import { setup } from "../testing/fakes.js";
+import { setup, settle } from "../testing/fakes.js";
 
 const status = (seq, extra = {}) => ({ session: "s1", seq, text: `step ${seq}`, ...extra });
 
@@ -133,5 +133,32 @@ test("a throwing callback is reported and does not break the stream", async () =
   } finally {
     if (previous === undefined) delete globalThis.reportError;
     else globalThis.reportError = previous;
+  }
+});
+
+test("where there is no reportError (node 20), a throwing callback goes to the console", async () => {
+  const logged = [];
+  const previous = globalThis.reportError;
+  const error = console.error;
+  delete globalThis.reportError;
+  console.error = (...args) => logged.push(args);
+  try {
+    const { stream, last } = await setup({
+      onStatus: (f) => {
+        if (f.seq === 1) throw new Error("page bug");
+      },
+    });
+    last().accept();
+    last().frame(status(1));
+    last().frame(status(2));
+    await settle(); // nothing is thrown later either
+    assert.equal(logged.length, 1);
+    assert.equal(logged[0][1].message, "page bug");
+    assert.equal(stream.lastSeq, 2);
+    assert.equal(stream.state, "live");
+    stream.close();
+  } finally {
+    console.error = error;
+    if (previous !== undefined) globalThis.reportError = previous;
   }
 });

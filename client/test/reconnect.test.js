@@ -168,27 +168,61 @@ test("on SSE the keepalive events feed the watchdog, and silence drops the strea
   stream.close();
 });
 
-test("on SSE a server that sends comment keep-alives only is not taken for stalled", async () => {
+test("on SSE a stream silent for stallTimeout is dropped, keep-alive events seen or not", async () => {
   const { stream, clock, sockets, last, seen } = await setup({ transport: "sse", stallTimeout: 1000 });
   last().accept();
   last().event("message", status(1));
-  clock.advance(600_000); // idle: its comments never reach EventSource's listeners
+  // A busy stream that stops before the server's first keep-alive (15 s of quiet) came.
+  clock.advance(999);
   assert.equal(sockets.length, 1);
-  assert.equal(stream.state, "live");
-  // Its drop is the browser's error event, and the stream resumes after it.
-  last().fail();
+  clock.advance(1);
+  assert.equal(sockets[0].closedByClient, true);
+  assert.equal(stream.state, "reconnecting");
   clock.advance(250);
   assert.equal(sockets.length, 2);
-  last().accept();
-  // One keepalive event, and from then on silence is watched, on this connection and later.
-  last().event("keepalive", { type: "keepalive" });
-  clock.advance(999);
-  assert.equal(sockets.length, 2);
-  clock.advance(1);
-  assert.equal(sockets[1].closedByClient, true);
-  assert.equal(stream.state, "reconnecting");
+  assert.equal(last().url, "http://example.test/events?session=s1&last_event_id=1");
   assert.deepEqual(seen.statuses, [1]);
   stream.close();
+});
+
+test("a probe that is never answered is given up after stallTimeout, and the stream reconnects", async () => {
+  const signals = [];
+  const { stream, clock, sockets, last, http } = await setup({
+    stallTimeout: 1000,
+    // A server that takes the connection and says nothing.
+    respond: (url, init) => {
+      signals.push(init.signal);
+      return new Promise(() => {});
+    },
+  });
+  last().drop(); // refused before it opened: probed
+  await settle();
+  assert.equal(http.calls.length, 1);
+  clock.advance(1000);
+  await settle();
+  assert.equal(signals[0]?.aborted, true);
+  clock.advance(250);
+  assert.equal(sockets.length, 2);
+  assert.equal(stream.state, "reconnecting");
+  last().accept();
+  assert.equal(stream.state, "live");
+  stream.close();
+});
+
+test("close aborts a probe in flight", async () => {
+  const signals = [];
+  const { stream, clock, last } = await setup({
+    respond: (url, init) => {
+      signals.push(init.signal);
+      return new Promise(() => {});
+    },
+  });
+  last().drop();
+  await settle();
+  assert.equal(signals[0]?.aborted, false);
+  stream.close();
+  assert.equal(signals[0].aborted, true);
+  assert.deepEqual(clock.pending(), []);
 });
 
 test("on SSE stallTimeout 0 leaves an idle stream alone", async () => {

@@ -144,6 +144,10 @@ test("connect refuses what it cannot work with, at once", () => {
   refuse({ session: "s1", transport: "poll" }, /transport/);
   refuse({ session: "s1", after: -1 }, /after/);
   refuse({ session: "s1", after: 1.5 }, /after/);
+  refuse({ session: "s1", after: 1e21 }, /safe integer/);
+  refuse({ session: "s1", after: 2 ** 60 }, /safe integer/);
+  refuse({ session: "s1", base: "http://h/x?q=1" }, /query or a fragment/);
+  refuse({ session: "s1", base: "http://h/x#f" }, /query or a fragment/);
   refuse({ session: "s1", window: {} }, /base must be an absolute URL/);
   refuse({ session: "s1", window: fakeWindow("file:///home/page.html") }, /http\(s\) or ws\(s\), not file:/);
   refuse({ session: "s1", transport: "sse", EventSource: null, base: "http://h" }, /no EventSource/);
