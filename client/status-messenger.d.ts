@@ -64,14 +64,15 @@ export type ConnectionState = "connecting" | "live" | "reconnecting" | "paused" 
 /** Passed with the `"closed"` state: why the stream ended. */
 export interface ClosedDetail {
   /**
-   * `"closed"`: `close()` was called; `"unknown-session"`: the server answered 404;
-   * `"error"`: the WebSocket or EventSource constructor refused the URL (e.g. `ws:` from an
-   * `https:` page), which no retry would mend; `"resume-refused"`: the server's newest status
+   * `"closed"`: `close()` was called; `"unknown-session"`: the server answered 404 with its
+   * JSON `{"error": ...}`; `"error"`: the WebSocket or EventSource constructor refused the URL
+   * (e.g. `ws:` from an `https:` page), or a 404 came without that JSON (nothing is served
+   * under `base`), which no retry would mend; `"resume-refused"`: the server's newest status
    * of the session is below `lastSeq` (it lost history this stream saw), so no resume can
    * continue it: connect anew (for example with `after: 0`) to start over.
    */
   reason: "closed" | "unknown-session" | "error" | "resume-refused";
-  /** With `"error"`: what the constructor threw (also reported as an uncaught error). */
+  /** With `"error"`: what the constructor threw, or the 404's `Error` (also reported). */
   error?: unknown;
   /** With `"resume-refused"`: the session's newest seq on the server. */
   head?: number;

@@ -255,10 +255,16 @@ export function connect(options) {
     // and an EventSource error carry no status), so ask the same URL over plain HTTP: the
     // server answers 404 for an unknown session before any upgrade or stream.
     const at = epoch;
-    probe().then(({ status, head }) => {
+    probe().then(({ status, head, refusal }) => {
       if (at !== epoch || closed) return;
-      if (status === 404) finish("unknown-session");
-      else if (head !== undefined) finish("resume-refused", undefined, head);
+      if (status === 404 && refusal) finish("unknown-session");
+      else if (status === 404) {
+        // A 404 without the endpoints' `{"error": ...}`: nothing is served there, so no retry
+        // can help either.
+        const error = new Error(`status-messenger: nothing answers at ${endpoint("/", {})} (404): is options.base right?`);
+        report(error);
+        finish("error", error);
+      } else if (head !== undefined) finish("resume-refused", undefined, head);
       else schedule();
     });
   }
@@ -293,16 +299,18 @@ export function connect(options) {
       ]);
       if (!res) return { status: 0 }; // given up
       let head;
-      if (resuming && res.status === 400) {
+      let refusal = false; // the endpoints' own `{"error": ...}`, not a page of another server
+      if ((resuming && res.status === 400) || res.status === 404) {
         try {
           const body = await Promise.race([res.json(), unanswered]);
+          refusal = typeof body?.error === "string";
           if (Number.isSafeInteger(body?.head) && body.head < lastSeq) head = body.head;
         } catch {
-          // not the JSON of a resume refusal: an ordinary failure
+          // not JSON: not the endpoints' refusal
         }
       }
       controller?.abort(); // only the status was wanted; an SSE answer would stream on
-      return { status: res.status, head };
+      return { status: res.status, head, refusal };
     } catch {
       return { status: 0 }; // unreachable, or unreadable (CORS): not a reason to give up
     } finally {

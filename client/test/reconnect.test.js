@@ -311,6 +311,29 @@ test("an unknown session (404 on the probe) closes the stream instead of retryin
   assert.equal(sockets.length, 1);
 });
 
+test("a 404 without the endpoints' JSON (a base where nothing is mounted) ends the stream with an error", async () => {
+  const reported = [];
+  const previous = globalThis.reportError;
+  globalThis.reportError = (err) => reported.push(err.message);
+  try {
+    const { stream, clock, sockets, last, seen } = await setup({
+      base: "/prefix",
+      respond: () => [404, "Not Found"], // a framework's own 404, not the endpoints' JSON
+    });
+    last().drop();
+    await settle();
+    assert.equal(stream.state, "closed");
+    assert.equal(seen.details[0].reason, "error");
+    assert.match(seen.details[0].error.message, /nothing answers at http:\/\/example.test\/prefix\/ \(404\)/);
+    assert.equal(reported.length, 1);
+    clock.advance(600_000);
+    assert.equal(sockets.length, 1);
+  } finally {
+    if (previous === undefined) delete globalThis.reportError;
+    else globalThis.reportError = previous;
+  }
+});
+
 test("an error and its close count as one drop; an error alone is a drop too", async () => {
   const { stream, clock, sockets, last, http } = await setup();
   last().fail(); // error, then close
