@@ -125,8 +125,9 @@ export interface ConnectOptions {
    * connection to open and for the check of why a connection was refused. On SSE the
    * keep-alive seen is the `keepalive` event the crate's servers send (EventSource never
    * surfaces the comment line beside it): against a server that sends comments only, an idle
-   * SSE stream is reconnected every `stallTimeout`, resuming where it was. 0 turns the
-   * watchdog off. Default 30000.
+   * SSE stream is reconnected, resuming where it was, after `stallTimeout`, then twice that,
+   * up to 8 times it. 0 turns the watchdog off (the check of a refused connection is still
+   * given up after 30 s). Default 30000.
    */
   stallTimeout?: number;
   /** The first reconnect waits up to this many ms; each failure doubles it. Default 250. */

@@ -14,6 +14,9 @@
 
 const OPEN = 1; // WebSocket.OPEN, spelled out so that injected fakes need not define it
 
+/** What a probe's race yields once it is given up. */
+const GAVE_UP = Symbol("gave up");
+
 export function connect(options) {
   const o = options || {};
   const session = o.session;
@@ -84,6 +87,13 @@ export function connect(options) {
   let reconnectTimer = null;
   let probing = null; // the current probe's { abort() }
   let watchdog = null;
+  // On SSE, until the server has sent a `keepalive` event: the silence an open stream may
+  // keep. It doubles (up to 8 times `stallTimeout`) each time an open stream is dropped for
+  // it, so that a server whose keep-alives are comments only, which EventSource never
+  // surfaces, has its idle streams reconnected ever more rarely; the first `keepalive` event
+  // sets it back to `stallTimeout` for good.
+  let sseQuiet = stallTimeout;
+  let sseKeepAlives = false;
   let stableTimer = null;
   let attempts = 0; // failed connections in a row: the backoff's exponent
 
@@ -161,14 +171,19 @@ export function connect(options) {
   // `stallTimeout` means it is dead without having said so, on both transports. EventSource
   // never surfaces the comment of an SSE keep-alive; the `keepalive` event that the crate's
   // servers send with it is what it sees. (A server that sends the comment alone has its idle
-  // SSE streams reconnected every `stallTimeout`, resuming where they were; `stallTimeout: 0`
-  // turns that off.)
+  // SSE streams reconnected, resuming where they were, after `stallTimeout`, then twice as
+  // long, up to 8 times as long; see `sseQuiet`.)
 
   function feed() {
     watchdog = clear(watchdog);
     if (stallTimeout > 0 && conn) {
       const at = epoch;
-      watchdog = setTimer(() => { if (at === epoch) dropped(); }, stallTimeout);
+      const quiet = transport === "sse" && conn.opened && !sseKeepAlives;
+      watchdog = setTimer(() => {
+        if (at !== epoch) return;
+        if (quiet) sseQuiet = Math.min(sseQuiet * 2, stallTimeout * 8);
+        dropped();
+      }, quiet ? sseQuiet : stallTimeout);
     }
   }
 
@@ -209,7 +224,11 @@ export function connect(options) {
     source.onmessage = (e) => { if (current()) onFrame(e.data, "status"); };
     source.addEventListener("gap", (e) => { if (current()) onFrame(e.data, "gap"); });
     source.addEventListener("task", (e) => { if (current()) onFrame(e.data, "task"); });
-    source.addEventListener("keepalive", (e) => { if (current()) onFrame(e.data, "keepalive"); });
+    source.addEventListener("keepalive", (e) => {
+      if (!current()) return;
+      sseKeepAlives = true;
+      onFrame(e.data, "keepalive");
+    });
     // EventSource would retry by itself, with its own delay and the last id it parsed; close
     // it and reconnect here instead, with backoff and the resume point from `lastSeq`.
     source.onerror = () => { if (current()) dropped(); };
@@ -283,7 +302,7 @@ export function connect(options) {
     const params = resuming ? { session, last_event_id: lastSeq } : { session };
     const controller = typeof AbortController === "function" ? new AbortController() : undefined;
     let giveUp;
-    const unanswered = new Promise((resolve) => { giveUp = resolve; });
+    const unanswered = new Promise((resolve) => { giveUp = () => resolve(GAVE_UP); });
     let timer = null;
     const abort = () => {
       timer = clear(timer);
@@ -297,12 +316,14 @@ export function connect(options) {
         fetchFn(endpoint(path, params), { cache: "no-store", signal: controller?.signal }),
         unanswered,
       ]);
-      if (!res) return { status: 0 }; // given up
+      if (res === GAVE_UP) return { status: 0 };
       let head;
       let refusal = false; // the endpoints' own `{"error": ...}`, not a page of another server
       if ((resuming && res.status === 400) || res.status === 404) {
         try {
           const body = await Promise.race([res.json(), unanswered]);
+          // A body cut short is no answer: reconnect rather than end the stream on it.
+          if (body === GAVE_UP) return { status: 0 };
           refusal = typeof body?.error === "string";
           if (Number.isSafeInteger(body?.head) && body.head < lastSeq) head = body.head;
         } catch {

@@ -60,7 +60,7 @@
 //!         return Err(Refusal::not_found("unknown session"));
 //!     }
 //!     let task = hub.start_task(&id).map_err(|e| Refusal::from_start_task(&e))?;
-//!     let answer = HttpResponse::Accepted().json(task.id());
+//!     let answer = HttpResponse::Accepted().json(serde_json::json!({ "task": task.id() }));
 //!     actix_web::rt::spawn(web::block(move || task.run(tool)));
 //!     Ok(answer)
 //! }

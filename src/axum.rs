@@ -29,13 +29,13 @@
 //!     }
 //! }
 //!
-//! type Started = (StatusCode, Json<String>); // 202 and the task's id
+//! type Started = (StatusCode, Json<serde_json::Value>); // 202 and {"task": ID}
 //! async fn start_task(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Started, Refusal> {
 //!     if !hub.session_exists(&id).await.unwrap_or(false) {
 //!         return Err(Refusal::not_found("unknown session"));
 //!     }
 //!     let task = hub.start_task(&id).map_err(|e| Refusal::from_start_task(&e))?;
-//!     let answer = (StatusCode::ACCEPTED, Json(task.id().to_owned()));
+//!     let answer = (StatusCode::ACCEPTED, Json(serde_json::json!({ "task": task.id() })));
 //!     // The task carries its session and its cancel to the blocking thread.
 //!     tokio::task::spawn_blocking(move || task.run(tool));
 //!     Ok(answer)

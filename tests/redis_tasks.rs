@@ -609,3 +609,41 @@ async fn a_process_that_shuts_down_tells_the_others_its_tasks_are_cancelling() {
     assert!(tool.join().unwrap(), "the tool's wait was cut short");
     drop(task);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_end_that_never_reached_redis_is_not_waited_for_past_the_session_ttl() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = prefix("lost-end");
+    let mut redis = RedisConfig::new(server.url());
+    redis.key_prefix = prefix.clone();
+    // Room for one change: with Redis frozen, the tasks' ends are refused, as in a long outage.
+    redis.buffer_capacity = 1;
+    let mut config = HubConfig::default();
+    config.history_ttl = Duration::from_secs(3);
+    let a = Hub::with_redis(config, redis).await.unwrap();
+    a.open_session("s").await.unwrap();
+    let first = a.start_task("s").unwrap();
+    let id = first.id().to_owned();
+    until_told(&a, "s", &id, TaskState::Running).await;
+    server.pause();
+    let second = a.start_task("s").unwrap(); // takes the one place
+    assert_eq!(first.finish(), TaskState::Finished); // its end is refused: never in Redis
+    assert_eq!(second.finish(), TaskState::Finished);
+    server.resume();
+    // The process follows the session a while for those ends, then lets it go: it does not
+    // stay subscribed (and renew the session's keys) for good.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listeners = server.command(&format!("PUBSUB NUMSUB {prefix}:ch"));
+        if listeners.lines().any(|line| line == ":0") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still subscribed: {listeners}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -225,6 +225,82 @@ test("close aborts a probe in flight", async () => {
   assert.deepEqual(clock.pending(), []);
 });
 
+test("on SSE, against comment-only keep-alives, idle streams are dropped ever more rarely", async () => {
+  const { stream, clock, sockets, last } = await setup({ transport: "sse", stallTimeout: 1000 });
+  last().accept();
+  clock.advance(1000); // silent: dropped, and the next open stream may stay quiet twice as long
+  assert.equal(sockets[0].closedByClient, true);
+  clock.advance(250);
+  last().accept();
+  clock.advance(1999);
+  assert.equal(sockets.length, 2);
+  clock.advance(1);
+  assert.equal(sockets[1].closedByClient, true);
+  clock.advance(500);
+  last().accept();
+  clock.advance(3999);
+  assert.equal(sockets[2].closedByClient, false);
+  // A keepalive event: the server sends them, so silence is stallTimeout again, for good.
+  last().event("keepalive", { type: "keepalive" });
+  clock.advance(999);
+  assert.equal(sockets[2].closedByClient, false);
+  clock.advance(1);
+  assert.equal(sockets[2].closedByClient, true);
+  stream.close();
+});
+
+test("a probe answered after it was given up changes nothing", async () => {
+  let answer;
+  const { stream, clock, sockets, last } = await setup({
+    stallTimeout: 1000,
+    respond: () => new Promise((resolve) => { answer = resolve; }),
+  });
+  last().drop();
+  await settle();
+  clock.advance(1000); // given up: one reconnect is scheduled
+  await settle();
+  assert.deepEqual(clock.pending(), [250]);
+  answer([404, { error: "unknown session" }]); // too late
+  await settle();
+  assert.deepEqual(clock.pending(), [250]);
+  clock.advance(250);
+  assert.equal(sockets.length, 2);
+  assert.equal(stream.state, "reconnecting");
+  stream.close();
+});
+
+test("a 404 whose body never comes is no answer: the stream reconnects", async () => {
+  const { stream, clock, sockets, last } = await setup({
+    stallTimeout: 1000,
+    respond: () => [404, new Promise(() => {})], // the body never completes
+  });
+  last().drop();
+  await settle();
+  clock.advance(1000);
+  await settle();
+  clock.advance(250);
+  assert.equal(sockets.length, 2);
+  assert.equal(stream.state, "reconnecting");
+  stream.close();
+});
+
+test("with stallTimeout 0 a probe is still given up, after 30 s", async () => {
+  const { stream, clock, sockets, last } = await setup({
+    stallTimeout: 0,
+    respond: () => new Promise(() => {}),
+  });
+  last().drop();
+  await settle();
+  clock.advance(29_999);
+  await settle();
+  assert.equal(sockets.length, 1);
+  clock.advance(1);
+  await settle();
+  clock.advance(250);
+  assert.equal(sockets.length, 2);
+  stream.close();
+});
+
 test("on SSE stallTimeout 0 leaves an idle stream alone", async () => {
   const { stream, clock, sockets, last } = await setup({ transport: "sse", stallTimeout: 0 });
   last().accept();

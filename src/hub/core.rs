@@ -82,13 +82,23 @@ fn first_time(flag: &AtomicBool) -> bool {
     !flag.swap(true, Ordering::Relaxed)
 }
 
-/// Whether a shared backend should follow `session` for this process: while it has
-/// subscribers or running tasks here, and until the end of every task that ran here has come
-/// back from the store (otherwise this process would go on telling it as it last heard it).
-fn is_watched(session: &Session) -> bool {
+/// How long a shared backend follows a session, with no subscriber and no task running here,
+/// for the end of a task that ran here to come back from the store. An end comes back within
+/// a round trip, or after an outage once the writer has reconnected; one that never reached
+/// the store (lost with a full buffer, refused by it) is waited for no longer than this, nor
+/// than the session's time to live; the reader lets the session go at its next renewal of
+/// the followed sessions' keys (every third of the time to live).
+pub(crate) const UNHEARD_END_WAIT_MS: u64 = 60_000;
+
+/// Whether a shared backend should follow `session` for this process (`now` in hub
+/// milliseconds): while it has subscribers or running tasks here, and until the end of every
+/// task that ran here has come back from the store (otherwise this process would go on
+/// telling it as it last heard it), for at most [`UNHEARD_END_WAIT_MS`].
+fn is_watched(session: &Session, now: u64) -> bool {
     session.subscribers.load(Ordering::Acquire) > 0
         || session.running_tasks.load(Ordering::Acquire) > 0
-        || session.unheard_ends.load(Ordering::Acquire) > 0
+        || (session.unheard_ends.load(Ordering::Acquire) > 0
+            && now < session.unheard_until_ms.load(Ordering::Acquire))
 }
 
 /// A status numbered elsewhere, for [`Core::deliver`].
@@ -453,10 +463,11 @@ impl Core {
     /// Sessions with local subscribers or tasks running here, with the highest number their
     /// history has held.
     pub(crate) fn watched(&self) -> Vec<(SessionId, u64)> {
+        let now = self.clock.now_ms();
         let mut watched = Vec::new();
         for shard in self.shards.iter() {
             for session in lock_shard(shard).sessions() {
-                if is_watched(session) {
+                if is_watched(session, now) {
                     watched.push((session.id.clone(), session.lock().log.head()));
                 }
             }
@@ -468,7 +479,7 @@ impl Core {
     /// running here.
     pub(crate) fn watched_head(&self, id: &str) -> Option<u64> {
         let session = self.held(id)?;
-        if !is_watched(&session) {
+        if !is_watched(&session, self.clock.now_ms()) {
             return None;
         }
         let head = session.lock().log.head();

@@ -53,6 +53,9 @@ pub(crate) struct Session {
     /// back (see [`Tasks::unheard_ends`]): the backend keeps following the session until it
     /// has, so that what this process tells of them afterwards is how they ended.
     pub(crate) unheard_ends: AtomicUsize,
+    /// Until when (hub milliseconds) `unheard_ends` keeps the session followed: an end that
+    /// never reached the store (lost in an outage, refused by it) is not waited for longer.
+    pub(crate) unheard_until_ms: AtomicU64,
     /// Last: the hot paths use the map's key or the subscription's own copy.
     pub(crate) id: SessionId,
 }
@@ -102,6 +105,7 @@ impl Session {
             last_activity_ms: AtomicU64::new(now_ms),
             state: Mutex::new(State::default()),
             unheard_ends: AtomicUsize::new(0),
+            unheard_until_ms: AtomicU64::new(0),
             id,
         }
     }

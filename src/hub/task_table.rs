@@ -15,7 +15,8 @@
 //!   back from the shared store ([`Tasks::deliver`]), in the order the store has it among the
 //!   statuses, so `told` may trail `state` for a round trip. The backend follows a session
 //!   until the end of each task started here has come back ([`Tasks::unheard_ends`]), even with
-//!   no subscriber and no task running here, so `told` does not stay behind for good. Neither
+//!   no subscriber and no task running here, for at most a minute (an end that never reached
+//!   the store stays untold, as the store has it). Neither
 //!   ever goes back: a state moves from `running` to `cancelling` to a final state.
 //! - Changes told are numbered 1, 2, 3, ... per session (`last_change` is the newest) and kept
 //!   in `changes`, at most [`CHANGES_PER_TASK`] per remembered task; older ones leave from the

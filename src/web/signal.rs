@@ -6,7 +6,11 @@
 ///
 /// A signal that cannot be listened for (the process has no signal handling, say) is logged
 /// at error level and waited for no more; if neither can be, this never resolves. Needs a
-/// tokio runtime with I/O enabled (actix-web's is).
+/// tokio runtime with I/O enabled (actix-web's is). Once it has been called, tokio handles
+/// these signals for the rest of the process: a second Ctrl-C no longer ends the process at
+/// once, so a server bounds its shutdown (as [`Endpoints::shutdown`]'s `grace` does).
+///
+/// [`Endpoints::shutdown`]: crate::web::Endpoints::shutdown
 ///
 /// # Examples
 ///

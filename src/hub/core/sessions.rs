@@ -522,6 +522,8 @@ impl Core {
             "idle session evicted"
         );
         self.end_session(session, End::Evicted);
+        // A shared backend may still follow it, waiting for a task's end to come back.
+        self.backend.interest(&session.id);
     }
 
     pub(super) fn maybe_sweep(&self, now: u64) {

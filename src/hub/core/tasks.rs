@@ -163,9 +163,14 @@ impl Core {
             };
             // Before the running count drops, so that a shared backend keeps following the
             // session until it hears this end.
-            session
-                .unheard_ends
-                .store(state.tasks.unheard_ends(), Ordering::Release);
+            let unheard = state.tasks.unheard_ends();
+            if unheard > 0 {
+                // Never longer than the session's time to live.
+                let wait = super::UNHEARD_END_WAIT_MS.min(self.ttl_ms);
+                let until = self.clock.now_ms().saturating_add(wait);
+                session.unheard_until_ms.store(until, Ordering::Release);
+            }
+            session.unheard_ends.store(unheard, Ordering::Release);
             (ended, wake)
         };
         wake.wake();
@@ -236,7 +241,7 @@ impl Core {
         let Some(session) = self.held(id) else {
             return;
         };
-        let told = {
+        let delivered = {
             let mut state = session.lock();
             if state.end.is_some() {
                 return;
@@ -264,7 +269,7 @@ impl Core {
                 unheard == 0 && session.unheard_ends.swap(unheard, Ordering::AcqRel) > 0;
             (told, remembered, wake, heard_last_end)
         };
-        let (told, remembered, wake, heard_last_end) = told;
+        let (told, remembered, wake, heard_last_end) = delivered;
         if told && remembered > 0 {
             self.counters.tasks.add(1);
         }

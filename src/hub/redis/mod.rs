@@ -62,9 +62,9 @@
 //!   its group came before it in its batch (since a close): a task's `running`
 //!   comes before its first step, and none of its statuses follows its `cancelling` or
 //!   `cancelled` update anywhere. A process follows a session while a task of it runs there,
-//!   as while it has subscribers, and after that task's end until it has heard the end back,
-//!   so that what it tells of the task later (to a page that connects, in [`Hub::tasks`]) is
-//!   how it ended. A process that starts following a session reads its tasks
+//!   as while it has subscribers, and after that task's end until it has heard the end back
+//!   (for at most a minute, or the session's time to live), so that what it tells of the task
+//!   later (to a page that connects, in [`Hub::tasks`]) is how it ended. A process that starts following a session reads its tasks
 //!   right after its history, and its subscriptions start with their states, then the
 //!   history.
 //! - **Cancel.** [`Hub::cancel_task`] for a task that runs in this process asks it at once.
@@ -378,6 +378,14 @@ impl Shared {
 
     fn take_interest(&self) -> HashSet<Arc<str>> {
         std::mem::take(&mut *lock(&self.interest))
+    }
+
+    /// Has the reader look again at whether each of `sessions` is still to be followed: one
+    /// can stop being so without a change of its own (evicted, or past the wait for a task's
+    /// end, `UNHEARD_END_WAIT_MS`).
+    fn recheck_interest(&self, sessions: Vec<Arc<str>>) {
+        lock(&self.interest).extend(sessions);
+        self.interest_ready.notify_one();
     }
 
     fn set_final_heads(&self, heads: HashMap<Arc<str>, u64>) {

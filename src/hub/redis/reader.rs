@@ -322,7 +322,10 @@ impl Reader {
         if !refresh_due(&mut self.last_refresh, settings.ttl_ms) || self.follow.is_empty() {
             return Ok(());
         }
-        touch_all(&shared, &mut link.conn, &self.follow.sessions()).await
+        let sessions = self.follow.sessions();
+        // The ones no longer to be followed are let go next, and renewed no more after this.
+        shared.recheck_interest(sessions.clone());
+        touch_all(&shared, &mut link.conn, &sessions).await
     }
 }
 
