@@ -64,9 +64,9 @@
 //!   `cancelled` update anywhere. A process follows a session while a task of it runs there,
 //!   as while it has subscribers, and after that task's end until it has heard the end back
 //!   (for at most a minute, or the session's time to live), so that what it tells of the task
-//!   later (to a page that connects, in [`Hub::tasks`]) is how it ended. A process that starts following a session reads its tasks
-//!   right after its history, and its subscriptions start with their states, then the
-//!   history.
+//!   later (to a page that connects, in [`Hub::tasks`]) is how it ended. A process that
+//!   starts following a session reads its tasks right after its history, and its
+//!   subscriptions start with their states, then the history.
 //! - **Cancel.** [`Hub::cancel_task`] for a task that runs in this process asks it at once.
 //!   Otherwise a script looks the task up in the session's hash, records the stop there and
 //!   publishes it on the session's channel (a frame whose `<first>` is `c`), where the process
