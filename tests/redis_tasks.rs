@@ -647,3 +647,43 @@ async fn a_task_end_that_never_reached_redis_is_not_waited_for_past_the_session_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_shuts_down_tells_its_own_streams_its_tasks_are_cancelling() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Several rounds: whether the change comes back from Redis before the streams end is a
+    // race, and the streams must get it either way.
+    for round in 0..10 {
+        let prefix = prefix(&format!("shutdown-local-{round}"));
+        let (a, messenger) = process(&server, &prefix).await;
+        let mut on_a = a.subscribe("s", None);
+        let task = a.start_task("s").unwrap();
+        let id = task.id().to_owned();
+        let ctx = task.context().with_messenger(&messenger);
+        let tool = std::thread::spawn(move || {
+            ctx.run(|| {
+                add_status_message("working");
+                status_messenger::sleep_unless_cancelled(Duration::from_secs(60))
+            })
+        });
+        let before = until_task(&mut on_a, &id, TaskState::Running).await;
+        assert!(before.is_empty(), "{before:?}");
+        assert_eq!(next(&mut on_a).await.seq(), Some(1));
+        a.shutdown().await;
+        let mut rest = Vec::new();
+        while let Some(event) = tokio::time::timeout(WAIT, on_a.next())
+            .await
+            .expect("the stream ends")
+        {
+            rest.push(event);
+        }
+        let cancelling = rest.iter().filter(
+            |event| matches!(event, Event::Task(update) if update.state() == TaskState::Cancelling),
+        );
+        assert_eq!(cancelling.count(), 1, "round {round}: {rest:?}");
+        assert!(tool.join().unwrap(), "the tool's wait was cut short");
+        drop(task);
+    }
+}

@@ -509,11 +509,10 @@ impl Hub {
     /// [`HubStats::dropped_closed`](crate::HubStats::dropped_closed)), running [`consume`](Hub::consume) calls return, and every
     /// session is closed: each subscriber still gets the statuses accepted before, then its
     /// stream ends. Every task running here is asked to stop first, as by
-    /// [`cancel_task`](Hub::cancel_task): in memory its `cancelling` reaches every stream
-    /// before it ends; with a shared backend it goes to the store with what was accepted, so
-    /// the other processes' subscribers get it, and this process's streams only if it comes
-    /// back from the store before they end. How the task ends reaches a stream only if its tool
-    /// returns that soon. Returns once every consumer has returned; it does not wait for
+    /// [`cancel_task`](Hub::cancel_task), and its `cancelling` reaches every stream here
+    /// before it ends; with a shared backend it also goes to the store with what was
+    /// accepted, so the other processes' subscribers get it. How the task ends reaches a
+    /// stream only if its tool returns that soon. Returns once every consumer has returned; it does not wait for
     /// subscribers to read (one that never reads would hold it forever), nor for the tasks'
     /// tools to return. Calling it again does nothing more.
     ///

@@ -305,6 +305,31 @@ impl Tasks {
         true
     }
 
+    /// Tells subscribers, as of status `head`, the state of each task started here whose
+    /// change has not come back from the shared store (what was told is behind it): for when
+    /// the store will tell nothing more, as the hub shuts down. In memory every change is told
+    /// at once, so this tells nothing.
+    pub(crate) fn tell_unheard(&mut self, head: u64, capacity: usize) {
+        for at in 0..self.remembered.len() {
+            let remembered = &self.remembered[at];
+            let behind = remembered.here
+                && remembered
+                    .told
+                    .as_ref()
+                    .is_none_or(|told| rank(told.state()) < rank(remembered.state));
+            if behind {
+                let update = TaskUpdate::new(
+                    remembered.task.session.clone(),
+                    Arc::clone(&remembered.task.id),
+                    remembered.state,
+                    head,
+                    remembered.message.clone(),
+                );
+                self.record(at, update, head, capacity);
+            }
+        }
+    }
+
     /// The ids of the tasks started here that run and were not asked to stop.
     pub(crate) fn running_here(&self) -> Vec<Arc<str>> {
         self.remembered

@@ -415,6 +415,12 @@ impl Core {
             if state.end.is_some() {
                 return;
             }
+            if end == End::Closed && self.is_shut_down() {
+                // The backend has stopped: what it had not told back of this process's tasks
+                // (their `cancelling`, say) it will not tell now, so the streams get it here.
+                let head = state.log.head();
+                state.tasks.tell_unheard(head, self.config.task_capacity);
+            }
             state.end = Some(end);
             let stopped = state.tasks.cancel_all();
             let (freed, forgotten) = if state.members() == 0 {
