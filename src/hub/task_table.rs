@@ -51,6 +51,18 @@ struct Remembered {
     change: u64,
 }
 
+impl Remembered {
+    /// Started here, and what its subscribers were told is behind what it is: with a shared
+    /// backend, a change not yet back from the store.
+    fn told_behind(&self) -> bool {
+        self.here
+            && self
+                .told
+                .as_ref()
+                .is_none_or(|told| rank(told.state()) < rank(self.state))
+    }
+}
+
 #[derive(Debug)]
 struct Change {
     number: u64,
@@ -246,6 +258,11 @@ impl Tasks {
         let Some(at) = self.find_task(task) else {
             return;
         };
+        self.tell_at(at, head, capacity);
+    }
+
+    /// Tells subscribers the current state of the task at `at`, as of status `head`.
+    fn tell_at(&mut self, at: usize, head: u64, capacity: usize) {
         let remembered = &self.remembered[at];
         let update = TaskUpdate::new(
             remembered.task.session.clone(),
@@ -311,21 +328,8 @@ impl Tasks {
     /// at once, so this tells nothing.
     pub(crate) fn tell_unheard(&mut self, head: u64, capacity: usize) {
         for at in 0..self.remembered.len() {
-            let remembered = &self.remembered[at];
-            let behind = remembered.here
-                && remembered
-                    .told
-                    .as_ref()
-                    .is_none_or(|told| rank(told.state()) < rank(remembered.state));
-            if behind {
-                let update = TaskUpdate::new(
-                    remembered.task.session.clone(),
-                    Arc::clone(&remembered.task.id),
-                    remembered.state,
-                    head,
-                    remembered.message.clone(),
-                );
-                self.record(at, update, head, capacity);
+            if self.remembered[at].told_behind() {
+                self.tell_at(at, head, capacity);
             }
         }
     }
@@ -371,11 +375,7 @@ impl Tasks {
     pub(crate) fn unheard_ends(&self) -> usize {
         self.remembered
             .iter()
-            .filter(|r| {
-                r.here
-                    && r.state.is_final()
-                    && !r.told.as_ref().is_some_and(|told| told.state().is_final())
-            })
+            .filter(|r| r.state.is_final() && r.told_behind())
             .count()
     }
 
