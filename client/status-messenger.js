@@ -199,7 +199,6 @@ export function connect(options) {
       conn = transport === "ws" ? openWebSocket(current) : openEventSource(current);
     } catch (error) {
       // The constructor refused the URL (say, ws: from an https page): no retry can help.
-      report(error);
       finish("error", error);
       return;
     }
@@ -280,9 +279,7 @@ export function connect(options) {
       else if (status === 404) {
         // A 404 without the endpoints' `{"error": ...}`: nothing is served there, so no retry
         // can help either.
-        const error = new Error(`status-messenger: nothing answers at ${endpoint("/", {})} (404): is options.base right?`);
-        report(error);
-        finish("error", error);
+        finish("error", new Error(`status-messenger: nothing answers at ${endpoint("/", {})} (404): is options.base right?`));
       } else if (head !== undefined) finish("resume-refused", undefined, head);
       else schedule();
     });
@@ -372,8 +369,10 @@ export function connect(options) {
     }
   }
 
+  // Ends the stream for good; an `error` that ends it is reported too.
   function finish(reason, error, head) {
     if (closed) return;
+    if (error !== undefined) report(error);
     closed = true;
     teardown();
     win.removeEventListener?.("online", onOnline);

@@ -393,17 +393,18 @@ impl Endpoints {
         self.hub.shutdown().await;
         if tokio::time::timeout(grace, self.streams_closed())
             .await
-            .is_err()
+            .is_ok()
         {
-            let left = self.open_streams();
-            tracing::warn!(
-                target: "status_messenger::web",
-                left,
-                ?grace,
-                "streams still open after the shutdown grace"
-            );
+            return 0;
         }
-        self.open_streams()
+        let left = self.open_streams();
+        tracing::warn!(
+            target: "status_messenger::web",
+            left,
+            ?grace,
+            "streams still open after the shutdown grace"
+        );
+        left
     }
 
     /// Authorizes a stream's request and reads its resume point: the session and where it
