@@ -14,7 +14,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{check_exact, prefix, read_through, shape, ClusterNode, RedisCluster};
+use common::{check_exact, prefix, read_through, shape, until_told, ClusterNode, RedisCluster};
 use futures_util::StreamExt;
 use status_messenger::{Event, Hub, HubConfig, RedisClusterConfig, Subscription};
 
@@ -748,21 +748,12 @@ async fn a_page_that_first_connects_to_the_process_that_ran_a_task_sees_how_it_e
     let a = hub(&cluster, &prefix).await;
     let messenger = Messenger::new();
     a.attach(&messenger).unwrap();
-    let told = |state: TaskState, id: &str| {
-        a.tasks("s1")
-            .unwrap()
-            .iter()
-            .any(|update| update.task() == id && update.state() == state)
-    };
     // Nobody subscribes: the process follows the session while the task runs, and hears its
     // `running` before the task goes on.
     let task = status_messenger::with_default(&messenger, || a.start_task("s1")).unwrap();
     let id = task.id().to_owned();
-    let deadline = Instant::now() + WAIT;
-    while !told(TaskState::Running, &id) {
-        assert!(Instant::now() < deadline, "never heard running");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let deadline = Instant::now() + WAIT; // for both waits together
+    until_told(&a, "s1", &id, TaskState::Running, WAIT).await;
     let ctx = task.context().with_messenger(&messenger);
     ctx.run(|| {
         for step in 1..=5 {
@@ -771,14 +762,8 @@ async fn a_page_that_first_connects_to_the_process_that_ran_a_task_sees_how_it_e
     });
     assert_eq!(task.finish(), TaskState::Finished);
     // It follows the session until it has heard the end, then tells that, not `running`.
-    while !told(TaskState::Finished, &id) {
-        assert!(
-            Instant::now() < deadline,
-            "never heard finished: {:?}",
-            a.tasks("s1")
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    until_told(&a, "s1", &id, TaskState::Finished, left).await;
     let mut page = a.subscribe("s1", None);
     let before = until_task(&mut page, &id, TaskState::Finished).await;
     assert!(before.is_empty(), "before the task's state: {before:?}");

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{prefix, RedisServer};
+use common::{prefix, until_told, RedisServer};
 use futures_util::StreamExt;
 use status_messenger::hub::CancelError;
 use status_messenger::{
@@ -514,22 +514,44 @@ async fn a_task_change_after_a_status_never_shortens_the_history_it_renewed() {
     assert!(log_ttl_ms(&server, &prefix, "s") > ttl_ms);
 }
 
-/// Waits until `hub` tells `task` of `session` in `state`, as a new subscription there would
-/// start with it.
-async fn until_told(hub: &Hub, session: &str, task: &str, state: TaskState) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !hub
-        .tasks(session)
-        .unwrap()
-        .iter()
-        .any(|update| update.task() == task && update.state() == state)
-    {
+/// Waits until no process listens on the channel of `prefix`'s sessions (one Redis: one
+/// channel for all of them), at most `within`.
+async fn until_unsubscribed(server: &RedisServer, prefix: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let listeners = server.command(&format!("PUBSUB NUMSUB {prefix}:ch"));
+        if listeners.lines().any(|line| line == ":0") {
+            return;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{task} never told {state}"
+            "still subscribed: {listeners}"
         );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Starts a task of session `s` on `hub` whose tool, on a thread of its own, adds one status
+/// and then waits until it is cancelled (at most 60 s); the task, its id, and the tool's
+/// thread, which says whether its wait was cut short.
+fn start_waiting_tool(
+    hub: &Hub,
+    messenger: &Messenger,
+) -> (
+    status_messenger::Task,
+    String,
+    std::thread::JoinHandle<bool>,
+) {
+    let task = hub.start_task("s").unwrap();
+    let id = task.id().to_owned();
+    let ctx = task.context().with_messenger(messenger);
+    let tool = std::thread::spawn(move || {
+        ctx.run(|| {
+            add_status_message("working");
+            status_messenger::sleep_unless_cancelled(Duration::from_secs(60))
+        })
+    });
+    (task, id, tool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,7 +566,7 @@ async fn a_page_that_first_connects_to_the_process_that_ran_a_task_sees_how_it_e
     // nobody subscribes anywhere.
     let task = a.start_task("s").unwrap();
     let id = task.id().to_owned();
-    until_told(&a, "s", &id, TaskState::Running).await;
+    until_told(&a, "s", &id, TaskState::Running, WAIT).await;
     let ctx = task.context().with_messenger(&messenger);
     ctx.run(|| {
         for step in 1..=5 {
@@ -554,7 +576,7 @@ async fn a_page_that_first_connects_to_the_process_that_ran_a_task_sees_how_it_e
     assert_eq!(task.finish(), TaskState::Finished);
     // With the task ended and nobody subscribed, the process stops following the session, but
     // not before it has heard how the task ended: what it tells is that, not `running`.
-    until_told(&a, "s", &id, TaskState::Finished).await;
+    until_told(&a, "s", &id, TaskState::Finished, WAIT).await;
     let told = a.tasks("s").unwrap();
     assert_eq!(told.len(), 1);
     assert_eq!(
@@ -562,18 +584,7 @@ async fn a_page_that_first_connects_to_the_process_that_ran_a_task_sees_how_it_e
         (TaskState::Finished, 5)
     );
     // Then it stops listening: no session of the test is followed any more.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let listeners = server.command(&format!("PUBSUB NUMSUB {prefix}:ch"));
-        if listeners.lines().any(|line| line == ":0") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still subscribed: {listeners}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_unsubscribed(&server, &prefix, WAIT).await;
     let mut page = a.subscribe("s", None);
     let before = until_task(&mut page, &id, TaskState::Finished).await;
     assert!(before.is_empty(), "before the task's state: {before:?}");
@@ -591,15 +602,7 @@ async fn a_process_that_shuts_down_tells_the_others_its_tasks_are_cancelling() {
     let (a, messenger) = process(&server, &prefix).await;
     let b = hub(&server, &prefix).await;
     let mut on_b = b.subscribe("s", None);
-    let task = a.start_task("s").unwrap();
-    let id = task.id().to_owned();
-    let ctx = task.context().with_messenger(&messenger);
-    let tool = std::thread::spawn(move || {
-        ctx.run(|| {
-            add_status_message("working");
-            status_messenger::sleep_unless_cancelled(Duration::from_secs(60))
-        })
-    });
+    let (task, id, tool) = start_waiting_tool(&a, &messenger);
     let before = until_task(&mut on_b, &id, TaskState::Running).await;
     assert!(before.is_empty(), "{before:?}");
     assert_eq!(next(&mut on_b).await.seq(), Some(1));
@@ -626,7 +629,7 @@ async fn a_task_end_that_never_reached_redis_is_not_waited_for_past_the_session_
     a.open_session("s").await.unwrap();
     let first = a.start_task("s").unwrap();
     let id = first.id().to_owned();
-    until_told(&a, "s", &id, TaskState::Running).await;
+    until_told(&a, "s", &id, TaskState::Running, WAIT).await;
     server.pause();
     let second = a.start_task("s").unwrap(); // takes the one place
     assert_eq!(first.finish(), TaskState::Finished); // its end is refused: never in Redis
@@ -634,18 +637,7 @@ async fn a_task_end_that_never_reached_redis_is_not_waited_for_past_the_session_
     server.resume();
     // The process follows the session a while for those ends, then lets it go: it does not
     // stay subscribed (and renew the session's keys) for good.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let listeners = server.command(&format!("PUBSUB NUMSUB {prefix}:ch"));
-        if listeners.lines().any(|line| line == ":0") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still subscribed: {listeners}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_unsubscribed(&server, &prefix, Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,15 +651,7 @@ async fn a_process_that_shuts_down_tells_its_own_streams_its_tasks_are_cancellin
         let prefix = prefix(&format!("shutdown-local-{round}"));
         let (a, messenger) = process(&server, &prefix).await;
         let mut on_a = a.subscribe("s", None);
-        let task = a.start_task("s").unwrap();
-        let id = task.id().to_owned();
-        let ctx = task.context().with_messenger(&messenger);
-        let tool = std::thread::spawn(move || {
-            ctx.run(|| {
-                add_status_message("working");
-                status_messenger::sleep_unless_cancelled(Duration::from_secs(60))
-            })
-        });
+        let (task, id, tool) = start_waiting_tool(&a, &messenger);
         let before = until_task(&mut on_a, &id, TaskState::Running).await;
         assert!(before.is_empty(), "{before:?}");
         assert_eq!(next(&mut on_a).await.seq(), Some(1));

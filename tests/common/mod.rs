@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use status_messenger::{Event, Subscription};
+use status_messenger::{Event, Hub, Subscription, TaskState};
 
 /// A `redis-server` on a free port of 127.0.0.1 in a temporary directory, without persistence
 /// unless started with [`RedisServer::start_persistent`]; killed when dropped.
@@ -227,6 +227,25 @@ pub async fn next_within(sub: &mut Subscription, within: Duration) -> Option<Eve
     tokio::time::timeout(within, sub.next())
         .await
         .unwrap_or_else(|_| panic!("no event within {within:?}"))
+}
+
+/// Waits, at most `within`, until `hub` tells `task` of `session` in `state`: what a new
+/// subscription there would start with.
+pub async fn until_told(hub: &Hub, session: &str, task: &str, state: TaskState, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !hub
+        .tasks(session)
+        .unwrap()
+        .iter()
+        .any(|update| update.task() == task && update.state() == state)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{task} never told {state}: {:?}",
+            hub.tasks(session)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Reads items until they account for every number up to `last` (statuses and gaps), or
